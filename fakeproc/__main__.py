@@ -1,0 +1,3 @@
+from fakeproc.cli import main
+
+raise SystemExit(main())

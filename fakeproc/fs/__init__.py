@@ -1,0 +1,1 @@
+"""The FUSE file system: renders kernel state and maps syscalls to it."""

@@ -1,0 +1,1 @@
+"""The emulated kernel. It knows nothing of FUSE: the file system only renders it."""

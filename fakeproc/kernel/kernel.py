@@ -1,0 +1,278 @@
+"""Kernel: nodes + tasks + the virtual clock, the one object the file system renders.
+
+Linux: the glue of mm/ and kernel/ that the other modules name. All page
+state lives in the native core (``self.native``); Python keeps topology,
+tasks, VMAs and the clock, and only orchestrates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from . import node as nodemod
+from .mm import PAGE_SIZE, MmStruct, Vma
+from .native import KernelError, check, ffi, lib
+from .task import MemPolicy, Task
+from .task_mmu import IdleRead, IdleReader
+from .workload import Workload
+
+PMD_SIZE = 2 << 20
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What a machine file says about one node."""
+
+    id: int
+    type: nodemod.NodeType
+    nr_pages: int
+    cpus: tuple[int, ...] = ()
+
+
+class Kernel:
+    """An emulated machine. Not thread safe: one trio thread mutates it."""
+
+    def __init__(self, nodes: Sequence[NodeConfig], distances: Sequence[Sequence[int]] | None = None,
+                 nr_cpus: int | None = None) -> None:
+        nodes = sorted(nodes, key=lambda n: n.id)
+        ids = [n.id for n in nodes]
+        types = [n.type for n in nodes]
+        dist = [list(r) for r in distances] if distances is not None else nodemod.default_distances(ids)
+        peers = nodemod.compute_peers(ids, dist)
+        fallback = nodemod.compute_fallback(ids, types, dist)
+        self.nodes: list[nodemod.Node] = [
+            nodemod.Node(n.id, n.type, n.nr_pages, tuple(sorted(n.cpus)), peers[n.id], fallback[n.id])
+            for n in nodes
+        ]
+        self._idx = {n.id: i for i, n in enumerate(self.nodes)}
+        self._dist = dist
+        all_cpus = [c for n in nodes for c in n.cpus]
+        self.nr_cpu_ids = nr_cpus if nr_cpus is not None else (max(all_cpus) + 1 if all_cpus else 1)
+        self._cpu_node = {c: n.id for n in nodes for c in n.cpus}
+        total = sum(n.nr_pages for n in nodes)
+        sizes = ffi.new("uint64_t[]", [n.nr_pages for n in nodes])
+        raw = lib.fp_kernel_new(len(nodes), sizes, total // 512 * 2 + 65536)
+        if raw == ffi.NULL:
+            raise MemoryError("cannot reserve the emulated machine's memory")
+        self.native: Any = ffi.gc(raw, lib.fp_kernel_free)
+        self.tasks: dict[int, Task] = {}
+        self._threads: dict[int, Task] = {}
+        self._mms: dict[int, MmStruct] = {}
+        self._next_mm = 1
+        self.clock = 0.0  # virtual seconds
+        self.generation = 0  # bumped on every state change the file system may cache
+        self._idle = IdleReader()
+
+    # ---- topology ----------------------------------------------------------
+    def node(self, nid: int) -> nodemod.Node:
+        return self.nodes[self._idx[nid]]
+
+    def node_index(self, nid: int) -> int:
+        """The native core's dense index of node nid."""
+        return self._idx[nid]
+
+    def distance(self, a: int, b: int) -> int:
+        return self._dist[self._idx[a]][self._idx[b]]
+
+    @property
+    def node_ids(self) -> list[int]:
+        return [n.id for n in self.nodes]
+
+    def cpu_node(self, cpu: int) -> int:
+        """The node a CPU belongs to (node 0's when the CPU is node-less)."""
+        return self._cpu_node.get(cpu, self.nodes[0].id)
+
+    @property
+    def online_cpus(self) -> list[int]:
+        return sorted(self._cpu_node)
+
+    # ---- tasks -------------------------------------------------------------
+    def mm(self, mm_id: int) -> MmStruct:
+        return self._mms[mm_id]
+
+    def task(self, pid: int) -> Task | None:
+        return self.tasks.get(pid)
+
+    def thread(self, tid: int) -> Task | None:
+        """The task a thread id belongs to."""
+        return self._threads.get(tid)
+
+    def zonelist(self, task: Task) -> list[int]:
+        """Node preference for task's faults (mm/mempolicy.c, RFC fallback rule)."""
+        local = self.cpu_node(task.cpu)
+        pol = task.policy
+        if pol.mode == "prefer" and pol.nodes:
+            return list(self.node(pol.nodes[0]).fallback)
+        if pol.mode in ("bind", "interleave") and pol.nodes:
+            return sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
+        return list(self.node(local).fallback)
+
+    def spawn(self, pid: int, name: str, *, uid: int = 0, gid: int = 0, ppid: int = 1,
+              threads: Iterable[int] = (), cpu: int = 0, state: str = "sleeping",
+              policy: MemPolicy | None = None) -> Task:
+        """Create a process with an empty address space."""
+        tids = tuple(threads) or (pid,)
+        if pid in self.tasks or any(t in self._threads for t in tids):
+            raise ValueError(f"pid {pid} or one of its thread ids is already in use")
+        mm_id = self._next_mm
+        check(lib.fp_mm_new(self.native, mm_id))
+        self._next_mm += 1
+        self._mms[mm_id] = MmStruct(mm_id)
+        task = Task(pid, name, uid=uid, gid=gid, ppid=ppid, threads=tids, cpu=cpu,
+                    state=state, policy=policy or MemPolicy(), mm_id=mm_id)  # type: ignore[arg-type]
+        self.tasks[pid] = task
+        for t in tids:
+            self._threads[t] = task
+        self.set_policy(task, task.policy)
+        self.generation += 1
+        return task
+
+    def set_policy(self, task: Task, policy: MemPolicy) -> None:
+        task.policy = policy
+        assert task.mm_id is not None
+        c = self.native.mms[task.mm_id]
+        zl = self.zonelist(task)
+        for i, nid in enumerate(zl):
+            c.zonelist[i] = self._idx[nid]
+        c.nr_zonelist = len(zl)
+        c.local_node = self._idx[self.cpu_node(task.cpu)]
+
+    def exit(self, pid: int, *, zombie: bool = False) -> None:
+        """The process exits: its address space is freed; a zombie keeps its pid."""
+        task = self.tasks[pid]
+        if task.mm_id is not None:
+            lib.fp_mm_destroy(self.native, task.mm_id)
+            del self._mms[task.mm_id]
+            task.mm_id = None
+        task.workload = None
+        if zombie:
+            task.state = "zombie"
+        else:
+            del self.tasks[pid]
+            for t in task.tids:
+                self._threads.pop(t, None)
+        self.generation += 1
+
+    def add_vma(self, task: Task, vma: Vma) -> None:
+        assert task.mm_id is not None
+        self.mm(task.mm_id).add_vma(vma)
+        self.generation += 1
+
+    # ---- page state ------------------------------------------------------------
+    def set_pte(self, task: Task, addr: int, bits: int, node: int | None, vma: Vma) -> None:
+        """Install one exact PTE (scenario files). node None = the task's policy."""
+        assert task.mm_id is not None
+        nidx = -1 if node is None else self._idx[node]
+        check(lib.fp_set_pte(self.native, task.mm_id, addr, bits, nidx, vma.native_flags))
+        self.generation += 1
+
+    def set_thp(self, task: Task, addr: int, bits: int, node: int | None) -> None:
+        assert task.mm_id is not None
+        nidx = -1 if node is None else self._idx[node]
+        check(lib.fp_set_thp(self.native, task.mm_id, addr, bits, nidx))
+        self.generation += 1
+
+    def set_pud(self, task: Task, addr: int, bits: int) -> None:
+        assert task.mm_id is not None
+        check(lib.fp_set_pud(self.native, task.mm_id, addr, bits))
+        self.generation += 1
+
+    def set_table_bits(self, task: Task, addr: int, level: int, set_bits: int, clear: int) -> None:
+        assert task.mm_id is not None
+        check(lib.fp_set_table_bits(self.native, task.mm_id, addr, level, set_bits, clear))
+        self.generation += 1
+
+    def touch(self, task: Task, addr: int, *, write: bool = False) -> None:
+        """One CPU access by task at addr (faults in the page first if needed)."""
+        assert task.mm_id is not None
+        vma = self.mm(task.mm_id).find_vma(addr)
+        if vma is None:
+            raise KernelError(14, "Bad address")
+        flags = lib.FP_FAULT_WRITE if write else 0
+        if vma.is_anon_memory:
+            flags |= lib.FP_FAULT_ANON
+        if vma.thp and vma.start <= addr & ~(PMD_SIZE - 1) and (addr | (PMD_SIZE - 1)) < vma.end:
+            flags |= lib.FP_FAULT_THP
+        check(lib.fp_touch(self.native, task.mm_id, addr, flags))
+        self.generation += 1
+
+    def populate(self, task: Task, vma: Vma, *, write: bool = True) -> None:
+        """MAP_POPULATE: fault in every page of vma (through one C workload pass)."""
+        assert task.mm_id is not None
+        wl = Workload(pattern="seq", write=1.0 if write else 0.0)
+        wl.bind(task.mm_id, [(vma.start, vma.nr_pages, vma.native_flags)])
+        check(lib.fp_workload_run(self.native, wl._c, vma.nr_pages))
+        self.generation += 1
+
+    def attach_workload(self, task: Task, wl: Workload) -> None:
+        """Start wl on task over the chosen VMAs (default: its anonymous ones)."""
+        assert task.mm_id is not None
+        vmas = self.mm(task.mm_id).vmas
+        chosen = ([vmas[i] for i in wl.vma_indices] if wl.vma_indices is not None
+                  else [v for v in vmas if v.is_anon_memory and not v.hugetlb])
+        wl.bind(task.mm_id, [(v.start, v.nr_pages, v.native_flags) for v in chosen])
+        task.workload = wl
+
+    def advance(self, seconds: float) -> int:
+        """Move the virtual clock; every workload runs its share. Returns touches."""
+        self.clock += seconds
+        done = 0
+        for task in self.tasks.values():
+            if task.workload is not None and task.alive:
+                done += task.workload.run(self.native, seconds, self.clock)
+        if done:
+            self.generation += 1
+        return done
+
+    # ---- reads the file system makes -------------------------------------------
+    def idle_pages_read(self, task: Task, pos: int, count: int, flags: int) -> IdleRead:
+        """read(2) of /proc/PID/idle_pages (INTERFACES.md 1.2-1.4)."""
+        result = self._idle.read(self, task.mm_id if task.alive else None, pos, count, flags)
+        self.generation += 1  # accessed bits were cleared
+        return result
+
+    def node_stat(self, nid: int) -> list[int]:
+        """The native per-node counters (FP_NR_* order), in pages or events."""
+        st = self.native.nodes[self._idx[nid]].stat
+        return [int(st[i]) for i in range(lib.FP_NR_NODE_STATS)]
+
+    def event(self, index: int) -> int:
+        return int(self.native.events[index])
+
+    def mm_counters(self, task: Task) -> dict[str, int]:
+        """Per-mm page counts /proc/PID/status prints (pages)."""
+        if task.mm_id is None:
+            return {}
+        c = self.native.mms[task.mm_id]
+        mm = self.mm(task.mm_id)
+        return {"rss_anon": int(c.rss_anon), "rss_file": int(c.rss_file),
+                "nr_tables": int(c.nr_tables), "swap": int(c.nr_swap),
+                "hiwater_rss": int(c.hiwater_rss), "total_vm": mm.total_vm_pages}
+
+    def page_node(self, task: Task, addr: int) -> int | None:
+        """The node holding the page mapped at addr, or None (ground truth for tests)."""
+        if task.mm_id is None:
+            return None
+        level = ffi.new("int32_t *")
+        e = lib.fp_lookup(self.native, task.mm_id, addr, level)
+        if e == ffi.NULL or not (e[0] & (lib.FP_PAGE_PRESENT | lib.FP_PAGE_PROTNONE)) or \
+                e[0] & lib.FP_PAGE_SWPENTRY:
+            return None
+        if level[0] < 4 and not e[0] & lib.FP_PAGE_PSE:
+            return None
+        pfn = (e[0] & 0x000FFFFFFFFFF000) >> 12
+        for n in self.nodes:
+            c = self.native.nodes[self._idx[n.id]]
+            if c.start_pfn <= pfn < c.start_pfn + c.nr_pages:
+                return n.id
+        return None
+
+    def entry(self, task: Task, addr: int) -> tuple[int, int]:
+        """(level, raw entry) of the leaf or empty slot mapping addr (for tests)."""
+        assert task.mm_id is not None
+        level = ffi.new("int32_t *")
+        e = lib.fp_lookup(self.native, task.mm_id, addr, level)
+        return (int(level[0]), int(e[0]) if e != ffi.NULL else 0)
+
+
+__all__ = ["Kernel", "NodeConfig", "PAGE_SIZE"]

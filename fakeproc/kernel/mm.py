@@ -1,0 +1,128 @@
+"""Address spaces and VMAs.
+
+Linux: include/linux/mm_types.h (vm_area_struct), mm/mmap.c. The page tables
+themselves live in C (native/memory.c); this side keeps the VMA list the walk,
+/proc/PID/maps and the fault path read.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .native import ffi, lib
+
+VmaKind = Literal["anon", "file", "heap", "stack", "vdso", "vvar", "shm"]
+SPECIAL_NAMES = {"heap": "[heap]", "stack": "[stack]", "vdso": "[vdso]", "vvar": "[vvar]"}
+PAGE_SIZE = 4096
+TASK_SIZE = 0x00007FFFFFFFF000
+
+
+@dataclass
+class Vma:
+    """One mapping. Invariant: page aligned, start < end <= TASK_SIZE."""
+
+    start: int
+    end: int
+    perms: str = "rw-p"
+    kind: VmaKind = "anon"
+    path: str | None = None
+    offset: int = 0
+    dev: tuple[int, int] = (0, 0)
+    inode: int = 0
+    hugetlb: bool = False
+    thp: bool = False
+    deleted: bool = False
+
+    @property
+    def has_file(self) -> bool:
+        """vma->vm_file: file mappings and shared anonymous memory (a shmem file)."""
+        return self.kind in ("file", "shm")
+
+    @property
+    def writable(self) -> bool:
+        return self.perms[1] == "w"
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def is_anon_memory(self) -> bool:
+        """Pages faulted here are anonymous (swap-backed) pages."""
+        return self.kind in ("anon", "heap", "stack")
+
+    @property
+    def walked_by_idle_pages(self) -> bool:
+        """mm_idle_test_walk(): no file, or a file mapping that is writable and private."""
+        if self.has_file:
+            return self.writable and not self.shared
+        return True
+
+    @property
+    def display_path(self) -> str | None:
+        """The path column of /proc/PID/maps."""
+        if self.kind in SPECIAL_NAMES:
+            return SPECIAL_NAMES[self.kind]
+        if self.path is None:
+            return None
+        return self.path + (" (deleted)" if self.deleted else "")
+
+    @property
+    def native_flags(self) -> int:
+        flags = 0
+        if self.walked_by_idle_pages:
+            flags |= lib.FP_VMA_WALK
+        if self.hugetlb:
+            flags |= lib.FP_VMA_HUGETLB
+        if self.thp:
+            flags |= lib.FP_VMA_THP
+        if self.is_anon_memory:
+            flags |= lib.FP_VMA_ANON
+        if self.writable:
+            flags |= lib.FP_VMA_WRITE
+        return flags
+
+    @property
+    def nr_pages(self) -> int:
+        return (self.end - self.start) // PAGE_SIZE
+
+
+@dataclass
+class MmStruct:
+    """An address space: the C page tables (by id) and the sorted VMA list."""
+
+    id: int
+    vmas: list[Vma] = field(default_factory=list)
+    _spans: Any = None  # cached cffi array of struct fp_vma_span
+
+    def add_vma(self, vma: Vma) -> None:
+        """Insert a VMA; overlapping an existing one is a caller error."""
+        starts = [v.start for v in self.vmas]
+        i = bisect.bisect_left(starts, vma.start)
+        if (i > 0 and self.vmas[i - 1].end > vma.start) or (
+            i < len(self.vmas) and self.vmas[i].start < vma.end
+        ):
+            raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps another mapping")
+        self.vmas.insert(i, vma)
+        self._spans = None
+
+    def find_vma(self, addr: int) -> Vma | None:
+        """The VMA containing addr, if any."""
+        for v in self.vmas:
+            if v.start <= addr < v.end:
+                return v
+        return None
+
+    def spans(self) -> tuple[Any, int]:
+        """The VMA list as the C walk wants it (cached until the list changes)."""
+        if self._spans is None:
+            arr = ffi.new("struct fp_vma_span[]", max(1, len(self.vmas)))
+            for i, v in enumerate(self.vmas):
+                arr[i].start, arr[i].end, arr[i].flags = v.start, v.end, v.native_flags
+            self._spans = arr
+        return self._spans, len(self.vmas)
+
+    @property
+    def total_vm_pages(self) -> int:
+        return sum(v.nr_pages for v in self.vmas)

@@ -1,0 +1,218 @@
+/*
+ * fakeproc native core: the one header shared by the C sources and cffi's cdef.
+ *
+ * Everything here is flat data over arrays that one `struct fp_kernel` owns;
+ * there is no global state, so several emulated kernels can live in one process.
+ * Keep this file parseable by cffi: plain integer #defines, no expressions,
+ * no includes (build.py strips the marked block below before cdef).
+ */
+/* CDEF-SKIP-BEGIN */
+#ifndef FAKEPROC_H
+#define FAKEPROC_H
+#include <stdint.h>
+#include <stddef.h>
+/* CDEF-SKIP-END */
+
+/* ---- x86_64 page-table entry bits (arch/x86/include/asm/pgtable_types.h) ---- */
+#define FP_PAGE_PRESENT   1
+#define FP_PAGE_RW        2
+#define FP_PAGE_USER      4
+#define FP_PAGE_ACCESSED  32
+#define FP_PAGE_DIRTY     64
+#define FP_PAGE_PSE       128
+#define FP_PAGE_PROTNONE  256
+/* a non-present, non-empty entry: swap or migration entry (bit 62 chosen so it
+ * never collides with an address field); the low bits carry a type */
+#define FP_PAGE_SWPENTRY  4611686018427387904
+#define FP_SWP_SWAP       2
+#define FP_SWP_MIGRATION  4
+
+/* ---- struct page flags (include/linux/page-flags.h, the few we need) ---- */
+#define FP_PG_LRU          1
+#define FP_PG_ACTIVE       2
+#define FP_PG_REFERENCED   4
+#define FP_PG_ANON         8
+#define FP_PG_HEAD         16
+#define FP_PG_TAIL         32
+#define FP_PG_DIRTY        64
+#define FP_PG_SWAPBACKED   128
+#define FP_PG_UNEVICTABLE  256
+#define FP_PG_ALLOCATED    512
+#define FP_PG_DEVICE       1024
+
+/* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
+#define FP_NR_FREE_PAGES      0
+#define FP_NR_ANON_PAGES      1
+#define FP_NR_ACTIVE_ANON     2
+#define FP_NR_INACTIVE_ANON   3
+#define FP_NR_ACTIVE_FILE     4
+#define FP_NR_INACTIVE_FILE   5
+#define FP_NR_FILE_PAGES      6
+#define FP_NR_MAPPED          7
+#define FP_NR_ANON_THPS       8
+#define FP_NR_DIRTY           9
+#define FP_NR_PAGETABLE       10
+#define FP_NR_UNEVICTABLE     11
+#define FP_NUMA_HIT           12
+#define FP_NUMA_MISS          13
+#define FP_NUMA_FOREIGN       14
+#define FP_NUMA_INTERLEAVE    15
+#define FP_NUMA_LOCAL         16
+#define FP_NUMA_OTHER         17
+#define FP_NR_NODE_STATS      18
+
+/* ---- global events (enum vm_event_item) ---- */
+#define FP_EV_PGFAULT         0
+#define FP_EV_PGALLOC_NORMAL  1
+#define FP_EV_PGFREE          2
+#define FP_EV_THP_FAULT_ALLOC 3
+#define FP_EV_THP_FAULT_FALLBACK 4
+#define FP_EV_PGACTIVATE      5
+#define FP_NR_EVENTS          16
+
+#define FP_MAX_NODES      64
+#define FP_MAX_MMS        65536
+#define FP_PTRS_PER_TABLE 512
+#define FP_PAGES_PER_HUGE 512
+
+/* ---- idle_pages scan flags (the file's status flags, RFC v2) ---- */
+#define FP_SCAN_HUGE_PAGE 2048
+#define FP_SCAN_SKIM_IDLE 131072
+#define FP_SCAN_DIRTY     262144
+
+/* ---- VMA flags the walk and the fault path need ---- */
+#define FP_VMA_WALK       1
+#define FP_VMA_HUGETLB    2
+#define FP_VMA_THP        4
+#define FP_VMA_ANON       8
+#define FP_VMA_WRITE      16
+
+/* ---- fault flags ---- */
+#define FP_FAULT_WRITE    1
+#define FP_FAULT_THP      2
+#define FP_FAULT_ANON     4
+
+struct fp_page {
+    uint16_t flags;        /* FP_PG_* */
+    uint16_t mapcount;     /* number of PTEs (or PMDs) mapping it */
+    uint32_t owner;        /* mm id of the first mapper (reverse map) */
+    uint64_t vpn;          /* its virtual page number in that mm */
+};
+
+struct fp_node {
+    uint64_t start_pfn;
+    uint64_t nr_pages;
+    /* free 2 MiB blocks: a stack of block numbers relative to start_pfn/512 */
+    uint32_t *free_blocks;
+    uint64_t nr_free_blocks;
+    /* free 4 KiB pages of split blocks: a stack of offsets from start_pfn */
+    uint32_t *free_pages;
+    uint64_t nr_free_pages;
+    uint64_t stat[18];
+};
+
+struct fp_mm {
+    uint64_t pgd;          /* table index of the PGD in the arena (0 = none) */
+    uint32_t id;
+    uint32_t alive;
+    int16_t zonelist[64];  /* node preference order for faults */
+    int32_t nr_zonelist;
+    int32_t local_node;    /* node of the CPU the task runs on (numa_local) */
+    uint64_t rss_anon;     /* pages */
+    uint64_t rss_file;
+    uint64_t nr_tables;    /* page-table pages below the PGD, PGD included */
+    uint64_t nr_swap;      /* swap entries */
+    uint64_t hiwater_rss;
+};
+
+struct fp_kernel {
+    uint64_t *tables;      /* arena of 512-entry tables, index 0 reserved */
+    uint64_t tables_cap;
+    uint64_t tables_used;  /* bump pointer */
+    uint64_t *table_pfn;   /* the node page backing each table (PageTables) */
+    uint64_t *free_tables; /* stack of freed table indices */
+    uint64_t nr_free_tables;
+    uint64_t free_tables_cap;
+    struct fp_page *pages; /* indexed by PFN */
+    uint64_t nr_pfns;
+    uint64_t device_pfn;   /* next PFN handed out for device (DAX) memory */
+    int32_t nr_nodes;
+    struct fp_node nodes[64];
+    struct fp_mm *mms[65536];
+    uint64_t events[16];
+};
+
+/* kernel lifetime: node sizes in pages, each a multiple of 512 */
+struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
+                                uint64_t max_tables);
+void fp_kernel_free(struct fp_kernel *k);
+
+/* address spaces */
+int32_t fp_mm_new(struct fp_kernel *k, uint32_t id);
+void fp_mm_destroy(struct fp_kernel *k, uint32_t id);
+int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
+
+/* page tables: look up the entry mapping addr; level_out = 4 (PTE), 3 (PMD),
+ * 2 (PUD), or the level where the walk found an empty slot */
+uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *level_out);
+
+/* scenario set-up: install exact entries.  `node` chooses the page's node.
+ * pte_bits: FP_PAGE_* bits for a present page, or a swap entry value. */
+int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
+                   int32_t node, uint32_t vma_flags);
+int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
+                   int32_t node);
+int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits);
+int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t level,
+                          uint64_t set, uint64_t clear);
+
+/* page faults and hardware accesses */
+int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
+int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
+
+/* /proc/PID/idle_pages: one read(2).  vmas sorted by start. Returns bytes stored
+ * in ubuf or a negative errno; *cursor_out receives the new file position. */
+struct fp_vma_span {
+    uint64_t start;
+    uint64_t end;
+    uint32_t flags;        /* FP_VMA_* */
+};
+int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
+                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
+                     uint8_t *ubuf, uint64_t *cursor_out);
+
+/* the workload engine */
+#define FP_WL_UNIFORM 0
+#define FP_WL_HOTCOLD 1
+#define FP_WL_ZIPF    2
+#define FP_WL_SEQ     3
+
+struct fp_region {
+    uint64_t start;
+    uint64_t nr_pages;
+    uint32_t vma_flags;
+};
+
+struct fp_workload {
+    uint32_t pattern;
+    uint32_t mm;
+    uint64_t rng;          /* xorshift64* state, never 0 */
+    struct fp_region *regions;
+    uint32_t nr_regions;
+    uint64_t total_pages;
+    uint64_t hot_offset;   /* first page of the hot set (pages into the region space) */
+    uint64_t hot_pages;
+    double hot_prob;       /* probability a touch goes to the hot set */
+    double write_frac;
+    double zipf_s;
+    uint64_t seq_pos;
+    uint64_t touches;      /* done so far */
+    uint64_t faults_failed;
+};
+int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n);
+
+/* accounting helpers */
+uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);
+/* CDEF-SKIP-BEGIN */
+#endif
+/* CDEF-SKIP-END */

@@ -1,0 +1,35 @@
+/* Declarations shared between the C sources but not exported to Python. */
+#ifndef FAKEPROC_INTERNAL_H
+#define FAKEPROC_INTERNAL_H
+#include "fakeproc.h"
+
+#define FP_PAGE_SHIFT 12
+#define FP_PAGE_SIZE  4096ULL
+#define FP_PMD_SIZE   (1ULL << 21)
+#define FP_PUD_SIZE   (1ULL << 30)
+#define FP_PGD_SIZE   (1ULL << 39)
+#define FP_TASK_SIZE  0x00007ffffffff000ULL
+#define FP_ADDR_MASK  0x000ffffffffff000ULL
+#define FP_TABLE_BITS (FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER | FP_PAGE_ACCESSED | FP_PAGE_DIRTY)
+
+static inline uint64_t fp_entry_addr(uint64_t e) { return (e & FP_ADDR_MASK) >> FP_PAGE_SHIFT; }
+static inline int fp_entry_none(uint64_t e) { return e == 0; }
+/* pte_present()/pmd_present() of x86: PROT_NONE entries count as present */
+static inline int fp_entry_present(uint64_t e)
+{
+    return (e & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)) && !(e & FP_PAGE_SWPENTRY);
+}
+static inline uint64_t *fp_table(const struct fp_kernel *k, uint64_t index)
+{
+    return k->tables + index * FP_PTRS_PER_TABLE;
+}
+static inline unsigned fp_index(uint64_t addr, int level)
+{
+    /* level 1 = PGD (bits 39-47), 2 = PUD, 3 = PMD, 4 = PTE */
+    return (unsigned)((addr >> (12 + 9 * (4 - level))) & 511);
+}
+
+int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn);
+int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge);
+void fp_free_page(struct fp_kernel *k, uint64_t pfn);
+#endif

@@ -1,0 +1,463 @@
+/*
+ * Address spaces: 4-level x86_64 page tables, page faults, hardware accesses.
+ * Linux: mm/memory.c (handle_mm_fault, do_anonymous_page, do_huge_pmd_anonymous_page),
+ * mm/huge_memory.c, mm/pgtable-generic.c, arch/x86 (what the MMU does on access).
+ *
+ * Tables live in one arena of 512-entry tables indexed from 1; an upper-level
+ * entry holds (table index << 12) | _PAGE_TABLE, the way a real entry holds the
+ * table's physical frame.  Each table is also charged to a node page
+ * (PageTables), so MemFree falls as page tables grow, as on real hardware.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* ---- the table arena ---------------------------------------------------- */
+
+static int64_t table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+{
+    uint64_t idx;
+    int64_t pfn = -1;
+    for (int i = 0; i < mm->nr_zonelist && pfn < 0; i++)
+        pfn = fp_alloc_page(k, mm->zonelist[i], 0);
+    if (pfn < 0)
+        return -ENOMEM;
+    if (k->nr_free_tables) {
+        idx = k->free_tables[--k->nr_free_tables];
+    } else {
+        if (k->tables_used >= k->tables_cap) {
+            fp_free_page(k, (uint64_t)pfn);
+            return -ENOMEM;
+        }
+        idx = k->tables_used++;
+    }
+    k->table_pfn[idx] = (uint64_t)pfn;
+    k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, not on an LRU */
+    k->nodes[fp_pfn_to_node(k, (uint64_t)pfn)].stat[FP_NR_PAGETABLE]++;
+    return (int64_t)idx;
+}
+
+static void table_free(struct fp_kernel *k, uint64_t idx)
+{
+    uint64_t pfn = k->table_pfn[idx];
+    memset(fp_table(k, idx), 0, FP_PTRS_PER_TABLE * sizeof(uint64_t));
+    k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
+    fp_free_page(k, pfn);
+    k->free_tables[k->nr_free_tables++] = idx;
+}
+
+/* ---- mapping and unmapping pages ---------------------------------------- */
+
+/* zone_statistics(): one allocation on node nid for mm */
+static void count_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t nid)
+{
+    int32_t preferred = mm->nr_zonelist ? mm->zonelist[0] : nid;
+    if (nid == preferred) {
+        k->nodes[nid].stat[FP_NUMA_HIT]++;
+    } else {
+        k->nodes[nid].stat[FP_NUMA_MISS]++;
+        k->nodes[preferred].stat[FP_NUMA_FOREIGN]++;
+    }
+    k->nodes[nid].stat[nid == mm->local_node ? FP_NUMA_LOCAL : FP_NUMA_OTHER]++;
+}
+
+/* Account a freshly allocated page (or THP head) as mapped once by mm at addr. */
+static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
+                          uint64_t addr, int anon)
+{
+    struct fp_page *p = &k->pages[pfn];
+    struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
+    uint64_t nr = (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
+    p->mapcount = 1;
+    p->owner = mm->id;
+    p->vpn = addr >> FP_PAGE_SHIFT;
+    if (anon) {
+        /* 4.20 lru_cache_add_active_or_unevictable(): new anon pages start active */
+        p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_LRU | FP_PG_ACTIVE;
+        node->stat[FP_NR_ANON_PAGES] += nr;
+        node->stat[FP_NR_ACTIVE_ANON] += nr;
+        if (nr > 1)
+            node->stat[FP_NR_ANON_THPS]++;
+        mm->rss_anon += nr;
+    } else {
+        /* page cache pages enter the inactive file list */
+        p->flags |= FP_PG_LRU;
+        node->stat[FP_NR_FILE_PAGES] += nr;
+        node->stat[FP_NR_MAPPED] += nr;
+        node->stat[FP_NR_INACTIVE_FILE] += nr;
+        mm->rss_file += nr;
+    }
+    uint64_t rss = mm->rss_anon + mm->rss_file;
+    if (rss > mm->hiwater_rss)
+        mm->hiwater_rss = rss;
+}
+
+static void page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
+{
+    struct fp_page *p = &k->pages[pfn];
+    int32_t nid = fp_pfn_to_node(k, pfn);
+    if (nid < 0)
+        return; /* device memory */
+    struct fp_node *node = &k->nodes[nid];
+    uint64_t nr = (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
+    if (p->flags & FP_PG_ANON)
+        mm->rss_anon -= nr;
+    else
+        mm->rss_file -= nr;
+    if (--p->mapcount)
+        return;
+    if (p->flags & FP_PG_ANON) {
+        node->stat[FP_NR_ANON_PAGES] -= nr;
+        node->stat[(p->flags & FP_PG_ACTIVE) ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
+        if (nr > 1)
+            node->stat[FP_NR_ANON_THPS]--;
+    } else {
+        node->stat[FP_NR_FILE_PAGES] -= nr;
+        node->stat[FP_NR_MAPPED] -= nr;
+        node->stat[(p->flags & FP_PG_ACTIVE) ? FP_NR_ACTIVE_FILE : FP_NR_INACTIVE_FILE] -= nr;
+    }
+    fp_free_page(k, pfn);
+}
+
+/* ---- address spaces ------------------------------------------------------ */
+
+int32_t fp_mm_new(struct fp_kernel *k, uint32_t id)
+{
+    if (id >= FP_MAX_MMS || k->mms[id])
+        return -EEXIST;
+    struct fp_mm *mm = calloc(1, sizeof(*mm));
+    if (!mm)
+        return -ENOMEM;
+    mm->id = id;
+    mm->alive = 1;
+    mm->local_node = 0;
+    mm->nr_zonelist = 1;
+    k->mms[id] = mm;
+    return 0;
+}
+
+static struct fp_mm *get_mm(struct fp_kernel *k, uint32_t id)
+{
+    return id < FP_MAX_MMS ? k->mms[id] : NULL;
+}
+
+/* Return the entry for addr at `level` (1..4), allocating tables on the way
+ * when alloc is set.  NULL when a huge leaf or a non-table entry is in the way,
+ * or when a table is missing and alloc is not set; *err says which. */
+static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level,
+                         int alloc, int *err)
+{
+    *err = 0;
+    if (!mm->pgd) {
+        if (!alloc) {
+            *err = -ENOENT;
+            return NULL;
+        }
+        int64_t t = table_alloc(k, mm);
+        if (t < 0) {
+            *err = (int)t;
+            return NULL;
+        }
+        mm->pgd = (uint64_t)t;
+        mm->nr_tables++;
+    }
+    uint64_t table = mm->pgd;
+    for (int l = 1; l < level; l++) {
+        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
+        if (fp_entry_none(*e)) {
+            if (!alloc) {
+                *err = -ENOENT;
+                return NULL;
+            }
+            int64_t t = table_alloc(k, mm);
+            if (t < 0) {
+                *err = (int)t;
+                return NULL;
+            }
+            mm->nr_tables++;
+            *e = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
+        } else if ((*e & FP_PAGE_PSE) || !fp_entry_present(*e)) {
+            *err = -EEXIST;
+            return NULL;
+        }
+        table = fp_entry_addr(*e);
+    }
+    return &fp_table(k, table)[fp_index(addr, level)];
+}
+
+uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *level_out)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    *level_out = 0;
+    if (!mm || !mm->pgd)
+        return NULL;
+    uint64_t table = mm->pgd;
+    for (int l = 1; l <= 4; l++) {
+        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
+        *level_out = l;
+        if (l == 4 || fp_entry_none(*e) || (*e & FP_PAGE_PSE) || !fp_entry_present(*e))
+            return e;
+        table = fp_entry_addr(*e);
+    }
+    return NULL;
+}
+
+static int64_t alloc_on_zonelist(struct fp_kernel *k, struct fp_mm *mm, int huge, int32_t *nid)
+{
+    for (int i = 0; i < mm->nr_zonelist; i++) {
+        int64_t pfn = fp_alloc_page(k, mm->zonelist[i], huge);
+        if (pfn >= 0) {
+            *nid = mm->zonelist[i];
+            return pfn;
+        }
+    }
+    return -ENOMEM;
+}
+
+static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
+{
+    if (fp_entry_present(*e))
+        page_remove_rmap(k, mm, fp_entry_addr(*e));
+    else if (*e & FP_PAGE_SWPENTRY)
+        mm->nr_swap--;
+    *e = 0;
+}
+
+int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
+                   int32_t node, uint32_t vma_flags)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    int err;
+    if (!mm || node >= k->nr_nodes)
+        return -EINVAL;
+    uint64_t *e = walk_to(k, mm, addr, 4, 1, &err);
+    if (!e)
+        return err;
+    drop_entry(k, mm, e);
+    if (bits & FP_PAGE_SWPENTRY) {
+        *e = bits;
+        mm->nr_swap++;
+        return 0;
+    }
+    if (!bits)
+        return 0;
+    int64_t pfn;
+    int32_t nid = node;
+    if (node >= 0)
+        pfn = fp_alloc_page(k, node, 0);
+    else
+        pfn = alloc_on_zonelist(k, mm, 0, &nid);
+    if (pfn < 0)
+        return -ENOMEM;
+    count_alloc(k, mm, nid);
+    page_add_rmap(k, mm, (uint64_t)pfn, addr, vma_flags & FP_VMA_ANON);
+    *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits;
+    return 0;
+}
+
+int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
+                   int32_t node)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    int err;
+    if (!mm || node >= k->nr_nodes || (addr & (FP_PMD_SIZE - 1)))
+        return -EINVAL;
+    uint64_t *e = walk_to(k, mm, addr, 3, 1, &err);
+    if (!e)
+        return err;
+    if (!fp_entry_none(*e))
+        return -EEXIST;
+    if (bits & FP_PAGE_SWPENTRY) { /* a THP migration entry */
+        *e = bits;
+        return 0;
+    }
+    int64_t pfn;
+    int32_t nid = node;
+    if (node >= 0)
+        pfn = fp_alloc_page(k, node, 1);
+    else
+        pfn = alloc_on_zonelist(k, mm, 1, &nid);
+    if (pfn < 0)
+        return -ENOMEM;
+    count_alloc(k, mm, nid);
+    page_add_rmap(k, mm, (uint64_t)pfn, addr, 1);
+    *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
+    return 0;
+}
+
+int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits)
+{
+    /* a 1 GiB device-DAX mapping: its frames are device memory, not node RAM */
+    struct fp_mm *mm = get_mm(k, id);
+    int err;
+    if (!mm || (addr & (FP_PUD_SIZE - 1)))
+        return -EINVAL;
+    uint64_t *e = walk_to(k, mm, addr, 2, 1, &err);
+    if (!e)
+        return err;
+    if (!fp_entry_none(*e))
+        return -EEXIST;
+    *e = (k->device_pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
+    k->device_pfn += FP_PUD_SIZE >> FP_PAGE_SHIFT;
+    return 0;
+}
+
+int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t level,
+                          uint64_t set, uint64_t clear)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    int err;
+    if (!mm || level < 1 || level > 4)
+        return -EINVAL;
+    uint64_t *e = walk_to(k, mm, addr, level, 0, &err);
+    if (!e)
+        return err;
+    if (fp_entry_none(*e))
+        return -ENOENT;
+    *e = (*e | set) & ~clear;
+    return 0;
+}
+
+/* ---- faults and accesses -------------------------------------------------- */
+
+int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    int err;
+    int32_t nid;
+    if (!mm)
+        return -ESRCH;
+    k->events[FP_EV_PGFAULT]++;
+    if (flags & FP_FAULT_THP) {
+        uint64_t *pmd = walk_to(k, mm, addr, 3, 1, &err);
+        if (!pmd)
+            return err == -EEXIST ? 0 : err;
+        if (fp_entry_none(*pmd)) {
+            int64_t pfn = alloc_on_zonelist(k, mm, 1, &nid);
+            if (pfn >= 0) {
+                uint64_t base = addr & ~(FP_PMD_SIZE - 1);
+                count_alloc(k, mm, nid);
+                page_add_rmap(k, mm, (uint64_t)pfn, base, 1);
+                *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
+                       FP_PAGE_USER | FP_PAGE_PSE;
+                k->events[FP_EV_THP_FAULT_ALLOC]++;
+                return 0;
+            }
+            k->events[FP_EV_THP_FAULT_FALLBACK]++;
+        } else if (*pmd & FP_PAGE_PSE) {
+            return 0;
+        }
+    }
+    uint64_t *pte = walk_to(k, mm, addr, 4, 1, &err);
+    if (!pte)
+        return err == -EEXIST ? 0 : err;
+    if (fp_entry_present(*pte))
+        return 0;
+    int64_t pfn = alloc_on_zonelist(k, mm, 0, &nid);
+    if (pfn < 0)
+        return -ENOMEM;
+    drop_entry(k, mm, pte); /* a swap entry is replaced by the swapped-in page */
+    count_alloc(k, mm, nid);
+    page_add_rmap(k, mm, (uint64_t)pfn, addr, flags & FP_FAULT_ANON);
+    *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
+           ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0);
+    return 0;
+}
+
+/* What the MMU does on a load or store: set the accessed bit on every paging
+ * structure entry it walks through and on the leaf, the dirty bit on a store;
+ * fault first when the leaf is missing. */
+int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    if (!mm)
+        return -ESRCH;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!mm->pgd)
+            goto fault;
+        uint64_t table = mm->pgd;
+        for (int l = 1; l <= 4; l++) {
+            uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
+            if (fp_entry_none(*e) || !(*e & FP_PAGE_PRESENT))
+                break; /* PROT_NONE and swap entries fault, and we model no hint faults */
+            *e |= FP_PAGE_ACCESSED;
+            if (l == 4 || (*e & FP_PAGE_PSE)) {
+                if (flags & FP_FAULT_WRITE)
+                    *e |= FP_PAGE_DIRTY;
+                return 0;
+            }
+            table = fp_entry_addr(*e);
+        }
+    fault:
+        if (attempt)
+            break;
+        int32_t r = fp_fault(k, id, addr, flags);
+        if (r < 0)
+            return r;
+    }
+    return 0; /* a PROT_NONE page: the access does not complete */
+}
+
+/* ---- teardown ---------------------------------------------------------------- */
+
+/* Unmap [start, end) (page aligned) and free tables that become empty. */
+static int table_empty(const uint64_t *t)
+{
+    for (int i = 0; i < FP_PTRS_PER_TABLE; i++)
+        if (t[i])
+            return 0;
+    return 1;
+}
+
+static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, int level,
+                        uint64_t base, uint64_t start, uint64_t end)
+{
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    uint64_t *t = fp_table(k, table);
+    for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        uint64_t lo = base + i * span, hi = lo + span;
+        if (hi <= start || lo >= end || !t[i])
+            continue;
+        if (level < 4 && fp_entry_present(t[i]) && !(t[i] & FP_PAGE_PSE)) {
+            uint64_t child = fp_entry_addr(t[i]);
+            unmap_level(k, mm, child, level + 1, lo, start, end);
+            if (table_empty(fp_table(k, child))) {
+                table_free(k, child);
+                mm->nr_tables--;
+                t[i] = 0;
+            }
+        } else if (lo >= start && hi <= end) {
+            drop_entry(k, mm, &t[i]);
+        } else if (level < 4 && !fp_entry_present(t[i])) {
+            t[i] = 0; /* a partial unmap of a huge migration entry drops it */
+        } else {
+            /* partial unmap of a huge leaf: the emulator drops the whole mapping
+             * (the kernel would split it first) */
+            drop_entry(k, mm, &t[i]);
+        }
+    }
+}
+
+int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    if (!mm)
+        return -ESRCH;
+    if (mm->pgd)
+        unmap_level(k, mm, mm->pgd, 1, 0, start, end);
+    return 0;
+}
+
+void fp_mm_destroy(struct fp_kernel *k, uint32_t id)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    if (!mm)
+        return;
+    if (mm->pgd) {
+        unmap_level(k, mm, mm->pgd, 1, 0, 0, 1ULL << 48);
+        table_free(k, mm->pgd);
+    }
+    k->mms[id] = NULL;
+    free(mm);
+}

@@ -1,0 +1,176 @@
+/*
+ * Physical memory: the PFN-indexed page array and per-node free lists.
+ * Linux: mm/page_alloc.c, reduced to what the emulation needs.
+ *
+ * Each node owns a contiguous PFN range made of 2 MiB blocks.  A block is
+ * either free and whole (on free_blocks, usable for a THP) or split into
+ * 4 KiB pages (its free ones on free_pages).  Split blocks are not merged
+ * back: the emulated kernel has no compaction.  Both stacks pop the lowest
+ * address first, so allocation order is deterministic.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "fakeproc.h"
+#include "internal.h"
+
+static void *zalloc_big(size_t bytes)
+{
+    /* untouched pages of a large anonymous mapping cost nothing */
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void free_big(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes ? bytes : 1);
+}
+
+struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
+                                uint64_t max_tables)
+{
+    if (nr_nodes <= 0 || nr_nodes > FP_MAX_NODES || max_tables < 2)
+        return NULL;
+    struct fp_kernel *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NULL;
+    uint64_t pfn = 0;
+    for (int n = 0; n < nr_nodes; n++) {
+        if (node_pages[n] % FP_PAGES_PER_HUGE)
+            goto fail;
+        pfn += node_pages[n];
+    }
+    k->nr_pfns = pfn;
+    k->device_pfn = pfn + FP_PAGES_PER_HUGE * FP_PTRS_PER_TABLE; /* a gap, then DAX */
+    k->pages = zalloc_big(pfn * sizeof(struct fp_page));
+    k->tables_cap = max_tables;
+    k->tables = zalloc_big(max_tables * FP_PTRS_PER_TABLE * sizeof(uint64_t));
+    k->free_tables_cap = max_tables;
+    k->free_tables = zalloc_big(max_tables * sizeof(uint64_t));
+    k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
+    if (!k->pages || !k->tables || !k->free_tables || !k->table_pfn)
+        goto fail;
+    k->tables_used = 1;
+    k->nr_nodes = nr_nodes;
+    pfn = 0;
+    for (int n = 0; n < nr_nodes; n++) {
+        struct fp_node *node = &k->nodes[n];
+        uint64_t blocks = node_pages[n] / FP_PAGES_PER_HUGE;
+        node->start_pfn = pfn;
+        node->nr_pages = node_pages[n];
+        node->free_blocks = zalloc_big(blocks * sizeof(uint32_t));
+        node->free_pages = zalloc_big(node_pages[n] * sizeof(uint32_t));
+        if (!node->free_blocks || !node->free_pages)
+            goto fail;
+        for (uint64_t b = 0; b < blocks; b++)
+            node->free_blocks[b] = (uint32_t)(blocks - 1 - b);
+        node->nr_free_blocks = blocks;
+        node->stat[FP_NR_FREE_PAGES] = node_pages[n];
+        pfn += node_pages[n];
+    }
+    return k;
+fail:
+    fp_kernel_free(k);
+    return NULL;
+}
+
+void fp_kernel_free(struct fp_kernel *k)
+{
+    if (!k)
+        return;
+    for (uint32_t i = 0; i < FP_MAX_MMS; i++)
+        if (k->mms[i])
+            free(k->mms[i]);
+    for (int n = 0; n < k->nr_nodes; n++) {
+        struct fp_node *node = &k->nodes[n];
+        free_big(node->free_blocks, node->nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t));
+        free_big(node->free_pages, node->nr_pages * sizeof(uint32_t));
+    }
+    free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
+    free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
+    free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
+    free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
+    free(k);
+}
+
+int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn)
+{
+    for (int n = 0; n < k->nr_nodes; n++) {
+        const struct fp_node *node = &k->nodes[n];
+        if (pfn >= node->start_pfn && pfn < node->start_pfn + node->nr_pages)
+            return n;
+    }
+    return -1;
+}
+
+/* Take one 4 KiB page from node n; -1 when the node is full. */
+static int64_t take_page(struct fp_kernel *k, struct fp_node *node)
+{
+    if (!node->nr_free_pages) {
+        if (!node->nr_free_blocks)
+            return -1;
+        uint32_t b = node->free_blocks[--node->nr_free_blocks];
+        for (int i = FP_PAGES_PER_HUGE - 1; i >= 0; i--)
+            node->free_pages[node->nr_free_pages++] = b * FP_PAGES_PER_HUGE + (uint32_t)i;
+    }
+    (void)k;
+    return (int64_t)(node->start_pfn + node->free_pages[--node->nr_free_pages]);
+}
+
+int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge)
+{
+    struct fp_node *node = &k->nodes[nid];
+    int64_t pfn;
+    uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
+    if (huge) {
+        if (!node->nr_free_blocks)
+            return -1;
+        pfn = (int64_t)(node->start_pfn +
+                        (uint64_t)node->free_blocks[--node->nr_free_blocks] * FP_PAGES_PER_HUGE);
+    } else {
+        pfn = take_page(k, node);
+        if (pfn < 0)
+            return -1;
+    }
+    for (uint64_t i = 0; i < nr; i++) {
+        struct fp_page *p = &k->pages[(uint64_t)pfn + i];
+        memset(p, 0, sizeof(*p));
+        p->flags = FP_PG_ALLOCATED | (huge ? (i ? FP_PG_TAIL : FP_PG_HEAD) : 0);
+    }
+    node->stat[FP_NR_FREE_PAGES] -= nr;
+    k->events[FP_EV_PGALLOC_NORMAL] += nr;
+    return pfn;
+}
+
+void fp_free_page(struct fp_kernel *k, uint64_t pfn)
+{
+    int32_t nid = fp_pfn_to_node(k, pfn);
+    if (nid < 0)
+        return; /* device memory is not ours to free */
+    struct fp_node *node = &k->nodes[nid];
+    int huge = k->pages[pfn].flags & FP_PG_HEAD;
+    uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
+    memset(&k->pages[pfn], 0, nr * sizeof(struct fp_page)); /* free == all zero */
+    if (huge)
+        node->free_blocks[node->nr_free_blocks++] =
+            (uint32_t)((pfn - node->start_pfn) / FP_PAGES_PER_HUGE);
+    else
+        node->free_pages[node->nr_free_pages++] = (uint32_t)(pfn - node->start_pfn);
+    node->stat[FP_NR_FREE_PAGES] += nr;
+    k->events[FP_EV_PGFREE] += nr;
+}
+
+uint64_t fp_count_mapped(struct fp_kernel *k, int32_t nid, uint16_t mask, uint16_t want)
+{
+    const struct fp_node *node = &k->nodes[nid];
+    uint64_t n = 0;
+    for (uint64_t pfn = node->start_pfn; pfn < node->start_pfn + node->nr_pages; pfn++) {
+        const struct fp_page *p = &k->pages[pfn];
+        if ((p->flags & FP_PG_ALLOCATED) && p->mapcount && (p->flags & mask) == want)
+            n += (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
+    }
+    return n;
+}

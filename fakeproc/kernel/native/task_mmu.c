@@ -1,0 +1,276 @@
+/*
+ * /proc/PID/idle_pages, task mode: one read(2).
+ * Linux: the RFC v2 "kvm-ept-idle" code (ept_idle_read, mm_idle_walk_range,
+ * mm_idle_pmd_entry, mm_idle_pud_entry, mm_idle_pte_range, ept_idle_add_page,
+ * ept_idle_copy_user) running on 4.20's mm/pagewalk.c (walk_page_range).
+ * INTERFACES.md section 1.2-1.4 is the contract; the names below follow it.
+ *
+ * Quirks kept on purpose, because a daemon sees them: leading holes dropped,
+ * [0, 2 MiB) never reported, the rest of a PMD lost when a staging chunk fills
+ * inside it, a PUD unit that does not fit lost, accessed bits cleared even for
+ * a unit that did not fit.
+ */
+#include <errno.h>
+#include <string.h>
+#include "internal.h"
+#include "idle.h"
+
+static const uint64_t unit_size[IDLE_NR_TYPES] = {
+    [PTE_ACCESSED] = FP_PAGE_SIZE,  [PMD_ACCESSED] = FP_PMD_SIZE,
+    [PUD_PRESENT] = FP_PUD_SIZE,    [PTE_DIRTY] = FP_PAGE_SIZE,
+    [PMD_DIRTY] = FP_PMD_SIZE,      [PTE_IDLE] = FP_PAGE_SIZE,
+    [PMD_IDLE] = FP_PMD_SIZE,       [PMD_IDLE_PTES] = FP_PMD_SIZE,
+    [PTE_HOLE] = FP_PAGE_SIZE,      [PMD_HOLE] = FP_PMD_SIZE,
+};
+
+static inline uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+static inline uint64_t round_down(uint64_t x, uint64_t a) { return x & ~(a - 1); }
+
+static void report_addr(struct idle_ctl *c, uint64_t addr)
+{
+    c->kbuf[c->used++] = IDLE_SET_HVA;
+    for (int i = 7; i >= 0; i--)
+        c->kbuf[c->used++] = (uint8_t)(addr >> (8 * i));
+}
+
+/* ept_idle_add_page(): append one unit, merging runs up to 15. */
+int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
+{
+    next = round_up(next, unit_size[type]);
+    if (!c->used || addr + c->gpa_to_hva != c->next_hva) {
+        if (type == PTE_HOLE || type == PMD_HOLE) {
+            c->restart = next; /* leading holes never appear */
+            return 0;
+        }
+        if (c->used + 10 >= c->limit) {
+            c->restart = addr;
+            return IDLE_KBUF_FULL;
+        }
+        report_addr(c, round_down(addr, unit_size[type]) + c->gpa_to_hva);
+    } else {
+        uint8_t *last = &c->kbuf[c->used - 1];
+        if ((*last >> 4) == type && (*last & 15) < 15) {
+            c->next_hva = next + c->gpa_to_hva;
+            (*last)++;
+            c->restart = next;
+            return 0;
+        }
+        if (c->used >= c->limit) {
+            c->restart = addr;
+            return IDLE_KBUF_FULL;
+        }
+    }
+    c->next_hva = next + c->gpa_to_hva;
+    c->restart = next;
+    c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
+    return 0;
+}
+
+/* ept_idle_copy_user(): end of a pass.  Returns 0 to go on, nonzero to stop. */
+int idle_copy_user(struct idle_ctl *c, uint64_t start, uint64_t end)
+{
+    int last = 0;
+    if (!c->used) {
+        last = 1;
+        if (start < end)
+            start = end;
+    }
+    if (start >= end && start > c->next_hva) {
+        c->next_hva = start;
+        report_addr(c, start);
+    }
+    if (!c->used)
+        return 1;
+    memcpy(c->ubuf + c->copied, c->kbuf, c->used);
+    c->copied += c->used;
+    if (c->copied >= c->count)
+        return 1;
+    if (last)
+        return 1;
+    return 0;
+}
+
+void idle_begin_pass(struct idle_ctl *c)
+{
+    uint64_t room = c->count - c->copied;
+    c->used = 0;
+    c->limit = (int64_t)(room < IDLE_KBUF_SIZE ? room : IDLE_KBUF_SIZE) - IDLE_TAIL_BYTES;
+}
+
+/* ---- the task-mode page walk ------------------------------------------------ */
+
+static int pte_range(struct idle_ctl *c, const uint64_t *ptes, uint64_t addr, uint64_t next)
+{
+    int err = 0;
+    do {
+        uint64_t *e = (uint64_t *)&ptes[fp_index(addr, 4)];
+        int type;
+        if (!fp_entry_present(*e)) {
+            type = PTE_HOLE;
+        } else if (*e & FP_PAGE_ACCESSED) {
+            *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+            type = PTE_ACCESSED;
+        } else {
+            type = PTE_IDLE;
+        }
+        err = idle_add_page(c, addr, addr + FP_PAGE_SIZE, type);
+        if (err)
+            break;
+        addr += FP_PAGE_SIZE;
+    } while (addr != next);
+    return err;
+}
+
+/* mm_idle_pmd_entry() */
+static int pmd_entry(struct idle_ctl *c, uint64_t *pmd, uint64_t addr, uint64_t next)
+{
+    int type;
+    int pte_type = c->scan_flags & FP_SCAN_HUGE_PAGE ? PMD_IDLE_PTES : IDLE_NR_TYPES;
+    if ((addr & ~(FP_PMD_SIZE - 1)) == (c->last_va & ~(FP_PMD_SIZE - 1)))
+        return 0; /* a duplicate PMD: skipped, PTEs included */
+    c->last_va = addr;
+    int large = (*pmd & FP_PAGE_PSE) != 0;
+    if (!fp_entry_present(*pmd)) {
+        type = PMD_HOLE;
+    } else if (!(*pmd & FP_PAGE_ACCESSED)) {
+        if (large)
+            type = PMD_IDLE;
+        else if (c->scan_flags & FP_SCAN_SKIM_IDLE)
+            type = PMD_IDLE_PTES;
+        else
+            type = pte_type;
+    } else {
+        *pmd &= ~(uint64_t)FP_PAGE_ACCESSED;
+        type = large ? PMD_ACCESSED : pte_type;
+    }
+    if (type != IDLE_NR_TYPES)
+        return idle_add_page(c, addr, next, type);
+    return pte_range(c, fp_table(c->k, fp_entry_addr(*pmd)), addr, next);
+}
+
+/* mm_idle_pud_entry(): a huge PUD ends the walk call whatever happens */
+static int pud_entry(struct idle_ctl *c, uint64_t addr, uint64_t next)
+{
+    if ((addr & ~(FP_PUD_SIZE - 1)) != (c->last_va & ~(FP_PUD_SIZE - 1))) {
+        idle_add_page(c, addr, next, PUD_PRESENT); /* a unit that does not fit is lost */
+        c->last_va = addr;
+    }
+    return 1;
+}
+
+static inline uint64_t slot_end(uint64_t addr, uint64_t end, int level)
+{
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    uint64_t b = (addr + span) & ~(span - 1);
+    return (b - 1 < end - 1) ? b : end; /* the kernel's p?d_addr_end() */
+}
+
+/* walk_pgd_range() .. walk_pmd_range() of 4.20 with only pud/pmd callbacks */
+static int walk_level(struct idle_ctl *c, uint64_t table, int level, uint64_t addr, uint64_t end)
+{
+    uint64_t *t = fp_table(c->k, table);
+    uint64_t next;
+    int err = 0;
+    do {
+        next = slot_end(addr, end, level);
+        uint64_t *e = &t[fp_index(addr, level)];
+        if (fp_entry_none(*e))
+            continue;
+        if (level == 3) {
+            err = pmd_entry(c, e, addr, next);
+        } else if (level == 2 && (*e & FP_PAGE_PSE)) {
+            err = pud_entry(c, addr, next);
+        } else if (fp_entry_present(*e)) {
+            err = walk_level(c, fp_entry_addr(*e), level + 1, addr, next);
+        }
+        if (err)
+            break;
+    } while (addr = next, addr != end);
+    return err;
+}
+
+/* first VMA with end > addr (find_vma) */
+static uint32_t find_vma(const struct fp_vma_span *v, uint32_t n, uint64_t addr)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (v[mid].end > addr)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* walk_page_range() with mm_idle_test_walk(): vma->flags carries its verdict */
+static void walk_page_range(struct idle_ctl *c, uint64_t pgd, const struct fp_vma_span *v,
+                            uint32_t n, uint64_t start, uint64_t end)
+{
+    uint32_t i = find_vma(v, n, start);
+    uint64_t next;
+    do {
+        if (i >= n)
+            break; /* no pte_hole callback: nothing after the last VMA */
+        if (start < v[i].start) {
+            next = v[i].start < end ? v[i].start : end;
+            continue;
+        }
+        next = v[i].end < end ? v[i].end : end;
+        uint32_t flags = v[i++].flags;
+        if (!(flags & FP_VMA_WALK) || (flags & FP_VMA_HUGETLB))
+            continue; /* skipped by test_walk, or hugetlb with no hugetlb_entry */
+        if (walk_level(c, pgd, 1, start, next))
+            break;
+    } while (start = next, start < end);
+}
+
+int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
+                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
+                     uint8_t *ubuf, uint64_t *cursor_out)
+{
+    static const uint64_t max_rw = 0x7ffff000;
+    struct idle_ctl c;
+    *cursor_out = pos;
+    if (pos >> 63)
+        return -EINVAL; /* rw_verify_area(): negative loff_t */
+    if (count > max_rw)
+        count = max_rw;
+    if (pos >= FP_TASK_SIZE || count == 0)
+        return 0;
+    if (pos & (FP_PAGE_SIZE - 1))
+        return -EINVAL;
+    if (count < IDLE_BUF_MIN)
+        return -EINVAL;
+    struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    if (!mm || !mm->alive)
+        return -ESRCH;
+
+    memset(&c, 0, offsetof(struct idle_ctl, kbuf));
+    c.k = k;
+    c.ubuf = ubuf;
+    c.count = count;
+    c.scan_flags = scan_flags;
+    uint64_t end = pos + (count << (3 + FP_PAGE_SHIFT));
+    uint64_t start = pos;
+    c.restart = pos;
+    while (start < end) {
+        idle_begin_pass(&c);
+        uint32_t i = find_vma(vmas, nr_vmas, start);
+        if (i < nr_vmas) {
+            if (end > vmas[i].start) {
+                if (mm->pgd)
+                    walk_page_range(&c, mm->pgd, vmas, nr_vmas, start, end);
+            } else {
+                c.restart = vmas[i].start;
+            }
+        } else {
+            c.restart = FP_TASK_SIZE;
+        }
+        start = c.restart;
+        if (idle_copy_user(&c, start, end))
+            break;
+    }
+    *cursor_out = c.next_hva;
+    return (int64_t)c.copied;
+}

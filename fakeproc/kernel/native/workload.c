@@ -1,0 +1,103 @@
+/*
+ * The workload engine: deterministic access patterns that touch emulated
+ * memory the way a CPU would (fp_touch sets accessed/dirty bits, faults first).
+ * No kernel counterpart: this is the "hardware + application" side.
+ *
+ * Pages are numbered across the workload's regions in order ("region space");
+ * the hot set is hot_pages pages starting at hot_offset, wrapping around.
+ */
+#include <errno.h>
+#include <math.h>
+#include "internal.h"
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64* (Vigna): fast, deterministic, good enough for access streams */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static inline double rng_unit(uint64_t *s) /* [0, 1) */
+{
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static inline uint64_t rng_below(uint64_t *s, uint64_t n)
+{
+    return n ? (uint64_t)(rng_unit(s) * (double)n) : 0;
+}
+
+/* Continuous approximation of a Zipf(s) rank in [0, n): inverse CDF of a
+ * power law, exact in distribution up to rounding for large n. */
+static uint64_t zipf_rank(uint64_t *st, uint64_t n, double s)
+{
+    double u = rng_unit(st), x;
+    if (fabs(s - 1.0) < 1e-9)
+        x = pow((double)n + 1.0, u);
+    else
+        x = pow((pow((double)n + 1.0, 1.0 - s) - 1.0) * u + 1.0, 1.0 / (1.0 - s));
+    uint64_t r = (uint64_t)x - 1;
+    return r < n ? r : n - 1;
+}
+
+static uint64_t pick_page(struct fp_workload *wl)
+{
+    uint64_t n = wl->total_pages, idx;
+    switch (wl->pattern) {
+    case FP_WL_HOTCOLD: {
+        uint64_t hot = wl->hot_pages < n ? wl->hot_pages : n;
+        if (hot == n || (hot && rng_unit(&wl->rng) < wl->hot_prob))
+            idx = wl->hot_offset + rng_below(&wl->rng, hot);
+        else
+            idx = wl->hot_offset + hot + rng_below(&wl->rng, n - hot);
+        break;
+    }
+    case FP_WL_ZIPF:
+        idx = wl->hot_offset + zipf_rank(&wl->rng, n, wl->zipf_s);
+        break;
+    case FP_WL_SEQ:
+        idx = wl->seq_pos++;
+        if (wl->seq_pos >= n)
+            wl->seq_pos = 0;
+        break;
+    default:
+        idx = rng_below(&wl->rng, n);
+    }
+    return idx % n;
+}
+
+int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
+{
+    if (!wl->total_pages || !wl->nr_regions)
+        return 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t idx = pick_page(wl);
+        const struct fp_region *r = wl->regions;
+        while (idx >= r->nr_pages) {
+            idx -= r->nr_pages;
+            r++;
+        }
+        uint64_t addr = r->start + (idx << FP_PAGE_SHIFT);
+        uint32_t flags = 0;
+        if (r->vma_flags & FP_VMA_ANON)
+            flags |= FP_FAULT_ANON;
+        if (wl->write_frac > 0 && rng_unit(&wl->rng) < wl->write_frac)
+            flags |= FP_FAULT_WRITE;
+        if (r->vma_flags & FP_VMA_THP) {
+            uint64_t base = addr & ~(FP_PMD_SIZE - 1);
+            if (base >= r->start && base + FP_PMD_SIZE <= r->start + (r->nr_pages << FP_PAGE_SHIFT))
+                flags |= FP_FAULT_THP;
+        }
+        int32_t err = fp_touch(k, wl->mm, addr, flags);
+        if (err == -ENOMEM)
+            wl->faults_failed++;
+        else if (err < 0)
+            return err;
+        wl->touches++;
+    }
+    return (int64_t)n;
+}

@@ -1,0 +1,50 @@
+"""Emulated tasks: processes and their threads.
+
+Linux: include/linux/sched.h (task_struct), the parts /proc/PID/status shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .workload import Workload
+
+TaskState = Literal["running", "sleeping", "zombie"]
+
+STATE_TEXT = {"running": "R (running)", "sleeping": "S (sleeping)", "zombie": "Z (zombie)"}
+
+
+@dataclass(frozen=True)
+class MemPolicy:
+    """set_mempolicy() state: mode and nodes (mm/mempolicy.c)."""
+
+    mode: Literal["default", "prefer", "bind", "interleave", "local"] = "default"
+    nodes: tuple[int, ...] = ()
+
+
+@dataclass
+class Task:
+    """A thread group. ``mm_id`` is None once the address space is gone (exit)."""
+
+    pid: int
+    name: str
+    uid: int = 0
+    gid: int = 0
+    ppid: int = 1
+    threads: tuple[int, ...] = ()
+    cpu: int = 0
+    state: TaskState = "sleeping"
+    umask: int = 0o022
+    policy: MemPolicy = field(default_factory=MemPolicy)
+    mm_id: int | None = None
+    workload: Workload | None = None
+    nvcsw: int = 0
+    nivcsw: int = 0
+
+    @property
+    def tids(self) -> tuple[int, ...]:
+        return self.threads or (self.pid,)
+
+    @property
+    def alive(self) -> bool:
+        return self.state != "zombie" and self.mm_id is not None

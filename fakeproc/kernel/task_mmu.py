@@ -1,0 +1,74 @@
+"""/proc/PID/idle_pages: the RFC v2 read, seek and write rules (INTERFACES.md 1).
+
+Linux: the RFC's ept_idle_read()/ept_idle_llseek()/mm_idle_* (fs/proc glue in
+fs/proc/base.c). The walk itself is C (native/task_mmu.c); this module only
+turns file state into arguments and errno results.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from .native import KernelError, check, ffi, lib
+
+TASK_SIZE = 0x00007FFFFFFFF000
+IDLE_BUF_MIN = 19
+MAX_RW_COUNT = 0x7FFFF000
+NO_MM = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+
+# The scan flags are the file's status flags (RFC v2; INTERFACES.md 1.1).
+SCAN_HUGE_PAGE = os.O_NONBLOCK   # 0x800
+SCAN_SKIM_IDLE = os.O_NOFOLLOW   # 0x20000
+SCAN_DIRTY_PAGE = os.O_NOATIME   # 0x40000: ignored by RFC v2
+
+
+def scan_flags(open_flags: int) -> int:
+    """The flags RFC v2 acts on; O_NOATIME is accepted and ignored."""
+    return open_flags & (SCAN_HUGE_PAGE | SCAN_SKIM_IDLE)
+
+
+@dataclass(frozen=True)
+class IdleRead:
+    """What one read(2) returned and where it left the file position."""
+
+    data: bytes
+    pos: int
+
+
+class IdleReader:
+    """One read buffer reused across reads (a read returns a copy of its bytes)."""
+
+    def __init__(self) -> None:
+        self._buf = ffi.new("uint8_t[]", 1 << 20)
+        self._cursor = ffi.new("uint64_t *")
+
+    def read(self, kernel: "Kernel", mm_id: int | None, pos: int, count: int,  # noqa: F821
+             flags: int) -> IdleRead:
+        """read(fd, buf, count) at file position pos; raises KernelError(errno)."""
+        if count > len(self._buf):
+            self._buf = ffi.new("uint8_t[]", min(count, MAX_RW_COUNT))
+        if mm_id is None:  # the address space is gone: C answers ESRCH after checks 1-4
+            spans, n, mm_id = ffi.NULL, 0, NO_MM
+        else:
+            spans, n = kernel.mm(mm_id).spans()
+        got = check(lib.fp_idle_read(kernel.native, mm_id, spans, n, pos & U64, count,
+                                     scan_flags(flags), self._buf, self._cursor))
+        return IdleRead(bytes(ffi.buffer(self._buf, got)), int(self._cursor[0]))
+
+
+def llseek(pos: int, offset: int, whence: int) -> int:
+    """ept_idle_llseek semantics: SEEK_SET/SEEK_CUR only, no range check."""
+    if whence == os.SEEK_SET:
+        new = offset
+    elif whence == os.SEEK_CUR:
+        new = pos + offset
+    else:
+        raise KernelError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return new & U64
+
+
+def write_errno(readable_only: bool) -> int:
+    """write(2) on idle_pages: EBADF on a read-only descriptor, else EINVAL."""
+    return errno.EBADF if readable_only else errno.EINVAL

@@ -1,0 +1,83 @@
+"""Access patterns on the virtual clock (the "hardware + application" side).
+
+Python keeps the parameters and phases; the touches run in C
+(native/workload.c) over a compact region list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .native import check, ffi, lib
+
+Pattern = Literal["uniform", "hotcold", "zipf", "seq"]
+PATTERN_CODES = {"uniform": lib.FP_WL_UNIFORM, "hotcold": lib.FP_WL_HOTCOLD,
+                 "zipf": lib.FP_WL_ZIPF, "seq": lib.FP_WL_SEQ}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """From virtual time ``at`` (seconds) on, the hot set starts at this fraction."""
+
+    at: float
+    hot_offset: float
+
+
+@dataclass
+class Workload:
+    """One process's access stream. ``rate`` is touches per virtual second."""
+
+    pattern: Pattern = "uniform"
+    rate: float = 1e6
+    hot: float = 0.1
+    hot_access: float = 0.9
+    write: float = 0.3
+    zipf_s: float = 1.0
+    seed: int = 1
+    phases: tuple[Phase, ...] = ()
+    vma_indices: tuple[int, ...] | None = None
+    _c: Any = field(default=None, repr=False)
+    _regions: Any = field(default=None, repr=False)
+    _carry: float = 0.0
+
+    def bind(self, mm_id: int, regions: list[tuple[int, int, int]]) -> None:
+        """Build the C descriptor over (start, nr_pages, vma_flags) regions."""
+        self._regions = ffi.new("struct fp_region[]", max(1, len(regions)))
+        for i, (start, npages, flags) in enumerate(regions):
+            self._regions[i].start, self._regions[i].nr_pages = start, npages
+            self._regions[i].vma_flags = flags
+        c = ffi.new("struct fp_workload *")
+        c.pattern = PATTERN_CODES[self.pattern]
+        c.mm = mm_id
+        c.rng = (self.seed * 0x9E3779B97F4A7C15 + 1) & ((1 << 64) - 1) or 1
+        c.regions = self._regions
+        c.nr_regions = len(regions)
+        c.total_pages = sum(r[1] for r in regions)
+        c.hot_pages = int(c.total_pages * self.hot)
+        c.hot_prob = self.hot_access
+        c.write_frac = self.write
+        c.zipf_s = self.zipf_s
+        self._c = c
+        self.set_phase_at(0.0)
+
+    @property
+    def touches(self) -> int:
+        return int(self._c.touches) if self._c is not None else 0
+
+    def set_phase_at(self, t: float) -> None:
+        """Move the hot set to the phase in force at virtual time t."""
+        offset = 0.0
+        for ph in self.phases:
+            if ph.at <= t:
+                offset = ph.hot_offset
+        self._c.hot_offset = int(self._c.total_pages * offset) % max(1, self._c.total_pages)
+
+    def run(self, kernel_native: Any, seconds: float, t_end: float) -> int:
+        """Run ``rate * seconds`` touches (fractions carried over); returns touches."""
+        if self._c is None:
+            return 0
+        self.set_phase_at(t_end)
+        want = self.rate * seconds + self._carry
+        n = int(want)
+        self._carry = want - n
+        return check(lib.fp_workload_run(kernel_native, self._c, n)) if n else 0

@@ -1,0 +1,134 @@
+"""Command line: argument parsing only; the work is in machine, fs and demo."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MOUNTPOINT = "mount"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fakeproc", description=(
+        "An emulated two-tier (DRAM/PMEM) Linux kernel, mounted as /proc and /sys over FUSE."))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mount", help="mount an emulated machine (default: the built-in one)")
+    m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    m.add_argument("--machine", metavar="FILE", help="machine/scenario TOML file")
+    m.add_argument("-f", "--foreground", action="store_true", help="serve in the foreground")
+    m.add_argument("--paused", action="store_true", help="do not run the workloads (virtual clock stopped)")
+    m.add_argument("--rate", type=float, default=1.0,
+                   help="virtual seconds per wall-clock second (default 1.0)")
+    m.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    u = sub.add_parser("umount", help="unmount (also cleans a stale mount)")
+    u.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    c = sub.add_parser("check", help="validate a machine file and print what it builds")
+    c.add_argument("machine", nargs="?")
+    d = sub.add_parser("demo", help="mount the default machine, show it working, unmount")
+    d.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    return p
+
+
+def _load(machine: str | None):  # noqa: ANN202 - a Kernel
+    from .machine import load_default, load_file
+    return load_file(machine) if machine else load_default()
+
+
+def _summary(kernel, mountpoint: str) -> str:  # noqa: ANN001
+    from .summary import describe
+    return describe(kernel, mountpoint)
+
+
+def cleanup_stale(mountpoint: str) -> bool:
+    """Unmount a mount left by a killed daemon; True when one was cleaned."""
+    from .fs.server import is_stale
+    if not is_stale(mountpoint):
+        return False
+    subprocess.run(["fusermount3", "-uz", mountpoint], check=False, capture_output=True)
+    return True
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from .machine import MachineFileError
+    mnt = args.mountpoint
+    if cleanup_stale(mnt):
+        print(f"fakeproc: cleaned a stale mount left on {mnt} by a killed daemon", file=sys.stderr)
+    from .fs.server import is_mounted
+    if is_mounted(mnt):
+        print(f"fakeproc: {mnt} is already mounted; stop it first: fusermount3 -u {mnt}",
+              file=sys.stderr)
+        return 1
+    if not args.foreground:
+        return _mount_background(args)
+    try:
+        kernel = _load(args.machine)
+    except MachineFileError as e:
+        print(f"fakeproc: {e}", file=sys.stderr)
+        return 2
+    Path(mnt).mkdir(parents=True, exist_ok=True)
+    from .fs.server import serve
+    print(_summary(kernel, mnt), flush=True)
+    serve(kernel, mnt, rate=args.rate, paused=args.paused, allow_other=args.allow_other)
+    print(f"fakeproc: unmounted {mnt}", flush=True)
+    return 0
+
+
+def _mount_background(args: argparse.Namespace) -> int:
+    """Start the foreground server detached, wait for the mount, print its summary."""
+    argv = [sys.executable, "-m", "fakeproc", "mount", args.mountpoint, "-f", "--rate", str(args.rate)]
+    argv += ["--machine", args.machine] if args.machine else []
+    argv += ["--paused"] if args.paused else []
+    argv += ["--allow-other"] if args.allow_other else []
+    log = Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / f"fakeproc-{os.getpid()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    from .fs.server import is_mounted
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.stderr.write(log.read_text())
+            return proc.returncode or 1
+        if is_mounted(args.mountpoint) and os.path.exists(
+                os.path.join(args.mountpoint, "sys/devices/system/node/online")):
+            sys.stdout.write(log.read_text())
+            print(f"fakeproc: serving as pid {proc.pid}; log: {log}")
+            return 0
+        time.sleep(0.05)
+    proc.kill()
+    print("fakeproc: the mount did not come up in 60 s", file=sys.stderr)
+    return 1
+
+
+def _umount(args: argparse.Namespace) -> int:
+    if cleanup_stale(args.mountpoint):
+        print(f"fakeproc: cleaned a stale mount on {args.mountpoint}")
+        return 0
+    r = subprocess.run(["fusermount3", "-u", args.mountpoint], check=False)
+    return r.returncode
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .machine import MachineFileError
+    try:
+        kernel = _load(args.machine)
+    except MachineFileError as e:
+        print(f"fakeproc: {e}", file=sys.stderr)
+        return 2
+    print(_summary(kernel, "(not mounted)"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "mount":
+        return _mount(args)
+    if args.cmd == "umount":
+        return _umount(args)
+    if args.cmd == "check":
+        return _check(args)
+    from .demo import run_demo
+    return run_demo(args.mountpoint)

@@ -1,0 +1,133 @@
+"""/sys/devices/system/cpu, /sys/devices/system/memory and /proc/cpuinfo.
+
+Just enough of the CPU and memory-block trees for libnuma, lscpu --sysroot and
+hwloc (HWLOC_FSROOT) to see the emulated topology: one socket per node that has
+CPUs, one core per CPU, no SMT. Linux: drivers/base/cpu.c, topology.c,
+memory.c, arch/x86/kernel/cpu/proc.c.
+"""
+from __future__ import annotations
+
+from . import formats as fmt
+from .sysfs import memory_block_size
+from .tree import Ctx, Dir, File, Link, Lister
+
+MODEL_NAME = "Intel(R) Xeon(R) Gold 6252 CPU @ 2.10GHz"  # a Cascade Lake: the Optane PMEM platform
+CPU_FLAGS = ("fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush dts "
+             "acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc "
+             "art arch_perfmon pebs bts rep_good nopl xtopology nonstop_tsc cpuid aperfmperf pni "
+             "pclmulqdq dtes64 monitor ds_cpl vmx smx est tm2 ssse3 sdbg fma cx16 xtpr pdcm pcid "
+             "dca sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx f16c rdrand "
+             "lahf_lm abm 3dnowprefetch cpuid_fault epb cat_l3 cdp_l3 invpcid_single intel_ppin "
+             "ssbd mba ibrs ibpb stibp ibrs_enhanced tpr_shadow vnmi flexpriority ept vpid "
+             "ept_ad fsgsbase tsc_adjust bmi1 hle avx2 smep bmi2 erms invpcid rtm cqm mpx rdt_a "
+             "avx512f avx512dq rdseed adx smap clflushopt clwb intel_pt avx512cd avx512bw "
+             "avx512vl xsaveopt xsavec xgetbv1 xsaves cqm_llc cqm_occup_llc cqm_mbm_total "
+             "cqm_mbm_local dtherm ida arat pln pts pku ospke avx512_vnni md_clear flush_l1d "
+             "arch_capabilities")
+
+
+def _socket_of(ctx: Ctx, cpu: int) -> int:
+    """Sockets are numbered by the nodes that have CPUs, in id order."""
+    with_cpus = [n.id for n in ctx.kernel.nodes if n.cpus]
+    return with_cpus.index(ctx.kernel.cpu_node(cpu)) if with_cpus else 0
+
+
+def _package_cpus(ctx: Ctx, cpu: int) -> tuple[int, ...]:
+    return ctx.kernel.node(ctx.kernel.cpu_node(cpu)).cpus
+
+
+def _cpuinfo(ctx: Ctx) -> str:
+    out = []
+    for cpu in ctx.kernel.online_cpus:
+        pkg = _package_cpus(ctx, cpu)
+        out.append(
+            f"processor\t: {cpu}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n"
+            f"model name\t: {MODEL_NAME}\nstepping\t: 7\nmicrocode\t: 0x5003302\n"
+            f"cpu MHz\t\t: 2100.000\ncache size\t: 36608 KB\nphysical id\t: {_socket_of(ctx, cpu)}\n"
+            f"siblings\t: {len(pkg)}\ncore id\t\t: {pkg.index(cpu)}\ncpu cores\t: {len(pkg)}\n"
+            f"apicid\t\t: {cpu * 2}\ninitial apicid\t: {cpu * 2}\nfpu\t\t: yes\n"
+            f"fpu_exception\t: yes\ncpuid level\t: 22\nwp\t\t: yes\nflags\t\t: {CPU_FLAGS}\n"
+            "bugs\t\t: spectre_v1 spectre_v2 spec_store_bypass swapgs taa\n"
+            "bogomips\t: 4200.00\nclflush size\t: 64\ncache_alignment\t: 64\n"
+            "address sizes\t: 46 bits physical, 48 bits virtual\npower management:\n\n")
+    return "".join(out)
+
+
+CPUINFO = File("cpuinfo", _cpuinfo, mode=0o444, size=0, write_errno=22)
+
+
+def _cpus(ctx: Ctx) -> list[int]:
+    return ctx.kernel.online_cpus
+
+
+def _topology() -> Dir:
+    def cpu(c: Ctx) -> int:
+        return c.get("cpu")
+
+    def pkg(c: Ctx) -> tuple[int, ...]:
+        return _package_cpus(c, cpu(c))
+
+    return Dir("topology", (
+        File("physical_package_id", lambda c: f"{_socket_of(c, cpu(c))}\n"),
+        File("core_id", lambda c: f"{pkg(c).index(cpu(c))}\n"),
+        File("core_siblings", lambda c: fmt.cpumap(pkg(c), c.kernel.nr_cpu_ids)),
+        File("core_siblings_list", lambda c: fmt.node_list(pkg(c))),
+        File("thread_siblings", lambda c: fmt.cpumap([cpu(c)], c.kernel.nr_cpu_ids)),
+        File("thread_siblings_list", lambda c: fmt.node_list([cpu(c)])),
+    ))
+
+
+def _parse_num(prefix: str, valid) -> "callable":  # noqa: ANN001
+    def parse(ctx: Ctx, name: str) -> int | None:
+        digits = name[len(prefix):]
+        if not name.startswith(prefix) or not digits.isdigit() or name != f"{prefix}{int(digits)}":
+            return None
+        return int(digits) if int(digits) in valid(ctx) else None
+    return parse
+
+
+CPU_DIR = Dir("cpuN", (
+    File("online", lambda c: "1\n", mode=0o644),
+    _topology(),
+), lister=Lister("nodelink", lambda c: [f"node{c.kernel.cpu_node(c.get('cpu'))}"],
+                 lambda c, n: 0 if n == f"node{c.kernel.cpu_node(c.get('cpu'))}" else None,
+                 Link("", lambda c: f"../../node/node{c.kernel.cpu_node(c.get('cpu'))}")))
+
+CPU_ROOT = Dir("cpu", (
+    File("possible", lambda c: fmt.node_list(range(c.kernel.nr_cpu_ids))),
+    File("present", lambda c: fmt.node_list(c.kernel.online_cpus)),
+    File("online", lambda c: fmt.node_list(c.kernel.online_cpus), mode=0o644),
+    File("offline", lambda c: fmt.node_list(sorted(set(range(c.kernel.nr_cpu_ids))
+                                                   - set(c.kernel.online_cpus)))),
+    File("kernel_max", lambda c: "8191\n"),
+), lister=Lister("cpu", lambda c: [f"cpu{n}" for n in _cpus(c)], _parse_num("cpu", _cpus), CPU_DIR))
+
+
+def _blocks(ctx: Ctx) -> list[int]:
+    total = sum(n.size_bytes for n in ctx.kernel.nodes)
+    return list(range(-(-total // memory_block_size(ctx))))
+
+
+def _block_node(ctx: Ctx) -> int:
+    pfn = ctx.get("block") * memory_block_size(ctx) // 4096
+    k = ctx.kernel
+    for n in k.nodes:
+        start = k.native.nodes[k.node_index(n.id)].start_pfn
+        if start <= pfn < start + n.nr_pages:
+            return n.id
+    return k.nodes[0].id
+
+
+MEMORY_BLOCK = Dir("memoryN", (
+    File("online", lambda c: "1\n", mode=0o644),
+    File("state", lambda c: "online\n", mode=0o644),
+    File("phys_index", lambda c: f"{c.get('block'):08x}\n"),
+    File("removable", lambda c: "0\n"),
+), lister=Lister("nodelink", lambda c: [f"node{_block_node(c)}"],
+                 lambda c, n: 0 if n == f"node{_block_node(c)}" else None,
+                 Link("", lambda c: f"../../node/node{_block_node(c)}")))
+
+MEMORY_ROOT = Dir("memory", (
+    File("block_size_bytes", lambda c: f"{memory_block_size(c):x}\n"),
+), lister=Lister("block", lambda c: [f"memory{b}" for b in _blocks(c)], _parse_num("memory", _blocks),
+                 MEMORY_BLOCK))

@@ -1,0 +1,50 @@
+"""An open /proc/PID/idle_pages: maps FUSE READ requests to emulated read(2)s.
+
+INTERFACES.md 1.9: the kernel splits one large direct read into READ requests
+at byte offsets pos, pos + r1, ...; and a plain sequential read() arrives at
+pos + bytes. Both are continuations, so each handle remembers where its last
+reply ended and the cursor that read left; a READ at exactly that offset goes
+on from the cursor, anything else is a new read at that offset (an lseek).
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from ..kernel.native import KernelError
+from ..kernel.task import Task
+from ..kernel.task_mmu import write_errno
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+
+class IdlePagesHandle:
+    """Per-open-file state. ``flags`` are the open flags (the scan flags)."""
+
+    direct_io = True
+
+    def __init__(self, kernel: "Kernel", task: Task, flags: int) -> None:
+        self.kernel = kernel
+        self.task = task
+        self.flags = flags
+        self._reply_end: int | None = None  # byte offset where the last reply ended
+        self._cursor = 0                    # the file position the kernel would hold
+
+    def read(self, off: int, size: int) -> bytes:
+        """One FUSE READ. Raises OSError(errno) as the read(2) would fail."""
+        pos = self._cursor if off == self._reply_end else off
+        try:
+            result = self.kernel.idle_pages_read(self.task, pos, size, self.flags)
+        except KernelError:
+            self._reply_end = None
+            raise
+        self._reply_end = off + len(result.data)
+        self._cursor = result.pos
+        return result.data
+
+    def write(self, off: int, data: bytes) -> int:
+        raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
+
+
+__all__ = ["IdlePagesHandle", "errno"]

@@ -1,0 +1,131 @@
+"""/proc: per-process files (INTERFACES.md 1, 5), /proc/meminfo and /proc/vmstat.
+
+Linux: fs/proc/base.c (tgid_base_stuff / tid_base_stuff tables), fs/proc/array.c,
+fs/proc/task_mmu.c, fs/proc/meminfo.c, mm/vmstat.c. idle_pages is a Special
+entry: its handle (fs/idle_pages.py) keeps the per-open continuation state.
+"""
+from __future__ import annotations
+
+from . import formats as fmt
+from .idle_pages import IdlePagesHandle
+from .tree import Ctx, Dir, File, Lister, Special
+from ..kernel import vmstat
+from ..kernel.mm import Vma
+from ..kernel.task import Task
+
+PROC_WRITE_ERRNO = 22  # EINVAL: a proc file without a write method
+KB = 4  # kB per page
+
+
+def _task(ctx: Ctx) -> Task:
+    task = ctx.kernel.thread(ctx.get("pid"))
+    if task is None:
+        raise LookupError("the process is gone")
+    return task
+
+
+def _owner(ctx: Ctx) -> tuple[int, int]:
+    t = _task(ctx)
+    return t.uid, t.gid
+
+
+def _vmas(ctx: Ctx) -> list[Vma]:
+    t = _task(ctx)
+    return [] if t.mm_id is None else ctx.kernel.mm(t.mm_id).vmas
+
+
+def _maps(ctx: Ctx) -> str:
+    lines = [fmt.maps_line(v.start, v.end, v.perms, v.offset, v.dev[0], v.dev[1], v.inode,
+                           v.display_path) for v in _vmas(ctx)]
+    if _task(ctx).mm_id is not None:
+        lines.append(fmt.VSYSCALL_MAPS_LINE)
+    return "".join(lines)
+
+
+def _kb(vmas: list[Vma]) -> int:
+    return sum(v.end - v.start for v in vmas) >> 10
+
+
+def _sigpending_limit(ctx: Ctx) -> int:
+    """RLIMIT_SIGPENDING of init: max_threads / 2 (kernel/fork.c set_max_threads)."""
+    pages = sum(n.nr_pages for n in ctx.kernel.nodes)
+    return max(20, pages // 32) // 2
+
+
+def _status(ctx: Ctx) -> str:
+    k, t = ctx.kernel, _task(ctx)
+    tid = dict(ctx.values).get("tid", ctx.get("pid"))  # /proc/PID and the hidden /proc/TID
+    mc = k.mm_counters(t)
+    vmas = _vmas(ctx)
+    exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
+    first_path = exe[0].path if exe else None
+    has_mm = t.alive
+    mem = {}
+    if has_mm:
+        mem = dict(
+            vm_peak=mc["total_vm"] * KB, vm_size=mc["total_vm"] * KB,
+            vm_hwm=mc["hiwater_rss"] * KB, vm_rss=(mc["rss_anon"] + mc["rss_file"]) * KB,
+            rss_anon=mc["rss_anon"] * KB, rss_file=mc["rss_file"] * KB,
+            vm_data=_kb([v for v in vmas if v.writable and not v.shared and v.kind != "stack"]),
+            vm_stk=_kb([v for v in vmas if v.kind == "stack"]),
+            vm_exe=_kb([v for v in exe if v.path == first_path]),
+            vm_lib=_kb([v for v in exe if v.path != first_path]),
+            vm_pte=max(0, mc["nr_tables"] - 1) * KB, vm_swap=mc["swap"] * KB)
+    info = fmt.StatusInfo(
+        name=t.name, state=t.state[0].upper() if t.state != "zombie" else "Z",
+        tgid=t.pid, pid=tid, ppid=t.ppid, pgid=t.pid, sid=t.pid,
+        uid=(t.uid,) * 4, gid=(t.gid,) * 4, sigq=(0, _sigpending_limit(ctx)),
+        cpus_allowed=frozenset(k.online_cpus), nr_cpu_ids=k.nr_cpu_ids,
+        mems_allowed=frozenset(k.node_ids), is_zombie_or_kthread=not has_mm,
+        umask=t.umask, groups=(t.gid,), threads=len(t.tids),
+        cap_prm=0x3FFFFFFFFF if t.uid == 0 else 0, cap_eff=0x3FFFFFFFFF if t.uid == 0 else 0,
+        voluntary_ctxt_switches=t.nvcsw, nonvoluntary_ctxt_switches=t.nivcsw, **mem)
+    return fmt.proc_status(info)
+
+
+def _proc_file(name: str, render) -> File:  # noqa: ANN001
+    return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner)
+
+
+def _tid_entries() -> tuple:
+    return (
+        _proc_file("maps", _maps),
+        _proc_file("status", _status),
+        Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags),
+                owner=_owner),
+    )
+
+
+def _tids(ctx: Ctx) -> list[str]:
+    return [str(t) for t in _task(ctx).tids]
+
+
+def _parse_tid(ctx: Ctx, name: str) -> int | None:
+    if not name.isdigit() or name != str(int(name)):
+        return None
+    return int(name) if int(name) in _task(ctx).tids else None
+
+
+TID_DIR = Dir("TID", _tid_entries(), mode=0o555, owner=_owner)
+PID_DIR = Dir("PID", _tid_entries() + (
+    Dir("task", (), lister=Lister("tid", _tids, _parse_tid, TID_DIR), mode=0o555, owner=_owner),
+), mode=0o555, owner=_owner)
+
+
+def _pids(ctx: Ctx) -> list[str]:
+    return [str(p) for p in sorted(ctx.kernel.tasks)]
+
+
+def _parse_pid(ctx: Ctx, name: str) -> int | None:
+    """A process or (unlisted, as in Linux) one of its threads."""
+    if not name.isdigit() or name != str(int(name)):
+        return None
+    return int(name) if ctx.kernel.thread(int(name)) is not None else None
+
+
+PROC_ROOT = Dir("proc", (
+    File("meminfo", lambda c: fmt.proc_meminfo(vmstat.meminfo(c.kernel), {}), size=0,
+         write_errno=PROC_WRITE_ERRNO),
+    File("vmstat", lambda c: fmt.proc_vmstat(vmstat.global_counters(c.kernel)), size=0,
+         write_errno=PROC_WRITE_ERRNO),
+), lister=Lister("pid", _pids, _parse_pid, PID_DIR), mode=0o555)

@@ -1,0 +1,250 @@
+"""pyfuse3 Operations over the entry tables, and the mount's main loop.
+
+The handlers only resolve paths, render and map errors; every number comes
+from the kernel. All kernel state is touched from the one trio thread that
+serves requests, so the workload ticker and the handlers never race.
+(Pitfall from the notes: never touch the mount from this thread.)
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import signal
+import stat
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+import trio
+
+from .procfs import PROC_ROOT
+from .sysfs import BUS_NODE, NODE_ROOT
+from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
+from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+FSNAME = "fakeproc"
+PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
+SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life
+
+ROOT = Dir("", (
+    Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.lister, mode=0o555),
+    Dir("sys", (
+        Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),)),
+        Dir("bus", (BUS_NODE,)),
+    )),
+))
+
+
+@dataclass
+class TextHandle:
+    """A text file's snapshot taken at open (seq_file semantics)."""
+
+    data: bytes
+    write_errno: int
+    direct_io = True
+
+    def read(self, off: int, size: int) -> bytes:
+        return self.data[off:off + size]
+
+    def write(self, off: int, data: bytes) -> int:
+        raise OSError(self.write_errno, os.strerror(self.write_errno))
+
+
+class FakeprocFS(pyfuse3.Operations):
+    """Serves one Kernel. Inode numbers are interned paths (fs/tree.InodeTable)."""
+
+    def __init__(self, kernel: "Kernel") -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.ctx = Ctx(kernel)
+        self.inodes = InodeTable()
+        self.handles: dict[int, Any] = {}
+        self.dir_handles: dict[int, list[tuple[str, Entry, Ctx, tuple[str, ...]]]] = {}
+        self._fh = itertools.count(1)
+        self.boot_ns = time.time_ns()
+
+    # ---- resolution ----------------------------------------------------------
+    def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
+        try:
+            found = resolve(ROOT, self.ctx, path)
+        except LookupError:
+            found = None
+        if found is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return found
+
+    def _path(self, inode: int) -> tuple[str, ...]:
+        path = self.inodes.path(inode)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return path
+
+    def _attrs(self, path: tuple[str, ...], entry: Entry, ctx: Ctx) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = self.inodes.inode(path)
+        a.st_mode = file_mode(entry)
+        a.st_nlink = 2 if isinstance(entry, Dir) else 1
+        owner = getattr(entry, "owner", None)
+        try:
+            a.st_uid, a.st_gid = owner(ctx) if owner else (0, 0)
+        except LookupError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        a.st_size = entry.size if isinstance(entry, File) else 0
+        if isinstance(entry, Link):
+            a.st_size = len(entry.target(ctx))
+        a.st_blksize = 4096
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
+        timeout = PROC_TIMEOUT if path[:1] == ("proc",) else SYS_TIMEOUT
+        a.entry_timeout = a.attr_timeout = timeout
+        return a
+
+    # ---- metadata ------------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        path = self._path(parent_inode) + (os.fsdecode(name),)
+        if name in (b".", b".."):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        entry, ectx = self._resolve(path)
+        return self._attrs(path, entry, ectx)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        path = self._path(inode)
+        entry, ectx = self._resolve(path)
+        return self._attrs(path, entry, ectx)
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        entry, ectx = self._resolve(self._path(inode))
+        if not isinstance(entry, Link):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(entry.target(ectx))
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        path = self._path(inode)
+        entry, ectx = self._resolve(path)
+        if not isinstance(entry, Dir):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        try:
+            children = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]
+        except LookupError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        fh = next(self._fh)
+        self.dir_handles[fh] = children
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        for i, (name, entry, ectx, path) in enumerate(self.dir_handles[fh][start_id:], start_id):
+            try:
+                attrs = self._attrs(path, entry, ectx)
+            except pyfuse3.FUSEError:
+                continue  # gone since opendir
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self.dir_handles.pop(fh, None)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
+    # ---- files -----------------------------------------------------------------
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        entry, ectx = self._resolve(self._path(inode))
+        try:
+            if isinstance(entry, File):
+                handle: Any = TextHandle(entry.render(ectx).encode(), entry.write_errno)
+            elif isinstance(entry, Special):
+                handle = entry.opener(ectx, flags)
+            else:
+                raise pyfuse3.FUSEError(errno.EISDIR if isinstance(entry, Dir) else errno.ELOOP)
+        except LookupError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        fh = next(self._fh)
+        self.handles[fh] = handle
+        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        try:
+            return self.handles[fh].read(off, size)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        try:
+            return self.handles[fh].write(off, buf)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+
+    async def release(self, fh: int) -> None:
+        self.handles.pop(fh, None)
+
+    async def forget(self, inode_list: Any) -> None:
+        return None  # inodes are interned for the mount's lifetime
+
+
+async def _tick(kernel: "Kernel", rate: float, period: float = 0.05) -> None:
+    """Advance the virtual clock by rate x wall time, in small steps."""
+    last = trio.current_time()
+    while True:
+        await trio.sleep(period)
+        now = trio.current_time()
+        kernel.advance((now - last) * rate)
+        last = now
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        async for _ in sigs:
+            pyfuse3.terminate()
+            return
+
+
+async def _serve(kernel: "Kernel", rate: float, paused: bool) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals)
+        if not paused and rate > 0:
+            nursery.start_soon(_tick, kernel, rate)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def mount_options(allow_other: bool) -> set[str]:
+    opts = set(pyfuse3.default_options) | {f"fsname={FSNAME}", "subtype=fakeproc"}
+    if allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool = False,
+          allow_other: bool = False) -> None:
+    """Mount, serve until unmounted or signalled, unmount. Blocks."""
+    ops = FakeprocFS(kernel)
+    pyfuse3.init(ops, mountpoint, mount_options(allow_other))
+    try:
+        trio.run(_serve, kernel, rate, paused)
+    finally:
+        pyfuse3.close(unmount=True)
+
+
+def is_stale(mountpoint: str) -> bool:
+    """A mount whose daemon died answers every access with ENOTCONN."""
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def is_mounted(mountpoint: str) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+__all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "FSNAME", "stat"]

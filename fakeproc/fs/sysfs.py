@@ -1,0 +1,136 @@
+"""/sys: the node tree (INTERFACES.md 2), the CPU tree and /sys/bus/node.
+
+Linux: drivers/base/node.c (node_dev attributes, the RFC's type/peer_node),
+drivers/base/cpu.c and topology.c, drivers/base/memory.c. Renderers only
+format what kernel/vmstat.py and the node table give them.
+"""
+from __future__ import annotations
+
+from . import formats as fmt
+from .tree import Ctx, Dir, File, Link, Lister
+from ..kernel import vmstat
+
+# --------------------------------------------------------------- node attributes
+
+
+def _node_ids(ctx: Ctx) -> list[int]:
+    return ctx.kernel.node_ids
+
+
+def _nodes_with_cpus(ctx: Ctx) -> list[int]:
+    return [n.id for n in ctx.kernel.nodes if n.cpus]
+
+
+def _node(ctx: Ctx):  # noqa: ANN202 - a kernel Node
+    return ctx.kernel.node(ctx.get("nid"))
+
+
+def _meminfo(ctx: Ctx) -> str:
+    nid = ctx.get("nid")
+    return fmt.node_meminfo(nid, vmstat.node_meminfo(ctx.kernel, nid), 0, 0, 0)
+
+
+def _numastat(ctx: Ctx) -> str:
+    c = vmstat.node_counters(ctx.kernel, ctx.get("nid"))
+    return fmt.node_numastat(c["numa_hit"], c["numa_miss"], c["numa_foreign"],
+                             c["numa_interleave"], c["numa_local"], c["numa_other"])
+
+
+def _distance(ctx: Ctx) -> str:
+    k, nid = ctx.kernel, ctx.get("nid")
+    return fmt.node_distance([(m, k.distance(nid, m)) for m in k.node_ids])
+
+
+def _hugepages_dir(size_kb: int) -> Dir:
+    zero = File("nr_hugepages", lambda c: "0\n", mode=0o644)
+    return Dir(f"hugepages-{size_kb}kB", (
+        zero, File("free_hugepages", lambda c: "0\n"), File("surplus_hugepages", lambda c: "0\n")))
+
+
+MEMORY_BLOCK_SMALL = 128 << 20
+
+
+def memory_block_size(ctx: Ctx) -> int:
+    """x86_64 probe_memory_block_size(): 128 MiB, 2 GiB on machines of 64 GiB and more."""
+    total = sum(n.size_bytes for n in ctx.kernel.nodes)
+    return MEMORY_BLOCK_SMALL if total < (64 << 30) else 2 << 30
+
+
+def _node_blocks(ctx: Ctx, nid: int) -> range:
+    bs = memory_block_size(ctx)
+    start = ctx.kernel.native.nodes[ctx.kernel.node_index(nid)].start_pfn * 4096
+    end = start + ctx.kernel.node(nid).size_bytes
+    return range(-(-start // bs), -(-end // bs))  # blocks whose first byte is on the node
+
+
+def _node_link_names(ctx: Ctx) -> list[str]:
+    nid = ctx.get("nid")
+    return ([f"cpu{c}" for c in ctx.kernel.node(nid).cpus]
+            + [f"memory{b}" for b in _node_blocks(ctx, nid)])
+
+
+def _node_link_target(ctx: Ctx) -> str:
+    # the Lister binds the link's index; recover the name from the listing
+    name = _node_link_names(ctx)[ctx.get("link")]
+    return f"../../{'cpu' if name.startswith('cpu') else 'memory'}/{name}"
+
+
+NODE_DIR = Dir("nodeN", (
+    File("type", lambda c: f"{_node(c).type}\n"),
+    File("peer_node", lambda c: f"{_node(c).peer}\n"),
+    File("cpumap", lambda c: fmt.cpumap(_node(c).cpus, c.kernel.nr_cpu_ids)),
+    File("cpulist", lambda c: fmt.node_list(_node(c).cpus)),
+    File("distance", _distance),
+    File("numastat", _numastat),
+    File("meminfo", _meminfo),
+    File("vmstat", lambda c: fmt.node_vmstat(vmstat.node_counters(c.kernel, c.get("nid")))),
+    File("compact", lambda c: "", mode=0o200),
+    File("uevent", lambda c: "", mode=0o644),
+    Dir("hugepages", (_hugepages_dir(2048), _hugepages_dir(1048576))),
+    Dir("power", ()),
+    Link("subsystem", lambda c: "../../../../bus/node"),
+), lister=Lister(
+    "link",
+    _node_link_names,
+    lambda c, name: _node_link_names(c).index(name) if name in _node_link_names(c) else None,
+    Link("", _node_link_target),
+))
+
+
+def _parse_prefixed(prefix: str, valid) -> "callable":  # noqa: ANN001
+    def parse(ctx: Ctx, name: str) -> int | None:
+        if not name.startswith(prefix) or not name[len(prefix):].isdigit():
+            return None
+        v = int(name[len(prefix):])
+        if name != f"{prefix}{v}" or v not in valid(ctx):
+            return None
+        return v
+    return parse
+
+
+def _list_file(name: str, ids) -> File:  # noqa: ANN001
+    return File(name, lambda c: fmt.node_list(ids(c)))
+
+
+NODE_ROOT = Dir("node", (
+    _list_file("possible", _node_ids),
+    _list_file("online", _node_ids),
+    _list_file("has_normal_memory", _node_ids),
+    _list_file("has_memory", _node_ids),
+    _list_file("has_cpu", _nodes_with_cpus),
+    File("uevent", lambda c: "", mode=0o644),
+    Dir("power", ()),
+), lister=Lister("nid", lambda c: [f"node{n}" for n in _node_ids(c)],
+                 _parse_prefixed("node", _node_ids), NODE_DIR))
+
+# --------------------------------------------------------------------- /sys/bus/node
+
+BUS_NODE = Dir("node", (
+    Dir("devices", (), lister=Lister(
+        "nid", lambda c: [f"node{n}" for n in _node_ids(c)], _parse_prefixed("node", _node_ids),
+        Link("", lambda c: f"../../../devices/system/node/node{c.get('nid')}"))),
+    Dir("drivers", ()),
+    File("drivers_autoprobe", lambda c: "1\n", mode=0o644),
+    File("drivers_probe", lambda c: "", mode=0o200),
+    File("uevent", lambda c: "", mode=0o200),
+))

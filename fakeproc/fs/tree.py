@@ -1,0 +1,159 @@
+"""The mounted tree as entry tables, and the inode table over it.
+
+Modelled on fs/proc/base.c's pid_entry tables: a directory is a table of
+entries (or a lister of dynamic names such as PIDs and nodeN), a text file
+renders a snapshot at open, a special file (idle_pages) is a class with its
+own read rules. lookup, readdir and getattr all read these tables, so no name
+is listed twice.
+"""
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a path binds on the way down: the kernel and e.g. pid, tid, nid, cpu."""
+
+    kernel: "Kernel"
+    values: tuple[tuple[str, int], ...] = ()
+
+    def get(self, key: str) -> int:
+        for k, v in self.values:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def bind(self, key: str, value: int) -> "Ctx":
+        return Ctx(self.kernel, self.values + ((key, value),))
+
+
+Render = Callable[[Ctx], str]
+
+
+@dataclass(frozen=True)
+class File:
+    """A text file rendered at open. sysfs files stat 4096 bytes, procfs ones 0."""
+
+    name: str
+    render: Render
+    mode: int = 0o444
+    size: int = 4096
+    write_errno: int = 5  # EIO: a sysfs attribute without store()
+    owner: Callable[[Ctx], tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class Special:
+    """A file with its own handle class (``opener(ctx, flags) -> handle``)."""
+
+    name: str
+    opener: Callable[[Ctx, int], Any]
+    mode: int = 0o600
+    owner: Callable[[Ctx], tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    target: Callable[[Ctx], str]
+
+
+@dataclass(frozen=True)
+class Dir:
+    name: str
+    children: Sequence["Entry"] = ()
+    lister: "Lister | None" = None
+    mode: int = 0o755
+    owner: Callable[[Ctx], tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class Lister:
+    """Dynamic children: ``names(ctx)`` lists them, ``parse`` maps a name to a value
+    (None = no such entry), ``key`` binds it in the child's Ctx, ``child`` is the
+    entry each dynamic name stands for (its own name is ignored)."""
+
+    key: str
+    names: Callable[[Ctx], Iterable[str]]
+    parse: Callable[[Ctx, str], int | None]
+    child: "Entry"
+
+
+Entry = Union[File, Special, Link, Dir]
+
+
+def _static(d: Dir, name: str) -> Entry | None:
+    for e in d.children:
+        if e.name == name:
+            return e
+    return None
+
+
+def lookup_child(d: Dir, ctx: Ctx, name: str) -> tuple[Entry, Ctx] | None:
+    """The entry `name` of directory `d` and its context, or None."""
+    e = _static(d, name)
+    if e is not None:
+        return e, ctx
+    if d.lister is not None:
+        value = d.lister.parse(ctx, name)
+        if value is not None:
+            return d.lister.child, ctx.bind(d.lister.key, value)
+    return None
+
+
+def list_children(d: Dir, ctx: Ctx) -> list[tuple[str, Entry, Ctx]]:
+    """Every child in readdir order: static entries, then dynamic names."""
+    out = [(e.name, e, ctx) for e in d.children]
+    if d.lister is not None:
+        for name in d.lister.names(ctx):
+            value = d.lister.parse(ctx, name)
+            if value is not None:
+                out.append((name, d.lister.child, ctx.bind(d.lister.key, value)))
+    return out
+
+
+def resolve(root: Dir, ctx: Ctx, path: Sequence[str]) -> tuple[Entry, Ctx] | None:
+    """Walk a path of names from the root; None when any part is missing."""
+    entry: Entry = root
+    for name in path:
+        if not isinstance(entry, Dir):
+            return None
+        found = lookup_child(entry, ctx, name)
+        if found is None:
+            return None
+        entry, ctx = found
+    return entry, ctx
+
+
+def file_mode(entry: Entry) -> int:
+    if isinstance(entry, Dir):
+        return stat.S_IFDIR | entry.mode
+    if isinstance(entry, Link):
+        return stat.S_IFLNK | 0o777
+    return stat.S_IFREG | entry.mode
+
+
+@dataclass
+class InodeTable:
+    """Paths <-> inode numbers. Inodes are interned for the mount's lifetime;
+    a path that no longer resolves (an exited PID) answers ENOENT."""
+
+    paths: list[tuple[str, ...]] = field(default_factory=lambda: [(), ()])
+    by_path: dict[tuple[str, ...], int] = field(default_factory=lambda: {(): 1})
+
+    def inode(self, path: tuple[str, ...]) -> int:
+        ino = self.by_path.get(path)
+        if ino is None:
+            ino = len(self.paths)
+            self.paths.append(path)
+            self.by_path[path] = ino
+        return ino
+
+    def path(self, ino: int) -> tuple[str, ...] | None:
+        return self.paths[ino] if 0 < ino < len(self.paths) else None

@@ -1,0 +1,121 @@
+"""Counters by their kernel names, and the derived values meminfo prints.
+
+Linux: mm/vmstat.c (node/zone/NUMA counters, vm events), drivers/base/node.c
+node_read_meminfo(), fs/proc/meminfo.c meminfo_proc_show(). Everything here is
+read from the native counters the page-state changes maintain; nothing is
+counted twice and no renderer computes a number of its own.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .native import lib
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+PAGE_KB = 4
+HPAGE_PAGES = 512
+
+_NODE_STAT_NAMES = {
+    lib.FP_NR_FREE_PAGES: "nr_free_pages",
+    lib.FP_NR_ANON_PAGES: "nr_anon_pages",
+    lib.FP_NR_ACTIVE_ANON: "nr_active_anon",
+    lib.FP_NR_INACTIVE_ANON: "nr_inactive_anon",
+    lib.FP_NR_ACTIVE_FILE: "nr_active_file",
+    lib.FP_NR_INACTIVE_FILE: "nr_inactive_file",
+    lib.FP_NR_FILE_PAGES: "nr_file_pages",
+    lib.FP_NR_MAPPED: "nr_mapped",
+    lib.FP_NR_ANON_THPS: "nr_anon_transparent_hugepages",
+    lib.FP_NR_DIRTY: "nr_dirty",
+    lib.FP_NR_PAGETABLE: "nr_page_table_pages",
+    lib.FP_NR_UNEVICTABLE: "nr_unevictable",
+    lib.FP_NUMA_HIT: "numa_hit",
+    lib.FP_NUMA_MISS: "numa_miss",
+    lib.FP_NUMA_FOREIGN: "numa_foreign",
+    lib.FP_NUMA_INTERLEAVE: "numa_interleave",
+    lib.FP_NUMA_LOCAL: "numa_local",
+    lib.FP_NUMA_OTHER: "numa_other",
+}
+_EVENT_NAMES = {
+    lib.FP_EV_PGFAULT: "pgfault",
+    lib.FP_EV_PGALLOC_NORMAL: "pgalloc_normal",
+    lib.FP_EV_PGFREE: "pgfree",
+    lib.FP_EV_THP_FAULT_ALLOC: "thp_fault_alloc",
+    lib.FP_EV_THP_FAULT_FALLBACK: "thp_fault_fallback",
+    lib.FP_EV_PGACTIVATE: "pgactivate",
+}
+
+
+def node_counters(kernel: "Kernel", nid: int) -> dict[str, int]:
+    """One node's counters under their /sys/.../nodeN/vmstat names (pages, events)."""
+    raw = kernel.node_stat(nid)
+    c = {name: raw[i] for i, name in _NODE_STAT_NAMES.items()}
+    # single-zone nodes: the zone LRU counters equal the node's
+    c["nr_zone_inactive_anon"] = c["nr_inactive_anon"]
+    c["nr_zone_active_anon"] = c["nr_active_anon"]
+    c["nr_zone_inactive_file"] = c["nr_inactive_file"]
+    c["nr_zone_active_file"] = c["nr_active_file"]
+    c["nr_zone_unevictable"] = c["nr_unevictable"]
+    c["nr_zone_write_pending"] = c["nr_dirty"]
+    return c
+
+
+def global_counters(kernel: "Kernel") -> dict[str, int]:
+    """/proc/vmstat values: node counters summed over nodes, then the events."""
+    total: dict[str, int] = {}
+    for n in kernel.nodes:
+        for k, v in node_counters(kernel, n.id).items():
+            total[k] = total.get(k, 0) + v
+    for i, name in _EVENT_NAMES.items():
+        total[name] = kernel.event(i)
+    free = total["nr_free_pages"]
+    total["nr_dirty_background_threshold"] = free // 10
+    total["nr_dirty_threshold"] = free // 5
+    return total
+
+
+def _meminfo_from(c: dict[str, int], total_pages: int) -> dict[str, int]:
+    """The kB values both meminfo files share, from summed or per-node counters."""
+    kb = {
+        "MemTotal": total_pages * PAGE_KB,
+        "MemFree": c["nr_free_pages"] * PAGE_KB,
+        "Active": (c["nr_active_anon"] + c["nr_active_file"]) * PAGE_KB,
+        "Inactive": (c["nr_inactive_anon"] + c["nr_inactive_file"]) * PAGE_KB,
+        "Active(anon)": c["nr_active_anon"] * PAGE_KB,
+        "Inactive(anon)": c["nr_inactive_anon"] * PAGE_KB,
+        "Active(file)": c["nr_active_file"] * PAGE_KB,
+        "Inactive(file)": c["nr_inactive_file"] * PAGE_KB,
+        "Unevictable": c["nr_unevictable"] * PAGE_KB,
+        "Dirty": c["nr_dirty"] * PAGE_KB,
+        "Mapped": c["nr_mapped"] * PAGE_KB,
+        "AnonPages": c["nr_anon_pages"] * PAGE_KB,
+        "PageTables": c["nr_page_table_pages"] * PAGE_KB,
+        "AnonHugePages": c["nr_anon_transparent_hugepages"] * HPAGE_PAGES * PAGE_KB,
+    }
+    return kb
+
+
+def node_meminfo(kernel: "Kernel", nid: int) -> dict[str, int]:
+    """nodeN/meminfo values in kB (MemUsed = MemTotal - MemFree)."""
+    c = node_counters(kernel, nid)
+    kb = _meminfo_from(c, kernel.node(nid).nr_pages)
+    kb["MemUsed"] = kb["MemTotal"] - kb["MemFree"]
+    kb["FilePages"] = c["nr_file_pages"] * PAGE_KB
+    return kb
+
+
+def meminfo(kernel: "Kernel") -> dict[str, int]:
+    """/proc/meminfo values in kB. No swap, no slab, no vmalloc in the emulation."""
+    c = global_counters(kernel)
+    kb = _meminfo_from(c, sum(n.nr_pages for n in kernel.nodes))
+    kb["Cached"] = c["nr_file_pages"] * PAGE_KB
+    # si_mem_available() reduced to what the emulation has: free + page cache
+    kb["MemAvailable"] = kb["MemFree"] + kb["Cached"]
+    kb["CommitLimit"] = kb["MemTotal"] // 2
+    kb["Committed_AS"] = sum(
+        kernel.mm_counters(t).get("total_vm", 0) for t in kernel.tasks.values()) * PAGE_KB
+    kb["VmallocTotal"] = 34359738367
+    kb["DirectMap4k"] = 0
+    kb["DirectMap2M"] = kb["MemTotal"]
+    return kb

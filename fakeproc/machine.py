@@ -1,0 +1,453 @@
+"""Machine and scenario files: parse (tomllib), validate (jsonschema), build a Kernel.
+
+One TOML format describes the machine (nodes, sizes, CPUs, distances) and
+what runs on it (processes, VMAs, workloads), and can pin exact page states
+so a test author can write expected idle_pages bytes by hand. Every error
+names the file, the line and the field; nothing is built until the whole file
+has been checked, so a bad file never half-starts a machine.
+The reference for users is docs/machine-file.md.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .kernel.kernel import Kernel, NodeConfig
+from .kernel.mm import PAGE_SIZE, TASK_SIZE, Vma
+from .kernel.native import KernelError, lib
+from .kernel.task import MemPolicy
+from .kernel.workload import Phase, Workload
+
+PMD_SIZE = 2 << 20
+PUD_SIZE = 1 << 30
+_SIZE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_P = lib.FP_PAGE_PRESENT | lib.FP_PAGE_RW | lib.FP_PAGE_USER
+_A, _D = lib.FP_PAGE_ACCESSED, lib.FP_PAGE_DIRTY
+SWAP_ENTRY = lib.FP_PAGE_SWPENTRY | lib.FP_SWP_SWAP
+MIGRATION_ENTRY = lib.FP_PAGE_SWPENTRY | lib.FP_SWP_MIGRATION
+# page state -> (level, entry bits); level 4 = PTE, 3 = THP, 2 = 1 GiB PUD
+PAGE_STATES: dict[str, tuple[int, int]] = {
+    "none": (4, 0), "idle": (4, _P), "accessed": (4, _P | _A), "dirty": (4, _P | _A | _D),
+    "dirty-idle": (4, _P | _D), "protnone": (4, lib.FP_PAGE_PROTNONE | lib.FP_PAGE_USER),
+    "swap": (4, SWAP_ENTRY), "migration": (4, MIGRATION_ENTRY),
+    "thp-idle": (3, _P), "thp-accessed": (3, _P | _A), "thp-dirty": (3, _P | _A | _D),
+    "thp-migration": (3, MIGRATION_ENTRY), "pud": (2, _P | _A),
+}
+PMD_MARKERS = {"pmd-idle": (0, _A), "pmd-accessed": (_A, 0)}
+
+_SIZE_T = {"anyOf": [{"type": "integer", "minimum": 0},
+                     {"type": "string", "pattern": r"^\s*\d+\s*([kKmMgGtT](i?[bB])?)?\s*$"}]}
+_PROB = {"type": "number", "minimum": 0, "maximum": 1}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["node"],
+    "properties": {
+        "machine": {"type": "object", "additionalProperties": False, "properties": {
+            "name": {"type": "string"}, "seed": {"type": "integer"},
+            "nr_cpus": {"type": "integer", "minimum": 1, "maximum": 8192}}},
+        "node": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+            "type": "object", "additionalProperties": False, "required": ["type", "size"],
+            "properties": {
+                "id": {"type": "integer", "minimum": 0, "maximum": 1023},
+                "type": {"enum": ["dram", "pmem"]},
+                "size": _SIZE_T,
+                "cpus": {"anyOf": [{"type": "string", "pattern": r"^[0-9,\- ]*$"},
+                                   {"type": "array", "items": {"type": "integer", "minimum": 0}}]}}}},
+        "distances": {"type": "array", "items": {"type": "array", "items": {
+            "type": "integer", "minimum": 10, "maximum": 254}}},
+        "process": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["pid", "name"],
+            "properties": {
+                "pid": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                "name": {"type": "string", "minLength": 1, "maxLength": 15},
+                "uid": {"type": "integer", "minimum": 0}, "gid": {"type": "integer", "minimum": 0},
+                "ppid": {"type": "integer", "minimum": 0},
+                "threads": {"type": "integer", "minimum": 1, "maximum": 4096},
+                "cpu": {"type": "integer", "minimum": 0},
+                "state": {"enum": ["running", "sleeping", "zombie"]},
+                "policy": {"type": "string", "pattern": r"^(default|local|(prefer|bind|interleave):[0-9,\-]+)$"},
+                "vma": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["start"],
+                    "properties": {
+                        "start": {"type": "integer", "minimum": 0}, "end": {"type": "integer"},
+                        "size": _SIZE_T,
+                        "perms": {"type": "string", "pattern": r"^[r-][w-][x-][ps]$"},
+                        "kind": {"enum": ["anon", "file", "heap", "stack", "vdso", "vvar", "shm"]},
+                        "path": {"type": "string"}, "offset": {"type": "integer", "minimum": 0},
+                        "dev": {"type": "string", "pattern": r"^[0-9a-f]{2,3}:[0-9a-f]{2,5}$"},
+                        "inode": {"type": "integer", "minimum": 0},
+                        "deleted": {"type": "boolean"}, "hugetlb": {"type": "boolean"},
+                        "thp": {"type": "boolean"}, "populate": {"type": "boolean"},
+                        "node": {"type": "integer", "minimum": 0},
+                        "pages": {"type": "string"}}}},
+                "workload": {"type": "object", "additionalProperties": False, "properties": {
+                    "pattern": {"enum": ["uniform", "hotcold", "zipf", "seq"]},
+                    "rate": {"type": "number", "minimum": 0}, "hot": _PROB, "hot_access": _PROB,
+                    "write": _PROB, "zipf_s": {"type": "number", "exclusiveMinimum": 0},
+                    "seed": {"type": "integer"},
+                    "vmas": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "phases": {"type": "array", "items": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["at", "hot_offset"], "properties": {
+                            "at": {"type": "number", "minimum": 0}, "hot_offset": _PROB}}}}}}}},
+    },
+}
+
+
+class MachineFileError(ValueError):
+    """A machine file is wrong: the message names the file, line, field and fix."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A machine file's text and name, for error messages."""
+
+    text: str
+    name: str
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map TOML paths (with array indices) to the line that defines them."""
+    index: dict[tuple[Any, ...], int] = {}
+    last: dict[tuple[Any, ...], int] = {}
+    cur: tuple[Any, ...] = ()
+
+    def resolve(parts: list[str]) -> tuple[Any, ...]:
+        path: tuple[Any, ...] = ()
+        for p in parts:
+            path += (p,)
+            if path in last:
+                path += (last[path],)
+        return path
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.split("#", 1)[0].strip()
+        if s.startswith("[["):
+            parts = [p.strip() for p in s[2:s.find("]]")].split(".")]
+            key = resolve(parts[:-1]) + (parts[-1],)
+            last[key] = last.get(key, -1) + 1
+            cur = key + (last[key],)
+            index[cur] = lineno
+        elif s.startswith("["):
+            cur = resolve([p.strip() for p in s[1:s.find("]")].split(".")])
+            index[cur] = lineno
+        elif "=" in s:
+            index[cur + (s.split("=", 1)[0].strip().strip('"'),)] = lineno
+    return index
+
+
+def _field_name(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+class _Checker:
+    """Collects the context (file, line index) that every error message needs."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.lines = _line_index(src.text)
+
+    def error(self, path: tuple[Any, ...], msg: str) -> MachineFileError:
+        line = None
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        where = f"{self.src.name}:{line}" if line else self.src.name
+        return MachineFileError(f"{where}: {_field_name(path)}: {msg}")
+
+
+def parse_size(value: int | str) -> int:
+    """'4GiB', '512M', '64KiB', 4096 -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*", value)
+    if not m:
+        raise ValueError(f"not a size: {value!r}")
+    return int(m.group(1)) * _SIZE[m.group(2).lower()]
+
+
+def parse_list(text: str) -> list[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8] (the kernel's list format)."""
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        if hi and int(hi) < int(lo):
+            raise ValueError(f"range {part!r} runs backwards")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """One token of a VMA's ``pages`` string."""
+
+    count: int
+    state: str
+    node: int | None
+
+
+def parse_pages(text: str) -> list[PageRun]:
+    """'3 accessed, 7 idle@2, 6 none, pmd-idle' -> runs (markers have count 0)."""
+    runs = []
+    for tok in (t.strip() for t in text.split(",")):
+        if not tok:
+            continue
+        m = re.fullmatch(r"(?:(\d+)\s*[x*]?\s+)?([a-z-]+)(?:@(\d+))?", tok)
+        if not m or (m.group(2) not in PAGE_STATES and m.group(2) not in PMD_MARKERS):
+            known = ", ".join([*PAGE_STATES, *PMD_MARKERS])
+            raise ValueError(f"bad run {tok!r}: write '<count> <state>[@node]' with a state of {known}")
+        if m.group(2) in PMD_MARKERS:
+            if m.group(1) or m.group(3):
+                raise ValueError(f"{m.group(2)} takes no count or node")
+            runs.append(PageRun(0, m.group(2), None))
+        else:
+            runs.append(PageRun(int(m.group(1) or 1), m.group(2),
+                                None if m.group(3) is None else int(m.group(3))))
+    return runs
+
+
+def _vma_from(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any]) -> Vma:
+    start = raw["start"]
+    if "end" in raw and "size" in raw:
+        raise ck.error(path, "give either end or size, not both")
+    try:
+        end = raw["end"] if "end" in raw else start + parse_size(raw.get("size", 0))
+    except ValueError as e:
+        raise ck.error(path + ("size",), str(e)) from None
+    if start % PAGE_SIZE or end % PAGE_SIZE:
+        raise ck.error(path + ("start",), f"{start:#x}-{end:#x} is not 4 KiB aligned")
+    if not start < end <= TASK_SIZE:
+        raise ck.error(path + ("end",), f"need start < end <= TASK_SIZE ({TASK_SIZE:#x}); got {start:#x}-{end:#x}")
+    kind = raw.get("kind", "file" if "path" in raw else "anon")
+    if kind == "file" and "path" not in raw:
+        raise ck.error(path + ("kind",), "a file mapping needs a path")
+    perms = raw.get("perms", "rw-s" if kind == "shm" else "rw-p")
+    dev = raw.get("dev", "00:00")
+    major, minor = (int(x, 16) for x in dev.split(":"))
+    return Vma(start, end, perms, kind, raw.get("path"), raw.get("offset", 0), (major, minor),
+               raw.get("inode", 0), raw.get("hugetlb", False), raw.get("thp", False),
+               raw.get("deleted", False))
+
+
+def _check_pages(ck: _Checker, path: tuple[Any, ...], vma: Vma, runs: list[PageRun],
+                 node_ids: set[int]) -> None:
+    addr = vma.start
+    for run in runs:
+        level = PAGE_STATES[run.state][0] if run.state in PAGE_STATES else 4
+        unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+        if run.node is not None and run.node not in node_ids:
+            raise ck.error(path, f"node {run.node} in {run.state!r} does not exist")
+        if addr % unit:
+            raise ck.error(path, f"{run.state!r} at {addr:#x} is not aligned to {unit // 1024} KiB")
+        addr += run.count * unit
+        if addr > vma.end:
+            raise ck.error(path, f"the runs end at {addr:#x}, past the VMA's end {vma.end:#x}")
+
+
+@dataclass
+class _ProcPlan:
+    raw: dict[str, Any]
+    path: tuple[Any, ...]
+    vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]]
+
+
+def _nodes_from(ck: _Checker, doc: dict[str, Any]) -> tuple[list[NodeConfig], list[list[int]] | None]:
+    nodes, seen_cpus = [], {}
+    for i, raw in enumerate(doc["node"]):
+        nid = raw.get("id", i)
+        if any(n.id == nid for n in nodes):
+            raise ck.error(("node", i, "id"), f"node {nid} is defined twice")
+        try:
+            size = parse_size(raw["size"])
+            cpus = parse_list(raw["cpus"]) if isinstance(raw.get("cpus"), str) else raw.get("cpus", [])
+        except ValueError as e:
+            raise ck.error(("node", i), str(e)) from None
+        if size <= 0 or size % PMD_SIZE:
+            raise ck.error(("node", i, "size"), f"{size} bytes is not a positive multiple of 2 MiB")
+        for c in cpus:
+            if c in seen_cpus:
+                raise ck.error(("node", i, "cpus"), f"CPU {c} already belongs to node {seen_cpus[c]}")
+            seen_cpus[c] = nid
+        nodes.append(NodeConfig(nid, raw["type"], size // PAGE_SIZE, tuple(cpus)))
+    dist = doc.get("distances")
+    if dist is not None:
+        n = len(nodes)
+        if len(dist) != n or any(len(r) != n for r in dist):
+            raise ck.error(("distances",), f"need a {n}x{n} matrix (one row per node, in file order)")
+        for i in range(n):
+            if dist[i][i] != 10:
+                raise ck.error(("distances",), f"row {i}: the local distance must be 10")
+            for j in range(n):
+                if i != j and dist[i][j] <= 10:
+                    raise ck.error(("distances",), f"row {i}: remote distances must be above 10")
+        # the kernel sorts nodes by id; rows follow the file's node order
+        order = sorted(range(n), key=lambda i: nodes[i].id)
+        dist = [[dist[i][j] for j in order] for i in order]
+    return nodes, dist
+
+
+def _plan_processes(ck: _Checker, doc: dict[str, Any], node_ids: set[int], nr_cpus: int) -> list[_ProcPlan]:
+    plans, pids = [], set()
+    for i, raw in enumerate(doc.get("process", [])):
+        path: tuple[Any, ...] = ("process", i)
+        tids = range(raw["pid"], raw["pid"] + raw.get("threads", 1))
+        if pids & set(tids):
+            raise ck.error(path + ("pid",), f"pid {raw['pid']} (or a thread id) is used twice")
+        pids |= set(tids)
+        if raw.get("cpu", 0) >= nr_cpus:
+            raise ck.error(path + ("cpu",), f"CPU {raw['cpu']} does not exist (the machine has {nr_cpus})")
+        pol = raw.get("policy", "default")
+        if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
+            raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
+        vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
+        for j, vraw in enumerate(raw.get("vma", [])):
+            vpath = path + ("vma", j)
+            vma = _vma_from(ck, vpath, vraw)
+            for other, _, _ in vmas:
+                if other.start < vma.end and vma.start < other.end:
+                    raise ck.error(vpath + ("start",), f"{vma.start:#x}-{vma.end:#x} overlaps "
+                                   f"{other.start:#x}-{other.end:#x}")
+            if vraw.get("node") is not None and vraw["node"] not in node_ids:
+                raise ck.error(vpath + ("node",), f"node {vraw['node']} does not exist")
+            try:
+                runs = parse_pages(vraw.get("pages", ""))
+            except ValueError as e:
+                raise ck.error(vpath + ("pages",), str(e)) from None
+            _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
+            vmas.append((vma, vraw, runs))
+        wl = raw.get("workload")
+        if wl is not None:
+            for k in wl.get("vmas", []):
+                if k >= len(vmas):
+                    raise ck.error(path + ("workload", "vmas"), f"there is no vma[{k}]")
+        plans.append(_ProcPlan(raw, path, vmas))
+    return plans
+
+
+def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], default_node: int | None) -> None:
+    addr = vma.start
+    markers: list[tuple[int, str]] = []
+    for run in runs:
+        if run.state in PMD_MARKERS:
+            markers.append((addr, run.state))
+            continue
+        level, bits = PAGE_STATES[run.state]
+        node = run.node if run.node is not None else default_node
+        unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+        for _ in range(run.count):
+            if level == 4 and bits:
+                kernel.set_pte(task, addr, bits, node, vma)
+            elif level == 3:
+                kernel.set_thp(task, addr, bits, node)
+            elif level == 2:
+                kernel.set_pud(task, addr, bits)
+            addr += unit
+    for maddr, marker in markers:
+        set_bits, clear = PMD_MARKERS[marker]
+        kernel.set_table_bits(task, maddr, 3, set_bits, clear)
+
+
+def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
+    nodes, dist = _nodes_from(ck, doc)
+    all_cpus = [c for n in nodes for c in n.cpus]
+    nr_cpus = doc.get("machine", {}).get("nr_cpus", max(all_cpus) + 1 if all_cpus else 1)
+    if all_cpus and max(all_cpus) >= nr_cpus:
+        raise ck.error(("machine", "nr_cpus"), f"CPU {max(all_cpus)} is beyond nr_cpus={nr_cpus}")
+    node_ids = {n.id for n in nodes}
+    plans = _plan_processes(ck, doc, node_ids, nr_cpus)
+    kernel = Kernel(nodes, dist, nr_cpus)
+    seed = doc.get("machine", {}).get("seed", 1)
+    for plan in plans:
+        raw = plan.raw
+        mode, _, lst = raw.get("policy", "default").partition(":")
+        policy = MemPolicy(mode, tuple(parse_list(lst))) if lst else MemPolicy(mode)  # type: ignore[arg-type]
+        task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
+                            ppid=raw.get("ppid", 1),
+                            threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
+                            cpu=raw.get("cpu", 0), policy=policy)
+        for j, (vma, vraw, runs) in enumerate(plan.vmas):
+            kernel.add_vma(task, vma)
+            try:
+                _apply_pages(kernel, task, vma, runs, vraw.get("node"))
+                if vraw.get("populate"):
+                    kernel.populate(task, vma)
+            except KernelError as e:
+                raise ck.error(plan.path + ("vma", j, "pages"),
+                               f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
+        if "workload" in raw:
+            w = raw["workload"]
+            wl = Workload(pattern=w.get("pattern", "uniform"), rate=w.get("rate", 1e6),
+                          hot=w.get("hot", 0.1), hot_access=w.get("hot_access", 0.9),
+                          write=w.get("write", 0.3), zipf_s=w.get("zipf_s", 1.0),
+                          seed=w.get("seed", seed + raw["pid"]),
+                          phases=tuple(Phase(p["at"], p["hot_offset"]) for p in w.get("phases", [])),
+                          vma_indices=tuple(w["vmas"]) if "vmas" in w else None)
+            kernel.attach_workload(task, wl)
+        if raw.get("state", "sleeping") == "zombie":
+            kernel.exit(task.pid, zombie=True)
+        else:
+            task.state = raw.get("state", "sleeping")
+    return kernel
+
+
+def load(text: str, name: str = "<machine>") -> Kernel:
+    """Parse, validate and build: a Kernel, or MachineFileError naming line and field."""
+    ck = _Checker(Source(text, name))
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MachineFileError(f"{name}: not valid TOML: {e}") from None
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        path = tuple(e.absolute_path)
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
+            path += tuple(extra[:1])  # point at the offending key's own line
+        raise ck.error(path, _schema_message(e))
+    return _build(ck, doc)
+
+
+def _schema_message(e: jsonschema.ValidationError) -> str:
+    if e.validator == "additionalProperties":
+        allowed = sorted(e.schema.get("properties", {}))
+        hint = ""
+        if any(k in SCHEMA["properties"] for k in e.instance) and e.absolute_path:
+            hint = " (top-level keys such as distances must come before the first [table])"
+        return f"{e.message}; allowed keys: {', '.join(allowed)}{hint}"
+    if e.validator == "enum":
+        return f"{e.instance!r} is not one of {', '.join(map(repr, e.validator_value))}"
+    return e.message
+
+
+def load_file(path: str | Path) -> Kernel:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise MachineFileError(f"{p}: cannot read: {e.strerror}") from None
+    return load(text, str(p))
+
+
+def default_text() -> str:
+    """The built-in machine: 2 DRAM + 2 PMEM nodes as in the RFC's example."""
+    return resources.files("fakeproc.machines").joinpath("default.toml").read_text()
+
+
+def load_default() -> Kernel:
+    return load(default_text(), "<built-in default machine>")
+

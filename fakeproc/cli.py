@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     m.add_argument("--machine", metavar="FILE", help="machine/scenario TOML file")
     m.add_argument("-f", "--foreground", action="store_true", help="serve in the foreground")
-    m.add_argument("--paused", action="store_true", help="do not run the workloads (virtual clock stopped)")
+    m.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False,
+                   help="do not run the workloads (virtual clock stopped)")
     m.add_argument("--rate", type=float, default=1.0,
                    help="virtual seconds per wall-clock second (default 1.0)")
     m.add_argument("--allow-other", action="store_true", help="let other users see the mount")

@@ -72,6 +72,7 @@ SCHEMA: dict[str, Any] = {
                 "threads": {"type": "integer", "minimum": 1, "maximum": 4096},
                 "cpu": {"type": "integer", "minimum": 0},
                 "state": {"enum": ["running", "sleeping", "zombie"]},
+                "exit_at": {"type": "number", "minimum": 0},
                 "policy": {"type": "string", "pattern": r"^(default|local|(prefer|bind|interleave):[0-9,\-]+)$"},
                 "vma": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False, "required": ["start"],
@@ -86,7 +87,8 @@ SCHEMA: dict[str, Any] = {
                         "deleted": {"type": "boolean"}, "hugetlb": {"type": "boolean"},
                         "thp": {"type": "boolean"}, "populate": {"type": "boolean"},
                         "node": {"type": "integer", "minimum": 0},
-                        "pages": {"type": "string"}}}},
+                        "pages": {"type": "string"},
+                        "repeat": {"type": "integer", "minimum": 1}}}},
                 "workload": {"type": "object", "additionalProperties": False, "properties": {
                     "pattern": {"enum": ["uniform", "hotcold", "zipf", "seq"]},
                     "rate": {"type": "number", "minimum": 0}, "hot": _PROB, "hot_access": _PROB,
@@ -326,6 +328,7 @@ def _plan_processes(ck: _Checker, doc: dict[str, Any], node_ids: set[int], nr_cp
                 runs = parse_pages(vraw.get("pages", ""))
             except ValueError as e:
                 raise ck.error(vpath + ("pages",), str(e)) from None
+            runs = runs * vraw.get("repeat", 1)
             _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
             vmas.append((vma, vraw, runs))
         wl = raw.get("workload")
@@ -347,10 +350,13 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
         level, bits = PAGE_STATES[run.state]
         node = run.node if run.node is not None else default_node
         unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+        if level == 4:
+            if bits:
+                kernel.set_ptes(task, addr, run.count, bits, node, vma)
+            addr += run.count * unit
+            continue
         for _ in range(run.count):
-            if level == 4 and bits:
-                kernel.set_pte(task, addr, bits, node, vma)
-            elif level == 3:
+            if level == 3:
                 kernel.set_thp(task, addr, bits, node)
             elif level == 2:
                 kernel.set_pud(task, addr, bits)
@@ -396,6 +402,7 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
                           phases=tuple(Phase(p["at"], p["hot_offset"]) for p in w.get("phases", [])),
                           vma_indices=tuple(w["vmas"]) if "vmas" in w else None)
             kernel.attach_workload(task, wl)
+        task.exit_at = raw.get("exit_at")
         if raw.get("state", "sleeping") == "zombie":
             kernel.exit(task.pid, zombie=True)
         else:

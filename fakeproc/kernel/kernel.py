@@ -159,11 +159,11 @@ class Kernel:
         self.generation += 1
 
     # ---- page state ------------------------------------------------------------
-    def set_pte(self, task: Task, addr: int, bits: int, node: int | None, vma: Vma) -> None:
-        """Install one exact PTE (scenario files). node None = the task's policy."""
+    def set_ptes(self, task: Task, addr: int, nr: int, bits: int, node: int | None, vma: Vma) -> None:
+        """Install nr identical consecutive PTEs (scenario files). node None = policy."""
         assert task.mm_id is not None
         nidx = -1 if node is None else self._idx[node]
-        check(lib.fp_set_pte(self.native, task.mm_id, addr, bits, nidx, vma.native_flags))
+        check(lib.fp_set_ptes(self.native, task.mm_id, addr, nr, bits, nidx, vma.native_flags))
         self.generation += 1
 
     def set_thp(self, task: Task, addr: int, bits: int, node: int | None) -> None:
@@ -216,6 +216,9 @@ class Kernel:
     def advance(self, seconds: float) -> int:
         """Move the virtual clock; every workload runs its share. Returns touches."""
         self.clock += seconds
+        for task in [t for t in self.tasks.values() if t.exit_at is not None]:
+            if self.clock >= task.exit_at:  # type: ignore[operator]
+                self.exit(task.pid)
         done = 0
         for task in self.tasks.values():
             if task.workload is not None and task.alive:

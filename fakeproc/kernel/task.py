@@ -38,6 +38,7 @@ class Task:
     policy: MemPolicy = field(default_factory=MemPolicy)
     mm_id: int | None = None
     workload: Workload | None = None
+    exit_at: float | None = None  # virtual time at which the process exits
     nvcsw: int = 0
     nivcsw: int = 0
 

@@ -160,6 +160,8 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
  * pte_bits: FP_PAGE_* bits for a present page, or a swap entry value. */
 int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
                    int32_t node, uint32_t vma_flags);
+int32_t fp_set_ptes(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t nr,
+                    uint64_t bits, int32_t node, uint32_t vma_flags);
 int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
                    int32_t node);
 int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits);

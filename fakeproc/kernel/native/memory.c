@@ -256,6 +256,17 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     return 0;
 }
 
+int32_t fp_set_ptes(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t nr,
+                    uint64_t bits, int32_t node, uint32_t vma_flags)
+{
+    for (uint64_t i = 0; i < nr; i++) {
+        int32_t r = fp_set_pte(k, id, addr + i * FP_PAGE_SIZE, bits, node, vma_flags);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
                    int32_t node)
 {

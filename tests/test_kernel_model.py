@@ -1,0 +1,221 @@
+"""The kernel model called directly (fast, no FUSE): topology rules, faults,
+fallback, THP, workloads, exit. Every interface is also tested through the mount."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from fakeproc.kernel import node as nodemod
+from fakeproc.kernel.kernel import Kernel, NodeConfig
+from fakeproc.kernel.mm import Vma
+from fakeproc.kernel.native import KernelError, lib
+from fakeproc.kernel.task_mmu import llseek
+from fakeproc.kernel.workload import Phase, Workload
+from fakeproc.machine import load
+
+MIB = 1 << 20
+RFC_DIST = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
+BASE = 0x7F0000000000
+
+
+def rfc_kernel(dram_pages: int = 4096, pmem_pages: int = 8192) -> Kernel:
+    return Kernel([NodeConfig(0, "dram", dram_pages, (0, 1)), NodeConfig(1, "dram", dram_pages, (2, 3)),
+                   NodeConfig(2, "pmem", pmem_pages), NodeConfig(3, "pmem", pmem_pages)], RFC_DIST)
+
+
+class TestPeerRule:
+    def test_rfc_example(self):
+        # node 0: nearest non-local is 2 (17); node 1: 3 (17); node 2: 0 (17) unchosen;
+        # node 3: 1 (17) unchosen
+        assert nodemod.compute_peers([0, 1, 2, 3], RFC_DIST) == {0: 2, 1: 3, 2: 0, 3: 1}
+
+    def test_chosen_set_is_shared_and_types_are_ignored(self):
+        # three nodes all at distance 20: 0 takes 1; 1 takes 0 (0 not chosen yet);
+        # 2 finds 0 and 1 chosen -> -1
+        d = [[10, 20, 20], [20, 10, 20], [20, 20, 10]]
+        assert nodemod.compute_peers([0, 1, 2], d) == {0: 1, 1: 0, 2: -1}
+
+    def test_ties_go_to_the_lowest_id_and_sparse_ids(self):
+        d = [[10, 30, 30], [30, 10, 15], [30, 15, 10]]
+        # ids 0, 4, 6: node 0 ties (30, 30) -> 4; node 4 -> 6 (15); node 6 -> 4 is
+        # chosen, 0 is not -> 0
+        assert nodemod.compute_peers([0, 4, 6], d) == {0: 4, 4: 6, 6: 0}
+
+    def test_a_remote_node_at_local_distance_is_never_a_peer(self):
+        d = [[10, 10], [10, 10]]
+        assert nodemod.compute_peers([0, 1], d) == {0: -1, 1: -1}
+
+
+def test_fallback_lists_stay_within_a_type():
+    k = rfc_kernel()
+    assert [n.fallback for n in k.nodes] == [(0, 1), (1, 0), (2, 3), (3, 2)]
+
+
+def spawn_with_vma(k: Kernel, pid: int = 10, cpu: int = 0, size: int = 8 * MIB, thp: bool = False):
+    t = k.spawn(pid, "t", cpu=cpu)
+    v = Vma(BASE, BASE + size, thp=thp)
+    k.add_vma(t, v)
+    return t, v
+
+
+def anon(k: Kernel, nid: int) -> int:
+    return k.node_stat(nid)[lib.FP_NR_ANON_PAGES]
+
+
+class TestFaults:
+    def test_first_touch_allocates_on_the_cpu_node(self):
+        k = rfc_kernel()
+        t, v = spawn_with_vma(k, cpu=2)  # CPU 2 is on node 1
+        k.touch(t, BASE, write=True)
+        assert k.page_node(t, BASE) == 1
+        assert anon(k, 1) == 1 and anon(k, 0) == 0
+        level, entry = k.entry(t, BASE)
+        assert level == 4
+        assert entry & lib.FP_PAGE_ACCESSED and entry & lib.FP_PAGE_DIRTY
+
+    def test_read_access_sets_accessed_but_not_dirty(self):
+        k = rfc_kernel()
+        t, _ = spawn_with_vma(k)
+        k.touch(t, BASE)
+        _, entry = k.entry(t, BASE)
+        assert entry & lib.FP_PAGE_ACCESSED and not entry & lib.FP_PAGE_DIRTY
+
+    def test_dram_falls_back_to_dram_only_then_fails(self):
+        # each DRAM node: 2 MiB = 512 pages; page tables take a few of node 0's
+        k = rfc_kernel(dram_pages=512, pmem_pages=4096)
+        t, _ = spawn_with_vma(k, size=8 * MIB)
+        placed: list[int | None] = []
+        with pytest.raises(KernelError) as e:
+            for i in range(2048):
+                k.touch(t, BASE + i * 4096)
+                placed.append(k.page_node(t, BASE + i * 4096))
+        assert e.value.errno == errno.ENOMEM
+        assert set(placed) == {0, 1}            # never a PMEM node
+        assert placed.index(1) > 0 and placed[0] == 0
+        assert anon(k, 2) == anon(k, 3) == 0
+
+    def test_prefer_policy_on_pmem_uses_the_pmem_fallback(self):
+        text = """
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "4MiB"
+[[node]]
+type = "pmem"
+size = "4MiB"
+[[process]]
+pid = 5
+name = "p"
+policy = "prefer:1"
+[[process.vma]]
+start = 0x7f0000000000
+size = "2MiB"
+populate = true
+"""
+        k = load(text)
+        t = k.task(5)
+        assert k.page_node(t, BASE) == 1
+        assert anon(k, 1) == 512 and anon(k, 0) == 0
+
+    def test_thp_fault_takes_a_huge_page_then_falls_back(self):
+        k = rfc_kernel(dram_pages=1024)  # 2 blocks on node 0
+        t, _ = spawn_with_vma(k, size=8 * MIB, thp=True)
+        k.touch(t, BASE)
+        level, entry = k.entry(t, BASE)
+        assert level == 3 and entry & lib.FP_PAGE_PSE
+        assert k.node_stat(0)[lib.FP_NR_ANON_THPS] == 1
+        assert anon(k, 0) == 512
+        # the other block of node 0 went to page tables; node 1 has two free blocks
+        k.touch(t, BASE + 2 * MIB)
+        assert k.page_node(t, BASE + 2 * MIB) == 1
+        assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == 2
+
+    def test_exit_frees_every_page(self):
+        k = rfc_kernel()
+        t, v = spawn_with_vma(k)
+        k.populate(t, v)
+        assert anon(k, 0) == 2048
+        k.exit(t.pid)
+        assert [k.node_stat(n)[lib.FP_NR_FREE_PAGES] for n in range(4)] == [4096, 4096, 8192, 8192]
+        assert k.task(t.pid) is None
+
+
+class TestWorkloads:
+    def _run(self, seed: int, pattern: str = "hotcold") -> tuple[bytes, list[int]]:
+        k = rfc_kernel(dram_pages=8192)
+        t, _ = spawn_with_vma(k, size=8 * MIB)
+        k.attach_workload(t, Workload(pattern=pattern, rate=5000, hot=0.1, hot_access=0.9, seed=seed))  # type: ignore[arg-type]
+        k.advance(1.0)
+        return k.idle_pages_read(t, BASE, 4096, 0).data, k.node_stat(0)
+
+    def test_same_seed_same_state(self):
+        assert self._run(7) == self._run(7)
+
+    def test_different_seed_different_state(self):
+        assert self._run(7)[0] != self._run(8)[0]
+
+    def _access_counts(self, wl: Workload, seconds: float = 0.2, rounds: int = 10):
+        k = rfc_kernel(dram_pages=8192)
+        t, v = spawn_with_vma(k, size=4 * MIB)
+        k.populate(t, v)
+        k.attach_workload(t, wl)
+        k.idle_pages_read(t, BASE, 4096, 0)  # clear the populate accesses
+        counts = [0] * v.nr_pages
+        for _ in range(rounds):
+            k.advance(seconds)
+            for i in range(v.nr_pages):
+                _, e = k.entry(t, BASE + i * 4096)
+                if e & lib.FP_PAGE_ACCESSED:
+                    counts[i] += 1
+            k.idle_pages_read(t, BASE, 4096, 0)
+        return counts
+
+    def test_hot_set_is_hotter(self):
+        counts = self._access_counts(Workload(pattern="hotcold", rate=2000, hot=0.1, hot_access=0.9))
+        hot = counts[:102]
+        cold = counts[102:]
+        assert sum(hot) / len(hot) > 5 * (sum(cold) / len(cold))
+
+    def test_phase_moves_the_hot_set(self):
+        wl = Workload(pattern="hotcold", rate=2000, hot=0.1, hot_access=0.9,
+                      phases=(Phase(0, 0.0), Phase(1.0, 0.5)))
+        counts = self._access_counts(wl, seconds=0.25, rounds=8)  # t = 0.25 .. 2.0
+        first, middle = counts[:102], counts[512:614]
+        assert sum(middle) > 0 and sum(first) > 0
+        wl2 = Workload(pattern="hotcold", rate=2000, hot=0.1, hot_access=0.9, phases=(Phase(0, 0.5),))
+        c2 = self._access_counts(wl2)
+        assert sum(c2[512:614]) / 102 > 5 * (sum(c2[:102]) / 102)
+
+    def test_zipf_is_skewed_and_seq_sweeps(self):
+        z = self._access_counts(Workload(pattern="zipf", rate=2000, zipf_s=1.2))
+        assert sum(z[:10]) > sum(z[500:510]) * 3
+        s = self._access_counts(Workload(pattern="seq", rate=1024), seconds=1.0, rounds=2)
+        assert s == [2] * 1024  # 1024 touches per round sweep all 1024 pages once
+
+
+def test_idle_llseek_model():
+    assert llseek(100, 4096, os.SEEK_SET) == 4096
+    assert llseek(4096, 4096, os.SEEK_CUR) == 8192
+    with pytest.raises(KernelError) as e:
+        llseek(0, 0, os.SEEK_END)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_idle_read_model_errnos():
+    k = rfc_kernel()
+    t, _ = spawn_with_vma(k)
+    for pos, count, want in ((BASE + 1, 4096, errno.EINVAL), (BASE, 18, errno.EINVAL),
+                             (1 << 63, 4096, errno.EINVAL)):
+        with pytest.raises(KernelError) as e:
+            k.idle_pages_read(t, pos, count, 0)
+        assert e.value.errno == want
+    assert k.idle_pages_read(t, BASE + 1, 0, 0).data == b""
+    k.exit(t.pid, zombie=True)
+    with pytest.raises(KernelError) as e:
+        k.idle_pages_read(t, BASE, 4096, 0)
+    assert e.value.errno == errno.ESRCH

@@ -1,0 +1,92 @@
+"""Machine-file errors: each class names the file, the line, the field and what is
+wrong, and nothing half-starts (no mount is left when the file is bad)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fakeproc.machine import MachineFileError, load, load_default, parse_pages, parse_size
+
+NODE = '[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0-1"\n'
+
+
+def err(text: str) -> str:
+    with pytest.raises(MachineFileError) as e:
+        load(text, "m.toml")
+    return str(e.value)
+
+
+@pytest.mark.parametrize("text, where, what", [
+    ("[[node]\n", r"m\.toml", r"not valid TOML"),
+    (NODE + "colour = 1\n", r"m\.toml:5", r"node\[0\]\.colour: .*'colour' was unexpected.*allowed keys: cpus, id, size, type"),
+    ('[[node]]\ntype = "ddr"\nsize = "1GiB"\n', r"m\.toml:2", r"node\[0\]\.type: 'ddr' is not one of 'dram', 'pmem'"),
+    ('[[node]]\ntype = "dram"\nsize = "3MiB"\n', r"m\.toml:3", r"node\[0\]\.size: 3145728 bytes is not a positive multiple of 2 MiB"),
+    ('[[node]]\ntype = "dram"\nsize = "lots"\n', r"m\.toml:3", r"node\[0\]\.size: "),
+    (NODE + NODE, r"m\.toml:8", r"node\[1\]\.cpus: CPU 0 already belongs to node 0"),
+    ("distances = [[10, 20]]\n" + NODE, r"m\.toml:1", r"distances: need a 1x1 matrix"),
+    ("distances = [[12]]\n" + NODE, r"m\.toml:1", r"distances: row 0: the local distance must be 10"),
+    (NODE + NODE.replace('"0-1"', '"2"') + "\ndistances = [[10, 20], [20, 10]]\n", r"m\.toml:10",
+     r"node\[1\]\.distances: .*top-level keys such as distances must come before the first \[table\]"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process]]\npid = 1\nname = "b"\n', r"m\.toml:9",
+     r"process\[1\]\.pid: pid 1 \(or a thread id\) is used twice"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\ncpu = 9\n', r"m\.toml:8", r"process\[0\]\.cpu: CPU 9 does not exist"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\npolicy = "bind:3"\n', r"m\.toml:8", r"process\[0\]\.policy: 'bind:3' names a node"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1001\nsize = "4KiB"\n', r"m\.toml:9",
+     r"process\[0\]\.vma\[0\]\.start: 0x1001-0x2001 is not 4 KiB aligned"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\n'
+     '[[process.vma]]\nstart = 0x2000\nsize = "8KiB"\n', r"m\.toml:12",
+     r"process\[0\]\.vma\[1\]\.start: 0x2000-0x4000 overlaps 0x1000-0x3000"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\npages = "3 idle"\n',
+     r"m\.toml:11", r"process\[0\]\.vma\[0\]\.pages: the runs end at 0x4000, past the VMA's end 0x3000"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\npages = "2 sleepy"\n',
+     r"m\.toml:11", r"pages: bad run '2 sleepy': write '<count> <state>\[@node\]' with a state of none, idle"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\npages = "1 idle@5"\n',
+     r"m\.toml:11", r"pages: node 5 in 'idle' does not exist"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "4MiB"\npages = "1 thp-idle"\n',
+     r"m\.toml:11", r"pages: 'thp-idle' at 0x1000 is not aligned to 2048 KiB"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x7f0000000000\nsize = "128MiB"\n'
+     'pages = "20000 idle"\n', r"m\.toml:11", r"pages: cannot map these pages: Cannot allocate memory"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[process.workload]\nvmas = [0]\n', r"m\.toml:9",
+     r"process\[0\]\.workload\.vmas: there is no vma\[0\]"),
+    (NODE + '[[process]]\npid = 1\nname = "a-name-longer-than-15"\n', r"m\.toml:7", r"process\[0\]\.name: .* is too long"),
+])
+def test_error_names_file_line_and_field(text, where, what):
+    msg = err(text)
+    assert re.match(where + ": ", msg), msg
+    assert re.search(what, msg), msg
+
+
+def test_sizes_and_page_runs():
+    assert parse_size("4GiB") == 4 << 30
+    assert parse_size("512M") == 512 << 20
+    assert parse_size(4096) == 4096
+    runs = parse_pages("3 accessed, 7 idle@2, pmd-idle, none")
+    assert [(r.count, r.state, r.node) for r in runs] == [
+        (3, "accessed", None), (7, "idle", 2), (0, "pmd-idle", None), (1, "none", None)]
+
+
+def test_default_machine_is_the_rfc_topology():
+    k = load_default()
+    assert [(n.id, n.type, n.peer) for n in k.nodes] == [
+        (0, "dram", 2), (1, "dram", 3), (2, "pmem", 0), (3, "pmem", 1)]
+    assert [[k.distance(a, b) for b in range(4)] for a in range(4)] == [
+        [10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
+    assert all(pid > 4194304 for pid in k.tasks)  # above PID_MAX_LIMIT: never a real pid
+    assert all(t.workload is not None for t in k.tasks.values())
+
+
+@pytest.mark.fuse
+def test_bad_file_mounts_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[node]]\ntype = "dram"\nsize = "3MiB"\n')
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "mount", str(mnt), "-f", "--machine", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"{bad}:3: node[0].size: 3145728 bytes is not a positive multiple of 2 MiB" in r.stderr
+    assert not os.path.ismount(mnt)

@@ -99,7 +99,7 @@ class FakeprocFS(pyfuse3.Operations):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
-        timeout = PROC_TIMEOUT if path[:1] == ("proc",) else SYS_TIMEOUT
+        timeout = SYS_TIMEOUT if path[:1] == ("sys",) else PROC_TIMEOUT
         a.entry_timeout = a.attr_timeout = timeout
         return a
 
@@ -236,6 +236,7 @@ def is_stale(mountpoint: str) -> bool:
     """A mount whose daemon died answers every access with ENOTCONN."""
     try:
         os.stat(mountpoint)
+        os.listdir(mountpoint)  # attributes may be cached; a directory read is not
     except OSError as e:
         return e.errno == errno.ENOTCONN
     return False

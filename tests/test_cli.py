@@ -1,0 +1,130 @@
+"""The CLI's mount lifecycle: what it prints, how it stops, stale-mount cleanup,
+background mode, and workloads running on the virtual clock while mounted."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mountutil import is_mounted, mounted
+
+pytestmark = pytest.mark.fuse
+FAKEPROC = [sys.executable, "-m", "fakeproc"]
+REDIS = 4200001
+HOT_START = 0x7F3A00000000  # the redis VMA whose first 10% is hot
+
+
+def wait_for(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def start_foreground(mnt: Path, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([*FAKEPROC, "mount", str(mnt), "-f", "--paused", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: is_mounted(mnt) and _ready(mnt))
+    return proc
+
+
+def _ready(mnt: Path) -> bool:
+    try:
+        return (mnt / "sys/devices/system/node/online").exists()
+    except OSError:  # ENOTCONN: a stale mount not yet cleaned
+        return False
+
+
+def test_prints_what_it_mounted_and_stops_on_sigint(tmp_path):
+    mnt = tmp_path / "mnt"
+    proc = start_foreground(mnt)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert not is_mounted(mnt)
+    assert "node0  dram      4 GiB  cpus 0-3      peer_node  2  distances 10 21 17 28" in out
+    assert "node3  pmem     16 GiB  cpus -        peer_node  1  distances 28 17 28 10" in out
+    assert f"pid {REDIS}  redis-server" in out
+    assert f"stop: fusermount3 -u {mnt}" in out
+    assert f"unmounted {mnt}" in out
+
+
+def test_fusermount_u_stops_the_server(tmp_path):
+    mnt = tmp_path / "mnt"
+    proc = start_foreground(mnt)
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
+def test_stale_mount_of_a_killed_daemon_is_cleaned_on_next_start(tmp_path):
+    mnt = tmp_path / "mnt"
+    proc = start_foreground(mnt)
+    proc.kill()
+    proc.communicate()
+    with pytest.raises(OSError) as e:
+        os.listdir(mnt)
+    assert e.value.errno == errno.ENOTCONN
+    proc2 = start_foreground(mnt)
+    try:
+        assert (mnt / "sys/devices/system/node/node0/type").read_text() == "dram\n"
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        out, _ = proc2.communicate(timeout=30)
+    assert "cleaned a stale mount" in out
+    assert proc2.returncode == 0 and not is_mounted(mnt)
+
+
+def test_background_mount_and_umount(tmp_path):
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "serving as pid" in r.stdout
+        assert (mnt / "sys/devices/system/node/node2/type").read_text() == "pmem\n"
+        again = subprocess.run([*FAKEPROC, "mount", str(mnt)], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already mounted" in again.stderr
+    finally:
+        u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+    assert u.returncode == 0
+    wait_for(lambda: not is_mounted(mnt))
+
+
+def _hot_scan(m) -> bytes:
+    fd = os.open(m.proc_path(f"{REDIS}/idle_pages"), os.O_RDWR)
+    try:
+        return os.pread(fd, 4096, HOT_START)  # 128 MiB from the hot set's start
+    finally:
+        os.close(fd)
+
+
+def _accessed_units(stream: bytes) -> int:
+    """Count PTE_ACCESSED units, skipping SET_HVA operands."""
+    n, i = 0, 0
+    while i < len(stream):
+        b = stream[i]
+        if b == 0xA0:
+            i += 9
+            continue
+        if b >> 4 == 0:
+            n += b & 15
+        i += 1
+    return n
+
+
+def test_workloads_run_on_the_virtual_clock():
+    with mounted(None, extra_args=["--no-paused", "--rate", "1"]) as m:
+        _hot_scan(m)  # clear
+        time.sleep(1.0)
+        assert _accessed_units(_hot_scan(m)) > 1000
+    with mounted(None) as m:  # paused: nothing touches memory between scans
+        _hot_scan(m)
+        time.sleep(0.5)
+        assert _accessed_units(_hot_scan(m)) == 0

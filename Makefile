@@ -1,0 +1,28 @@
+SHELL := /bin/bash
+VENV := .venv
+# Extra pytest arguments, e.g.  make test PYTEST_ARGS='-k harness -x'
+PYTEST_ARGS ?=
+# Hard limit for the whole pytest run (seconds); a hung FUSE read can only be ended by SIGKILL.
+TEST_TIMEOUT ?= 1500
+
+.PHONY: setup demo test mount clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/fakeproc demo
+
+# Always clean leftover mounts, and keep pytest's exit code.
+test: setup
+	@rc=0; timeout -s KILL $(TEST_TIMEOUT) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	bash scripts/cleanup-mounts.sh || true; \
+	exit $$rc
+
+mount: setup
+	$(VENV)/bin/fakeproc mount mount/ -f
+
+clean:
+	-bash scripts/cleanup-mounts.sh
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	git clean -fdXq -- fakeproc tests  # ignored build products: *.so, generated C, __pycache__

@@ -96,7 +96,7 @@ CPU_DIR = Dir("cpuN", (
 CPU_ROOT = Dir("cpu", (
     File("possible", lambda c: fmt.node_list(range(c.kernel.nr_cpu_ids))),
     File("present", lambda c: fmt.node_list(c.kernel.online_cpus)),
-    File("online", lambda c: fmt.node_list(c.kernel.online_cpus), mode=0o644),
+    File("online", lambda c: fmt.node_list(c.kernel.online_cpus)),  # _CPU_ATTR: 0444
     File("offline", lambda c: fmt.node_list(sorted(set(range(c.kernel.nr_cpu_ids))
                                                    - set(c.kernel.online_cpus)))),
     File("kernel_max", lambda c: "8191\n"),

@@ -259,6 +259,10 @@ def _check_pages(ck: _Checker, path: tuple[Any, ...], vma: Vma, runs: list[PageR
             raise ck.error(path, f"the runs end at {addr:#x}, past the VMA's end {vma.end:#x}")
 
 
+class _MarkerError(Exception):
+    """A PMD marker where no page table exists."""
+
+
 @dataclass
 class _ProcPlan:
     raw: dict[str, Any]
@@ -329,6 +333,9 @@ def _plan_processes(ck: _Checker, doc: dict[str, Any], node_ids: set[int], nr_cp
             except ValueError as e:
                 raise ck.error(vpath + ("pages",), str(e)) from None
             runs = runs * vraw.get("repeat", 1)
+            if vma.hugetlb and any(r.state != "none" for r in runs if r.count):
+                raise ck.error(vpath + ("pages",), "a hugetlb VMA takes no pages: fakeproc has no "
+                               "hugetlb pool yet (idle_pages reports nothing for hugetlb VMAs)")
             _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
             vmas.append((vma, vraw, runs))
         wl = raw.get("workload")
@@ -363,7 +370,11 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
             addr += unit
     for maddr, marker in markers:
         set_bits, clear = PMD_MARKERS[marker]
-        kernel.set_table_bits(task, maddr, 3, set_bits, clear)
+        try:
+            kernel.set_table_bits(task, maddr, 3, set_bits, clear)
+        except KernelError:
+            raise _MarkerError(f"{marker} at {maddr:#x}: no page table maps that 2 MiB region; "
+                               "put the marker after a present page of it") from None
 
 
 def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
@@ -393,6 +404,8 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
             except KernelError as e:
                 raise ck.error(plan.path + ("vma", j, "pages"),
                                f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
+            except _MarkerError as e:
+                raise ck.error(plan.path + ("vma", j, "pages"), str(e)) from None
         if "workload" in raw:
             w = raw["workload"]
             wl = Workload(pattern=w.get("pattern", "uniform"), rate=w.get("rate", 1e6),

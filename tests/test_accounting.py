@@ -327,11 +327,6 @@ def test_numa_hit_on_a_node_without_page_tables(m):
     assert tuple(ns.values()) == NUMA_DATA[3]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Linux 4.20 counts every page allocation in zone_statistics(), page-table pages "
-    "included (pte_alloc_one/pmd_alloc_one/pud_alloc_one/pgd_alloc all go through "
-    "__alloc_pages_nodemask); fakeproc's table_alloc() in kernel/native/memory.c takes "
-    "node pages (PageTables, MemFree) without calling count_alloc()"))
 def test_page_table_allocations_are_counted(m):
     # tables come from the task's preferred node, allocated on the task's CPU:
     # node 0 +5 hit/local (alpha), node 1 +9 hit/local (beta 5, delta 4),

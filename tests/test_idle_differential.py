@@ -42,7 +42,7 @@ def address_space(draw):
         tokens: list[str] = []
         addr = start
         marked: set[int] = set()
-        while addr < end:
+        while addr < end and kind != "hugetlb":  # a hugetlb VMA takes no pages
             slot = addr // PMD * PMD
             if (kind == "anon-thp" and addr == slot and slot + PMD <= end
                     and slot not in mm.pmds and draw(st.booleans())):

@@ -219,3 +219,67 @@ def test_idle_read_model_errnos():
     with pytest.raises(KernelError) as e:
         k.idle_pages_read(t, BASE, 4096, 0)
     assert e.value.errno == errno.ESRCH
+
+
+class TestPageKinds:
+    """What each kind of VMA's pages are counted as (fs/proc/meminfo.c, task_mmu.c)."""
+
+    TEXT = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "2-3"
+[[process]]
+pid = 7
+name = "kinds"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+kind = "shm"
+path = "/SYSV00000001"
+pages = "4 accessed"
+[[process.vma]]
+start = 0x7f0000200000
+size = "16KiB"
+perms = "rw-p"
+path = "/lib/libx.so"
+pages = "2 dirty, 2 accessed"
+[[process.vma]]
+start = 0x7f0000400000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "2 accessed"
+"""
+
+    def test_counts(self):
+        k = load(self.TEXT)
+        st = k.node_stat(0)
+        mc = k.mm_counters(k.task(7))
+        assert st[lib.FP_NR_SHMEM] == 4                 # shmem pages ...
+        assert st[lib.FP_NR_INACTIVE_ANON] == 4         # ... on the anon LRU
+        assert st[lib.FP_NR_ANON_PAGES] == 2            # the written private file pages (COW)
+        assert st[lib.FP_NR_FILE_PAGES] == 4 + 2        # shmem + the clean file pages
+        assert st[lib.FP_NR_MAPPED] == 4 + 2
+        assert (mc["rss_shmem"], mc["rss_anon"], mc["rss_file"]) == (4, 2, 2)  # vdso: none
+
+    def test_interleave_alternates_by_page_number_and_counts_hits(self):
+        text = self.TEXT.split("[[process]]")[0] + """
+[[process]]
+pid = 8
+name = "ileave"
+policy = "interleave:0-1"
+[[process.vma]]
+start = 0x7f0000000000
+size = "32KiB"
+populate = true
+"""
+        k = load(text)
+        t = k.task(8)
+        assert [k.page_node(t, BASE + i * 4096) for i in range(8)] == [0, 1] * 4
+        assert k.node_stat(0)[lib.FP_NUMA_INTERLEAVE] == 4
+        assert k.node_stat(1)[lib.FP_NUMA_INTERLEAVE] == 4

@@ -229,12 +229,10 @@ def test_writing_a_proc_file_is_einval(walk):
         assert errno_of(lambda: write_once(m.path / rel)) == errno.EINVAL, rel
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sysfs is a kernfs root with KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK (fs/sysfs/mount.c): "
-    "kernfs_fop_open() refuses an open for writing of a file without write bits, and an "
-    "open for reading of a file without read bits, with EACCES even for root (checked on "
-    "this host: open('/sys/devices/system/node/possible', O_WRONLY) -> EACCES). "
-    "fakeproc's server.py open() accepts both and only fails the write() with EIO"))
+# sysfs is a kernfs root with KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK (fs/sysfs/mount.c):
+# kernfs_fop_open() refuses to open for writing a file without write bits, and for
+# reading a file without read bits, with EACCES even for root (checked on this host:
+# open('/sys/devices/system/node/possible', O_WRONLY) -> EACCES).
 def test_sysfs_open_checks_the_mode_even_for_root(walk):
     m, _, _, _ = walk
     node = m.sys("devices/system/node")
@@ -246,12 +244,11 @@ def test_sysfs_open_checks_the_mode_even_for_root(walk):
 
 
 def test_writing_a_sysfs_attribute_is_refused(walk):
-    # Linux refuses at open (EACCES, see the xfail above); fakeproc at write (EIO).
-    # Either way the write must not succeed and the value must not change.
+    # Linux refuses at open (EACCES, see above); the value must not change.
     m, _, _, _ = walk
     path = m.sys("devices/system/node/node0/peer_node")
     before = m.read(path.relative_to(m.path))
-    assert errno_of(lambda: write_once(path, data=b"3\n")) in (errno.EACCES, errno.EIO)
+    assert errno_of(lambda: write_once(path, data=b"3\n")) == errno.EACCES
     assert m.read(path.relative_to(m.path)) == before
 
 

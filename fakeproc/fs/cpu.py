@@ -112,7 +112,7 @@ def _block_node(ctx: Ctx) -> int:
     pfn = ctx.get("block") * memory_block_size(ctx) // 4096
     k = ctx.kernel
     for n in k.nodes:
-        start = k.native.nodes[k.node_index(n.id)].start_pfn
+        start = k.node_start_pfn(n.id)
         if start <= pfn < start + n.nr_pages:
             return n.id
     return k.nodes[0].id

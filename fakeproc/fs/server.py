@@ -155,7 +155,10 @@ class FakeprocFS(pyfuse3.Operations):
 
     # ---- files -----------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        entry, ectx = self._resolve(self._path(inode))
+        path = self._path(inode)
+        entry, ectx = self._resolve(path)
+        if path[:1] == ("sys",) and isinstance(entry, File):
+            _kernfs_open_check(entry.mode, flags)
         try:
             if isinstance(entry, File):
                 handle: Any = TextHandle(entry.render(ectx).encode(), entry.write_errno)
@@ -186,6 +189,15 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def forget(self, inode_list: Any) -> None:
         return None  # inodes are interned for the mount's lifetime
+
+
+def _kernfs_open_check(mode: int, flags: int) -> None:
+    """kernfs_fop_open() on sysfs (KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK): opening for a
+    direction the file's mode lacks is EACCES, even for root."""
+    acc = flags & os.O_ACCMODE
+    if (acc in (os.O_WRONLY, os.O_RDWR) and not mode & 0o222) or \
+            (acc in (os.O_RDONLY, os.O_RDWR) and not mode & 0o444):
+        raise pyfuse3.FUSEError(errno.EACCES)
 
 
 async def _tick(kernel: "Kernel", rate: float, period: float = 0.05) -> None:

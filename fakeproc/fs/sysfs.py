@@ -58,7 +58,7 @@ def memory_block_size(ctx: Ctx) -> int:
 
 def _node_blocks(ctx: Ctx, nid: int) -> range:
     bs = memory_block_size(ctx)
-    start = ctx.kernel.native.nodes[ctx.kernel.node_index(nid)].start_pfn * 4096
+    start = ctx.kernel.node_start_pfn(nid) * 4096
     end = start + ctx.kernel.node(nid).size_bytes
     return range(-(-start // bs), -(-end // bs))  # blocks whose first byte is on the node
 

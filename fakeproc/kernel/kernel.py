@@ -16,8 +16,6 @@ from .task import MemPolicy, Task
 from .task_mmu import IdleRead, IdleReader
 from .workload import Workload
 
-PMD_SIZE = 2 << 20
-
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -55,6 +53,11 @@ class Kernel:
         if raw == ffi.NULL:
             raise MemoryError("cannot reserve the emulated machine's memory")
         self.native: Any = ffi.gc(raw, lib.fp_kernel_free)
+        for i, n in enumerate(self.nodes):
+            c = self.native.nodes[i]
+            for j, nid in enumerate(n.fallback):
+                c.fallback[j] = self._idx[nid]
+            c.nr_fallback = len(n.fallback)
         self.tasks: dict[int, Task] = {}
         self._threads: dict[int, Task] = {}
         self._mms: dict[int, MmStruct] = {}
@@ -103,7 +106,7 @@ class Kernel:
         pol = task.policy
         if pol.mode == "prefer" and pol.nodes:
             return list(self.node(pol.nodes[0]).fallback)
-        if pol.mode in ("bind", "interleave") and pol.nodes:
+        if pol.mode in ("bind", "interleave") and pol.nodes:  # interleave: for page tables
             return sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
         return list(self.node(local).fallback)
 
@@ -136,6 +139,10 @@ class Kernel:
             c.zonelist[i] = self._idx[nid]
         c.nr_zonelist = len(zl)
         c.local_node = self._idx[self.cpu_node(task.cpu)]
+        ileave = sorted(policy.nodes) if policy.mode == "interleave" else []
+        for i, nid in enumerate(ileave):
+            c.interleave[i] = self._idx[nid]
+        c.nr_interleave = len(ileave)
 
     def exit(self, pid: int, *, zombie: bool = False) -> None:
         """The process exits: its address space is freed; a zombie keeps its pid."""
@@ -188,12 +195,7 @@ class Kernel:
         vma = self.mm(task.mm_id).find_vma(addr)
         if vma is None:
             raise KernelError(14, "Bad address")
-        flags = lib.FP_FAULT_WRITE if write else 0
-        if vma.is_anon_memory:
-            flags |= lib.FP_FAULT_ANON
-        if vma.thp and vma.start <= addr & ~(PMD_SIZE - 1) and (addr | (PMD_SIZE - 1)) < vma.end:
-            flags |= lib.FP_FAULT_THP
-        check(lib.fp_touch(self.native, task.mm_id, addr, flags))
+        check(lib.fp_touch(self.native, task.mm_id, addr, vma.fault_flags(addr, write)))
         self.generation += 1
 
     def populate(self, task: Task, vma: Vma, *, write: bool = True) -> None:
@@ -239,6 +241,10 @@ class Kernel:
         st = self.native.nodes[self._idx[nid]].stat
         return [int(st[i]) for i in range(lib.FP_NR_NODE_STATS)]
 
+    def node_start_pfn(self, nid: int) -> int:
+        """The first PFN of node nid (nodes own contiguous PFN ranges, in id order)."""
+        return int(self.native.nodes[self._idx[nid]].start_pfn)
+
     def event(self, index: int) -> int:
         return int(self.native.events[index])
 
@@ -249,6 +255,7 @@ class Kernel:
         c = self.native.mms[task.mm_id]
         mm = self.mm(task.mm_id)
         return {"rss_anon": int(c.rss_anon), "rss_file": int(c.rss_file),
+                "rss_shmem": int(c.rss_shmem),
                 "nr_tables": int(c.nr_tables), "swap": int(c.nr_swap),
                 "hiwater_rss": int(c.hiwater_rss), "total_vm": mm.total_vm_pages}
 
@@ -265,8 +272,7 @@ class Kernel:
             return None
         pfn = (e[0] & 0x000FFFFFFFFFF000) >> 12
         for n in self.nodes:
-            c = self.native.nodes[self._idx[n.id]]
-            if c.start_pfn <= pfn < c.start_pfn + c.nr_pages:
+            if self.node_start_pfn(n.id) <= pfn < self.node_start_pfn(n.id) + n.nr_pages:
                 return n.id
         return None
 

@@ -15,6 +15,7 @@ from .native import ffi, lib
 VmaKind = Literal["anon", "file", "heap", "stack", "vdso", "vvar", "shm"]
 SPECIAL_NAMES = {"heap": "[heap]", "stack": "[stack]", "vdso": "[vdso]", "vvar": "[vvar]"}
 PAGE_SIZE = 4096
+PMD_SIZE = 2 << 20
 TASK_SIZE = 0x00007FFFFFFFF000
 
 
@@ -81,6 +82,20 @@ class Vma:
             flags |= lib.FP_VMA_ANON
         if self.writable:
             flags |= lib.FP_VMA_WRITE
+        if self.kind == "shm":
+            flags |= lib.FP_VMA_SHMEM
+        if self.kind in ("vdso", "vvar"):
+            flags |= lib.FP_VMA_SPECIAL
+        if self.kind == "file" and self.writable and not self.shared:
+            flags |= lib.FP_VMA_COW
+        return flags
+
+    def fault_flags(self, addr: int, write: bool) -> int:
+        """fp_fault()/fp_touch() flags for an access at addr."""
+        flags = (lib.FP_FAULT_WRITE if write else 0) | (self.native_flags << lib.FP_FAULT_VMA_SHIFT)
+        base = addr & ~(PMD_SIZE - 1)
+        if self.thp and self.start <= base and base + PMD_SIZE <= self.end:
+            flags |= lib.FP_FAULT_THP
         return flags
 
     @property

@@ -29,6 +29,7 @@ _NODE_STAT_NAMES = {
     lib.FP_NR_ANON_THPS: "nr_anon_transparent_hugepages",
     lib.FP_NR_DIRTY: "nr_dirty",
     lib.FP_NR_PAGETABLE: "nr_page_table_pages",
+    lib.FP_NR_SHMEM: "nr_shmem",
     lib.FP_NR_UNEVICTABLE: "nr_unevictable",
     lib.FP_NUMA_HIT: "numa_hit",
     lib.FP_NUMA_MISS: "numa_miss",
@@ -44,6 +45,7 @@ _EVENT_NAMES = {
     lib.FP_EV_THP_FAULT_ALLOC: "thp_fault_alloc",
     lib.FP_EV_THP_FAULT_FALLBACK: "thp_fault_fallback",
     lib.FP_EV_PGACTIVATE: "pgactivate",
+    lib.FP_EV_PGMAJFAULT: "pgmajfault",
 }
 
 
@@ -90,6 +92,7 @@ def _meminfo_from(c: dict[str, int], total_pages: int) -> dict[str, int]:
         "Dirty": c["nr_dirty"] * PAGE_KB,
         "Mapped": c["nr_mapped"] * PAGE_KB,
         "AnonPages": c["nr_anon_pages"] * PAGE_KB,
+        "Shmem": c["nr_shmem"] * PAGE_KB,
         "PageTables": c["nr_page_table_pages"] * PAGE_KB,
         "AnonHugePages": c["nr_anon_transparent_hugepages"] * HPAGE_PAGES * PAGE_KB,
     }

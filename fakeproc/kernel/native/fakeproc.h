@@ -59,7 +59,8 @@
 #define FP_NUMA_INTERLEAVE    15
 #define FP_NUMA_LOCAL         16
 #define FP_NUMA_OTHER         17
-#define FP_NR_NODE_STATS      18
+#define FP_NR_SHMEM           18
+#define FP_NR_NODE_STATS      19
 
 /* ---- global events (enum vm_event_item) ---- */
 #define FP_EV_PGFAULT         0
@@ -68,6 +69,7 @@
 #define FP_EV_THP_FAULT_ALLOC 3
 #define FP_EV_THP_FAULT_FALLBACK 4
 #define FP_EV_PGACTIVATE      5
+#define FP_EV_PGMAJFAULT      6
 #define FP_NR_EVENTS          16
 
 #define FP_MAX_NODES      64
@@ -86,11 +88,14 @@
 #define FP_VMA_THP        4
 #define FP_VMA_ANON       8
 #define FP_VMA_WRITE      16
+#define FP_VMA_SHMEM      32   /* shared anonymous / tmpfs: swap-backed page cache */
+#define FP_VMA_SPECIAL    64   /* [vdso], [vvar]: kernel frames, not node RAM */
+#define FP_VMA_COW        128  /* private writable file mapping: a write makes an anon copy */
 
-/* ---- fault flags ---- */
+/* ---- fault flags: WRITE, THP, and the VMA's FP_VMA_* flags shifted left by 8 ---- */
 #define FP_FAULT_WRITE    1
 #define FP_FAULT_THP      2
-#define FP_FAULT_ANON     4
+#define FP_FAULT_VMA_SHIFT 8
 
 struct fp_page {
     uint16_t flags;        /* FP_PG_* */
@@ -108,7 +113,9 @@ struct fp_node {
     /* free 4 KiB pages of split blocks: a stack of offsets from start_pfn */
     uint32_t *free_pages;
     uint64_t nr_free_pages;
-    uint64_t stat[18];
+    uint64_t stat[19];
+    int16_t fallback[64];  /* build_zonelists(): this node, then same-type nodes */
+    int32_t nr_fallback;
 };
 
 struct fp_mm {
@@ -118,8 +125,11 @@ struct fp_mm {
     int16_t zonelist[64];  /* node preference order for faults */
     int32_t nr_zonelist;
     int32_t local_node;    /* node of the CPU the task runs on (numa_local) */
+    int16_t interleave[64];/* MPOL_INTERLEAVE nodes (nr_interleave > 0 overrides zonelist) */
+    int32_t nr_interleave;
     uint64_t rss_anon;     /* pages */
     uint64_t rss_file;
+    uint64_t rss_shmem;
     uint64_t nr_tables;    /* page-table pages below the PGD, PGD included */
     uint64_t nr_swap;      /* swap entries */
     uint64_t hiwater_rss;

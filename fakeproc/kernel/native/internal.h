@@ -29,6 +29,20 @@ static inline unsigned fp_index(uint64_t addr, int level)
     return (unsigned)((addr >> (12 + 9 * (4 - level))) & 511);
 }
 
+/* What a fault or set-up maps: page cache, an anonymous page, shmem, a kernel frame. */
+enum fp_kind { FP_KIND_FILE, FP_KIND_ANON, FP_KIND_SHMEM, FP_KIND_SPECIAL };
+
+static inline enum fp_kind fp_page_kind(uint32_t vma_flags, int write)
+{
+    if (vma_flags & FP_VMA_SPECIAL)
+        return FP_KIND_SPECIAL;
+    if (vma_flags & FP_VMA_SHMEM)
+        return FP_KIND_SHMEM;
+    if ((vma_flags & FP_VMA_ANON) || ((vma_flags & FP_VMA_COW) && write))
+        return FP_KIND_ANON;
+    return FP_KIND_FILE;
+}
+
 int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn);
 int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge);
 void fp_free_page(struct fp_kernel *k, uint64_t pfn);

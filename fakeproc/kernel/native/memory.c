@@ -13,14 +13,64 @@
 #include <string.h>
 #include "internal.h"
 
+/* zone_statistics(): one allocation on node nid for mm, which preferred `preferred` */
+static void count_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t preferred, int32_t nid)
+{
+    if (nid == preferred) {
+        k->nodes[nid].stat[FP_NUMA_HIT]++;
+    } else {
+        k->nodes[nid].stat[FP_NUMA_MISS]++;
+        k->nodes[preferred].stat[FP_NUMA_FOREIGN]++;
+    }
+    k->nodes[nid].stat[nid == mm->local_node ? FP_NUMA_LOCAL : FP_NUMA_OTHER]++;
+}
+
+static int32_t preferred_node(const struct fp_mm *mm)
+{
+    return mm->nr_zonelist ? mm->zonelist[0] : mm->local_node;
+}
+
+/* Allocate on the first node of `order` that has room; count it as one allocation. */
+static int64_t alloc_in_order(struct fp_kernel *k, const struct fp_mm *mm, const int16_t *order,
+                              int n, int32_t preferred, int huge, int32_t *nid)
+{
+    for (int i = 0; i < n; i++) {
+        int64_t pfn = fp_alloc_page(k, order[i], huge);
+        if (pfn >= 0) {
+            *nid = order[i];
+            count_alloc(k, mm, preferred, *nid);
+            return pfn;
+        }
+    }
+    return -ENOMEM;
+}
+
+/* The task's memory policy for a fault at addr (mm/mempolicy.c alloc_pages_vma()):
+ * MPOL_INTERLEAVE picks node (addr >> shift) % n of its set (anonymous VMAs have
+ * vm_pgoff = vm_start >> PAGE_SHIFT, so the offset is just the page number) and
+ * falls back along that node's zonelist; otherwise the task's zonelist. */
+static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int huge,
+                               int32_t *nid)
+{
+    if (mm->nr_interleave) {
+        int32_t target = mm->interleave[(addr >> (huge ? 21 : 12)) % (uint64_t)mm->nr_interleave];
+        const struct fp_node *t = &k->nodes[target];
+        int64_t pfn = alloc_in_order(k, mm, t->fallback, t->nr_fallback, target, huge, nid);
+        if (pfn >= 0 && *nid == target)
+            k->nodes[target].stat[FP_NUMA_INTERLEAVE]++;
+        return pfn;
+    }
+    return alloc_in_order(k, mm, mm->zonelist, mm->nr_zonelist, preferred_node(mm), huge, nid);
+}
+
 /* ---- the table arena ---------------------------------------------------- */
 
 static int64_t table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
 {
     uint64_t idx;
-    int64_t pfn = -1;
-    for (int i = 0; i < mm->nr_zonelist && pfn < 0; i++)
-        pfn = fp_alloc_page(k, mm->zonelist[i], 0);
+    int32_t nid;
+    /* page tables come from the page allocator under the task's policy */
+    int64_t pfn = alloc_in_order(k, mm, mm->zonelist, mm->nr_zonelist, preferred_node(mm), 0, &nid);
     if (pfn < 0)
         return -ENOMEM;
     if (k->nr_free_tables) {
@@ -34,7 +84,7 @@ static int64_t table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
     }
     k->table_pfn[idx] = (uint64_t)pfn;
     k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, not on an LRU */
-    k->nodes[fp_pfn_to_node(k, (uint64_t)pfn)].stat[FP_NR_PAGETABLE]++;
+    k->nodes[nid].stat[FP_NR_PAGETABLE]++;
     return (int64_t)idx;
 }
 
@@ -49,22 +99,9 @@ static void table_free(struct fp_kernel *k, uint64_t idx)
 
 /* ---- mapping and unmapping pages ---------------------------------------- */
 
-/* zone_statistics(): one allocation on node nid for mm */
-static void count_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t nid)
-{
-    int32_t preferred = mm->nr_zonelist ? mm->zonelist[0] : nid;
-    if (nid == preferred) {
-        k->nodes[nid].stat[FP_NUMA_HIT]++;
-    } else {
-        k->nodes[nid].stat[FP_NUMA_MISS]++;
-        k->nodes[preferred].stat[FP_NUMA_FOREIGN]++;
-    }
-    k->nodes[nid].stat[nid == mm->local_node ? FP_NUMA_LOCAL : FP_NUMA_OTHER]++;
-}
-
 /* Account a freshly allocated page (or THP head) as mapped once by mm at addr. */
 static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
-                          uint64_t addr, int anon)
+                          uint64_t addr, enum fp_kind kind, int dirty)
 {
     struct fp_page *p = &k->pages[pfn];
     struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
@@ -72,7 +109,7 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
     p->mapcount = 1;
     p->owner = mm->id;
     p->vpn = addr >> FP_PAGE_SHIFT;
-    if (anon) {
+    if (kind == FP_KIND_ANON) {
         /* 4.20 lru_cache_add_active_or_unevictable(): new anon pages start active */
         p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_LRU | FP_PG_ACTIVE;
         node->stat[FP_NR_ANON_PAGES] += nr;
@@ -80,15 +117,25 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
         if (nr > 1)
             node->stat[FP_NR_ANON_THPS]++;
         mm->rss_anon += nr;
+    } else if (kind == FP_KIND_SHMEM) {
+        /* shmem_getpage(): swap-backed page cache on the inactive anon list */
+        p->flags |= FP_PG_SWAPBACKED | FP_PG_LRU;
+        node->stat[FP_NR_FILE_PAGES] += nr;
+        node->stat[FP_NR_SHMEM] += nr;
+        node->stat[FP_NR_MAPPED] += nr;
+        node->stat[FP_NR_INACTIVE_ANON] += nr;
+        mm->rss_shmem += nr;
     } else {
         /* page cache pages enter the inactive file list */
-        p->flags |= FP_PG_LRU;
+        p->flags |= FP_PG_LRU | (dirty ? FP_PG_DIRTY : 0);
         node->stat[FP_NR_FILE_PAGES] += nr;
         node->stat[FP_NR_MAPPED] += nr;
         node->stat[FP_NR_INACTIVE_FILE] += nr;
+        if (dirty)
+            node->stat[FP_NR_DIRTY] += nr;
         mm->rss_file += nr;
     }
-    uint64_t rss = mm->rss_anon + mm->rss_file;
+    uint64_t rss = mm->rss_anon + mm->rss_file + mm->rss_shmem;
     if (rss > mm->hiwater_rss)
         mm->hiwater_rss = rss;
 }
@@ -98,26 +145,59 @@ static void page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn
     struct fp_page *p = &k->pages[pfn];
     int32_t nid = fp_pfn_to_node(k, pfn);
     if (nid < 0)
-        return; /* device memory */
+        return; /* device or special memory: never accounted */
     struct fp_node *node = &k->nodes[nid];
     uint64_t nr = (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
-    if (p->flags & FP_PG_ANON)
+    int anon = p->flags & FP_PG_ANON, shmem = !anon && (p->flags & FP_PG_SWAPBACKED);
+    if (anon)
         mm->rss_anon -= nr;
+    else if (shmem)
+        mm->rss_shmem -= nr;
     else
         mm->rss_file -= nr;
     if (--p->mapcount)
         return;
-    if (p->flags & FP_PG_ANON) {
+    int active = (p->flags & FP_PG_ACTIVE) != 0;
+    if (anon) {
         node->stat[FP_NR_ANON_PAGES] -= nr;
-        node->stat[(p->flags & FP_PG_ACTIVE) ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
+        node->stat[active ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
         if (nr > 1)
             node->stat[FP_NR_ANON_THPS]--;
     } else {
         node->stat[FP_NR_FILE_PAGES] -= nr;
         node->stat[FP_NR_MAPPED] -= nr;
-        node->stat[(p->flags & FP_PG_ACTIVE) ? FP_NR_ACTIVE_FILE : FP_NR_INACTIVE_FILE] -= nr;
+        if (shmem) {
+            node->stat[FP_NR_SHMEM] -= nr;
+            node->stat[active ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
+        } else {
+            node->stat[active ? FP_NR_ACTIVE_FILE : FP_NR_INACTIVE_FILE] -= nr;
+            if (p->flags & FP_PG_DIRTY)
+                node->stat[FP_NR_DIRTY] -= nr;
+        }
     }
     fp_free_page(k, pfn);
+}
+
+/* Allocate and account the page that will map addr: on `node` when >= 0 (scenario
+ * set-up), else by the task's policy. Special mappings get kernel frames. */
+static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int32_t node,
+                        int huge, enum fp_kind kind, int dirty)
+{
+    int64_t pfn;
+    int32_t nid = node;
+    if (kind == FP_KIND_SPECIAL && !huge)
+        return (int64_t)k->device_pfn++;
+    if (node >= 0) {
+        pfn = fp_alloc_page(k, node, huge);
+        if (pfn >= 0)
+            count_alloc(k, mm, preferred_node(mm), node);
+    } else {
+        pfn = alloc_for_fault(k, mm, addr, huge, &nid);
+    }
+    if (pfn < 0)
+        return -ENOMEM;
+    page_add_rmap(k, mm, (uint64_t)pfn, huge ? addr & ~(FP_PMD_SIZE - 1) : addr, kind, dirty);
+    return pfn;
 }
 
 /* ---- address spaces ------------------------------------------------------ */
@@ -203,18 +283,6 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
     return NULL;
 }
 
-static int64_t alloc_on_zonelist(struct fp_kernel *k, struct fp_mm *mm, int huge, int32_t *nid)
-{
-    for (int i = 0; i < mm->nr_zonelist; i++) {
-        int64_t pfn = fp_alloc_page(k, mm->zonelist[i], huge);
-        if (pfn >= 0) {
-            *nid = mm->zonelist[i];
-            return pfn;
-        }
-    }
-    return -ENOMEM;
-}
-
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
 {
     if (fp_entry_present(*e))
@@ -242,16 +310,10 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     }
     if (!bits)
         return 0;
-    int64_t pfn;
-    int32_t nid = node;
-    if (node >= 0)
-        pfn = fp_alloc_page(k, node, 0);
-    else
-        pfn = alloc_on_zonelist(k, mm, 0, &nid);
+    int64_t pfn = new_page(k, mm, addr, node, 0, fp_page_kind(vma_flags, (bits & FP_PAGE_DIRTY) != 0),
+                           (bits & FP_PAGE_DIRTY) != 0);
     if (pfn < 0)
-        return -ENOMEM;
-    count_alloc(k, mm, nid);
-    page_add_rmap(k, mm, (uint64_t)pfn, addr, vma_flags & FP_VMA_ANON);
+        return (int32_t)pfn;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits;
     return 0;
 }
@@ -283,16 +345,9 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         *e = bits;
         return 0;
     }
-    int64_t pfn;
-    int32_t nid = node;
-    if (node >= 0)
-        pfn = fp_alloc_page(k, node, 1);
-    else
-        pfn = alloc_on_zonelist(k, mm, 1, &nid);
+    int64_t pfn = new_page(k, mm, addr, node, 1, FP_KIND_ANON, 0);
     if (pfn < 0)
-        return -ENOMEM;
-    count_alloc(k, mm, nid);
-    page_add_rmap(k, mm, (uint64_t)pfn, addr, 1);
+        return (int32_t)pfn;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
     return 0;
 }
@@ -309,8 +364,10 @@ int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         return err;
     if (!fp_entry_none(*e))
         return -EEXIST;
+    uint64_t per_pud = FP_PUD_SIZE >> FP_PAGE_SHIFT;
+    k->device_pfn = (k->device_pfn + per_pud - 1) / per_pud * per_pud;
     *e = (k->device_pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
-    k->device_pfn += FP_PUD_SIZE >> FP_PAGE_SHIFT;
+    k->device_pfn += per_pud;
     return 0;
 }
 
@@ -336,7 +393,8 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
 {
     struct fp_mm *mm = get_mm(k, id);
     int err;
-    int32_t nid;
+    int dirty = (flags & FP_FAULT_WRITE) != 0;
+    enum fp_kind kind = fp_page_kind(flags >> FP_FAULT_VMA_SHIFT, dirty);
     if (!mm)
         return -ESRCH;
     k->events[FP_EV_PGFAULT]++;
@@ -345,11 +403,8 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         if (!pmd)
             return err == -EEXIST ? 0 : err;
         if (fp_entry_none(*pmd)) {
-            int64_t pfn = alloc_on_zonelist(k, mm, 1, &nid);
+            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_KIND_ANON, 0);
             if (pfn >= 0) {
-                uint64_t base = addr & ~(FP_PMD_SIZE - 1);
-                count_alloc(k, mm, nid);
-                page_add_rmap(k, mm, (uint64_t)pfn, base, 1);
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
                        FP_PAGE_USER | FP_PAGE_PSE;
                 k->events[FP_EV_THP_FAULT_ALLOC]++;
@@ -365,12 +420,13 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         return err == -EEXIST ? 0 : err;
     if (fp_entry_present(*pte))
         return 0;
-    int64_t pfn = alloc_on_zonelist(k, mm, 0, &nid);
+    int64_t pfn = new_page(k, mm, addr, -1, 0, kind, dirty);
     if (pfn < 0)
-        return -ENOMEM;
-    drop_entry(k, mm, pte); /* a swap entry is replaced by the swapped-in page */
-    count_alloc(k, mm, nid);
-    page_add_rmap(k, mm, (uint64_t)pfn, addr, flags & FP_FAULT_ANON);
+        return (int32_t)pfn;
+    if (*pte & FP_PAGE_SWPENTRY) {
+        k->events[FP_EV_PGMAJFAULT]++; /* a swap-in replaces the swap entry */
+        drop_entry(k, mm, pte);
+    }
     *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
            ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0);
     return 0;

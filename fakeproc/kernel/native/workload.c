@@ -82,9 +82,7 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
             r++;
         }
         uint64_t addr = r->start + (idx << FP_PAGE_SHIFT);
-        uint32_t flags = 0;
-        if (r->vma_flags & FP_VMA_ANON)
-            flags |= FP_FAULT_ANON;
+        uint32_t flags = r->vma_flags << FP_FAULT_VMA_SHIFT;
         if (wl->write_frac > 0 && rng_unit(&wl->rng) < wl->write_frac)
             flags |= FP_FAULT_WRITE;
         if (r->vma_flags & FP_VMA_THP) {

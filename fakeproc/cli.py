@@ -11,6 +11,13 @@ from pathlib import Path
 DEFAULT_MOUNTPOINT = "mount"
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"the rate must be 0 or more, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakeproc", description=(
         "An emulated two-tier (DRAM/PMEM) Linux kernel, mounted as /proc and /sys over FUSE."))
@@ -21,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("-f", "--foreground", action="store_true", help="serve in the foreground")
     m.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False,
                    help="do not run the workloads (virtual clock stopped)")
-    m.add_argument("--rate", type=float, default=1.0,
+    m.add_argument("--rate", type=_rate, default=1.0,
                    help="virtual seconds per wall-clock second (default 1.0)")
     m.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     u = sub.add_parser("umount", help="unmount (also cleans a stale mount)")
@@ -38,7 +45,7 @@ def _load(machine: str | None):  # noqa: ANN202 - a Kernel
     return load_file(machine) if machine else load_default()
 
 
-def _summary(kernel, mountpoint: str) -> str:  # noqa: ANN001
+def _summary(kernel, mountpoint: str | None) -> str:  # noqa: ANN001
     from .summary import describe
     return describe(kernel, mountpoint)
 
@@ -119,7 +126,7 @@ def _check(args: argparse.Namespace) -> int:
     except MachineFileError as e:
         print(f"fakeproc: {e}", file=sys.stderr)
         return 2
-    print(_summary(kernel, "(not mounted)"))
+    print(_summary(kernel, None))
     return 0
 
 

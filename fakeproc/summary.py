@@ -9,17 +9,23 @@ if TYPE_CHECKING:
     from .kernel.kernel import Kernel
 
 
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / (1 << 30):g} GiB"
+def _size(nbytes: int) -> str:
+    """4096 -> '4 KiB', 3 << 30 -> '3 GiB', 1536 MiB -> '1.5 GiB'."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):.4g} {unit}"
+    return f"{nbytes} B"
 
 
-def describe(kernel: "Kernel", mountpoint: str) -> str:
-    lines = [f"fakeproc: emulated machine on {mountpoint}"]
+def describe(kernel: "Kernel", mountpoint: str | None) -> str:
+    """The machine's nodes and processes; with a mount point, how to use and stop it."""
+    where = f" on {mountpoint}" if mountpoint else ""
+    lines = [f"fakeproc: emulated machine{where}"]
     lines.append(f"  {len(kernel.nodes)} nodes, {len(kernel.online_cpus)} CPUs:")
     for n in kernel.nodes:
         cpus = node_list(n.cpus).strip() or "-"
         dist = " ".join(str(kernel.distance(n.id, m)) for m in kernel.node_ids)
-        lines.append(f"    node{n.id}  {n.type}  {_gib(n.size_bytes):>9}  cpus {cpus:<8} "
+        lines.append(f"    node{n.id}  {n.type}  {_size(n.size_bytes):>9}  cpus {cpus:<8} "
                      f"peer_node {n.peer:>2}  distances {dist}")
     lines.append(f"  {len(kernel.tasks)} processes:")
     for t in sorted(kernel.tasks.values(), key=lambda t: t.pid):
@@ -27,7 +33,9 @@ def describe(kernel: "Kernel", mountpoint: str) -> str:
         rss = (mc.get("rss_anon", 0) + mc.get("rss_file", 0)) * 4096
         wl = t.workload.pattern if t.workload else "none"
         lines.append(f"    pid {t.pid:<8} {t.name:<16} threads {len(t.tids):<3} "
-                     f"rss {_gib(rss):>12}  workload {wl}")
-    lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node0/meminfo")
-    lines.append(f"  stop: fusermount3 -u {mountpoint}   (or Ctrl-C / SIGTERM in the foreground)")
+                     f"rss {_size(rss):>10}  workload {wl}")
+    if mountpoint:
+        first = kernel.nodes[0].id
+        lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node{first}/meminfo")
+        lines.append(f"  stop: fusermount3 -u {mountpoint}   (or Ctrl-C / SIGTERM in the foreground)")
     return "\n".join(lines)

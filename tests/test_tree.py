@@ -260,3 +260,22 @@ def test_missing_entries_are_enoent(walk):
                 "proc/4200001/task/4200001x", "proc/04200001", "sys/devices/system/cpu/cpu8",
                 "sys/devices/system/cpu/cpu01"):
         assert errno_of(lambda: os.stat(m.path / rel)) == errno.ENOENT, rel
+
+
+def test_cpu0_is_not_hotpluggable(walk):
+    # x86 cpu0 has no `online` file by default; the others do (drivers/base/cpu.c)
+    m = walk[0]
+    cpu = m.sys("devices/system/cpu")
+    assert not (cpu / "cpu0" / "online").exists()
+    assert (cpu / "cpu1" / "online").read_bytes() == b"1\n"
+    assert os.readlink(cpu / "cpu0" / "node0") == "../../node/node0"
+    assert os.readlink(cpu / "cpu4" / "node1") == "../../node/node1"
+
+
+def test_proc_meminfo_direct_map_covers_the_40_gib(walk):
+    # 2 x 4 GiB + 2 x 16 GiB = 41943040 kB: the first 2 MiB in 4k pages, 2M pages up
+    # to 1 GiB, 1 GiB pages for the other 39 GiB
+    m = walk[0]
+    lines = m.read("proc/meminfo").decode().splitlines()
+    assert lines[-3:] == ["DirectMap4k:        2048 kB", "DirectMap2M:     1046528 kB",
+                          "DirectMap1G:    40894464 kB"]

@@ -86,12 +86,22 @@ def _parse_num(prefix: str, valid) -> "callable":  # noqa: ANN001
     return parse
 
 
-CPU_DIR = Dir("cpuN", (
-    File("online", lambda c: "1\n", mode=0o644),
-    _topology(),
-), lister=Lister("nodelink", lambda c: [f"node{c.kernel.cpu_node(c.get('cpu'))}"],
-                 lambda c, n: 0 if n == f"node{c.kernel.cpu_node(c.get('cpu'))}" else None,
-                 Link("", lambda c: f"../../node/node{c.kernel.cpu_node(c.get('cpu'))}")))
+def _cpu_entries(ctx: Ctx) -> list[str]:
+    """cpuN's dynamic names: its node link, and `online` for every CPU but cpu0
+    (x86 cpu0 is not hot-pluggable by default)."""
+    cpu = ctx.get("cpu")
+    return [f"node{ctx.kernel.cpu_node(cpu)}"] + (["online"] if cpu else [])
+
+
+def _cpu_entry(ctx: Ctx) -> "File | Link":
+    return ONLINE if _cpu_entries(ctx)[ctx.get("entry")] == "online" else NODE_LINK
+
+
+ONLINE = File("online", lambda c: "1\n", mode=0o644)
+NODE_LINK = Link("", lambda c: f"../../node/node{c.kernel.cpu_node(c.get('cpu'))}")
+CPU_DIR = Dir("cpuN", (_topology(),), lister=Lister(
+    "entry", _cpu_entries,
+    lambda c, n: _cpu_entries(c).index(n) if n in _cpu_entries(c) else None, _cpu_entry))
 
 CPU_ROOT = Dir("cpu", (
     File("possible", lambda c: fmt.node_list(range(c.kernel.nr_cpu_ids))),

@@ -82,7 +82,11 @@ class Lister:
     key: str
     names: Callable[[Ctx], Iterable[str]]
     parse: Callable[[Ctx, str], int | None]
-    child: "Entry"
+    child: "Entry | Callable[[Ctx], Entry]"  # a callable picks the entry per name
+
+    def entry(self, ctx: Ctx) -> "Entry":
+        """The entry a dynamic name stands for (ctx already binds ``key``)."""
+        return self.child if isinstance(self.child, (File, Special, Link, Dir)) else self.child(ctx)
 
 
 Entry = Union[File, Special, Link, Dir]
@@ -103,7 +107,8 @@ def lookup_child(d: Dir, ctx: Ctx, name: str) -> tuple[Entry, Ctx] | None:
     if d.lister is not None:
         value = d.lister.parse(ctx, name)
         if value is not None:
-            return d.lister.child, ctx.bind(d.lister.key, value)
+            bound = ctx.bind(d.lister.key, value)
+            return d.lister.entry(bound), bound
     return None
 
 
@@ -114,7 +119,8 @@ def list_children(d: Dir, ctx: Ctx) -> list[tuple[str, Entry, Ctx]]:
         for name in d.lister.names(ctx):
             value = d.lister.parse(ctx, name)
             if value is not None:
-                out.append((name, d.lister.child, ctx.bind(d.lister.key, value)))
+                bound = ctx.bind(d.lister.key, value)
+                out.append((name, d.lister.entry(bound), bound))
     return out
 
 

@@ -119,6 +119,12 @@ def meminfo(kernel: "Kernel") -> dict[str, int]:
     kb["Committed_AS"] = sum(
         kernel.mm_counters(t).get("total_vm", 0) for t in kernel.tasks.values()) * PAGE_KB
     kb["VmallocTotal"] = 34359738367
-    kb["DirectMap4k"] = 0
-    kb["DirectMap2M"] = kb["MemTotal"]
+    # the direct map: the first 2 MiB in 4 KiB pages, 2 MiB pages up to the first
+    # 1 GiB boundary, 1 GiB pages after it (x86_64 with pdpe1gb)
+    total, gib = kb["MemTotal"], 1 << 20
+    kb["DirectMap4k"] = min(total, 2048)
+    kb["DirectMap2M"] = min(total, gib) - kb["DirectMap4k"]
+    if total > gib:
+        kb["DirectMap1G"] = (total - gib) // gib * gib
+        kb["DirectMap2M"] += (total - gib) % gib
     return kb

@@ -21,7 +21,7 @@ import jsonschema
 from .kernel.kernel import Kernel, NodeConfig
 from .kernel.mm import PAGE_SIZE, TASK_SIZE, Vma
 from .kernel.native import KernelError, lib
-from .kernel.task import MemPolicy
+from .kernel.task import MemPolicy, Task
 from .kernel.workload import Phase, Workload
 
 PMD_SIZE = 2 << 20
@@ -51,13 +51,17 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "machine": {"type": "object", "additionalProperties": False, "properties": {
             "name": {"type": "string"}, "seed": {"type": "integer"},
-            "nr_cpus": {"type": "integer", "minimum": 1, "maximum": 8192}}},
+            "nr_cpus": {"type": "integer", "minimum": 1, "maximum": 8192},
+            "swap": _SIZE_T,
+            "min_free_kbytes": {"type": "integer", "minimum": 128, "maximum": 4194304},
+            "watermark_scale_factor": {"type": "integer", "minimum": 1, "maximum": 1000}}},
         "node": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
             "type": "object", "additionalProperties": False, "required": ["type", "size"],
             "properties": {
                 "id": {"type": "integer", "minimum": 0, "maximum": 1023},
                 "type": {"enum": ["dram", "pmem"]},
                 "size": _SIZE_T,
+                "watermarks": {"type": "array", "items": _SIZE_T, "minItems": 3, "maxItems": 3},
                 "cpus": {"anyOf": [{"type": "string", "pattern": r"^[0-9,\- ]*$"},
                                    {"type": "array", "items": {"type": "integer", "minimum": 0}}]}}}},
         "distances": {"type": "array", "items": {"type": "array", "items": {
@@ -283,11 +287,19 @@ def _nodes_from(ck: _Checker, doc: dict[str, Any]) -> tuple[list[NodeConfig], li
             raise ck.error(("node", i), str(e)) from None
         if size <= 0 or size % PMD_SIZE:
             raise ck.error(("node", i, "size"), f"{size} bytes is not a positive multiple of 2 MiB")
+        marks = None
+        if "watermarks" in raw:
+            try:
+                marks = tuple(parse_size(w) // PAGE_SIZE for w in raw["watermarks"])
+            except ValueError as e:
+                raise ck.error(("node", i, "watermarks"), str(e)) from None
+            if not marks[0] <= marks[1] <= marks[2] <= size // PAGE_SIZE:
+                raise ck.error(("node", i, "watermarks"), "need min <= low <= high <= the node's size")
         for c in cpus:
             if c in seen_cpus:
                 raise ck.error(("node", i, "cpus"), f"CPU {c} already belongs to node {seen_cpus[c]}")
             seen_cpus[c] = nid
-        nodes.append(NodeConfig(nid, raw["type"], size // PAGE_SIZE, tuple(cpus)))
+        nodes.append(NodeConfig(nid, raw["type"], size // PAGE_SIZE, tuple(cpus), marks))  # type: ignore[arg-type]
     dist = doc.get("distances")
     if dist is not None:
         n = len(nodes)
@@ -306,45 +318,55 @@ def _nodes_from(ck: _Checker, doc: dict[str, Any]) -> tuple[list[NodeConfig], li
 
 
 def _plan_processes(ck: _Checker, doc: dict[str, Any], node_ids: set[int], nr_cpus: int) -> list[_ProcPlan]:
-    plans, pids = [], set()
+    plans: list[_ProcPlan] = []
+    pids: set[int] = set()
     for i, raw in enumerate(doc.get("process", [])):
-        path: tuple[Any, ...] = ("process", i)
-        tids = range(raw["pid"], raw["pid"] + raw.get("threads", 1))
-        if pids & set(tids):
-            raise ck.error(path + ("pid",), f"pid {raw['pid']} (or a thread id) is used twice")
-        pids |= set(tids)
-        if raw.get("cpu", 0) >= nr_cpus:
-            raise ck.error(path + ("cpu",), f"CPU {raw['cpu']} does not exist (the machine has {nr_cpus})")
-        pol = raw.get("policy", "default")
-        if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
-            raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
-        vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
-        for j, vraw in enumerate(raw.get("vma", [])):
-            vpath = path + ("vma", j)
-            vma = _vma_from(ck, vpath, vraw)
-            for other, _, _ in vmas:
-                if other.start < vma.end and vma.start < other.end:
-                    raise ck.error(vpath + ("start",), f"{vma.start:#x}-{vma.end:#x} overlaps "
-                                   f"{other.start:#x}-{other.end:#x}")
-            if vraw.get("node") is not None and vraw["node"] not in node_ids:
-                raise ck.error(vpath + ("node",), f"node {vraw['node']} does not exist")
-            try:
-                runs = parse_pages(vraw.get("pages", ""))
-            except ValueError as e:
-                raise ck.error(vpath + ("pages",), str(e)) from None
-            runs = runs * vraw.get("repeat", 1)
-            if vma.hugetlb and any(r.state != "none" for r in runs if r.count):
-                raise ck.error(vpath + ("pages",), "a hugetlb VMA takes no pages: fakeproc has no "
-                               "hugetlb pool yet (idle_pages reports nothing for hugetlb VMAs)")
-            _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
-            vmas.append((vma, vraw, runs))
-        wl = raw.get("workload")
-        if wl is not None:
-            for k in wl.get("vmas", []):
-                if k >= len(vmas):
-                    raise ck.error(path + ("workload", "vmas"), f"there is no vma[{k}]")
-        plans.append(_ProcPlan(raw, path, vmas))
+        plans.append(_plan_process(ck, ("process", i), raw, node_ids, nr_cpus, pids))
     return plans
+
+
+def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node_ids: set[int],
+                  nr_cpus: int, pids: set[int]) -> _ProcPlan:
+    """Check one process table against the machine; adds its thread ids to pids."""
+    tids = range(raw["pid"], raw["pid"] + raw.get("threads", 1))
+    if pids & set(tids):
+        raise ck.error(path + ("pid",), f"pid {raw['pid']} (or a thread id) is used twice")
+    pids |= set(tids)
+    if raw.get("cpu", 0) >= nr_cpus:
+        raise ck.error(path + ("cpu",), f"CPU {raw['cpu']} does not exist (the machine has {nr_cpus})")
+    pol = raw.get("policy", "default")
+    if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
+        raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
+    vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
+    for j, vraw in enumerate(raw.get("vma", [])):
+        vpath = path + ("vma", j)
+        vma = _vma_from(ck, vpath, vraw)
+        for other, _, _ in vmas:
+            if other.start < vma.end and vma.start < other.end:
+                raise ck.error(vpath + ("start",), f"{vma.start:#x}-{vma.end:#x} overlaps "
+                               f"{other.start:#x}-{other.end:#x}")
+        if vraw.get("node") is not None and vraw["node"] not in node_ids:
+            raise ck.error(vpath + ("node",), f"node {vraw['node']} does not exist")
+        try:
+            runs = parse_pages(vraw.get("pages", ""))
+        except ValueError as e:
+            raise ck.error(vpath + ("pages",), str(e)) from None
+        runs = runs * vraw.get("repeat", 1)
+        if vma.hugetlb and any(r.state != "none" for r in runs if r.count):
+            raise ck.error(vpath + ("pages",), "a hugetlb VMA takes no pages: fakeproc has no "
+                           "hugetlb pool yet (idle_pages reports nothing for hugetlb VMAs)")
+        _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
+        vmas.append((vma, vraw, runs))
+    wl = raw.get("workload")
+    if wl is not None:
+        _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
+    return _ProcPlan(raw, path, vmas)
+
+
+def _check_workload_vmas(ck: _Checker, path: tuple[Any, ...], wl: dict[str, Any], nr_vmas: int) -> None:
+    for k in wl.get("vmas", []):
+        if k >= nr_vmas:
+            raise ck.error(path + ("vmas",), f"there is no vma[{k}]")
 
 
 def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], default_node: int | None) -> None:
@@ -385,42 +407,57 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
         raise ck.error(("machine", "nr_cpus"), f"CPU {max(all_cpus)} is beyond nr_cpus={nr_cpus}")
     node_ids = {n.id for n in nodes}
     plans = _plan_processes(ck, doc, node_ids, nr_cpus)
-    kernel = Kernel(nodes, dist, nr_cpus)
-    seed = doc.get("machine", {}).get("seed", 1)
+    mach = doc.get("machine", {})
+    try:
+        swap = parse_size(mach.get("swap", 0))
+    except ValueError as e:
+        raise ck.error(("machine", "swap"), str(e)) from None
+    kernel = Kernel(nodes, dist, nr_cpus, swap_pages=swap // PAGE_SIZE,
+                    min_free_kbytes=mach.get("min_free_kbytes"),
+                    watermark_scale_factor=mach.get("watermark_scale_factor", 10))
+    seed = mach.get("seed", 1)
     for plan in plans:
-        raw = plan.raw
-        mode, _, lst = raw.get("policy", "default").partition(":")
-        policy = MemPolicy(mode, tuple(parse_list(lst))) if lst else MemPolicy(mode)  # type: ignore[arg-type]
-        task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
-                            ppid=raw.get("ppid", 1),
-                            threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
-                            cpu=raw.get("cpu", 0), policy=policy)
-        for j, (vma, vraw, runs) in enumerate(plan.vmas):
-            kernel.add_vma(task, vma)
-            try:
-                _apply_pages(kernel, task, vma, runs, vraw.get("node"))
-                if vraw.get("populate"):
-                    kernel.populate(task, vma)
-            except KernelError as e:
-                raise ck.error(plan.path + ("vma", j, "pages"),
-                               f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
-            except _MarkerError as e:
-                raise ck.error(plan.path + ("vma", j, "pages"), str(e)) from None
-        if "workload" in raw:
-            w = raw["workload"]
-            wl = Workload(pattern=w.get("pattern", "uniform"), rate=w.get("rate", 1e6),
-                          hot=w.get("hot", 0.1), hot_access=w.get("hot_access", 0.9),
-                          write=w.get("write", 0.3), zipf_s=w.get("zipf_s", 1.0),
-                          seed=w.get("seed", seed + raw["pid"]),
-                          phases=tuple(Phase(p["at"], p["hot_offset"]) for p in w.get("phases", [])),
-                          vma_indices=tuple(w["vmas"]) if "vmas" in w else None)
-            kernel.attach_workload(task, wl)
-        task.exit_at = raw.get("exit_at")
-        if raw.get("state", "sleeping") == "zombie":
-            kernel.exit(task.pid, zombie=True)
-        else:
-            task.state = raw.get("state", "sleeping")
+        _build_process(ck, kernel, plan, seed)
     return kernel
+
+
+def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> Task:
+    """Spawn one checked process: VMAs, pinned pages, populate, workload, state."""
+    raw = plan.raw
+    mode, _, lst = raw.get("policy", "default").partition(":")
+    policy = MemPolicy(mode, tuple(parse_list(lst))) if lst else MemPolicy(mode)  # type: ignore[arg-type]
+    task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
+                        ppid=raw.get("ppid", 1),
+                        threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
+                        cpu=raw.get("cpu", 0), policy=policy)
+    for j, (vma, vraw, runs) in enumerate(plan.vmas):
+        kernel.add_vma(task, vma)
+        try:
+            _apply_pages(kernel, task, vma, runs, vraw.get("node"))
+            if vraw.get("populate"):
+                kernel.populate(task, vma)
+        except KernelError as e:
+            raise ck.error(plan.path + ("vma", j, "pages"),
+                           f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
+        except _MarkerError as e:
+            raise ck.error(plan.path + ("vma", j, "pages"), str(e)) from None
+    if "workload" in raw:
+        kernel.attach_workload(task, _workload_from(raw["workload"], seed + raw["pid"]))
+    task.exit_at = raw.get("exit_at")
+    if raw.get("state", "sleeping") == "zombie":
+        kernel.exit(task.pid, zombie=True)
+    else:
+        task.state = raw.get("state", "sleeping")
+    return task
+
+
+def _workload_from(w: dict[str, Any], default_seed: int) -> Workload:
+    return Workload(pattern=w.get("pattern", "uniform"), rate=w.get("rate", 1e6),
+                    hot=w.get("hot", 0.1), hot_access=w.get("hot_access", 0.9),
+                    write=w.get("write", 0.3), zipf_s=w.get("zipf_s", 1.0),
+                    seed=w.get("seed", default_seed),
+                    phases=tuple(Phase(p["at"], p["hot_offset"]) for p in w.get("phases", [])),
+                    vma_indices=tuple(w["vmas"]) if "vmas" in w else None)
 
 
 def load(text: str, name: str = "<machine>") -> Kernel:
@@ -430,7 +467,13 @@ def load(text: str, name: str = "<machine>") -> Kernel:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise MachineFileError(f"{name}: not valid TOML: {e}") from None
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc),
+    _validate(ck, SCHEMA, doc)
+    return _build(ck, doc)
+
+
+def _validate(ck: _Checker, schema: dict[str, Any], doc: Any, toml_hint: bool = True) -> None:
+    """The first schema error (in path order), as a MachineFileError naming the field."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
                     key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         e = errors[0]
@@ -438,15 +481,55 @@ def load(text: str, name: str = "<machine>") -> Kernel:
         if e.validator == "additionalProperties" and isinstance(e.instance, dict):
             extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
             path += tuple(extra[:1])  # point at the offending key's own line
-        raise ck.error(path, _schema_message(e))
-    return _build(ck, doc)
+        raise ck.error(path, _schema_message(e, toml_hint))
 
 
-def _schema_message(e: jsonschema.ValidationError) -> str:
+PROCESS_SCHEMA: dict[str, Any] = SCHEMA["properties"]["process"]["items"]
+WORKLOAD_SCHEMA: dict[str, Any] = PROCESS_SCHEMA["properties"]["workload"]
+
+
+def add_process(kernel: Kernel, raw: dict[str, Any], name: str = "<ctl>", *, seed: int = 1) -> Task:
+    """Spawn one process on a running machine from a dict shaped like a ``[[process]]``
+    table (the control socket's ``spawn``). Checked like a machine file, so errors name
+    the field (``NAME: vma[0].pages: ...``); a process that fails half-built is removed."""
+    ck = _Checker(Source("", name))
+    _validate(ck, PROCESS_SCHEMA, raw, toml_hint=False)
+    used = {t for task in kernel.tasks.values() for t in task.tids}
+    taken = sorted(used & set(range(raw["pid"], raw["pid"] + raw.get("threads", 1))))
+    if taken:
+        raise ck.error(("pid",), f"id {taken[0]} is already in use by a process or thread")
+    plan = _plan_process(ck, (), raw, set(kernel.node_ids), kernel.nr_cpu_ids, used)
+    try:
+        return _build_process(ck, kernel, plan, seed)
+    except BaseException:
+        if raw["pid"] in kernel.tasks:
+            kernel.exit(raw["pid"])
+        raise
+
+
+def set_workload(kernel: Kernel, task: Task, raw: dict[str, Any] | None, name: str = "<ctl>", *,
+                 seed: int = 1) -> Workload | None:
+    """Replace task's workload with one built from a ``[process.workload]``-shaped dict
+    (None stops it). ``vmas`` indexes the task's VMAs in address order, as in maps."""
+    ck = _Checker(Source("", name))
+    if raw is None:
+        task.workload = None
+        return None
+    if not task.alive:
+        raise ck.error((), f"process {task.pid} has exited; it cannot run a workload")
+    _validate(ck, WORKLOAD_SCHEMA, raw, toml_hint=False)
+    assert task.mm_id is not None
+    _check_workload_vmas(ck, (), raw, len(kernel.mm(task.mm_id).vmas))
+    wl = _workload_from(raw, seed + task.pid)
+    kernel.attach_workload(task, wl)
+    return wl
+
+
+def _schema_message(e: jsonschema.ValidationError, toml_hint: bool = True) -> str:
     if e.validator == "additionalProperties":
         allowed = sorted(e.schema.get("properties", {}))
         hint = ""
-        if any(k in SCHEMA["properties"] for k in e.instance) and e.absolute_path:
+        if toml_hint and any(k in SCHEMA["properties"] for k in e.instance) and e.absolute_path:
             hint = " (top-level keys such as distances must come before the first [table])"
         return f"{e.message}; allowed keys: {', '.join(allowed)}{hint}"
     if e.validator == "enum":

@@ -2,7 +2,8 @@
 
 The handlers only resolve paths, render and map errors; every number comes
 from the kernel. All kernel state is touched from the one trio thread that
-serves requests, so the workload ticker and the handlers never race.
+serves requests, so the virtual clock, the control socket (fakeproc.ctl) and the
+handlers never race.
 (Pitfall from the notes: never touch the mount from this thread.)
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
 
 if TYPE_CHECKING:
+    from ..ctl.clock import VirtualClock
+    from ..ctl.server import ControlServer
     from ..kernel.kernel import Kernel
 
 FSNAME = "fakeproc"
@@ -200,16 +203,6 @@ def _kernfs_open_check(mode: int, flags: int) -> None:
         raise pyfuse3.FUSEError(errno.EACCES)
 
 
-async def _tick(kernel: "Kernel", rate: float, period: float = 0.05) -> None:
-    """Advance the virtual clock by rate x wall time, in small steps."""
-    last = trio.current_time()
-    while True:
-        await trio.sleep(period)
-        now = trio.current_time()
-        kernel.advance((now - last) * rate)
-        last = now
-
-
 async def _watch_signals() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
         async for _ in sigs:
@@ -217,11 +210,11 @@ async def _watch_signals() -> None:
             return
 
 
-async def _serve(kernel: "Kernel", rate: float, paused: bool) -> None:
+async def _serve(clock: "VirtualClock", ctl: "ControlServer") -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals)
-        if not paused and rate > 0:
-            nursery.start_soon(_tick, kernel, rate)
+        nursery.start_soon(clock.run)
+        nursery.start_soon(ctl.serve)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -235,13 +228,21 @@ def mount_options(allow_other: bool) -> set[str]:
 
 def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool = False,
           allow_other: bool = False) -> None:
-    """Mount, serve until unmounted or signalled, unmount. Blocks."""
-    ops = FakeprocFS(kernel)
-    pyfuse3.init(ops, mountpoint, mount_options(allow_other))
+    """Mount, serve (with the virtual clock and the control socket) until unmounted or
+    signalled, unmount. Blocks."""
+    from ..ctl.clock import VirtualClock
+    from ..ctl.server import ControlServer
+    clock = VirtualClock(kernel, rate=rate, paused=paused)
+    ctl = ControlServer(mountpoint, kernel, clock).bind()  # before the mount can answer
     try:
-        trio.run(_serve, kernel, rate, paused)
+        ops = FakeprocFS(kernel)
+        pyfuse3.init(ops, mountpoint, mount_options(allow_other))
+        try:
+            trio.run(_serve, clock, ctl)
+        finally:
+            pyfuse3.close(unmount=True)
     finally:
-        pyfuse3.close(unmount=True)
+        ctl.close()
 
 
 def is_stale(mountpoint: str) -> bool:

@@ -6,32 +6,39 @@ tasks, VMAs and the clock, and only orchestrates.
 """
 from __future__ import annotations
 
+import errno
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from . import node as nodemod
+from . import vmscan
 from .mm import PAGE_SIZE, MmStruct, Vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
 from .task_mmu import IdleRead, IdleReader
 from .workload import Workload
 
+log = logging.getLogger("fakeproc.kernel")
+
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """What a machine file says about one node."""
+    """What a machine file says about one node (watermarks: min, low, high pages)."""
 
     id: int
     type: nodemod.NodeType
     nr_pages: int
     cpus: tuple[int, ...] = ()
+    watermarks: tuple[int, int, int] | None = None
 
 
 class Kernel:
     """An emulated machine. Not thread safe: one trio thread mutates it."""
 
     def __init__(self, nodes: Sequence[NodeConfig], distances: Sequence[Sequence[int]] | None = None,
-                 nr_cpus: int | None = None) -> None:
+                 nr_cpus: int | None = None, *, swap_pages: int = 0,
+                 min_free_kbytes: int | None = None, watermark_scale_factor: int = 10) -> None:
         nodes = sorted(nodes, key=lambda n: n.id)
         ids = [n.id for n in nodes]
         types = [n.type for n in nodes]
@@ -53,11 +60,20 @@ class Kernel:
         if raw == ffi.NULL:
             raise MemoryError("cannot reserve the emulated machine's memory")
         self.native: Any = ffi.gc(raw, lib.fp_kernel_free)
+        marks = vmscan.watermarks([n.nr_pages for n in self.nodes], min_free_kbytes,
+                                  watermark_scale_factor)
         for i, n in enumerate(self.nodes):
             c = self.native.nodes[i]
             for j, nid in enumerate(n.fallback):
                 c.fallback[j] = self._idx[nid]
             c.nr_fallback = len(n.fallback)
+            c.peer = self._idx[n.peer] if n.peer >= 0 else -1
+            c.is_dram = n.type == "dram"
+            for lru in range(lib.FP_NR_LRU_LISTS):
+                c.lru_head[lru] = c.lru_tail[lru] = lib.FP_LRU_NONE
+            c.wmark[0], c.wmark[1], c.wmark[2] = nodes[i].watermarks or marks[i]
+        self.native.swap_total = swap_pages
+        self.oom_log: list[str] = []
         self.tasks: dict[int, Task] = {}
         self._threads: dict[int, Task] = {}
         self._mms: dict[int, MmStruct] = {}
@@ -195,7 +211,14 @@ class Kernel:
         vma = self.mm(task.mm_id).find_vma(addr)
         if vma is None:
             raise KernelError(14, "Bad address")
-        check(lib.fp_touch(self.native, task.mm_id, addr, vma.fault_flags(addr, write)))
+        ret = lib.fp_touch(self.native, task.mm_id, addr, vma.fault_flags(addr, write))
+        if ret == -errno.ENOMEM:
+            self.oom_kill()
+            if task.mm_id is not None:  # the toucher survived: the access completes
+                ret = lib.fp_touch(self.native, task.mm_id, addr, vma.fault_flags(addr, write))
+            else:
+                ret = 0
+        check(ret)
         self.generation += 1
 
     def populate(self, task: Task, vma: Vma, *, write: bool = True) -> None:
@@ -216,18 +239,72 @@ class Kernel:
         task.workload = wl
 
     def advance(self, seconds: float) -> int:
-        """Move the virtual clock; every workload runs its share. Returns touches."""
+        """Move the virtual clock; every workload runs its share, then kswapd runs
+        on the nodes the allocator woke, and a failed allocation OOM-kills. Returns
+        the touches made."""
         self.clock += seconds
         for task in [t for t in self.tasks.values() if t.exit_at is not None]:
             if self.clock >= task.exit_at:  # type: ignore[operator]
                 self.exit(task.pid)
         done = 0
-        for task in self.tasks.values():
-            if task.workload is not None and task.alive:
-                done += task.workload.run(self.native, seconds, self.clock)
+        for task in list(self.tasks.values()):
+            wl = task.workload
+            if wl is not None and task.alive:
+                failed = wl.faults_failed
+                done += wl.run(self.native, seconds, self.clock)
+                if wl.faults_failed > failed:
+                    self.oom_kill()
+        self.run_kswapd()
         if done:
             self.generation += 1
         return done
+
+    # ---- reclaim (mm/vmscan.c, mm/oom_kill.c) ------------------------------------
+    def run_kswapd(self) -> int:
+        """Run kswapd on every node the allocator woke; returns base pages reclaimed."""
+        total = 0
+        for i, n in enumerate(self.nodes):
+            if self.native.nodes[i].kswapd_wake:
+                total += check(lib.fp_kswapd(self.native, i))
+        if total:
+            self.generation += 1
+        return total
+
+    def shrink_node(self, nid: int, nr_pages: int, *, direct: bool = False) -> int:
+        """One shrink_node() call on node nid; returns base pages reclaimed."""
+        mode = lib.FP_RECLAIM_DIRECT if direct else lib.FP_RECLAIM_KSWAPD
+        got = check(lib.fp_shrink_node(self.native, self._idx[nid], nr_pages, mode))
+        self.generation += 1
+        return got
+
+    def swap_pages(self) -> tuple[int, int]:
+        """(total, used) pages of the emulated swap device."""
+        return int(self.native.swap_total), int(self.native.swap_used)
+
+    def watermarks(self, nid: int) -> tuple[int, int, int]:
+        w = self.native.nodes[self._idx[nid]].wmark
+        return int(w[0]), int(w[1]), int(w[2])
+
+    def oom_kill(self) -> Task | None:
+        """out_of_memory(): kill the task with the largest footprint, log it like the kernel."""
+        victims = [t for t in self.tasks.values() if t.alive]
+        if not victims:
+            return None
+
+        def badness(t: Task) -> int:
+            mc = self.mm_counters(t)
+            return mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"] + mc["swap"] + mc["nr_tables"]
+
+        victim = max(victims, key=badness)
+        mc = self.mm_counters(victim)
+        self.oom_log.append(
+            f"Out of memory: Killed process {victim.pid} ({victim.name}) "
+            f"total-vm:{mc['total_vm'] * 4}kB, anon-rss:{mc['rss_anon'] * 4}kB, "
+            f"file-rss:{mc['rss_file'] * 4}kB, shmem-rss:{mc['rss_shmem'] * 4}kB")
+        log.warning("%s", self.oom_log[-1])
+        self.native.events[lib.FP_EV_OOM_KILL] += 1
+        self.exit(victim.pid)
+        return victim
 
     # ---- reads the file system makes -------------------------------------------
     def idle_pages_read(self, task: Task, pos: int, count: int, flags: int) -> IdleRead:

@@ -30,6 +30,8 @@ _NODE_STAT_NAMES = {
     lib.FP_NR_DIRTY: "nr_dirty",
     lib.FP_NR_PAGETABLE: "nr_page_table_pages",
     lib.FP_NR_SHMEM: "nr_shmem",
+    lib.FP_NR_ISOLATED_ANON: "nr_isolated_anon",
+    lib.FP_NR_ISOLATED_FILE: "nr_isolated_file",
     lib.FP_NR_UNEVICTABLE: "nr_unevictable",
     lib.FP_NUMA_HIT: "numa_hit",
     lib.FP_NUMA_MISS: "numa_miss",
@@ -46,6 +48,25 @@ _EVENT_NAMES = {
     lib.FP_EV_THP_FAULT_FALLBACK: "thp_fault_fallback",
     lib.FP_EV_PGACTIVATE: "pgactivate",
     lib.FP_EV_PGMAJFAULT: "pgmajfault",
+    lib.FP_EV_PGDEACTIVATE: "pgdeactivate",
+    lib.FP_EV_PGREFILL: "pgrefill",
+    lib.FP_EV_PGSTEAL_KSWAPD: "pgsteal_kswapd",
+    lib.FP_EV_PGSTEAL_DIRECT: "pgsteal_direct",
+    lib.FP_EV_PGSCAN_KSWAPD: "pgscan_kswapd",
+    lib.FP_EV_PGSCAN_DIRECT: "pgscan_direct",
+    lib.FP_EV_PSWPIN: "pswpin",
+    lib.FP_EV_PSWPOUT: "pswpout",
+    lib.FP_EV_PGMIGRATE_SUCCESS: "pgmigrate_success",
+    lib.FP_EV_PGMIGRATE_FAIL: "pgmigrate_fail",
+    lib.FP_EV_ALLOCSTALL_NORMAL: "allocstall_normal",
+    lib.FP_EV_PAGEOUTRUN: "pageoutrun",
+    lib.FP_EV_OOM_KILL: "oom_kill",
+    lib.FP_EV_THP_SWPOUT: "thp_swpout",
+    lib.FP_EV_KSWAPD_LOW_WMARK_HIT_QUICKLY: "kswapd_low_wmark_hit_quickly",
+    lib.FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY: "kswapd_high_wmark_hit_quickly",
+    lib.FP_EV_PGROTATED: "pgrotated",
+    lib.FP_EV_THP_SPLIT_PMD: "thp_split_pmd",
+    lib.FP_EV_NUMA_PAGES_MIGRATED: "numa_pages_migrated",
 }
 
 
@@ -119,6 +140,9 @@ def meminfo(kernel: "Kernel") -> dict[str, int]:
     kb["Committed_AS"] = sum(
         kernel.mm_counters(t).get("total_vm", 0) for t in kernel.tasks.values()) * PAGE_KB
     kb["VmallocTotal"] = 34359738367
+    total_swap, used_swap = kernel.swap_pages()
+    kb["SwapTotal"] = total_swap * PAGE_KB
+    kb["SwapFree"] = (total_swap - min(used_swap, total_swap)) * PAGE_KB
     # the direct map: the first 2 MiB in 4 KiB pages, 2 MiB pages up to the first
     # 1 GiB boundary, 1 GiB pages after it (x86_64 with pdpe1gb)
     total, gib = kb["MemTotal"], 1 << 20

@@ -61,6 +61,10 @@ class Workload:
         self.set_phase_at(0.0)
 
     @property
+    def faults_failed(self) -> int:
+        return int(self._c.faults_failed) if self._c is not None else 0
+
+    @property
     def touches(self) -> int:
         return int(self._c.touches) if self._c is not None else 0
 

@@ -39,6 +39,7 @@
 #define FP_PG_UNEVICTABLE  256
 #define FP_PG_ALLOCATED    512
 #define FP_PG_DEVICE       1024
+#define FP_PG_EXECMAP      2048   /* mapped by a VM_EXEC VMA (the rmap's vm_flags) */
 
 /* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
 #define FP_NR_FREE_PAGES      0
@@ -60,7 +61,27 @@
 #define FP_NUMA_LOCAL         16
 #define FP_NUMA_OTHER         17
 #define FP_NR_SHMEM           18
-#define FP_NR_NODE_STATS      19
+#define FP_NR_ISOLATED_ANON   19
+#define FP_NR_ISOLATED_FILE   20
+#define FP_NR_NODE_STATS      21
+
+/* ---- LRU lists (enum lru_list) ---- */
+#define FP_LRU_INACTIVE_ANON  0
+#define FP_LRU_ACTIVE_ANON    1
+#define FP_LRU_INACTIVE_FILE  2
+#define FP_LRU_ACTIVE_FILE    3
+#define FP_LRU_UNEVICTABLE    4
+#define FP_NR_LRU_LISTS       5
+#define FP_LRU_NONE           4294967295
+
+/* ---- watermarks ---- */
+#define FP_WMARK_MIN  0
+#define FP_WMARK_LOW  1
+#define FP_WMARK_HIGH 2
+
+/* ---- reclaim modes ---- */
+#define FP_RECLAIM_KSWAPD 0
+#define FP_RECLAIM_DIRECT 1
 
 /* ---- global events (enum vm_event_item) ---- */
 #define FP_EV_PGFAULT         0
@@ -70,7 +91,26 @@
 #define FP_EV_THP_FAULT_FALLBACK 4
 #define FP_EV_PGACTIVATE      5
 #define FP_EV_PGMAJFAULT      6
-#define FP_NR_EVENTS          16
+#define FP_EV_PGDEACTIVATE    7
+#define FP_EV_PGREFILL        8
+#define FP_EV_PGSTEAL_KSWAPD  9
+#define FP_EV_PGSTEAL_DIRECT  10
+#define FP_EV_PGSCAN_KSWAPD   11
+#define FP_EV_PGSCAN_DIRECT   12
+#define FP_EV_PSWPIN          13
+#define FP_EV_PSWPOUT         14
+#define FP_EV_PGMIGRATE_SUCCESS 15
+#define FP_EV_PGMIGRATE_FAIL  16
+#define FP_EV_ALLOCSTALL_NORMAL 17
+#define FP_EV_PAGEOUTRUN      18
+#define FP_EV_OOM_KILL        19
+#define FP_EV_THP_SWPOUT      20
+#define FP_EV_KSWAPD_LOW_WMARK_HIT_QUICKLY 21
+#define FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY 22
+#define FP_EV_PGROTATED       23
+#define FP_EV_THP_SPLIT_PMD   24
+#define FP_EV_NUMA_PAGES_MIGRATED 25
+#define FP_NR_EVENTS          32
 
 #define FP_MAX_NODES      64
 #define FP_MAX_MMS        65536
@@ -91,6 +131,7 @@
 #define FP_VMA_SHMEM      32   /* shared anonymous / tmpfs: swap-backed page cache */
 #define FP_VMA_SPECIAL    64   /* [vdso], [vvar]: kernel frames, not node RAM */
 #define FP_VMA_COW        128  /* private writable file mapping: a write makes an anon copy */
+#define FP_VMA_EXEC       256
 
 /* ---- fault flags: WRITE, THP, and the VMA's FP_VMA_* flags shifted left by 8 ---- */
 #define FP_FAULT_WRITE    1
@@ -102,6 +143,8 @@ struct fp_page {
     uint16_t mapcount;     /* number of PTEs (or PMDs) mapping it */
     uint32_t owner;        /* mm id of the first mapper (reverse map) */
     uint64_t vpn;          /* its virtual page number in that mm */
+    uint32_t lru_prev;     /* LRU neighbours (PFNs), FP_LRU_NONE at the ends */
+    uint32_t lru_next;
 };
 
 struct fp_node {
@@ -113,9 +156,17 @@ struct fp_node {
     /* free 4 KiB pages of split blocks: a stack of offsets from start_pfn */
     uint32_t *free_pages;
     uint64_t nr_free_pages;
-    uint64_t stat[19];
+    uint64_t stat[21];
     int16_t fallback[64];  /* build_zonelists(): this node, then same-type nodes */
     int32_t nr_fallback;
+    /* LRU lists: head = most recently added, reclaim takes from the tail.
+     * invariant: lru_len[l] counts base pages (a THP head counts 512) */
+    uint32_t lru_head[5];
+    uint32_t lru_tail[5];
+    uint64_t wmark[3];     /* min, low, high in pages */
+    int32_t peer;          /* peer_node's index, -1 if none (demotion target) */
+    int32_t is_dram;
+    int32_t kswapd_wake;   /* set by the allocator, cleared by kswapd */
 };
 
 struct fp_mm {
@@ -149,7 +200,10 @@ struct fp_kernel {
     int32_t nr_nodes;
     struct fp_node nodes[64];
     struct fp_mm *mms[65536];
-    uint64_t events[16];
+    uint64_t events[32];
+    int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
+    uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
+    uint64_t swap_used;
 };
 
 /* kernel lifetime: node sizes in pages, each a multiple of 512 */
@@ -222,6 +276,13 @@ struct fp_workload {
     uint64_t faults_failed;
 };
 int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n);
+
+/* reclaim (vmscan.c) and migration (migrate.c) */
+int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode);
+int64_t fp_kswapd(struct fp_kernel *k, int32_t nid);
+int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
+                        uint64_t *new_pfn);
+uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

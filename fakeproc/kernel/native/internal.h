@@ -44,6 +44,23 @@ static inline enum fp_kind fp_page_kind(uint32_t vma_flags, int write)
 }
 
 int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn);
+
+static inline uint64_t fp_page_nr(const struct fp_page *p)
+{
+    return (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
+}
+
+/* lru.c: list membership and the per-node LRU counters move together */
+int fp_page_lru(const struct fp_page *p);
+void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru);
+void fp_lru_del(struct fp_kernel *k, uint64_t pfn);
+void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign);
+
+/* memory.c */
+void fp_count_alloc(struct fp_kernel *k, int32_t local, int32_t preferred, int32_t nid);
+void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn);
+int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm);
+uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level);
 int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge);
 void fp_free_page(struct fp_kernel *k, uint64_t pfn);
 #endif

@@ -13,8 +13,8 @@
 #include <string.h>
 #include "internal.h"
 
-/* zone_statistics(): one allocation on node nid for mm, which preferred `preferred` */
-static void count_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t preferred, int32_t nid)
+/* zone_statistics(): one allocation on nid that wanted `preferred`, made from `local` */
+void fp_count_alloc(struct fp_kernel *k, int32_t local, int32_t preferred, int32_t nid)
 {
     if (nid == preferred) {
         k->nodes[nid].stat[FP_NUMA_HIT]++;
@@ -22,7 +22,7 @@ static void count_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t pre
         k->nodes[nid].stat[FP_NUMA_MISS]++;
         k->nodes[preferred].stat[FP_NUMA_FOREIGN]++;
     }
-    k->nodes[nid].stat[nid == mm->local_node ? FP_NUMA_LOCAL : FP_NUMA_OTHER]++;
+    k->nodes[nid].stat[nid == local ? FP_NUMA_LOCAL : FP_NUMA_OTHER]++;
 }
 
 static int32_t preferred_node(const struct fp_mm *mm)
@@ -30,19 +30,62 @@ static int32_t preferred_node(const struct fp_mm *mm)
     return mm->nr_zonelist ? mm->zonelist[0] : mm->local_node;
 }
 
-/* Allocate on the first node of `order` that has room; count it as one allocation. */
+static int above_wmark(const struct fp_node *node, int mark, uint64_t nr)
+{
+    return node->stat[FP_NR_FREE_PAGES] >= node->wmark[mark] + nr;
+}
+
+static int64_t try_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t nid, int32_t preferred,
+                         int huge, int mark)
+{
+    uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
+    if (!above_wmark(&k->nodes[nid], mark, nr))
+        return -1;
+    int64_t pfn = fp_alloc_page(k, nid, huge);
+    if (pfn >= 0)
+        fp_count_alloc(k, mm->local_node, preferred, nid);
+    return pfn;
+}
+
+/* __alloc_pages_nodemask() in miniature: the zonelist above the low watermark;
+ * then wake kswapd and try above min; then direct reclaim (not for THPs: 4.20's
+ * default THP defrag does not reclaim) and try again; else -ENOMEM, which the
+ * Python side turns into an OOM kill. */
 static int64_t alloc_in_order(struct fp_kernel *k, const struct fp_mm *mm, const int16_t *order,
                               int n, int32_t preferred, int huge, int32_t *nid)
 {
+    int64_t pfn;
+    if (k->in_reclaim) { /* PF_MEMALLOC: no watermarks, no recursion into reclaim */
+        for (int i = 0; i < n; i++)
+            if ((pfn = fp_alloc_page(k, order[i], huge)) >= 0) {
+                fp_count_alloc(k, mm->local_node, preferred, order[i]);
+                goto found;
+            }
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++)
+        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_LOW)) >= 0)
+            goto found;
+    for (int i = 0; i < n; i++)
+        if (!above_wmark(&k->nodes[order[i]], FP_WMARK_HIGH, 0))
+            k->nodes[order[i]].kswapd_wake = 1;
+    for (int i = 0; i < n; i++)
+        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
+            goto found;
+    if (huge)
+        return -ENOMEM;
+    k->events[FP_EV_ALLOCSTALL_NORMAL]++;
     for (int i = 0; i < n; i++) {
-        int64_t pfn = fp_alloc_page(k, order[i], huge);
-        if (pfn >= 0) {
-            *nid = order[i];
-            count_alloc(k, mm, preferred, *nid);
-            return pfn;
-        }
+        fp_shrink_node(k, order[i], 32, FP_RECLAIM_DIRECT);
+        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
+            goto found;
     }
     return -ENOMEM;
+found:
+    for (int i = 0; i < n; i++)
+        if (order[i] == (int16_t)fp_pfn_to_node(k, (uint64_t)pfn))
+            *nid = order[i];
+    return pfn;
 }
 
 /* The task's memory policy for a fault at addr (mm/mempolicy.c alloc_pages_vma()):
@@ -65,7 +108,7 @@ static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t a
 
 /* ---- the table arena ---------------------------------------------------- */
 
-static int64_t table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
 {
     uint64_t idx;
     int32_t nid;
@@ -83,7 +126,7 @@ static int64_t table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
         idx = k->tables_used++;
     }
     k->table_pfn[idx] = (uint64_t)pfn;
-    k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, not on an LRU */
+    k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, never on an LRU */
     k->nodes[nid].stat[FP_NR_PAGETABLE]++;
     return (int64_t)idx;
 }
@@ -99,104 +142,93 @@ static void table_free(struct fp_kernel *k, uint64_t idx)
 
 /* ---- mapping and unmapping pages ---------------------------------------- */
 
-/* Account a freshly allocated page (or THP head) as mapped once by mm at addr. */
+static uint64_t *mm_rss(struct fp_mm *mm, const struct fp_page *p)
+{
+    if (p->flags & FP_PG_ANON)
+        return &mm->rss_anon;
+    return (p->flags & FP_PG_SWAPBACKED) ? &mm->rss_shmem : &mm->rss_file;
+}
+
+/* A freshly allocated page (or THP head) mapped once by mm at addr: page_add_new_anon_rmap()
+ * + lru_cache_add(). New anon pages start active (4.20's
+ * lru_cache_add_active_or_unevictable()); page cache and shmem pages start inactive. */
 static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
-                          uint64_t addr, enum fp_kind kind, int dirty)
+                          uint64_t addr, enum fp_kind kind, int dirty, int exec)
 {
     struct fp_page *p = &k->pages[pfn];
-    struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
-    uint64_t nr = (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
     p->mapcount = 1;
     p->owner = mm->id;
     p->vpn = addr >> FP_PAGE_SHIFT;
-    if (kind == FP_KIND_ANON) {
-        /* 4.20 lru_cache_add_active_or_unevictable(): new anon pages start active */
-        p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_LRU | FP_PG_ACTIVE;
-        node->stat[FP_NR_ANON_PAGES] += nr;
-        node->stat[FP_NR_ACTIVE_ANON] += nr;
-        if (nr > 1)
-            node->stat[FP_NR_ANON_THPS]++;
-        mm->rss_anon += nr;
-    } else if (kind == FP_KIND_SHMEM) {
-        /* shmem_getpage(): swap-backed page cache on the inactive anon list */
-        p->flags |= FP_PG_SWAPBACKED | FP_PG_LRU;
-        node->stat[FP_NR_FILE_PAGES] += nr;
-        node->stat[FP_NR_SHMEM] += nr;
-        node->stat[FP_NR_MAPPED] += nr;
-        node->stat[FP_NR_INACTIVE_ANON] += nr;
-        mm->rss_shmem += nr;
-    } else {
-        /* page cache pages enter the inactive file list */
-        p->flags |= FP_PG_LRU | (dirty ? FP_PG_DIRTY : 0);
-        node->stat[FP_NR_FILE_PAGES] += nr;
-        node->stat[FP_NR_MAPPED] += nr;
-        node->stat[FP_NR_INACTIVE_FILE] += nr;
-        if (dirty)
-            node->stat[FP_NR_DIRTY] += nr;
-        mm->rss_file += nr;
-    }
+    if (kind == FP_KIND_ANON)
+        p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE;
+    else if (kind == FP_KIND_SHMEM)
+        p->flags |= FP_PG_SWAPBACKED;
+    else if (dirty)
+        p->flags |= FP_PG_DIRTY;
+    if (exec)
+        p->flags |= FP_PG_EXECMAP;
+    fp_node_account(k, pfn, +1);
+    fp_lru_add(k, pfn, fp_page_lru(p));
+    *mm_rss(mm, p) += fp_page_nr(p);
     uint64_t rss = mm->rss_anon + mm->rss_file + mm->rss_shmem;
     if (rss > mm->hiwater_rss)
         mm->hiwater_rss = rss;
 }
 
-static void page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
+void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
 {
     struct fp_page *p = &k->pages[pfn];
-    int32_t nid = fp_pfn_to_node(k, pfn);
-    if (nid < 0)
+    if (fp_pfn_to_node(k, pfn) < 0)
         return; /* device or special memory: never accounted */
-    struct fp_node *node = &k->nodes[nid];
-    uint64_t nr = (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
-    int anon = p->flags & FP_PG_ANON, shmem = !anon && (p->flags & FP_PG_SWAPBACKED);
-    if (anon)
-        mm->rss_anon -= nr;
-    else if (shmem)
-        mm->rss_shmem -= nr;
-    else
-        mm->rss_file -= nr;
+    *mm_rss(mm, p) -= fp_page_nr(p);
     if (--p->mapcount)
         return;
-    int active = (p->flags & FP_PG_ACTIVE) != 0;
-    if (anon) {
-        node->stat[FP_NR_ANON_PAGES] -= nr;
-        node->stat[active ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
-        if (nr > 1)
-            node->stat[FP_NR_ANON_THPS]--;
-    } else {
-        node->stat[FP_NR_FILE_PAGES] -= nr;
-        node->stat[FP_NR_MAPPED] -= nr;
-        if (shmem) {
-            node->stat[FP_NR_SHMEM] -= nr;
-            node->stat[active ? FP_NR_ACTIVE_ANON : FP_NR_INACTIVE_ANON] -= nr;
-        } else {
-            node->stat[active ? FP_NR_ACTIVE_FILE : FP_NR_INACTIVE_FILE] -= nr;
-            if (p->flags & FP_PG_DIRTY)
-                node->stat[FP_NR_DIRTY] -= nr;
-        }
-    }
+    if (p->flags & FP_PG_LRU)
+        fp_lru_del(k, pfn);
+    fp_node_account(k, pfn, -1);
     fp_free_page(k, pfn);
+}
+
+/* The entry mapping a page, found through its reverse map (one mapper per page). */
+uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level)
+{
+    const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
+    if (!mm || !mm->pgd || !p->mapcount)
+        return NULL;
+    uint64_t addr = p->vpn << FP_PAGE_SHIFT, table = mm->pgd;
+    for (int l = 1; l <= 4; l++) {
+        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
+        *level = l;
+        if (l == 4 || (*e & FP_PAGE_PSE))
+            return fp_entry_present(*e) ? e : NULL;
+        if (!fp_entry_present(*e))
+            return NULL;
+        table = fp_entry_addr(*e);
+    }
+    return NULL;
 }
 
 /* Allocate and account the page that will map addr: on `node` when >= 0 (scenario
  * set-up), else by the task's policy. Special mappings get kernel frames. */
 static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int32_t node,
-                        int huge, enum fp_kind kind, int dirty)
+                        int huge, uint32_t vma_flags, int write)
 {
     int64_t pfn;
     int32_t nid = node;
-    if (kind == FP_KIND_SPECIAL && !huge)
+    enum fp_kind kind = huge ? FP_KIND_ANON : fp_page_kind(vma_flags, write);
+    if (kind == FP_KIND_SPECIAL)
         return (int64_t)k->device_pfn++;
     if (node >= 0) {
         pfn = fp_alloc_page(k, node, huge);
         if (pfn >= 0)
-            count_alloc(k, mm, preferred_node(mm), node);
+            fp_count_alloc(k, mm->local_node, preferred_node(mm), node);
     } else {
         pfn = alloc_for_fault(k, mm, addr, huge, &nid);
     }
     if (pfn < 0)
         return -ENOMEM;
-    page_add_rmap(k, mm, (uint64_t)pfn, huge ? addr & ~(FP_PMD_SIZE - 1) : addr, kind, dirty);
+    page_add_rmap(k, mm, (uint64_t)pfn, huge ? addr & ~(FP_PMD_SIZE - 1) : addr, kind, write,
+                  (vma_flags & FP_VMA_EXEC) != 0);
     return pfn;
 }
 
@@ -234,7 +266,7 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
             *err = -ENOENT;
             return NULL;
         }
-        int64_t t = table_alloc(k, mm);
+        int64_t t = fp_table_alloc(k, mm);
         if (t < 0) {
             *err = (int)t;
             return NULL;
@@ -250,7 +282,7 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
                 *err = -ENOENT;
                 return NULL;
             }
-            int64_t t = table_alloc(k, mm);
+            int64_t t = fp_table_alloc(k, mm);
             if (t < 0) {
                 *err = (int)t;
                 return NULL;
@@ -286,7 +318,7 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
 {
     if (fp_entry_present(*e))
-        page_remove_rmap(k, mm, fp_entry_addr(*e));
+        fp_page_remove_rmap(k, mm, fp_entry_addr(*e));
     else if (*e & FP_PAGE_SWPENTRY)
         mm->nr_swap--;
     *e = 0;
@@ -305,13 +337,15 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     drop_entry(k, mm, e);
     if (bits & FP_PAGE_SWPENTRY) {
         *e = bits;
-        mm->nr_swap++;
+        if (bits & FP_SWP_SWAP) {
+            mm->nr_swap++;
+            k->swap_used++;
+        }
         return 0;
     }
     if (!bits)
         return 0;
-    int64_t pfn = new_page(k, mm, addr, node, 0, fp_page_kind(vma_flags, (bits & FP_PAGE_DIRTY) != 0),
-                           (bits & FP_PAGE_DIRTY) != 0);
+    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, (bits & FP_PAGE_DIRTY) != 0);
     if (pfn < 0)
         return (int32_t)pfn;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits;
@@ -345,7 +379,7 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         *e = bits;
         return 0;
     }
-    int64_t pfn = new_page(k, mm, addr, node, 1, FP_KIND_ANON, 0);
+    int64_t pfn = new_page(k, mm, addr, node, 1, FP_VMA_ANON, 0);
     if (pfn < 0)
         return (int32_t)pfn;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
@@ -393,8 +427,8 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
 {
     struct fp_mm *mm = get_mm(k, id);
     int err;
-    int dirty = (flags & FP_FAULT_WRITE) != 0;
-    enum fp_kind kind = fp_page_kind(flags >> FP_FAULT_VMA_SHIFT, dirty);
+    int write = (flags & FP_FAULT_WRITE) != 0;
+    uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     if (!mm)
         return -ESRCH;
     k->events[FP_EV_PGFAULT]++;
@@ -403,7 +437,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         if (!pmd)
             return err == -EEXIST ? 0 : err;
         if (fp_entry_none(*pmd)) {
-            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_KIND_ANON, 0);
+            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0);
             if (pfn >= 0) {
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
                        FP_PAGE_USER | FP_PAGE_PSE;
@@ -420,11 +454,12 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         return err == -EEXIST ? 0 : err;
     if (fp_entry_present(*pte))
         return 0;
-    int64_t pfn = new_page(k, mm, addr, -1, 0, kind, dirty);
+    int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write);
     if (pfn < 0)
         return (int32_t)pfn;
     if (*pte & FP_PAGE_SWPENTRY) {
         k->events[FP_EV_PGMAJFAULT]++; /* a swap-in replaces the swap entry */
+        k->events[FP_EV_PSWPIN]++;
         drop_entry(k, mm, pte);
     }
     *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |

@@ -1,0 +1,99 @@
+"""The virtual clock: runs the kernel at ``rate`` virtual seconds per wall second,
+or stands still so a test can step it by exact amounts.
+
+Wall time is accounted at every change (pause, rate), so a rate applies only to the
+time it was in force and paused wall time never reaches the kernel. All methods run
+on the trio thread that owns the kernel.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+PERIOD = 0.05      # wall seconds between ticks while running
+STEP_CHUNK = 1.0   # step() advances in chunks of at most this (phases, exit_at stay fine-grained)
+MAX_CHUNKS = 10_000
+
+
+class VirtualClock:
+    """Drives ``kernel.advance``; ``now`` is the kernel's virtual time in seconds."""
+
+    def __init__(self, kernel: "Kernel", rate: float = 1.0, paused: bool = False,
+                 period: float = PERIOD) -> None:
+        if not rate >= 0:
+            raise ValueError(f"the rate must be 0 or more, not {rate}")
+        self.kernel = kernel
+        self.rate = float(rate)
+        self.paused = paused
+        self.period = period
+        self._last = time.monotonic()  # wall time accounted up to (while running)
+        self._wake: trio.Event | None = None
+
+    @property
+    def now(self) -> float:
+        return self.kernel.clock
+
+    @property
+    def running(self) -> bool:
+        return not self.paused and self.rate > 0
+
+    def status(self) -> dict[str, Any]:
+        return {"now": self.now, "paused": self.paused, "rate": self.rate, "running": self.running}
+
+    def tick(self) -> int:
+        """Advance by rate x the wall time since the last tick (while running)."""
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        if self.running and elapsed > 0:
+            return self.kernel.advance(elapsed * self.rate)
+        return 0
+
+    def pause(self) -> None:
+        self.tick()
+        self.paused = True
+
+    def resume(self) -> None:
+        self.tick()
+        self.paused = False
+        self._kick()
+
+    def set_rate(self, rate: float) -> None:
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise ValueError(f"the rate must be a finite number, 0 or more, not {rate}")
+        self.tick()
+        self.rate = float(rate)
+        self._kick()
+
+    def step(self, seconds: float) -> int:
+        """Advance exactly ``seconds`` of virtual time now, whether paused or not.
+        Returns the touches the workloads made."""
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"a step must be a finite number of seconds, 0 or more, not {seconds}")
+        self.tick()
+        target = self.kernel.clock + seconds
+        n = max(1, min(MAX_CHUNKS, math.ceil(seconds / STEP_CHUNK)))
+        touches = 0
+        for i in range(n):
+            left = target - self.kernel.clock
+            touches += self.kernel.advance(left if i == n - 1 else seconds / n)
+        return touches
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Tick every ``period`` while running; sleep until resumed otherwise."""
+        while True:
+            if not self.running:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            await trio.sleep(self.period)
+            self.tick()

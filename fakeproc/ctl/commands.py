@@ -1,0 +1,141 @@
+"""The control commands. Each is one plain function over the kernel and the clock;
+``@command()`` registers it and its signature is its argument schema.
+
+Units: sizes and RSS are in 4 KiB pages, times in virtual seconds, addresses are
+integers (or "0x..." strings where noted).
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+from .. import machine
+from .protocol import PROTOCOL_VERSION, bad_args
+from .registry import COMMANDS, Context, command
+
+if TYPE_CHECKING:
+    from ..kernel.task import Task
+    from ..kernel.workload import Workload
+
+PID_MAX_LIMIT = 4194304  # pids fakeproc picks are above the kernel's, like the built-in ones
+
+
+def parse_addr(value: int | str) -> int:
+    """An address as a JSON integer or a "0x..." / decimal string."""
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            raise bad_args(f"not an address: {value!r}") from None
+    if value < 0:
+        raise bad_args(f"not an address: {value}")
+    return value
+
+
+def describe_workload(wl: "Workload | None") -> dict[str, Any] | None:
+    if wl is None:
+        return None
+    return {"pattern": wl.pattern, "rate": wl.rate, "hot": wl.hot, "hot_access": wl.hot_access,
+            "write": wl.write, "zipf_s": wl.zipf_s, "seed": wl.seed,
+            "phases": [{"at": p.at, "hot_offset": p.hot_offset} for p in wl.phases],
+            "vmas": list(wl.vma_indices) if wl.vma_indices is not None else None,
+            "touches": wl.touches}
+
+
+def describe_task(ctx: Context, t: "Task") -> dict[str, Any]:
+    """What `list` reports of one process (RSS in pages, as /proc/PID/status counts it)."""
+    mc = ctx.kernel.mm_counters(t)
+    pol = t.policy.mode + (":" + ",".join(map(str, t.policy.nodes)) if t.policy.nodes else "")
+    anon, file, shmem = mc.get("rss_anon", 0), mc.get("rss_file", 0), mc.get("rss_shmem", 0)
+    return {"pid": t.pid, "name": t.name, "state": t.state, "ppid": t.ppid, "uid": t.uid,
+            "gid": t.gid, "cpu": t.cpu, "threads": list(t.tids), "policy": pol,
+            "rss": anon + file + shmem, "rss_anon": anon, "rss_file": file, "rss_shmem": shmem,
+            "vm": mc.get("total_vm", 0), "exit_at": t.exit_at,
+            "workload": describe_workload(t.workload)}
+
+
+@command()
+def ping(ctx: Context) -> dict[str, Any]:
+    """Is the server alive? Returns the protocol version, server pid and virtual time."""
+    return {"pong": True, "protocol": PROTOCOL_VERSION, "pid": os.getpid(), "now": ctx.clock.now}
+
+
+@command()
+def commands(ctx: Context) -> list[dict[str, Any]]:
+    """The commands this server knows, with their arguments and a line of help."""
+    return [COMMANDS[n].describe() for n in sorted(COMMANDS)]
+
+
+@command("list")
+def list_(ctx: Context) -> list[dict[str, Any]]:
+    """Every process (zombies too), by pid."""
+    return [describe_task(ctx, t) for t in sorted(ctx.kernel.tasks.values(), key=lambda t: t.pid)]
+
+
+@command()
+def spawn(ctx: Context, **process: Any) -> dict[str, Any]:
+    """Start a process: args are one [[process]] table of the machine file (pid optional).
+
+    Without a pid, the next free id above PID_MAX_LIMIT and every existing id is used.
+    """
+    if "pid" not in process:
+        used = [tid for t in ctx.kernel.tasks.values() for tid in t.tids]
+        process = {"pid": max([PID_MAX_LIMIT, *used]) + 1, **process}
+    task = machine.add_process(ctx.kernel, process, "spawn")
+    return describe_task(ctx, task)
+
+
+@command()
+def kill(ctx: Context, pid: int, zombie: bool = False) -> dict[str, Any]:
+    """End a process: its memory is freed; zombie=true keeps /proc/PID as a zombie."""
+    task = ctx.task(pid)
+    ctx.kernel.exit(task.pid, zombie=zombie)
+    return {"pid": task.pid, "state": "zombie" if zombie else "gone"}
+
+
+@command()
+def set_workload(ctx: Context, pid: int, workload: dict[str, Any] | None) -> dict[str, Any]:
+    """Replace (or start) pid's workload: a [process.workload] table; null stops it.
+
+    ``vmas`` indexes the process's VMAs in address order (the order of maps); phase
+    times are absolute virtual times.
+    """
+    task = ctx.task(pid, alive=True)
+    wl = machine.set_workload(ctx.kernel, task, workload, "set_workload")
+    return {"pid": task.pid, "workload": describe_workload(wl)}
+
+
+@command()
+def clock(ctx: Context, action: Literal["status", "pause", "resume", "step", "rate"] = "status",
+          seconds: float | None = None, rate: float | None = None) -> dict[str, Any]:
+    """Virtual clock: status, pause, resume, step (seconds), rate (rate). Returns the status.
+
+    A step advances exactly ``seconds`` of virtual time before replying, paused or not,
+    and adds ``touches`` (what the workloads did) to the status.
+    """
+    c = ctx.clock
+    if (seconds is not None) != (action == "step"):
+        raise bad_args("clock: seconds goes with action 'step', and only with it")
+    if (rate is not None) != (action == "rate"):
+        raise bad_args("clock: rate goes with action 'rate', and only with it")
+    extra: dict[str, Any] = {}
+    if action == "pause":
+        c.pause()
+    elif action == "resume":
+        c.resume()
+    elif action == "step":
+        assert seconds is not None
+        extra["touches"] = c.step(seconds)
+    elif action == "rate":
+        assert rate is not None
+        c.set_rate(rate)
+    return {**c.status(), **extra}
+
+
+@command()
+def touch(ctx: Context, pid: int, addr: int | str, write: bool = False) -> dict[str, Any]:
+    """One CPU access by pid at addr (faulting the page in first); returns its node."""
+    task = ctx.task(pid, alive=True)
+    a = parse_addr(addr)
+    ctx.kernel.touch(task, a, write=write)
+    return {"pid": task.pid, "addr": a, "node": ctx.kernel.page_node(task, a)}

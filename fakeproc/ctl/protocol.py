@@ -1,0 +1,146 @@
+"""The control protocol: framing, errors, and where a mount's socket lives.
+
+One JSON object per line, each way. A request is ``{"id": N, "cmd": NAME, "args": {...}}``;
+the reply is ``{"id": N, "ok": true, "result": ...}`` or ``{"id": N, "ok": false,
+"error": {"type": T, "errno": E, "message": M}}``. Server and client share this module
+so they agree on the framing and on the socket's path without any configuration.
+"""
+from __future__ import annotations
+
+import errno as errnos
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_LINE = 1 << 20  # bytes in one request line; longer lines are answered "too_long" and dropped
+SOCKET_NAME = "ctl.sock"
+MOUNTPOINT_NAME = "mountpoint"
+
+# error types (the "type" field of an error reply)
+BAD_REQUEST = "bad_request"          # not JSON, not an object, no "cmd", args not an object
+UNKNOWN_COMMAND = "unknown_command"  # no such "cmd"
+BAD_ARGS = "bad_args"                # missing, unexpected or mistyped args; invalid values
+NO_SUCH_PROCESS = "no_such_process"  # the pid names no process (errno ESRCH)
+KERNEL = "kernel"                    # the emulated kernel refused (errno as the syscall's)
+TOO_LONG = "too_long"                # a request line over MAX_LINE bytes
+INTERNAL = "internal"                # a bug in fakeproc: the server logs the traceback
+CONNECT = "connect"                  # client side: no server answers on the socket
+
+
+class CtlError(Exception):
+    """A structured error: raised by command handlers, sent as an error reply, and
+    raised again by the client."""
+
+    def __init__(self, type: str, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.type = type
+        self.errno = errno
+        self.message = message
+        self.req_id: Any = None  # the request's id, when known (malformed requests)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "errno": self.errno, "message": self.message}
+
+    @classmethod
+    def from_json(cls, err: Any) -> "CtlError":
+        if not isinstance(err, dict):
+            return cls(BAD_REQUEST, f"malformed error reply: {err!r}")
+        return cls(str(err.get("type", INTERNAL)), str(err.get("message", "")), err.get("errno"))
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+def bad_args(message: str) -> CtlError:
+    return CtlError(BAD_ARGS, message, errnos.EINVAL)
+
+
+def encode(obj: Any) -> bytes:
+    """One message as a line (compact JSON never contains a raw newline)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def reply_ok(req_id: Any, result: Any) -> dict[str, Any]:
+    return {"id": req_id, "ok": True, "result": result}
+
+
+def reply_error(req_id: Any, err: CtlError) -> dict[str, Any]:
+    return {"id": req_id, "ok": False, "error": err.to_json()}
+
+
+def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
+    """(id, cmd, args) of one request line; CtlError(bad_request) when malformed,
+    carrying the id in ``req_id`` when one could be read."""
+    try:
+        msg = json.loads(line, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CtlError(BAD_REQUEST, f"not a JSON object: {e}") from None
+    if not isinstance(msg, dict):
+        raise CtlError(BAD_REQUEST, f"a request is a JSON object, not {type(msg).__name__}")
+    req_id = msg.get("id")
+    try:
+        cmd = msg.get("cmd")
+        if not isinstance(cmd, str):
+            raise CtlError(BAD_REQUEST, 'a request needs "cmd": a command name')
+        args = msg.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise CtlError(BAD_REQUEST, '"args" must be a JSON object')
+        extra = set(msg) - {"id", "cmd", "args"}
+        if extra:
+            raise CtlError(BAD_REQUEST, f"unknown request keys: {', '.join(sorted(extra))}")
+    except CtlError as e:
+        e.req_id = req_id
+        raise
+    return req_id, cmd, args
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# ---- where the socket lives ------------------------------------------------------------
+
+def mount_key(mountpoint: str | os.PathLike[str]) -> tuple[str, str]:
+    """(realpath, 16 hex digits naming its runtime directory)."""
+    real = os.path.realpath(mountpoint)
+    return real, hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+
+
+def runtime_bases() -> list[Path]:
+    """Candidate parents of the per-mount directories, most preferred first."""
+    bases = [Path("/run/fakeproc")]
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        bases.append(Path(xdg) / "fakeproc")
+    bases.append(Path(f"/tmp/fakeproc-{os.geteuid()}"))
+    return bases
+
+
+def _usable(base: Path) -> bool:
+    """Could this process create a directory in base (creating base if need be)?"""
+    probe = base if base.exists() else base.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def runtime_dir(mountpoint: str | os.PathLike[str]) -> Path:
+    """The mount's runtime directory: an existing one with a socket, else the first
+    base this process can write to. Server and client compute the same answer."""
+    _, key = mount_key(mountpoint)
+    bases = runtime_bases()
+    for base in bases:
+        if (base / key / SOCKET_NAME).exists():
+            return base / key
+    for base in bases:
+        if _usable(base):
+            return base / key
+    return bases[-1] / key
+
+
+def socket_path(mountpoint: str | os.PathLike[str]) -> Path:
+    """The control socket of the machine mounted on mountpoint."""
+    return runtime_dir(mountpoint) / SOCKET_NAME

@@ -1,0 +1,182 @@
+"""The control socket: accepts connections on the trio thread that owns the kernel.
+
+The socket is bound before the file system is mounted (so it is there as soon as
+the mount answers) and served as one more task in the mount's nursery. A client
+that sends garbage, too long a line, or vanishes mid-request only loses its own
+connection: every failure is caught per connection and logged.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import commands as _commands  # noqa: F401 - registers the commands
+from .protocol import (INTERNAL, MAX_LINE, MOUNTPOINT_NAME, SOCKET_NAME, TOO_LONG, CtlError, encode,
+                       mount_key, parse_request, reply_error, reply_ok, runtime_dir)
+from .registry import Context, dispatch
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+    from .clock import VirtualClock
+
+log = logging.getLogger("fakeproc.ctl")
+RECV_SIZE = 65536
+
+
+def _private_dir(path: Path) -> None:
+    """mkdir path 0700 (and its parent), refusing one that is a symlink or not ours."""
+    for d in (path.parent, path):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise RuntimeError(f"{d} is not a directory owned by uid {os.geteuid()}; remove it")
+    os.chmod(path, 0o700)
+
+
+def _replace_stale(path: Path) -> None:
+    """Remove a socket left by a killed server; refuse to steal a live one."""
+    if not os.path.lexists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise RuntimeError(f"another fakeproc server answers on {path}; stop it first")
+
+
+class ControlServer:
+    """Owns the socket file of one mount; ``serve()`` runs in the mount's nursery."""
+
+    def __init__(self, mountpoint: str | os.PathLike[str], kernel: "Kernel", clock: "VirtualClock") -> None:
+        self.ctx = Context(kernel, clock)
+        self.realpath, _ = mount_key(mountpoint)
+        self.dir = runtime_dir(mountpoint)
+        self.path = self.dir / SOCKET_NAME
+        self._sock: socket.socket | None = None
+        self._ino: int | None = None
+        self._conns = itertools.count(1)
+
+    def bind(self) -> "ControlServer":
+        """Create the private directory and listen on the socket (before mounting)."""
+        _private_dir(self.dir)
+        _replace_stale(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._ino = sock, os.stat(self.path).st_ino
+        fd = os.open(self.dir / MOUNTPOINT_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.realpath + "\n")
+        return self
+
+    def close(self) -> None:
+        """Stop listening; remove the socket, the mountpoint file and the directory if
+        they are still this server's."""
+        if self._sock is None:
+            return
+        self._sock.close()
+        self._sock = None
+        try:
+            if os.stat(self.path).st_ino != self._ino:
+                return  # replaced by another server
+            os.unlink(self.path)
+            os.unlink(self.dir / MOUNTPOINT_NAME)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+    async def serve(self) -> None:
+        """Accept connections until cancelled."""
+        assert self._sock is not None, "bind() first"
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._sock))
+        await trio.serve_listeners(self._connection, [listener])
+
+    # ---- one connection ----------------------------------------------------------------
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = next(self._conns)
+        try:
+            await self._converse(stream, conn)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            log.warning("control connection %d: client went away (%s)", conn, e)
+        except Exception:
+            log.exception("control connection %d failed; closing it", conn)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _converse(self, stream: trio.SocketStream, conn: int) -> None:
+        buf = bytearray()
+        dropping = False  # inside a too-long line: discard up to its newline
+        while True:
+            data = await stream.receive_some(RECV_SIZE)
+            if not data:
+                if buf and not dropping:
+                    log.warning("control connection %d: closed mid-request (%d bytes dropped)",
+                                conn, len(buf))
+                return
+            buf += data
+            while True:
+                nl = buf.find(b"\n")
+                if dropping:
+                    if nl < 0:
+                        buf.clear()
+                        break
+                    del buf[:nl + 1]
+                    dropping = False
+                    continue
+                if nl < 0:
+                    if len(buf) > MAX_LINE:
+                        dropping = True
+                        buf.clear()
+                        await stream.send_all(self._too_long(conn))
+                    break
+                line = bytes(buf[:nl])
+                del buf[:nl + 1]
+                if len(line) > MAX_LINE:
+                    await stream.send_all(self._too_long(conn))
+                elif line.strip():
+                    await stream.send_all(self.handle_line(line, conn))
+
+    def _too_long(self, conn: int) -> bytes:
+        log.warning("control connection %d: request line over %d bytes dropped", conn, MAX_LINE)
+        return encode(reply_error(None, CtlError(TOO_LONG, f"a request line may hold at most {MAX_LINE} "
+                                                 "bytes; this one was dropped", errno.EMSGSIZE)))
+
+    def handle_line(self, line: bytes, conn: int = 0) -> bytes:
+        """One request line in, one reply line out (never raises)."""
+        req_id: Any = None
+        try:
+            req_id, cmd, args = parse_request(line)
+            reply = reply_ok(req_id, dispatch(self.ctx, cmd, args))
+        except CtlError as e:
+            if e.req_id is not None:
+                req_id = e.req_id
+            if e.type == INTERNAL:
+                log.error("control connection %d: %s", conn, e)
+            reply = reply_error(req_id, e)
+        try:
+            return encode(reply)
+        except (TypeError, ValueError) as e:
+            log.exception("control connection %d: reply not JSON", conn)
+            return encode(reply_error(req_id, CtlError(INTERNAL, f"the reply is not JSON: {e}")))

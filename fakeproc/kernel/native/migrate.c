@@ -1,0 +1,51 @@
+/*
+ * Page migration: one page (or THP) to another node.
+ * Linux: mm/migrate.c (migrate_pages -> unmap_and_move -> move_to_new_page,
+ * remove_migration_ptes), used by reclaim's demotion and by move_pages(2).
+ *
+ * The new page takes the old one's state (anon/file, active, PG_referenced,
+ * dirty) and LRU list; its PTE is installed old, with the accessed bit clear
+ * (INTERFACES.md 4). Migration counters count a THP as one.
+ */
+#include <errno.h>
+#include <string.h>
+#include "internal.h"
+
+#define MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
+                      FP_PG_DIRTY | FP_PG_EXECMAP)
+
+int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
+                        uint64_t *new_pfn)
+{
+    struct fp_page *old = &k->pages[pfn];
+    int level;
+    if (dst < 0 || dst >= k->nr_nodes || pfn >= k->nr_pfns)
+        return -EINVAL;
+    uint64_t *e = fp_rmap_entry(k, old, &level);
+    if (!e)
+        return -EFAULT;
+    int huge = (old->flags & FP_PG_HEAD) != 0;
+    int64_t np = fp_alloc_page(k, dst, huge);
+    if (np < 0)
+        return -ENOMEM;
+    /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
+    fp_count_alloc(k, caller_node, dst, dst);
+    struct fp_page *new = &k->pages[np];
+    int was_lru = (old->flags & FP_PG_LRU) != 0;
+    if (was_lru)
+        fp_lru_del(k, pfn);
+    fp_node_account(k, pfn, -1);
+    new->flags |= old->flags & MIGRATE_KEEP;
+    new->mapcount = old->mapcount;
+    new->owner = old->owner;
+    new->vpn = old->vpn;
+    fp_node_account(k, (uint64_t)np, +1);
+    if (was_lru)
+        fp_lru_add(k, (uint64_t)np, fp_page_lru(new));
+    *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
+    fp_free_page(k, pfn);
+    k->events[FP_EV_PGMIGRATE_SUCCESS]++;
+    if (new_pfn)
+        *new_pfn = (uint64_t)np;
+    return 0;
+}

@@ -1,0 +1,260 @@
+/*
+ * Reclaim: LRU aging, the second-chance check, demotion DRAM -> peer, swap.
+ * Linux: mm/vmscan.c of 4.20 (shrink_node_memcg, shrink_list, shrink_active_list,
+ * shrink_inactive_list, shrink_page_list, page_check_references,
+ * inactive_list_is_low, balance_pgdat) with the RFC's change: an anonymous page
+ * chosen for reclaim on a DRAM node whose peer is online migrates to the peer
+ * instead of going to swap (INTERFACES.md 4).
+ *
+ * Simplified on purpose: one mapper per page (no fork), no memcg, no writeback
+ * delay (dirty page cache is written back at once), no mlock, priorities
+ * scan len >> priority pages from each evictable list as get_scan_count() would
+ * with swappiness balanced.
+ */
+#include <errno.h>
+#include "internal.h"
+
+#define SWAP_CLUSTER_MAX 32
+#define DEF_PRIORITY 12
+
+/* page_referenced(): test-and-clear the accessed bit of every entry mapping it */
+static int page_referenced(struct fp_kernel *k, uint64_t pfn)
+{
+    int level;
+    uint64_t *e = fp_rmap_entry(k, &k->pages[pfn], &level);
+    if (!e || !(*e & FP_PAGE_ACCESSED))
+        return 0;
+    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+    return 1;
+}
+
+static uint64_t isqrt(uint64_t x)
+{
+    uint64_t r = 0;
+    while ((r + 1) * (r + 1) <= x)
+        r++;
+    return r;
+}
+
+/* inactive_list_is_low(): inactive * ratio < active, ratio = int_sqrt(10 * GiB) or 1 */
+static int inactive_is_low(const struct fp_node *node, int inactive_lru)
+{
+    static const int stat[] = {FP_NR_INACTIVE_ANON, FP_NR_ACTIVE_ANON,
+                               FP_NR_INACTIVE_FILE, FP_NR_ACTIVE_FILE};
+    uint64_t inactive = node->stat[stat[inactive_lru]], active = node->stat[stat[inactive_lru + 1]];
+    uint64_t gb = (inactive + active) >> (30 - FP_PAGE_SHIFT);
+    uint64_t ratio = gb ? isqrt(10 * gb) : 1;
+    return inactive * ratio < active;
+}
+
+/* shrink_active_list(): age up to nr base pages from the active tail */
+static void shrink_active(struct fp_kernel *k, struct fp_node *node, int lru, uint64_t nr)
+{
+    uint64_t scanned = 0, deactivated = 0;
+    while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE) {
+        uint64_t pfn = node->lru_tail[lru];
+        struct fp_page *p = &k->pages[pfn];
+        fp_lru_del(k, pfn);
+        scanned += fp_page_nr(p);
+        if (page_referenced(k, pfn) && (p->flags & FP_PG_EXECMAP) &&
+            !(p->flags & FP_PG_SWAPBACKED)) {
+            fp_lru_add(k, pfn, lru); /* referenced executable page cache stays active */
+            continue;
+        }
+        p->flags &= ~FP_PG_ACTIVE;
+        fp_lru_add(k, pfn, lru - 1);
+        deactivated += fp_page_nr(p);
+    }
+    k->events[FP_EV_PGREFILL] += scanned;
+    k->events[FP_EV_PGDEACTIVATE] += deactivated;
+}
+
+enum pageref { PAGEREF_RECLAIM, PAGEREF_KEEP, PAGEREF_ACTIVATE };
+
+/* page_check_references() */
+static enum pageref check_references(struct fp_kernel *k, uint64_t pfn)
+{
+    struct fp_page *p = &k->pages[pfn];
+    int referenced_ptes = page_referenced(k, pfn);
+    int referenced_page = (p->flags & FP_PG_REFERENCED) != 0;
+    p->flags &= ~FP_PG_REFERENCED;
+    if (referenced_ptes) {
+        if (p->flags & FP_PG_SWAPBACKED)
+            return PAGEREF_ACTIVATE;
+        p->flags |= FP_PG_REFERENCED;
+        if (referenced_page || referenced_ptes > 1 || (p->flags & FP_PG_EXECMAP))
+            return PAGEREF_ACTIVATE;
+        return PAGEREF_KEEP;
+    }
+    return PAGEREF_RECLAIM; /* PG_referenced alone never saves a page here */
+}
+
+/* A THP's PMD becomes a table of 512 swap entries (4.20 swaps a THP whole, then
+ * splits its mapping into swap PTEs). */
+static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, int level,
+                            uint64_t nr)
+{
+    uint64_t swp = FP_PAGE_SWPENTRY | FP_SWP_SWAP;
+    if (level == 4) {
+        *e = swp;
+        return 0;
+    }
+    int64_t t = fp_table_alloc(k, mm);
+    if (t < 0)
+        return (int)t;
+    mm->nr_tables++;
+    uint64_t *ptes = fp_table(k, (uint64_t)t);
+    for (uint64_t i = 0; i < nr; i++)
+        ptes[i] = swp;
+    *e = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
+    k->events[FP_EV_THP_SWPOUT]++;
+    k->events[FP_EV_THP_SPLIT_PMD]++;
+    return 0;
+}
+
+/* pageout() for a swap-backed page: to swap if there is room. 0 when freed. */
+static int swap_out(struct fp_kernel *k, uint64_t pfn)
+{
+    struct fp_page *p = &k->pages[pfn];
+    uint64_t nr = fp_page_nr(p);
+    int level;
+    if (k->swap_total - k->swap_used < nr)
+        return -ENOSPC;
+    uint64_t *e = fp_rmap_entry(k, p, &level);
+    struct fp_mm *mm = k->mms[p->owner];
+    if (!e || swap_entries_for(k, mm, e, level, nr))
+        return -ENOMEM;
+    k->swap_used += nr;
+    mm->nr_swap += nr;
+    k->events[FP_EV_PSWPOUT] += nr;
+    fp_page_remove_rmap(k, mm, pfn);
+    return 0;
+}
+
+/* Dropping a page-cache page: unmap (the next access faults it back in) and free. */
+static void drop_file_page(struct fp_kernel *k, uint64_t pfn)
+{
+    struct fp_page *p = &k->pages[pfn];
+    int level;
+    uint64_t *e = fp_rmap_entry(k, p, &level);
+    if (e)
+        *e = 0;
+    fp_page_remove_rmap(k, k->mms[p->owner], pfn);
+}
+
+/* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node */
+static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint64_t nr, int mode)
+{
+    struct fp_node *node = &k->nodes[nid];
+    uint64_t scanned = 0, reclaimed = 0, stolen = 0;
+    int demote = node->is_dram && node->peer >= 0;
+    while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE) {
+        uint64_t pfn = node->lru_tail[lru];
+        struct fp_page *p = &k->pages[pfn];
+        uint64_t n = fp_page_nr(p);
+        fp_lru_del(k, pfn);
+        scanned += n;
+        enum pageref ref = check_references(k, pfn);
+        if (ref == PAGEREF_KEEP) {
+            fp_lru_add(k, pfn, lru);
+            continue;
+        }
+        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_ANON) && demote) {
+            if (fp_migrate_page(k, pfn, node->peer, nid, NULL) == 0) {
+                reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
+            } else {
+                k->events[FP_EV_PGMIGRATE_FAIL]++;
+                fp_lru_add(k, pfn, lru); /* back on the LRU, not activated */
+            }
+            continue;
+        }
+        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED)) {
+            if (swap_out(k, pfn) == 0) {
+                reclaimed += n;
+                stolen += n;
+                continue;
+            }
+            ref = PAGEREF_ACTIVATE; /* activate_locked: no swap for it */
+        }
+        if (ref == PAGEREF_ACTIVATE) {
+            p->flags |= FP_PG_ACTIVE;
+            fp_lru_add(k, pfn, lru + 1);
+            k->events[FP_EV_PGACTIVATE] += n;
+            continue;
+        }
+        drop_file_page(k, pfn);
+        reclaimed += n;
+        stolen += n;
+    }
+    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSCAN_KSWAPD : FP_EV_PGSCAN_DIRECT] += scanned;
+    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSTEAL_KSWAPD : FP_EV_PGSTEAL_DIRECT] += stolen;
+    return reclaimed;
+}
+
+/* shrink_node(): priorities from DEF_PRIORITY down, each scanning len >> priority
+ * base pages of every evictable list in SWAP_CLUSTER_MAX batches. Anonymous lists
+ * are scanned when there is swap, and always on DRAM nodes (the RFC). */
+int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode)
+{
+    static const int stat[] = {FP_NR_INACTIVE_ANON, FP_NR_ACTIVE_ANON,
+                               FP_NR_INACTIVE_FILE, FP_NR_ACTIVE_FILE};
+    if (nid < 0 || nid >= k->nr_nodes)
+        return -EINVAL;
+    struct fp_node *node = &k->nodes[nid];
+    int scan_anon = node->is_dram || k->swap_used < k->swap_total;
+    uint64_t reclaimed = 0;
+    int outer = k->in_reclaim;
+    k->in_reclaim = 1;
+    for (int prio = DEF_PRIORITY; prio >= 0 && reclaimed < nr_to_reclaim; prio--) {
+        uint64_t target[4] = {0};
+        for (int l = scan_anon ? 0 : 2; l < 4; l++)
+            target[l] = node->stat[stat[l]] >> prio;
+        int left = 1;
+        while (left && reclaimed < nr_to_reclaim) {
+            left = 0;
+            for (int l = 0; l < 4; l++) {
+                if (!target[l])
+                    continue;
+                uint64_t batch = target[l] < SWAP_CLUSTER_MAX ? target[l] : SWAP_CLUSTER_MAX;
+                target[l] -= batch;
+                left |= target[l] != 0;
+                if (l & 1) {
+                    if (inactive_is_low(node, l - 1))
+                        shrink_active(k, node, l, batch);
+                } else {
+                    reclaimed += shrink_inactive(k, nid, l, batch, mode);
+                }
+            }
+        }
+        if (scan_anon && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
+            shrink_active(k, node, FP_LRU_ACTIVE_ANON, SWAP_CLUSTER_MAX);
+    }
+    k->in_reclaim = outer;
+    return (int64_t)reclaimed;
+}
+
+/* kswapd's balance_pgdat(): reclaim until the node is above its high watermark. */
+int64_t fp_kswapd(struct fp_kernel *k, int32_t nid)
+{
+    if (nid < 0 || nid >= k->nr_nodes)
+        return -EINVAL;
+    struct fp_node *node = &k->nodes[nid];
+    uint64_t total = 0;
+    node->kswapd_wake = 0;
+    if (node->stat[FP_NR_FREE_PAGES] >= node->wmark[FP_WMARK_HIGH]) {
+        k->events[FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY]++;
+        return 0;
+    }
+    k->events[FP_EV_PAGEOUTRUN]++;
+    for (int round = 0; round < 1024; round++) {
+        uint64_t free = node->stat[FP_NR_FREE_PAGES], high = node->wmark[FP_WMARK_HIGH];
+        if (free >= high)
+            break;
+        uint64_t want = high - free < SWAP_CLUSTER_MAX ? SWAP_CLUSTER_MAX : high - free;
+        int64_t got = fp_shrink_node(k, nid, want, FP_RECLAIM_KSWAPD);
+        if (got <= 0)
+            break;
+        total += (uint64_t)got;
+    }
+    return (int64_t)total;
+}

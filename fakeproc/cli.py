@@ -1,7 +1,8 @@
-"""Command line: argument parsing only; the work is in machine, fs and demo."""
+"""Command line: argument parsing only; the work is in machine, fs, ctl and demo."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("machine", nargs="?")
     d = sub.add_parser("demo", help="mount the default machine, show it working, unmount")
     d.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    from .ctl.cli import add_parser as add_ctl_parser
+    add_ctl_parser(sub, DEFAULT_MOUNTPOINT)
     return p
 
 
@@ -77,6 +80,7 @@ def _mount(args: argparse.Namespace) -> int:
         print(f"fakeproc: {e}", file=sys.stderr)
         return 2
     Path(mnt).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     from .fs.server import serve
     print(_summary(kernel, mnt), flush=True)
     serve(kernel, mnt, rate=args.rate, paused=args.paused, allow_other=args.allow_other)
@@ -138,5 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return _umount(args)
     if args.cmd == "check":
         return _check(args)
+    if args.cmd == "ctl":
+        from .ctl.cli import run as run_ctl
+        return run_ctl(args)
     from .demo import run_demo
     return run_demo(args.mountpoint)

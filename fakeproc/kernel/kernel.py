@@ -277,9 +277,42 @@ class Kernel:
         self.generation += 1
         return got
 
+    def check(self) -> list[str]:
+        """The invariant checker (native/check.c): [] when consistent, else the first
+        problem and a count."""
+        buf = ffi.new("char[]", 512)
+        n = lib.fp_check(self.native, buf, 512)
+        if n == 0:
+            return []
+        return [ffi.string(buf).decode(), f"{n} problem(s) in all"]
+
     def swap_pages(self) -> tuple[int, int]:
         """(total, used) pages of the emulated swap device."""
         return int(self.native.swap_total), int(self.native.swap_used)
+
+    def migrate_page_at(self, task: Task, addr: int, nid: int) -> bool:
+        """Migrate the page mapped at addr to node nid (mm/migrate.c); False when
+        there is no such page or no room on nid."""
+        if task.mm_id is None:
+            return False
+        level = ffi.new("int32_t *")
+        e = lib.fp_lookup(self.native, task.mm_id, addr, level)
+        if e == ffi.NULL or not e[0] & lib.FP_PAGE_PRESENT or e[0] & lib.FP_PAGE_SWPENTRY or \
+                (level[0] < 4 and not e[0] & lib.FP_PAGE_PSE):
+            return False
+        pfn = (e[0] & 0x000FFFFFFFFFF000) >> 12
+        if self.page_node(task, addr) is None:
+            return False
+        caller = self._idx[self.cpu_node(task.cpu)]
+        ok = lib.fp_migrate_page(self.native, pfn, self._idx[nid], caller, ffi.NULL) == 0
+        self.generation += 1
+        return ok
+
+    def age_active(self, nid: int) -> None:
+        """shrink_active_list() over the whole active lists of node nid: every page
+        goes inactive (bar referenced executable page cache) with its PTE bits cleared."""
+        lib.fp_age_active(self.native, self._idx[nid])
+        self.generation += 1
 
     def watermarks(self, nid: int) -> tuple[int, int, int]:
         w = self.native.nodes[self._idx[nid]].wmark

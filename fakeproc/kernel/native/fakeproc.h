@@ -280,9 +280,13 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 /* reclaim (vmscan.c) and migration (migrate.c) */
 int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode);
 int64_t fp_kswapd(struct fp_kernel *k, int32_t nid);
+void fp_age_active(struct fp_kernel *k, int32_t nid);
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
                         uint64_t *new_pfn);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
+
+/* the invariant checker: number of problems, the first described in msg */
+int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

@@ -317,10 +317,12 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
 
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
 {
-    if (fp_entry_present(*e))
+    if (fp_entry_present(*e)) {
         fp_page_remove_rmap(k, mm, fp_entry_addr(*e));
-    else if (*e & FP_PAGE_SWPENTRY)
+    } else if ((*e & FP_PAGE_SWPENTRY) && (*e & FP_SWP_SWAP)) {
         mm->nr_swap--;
+        k->swap_used--;
+    }
     *e = 0;
 }
 

@@ -31,8 +31,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
-    int was_lru = (old->flags & FP_PG_LRU) != 0;
-    if (was_lru)
+    if (old->flags & FP_PG_LRU) /* else reclaim has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
     new->flags |= old->flags & MIGRATE_KEEP;
@@ -40,8 +39,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     new->owner = old->owner;
     new->vpn = old->vpn;
     fp_node_account(k, (uint64_t)np, +1);
-    if (was_lru)
-        fp_lru_add(k, (uint64_t)np, fp_page_lru(new));
+    fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
     fp_free_page(k, pfn);
     k->events[FP_EV_PGMIGRATE_SUCCESS]++;

@@ -233,6 +233,15 @@ int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim,
     return (int64_t)reclaimed;
 }
 
+/* Age the active lists of a node without reclaiming (the shrink_active_list()
+ * half of shrink_node), for tests and the control API. */
+void fp_age_active(struct fp_kernel *k, int32_t nid)
+{
+    struct fp_node *node = &k->nodes[nid];
+    shrink_active(k, node, FP_LRU_ACTIVE_ANON, node->stat[FP_NR_ACTIVE_ANON]);
+    shrink_active(k, node, FP_LRU_ACTIVE_FILE, node->stat[FP_NR_ACTIVE_FILE]);
+}
+
 /* kswapd's balance_pgdat(): reclaim until the node is above its high watermark. */
 int64_t fp_kswapd(struct fp_kernel *k, int32_t nid)
 {

@@ -1,0 +1,212 @@
+/*
+ * The invariant checker: recompute every counter from the page state and
+ * compare. Linux has no single counterpart (CONFIG_DEBUG_VM checks pieces of
+ * it); tests and the control API call it after arbitrary operation sequences.
+ *
+ * Checked: every allocated page is a page table, a THP tail, or mapped and
+ * found again through its reverse map; every present leaf maps an allocated
+ * page that maps back to it; per-node counters equal the sums of page states;
+ * the LRU lists hold exactly the LRU pages, on the right list, in both
+ * directions; mm RSS, table and swap counts equal what the page tables hold.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+struct checker {
+    struct fp_kernel *k;
+    char *msg;
+    size_t len;
+    int64_t problems;
+    uint64_t *stat;        /* recomputed per-node counters [node][FP_NR_NODE_STATS] */
+    uint64_t swap_entries;
+};
+
+static void problem(struct checker *c, const char *fmt, ...)
+{
+    if (!c->problems++ && c->len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->msg, c->len, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static uint64_t *cstat(struct checker *c, int nid)
+{
+    return &c->stat[(size_t)nid * FP_NR_NODE_STATS];
+}
+
+static void check_leaf(struct checker *c, struct fp_mm *mm, uint64_t e, uint64_t addr,
+                       uint64_t *rss)
+{
+    struct fp_kernel *k = c->k;
+    uint64_t pfn = fp_entry_addr(e);
+    int nid = fp_pfn_to_node(k, pfn);
+    if (nid < 0)
+        return; /* device or special frame */
+    const struct fp_page *p = &k->pages[pfn];
+    if (!(p->flags & FP_PG_ALLOCATED) || (p->flags & FP_PG_TAIL)) {
+        problem(c, "mm %u maps pfn %lu at %#lx, which is free or a THP tail",
+                mm->id, (unsigned long)pfn, (unsigned long)addr);
+        return;
+    }
+    if (p->owner != mm->id || (p->vpn << FP_PAGE_SHIFT) != addr || p->mapcount != 1)
+        problem(c, "pfn %lu: rmap says mm %u addr %#lx mapcount %u, mapped by mm %u at %#lx",
+                (unsigned long)pfn, p->owner, (unsigned long)(p->vpn << FP_PAGE_SHIFT),
+                p->mapcount, mm->id, (unsigned long)addr);
+    uint64_t nr = fp_page_nr(p);
+    if (p->flags & FP_PG_ANON)
+        rss[0] += nr;
+    else if (p->flags & FP_PG_SWAPBACKED)
+        rss[2] += nr;
+    else
+        rss[1] += nr;
+}
+
+static void check_table(struct checker *c, struct fp_mm *mm, uint64_t table, int level,
+                        uint64_t base, uint64_t *rss, uint64_t *tables, uint64_t *swaps)
+{
+    struct fp_kernel *k = c->k;
+    const uint64_t *t = fp_table(k, table);
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    (*tables)++;
+    cstat(c, fp_pfn_to_node(k, k->table_pfn[table]))[FP_NR_PAGETABLE]++;
+    for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        uint64_t e = t[i], addr = base + i * span;
+        if (!e)
+            continue;
+        if (!fp_entry_present(e)) {
+            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP))
+                (*swaps)++;
+            continue;
+        }
+        if (level == 4 || (e & FP_PAGE_PSE))
+            check_leaf(c, mm, e, addr, rss);
+        else
+            check_table(c, mm, fp_entry_addr(e), level + 1, addr, rss, tables, swaps);
+    }
+}
+
+static void check_mm(struct checker *c, struct fp_mm *mm)
+{
+    uint64_t rss[3] = {0}, tables = 0, swaps = 0;
+    if (mm->pgd)
+        check_table(c, mm, mm->pgd, 1, 0, rss, &tables, &swaps);
+    if (rss[0] != mm->rss_anon || rss[1] != mm->rss_file || rss[2] != mm->rss_shmem)
+        problem(c, "mm %u: rss anon/file/shmem %lu/%lu/%lu, page tables hold %lu/%lu/%lu", mm->id,
+                (unsigned long)mm->rss_anon, (unsigned long)mm->rss_file,
+                (unsigned long)mm->rss_shmem, (unsigned long)rss[0], (unsigned long)rss[1],
+                (unsigned long)rss[2]);
+    if (tables != mm->nr_tables)
+        problem(c, "mm %u: nr_tables %lu, found %lu", mm->id, (unsigned long)mm->nr_tables,
+                (unsigned long)tables);
+    if (swaps != mm->nr_swap)
+        problem(c, "mm %u: nr_swap %lu, found %lu", mm->id, (unsigned long)mm->nr_swap,
+                (unsigned long)swaps);
+    c->swap_entries += swaps;
+}
+
+static void check_pages(struct checker *c, int nid)
+{
+    struct fp_kernel *k = c->k;
+    const struct fp_node *node = &k->nodes[nid];
+    uint64_t *st = cstat(c, nid);
+    for (uint64_t pfn = node->start_pfn; pfn < node->start_pfn + node->nr_pages; pfn++) {
+        const struct fp_page *p = &k->pages[pfn];
+        if (!(p->flags & FP_PG_ALLOCATED)) {
+            st[FP_NR_FREE_PAGES]++;
+            continue;
+        }
+        if (p->flags & FP_PG_TAIL)
+            continue;
+        if (!p->mapcount) {
+            if (!(p->flags & FP_PG_UNEVICTABLE) || (p->flags & FP_PG_LRU))
+                problem(c, "pfn %lu is allocated but neither mapped nor a page table",
+                        (unsigned long)pfn);
+            continue;
+        }
+        int level;
+        uint64_t *e = fp_rmap_entry(k, p, &level);
+        if (!e || fp_entry_addr(*e) != pfn)
+            problem(c, "pfn %lu: its reverse map (mm %u, %#lx) does not lead back to it",
+                    (unsigned long)pfn, p->owner, (unsigned long)(p->vpn << FP_PAGE_SHIFT));
+        uint64_t nr = fp_page_nr(p);
+        if (p->flags & FP_PG_ANON) {
+            st[FP_NR_ANON_PAGES] += nr;
+            if (p->flags & FP_PG_HEAD)
+                st[FP_NR_ANON_THPS]++;
+        } else {
+            st[FP_NR_FILE_PAGES] += nr;
+            st[FP_NR_MAPPED] += nr;
+            if (p->flags & FP_PG_SWAPBACKED)
+                st[FP_NR_SHMEM] += nr;
+            else if (p->flags & FP_PG_DIRTY)
+                st[FP_NR_DIRTY] += nr;
+        }
+        if (!(p->flags & FP_PG_LRU))
+            problem(c, "pfn %lu is mapped but on no LRU list", (unsigned long)pfn);
+    }
+}
+
+static void check_lru(struct checker *c, int nid)
+{
+    static const int stat[FP_NR_LRU_LISTS] = {FP_NR_INACTIVE_ANON, FP_NR_ACTIVE_ANON,
+                                              FP_NR_INACTIVE_FILE, FP_NR_ACTIVE_FILE,
+                                              FP_NR_UNEVICTABLE};
+    struct fp_kernel *k = c->k;
+    const struct fp_node *node = &k->nodes[nid];
+    for (int lru = 0; lru < FP_NR_LRU_LISTS; lru++) {
+        uint64_t n = 0, steps = 0, prev = FP_LRU_NONE;
+        for (uint64_t pfn = node->lru_head[lru]; pfn != FP_LRU_NONE; pfn = k->pages[pfn].lru_next) {
+            const struct fp_page *p = &k->pages[pfn];
+            if (++steps > node->nr_pages || fp_pfn_to_node(k, pfn) != nid) {
+                problem(c, "node %d LRU %d is corrupt at pfn %lu", nid, lru, (unsigned long)pfn);
+                break;
+            }
+            if (!(p->flags & FP_PG_LRU) || fp_page_lru(p) != lru || p->lru_prev != prev)
+                problem(c, "pfn %lu sits on node %d LRU %d but its flags/links say otherwise",
+                        (unsigned long)pfn, nid, lru);
+            n += fp_page_nr(p);
+            prev = pfn;
+        }
+        if (prev != node->lru_tail[lru])
+            problem(c, "node %d LRU %d: tail %u is not the last page %lu", nid, lru,
+                    node->lru_tail[lru], (unsigned long)prev);
+        cstat(c, nid)[stat[lru]] = n;
+    }
+}
+
+int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
+{
+    static const int compared[] = {
+        FP_NR_FREE_PAGES, FP_NR_ANON_PAGES, FP_NR_ACTIVE_ANON, FP_NR_INACTIVE_ANON,
+        FP_NR_ACTIVE_FILE, FP_NR_INACTIVE_FILE, FP_NR_FILE_PAGES, FP_NR_MAPPED, FP_NR_ANON_THPS,
+        FP_NR_DIRTY, FP_NR_PAGETABLE, FP_NR_UNEVICTABLE, FP_NR_SHMEM};
+    struct checker c = {k, msg, (size_t)msglen, 0, NULL, 0};
+    if (msglen)
+        msg[0] = 0;
+    c.stat = calloc((size_t)k->nr_nodes * FP_NR_NODE_STATS, sizeof(uint64_t));
+    if (!c.stat)
+        return -12;
+    for (int n = 0; n < k->nr_nodes; n++) {
+        check_pages(&c, n);
+        check_lru(&c, n);
+    }
+    for (uint32_t id = 0; id < FP_MAX_MMS; id++)
+        if (k->mms[id])
+            check_mm(&c, k->mms[id]);
+    for (int n = 0; n < k->nr_nodes; n++)
+        for (size_t i = 0; i < sizeof(compared) / sizeof(compared[0]); i++)
+            if (cstat(&c, n)[compared[i]] != k->nodes[n].stat[compared[i]])
+                problem(&c, "node %d counter %d is %lu, the pages say %lu", n, compared[i],
+                        (unsigned long)k->nodes[n].stat[compared[i]],
+                        (unsigned long)cstat(&c, n)[compared[i]]);
+    if (c.swap_entries != k->swap_used)
+        problem(&c, "swap_used %lu, but page tables hold %lu swap entries",
+                (unsigned long)k->swap_used, (unsigned long)c.swap_entries);
+    free(c.stat);
+    return c.problems;
+}

@@ -1,0 +1,339 @@
+"""The control socket, over the real socket while the FUSE mount is up: round trips
+checked through the mount, structured errors, robustness against bad clients,
+permissions, stale sockets, and the `fakeproc ctl` command line."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakeproc.ctl.client import Client
+from fakeproc.ctl.protocol import MAX_LINE, CtlError, socket_path
+from fakeproc.idle_format import decode, page_counts
+from mountutil import is_mounted, mounted
+
+pytestmark = pytest.mark.fuse
+FAKEPROC = [sys.executable, "-m", "fakeproc"]
+
+MACHINE = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+
+[[node]]
+type = "pmem"
+size = "128MiB"
+
+[[process]]
+pid = 100
+name = "worked"
+threads = 2
+[[process.vma]]
+start = 0x7f0000000000
+size = "64KiB"
+pages = "3 accessed, 7 idle, 6 none"
+"""
+VMA = 0x7F1000000000
+
+
+@pytest.fixture(scope="module")
+def mnt():
+    with mounted(MACHINE) as m:
+        yield m
+
+
+@pytest.fixture
+def ctl(mnt):
+    with Client(mnt.path, timeout=30) as c:
+        yield c
+
+
+def wait_for(pred, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def scan(m, pid: int, start: int, end: int) -> dict[str, int]:
+    """One idle_pages scan of [start, end) through the mount: pages per type."""
+    fd = os.open(m.proc_path(f"{pid}/idle_pages"), os.O_RDWR)
+    try:
+        runs, _ = decode(os.pread(fd, 4096, start))
+    finally:
+        os.close(fd)
+    return page_counts([r for r in runs if start <= r.addr < end])
+
+
+def raw_conn(m) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(socket_path(m.path)))
+    return s
+
+
+def read_reply(f) -> dict:
+    line = f.readline()
+    assert line.endswith(b"\n"), line
+    return json.loads(line)
+
+
+# ---- round trips -----------------------------------------------------------------------
+
+def test_ping_and_owner_only_socket(mnt, ctl):
+    r = ctl.ping()
+    assert r["pong"] is True and r["pid"] == mnt.proc.pid and r["protocol"] == 1
+    path = socket_path(mnt.path)
+    st = os.stat(path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert (path.parent / "mountpoint").read_text() == os.path.realpath(mnt.path) + "\n"
+
+
+def test_list_matches_proc(mnt, ctl):
+    procs = ctl.list()
+    listed = {int(n) for n in os.listdir(mnt.proc_path("")) if n.isdigit()}
+    assert {p["pid"] for p in procs} == listed
+    worked = next(p for p in procs if p["pid"] == 100)
+    assert worked["name"] == "worked" and worked["threads"] == [100, 101]
+    assert worked["rss"] == worked["rss_anon"] == 10 and worked["state"] == "sleeping"
+
+
+def test_spawn_shows_in_maps_and_status(mnt, ctl):
+    pid = ctl.spawn({"pid": 5000, "name": "spawned", "threads": 3, "vma": [
+        {"start": VMA, "size": "64KiB", "pages": "4 dirty@1, 4 idle"}]})
+    assert pid == 5000
+    maps = mnt.read(f"proc/{pid}/maps").decode()
+    assert maps.startswith(f"{VMA:x}-{VMA + 0x10000:x} rw-p 00000000 00:00 0")
+    status = mnt.read(f"proc/{pid}/status").decode()
+    assert "Name:\tspawned\n" in status and "Threads:\t3\n" in status
+    assert "VmRSS:\t      32 kB\n" in status
+    assert sorted(os.listdir(mnt.proc_path(f"{pid}/task"))) == ["5000", "5001", "5002"]
+    assert ctl.touch(pid, VMA)["node"] == 1                        # pinned on node 1
+    assert ctl.touch(pid, hex(VMA + 4 * 4096))["node"] == 0         # the policy's node
+    ctl.kill(pid)
+
+
+def test_spawn_without_pid_picks_a_free_one(ctl):
+    info = ctl.call("spawn", name="auto")
+    assert info["pid"] > 4194304 and info["rss"] == 0
+    ctl.kill(info["pid"])
+
+
+def test_kill_removes_proc_pid(mnt, ctl):
+    pid = ctl.spawn({"pid": 5100, "name": "victim", "vma": [{"start": VMA, "size": "8KiB", "pages": "2 dirty"}]})
+    assert mnt.proc_path(f"{pid}/maps").exists()
+    assert ctl.kill(pid) == {"pid": pid, "state": "gone"}
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt.proc_path(str(pid)))
+    assert pid not in {p["pid"] for p in ctl.list()}
+
+
+def test_kill_as_zombie(mnt, ctl):
+    pid = ctl.spawn({"pid": 5200, "name": "undead"})
+    ctl.kill(pid, zombie=True)
+    assert "State:\tZ (zombie)\n" in mnt.read(f"proc/{pid}/status").decode()
+    ctl.kill(pid)  # reap
+    assert not mnt.proc_path(str(pid)).exists()
+
+
+def test_workload_runs_only_when_the_clock_steps(mnt, ctl):
+    pid = ctl.spawn({"pid": 5300, "name": "busy", "vma": [{"start": VMA, "size": "256KiB", "pages": "64 idle"}]})
+    end = VMA + 64 * 4096
+    assert scan(mnt, pid, VMA, end) == {"PTE_IDLE": 64}
+    r = ctl.set_workload(pid, {"pattern": "uniform", "rate": 10000, "write": 0.0, "seed": 3})
+    assert r["workload"]["pattern"] == "uniform" and r["workload"]["touches"] == 0
+    assert scan(mnt, pid, VMA, end) == {"PTE_IDLE": 64}             # paused: nothing ran
+    before = ctl.clock()["now"]
+    st = ctl.step(0.5)
+    assert st["now"] == pytest.approx(before + 0.5, abs=1e-9) and st["touches"] == 5000
+    counts = scan(mnt, pid, VMA, end)
+    assert counts.get("PTE_ACCESSED", 0) > 32 and sum(counts.values()) == 64
+    ctl.set_workload(pid, None)                                      # stop it
+    ctl.step(0.5)
+    assert scan(mnt, pid, VMA, end) == {"PTE_IDLE": 64}
+    ctl.kill(pid)
+
+
+def test_clock_status_pause_resume_rate(ctl):
+    st = ctl.clock()
+    assert st["paused"] is True and st["running"] is False         # mountutil mounts --paused
+    t0 = st["now"]
+    assert ctl.clock("status")["now"] == t0
+    ctl.set_rate(100.0)
+    assert ctl.resume()["running"] is True
+    wait_for(lambda: ctl.clock()["now"] > t0 + 1.0)                 # 10 ms of wall time at rate 100
+    paused = ctl.pause()
+    assert paused["paused"] is True
+    assert ctl.clock()["now"] == paused["now"]
+    assert ctl.step(2.5)["now"] == pytest.approx(paused["now"] + 2.5, abs=1e-9)
+    assert ctl.set_rate(1.0)["rate"] == 1.0
+
+
+# ---- structured errors -----------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd, args, etype, eno", [
+    ("nope", {}, "unknown_command", None),
+    ("kill", {}, "bad_args", errno.EINVAL),
+    ("kill", {"pid": "100"}, "bad_args", errno.EINVAL),
+    ("kill", {"pid": True}, "bad_args", errno.EINVAL),
+    ("kill", {"pid": 100, "signal": 9}, "bad_args", errno.EINVAL),
+    ("kill", {"pid": 999999}, "no_such_process", errno.ESRCH),
+    ("clock", {"action": "step"}, "bad_args", errno.EINVAL),
+    ("clock", {"action": "step", "seconds": -1}, "bad_args", errno.EINVAL),
+    ("clock", {"action": "warp"}, "bad_args", errno.EINVAL),
+    ("touch", {"pid": 100, "addr": 0x1000}, "kernel", errno.EFAULT),
+    ("touch", {"pid": 100, "addr": "nowhere"}, "bad_args", errno.EINVAL),
+    ("set_workload", {"pid": 100, "workload": {"pattern": "bursty"}}, "bad_args", errno.EINVAL),
+    ("set_workload", {"pid": 100, "workload": {"vmas": [5]}}, "bad_args", errno.EINVAL),
+])
+def test_bad_requests_get_structured_errors(ctl, cmd, args, etype, eno):
+    with pytest.raises(CtlError) as ei:
+        ctl.call(cmd, **args)
+    assert (ei.value.type, ei.value.errno) == (etype, eno), ei.value.message
+    assert ctl.ping()["pong"]
+
+
+def test_spawn_errors_name_the_field_and_leave_nothing(mnt, ctl):
+    with pytest.raises(CtlError) as ei:
+        ctl.spawn({"pid": 5400, "name": "bad", "vma": [{"start": VMA, "size": "8KiB", "pages": "3 idle"}]})
+    assert ei.value.type == "bad_args" and "vma[0].pages" in ei.value.message
+    with pytest.raises(CtlError, match=r"pid: id 101 is already in use"):
+        ctl.spawn({"pid": 101, "name": "dup"})
+    with pytest.raises(CtlError, match=r"colour: Additional properties"):
+        ctl.spawn({"pid": 5400, "name": "bad", "colour": "red"})
+    free = mnt.read("sys/devices/system/node/node0/meminfo")
+    with pytest.raises(CtlError, match=r"vma\[0\]\.pages: cannot map these pages: Cannot allocate memory"):
+        ctl.spawn({"pid": 5400, "name": "huge", "vma": [
+            {"start": VMA, "size": "128MiB", "pages": "20000 dirty@0"}]})
+    assert not mnt.proc_path("5400").exists()
+    assert mnt.read("sys/devices/system/node/node0/meminfo") == free  # all of it given back
+
+
+def test_garbage_and_rude_clients_do_not_hurt_the_server(mnt):
+    with raw_conn(mnt) as s, s.makefile("rb") as f:
+        for line, etype in ((b"this is not json", "bad_request"), (b"[1, 2]", "bad_request"),
+                            (b'{"id": 3, "args": {}}', "bad_request"),
+                            (b'{"id": 4, "cmd": "ping", "args": [1]}', "bad_request"),
+                            (b'{"id": 5, "cmd": "clock", "args": {"action": "step", "seconds": NaN}}',
+                             "bad_request"),
+                            (b'\xff\xfe{"id": 6}', "bad_request"),
+                            (b'{"id": 7, "cmd": "fly"}', "unknown_command")):
+            s.sendall(line + b"\n")
+            r = read_reply(f)
+            assert r["ok"] is False and r["error"]["type"] == etype, (line, r)
+        assert r["id"] == 7
+        s.sendall(b'\n{"id": "x", "cmd": "ping"}\n')                  # blank lines are skipped
+        r = read_reply(f)
+        assert r["id"] == "x" and r["ok"] is True and r["result"]["pong"] is True
+
+    with raw_conn(mnt) as s:                                           # hangs up mid-line
+        s.sendall(b'{"id": 1, "cmd": "pi')
+    wait_for(lambda: "closed mid-request" in mnt.log())
+
+    with raw_conn(mnt) as s:                                           # hangs up before its reply
+        s.sendall(b'{"id": 1, "cmd": "list"}\n')
+
+    with raw_conn(mnt) as s, s.makefile("rb") as f:                    # an oversized line
+        s.sendall(b"x" * (2 * MAX_LINE) + b'\n{"id": 2, "cmd": "ping"}\n')
+        r = read_reply(f)
+        assert r["id"] is None and r["error"]["type"] == "too_long"
+        assert read_reply(f)["result"]["pong"] is True                 # same connection goes on
+
+    with Client(mnt.path) as c:
+        assert c.ping()["pong"]
+    assert mnt.read("sys/devices/system/node/online") == b"0-1\n"
+    assert mnt.read("proc/100/status").startswith(b"Name:\tworked\n")
+    assert mnt.proc.poll() is None
+
+
+# ---- lifecycle ---------------------------------------------------------------------------
+
+def _start(mnt: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([*FAKEPROC, "mount", str(mnt), "-f", "--paused", "--machine", str(mnt.parent / "m.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: proc.poll() is not None or (is_mounted(mnt) and _ready(mnt)), 30)
+    assert proc.poll() is None, proc.communicate()[0]
+    return proc
+
+
+def _ready(mnt: Path) -> bool:
+    try:
+        return (mnt / "sys/devices/system/node/online").exists()
+    except OSError:
+        return False
+
+
+def test_stale_socket_is_replaced_and_a_clean_exit_removes_it(tmp_path):
+    mnt = tmp_path / "mnt"
+    (tmp_path / "m.toml").write_text(MACHINE)
+    proc = _start(mnt)
+    try:
+        path = socket_path(mnt)
+        with Client(mnt) as c:
+            first = c.ping()["pid"]
+        proc.kill()                                   # SIGKILL: the socket file stays behind
+        proc.communicate(timeout=30)
+        assert path.exists()
+        with pytest.raises(CtlError) as ei, Client(mnt) as c:
+            c.ping()
+        assert ei.value.type == "connect"
+        proc = _start(mnt)                            # cleans the stale mount and socket
+        assert socket_path(mnt) == path
+        with Client(mnt) as c:
+            assert c.ping()["pid"] == proc.pid != first
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert not path.exists() and not path.parent.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+# ---- the command line --------------------------------------------------------------------
+
+def ctl_cli(mnt, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*FAKEPROC, "ctl", "--mount", str(mnt.path), *args], input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_list_json_and_table(mnt):
+    r = ctl_cli(mnt, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    pids = {p["pid"] for p in json.loads(r.stdout)}
+    assert pids == {int(n) for n in os.listdir(mnt.proc_path("")) if n.isdigit()}
+    r = ctl_cli(mnt, "list")
+    assert r.returncode == 0 and "PID" in r.stdout and "worked" in r.stdout
+
+
+def test_cli_spawn_workload_clock_kill(mnt):
+    toml = f'[[process]]\npid = 5500\nname = "fromcli"\n[[process.vma]]\nstart = {VMA:#x}\nsize = "64KiB"\npages = "16 idle"\n'
+    r = ctl_cli(mnt, "spawn", "-", stdin=toml)
+    assert (r.returncode, r.stdout) == (0, "spawned pid 5500 (fromcli)\n"), r.stderr
+    r = ctl_cli(mnt, "workload", "5500", "--pattern", "seq", "--rate", "3.2e1", "--write", "0")
+    assert r.returncode == 0 and "seq workload, 32 touches/s" in r.stdout, r.stderr
+    r = ctl_cli(mnt, "clock", "step", "0.5", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["touches"] == 16
+    assert scan(mnt, 5500, VMA, VMA + 0x10000) == {"PTE_ACCESSED": 16}
+    r = ctl_cli(mnt, "clock")
+    assert r.returncode == 0 and "paused" in r.stdout
+    r = ctl_cli(mnt, "call", "kill", '{"pid": 5500}')
+    assert r.returncode == 0 and json.loads(r.stdout) == {"pid": 5500, "state": "gone"}
+    r = ctl_cli(mnt, "kill", "5500")
+    assert r.returncode == 1 and r.stderr == "fakeproc ctl: no_such_process: pid 5500: no process\n"
+    r = ctl_cli(mnt, "spawn", "-", stdin="{not json")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr

@@ -1,0 +1,184 @@
+"""Reclaim (INTERFACES.md 4) on the kernel model, and its counters through the mount.
+
+Scenario: a DRAM node (4 MiB = 1024 pages, watermarks pinned) whose peer is a
+PMEM node; one process with 896 pages of anonymous memory, some hot.
+"""
+from __future__ import annotations
+
+import pytest
+
+from fakeproc.kernel.native import lib
+from fakeproc.machine import load
+from mountutil import mounted
+
+BASE = 0x7F0000000000
+PAGE = 4096
+DRAM_PMEM = """
+distances = [[10, 17], [17, 10]]
+[machine]
+swap = "0"
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "0"
+watermarks = ["256KiB", "512KiB", "1MiB"]
+[[node]]
+type = "pmem"
+size = "64MiB"
+watermarks = ["256KiB", "512KiB", "1MiB"]
+
+[[process]]
+pid = 10
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "3584KiB"
+node = 0
+pages = "896 accessed"
+"""
+
+
+def pages_on(k, task, node: int, first: int, count: int) -> list[int]:
+    return [i for i in range(first, first + count) if k.page_node(task, BASE + i * PAGE) == node]
+
+
+def counters(k) -> dict[str, int]:
+    from fakeproc.kernel import vmstat
+    return vmstat.global_counters(k)
+
+
+def test_watermarks_and_peer():
+    k = load(DRAM_PMEM)
+    assert k.watermarks(0) == (64, 128, 256)
+    assert k.node(0).peer == 1
+    # the default rule: min_free_kbytes = int_sqrt(68 MiB in kB * 16) = 1043 kB -> 260
+    # pages, node 0's share 260 * 1024 / 17408 = 15; delta = max(3, 1024 * 10 / 10000) = 3
+    k2 = load(DRAM_PMEM.replace('watermarks = ["256KiB", "512KiB", "1MiB"]\n', ""))
+    assert k2.watermarks(0) == (15, 18, 21)
+
+
+def test_cold_pages_are_demoted_before_hot_ones_and_hot_pages_stay_active():
+    k = load(DRAM_PMEM)
+    t = k.task(10)
+    # age: the active (new anon) pages move to the inactive list with their accessed
+    # bits cleared (shrink_active_list's page_referenced)
+    k.age_active(0)
+    assert k.check() == []
+    # pages 0..99 are hot: touched again after aging; the rest are not
+    for i in range(100):
+        k.touch(t, BASE + i * PAGE)
+    reclaimed = k.shrink_node(0, 300)
+    assert reclaimed >= 300
+    demoted = pages_on(k, t, 1, 0, 896)
+    assert len(demoted) == reclaimed
+    assert not set(demoted) & set(range(100))          # no hot page demoted
+    st = k.node_stat(0)
+    hot_active = [i for i in range(100) if k.page_node(t, BASE + i * PAGE) == 0]
+    assert len(hot_active) == 100
+    assert st[lib.FP_NR_ACTIVE_ANON] >= 100             # referenced anon pages were activated
+    c = counters(k)
+    assert c["pgmigrate_success"] == len(demoted)
+    assert c["pgsteal_kswapd"] == 0                      # demotion is not counted as stolen
+    assert c["pgscan_kswapd"] >= len(demoted)
+    # AnonPages moved from node 0's meminfo to node 1's
+    assert k.node_stat(1)[lib.FP_NR_ANON_PAGES] == len(demoted)
+    assert k.node_stat(0)[lib.FP_NR_ANON_PAGES] == 896 - len(demoted)
+    # the demoted copies are inactive and were installed old (accessed bit clear)
+    _, entry = k.entry(t, BASE + demoted[0] * PAGE)
+    assert not entry & lib.FP_PAGE_ACCESSED
+    assert k.check() == []
+
+
+def test_pg_referenced_alone_never_saves_an_anonymous_page():
+    k = load(DRAM_PMEM)
+    t = k.task(10)
+    k.age_active(0)  # everything inactive, accessed bits clear
+    for i in range(896):  # PG_referenced set (what MPOL_MF_SW_YOUNG does), PTEs stay old
+        pfn = (k.entry(t, BASE + i * PAGE)[1] >> 12) & 0xFFFFFFFFFF
+        k.native.pages[pfn].flags |= lib.FP_PG_REFERENCED
+    assert k.shrink_node(0, 64) >= 64
+    assert len(pages_on(k, t, 1, 0, 896)) >= 64
+    assert k.check() == []
+
+
+def test_idle_pages_scans_make_pages_demotable():
+    def referenced_then_reclaim(scan: bool) -> dict[str, int]:
+        k = load(DRAM_PMEM)
+        t = k.task(10)
+        k.age_active(0)
+        for i in range(896):
+            k.touch(t, BASE + i * PAGE)  # every page referenced again
+        if scan:
+            k.idle_pages_read(t, BASE, 1 << 16, 0)  # clears the accessed bits
+        assert k.shrink_node(0, 64) >= 64
+        assert k.check() == []
+        return counters(k)
+
+    without, with_scan = referenced_then_reclaim(False), referenced_then_reclaim(True)
+    # without a scan the second-chance check activates referenced pages first, and only
+    # pages aged back to the inactive list are demoted; after a scan the first pages
+    # looked at are demoted at once
+    assert without["pgactivate"] > 0 and with_scan["pgactivate"] == 0
+    assert with_scan["pgscan_kswapd"] < without["pgscan_kswapd"]
+
+
+def test_allocation_pressure_wakes_kswapd_which_reclaims_to_high():
+    k = load(DRAM_PMEM.replace('size = "3584KiB"', 'size = "8MiB"'))
+    t = k.task(10)
+    k.age_active(0)
+    for i in range(896, 1900):  # fault beyond DRAM: direct reclaim and kswapd wake-ups
+        k.touch(t, BASE + i * PAGE)
+    k.run_kswapd()
+    free = k.node_stat(0)[lib.FP_NR_FREE_PAGES]
+    assert free >= k.watermarks(0)[2]
+    assert all(k.page_node(t, BASE + i * PAGE) in (0, 1) for i in range(1900))
+    c = counters(k)
+    assert c["pageoutrun"] >= 1 and c["allocstall_normal"] >= 1
+    assert k.check() == []
+
+
+def test_pmem_node_swaps_when_there_is_swap():
+    text = DRAM_PMEM.replace('swap = "0"', 'swap = "8MiB"').replace('node = 0', 'node = 1')
+    k = load(text)
+    t = k.task(10)
+    k.age_active(1)
+    assert k.shrink_node(1, 100) >= 100
+    c = counters(k)
+    assert c["pswpout"] >= 100 and c["pgsteal_kswapd"] == c["pswpout"]
+    assert k.mm_counters(t)["swap"] == c["pswpout"]
+    assert k.swap_pages()[1] == c["pswpout"]
+    # a swapped page faults back in (pswpin) on an access
+    swapped = next(i for i in range(896) if k.page_node(t, BASE + i * PAGE) is None)
+    k.touch(t, BASE + swapped * PAGE)
+    assert counters(k)["pswpin"] == 1
+    assert k.check() == []
+
+
+def test_pmem_without_swap_reclaims_nothing_anonymous():
+    k = load(DRAM_PMEM.replace('node = 0', 'node = 1'))
+    k.age_active(1)
+    assert k.shrink_node(1, 100) == 0
+    assert counters(k)["pgscan_kswapd"] == 0
+
+
+@pytest.mark.fuse
+def test_counters_reach_the_mount():
+    text = DRAM_PMEM + """
+[process.workload]
+pattern = "uniform"
+rate = 2000
+"""
+    text = text.replace('size = "3584KiB"', 'size = "6MiB"')
+    with mounted(text, extra_args=["--no-paused", "--rate", "5"]) as m:
+        import time
+        deadline = time.monotonic() + 30
+        while True:
+            vm = dict(line.split() for line in m.read("proc/vmstat").decode().splitlines())
+            if int(vm["pgmigrate_success"]) > 0:
+                break
+            assert time.monotonic() < deadline, "no demotion happened"
+            time.sleep(0.1)
+        n1 = m.read("sys/devices/system/node/node1/meminfo").decode()
+        anon1 = int(next(line for line in n1.splitlines() if "AnonPages:" in line).split()[3])
+        assert anon1 > 0
+        assert int(vm["pgsteal_kswapd"]) == 0

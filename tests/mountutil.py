@@ -31,7 +31,9 @@ READY_FILE = "sys/devices/system/node/online"
 LOG_TAIL = 8000  # characters of server log quoted in errors
 # Every mounted() call gets a fresh directory below this one, so leftovers of the test
 # harness can be cleaned without touching anyone else's fakeproc mounts.
-TMP_ROOT = pathlib.Path(tempfile.gettempdir()) / "fakeproc-tests"
+# Per test session (process): the session-end cleanup removes only its own leftovers,
+# never the mounts of a user or of another test session running at the same time.
+TMP_ROOT = pathlib.Path(tempfile.gettempdir()) / "fakeproc-tests" / f"session-{os.getpid()}"
 
 
 class MountError(RuntimeError):
@@ -161,7 +163,7 @@ def mounted(machine_toml: str | None = None, *, extra_args: Sequence[str] = (),
     cleaning up, MountError is raised with the server's log (or, if the body raised,
     the problems are added as a note to that exception instead of replacing it).
     """
-    TMP_ROOT.mkdir(exist_ok=True)
+    TMP_ROOT.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(dir=TMP_ROOT))
     mnt = tmp / "mnt"
     mnt.mkdir()

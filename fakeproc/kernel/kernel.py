@@ -308,6 +308,25 @@ class Kernel:
         self.generation += 1
         return ok
 
+    def range_pages(self, task: Task, start: int, end: int) -> list[tuple[int, int]]:
+        """(address, PFN) of every present leaf in [start, end) (a THP once)."""
+        if task.mm_id is None:
+            return []
+        cap = max(1, (end - start) // PAGE_SIZE)
+        addrs, pfns = ffi.new("uint64_t[]", cap), ffi.new("uint64_t[]", cap)
+        n = check(lib.fp_range_pages(self.native, task.mm_id, start, end, addrs, pfns, cap))
+        return [(int(addrs[i]), int(pfns[i])) for i in range(n)]
+
+    def range_stats(self, task: Task, start: int, end: int) -> dict[str, Any]:
+        """numa_maps/smaps counts of [start, end): base pages, per node id."""
+        out = ffi.new("struct fp_range_stats *")
+        if task.mm_id is not None:
+            check(lib.fp_range_stats(self.native, task.mm_id, start, end, out))
+        stats: dict[str, Any] = {f: int(getattr(out, f)) for f in (
+            "pages", "anon", "dirty", "active", "referenced", "swap", "thp", "mapmax")}
+        stats["nodes"] = {n.id: int(out.node[i]) for i, n in enumerate(self.nodes) if out.node[i]}
+        return stats
+
     def age_active(self, nid: int) -> None:
         """shrink_active_list() over the whole active lists of node nid: every page
         goes inactive (bar referenced executable page cache) with its PTE bits cleared."""

@@ -285,6 +285,25 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
                         uint64_t *new_pfn);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
 
+/* per-range page statistics for numa_maps, smaps and migrate_pages (pagewalk.c) */
+struct fp_range_stats {
+    uint64_t pages;        /* present base pages */
+    uint64_t anon;         /* of them anonymous */
+    uint64_t dirty;        /* PTE/PMD dirty or PG_dirty */
+    uint64_t active;       /* on an active list */
+    uint64_t referenced;   /* accessed bit set */
+    uint64_t swap;         /* swap entries (base pages) */
+    uint64_t thp;          /* base pages in anonymous THPs */
+    uint64_t mapmax;       /* largest mapcount */
+    uint64_t node[64];     /* present base pages per node index */
+};
+int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                       struct fp_range_stats *out);
+/* present leaf pages in [start, end): addresses and PFNs, THPs once; returns the count
+ * stored (at most max), or -errno */
+int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                       uint64_t *addrs, uint64_t *pfns, uint64_t max);
+
 /* the invariant checker: number of problems, the first described in msg */
 int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 

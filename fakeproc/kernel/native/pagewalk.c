@@ -1,0 +1,112 @@
+/*
+ * Range walks over one address space that produce statistics or page lists.
+ * Linux: mm/pagewalk.c as used by fs/proc/task_mmu.c (smaps_pte_range,
+ * gather_pte_stats for numa_maps) and mm/mempolicy.c (queue_pages_range).
+ */
+#include <errno.h>
+#include <string.h>
+#include "internal.h"
+
+typedef void (*leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg);
+typedef void (*swap_fn)(uint64_t nr, void *arg);
+
+struct walker {
+    struct fp_kernel *k;
+    uint64_t start, end;
+    leaf_fn leaf;
+    swap_fn swap;
+    void *arg;
+};
+
+static void walk(struct walker *w, uint64_t table, int level, uint64_t base)
+{
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    uint64_t *t = fp_table(w->k, table);
+    for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        uint64_t lo = base + i * span, e = t[i];
+        if (!e || lo + span <= w->start || lo >= w->end)
+            continue;
+        if (!fp_entry_present(e)) {
+            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP) && w->swap)
+                w->swap(level == 4 ? 1 : span >> FP_PAGE_SHIFT, w->arg);
+            continue;
+        }
+        if (level == 4 || (e & FP_PAGE_PSE))
+            w->leaf(w->k, &t[i], lo, span >> FP_PAGE_SHIFT, w->arg);
+        else
+            walk(w, fp_entry_addr(e), level + 1, lo);
+    }
+}
+
+static int walk_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                      leaf_fn leaf, swap_fn swap, void *arg)
+{
+    struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    if (!mm)
+        return -ESRCH;
+    struct walker w = {k, start, end, leaf, swap, arg};
+    if (mm->pgd)
+        walk(&w, mm->pgd, 1, 0);
+    return 0;
+}
+
+static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg)
+{
+    struct fp_range_stats *s = arg;
+    uint64_t pfn = fp_entry_addr(*e);
+    int nid = fp_pfn_to_node(k, pfn);
+    (void)addr;
+    if (nid < 0)
+        return; /* device memory (DAX) and special frames have no struct page here */
+    const struct fp_page *p = &k->pages[pfn];
+    s->pages += nr;
+    s->node[nid] += nr;
+    if (p->flags & FP_PG_ANON)
+        s->anon += nr;
+    if ((*e & FP_PAGE_DIRTY) || (p->flags & FP_PG_DIRTY))
+        s->dirty += nr;
+    if (p->flags & FP_PG_ACTIVE)
+        s->active += nr;
+    if (*e & FP_PAGE_ACCESSED)
+        s->referenced += nr;
+    if ((p->flags & FP_PG_HEAD) && (p->flags & FP_PG_ANON))
+        s->thp += nr;
+    if (p->mapcount > s->mapmax)
+        s->mapmax = p->mapcount;
+}
+
+static void stats_swap(uint64_t nr, void *arg)
+{
+    ((struct fp_range_stats *)arg)->swap += nr;
+}
+
+int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                       struct fp_range_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    return walk_range(k, id, start, end, stats_leaf, stats_swap, out);
+}
+
+struct page_list {
+    uint64_t *addrs, *pfns, max, n;
+};
+
+static void list_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg)
+{
+    struct page_list *l = arg;
+    (void)k;
+    (void)nr;
+    if (l->n < l->max) {
+        l->addrs[l->n] = addr;
+        l->pfns[l->n] = fp_entry_addr(*e);
+    }
+    l->n++;
+}
+
+int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                       uint64_t *addrs, uint64_t *pfns, uint64_t max)
+{
+    struct page_list l = {addrs, pfns, max, 0};
+    int r = walk_range(k, id, start, end, list_leaf, NULL, &l);
+    return r < 0 ? r : (int64_t)(l.n < max ? l.n : max);
+}

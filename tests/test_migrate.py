@@ -1,0 +1,209 @@
+"""move_pages(2), get_mempolicy(2), migrate_pages(2) on the kernel model (INTERFACES.md 3).
+
+Expected status arrays are written by hand from the spec's step list. -99 marks an
+entry the caller pre-filled, to see which ones the kernel leaves unwritten.
+"""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from fakeproc.kernel import migrate, vmstat
+from fakeproc.kernel.native import lib
+from fakeproc.machine import load
+
+U = -99  # the caller's pre-filled status value
+A = 0x7F0000000000        # anon VMA: 4 pages on node 0, 4 on node 2, then 8 untouched
+F = 0x7F0000200000        # rw-p file VMA: 2 present, 2 untouched
+S = 0x7F0000400000        # anon VMA: 2 swapped-out pages
+V = 0x7F0000600000        # [vvar]
+D = 0x7F0000800000        # [vdso]: 1 page
+T = 0x7F0000A00000        # THP VMA: one THP on node 0
+MACHINE = """
+distances = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "2-3"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[node]]
+type = "pmem"
+size = "2MiB"
+
+[[process]]
+pid = 50
+name = "target"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64KiB"
+pages = "4 accessed@0, 4 idle@2"
+[[process.vma]]
+start = 0x7f0000200000
+size = "16KiB"
+perms = "rw-p"
+path = "/data/file"
+pages = "2 accessed"
+[[process.vma]]
+start = 0x7f0000400000
+size = "8KiB"
+pages = "2 swap"
+[[process.vma]]
+start = 0x7f0000600000
+size = "16KiB"
+perms = "r--p"
+kind = "vvar"
+[[process.vma]]
+start = 0x7f0000800000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "1 accessed"
+[[process.vma]]
+start = 0x7f0000a00000
+size = "4MiB"
+thp = true
+pages = "1 thp-accessed@0"
+"""
+PAGE = 4096
+
+
+@pytest.fixture
+def k():
+    return load(MACHINE)
+
+
+def test_query_mode_statuses(k):
+    pages = [A, A + 4 * PAGE, A + 8 * PAGE, F, F + 2 * PAGE, S, V, 0x1000, T, D]
+    status = [U] * len(pages)
+    assert migrate.move_pages(k, 50, pages, None, status, 0) == 0
+    # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page),
+    # outside any VMA, a THP, [vdso] (a frame outside node RAM: no node to report)
+    assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.EFAULT,
+                      -errno.EFAULT, 0, -1]
+
+
+def test_move_writes_batches_and_sw_young_marks_only_isolated_pages(k):
+    pages = [A, A + PAGE, A + 4 * PAGE, A + 5 * PAGE]
+    nodes = [2, 2, 0, 0]
+    status = [U] * 4
+    assert migrate.move_pages(k, 50, pages, nodes, status, 0x82) == 0
+    # batch 1 (node 2): both moved; batch 2 (node 0): both moved; all written
+    assert status == [2, 2, 0, 0]
+    t = k.task(50)
+    assert [k.page_node(t, a) for a in pages] == [2, 2, 0, 0]
+    for a in pages:
+        pfn = (k.entry(t, a)[1] >> 12) & 0xFFFFFFFFFF
+        assert k.native.pages[pfn].flags & lib.FP_PG_REFERENCED  # copied to the new page
+    c = vmstat.global_counters(k)
+    assert c["pgmigrate_success"] == 4 and c["pgmigrate_fail"] == 0
+    assert k.check() == []
+
+
+def test_pages_already_in_place_are_not_marked_and_a_final_batch_stays_unwritten(k):
+    pages = [A, A + PAGE, A + 4 * PAGE]
+    nodes = [0, 0, 2]  # all three already there: nothing queued in any batch
+    status = [U] * 3
+    assert migrate.move_pages(k, 50, pages, nodes, status, 0x82) == 0
+    # batch 1 is flushed when node changes (written, even with nothing queued);
+    # the final batch had nothing queued: status[2] keeps the caller's value
+    assert status == [0, 0, U]
+    t = k.task(50)
+    pfn = (k.entry(t, A)[1] >> 12) & 0xFFFFFFFFFF
+    assert not k.native.pages[pfn].flags & lib.FP_PG_REFERENCED
+
+
+def test_queue_errors_flush_the_batch(k):
+    pages = [A, A + 8 * PAGE, A + PAGE, S, F]
+    nodes = [2, 2, 2, 2, 2]
+    status = [U] * 5
+    assert migrate.move_pages(k, 50, pages, nodes, status, 2) == 0
+    # A: queued; A+8: untouched -> EFAULT, batch {A} migrated, status[0] = 2, batch closed;
+    # A+PAGE: new batch at 2, queued; S: swapped -> ENOENT, flush, status[2] = 2;
+    # F: new batch, queued, final flush writes status[4]
+    assert status == [2, -errno.EFAULT, 2, -errno.ENOENT, 2]
+
+
+def test_step1_errors_end_the_call_after_flushing(k):
+    status = [U] * 3
+    r = migrate.move_pages(k, 50, [A, A + PAGE, A + 2 * PAGE], [2, 2, 7], status, 2)
+    assert r == -errno.ENODEV
+    assert status == [2, 2, U]  # earlier entries fully processed, the bad one untouched
+    status = [U] * 2
+    assert migrate.move_pages(k, 50, [A + 2 * PAGE, A + 3 * PAGE], [1, 1024], status, 2) == -errno.ENODEV
+    assert status == [1, U]
+
+
+def test_up_front_errors(k):
+    s = [U]
+    assert migrate.move_pages(k, 50, [A], [2], s, 0x8) == -errno.EINVAL
+    assert migrate.move_pages(k, 50, [A], [2], s, 0x100) == -errno.EINVAL
+    assert migrate.move_pages(k, 999, [A], [2], s, 2) == -errno.ESRCH
+    assert migrate.move_pages(k, 50, [A], [2], s, 4, capable=False) == -errno.EPERM
+    assert s == [U]
+    k.exit(50, zombie=True)
+    assert migrate.move_pages(k, 50, [A], [2], s, 2) == -errno.EINVAL
+
+
+def test_vvar_and_vdso_cannot_move(k):
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [V, D], [2, 2], status, 2) == 0
+    assert status == [-errno.EFAULT, -errno.EBUSY]
+
+
+def test_thp_moves_whole_or_the_call_fails_enomem(k):
+    status = [U]
+    assert migrate.move_pages(k, 50, [T], [2], status, 2) == 0
+    assert status == [2] and k.page_node(k.task(50), T + 5 * PAGE) == 2
+    assert vmstat.global_counters(k)["pgmigrate_success"] == 1  # a THP counts as one
+    # node 3 has exactly one 2 MiB block: the THP fits; then node 3 is full and the
+    # next move there fails the whole call with ENOMEM, its status unwritten
+    status = [U]
+    assert migrate.move_pages(k, 50, [T], [3], status, 2) == 0
+    assert status == [3]
+    status = [U]
+    assert migrate.move_pages(k, 50, [A + PAGE], [3], status, 2) == -errno.ENOMEM
+    assert status == [U]
+    assert k.check() == []
+
+
+def test_sw_young_does_not_change_which_pages_reclaim_demotes():
+    text = MACHINE.replace('size = "64MiB"\ncpus = "0-1"', 'size = "4MiB"\ncpus = "0-1"\nwatermarks = ["256KiB", "512KiB", "1MiB"]')
+    text = text.replace('pages = "4 accessed@0, 4 idle@2"', 'pages = "16 accessed@0"')
+
+    def demoted(sw_young: bool) -> list[int]:
+        k = load(text)
+        t = k.task(50)
+        k.age_active(0)
+        # move 4 pages node 0 -> 1 -> 0 with or without SW_YOUNG: they end up on node 0
+        # with PG_referenced set or not, accessed bits clear either way
+        flags = 0x82 if sw_young else 0x2
+        pages = [A + i * PAGE for i in range(4)]
+        migrate.move_pages(k, 50, pages, [1] * 4, [U] * 4, flags)
+        migrate.move_pages(k, 50, pages, [0] * 4, [U] * 4, flags)
+        k.shrink_node(0, 1 << 20)
+        return [i for i in range(16) if k.page_node(t, A + i * PAGE) == 2]
+
+    assert demoted(True) == demoted(False)
+    assert demoted(True)  # and reclaim did demote
+
+
+def test_get_mempolicy_faults_in_and_reports_the_node(k):
+    assert migrate.get_mempolicy_node(k, 50, A + 4 * PAGE) == 2
+    assert migrate.get_mempolicy_node(k, 50, A + 9 * PAGE) == 0  # faulted in on the CPU's node
+    assert migrate.get_mempolicy_node(k, 50, 0x1000) == -errno.EFAULT
+    assert migrate.get_mempolicy_node(k, 999, A) == -errno.ESRCH
+
+
+def test_migrate_pages_moves_a_whole_process(k):
+    assert migrate.migrate_pages(k, 50, [0], [1]) == 0
+    t = k.task(50)
+    assert [k.page_node(t, A + i * PAGE) for i in range(8)] == [1] * 4 + [2] * 4
+    assert k.page_node(t, T) == 1 and k.page_node(t, F) == 1
+    assert k.check() == []

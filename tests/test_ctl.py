@@ -326,7 +326,9 @@ def test_cli_spawn_workload_clock_kill(mnt):
     assert (r.returncode, r.stdout) == (0, "spawned pid 5500 (fromcli)\n"), r.stderr
     r = ctl_cli(mnt, "workload", "5500", "--pattern", "seq", "--rate", "3.2e1", "--write", "0")
     assert r.returncode == 0 and "seq workload, 32 touches/s" in r.stdout, r.stderr
-    r = ctl_cli(mnt, "clock", "step", "0.5", "--json")
+    r = ctl_cli(mnt, "workload", "5500", "--rate", "16")             # changes the rate only
+    assert r.returncode == 0 and "seq workload, 16 touches/s" in r.stdout, r.stderr
+    r = ctl_cli(mnt, "clock", "step", "1", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["touches"] == 16
     assert scan(mnt, 5500, VMA, VMA + 0x10000) == {"PTE_ACCESSED": 16}
     r = ctl_cli(mnt, "clock")

@@ -7,6 +7,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakeproc.kernel import migrate
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import KernelError
 from fakeproc.kernel.workload import Workload
@@ -45,6 +46,9 @@ OPS = st.one_of(
     st.tuples(st.just("kswapd"),),
     st.tuples(st.just("migrate"), st.integers(0, 10), st.integers(0, 4095), st.integers(0, 3)),
     st.tuples(st.just("exit"), st.integers(0, 10)),
+    st.tuples(st.just("move_pages"), st.integers(0, 10),
+              st.lists(st.tuples(st.integers(0, 1500), st.integers(0, 4)), max_size=20),
+              st.sampled_from([0, 2, 4, 0x82])),
 )
 
 
@@ -89,6 +93,10 @@ def test_operations_keep_the_invariants(swap, ops):
             vma = k.mm(t.mm_id).vmas[0]
             addr = vma.start + (op[2] * 4096) % (vma.end - vma.start)
             k.migrate_page_at(t, addr, op[3])
+        elif kind == "move_pages" and (t := pick(op[1])) is not None:
+            pages = [BASE + p * 4096 for p, _ in op[2]]
+            nodes = [n for _, n in op[2]]
+            migrate.move_pages(k, t.pid, pages, nodes, [0] * len(pages), op[3])
         elif kind == "exit" and (t := pick(op[1])) is not None:
             k.exit(t.pid)
         assert k.check() == [], op

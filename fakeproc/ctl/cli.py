@@ -52,7 +52,7 @@ def add_parser(sub: Any, default_mount: str) -> None:
     p = add("kill", "end a process (its memory is freed)")
     p.add_argument("pid", type=int)
     p.add_argument("--zombie", action="store_true", help="leave it as a zombie")
-    p = add("workload", "set, replace or stop a process's workload")
+    p = add("workload", "change, replace or stop a process's workload (with FILE or --replace: replace)")
     p.add_argument("pid", type=int)
     p.add_argument("file", metavar="FILE|-", nargs="?",
                    help="a [process.workload]-shaped table (TOML or JSON); options override it")
@@ -60,6 +60,8 @@ def add_parser(sub: Any, default_mount: str) -> None:
         p.add_argument("--" + opt.replace("_", "-"), dest=opt, type=typ, default=None)
     p.add_argument("--vmas", help="VMA indices in maps order, e.g. 0,2")
     p.add_argument("--stop", action="store_true", help="stop the workload")
+    p.add_argument("--replace", action="store_true",
+                   help="without FILE: replace the workload instead of changing only the options given")
     p = add("clock", "status, pause, resume, step SECONDS, rate R")
     p.add_argument("action", choices=["status", "pause", "resume", "step", "rate"], nargs="?",
                    default="status")
@@ -165,7 +167,7 @@ def _run(c: Client, args: argparse.Namespace) -> int:
         out = c.kill(args.pid, zombie=args.zombie)
         human = f"pid {out['pid']}: {out['state']}"
     elif cmd == "workload":
-        out = c.set_workload(args.pid, workload_from(args))
+        out = c.set_workload(args.pid, workload_from(args), update=not (args.file or args.replace))
         wl = out["workload"]
         human = (f"pid {out['pid']}: no workload" if wl is None else
                  f"pid {out['pid']}: {wl['pattern']} workload, {wl['rate']:g} touches/s")

@@ -99,8 +99,9 @@ class Client:
     def kill(self, pid: int, *, zombie: bool = False) -> dict[str, Any]:
         return self.call("kill", pid=pid, zombie=zombie)
 
-    def set_workload(self, pid: int, workload: dict[str, Any] | None) -> dict[str, Any]:
-        return self.call("set_workload", pid=pid, workload=workload)
+    def set_workload(self, pid: int, workload: dict[str, Any] | None, *, update: bool = False) -> dict[str, Any]:
+        """Replace pid's workload (None stops it); update=True keeps unnamed parameters."""
+        return self.call("set_workload", pid=pid, workload=workload, update=update)
 
     def clock(self, action: str = "status", **args: Any) -> dict[str, Any]:
         return self.call("clock", action=action, **args)

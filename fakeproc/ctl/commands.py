@@ -94,13 +94,19 @@ def kill(ctx: Context, pid: int, zombie: bool = False) -> dict[str, Any]:
 
 
 @command()
-def set_workload(ctx: Context, pid: int, workload: dict[str, Any] | None) -> dict[str, Any]:
+def set_workload(ctx: Context, pid: int, workload: dict[str, Any] | None,
+                 update: bool = False) -> dict[str, Any]:
     """Replace (or start) pid's workload: a [process.workload] table; null stops it.
 
-    ``vmas`` indexes the process's VMAs in address order (the order of maps); phase
-    times are absolute virtual times.
+    update=true keeps the current workload's parameters that the table leaves out
+    (the workload restarts from its seed). ``vmas`` indexes the process's VMAs in
+    address order (the order of maps); phase times are absolute virtual times.
     """
     task = ctx.task(pid, alive=True)
+    if update and workload is not None and task.workload is not None:
+        current = describe_workload(task.workload) or {}
+        kept = {k: v for k, v in current.items() if k != "touches" and v is not None and v != []}
+        workload = {**kept, **workload}
     wl = machine.set_workload(ctx.kernel, task, workload, "set_workload")
     return {"pid": task.pid, "workload": describe_workload(wl)}
 

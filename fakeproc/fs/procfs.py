@@ -84,6 +84,56 @@ def _status(ctx: Ctx) -> str:
     return fmt.proc_status(info)
 
 
+def _policy(ctx: Ctx) -> str:
+    pol = _task(ctx).policy
+    mode = "default" if pol.mode == "local" and not pol.nodes else pol.mode
+    return fmt.mempolicy_str(pol.mode if pol.mode != "local" else "local", pol.nodes) \
+        if mode != "default" else "default"
+
+
+def _numa_maps(ctx: Ctx) -> str:
+    k, t, out = ctx.kernel, _task(ctx), []
+    for v in _vmas(ctx):
+        st = k.range_stats(t, v.start, v.end)
+        out.append(fmt.numa_maps_line(
+            v.start, _policy(ctx), file=v.path if v.has_file else None,
+            heap=v.kind == "heap", stack=v.kind == "stack", huge=v.hugetlb,
+            pages=st["pages"], anon=st["anon"], dirty=st["dirty"], mapmax=st["mapmax"],
+            active=st["active"], node_pages=st["nodes"]))
+    return "".join(out)
+
+
+def _smaps_counters(st: dict) -> dict[str, int]:  # noqa: ANN401 - range_stats' dict
+    rss = st["pages"] * KB
+    return {"Rss": rss, "Pss": rss, "Private_Clean": rss - st["dirty"] * KB,
+            "Private_Dirty": st["dirty"] * KB, "Referenced": st["referenced"] * KB,
+            "Anonymous": st["anon"] * KB, "AnonHugePages": st["thp"] * KB,
+            "Swap": st["swap"] * KB, "SwapPss": st["swap"] * KB}
+
+
+def _smaps(ctx: Ctx) -> str:
+    k, t, out = ctx.kernel, _task(ctx), []
+    for v in _vmas(ctx):
+        header = fmt.maps_line(v.start, v.end, v.perms, v.offset, v.dev[0], v.dev[1], v.inode,
+                               v.display_path)
+        page_kb = 2048 if v.hugetlb else 4
+        out.append(fmt.smaps_block(header, (v.end - v.start) >> 10, page_kb, page_kb,
+                                   _smaps_counters(k.range_stats(t, v.start, v.end)), 0,
+                                   v.vm_flags))
+    return "".join(out)
+
+
+def _smaps_rollup(ctx: Ctx) -> str:
+    vmas = _vmas(ctx)
+    if not vmas:
+        return ""
+    total: dict[str, int] = {}
+    for v in vmas:
+        for key, val in _smaps_counters(ctx.kernel.range_stats(_task(ctx), v.start, v.end)).items():
+            total[key] = total.get(key, 0) + val
+    return fmt.smaps_rollup(vmas[0].start, vmas[-1].end, total)
+
+
 def _proc_file(name: str, render) -> File:  # noqa: ANN001
     return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner)
 
@@ -92,6 +142,9 @@ def _tid_entries() -> tuple:
     return (
         _proc_file("maps", _maps),
         _proc_file("status", _status),
+        _proc_file("numa_maps", _numa_maps),
+        _proc_file("smaps", _smaps),
+        _proc_file("smaps_rollup", _smaps_rollup),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags),
                 owner=_owner),
     )

@@ -99,6 +99,25 @@ class Vma:
         return flags
 
     @property
+    def vm_flags(self) -> int:
+        """The vm_flags bits smaps prints (include/linux/mm.h), as 4.20 sets them."""
+        r, w, x = (self.perms[i] != "-" for i in range(3))
+        s = self.shared
+        bits = {0: r, 1: w, 2: x, 3: s, 4: True, 5: s or self.kind != "vvar", 6: True, 7: s}
+        if self.kind == "vvar":  # VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP, no mw/me
+            bits.update({5: False, 6: False, 10: True, 14: True, 18: True, 26: True})
+        elif self.kind == "vdso":
+            bits[18] = True  # VM_DONTEXPAND
+        elif self.kind == "stack":
+            bits[8] = True   # VM_GROWSDOWN
+        if self.writable and not self.shared and (self.is_anon_memory or self.kind == "file"):
+            bits[20] = True  # VM_ACCOUNT
+        bits[22] = self.hugetlb
+        bits[27] = True      # VM_SOFTDIRTY: new VMAs carry it (CONFIG_MEM_SOFT_DIRTY)
+        bits[29] = self.thp  # VM_HUGEPAGE
+        return sum(1 << b for b, on in bits.items() if on)
+
+    @property
     def nr_pages(self) -> int:
         return (self.end - self.start) // PAGE_SIZE
 

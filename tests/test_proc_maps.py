@@ -1,0 +1,116 @@
+"""/proc/PID/numa_maps, smaps and smaps_rollup through the mount (INTERFACES.md 5),
+hand-written from the scenario below."""
+from __future__ import annotations
+
+import pytest
+
+from mountutil import mounted
+
+pytestmark = pytest.mark.fuse
+
+MACHINE = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+
+[[process]]
+pid = 60
+name = "maps"
+[[process.vma]]
+start = 0x7f0000000000
+size = "32KiB"
+pages = "3 accessed, 2 dirty@1, 1 swap"
+[[process.vma]]
+start = 0x7f0000200000
+size = "4MiB"
+thp = true
+pages = "1 thp-accessed"
+[[process.vma]]
+start = 0x7f0000800000
+size = "16KiB"
+perms = "r-xp"
+path = "/usr/lib/libz.so"
+pages = "2 accessed"
+[[process.vma]]
+start = 0x7ffe00000000
+size = "8KiB"
+kind = "stack"
+pages = "1 dirty"
+
+[[process]]
+pid = 61
+name = "bound"
+policy = "bind:0-1"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+"""
+
+SMAPS_ANON = """\
+7f0000000000-7f0000008000 rw-p 00000000 00:00 0 
+Size:                 32 kB
+KernelPageSize:        4 kB
+MMUPageSize:           4 kB
+Rss:                  20 kB
+Pss:                  20 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:        12 kB
+Private_Dirty:         8 kB
+Referenced:           20 kB
+Anonymous:            20 kB
+LazyFree:              0 kB
+AnonHugePages:         0 kB
+ShmemPmdMapped:        0 kB
+Shared_Hugetlb:        0 kB
+Private_Hugetlb:       0 kB
+Swap:                  4 kB
+SwapPss:               4 kB
+Locked:                0 kB
+ProtectionKey:         0
+VmFlags: rd wr mr mw me ac sd 
+"""
+
+
+@pytest.fixture(scope="module")
+def m():
+    with mounted(MACHINE) as mnt:
+        yield mnt
+
+
+def test_numa_maps(m):
+    assert m.read("proc/60/numa_maps").decode() == (
+        "7f0000000000 default anon=5 dirty=2 N0=3 N1=2 kernelpagesize_kB=4\n"
+        "7f0000200000 default anon=512 N0=512 kernelpagesize_kB=4\n"
+        "7f0000800000 default file=/usr/lib/libz.so mapped=2 active=0 N0=2 kernelpagesize_kB=4\n"
+        "7ffe00000000 default stack anon=1 dirty=1 N0=1 kernelpagesize_kB=4\n")
+
+
+def test_numa_maps_policy_and_empty_vma(m):
+    assert m.read("proc/61/numa_maps").decode() == "7f0000000000 bind:0-1\n"
+
+
+def test_smaps_anon_vma_and_thp(m):
+    text = m.read("proc/60/smaps").decode()
+    assert text.startswith(SMAPS_ANON)
+    thp = text.split("7f0000200000-7f0000600000 rw-p 00000000 00:00 0 \n")[1]
+    lines = thp.splitlines()
+    assert lines[0] == "Size:               4096 kB"
+    assert lines[3] == "Rss:                2048 kB"
+    assert lines[7] == "Private_Clean:      2048 kB"
+    assert lines[10] == "Anonymous:          2048 kB"
+    assert lines[12] == "AnonHugePages:      2048 kB"
+    assert lines[20] == "VmFlags: rd wr mr mw me ac sd hg "
+
+
+def test_smaps_rollup(m):
+    lines = m.read("proc/60/smaps_rollup").decode().splitlines()
+    assert lines[0] == "7f0000000000-7ffe00002000 ---p 00000000 00:00 0" + " " * 26 + "[rollup]"
+    # 5 + 512 + 2 + 1 pages
+    assert lines[1] == "Rss:                2080 kB"
+    assert lines[8] == "Anonymous:          2072 kB"
+    assert lines[14] == "Swap:                  4 kB"

@@ -81,9 +81,14 @@ def _mount(args: argparse.Namespace) -> int:
         return 2
     Path(mnt).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
+    from .ctl.server import ControlSocketError
     from .fs.server import serve
     print(_summary(kernel, mnt), flush=True)
-    serve(kernel, mnt, rate=args.rate, paused=args.paused, allow_other=args.allow_other)
+    try:
+        serve(kernel, mnt, rate=args.rate, paused=args.paused, allow_other=args.allow_other)
+    except ControlSocketError as e:
+        print(f"fakeproc: control socket: {e}", file=sys.stderr)
+        return 1
     print(f"fakeproc: unmounted {mnt}", flush=True)
     return 0
 

@@ -107,6 +107,7 @@ def test_list_matches_proc(mnt, ctl):
     worked = next(p for p in procs if p["pid"] == 100)
     assert worked["name"] == "worked" and worked["threads"] == [100, 101]
     assert worked["rss"] == worked["rss_anon"] == 10 and worked["state"] == "sleeping"
+    assert worked["rss_nodes"] == {"0": 10}
 
 
 def test_spawn_shows_in_maps_and_status(mnt, ctl):
@@ -121,6 +122,7 @@ def test_spawn_shows_in_maps_and_status(mnt, ctl):
     assert sorted(os.listdir(mnt.proc_path(f"{pid}/task"))) == ["5000", "5001", "5002"]
     assert ctl.touch(pid, VMA)["node"] == 1                        # pinned on node 1
     assert ctl.touch(pid, hex(VMA + 4 * 4096))["node"] == 0         # the policy's node
+    assert next(p for p in ctl.list() if p["pid"] == pid)["rss_nodes"] == {"0": 4, "1": 4}
     ctl.kill(pid)
 
 
@@ -288,8 +290,13 @@ def test_stale_socket_is_replaced_and_a_clean_exit_removes_it(tmp_path):
         with pytest.raises(CtlError) as ei, Client(mnt) as c:
             c.ping()
         assert ei.value.type == "connect"
-        proc = _start(mnt)                            # cleans the stale mount and socket
-        assert socket_path(mnt) == path
+        other = path.parent.parent / "0123456789abcdef"   # another killed server's leftovers
+        other.mkdir(mode=0o700)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(other / "ctl.sock"))
+        (other / "mountpoint").write_text("/nowhere\n")
+        proc = _start(mnt)                            # cleans the stale mount and sockets
+        assert socket_path(mnt) == path and not other.exists()
         with Client(mnt) as c:
             assert c.ping()["pid"] == proc.pid != first
         proc.send_signal(signal.SIGTERM)
@@ -299,7 +306,7 @@ def test_stale_socket_is_replaced_and_a_clean_exit_removes_it(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
 

@@ -212,14 +212,19 @@ def _print_table(procs: list[dict[str, Any]]) -> None:
     t = Table(box=None, pad_edge=False)
     for col, justify in (("PID", "right"), ("NAME", "left"), ("STATE", "left"), ("THR", "right"),
                          ("RSS", "right"), ("ANON", "right"), ("FILE", "right"), ("SHMEM", "right"),
-                         ("POLICY", "left"), ("WORKLOAD", "left")):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+                         ("NODES", "left"), ("POLICY", "left"), ("WORKLOAD", "left")):
+        t.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for p in procs:
         wl = p["workload"]
         t.add_row(str(p["pid"]), p["name"], p["state"], str(len(p["threads"])), _kib(p["rss"]),
-                  _kib(p["rss_anon"]), _kib(p["rss_file"]), _kib(p["rss_shmem"]), p["policy"],
+                  _kib(p["rss_anon"]), _kib(p["rss_file"]), _kib(p["rss_shmem"]),
+                  " ".join(f"{nid}:{_kib(n)}" for nid, n in p.get("rss_nodes", {}).items()) or "-",
+                  p["policy"],
                   f"{wl['pattern']} {wl['rate']:g}/s" if wl else "-")
-    Console(width=max(100, Console().width)).print(t)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a pipe: one line per process, never wrapped
+    console.print(t)
 
 
 def _kib(pages: int) -> str:

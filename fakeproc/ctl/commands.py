@@ -42,14 +42,27 @@ def describe_workload(wl: "Workload | None") -> dict[str, Any] | None:
             "touches": wl.touches}
 
 
+def rss_nodes(ctx: Context, t: "Task") -> dict[str, int]:
+    """Present base pages per node id (JSON keys are strings), over all its VMAs."""
+    out: dict[str, int] = {}
+    if t.mm_id is None:
+        return out
+    for vma in ctx.kernel.mm(t.mm_id).vmas:
+        for nid, n in ctx.kernel.range_stats(t, vma.start, vma.end)["nodes"].items():
+            out[str(nid)] = out.get(str(nid), 0) + n
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def describe_task(ctx: Context, t: "Task") -> dict[str, Any]:
-    """What `list` reports of one process (RSS in pages, as /proc/PID/status counts it)."""
+    """What `list` reports of one process (RSS in pages, as /proc/PID/status counts it;
+    rss_nodes: resident pages per node, as numa_maps counts them)."""
     mc = ctx.kernel.mm_counters(t)
     pol = t.policy.mode + (":" + ",".join(map(str, t.policy.nodes)) if t.policy.nodes else "")
     anon, file, shmem = mc.get("rss_anon", 0), mc.get("rss_file", 0), mc.get("rss_shmem", 0)
     return {"pid": t.pid, "name": t.name, "state": t.state, "ppid": t.ppid, "uid": t.uid,
             "gid": t.gid, "cpu": t.cpu, "threads": list(t.tids), "policy": pol,
             "rss": anon + file + shmem, "rss_anon": anon, "rss_file": file, "rss_shmem": shmem,
+            "rss_nodes": rss_nodes(ctx, t),
             "vm": mc.get("total_vm", 0), "exit_at": t.exit_at,
             "workload": describe_workload(t.workload)}
 

@@ -31,6 +31,10 @@ log = logging.getLogger("fakeproc.ctl")
 RECV_SIZE = 65536
 
 
+class ControlSocketError(RuntimeError):
+    """The control socket cannot be set up (the mount is not started)."""
+
+
 def _private_dir(path: Path) -> None:
     """mkdir path 0700 (and its parent), refusing one that is a symlink or not ours."""
     for d in (path.parent, path):
@@ -40,24 +44,53 @@ def _private_dir(path: Path) -> None:
             pass
         st = os.lstat(d)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise RuntimeError(f"{d} is not a directory owned by uid {os.geteuid()}; remove it")
+            raise ControlSocketError(f"{d} is not a directory owned by uid {os.geteuid()}; remove it")
     os.chmod(path, 0o700)
+
+
+def _is_dead(path: Path) -> bool:
+    """Does connecting to the socket at path get ECONNREFUSED (nobody listens)?"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # missing, busy, or not ours: leave it alone
+    finally:
+        probe.close()
+    return False
 
 
 def _replace_stale(path: Path) -> None:
     """Remove a socket left by a killed server; refuse to steal a live one."""
     if not os.path.lexists(path):
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
+    if not _is_dead(path):
+        raise ControlSocketError(f"another fakeproc server answers on {path}; stop it first")
+    path.unlink()
+
+
+def _sweep(base: Path, keep: Path) -> None:
+    """Remove the directories that killed servers left under base: those whose
+    mountpoint file exists (written after listen()) and whose socket refuses."""
     try:
-        probe.connect(str(path))
+        entries = list(base.iterdir())
     except OSError:
-        path.unlink()  # nobody listens: stale
         return
-    finally:
-        probe.close()
-    raise RuntimeError(f"another fakeproc server answers on {path}; stop it first")
+    for d in entries:
+        try:
+            st = os.lstat(d)
+            if d == keep or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if (d / MOUNTPOINT_NAME).exists() and _is_dead(d / SOCKET_NAME):
+                for name in (SOCKET_NAME, MOUNTPOINT_NAME):
+                    os.unlink(d / name)
+                os.rmdir(d)
+                log.info("removed %s, left by a killed server", d)
+        except OSError:
+            continue
 
 
 class ControlServer:
@@ -74,20 +107,24 @@ class ControlServer:
 
     def bind(self) -> "ControlServer":
         """Create the private directory and listen on the socket (before mounting)."""
-        _private_dir(self.dir)
-        _replace_stale(self.path)
+        try:
+            _private_dir(self.dir)
+            _replace_stale(self.path)
+        except OSError as e:
+            raise ControlSocketError(f"cannot prepare {self.dir}: {e}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(self.path))
-            os.chmod(self.path, 0o600)
-            sock.listen(64)
-        except OSError:
+            sock.listen(64)  # at once: a bound socket that refuses looks dead to _sweep
+            os.chmod(self.path, 0o600)  # the 0700 directory already kept others out
+        except OSError as e:
             sock.close()
-            raise
+            raise ControlSocketError(f"cannot listen on {self.path}: {e}") from None
         self._sock, self._ino = sock, os.stat(self.path).st_ino
         fd = os.open(self.dir / MOUNTPOINT_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self.realpath + "\n")
+        _sweep(self.dir.parent, keep=self.dir)
         return self
 
     def close(self) -> None:

@@ -9,7 +9,9 @@ handlers never race.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
+import logging
 import os
 import signal
 import stat
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from ..ctl.server import ControlServer
     from ..kernel.kernel import Kernel
 
+log = logging.getLogger("fakeproc.fs")
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life
@@ -192,6 +195,25 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def forget(self, inode_list: Any) -> None:
         return None  # inodes are interned for the mount's lifetime
+
+
+def _guarded(handler: Any) -> Any:
+    """A bug in a renderer answers EIO and is logged; it never ends the mount."""
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:  # noqa: BLE001 - the whole point: keep serving
+            log.exception("%s failed; answering EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper
+
+
+for _name in ("lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "statfs",
+              "open", "read", "write", "release"):
+    setattr(FakeprocFS, _name, _guarded(getattr(FakeprocFS, _name)))
 
 
 def _kernfs_open_check(mode: int, flags: int) -> None:

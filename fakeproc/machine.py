@@ -18,7 +18,9 @@ from typing import Any
 
 import jsonschema
 
+from .kernel import kvm
 from .kernel.kernel import Kernel, NodeConfig
+from .kernel.kvm import MemSlot
 from .kernel.mm import PAGE_SIZE, TASK_SIZE, Vma
 from .kernel.native import KernelError, lib
 from .kernel.task import MemPolicy, Task
@@ -40,10 +42,27 @@ PAGE_STATES: dict[str, tuple[int, int]] = {
     "thp-migration": (3, MIGRATION_ENTRY), "pud": (2, _P | _A),
 }
 PMD_MARKERS = {"pmd-idle": (0, _A), "pmd-accessed": (_A, 0)}
+_EA, _ED = lib.FP_EPT_ACCESSED, lib.FP_EPT_DIRTY
+# EPT leaf states of a VM's memory slot: state -> (level, accessed/dirty bits); "none"
+# leaves the guest page unmapped (a hole)
+EPT_STATES: dict[str, tuple[int, int]] = {
+    "none": (4, 0), "idle": (4, lib.FP_EPT_R), "accessed": (4, _EA), "dirty": (4, _EA | _ED),
+    "thp-idle": (3, lib.FP_EPT_R), "thp-accessed": (3, _EA), "thp-dirty": (3, _EA | _ED),
+    "pud": (2, lib.FP_EPT_R)}
 
 _SIZE_T = {"anyOf": [{"type": "integer", "minimum": 0},
                      {"type": "string", "pattern": r"^\s*\d+\s*([kKmMgGtT](i?[bB])?)?\s*$"}]}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
+_WORKLOAD_T: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
+    "pattern": {"enum": ["uniform", "hotcold", "zipf", "seq"]},
+    "rate": {"type": "number", "minimum": 0}, "hot": _PROB, "hot_access": _PROB,
+    "write": _PROB, "zipf_s": {"type": "number", "exclusiveMinimum": 0},
+    "seed": {"type": "integer"},
+    "vmas": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "phases": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["at", "hot_offset"], "properties": {
+            "at": {"type": "number", "minimum": 0}, "hot_offset": _PROB}}}}}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -93,16 +112,20 @@ SCHEMA: dict[str, Any] = {
                         "node": {"type": "integer", "minimum": 0},
                         "pages": {"type": "string"},
                         "repeat": {"type": "integer", "minimum": 1}}}},
-                "workload": {"type": "object", "additionalProperties": False, "properties": {
-                    "pattern": {"enum": ["uniform", "hotcold", "zipf", "seq"]},
-                    "rate": {"type": "number", "minimum": 0}, "hot": _PROB, "hot_access": _PROB,
-                    "write": _PROB, "zipf_s": {"type": "number", "exclusiveMinimum": 0},
-                    "seed": {"type": "integer"},
-                    "vmas": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                    "phases": {"type": "array", "items": {
+                "workload": _WORKLOAD_T,
+                "vm": {"type": "object", "additionalProperties": False, "required": ["slot"],
+                       "properties": {
+                    "vcpu0": {"type": "boolean"}, "ept_ad": {"type": "boolean"},
+                    "ept_levels": {"type": "integer", "minimum": 4, "maximum": 5},
+                    "root_valid": {"type": "boolean"},
+                    "slot": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
                         "type": "object", "additionalProperties": False,
-                        "required": ["at", "hot_offset"], "properties": {
-                            "at": {"type": "number", "minimum": 0}, "hot_offset": _PROB}}}}}}}},
+                        "required": ["gpa", "size", "hva"], "properties": {
+                            "gpa": {"type": "integer", "minimum": 0}, "size": _SIZE_T,
+                            "hva": {"type": "integer", "minimum": 0},
+                            "node": {"type": "integer", "minimum": 0},
+                            "pages": {"type": "string"}}}},
+                    "workload": _WORKLOAD_T}}}}},
     },
 }
 
@@ -205,17 +228,20 @@ class PageRun:
     node: int | None
 
 
-def parse_pages(text: str) -> list[PageRun]:
-    """'3 accessed, 7 idle@2, 6 none, pmd-idle' -> runs (markers have count 0)."""
+def parse_pages(text: str, states: dict[str, tuple[int, int]] | None = None) -> list[PageRun]:
+    """'3 accessed, 7 idle@2, 6 none, pmd-idle' -> runs (markers have count 0).
+    ``states``: the allowed states (PAGE_STATES, or EPT_STATES without markers)."""
+    table = PAGE_STATES if states is None else states
+    markers = PMD_MARKERS if states is None else {}
     runs = []
     for tok in (t.strip() for t in text.split(",")):
         if not tok:
             continue
         m = re.fullmatch(r"(?:(\d+)\s*[x*]?\s+)?([a-z-]+)(?:@(\d+))?", tok)
-        if not m or (m.group(2) not in PAGE_STATES and m.group(2) not in PMD_MARKERS):
-            known = ", ".join([*PAGE_STATES, *PMD_MARKERS])
+        if not m or (m.group(2) not in table and m.group(2) not in markers):
+            known = ", ".join([*table, *markers])
             raise ValueError(f"bad run {tok!r}: write '<count> <state>[@node]' with a state of {known}")
-        if m.group(2) in PMD_MARKERS:
+        if m.group(2) in markers:
             if m.group(1) or m.group(3):
                 raise ValueError(f"{m.group(2)} takes no count or node")
             runs.append(PageRun(0, m.group(2), None))
@@ -272,6 +298,7 @@ class _ProcPlan:
     raw: dict[str, Any]
     path: tuple[Any, ...]
     vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]]
+    slots: list[tuple[MemSlot, list[PageRun], int | None]]
 
 
 def _nodes_from(ck: _Checker, doc: dict[str, Any]) -> tuple[list[NodeConfig], list[list[int]] | None]:
@@ -360,7 +387,43 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
     wl = raw.get("workload")
     if wl is not None:
         _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
-    return _ProcPlan(raw, path, vmas)
+    slots = _plan_slots(ck, path + ("vm",), raw.get("vm"), [v for v, _, _ in vmas], node_ids)
+    return _ProcPlan(raw, path, vmas, slots)
+
+
+def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, vmas: list[Vma],
+                node_ids: set[int]) -> list[tuple[MemSlot, list[PageRun], int | None]]:
+    """A VM's memory slots: each page aligned, inside one anonymous VMA, no overlaps."""
+    out: list[tuple[MemSlot, list[PageRun], int | None]] = []
+    for j, raw in enumerate((vm or {}).get("slot", [])):
+        spath = path + ("slot", j)
+        try:
+            slot = MemSlot(raw["gpa"], parse_size(raw["size"]), raw["hva"])
+            runs = parse_pages(raw.get("pages", ""), EPT_STATES)
+        except ValueError as e:
+            raise ck.error(spath, str(e)) from None
+        if (slot.gpa | slot.hva | slot.size) % PAGE_SIZE or slot.size == 0:
+            raise ck.error(spath, "gpa, hva and size must be non-zero multiples of 4 KiB")
+        host = next((v for v in vmas if v.start <= slot.hva and slot.hva + slot.size <= v.end), None)
+        if host is None or not host.is_anon_memory:
+            raise ck.error(spath + ("hva",), f"{slot.hva:#x}+{slot.size:#x} must lie inside one "
+                           "anonymous VMA of the process (the guest's RAM)")
+        for other, _, _ in out:
+            if (other.gpa < slot.gpa + slot.size and slot.gpa < other.gpa + other.size) or \
+                    (other.hva < slot.hva + slot.size and slot.hva < other.hva + other.size):
+                raise ck.error(spath, "overlaps another slot (in guest or host addresses)")
+        if raw.get("node") is not None and raw["node"] not in node_ids:
+            raise ck.error(spath + ("node",), f"node {raw['node']} does not exist")
+        end = slot.gpa
+        for run in runs:
+            unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[EPT_STATES[run.state][0]]
+            if end % unit:
+                raise ck.error(spath + ("pages",), f"{run.state!r} at gpa {end:#x} is not aligned")
+            end += run.count * unit
+        if end > slot.gpa + slot.size:
+            raise ck.error(spath + ("pages",), f"the runs end at gpa {end:#x}, past the slot's end")
+        out.append((slot, runs, raw.get("node")))
+    return out
 
 
 def _check_workload_vmas(ck: _Checker, path: tuple[Any, ...], wl: dict[str, Any], nr_vmas: int) -> None:
@@ -442,13 +505,41 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
         except _MarkerError as e:
             raise ck.error(plan.path + ("vma", j, "pages"), str(e)) from None
     if "workload" in raw:
-        kernel.attach_workload(task, _workload_from(raw["workload"], seed + raw["pid"]))
+        wl = _workload_from(raw["workload"], seed + raw["pid"])
+        if wl.vma_indices is not None:  # file order -> the address order of mm.vmas
+            rank = sorted(range(len(plan.vmas)), key=lambda j: plan.vmas[j][0].start)
+            wl.vma_indices = tuple(rank.index(j) for j in wl.vma_indices)
+        kernel.attach_workload(task, wl)
+    if plan.slots:
+        _build_vm(ck, kernel, task, plan)
     task.exit_at = raw.get("exit_at")
     if raw.get("state", "sleeping") == "zombie":
         kernel.exit(task.pid, zombie=True)
     else:
         task.state = raw.get("state", "sleeping")
     return task
+
+
+def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan) -> None:
+    vm = plan.raw["vm"]
+    kvm.create_vm(kernel, task, [s for s, _, _ in plan.slots], vcpu0=vm.get("vcpu0", True),
+                  ept_ad=vm.get("ept_ad", True), ept_levels=vm.get("ept_levels", 4),
+                  root_valid=vm.get("root_valid", True))
+    for j, (slot, runs, node) in enumerate(plan.slots):
+        gpa = slot.gpa
+        for run in runs:
+            level, bits = EPT_STATES[run.state]
+            unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+            for _ in range(run.count if bits else 0):
+                try:
+                    kvm.ept_set(kernel, task, gpa, level, bits, run.node if run.node is not None else node)
+                except KernelError as e:
+                    raise ck.error(plan.path + ("vm", "slot", j, "pages"),
+                                   f"cannot map guest page {gpa:#x}: {e.strerror}") from None
+                gpa += unit
+            gpa += 0 if bits else run.count * unit
+    if "workload" in vm:
+        kvm.attach_guest_workload(kernel, task, _workload_from(vm["workload"], plan.raw["pid"]))
 
 
 def _workload_from(w: dict[str, Any], default_seed: int) -> Workload:

@@ -168,6 +168,7 @@ class Kernel:
             del self._mms[task.mm_id]
             task.mm_id = None
         task.workload = None
+        task.vm = None  # freed with the address space (fp_mm_destroy)
         if zombie:
             task.state = "zombie"
         else:
@@ -248,8 +249,9 @@ class Kernel:
                 self.exit(task.pid)
         done = 0
         for task in list(self.tasks.values()):
-            wl = task.workload
-            if wl is not None and task.alive:
+            for wl in (task.workload, task.vm.workload if task.vm else None):
+                if wl is None or not task.alive:
+                    continue
                 failed = wl.faults_failed
                 done += wl.run(self.native, seconds, self.clock)
                 if wl.faults_failed > failed:

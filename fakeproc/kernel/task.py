@@ -5,9 +5,12 @@ Linux: include/linux/sched.h (task_struct), the parts /proc/PID/status shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .workload import Workload
+
+if TYPE_CHECKING:
+    from .kvm import Vm
 
 TaskState = Literal["running", "sleeping", "zombie"]
 
@@ -38,6 +41,7 @@ class Task:
     policy: MemPolicy = field(default_factory=MemPolicy)
     mm_id: int | None = None
     workload: Workload | None = None
+    vm: "Vm | None" = None  # a KVM VM this process (an emulated QEMU) runs
     exit_at: float | None = None  # virtual time at which the process exits
     nvcsw: int = 0
     nivcsw: int = 0

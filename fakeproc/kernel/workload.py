@@ -40,8 +40,9 @@ class Workload:
     _regions: Any = field(default=None, repr=False)
     _carry: float = 0.0
 
-    def bind(self, mm_id: int, regions: list[tuple[int, int, int]]) -> None:
-        """Build the C descriptor over (start, nr_pages, vma_flags) regions."""
+    def bind(self, mm_id: int, regions: list[tuple[int, int, int]], vm: int = -1) -> None:
+        """Build the C descriptor over (start, nr_pages, vma_flags) regions; with a
+        VM index the regions are guest-physical and touches go through its EPT."""
         self._regions = ffi.new("struct fp_region[]", max(1, len(regions)))
         for i, (start, npages, flags) in enumerate(regions):
             self._regions[i].start, self._regions[i].nr_pages = start, npages
@@ -49,6 +50,7 @@ class Workload:
         c = ffi.new("struct fp_workload *")
         c.pattern = PATTERN_CODES[self.pattern]
         c.mm = mm_id
+        c.vm = vm
         c.rng = (self.seed * 0x9E3779B97F4A7C15 + 1) & ((1 << 64) - 1) or 1
         c.regions = self._regions
         c.nr_regions = len(regions)

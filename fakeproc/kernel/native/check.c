@@ -179,6 +179,15 @@ static void check_lru(struct checker *c, int nid)
     }
 }
 
+static void count_ept(struct checker *c, uint64_t table, int level)
+{
+    const uint64_t *t = fp_table(c->k, table);
+    cstat(c, fp_pfn_to_node(c->k, c->k->table_pfn[table]))[FP_NR_PAGETABLE]++;
+    for (int i = 0; level < 4 && i < FP_PTRS_PER_TABLE; i++)
+        if (fp_ept_present(t[i]) && !(t[i] & FP_EPT_LARGE))
+            count_ept(c, fp_entry_addr(t[i]), level + 1);
+}
+
 int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
 {
     static const int compared[] = {
@@ -198,6 +207,9 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
     for (uint32_t id = 0; id < FP_MAX_MMS; id++)
         if (k->mms[id])
             check_mm(&c, k->mms[id]);
+    for (int v = 0; v < FP_MAX_VMS; v++)
+        if (k->vms[v] && k->vms[v]->eptp)
+            count_ept(&c, k->vms[v]->eptp, 1);
     for (int n = 0; n < k->nr_nodes; n++)
         for (size_t i = 0; i < sizeof(compared) / sizeof(compared[0]); i++)
             if (cstat(&c, n)[compared[i]] != k->nodes[n].stat[compared[i]])

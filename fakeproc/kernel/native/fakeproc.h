@@ -184,6 +184,35 @@ struct fp_mm {
     uint64_t nr_tables;    /* page-table pages below the PGD, PGD included */
     uint64_t nr_swap;      /* swap entries */
     uint64_t hiwater_rss;
+    int32_t vm;            /* index of the VM this process runs + 1, 0 = none */
+};
+
+/* ---- KVM: memory slots and the EPT (arch/x86/kvm) ---- */
+#define FP_EPT_R        1
+#define FP_EPT_W        2
+#define FP_EPT_X        4
+#define FP_EPT_LARGE    128
+#define FP_EPT_ACCESSED 256
+#define FP_EPT_DIRTY    512
+#define FP_MAX_VMS      256
+#define FP_MAX_SLOTS    32
+
+struct fp_memslot {
+    uint64_t gpa;          /* guest-physical start, page aligned */
+    uint64_t npages;
+    uint64_t hva;          /* the QEMU process's address of gpa */
+    uint32_t vma_flags;    /* FP_VMA_* of the host VMA backing it (THP, anon) */
+};
+
+struct fp_vm {
+    uint32_t mm;           /* the QEMU process's address space */
+    uint64_t eptp;         /* EPT root table index, 0 = none */
+    int32_t has_vcpu0;
+    int32_t ad_enabled;    /* EPT accessed/dirty bits */
+    int32_t levels;        /* EPT page-walk levels (4) */
+    int32_t root_valid;    /* VALID_PAGE(vcpu->arch.mmu->root_hpa) */
+    uint32_t nr_slots;     /* sorted by hva, not overlapping */
+    struct fp_memslot slots[32];
 };
 
 struct fp_kernel {
@@ -202,6 +231,7 @@ struct fp_kernel {
     struct fp_mm *mms[65536];
     uint64_t events[32];
     int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
+    struct fp_vm *vms[256];
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
     uint64_t swap_used;
 };
@@ -247,6 +277,14 @@ int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span 
                      uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
                      uint8_t *ubuf, uint64_t *cursor_out);
 
+/* KVM (kvm.c): a VM of a process, guest accesses through the EPT, EPT-mode idle_pages */
+int32_t fp_vm_new(struct fp_kernel *k, uint32_t mm);
+void fp_vm_destroy(struct fp_kernel *k, int32_t vm);
+int32_t fp_ept_touch(struct fp_kernel *k, int32_t vm, uint64_t gpa, int32_t write);
+int32_t fp_ept_set(struct fp_kernel *k, int32_t vm, uint64_t gpa, int32_t level, uint64_t bits,
+                   int32_t node);
+int64_t fp_ept_entry(struct fp_kernel *k, int32_t vm, uint64_t gpa, int32_t *level_out);
+
 /* the workload engine */
 #define FP_WL_UNIFORM 0
 #define FP_WL_HOTCOLD 1
@@ -272,6 +310,7 @@ struct fp_workload {
     double write_frac;
     double zipf_s;
     uint64_t seq_pos;
+    int32_t vm;            /* >= 0: a guest workload, regions are guest-physical */
     uint64_t touches;      /* done so far */
     uint64_t faults_failed;
 };

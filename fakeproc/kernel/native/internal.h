@@ -61,6 +61,16 @@ void fp_count_alloc(struct fp_kernel *k, int32_t local, int32_t preferred, int32
 void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn);
 int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm);
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level);
+void fp_table_free(struct fp_kernel *k, uint64_t idx);
+
+/* kvm.c: the MMU notifier side of KVM, called when host mappings change */
+void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva);
+int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva);
+const struct fp_memslot *fp_vm_slot_of_hva(const struct fp_vm *vm, uint64_t hva);
+uint64_t fp_vm_next_slot_hva(const struct fp_vm *vm, uint64_t hva);
+
+#define FP_EPT_PRESENT  (FP_EPT_R | FP_EPT_W | FP_EPT_X)
+static inline int fp_ept_present(uint64_t e) { return (e & FP_EPT_PRESENT) != 0; }
 int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge);
 void fp_free_page(struct fp_kernel *k, uint64_t pfn);
 #endif

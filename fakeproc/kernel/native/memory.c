@@ -131,7 +131,7 @@ int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
     return (int64_t)idx;
 }
 
-static void table_free(struct fp_kernel *k, uint64_t idx)
+void fp_table_free(struct fp_kernel *k, uint64_t idx)
 {
     uint64_t pfn = k->table_pfn[idx];
     memset(fp_table(k, idx), 0, FP_PTRS_PER_TABLE * sizeof(uint64_t));
@@ -181,6 +181,8 @@ void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
     if (fp_pfn_to_node(k, pfn) < 0)
         return; /* device or special memory: never accounted */
     *mm_rss(mm, p) -= fp_page_nr(p);
+    if (mm->vm)
+        fp_kvm_unmap_hva(k, mm, p->vpn << FP_PAGE_SHIFT); /* the MMU notifier */
     if (--p->mapcount)
         return;
     if (p->flags & FP_PG_LRU)
@@ -527,7 +529,7 @@ static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, i
             uint64_t child = fp_entry_addr(t[i]);
             unmap_level(k, mm, child, level + 1, lo, start, end);
             if (table_empty(fp_table(k, child))) {
-                table_free(k, child);
+                fp_table_free(k, child);
                 mm->nr_tables--;
                 t[i] = 0;
             }
@@ -558,9 +560,11 @@ void fp_mm_destroy(struct fp_kernel *k, uint32_t id)
     struct fp_mm *mm = get_mm(k, id);
     if (!mm)
         return;
+    if (mm->vm) /* the VM goes with its QEMU process */
+        fp_vm_destroy(k, mm->vm - 1);
     if (mm->pgd) {
         unmap_level(k, mm, mm->pgd, 1, 0, 0, 1ULL << 48);
-        table_free(k, mm->pgd);
+        fp_table_free(k, mm->pgd);
     }
     k->mms[id] = NULL;
     free(mm);

@@ -41,6 +41,9 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
+    const struct fp_mm *owner = k->mms[new->owner];
+    if (owner && owner->vm) /* invalidate_range: the guest re-faults onto the new page */
+        fp_kvm_unmap_hva(k, owner, new->vpn << FP_PAGE_SHIFT);
     fp_free_page(k, pfn);
     k->events[FP_EV_PGMIGRATE_SUCCESS]++;
     if (new_pfn)

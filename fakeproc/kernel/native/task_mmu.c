@@ -225,6 +225,96 @@ static void walk_page_range(struct idle_ctl *c, uint64_t pgd, const struct fp_vm
     } while (start = next, start < end);
 }
 
+/* ---- EPT mode (RFC v2 ept_idle_walk_hva_range / ept_page_range) ---------------- */
+
+static int ept_pte_range(struct idle_ctl *c, uint64_t *ptes, uint64_t addr, uint64_t end)
+{
+    int err = 0;
+    do {
+        uint64_t *e = &ptes[fp_index(addr, 4)];
+        int type;
+        if (!fp_ept_present(*e)) {
+            type = PTE_HOLE;
+        } else if (*e & FP_EPT_ACCESSED) {
+            *e &= ~(uint64_t)FP_EPT_ACCESSED;
+            type = PTE_ACCESSED;
+        } else {
+            type = PTE_IDLE;
+        }
+        err = idle_add_page(c, addr, addr + FP_PAGE_SIZE, type);
+        if (err)
+            break;
+        addr += FP_PAGE_SIZE;
+    } while (addr != end);
+    return err;
+}
+
+/* scan flags are ignored in VM mode (RFC v2): a table PMD is always descended */
+static int ept_level(struct idle_ctl *c, uint64_t table, int level, uint64_t addr, uint64_t end)
+{
+    uint64_t *t = fp_table(c->k, table);
+    uint64_t next;
+    int err = 0;
+    do {
+        next = slot_end(addr, end, level);
+        uint64_t *e = &t[fp_index(addr, level)];
+        if (level == 3) {
+            int large = (*e & FP_EPT_LARGE) != 0, accessed = (*e & FP_EPT_ACCESSED) != 0;
+            if (!fp_ept_present(*e)) {
+                err = idle_add_page(c, addr, next, PMD_HOLE);
+            } else {
+                *e &= ~(uint64_t)FP_EPT_ACCESSED;
+                if (large)
+                    err = idle_add_page(c, addr, next, accessed ? PMD_ACCESSED : PMD_IDLE);
+                else
+                    err = ept_pte_range(c, fp_table(c->k, fp_entry_addr(*e)), addr, next);
+            }
+        } else if (!fp_ept_present(*e)) {
+            c->restart = next; /* a non-present upper level only moves the restart */
+        } else if (level == 2 && (*e & FP_EPT_LARGE)) {
+            err = idle_add_page(c, addr, next, PUD_PRESENT); /* the walk goes on after it */
+        } else {
+            err = ept_level(c, fp_entry_addr(*e), level + 1, addr, next);
+        }
+        if (err)
+            break;
+    } while (addr = next, addr != end);
+    return err;
+}
+
+/* One read in EPT mode; fp_idle_read() has made the generic checks. */
+static int64_t ept_idle_read(struct fp_kernel *k, struct fp_vm *vm, uint64_t pos, uint64_t count,
+                             uint8_t *ubuf, uint64_t *cursor_out)
+{
+    struct idle_ctl c;
+    if (!vm->has_vcpu0 || !vm->ad_enabled || vm->levels != 4)
+        return -EINVAL; /* the VM cannot be walked */
+    memset(&c, 0, offsetof(struct idle_ctl, kbuf));
+    c.k = k;
+    c.ubuf = ubuf;
+    c.count = count;
+    uint64_t end = pos + (count << (3 + FP_PAGE_SHIFT)), start = pos;
+    while (start < end) {
+        idle_begin_pass(&c);
+        const struct fp_memslot *s = fp_vm_slot_of_hva(vm, start);
+        uint64_t next;
+        if (s && vm->root_valid && vm->eptp) {
+            /* walk the slot from start's GPA to the slot's end, whatever `end` is */
+            c.gpa_to_hva = s->hva - s->gpa;
+            c.restart = start - c.gpa_to_hva;
+            ept_level(&c, vm->eptp, 1, c.restart, s->gpa + (s->npages << FP_PAGE_SHIFT));
+            next = c.used ? c.restart + c.gpa_to_hva : fp_vm_next_slot_hva(vm, start);
+        } else {
+            next = fp_vm_next_slot_hva(vm, start); /* no slot here, or nothing to walk */
+        }
+        start = next;
+        if (idle_copy_user(&c, start, end))
+            break;
+    }
+    *cursor_out = c.next_hva;
+    return (int64_t)c.copied;
+}
+
 int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
                      uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
                      uint8_t *ubuf, uint64_t *cursor_out)
@@ -245,6 +335,8 @@ int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span 
     struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
     if (!mm || !mm->alive)
         return -ESRCH;
+    if (mm->vm) /* the process runs a VM: walk its EPT (decided on every read) */
+        return ept_idle_read(k, k->vms[mm->vm - 1], pos, count, ubuf, cursor_out);
 
     memset(&c, 0, offsetof(struct idle_ctl, kbuf));
     c.k = k;

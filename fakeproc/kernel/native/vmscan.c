@@ -20,12 +20,17 @@
 /* page_referenced(): test-and-clear the accessed bit of every entry mapping it */
 static int page_referenced(struct fp_kernel *k, uint64_t pfn)
 {
-    int level;
-    uint64_t *e = fp_rmap_entry(k, &k->pages[pfn], &level);
-    if (!e || !(*e & FP_PAGE_ACCESSED))
-        return 0;
-    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-    return 1;
+    int level, referenced = 0;
+    const struct fp_page *p = &k->pages[pfn];
+    uint64_t *e = fp_rmap_entry(k, p, &level);
+    if (e && (*e & FP_PAGE_ACCESSED)) {
+        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        referenced = 1;
+    }
+    const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
+    if (mm && mm->vm) /* mmu_notifier_clear_flush_young(): the guest's EPT accessed bit */
+        referenced |= fp_kvm_test_age_hva(k, mm, p->vpn << FP_PAGE_SHIFT);
+    return referenced;
 }
 
 static uint64_t isqrt(uint64_t x)

@@ -90,7 +90,8 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
             if (base >= r->start && base + FP_PMD_SIZE <= r->start + (r->nr_pages << FP_PAGE_SHIFT))
                 flags |= FP_FAULT_THP;
         }
-        int32_t err = fp_touch(k, wl->mm, addr, flags);
+        int32_t err = wl->vm >= 0 ? fp_ept_touch(k, wl->vm, addr, (flags & FP_FAULT_WRITE) != 0)
+                                  : fp_touch(k, wl->mm, addr, flags);
         if (err == -ENOMEM)
             wl->faults_failed++;
         else if (err < 0)

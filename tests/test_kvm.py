@@ -1,0 +1,158 @@
+"""Virtual machines: EPT-mode /proc/PID/idle_pages (INTERFACES.md 1.7) with hand-written
+bytes through the mount, and the EPT's part in guest accesses and host reclaim."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from fakeproc.kernel import kvm
+from fakeproc.kernel.native import lib
+from fakeproc.machine import load
+from mountutil import mounted
+
+TASK_SIZE = 0x7FFFFFFFF000
+RAM = 0x7F0000000000        # the QEMU process's guest RAM VMA (64 MiB)
+SLOT1_HVA = 0x7F0002000000  # slot 1 lives 32 MiB into it: a 30 MiB gap of no slot
+SLOT1_GPA = 0x100000000
+
+QEMU = """
+[[node]]
+type = "dram"
+size = "128MiB"
+cpus = "0-1"
+
+[[process]]
+pid = 500
+name = "qemu-system-x86"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64MiB"
+thp = true
+[process.vm]
+[[process.vm.slot]]
+gpa = 0
+size = "2MiB"
+hva = 0x7f0000000000
+pages = "3 accessed, 2 idle, 1 dirty"
+[[process.vm.slot]]
+gpa = 0x100000000
+size = "4MiB"
+hva = 0x7f0002000000
+pages = "1 thp-accessed, 2 accessed"
+
+[[process]]
+pid = 510
+name = "qemu-no-ad"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+[process.vm]
+ept_ad = false
+[[process.vm.slot]]
+gpa = 0
+size = "4MiB"
+hva = 0x7f0000000000
+
+[[process]]
+pid = 520
+name = "qemu-no-root"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+[process.vm]
+root_valid = false
+[[process.vm.slot]]
+gpa = 0
+size = "4MiB"
+hva = 0x7f0000000000
+pages = "4 accessed"
+"""
+
+
+def hva(addr: int) -> bytes:
+    return b"\xa0" + addr.to_bytes(8, "big")
+
+
+def scan(m, pid: int, pos: int, count: int = 4096) -> bytes:
+    fd = os.open(m.proc_path(f"{pid}/idle_pages"), os.O_RDWR | os.O_NONBLOCK)  # flags ignored
+    try:
+        os.lseek(fd, pos, os.SEEK_SET)
+        return os.read(fd, count)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def m():
+    with mounted(QEMU) as mnt:
+        yield mnt
+
+
+@pytest.mark.fuse
+def test_two_slots_with_a_gap(m):
+    # slot 0 (gpa 0 at RAM): 3 accessed, 2 idle, the dirty one reported accessed (no dirty
+    # reporting in RFC v2), then 506 empty PTEs as contiguous holes (33 x 15 + 11); the
+    # next pass starts in the gap: no slot, nothing added, the read ends at
+    # max(next slot start, end) = end = RAM + 128 MiB
+    first = hva(RAM) + bytes.fromhex("03 52 01") + b"\x8f" * 33 + b"\x8b" + hva(RAM + 0x8000000)
+    assert scan(m, 500, RAM) == first
+    # slot 1 from its start: a 2 MiB EPT leaf (THP) accessed, then a table with 2 accessed
+    # PTEs and 510 holes, then no slot above: TASK_SIZE
+    assert scan(m, 500, SLOT1_HVA) == (hva(SLOT1_HVA) + bytes.fromhex("11 02") + b"\x8f" * 34
+                                       + hva(TASK_SIZE))
+    # a start inside the 2 MiB leaf: the SET_HVA is rounded down in guest-physical space
+    assert scan(m, 500, SLOT1_HVA + 0x1000) == (hva(SLOT1_HVA) + bytes.fromhex("61 52")
+                                                + b"\x8f" * 34 + hva(TASK_SIZE))
+    # the first scan cleared slot 0's accessed bits
+    assert scan(m, 500, RAM) == hva(RAM) + b"\x56" + b"\x8f" * 33 + b"\x8b" + hva(RAM + 0x8000000)
+
+
+@pytest.mark.fuse
+def test_a_start_outside_every_slot(m):
+    # in the gap: nothing added; the tail is max(next slot start, end)
+    assert scan(m, 500, RAM + 0x200000, count=20) == hva(SLOT1_HVA)
+    assert scan(m, 500, RAM + 0x200000) == hva(RAM + 0x200000 + 0x8000000)
+
+
+@pytest.mark.fuse
+def test_a_vm_that_cannot_be_walked(m):
+    with pytest.raises(OSError) as e:
+        scan(m, 510, RAM)
+    assert e.value.errno == errno.EINVAL
+    # an invalid root yields no units: the read ends as for a start outside the slots
+    assert scan(m, 520, RAM) == hva(TASK_SIZE)
+
+
+def test_guest_accesses_set_ept_bits_and_host_reclaim_sees_them():
+    k = load(QEMU)
+    t = k.task(500)
+    gpa = 0x10000  # unmapped: an EPT violation faults the host page in first
+    kvm.guest_touch(k, t, gpa, write=True)
+    level, entry = kvm.ept_entry(k, t, gpa)
+    assert level == 4 and entry & lib.FP_EPT_ACCESSED and entry & lib.FP_EPT_DIRTY
+    assert k.page_node(t, RAM + gpa) == 0
+    # host reclaim's page_referenced() clears the EPT accessed bit (kvm_age_hva)
+    k.age_active(0)
+    _, entry = kvm.ept_entry(k, t, gpa)
+    assert not entry & lib.FP_EPT_ACCESSED
+    # migrating the host page zaps the EPT leaf; the next guest access maps the new page
+    assert k.migrate_page_at(t, RAM + gpa, 0)
+    assert kvm.ept_entry(k, t, gpa)[1] == 0
+    kvm.guest_touch(k, t, gpa)
+    assert kvm.ept_entry(k, t, gpa)[1] & lib.FP_EPT_ACCESSED
+    assert k.check() == []
+    k.exit(500)  # the VM and its EPT go with the process
+    assert k.check() == []
+
+
+def test_guest_workload_touches_guest_memory_only_through_the_ept():
+    text = QEMU.replace('pages = "1 thp-accessed, 2 accessed"\n',
+                        'pages = "1 thp-accessed, 2 accessed"\n[process.vm.workload]\n'
+                        'pattern = "uniform"\nrate = 1000\n', 1)
+    k = load(text)
+    t = k.task(500)
+    k.advance(1.0)
+    assert t.vm is not None and t.vm.workload is not None and t.vm.workload.touches == 1000
+    assert k.check() == []

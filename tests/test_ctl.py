@@ -346,3 +346,48 @@ def test_cli_spawn_workload_clock_kill(mnt):
     assert r.returncode == 1 and r.stderr == "fakeproc ctl: no_such_process: pid 5500: no process\n"
     r = ctl_cli(mnt, "spawn", "-", stdin="{not json")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+
+
+# ---- kernel calls through the control API (issue 3) ---------------------------------
+
+MIGRATE_MACHINE = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 700
+name = "mover"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64KiB"
+pages = "4 accessed"
+"""
+
+
+def test_move_pages_get_mempolicy_truth_and_check_over_the_socket():
+    from fakeproc.ctl.client import Client
+
+    with mounted(MIGRATE_MACHINE) as m, Client(m.path) as c:
+        base = 0x7F0000000000
+        r = c.call("move_pages", pid=700, pages=[base, base + 4096, base + 0x8000],
+                   nodes=[1, 1, 1], flags=0x82, status=[-99, -99, -99])
+        # two pages queued and moved; the untouched one is EFAULT (batch rules of 4.20)
+        assert r == {"ret": 0, "status": [1, 1, -14]}
+        assert c.call("get_mempolicy", pid=700, addr=base)["node"] == 1
+        assert c.call("move_pages", pid=700, pages=[base], nodes=None)["status"] == [1]
+        numa = m.read("proc/700/numa_maps").decode()
+        assert "N0=2 N1=2" in numa  # the mount shows the new residency
+        c.call("touch", pid=700, addr=base, write=True)
+        c.call("touch", pid=700, addr=base)
+        rows = c.call("truth", pid=700)["pages"]
+        assert [base, 1, 2] in rows                 # two touches, on node 1
+        assert all(r[2] == 0 for r in c.call("truth", pid=700)["pages"])  # reset by the first
+        assert c.call("check") == {"ok": True, "problems": []}
+        assert c.call("reclaim", node=0, pages=32, mode="age") == {"reclaimed": 0}
+        assert c.call("migrate_pages", pid=700, old_nodes=[1], new_nodes=[0]) == {"ret": 0}
+        assert c.call("move_pages", pid=700, pages=[base], nodes=[5])["ret"] == -19  # ENODEV

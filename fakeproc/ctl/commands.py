@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import machine
+from ..kernel import migrate
 from .protocol import PROTOCOL_VERSION, bad_args
 from .registry import COMMANDS, Context, command
 
@@ -158,3 +159,72 @@ def touch(ctx: Context, pid: int, addr: int | str, write: bool = False) -> dict[
     a = parse_addr(addr)
     ctx.kernel.touch(task, a, write=write)
     return {"pid": task.pid, "addr": a, "node": ctx.kernel.page_node(task, a)}
+
+
+@command()
+def move_pages(ctx: Context, pid: int, pages: list[int | str], nodes: list[int] | None = None,
+               flags: int = 2, status: list[int] | None = None) -> dict[str, Any]:
+    """move_pages(2) on an emulated process (INTERFACES.md 3): the return value (0, a
+    positive count not migrated, or -errno) and the status array as the kernel left it
+    (`status` is the caller's initial array, default all 0)."""
+    addrs = [parse_addr(p) for p in pages]
+    if nodes is not None and len(nodes) != len(addrs):
+        raise bad_args("pages and nodes differ in length")
+    st = list(status) if status is not None else [0] * len(addrs)
+    if len(st) != len(addrs):
+        raise bad_args("pages and status differ in length")
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags)
+    return {"ret": ret, "status": st}
+
+
+@command()
+def get_mempolicy(ctx: Context, pid: int, addr: int | str) -> dict[str, Any]:
+    """get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR): the node of the page at addr (faulted in
+    first); `node` is -errno on failure."""
+    return {"node": migrate.get_mempolicy_node(ctx.kernel, pid, parse_addr(addr))}
+
+
+@command()
+def migrate_pages(ctx: Context, pid: int, old_nodes: list[int], new_nodes: list[int]) -> dict[str, Any]:
+    """migrate_pages(2): every page of pid on old_nodes to new_nodes; `ret` is the count
+    left behind, or -errno."""
+    return {"ret": migrate.migrate_pages(ctx.kernel, pid, old_nodes, new_nodes)}
+
+
+@command()
+def truth(ctx: Context, pid: int, start: int | str | None = None, end: int | str | None = None,
+          reset: bool = True) -> dict[str, Any]:
+    """Ground truth: true CPU access counts per present page since the last reset, and
+    the node holding each page ([address, node, count] rows; all VMAs by default); plus
+    the touches each workload had served per node."""
+    task = ctx.task(pid, alive=True)
+    assert task.mm_id is not None
+    vmas = ctx.kernel.mm(task.mm_id).vmas
+    lo = parse_addr(start) if start is not None else (vmas[0].start if vmas else 0)
+    hi = parse_addr(end) if end is not None else (vmas[-1].end if vmas else 0)
+    rows = [[a, n, c] for a, n, c in ctx.kernel.truth(task, lo, hi, reset=reset)]
+    served = {}
+    for name, wl in (("workload", task.workload), ("guest", task.vm.workload if task.vm else None)):
+        if wl is not None:
+            served[name] = {str(k): v for k, v in wl.served_by_node(ctx.kernel.node_ids).items()}
+    return {"pid": task.pid, "pages": rows, "served": served}
+
+
+@command()
+def check(ctx: Context) -> dict[str, Any]:
+    """The invariant checker: every page accounted once, counters equal page state,
+    LRU lists exact. `ok` false lists the first problem."""
+    problems = ctx.kernel.check()
+    return {"ok": not problems, "problems": problems}
+
+
+@command()
+def reclaim(ctx: Context, node: int, pages: int = 32, mode: Literal["kswapd", "direct", "age"] = "kswapd") -> dict[str, Any]:
+    """Run reclaim on a node now: shrink_node() for `pages` base pages (kswapd or direct
+    accounting), or `age` its active lists; returns the pages reclaimed."""
+    if node not in ctx.kernel.node_ids:
+        raise bad_args(f"node {node} does not exist")
+    if mode == "age":
+        ctx.kernel.age_active(node)
+        return {"reclaimed": 0}
+    return {"reclaimed": ctx.kernel.shrink_node(node, pages, direct=mode == "direct")}

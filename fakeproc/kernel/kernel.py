@@ -319,6 +319,22 @@ class Kernel:
         n = check(lib.fp_range_pages(self.native, task.mm_id, start, end, addrs, pfns, cap))
         return [(int(addrs[i]), int(pfns[i])) for i in range(n)]
 
+    def truth(self, task: Task, start: int, end: int, *, reset: bool = False) -> list[tuple[int, int | None, int]]:
+        """Ground truth no real machine gives: (address, node, CPU accesses since the
+        last reset) for every present base page of [start, end) (a THP as 512 pages)."""
+        rows: list[tuple[int, int | None, int]] = []
+        pfns: list[int] = []
+        for addr, pfn in self.range_pages(task, start, end):
+            huge = self.native.pages[pfn].flags & lib.FP_PG_HEAD if pfn < self.native.nr_pfns else 0
+            for i in range(512 if huge else 1):
+                if start <= addr + i * PAGE_SIZE < end:
+                    rows.append((addr + i * PAGE_SIZE, self.page_node(task, addr), 0))
+                    pfns.append(pfn + i)
+        counts = ffi.new("uint32_t[]", max(1, len(pfns)))
+        lib.fp_access_counts(self.native, ffi.new("uint64_t[]", pfns or [0]), len(pfns), counts,
+                             int(reset))
+        return [(a, n, int(counts[i])) for i, (a, n, _) in enumerate(rows)]
+
     def range_stats(self, task: Task, start: int, end: int) -> dict[str, Any]:
         """numa_maps/smaps counts of [start, end): base pages, per node id."""
         out = ffi.new("struct fp_range_stats *")

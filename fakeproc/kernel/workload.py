@@ -62,6 +62,14 @@ class Workload:
         self._c = c
         self.set_phase_at(0.0)
 
+    def served_by_node(self, node_ids: list[int]) -> dict[int | None, int]:
+        """Touches served per node id (None: frames outside node RAM), since bind()."""
+        if self._c is None:
+            return {}
+        out: dict[int | None, int] = {nid: int(self._c.on_node[i]) for i, nid in enumerate(node_ids)}
+        out[None] = int(self._c.on_node[lib.FP_NO_NODE])
+        return out
+
     @property
     def faults_failed(self) -> int:
         return int(self._c.faults_failed) if self._c is not None else 0

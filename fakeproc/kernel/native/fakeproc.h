@@ -113,6 +113,7 @@
 #define FP_NR_EVENTS          32
 
 #define FP_MAX_NODES      64
+#define FP_NO_NODE        64   /* fp_touch()'s answer for a frame outside node RAM */
 #define FP_MAX_MMS        65536
 #define FP_PTRS_PER_TABLE 512
 #define FP_PAGES_PER_HUGE 512
@@ -224,6 +225,7 @@ struct fp_kernel {
     uint64_t nr_free_tables;
     uint64_t free_tables_cap;
     struct fp_page *pages; /* indexed by PFN */
+    uint32_t *access_count;/* ground truth: CPU accesses per PFN since the last reset */
     uint64_t nr_pfns;
     uint64_t device_pfn;   /* next PFN handed out for device (DAX) memory */
     int32_t nr_nodes;
@@ -262,7 +264,8 @@ int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
 int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t level,
                           uint64_t set, uint64_t clear);
 
-/* page faults and hardware accesses */
+/* page faults and hardware accesses; fp_touch returns the node index that served
+ * the access (FP_NO_NODE outside node RAM) or -errno */
 int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
 int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
 
@@ -311,6 +314,7 @@ struct fp_workload {
     double zipf_s;
     uint64_t seq_pos;
     int32_t vm;            /* >= 0: a guest workload, regions are guest-physical */
+    uint64_t on_node[65];  /* touches served per node index ([64]: outside node RAM) */
     uint64_t touches;      /* done so far */
     uint64_t faults_failed;
 };
@@ -345,6 +349,10 @@ int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_
 
 /* the invariant checker: number of problems, the first described in msg */
 int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
+
+/* ground truth: access counts of n PFNs into out (reset them when asked) */
+void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
+                      int32_t reset);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

@@ -50,6 +50,18 @@ static inline uint64_t fp_page_nr(const struct fp_page *p)
     return (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
 }
 
+/* Count one access to the base page of leaf entry e that maps addr; returns the
+ * node index that holds it (FP_NO_NODE for device or special frames). */
+static inline int32_t fp_count_access(struct fp_kernel *k, uint64_t e, uint64_t addr, int huge)
+{
+    uint64_t pfn = fp_entry_addr(e) + (huge ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
+    if (pfn >= k->nr_pfns)
+        return FP_NO_NODE;
+    k->access_count[pfn]++;
+    int32_t nid = fp_pfn_to_node(k, pfn);
+    return nid < 0 ? FP_NO_NODE : nid;
+}
+
 /* lru.c: list membership and the per-node LRU counters move together */
 int fp_page_lru(const struct fp_page *p);
 void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru);

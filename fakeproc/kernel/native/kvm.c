@@ -215,12 +215,12 @@ int32_t fp_ept_touch(struct fp_kernel *k, int32_t id, uint64_t gpa, int32_t writ
         uint64_t *e = &fp_table(k, table)[fp_index(gpa, l)];
         if (l == 4 || (*e & FP_EPT_LARGE)) {
             *e |= ad;
-            break;
+            return fp_count_access(k, *e, gpa, l < 4);
         }
         *e |= ad & FP_EPT_ACCESSED;
         table = fp_entry_addr(*e);
     }
-    return 0;
+    return FP_NO_NODE;
 }
 
 /* Scenario set-up: an exact EPT leaf at gpa (level 4: 4 KiB, 3: 2 MiB, 2: 1 GiB).

@@ -491,7 +491,7 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             if (l == 4 || (*e & FP_PAGE_PSE)) {
                 if (flags & FP_FAULT_WRITE)
                     *e |= FP_PAGE_DIRTY;
-                return 0;
+                return fp_count_access(k, *e, addr, l < 4);
             }
             table = fp_entry_addr(*e);
         }
@@ -502,7 +502,7 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         if (r < 0)
             return r;
     }
-    return 0; /* a PROT_NONE page: the access does not complete */
+    return FP_NO_NODE; /* a PROT_NONE page: the access does not complete */
 }
 
 /* ---- teardown ---------------------------------------------------------------- */

@@ -44,6 +44,8 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     const struct fp_mm *owner = k->mms[new->owner];
     if (owner && owner->vm) /* invalidate_range: the guest re-faults onto the new page */
         fp_kvm_unmap_hva(k, owner, new->vpn << FP_PAGE_SHIFT);
+    for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) /* ground truth follows */
+        k->access_count[(uint64_t)np + i] = k->access_count[pfn + i];
     fp_free_page(k, pfn);
     k->events[FP_EV_PGMIGRATE_SUCCESS]++;
     if (new_pfn)

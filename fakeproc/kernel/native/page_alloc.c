@@ -46,12 +46,13 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->nr_pfns = pfn;
     k->device_pfn = pfn + FP_PAGES_PER_HUGE * FP_PTRS_PER_TABLE; /* a gap, then DAX */
     k->pages = zalloc_big(pfn * sizeof(struct fp_page));
+    k->access_count = zalloc_big(pfn * sizeof(uint32_t));
     k->tables_cap = max_tables;
     k->tables = zalloc_big(max_tables * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     k->free_tables_cap = max_tables;
     k->free_tables = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
-    if (!k->pages || !k->tables || !k->free_tables || !k->table_pfn)
+    if (!k->pages || !k->access_count || !k->tables || !k->free_tables || !k->table_pfn)
         goto fail;
     k->tables_used = 1;
     k->nr_nodes = nr_nodes;
@@ -90,6 +91,7 @@ void fp_kernel_free(struct fp_kernel *k)
         free_big(node->free_pages, node->nr_pages * sizeof(uint32_t));
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
+    free_big(k->access_count, k->nr_pfns * sizeof(uint32_t));
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
@@ -154,6 +156,7 @@ void fp_free_page(struct fp_kernel *k, uint64_t pfn)
     int huge = k->pages[pfn].flags & FP_PG_HEAD;
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
     memset(&k->pages[pfn], 0, nr * sizeof(struct fp_page)); /* free == all zero */
+    memset(&k->access_count[pfn], 0, nr * sizeof(uint32_t));
     if (huge)
         node->free_blocks[node->nr_free_blocks++] =
             (uint32_t)((pfn - node->start_pfn) / FP_PAGES_PER_HUGE);
@@ -173,4 +176,15 @@ uint64_t fp_count_mapped(struct fp_kernel *k, int32_t nid, uint16_t mask, uint16
             n += (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
     }
     return n;
+}
+
+void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
+                      int32_t reset)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t pfn = pfns[i];
+        out[i] = pfn < k->nr_pfns ? k->access_count[pfn] : 0;
+        if (reset && pfn < k->nr_pfns)
+            k->access_count[pfn] = 0;
+    }
 }

@@ -96,6 +96,8 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
             wl->faults_failed++;
         else if (err < 0)
             return err;
+        else
+            wl->on_node[err]++;
         wl->touches++;
     }
     return (int64_t)n;

@@ -40,6 +40,7 @@ PAGE_STATES: dict[str, tuple[int, int]] = {
     "swap": (4, SWAP_ENTRY), "migration": (4, MIGRATION_ENTRY),
     "thp-idle": (3, _P), "thp-accessed": (3, _P | _A), "thp-dirty": (3, _P | _A | _D),
     "thp-migration": (3, MIGRATION_ENTRY), "pud": (2, _P | _A),
+    "pinned": (4, _P | _A),  # present and accessed, with an extra reference: migration fails
 }
 PMD_MARKERS = {"pmd-idle": (0, _A), "pmd-accessed": (_A, 0)}
 _EA, _ED = lib.FP_EPT_ACCESSED, lib.FP_EPT_DIRTY
@@ -445,6 +446,9 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
         if level == 4:
             if bits:
                 kernel.set_ptes(task, addr, run.count, bits, node, vma)
+            if run.state == "pinned":
+                for i in range(run.count):
+                    kernel.pin_page(task, addr + i * unit)
             addr += run.count * unit
             continue
         for _ in range(run.count):

@@ -14,7 +14,8 @@ from fakeproc.kernel.native import lib
 from fakeproc.machine import load
 
 U = -99  # the caller's pre-filled status value
-A = 0x7F0000000000        # anon VMA: 4 pages on node 0, 4 on node 2, then 8 untouched
+A = 0x7F0000000000        # anon VMA: 4 pages on node 0, 4 on node 2, 2 untouched,
+                          # 2 pinned on node 0 (migration fails), then untouched
 F = 0x7F0000200000        # rw-p file VMA: 2 present, 2 untouched
 S = 0x7F0000400000        # anon VMA: 2 swapped-out pages
 V = 0x7F0000600000        # [vvar]
@@ -43,7 +44,7 @@ name = "target"
 [[process.vma]]
 start = 0x7f0000000000
 size = "64KiB"
-pages = "4 accessed@0, 4 idle@2"
+pages = "4 accessed@0, 4 idle@2, 2 none, 2 pinned@0"
 [[process.vma]]
 start = 0x7f0000200000
 size = "16KiB"
@@ -202,8 +203,28 @@ def test_get_mempolicy_faults_in_and_reports_the_node(k):
 
 
 def test_migrate_pages_moves_a_whole_process(k):
-    assert migrate.migrate_pages(k, 50, [0], [1]) == 0
+    assert migrate.migrate_pages(k, 50, [0], [1]) == 2  # the two pinned pages stay
     t = k.task(50)
     assert [k.page_node(t, A + i * PAGE) for i in range(8)] == [1] * 4 + [2] * 4
     assert k.page_node(t, T) == 1 and k.page_node(t, F) == 1
+    assert k.check() == []
+
+
+def test_a_page_that_fails_to_migrate_gives_a_positive_return_and_unwritten_status(k):
+    # A+10, A+11 are pinned (an extra reference): migrate_pages() fails them with -EAGAIN.
+    # Batch 1 (node 2) = {A, A+10}: flushed when the node changes; 1 page left -> the call
+    # returns 1 at once, batch 1's status unwritten, the rest never looked at
+    pages = [A, A + 10 * PAGE, A + PAGE, A + 2 * PAGE]
+    status = [U] * 4
+    assert migrate.move_pages(k, 50, pages, [2, 2, 1, 1], status, 0x82) == 1
+    assert status == [U, U, U, U]
+    t = k.task(50)
+    assert k.page_node(t, A) == 2 and k.page_node(t, A + 10 * PAGE) == 0
+    assert k.page_node(t, A + PAGE) == 0  # never reached
+    c = vmstat.global_counters(k)
+    assert c["pgmigrate_success"] == 1 and c["pgmigrate_fail"] == 1
+    # in the final batch: migrated pages counted, status unwritten, positive return
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [A + PAGE, A + 11 * PAGE], [1, 1], status, 2) == 1
+    assert status == [U, U]
     assert k.check() == []

@@ -292,6 +292,14 @@ class Kernel:
         """(total, used) pages of the emulated swap device."""
         return int(self.native.swap_total), int(self.native.swap_used)
 
+    def pin_page(self, task: Task, addr: int) -> None:
+        """Take an extra reference on the page at addr (as get_user_pages() would):
+        migrating it then fails with -EAGAIN."""
+        level, entry = self.entry(task, addr)
+        if not entry & lib.FP_PAGE_PRESENT:
+            raise KernelError(errno.EFAULT, f"no page at {addr:#x}")
+        self.native.pages[(entry & 0x000FFFFFFFFFF000) >> 12].flags |= lib.FP_PG_PINNED
+
     def migrate_page_at(self, task: Task, addr: int, nid: int) -> bool:
         """Migrate the page mapped at addr to node nid (mm/migrate.c); False when
         there is no such page or no room on nid."""

@@ -40,6 +40,7 @@
 #define FP_PG_ALLOCATED    512
 #define FP_PG_DEVICE       1024
 #define FP_PG_EXECMAP      2048   /* mapped by a VM_EXEC VMA (the rmap's vm_flags) */
+#define FP_PG_PINNED       4096   /* an extra reference (GUP pin): migration fails -EAGAIN */
 
 /* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
 #define FP_NR_FREE_PAGES      0

@@ -12,7 +12,7 @@
 #include "internal.h"
 
 #define MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
-                      FP_PG_DIRTY | FP_PG_EXECMAP)
+                      FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED)
 
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
                         uint64_t *new_pfn)
@@ -24,6 +24,8 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     uint64_t *e = fp_rmap_entry(k, old, &level);
     if (!e)
         return -EFAULT;
+    if (old->flags & FP_PG_PINNED)
+        return -EAGAIN; /* migrate_page_move_mapping(): the refcount is not what it expects */
     int huge = (old->flags & FP_PG_HEAD) != 0;
     int64_t np = fp_alloc_page(k, dst, huge);
     if (np < 0)

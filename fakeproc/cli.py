@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     c = sub.add_parser("check", help="validate a machine file and print what it builds")
     c.add_argument("machine", nargs="?")
+    r = sub.add_parser("run", help="run CMD against the emulated machine (private mount namespace)")
+    r.add_argument("--machine", metavar="FILE", help="machine/scenario TOML file")
+    r.add_argument("--mount", metavar="DIR", help="use (or create) the mount at DIR")
+    r.add_argument("--rate", type=_rate, default=1.0, help="virtual seconds per second")
+    r.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False)
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     d = sub.add_parser("demo", help="mount the default machine, show it working, unmount")
     d.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     from .ctl.cli import add_parser as add_ctl_parser
@@ -147,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         return _umount(args)
     if args.cmd == "check":
         return _check(args)
+    if args.cmd == "run":
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not cmd:
+            print("fakeproc run: give a command after --", file=sys.stderr)
+            return 2
+        from .run.runner import run
+        try:
+            return run(cmd, machine=args.machine, mount=args.mount, rate=args.rate,
+                       paused=args.paused)
+        except RuntimeError as e:
+            print(f"fakeproc run: {e}", file=sys.stderr)
+            return 1
     if args.cmd == "ctl":
         from .ctl.cli import run as run_ctl
         return run_ctl(args)

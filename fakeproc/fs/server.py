@@ -17,6 +17,7 @@ import signal
 import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyfuse3
@@ -25,6 +26,7 @@ import trio
 from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
+from .procview import make_procview
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
 
 if TYPE_CHECKING:
@@ -37,13 +39,39 @@ FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life
 
-ROOT = Dir("", (
-    Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.lister, mode=0o555),
-    Dir("sys", (
-        Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),)),
-        Dir("bus", (BUS_NODE,)),
-    )),
+SYS = Dir("sys", (
+    Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),)),
+    Dir("bus", (BUS_NODE,)),
 ))
+PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.lister, mode=0o555)
+
+
+def make_root(realproc: Path | None) -> Dir:
+    """The mount's root: proc/, sys/ and, for `fakeproc run`, procview/ (the merged
+    /proc whose other names link into the real procfs at realproc)."""
+    return Dir("", (PROC, SYS) + ((make_procview(realproc),) if realproc else ()))
+
+
+def realproc_dir(mountpoint: str | os.PathLike[str]) -> Path:
+    """Where `fakeproc run` binds the real procfs for the mount's procview/ links:
+    next to the control socket's directory, traversable by every user."""
+    from ..ctl.protocol import runtime_dir
+    rt = runtime_dir(mountpoint)
+    return rt.parent / f"{rt.name}.proc"
+
+
+def _caller(ctx: Any, ectx: Ctx) -> Ctx:
+    """Bind the FUSE caller (its thread id and thread-group id) for /proc/self."""
+    tid = getattr(ctx, "pid", 0)
+    if not tid:
+        return ectx
+    tgid = tid
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return ectx.bind("caller_tid", tid).bind("caller_tgid", tgid)
 
 
 @dataclass
@@ -64,9 +92,10 @@ class TextHandle:
 class FakeprocFS(pyfuse3.Operations):
     """Serves one Kernel. Inode numbers are interned paths (fs/tree.InodeTable)."""
 
-    def __init__(self, kernel: "Kernel") -> None:
+    def __init__(self, kernel: "Kernel", realproc: Path | None = None) -> None:
         super().__init__()
         self.kernel = kernel
+        self.root = make_root(realproc)
         self.ctx = Ctx(kernel)
         self.inodes = InodeTable()
         self.handles: dict[int, Any] = {}
@@ -77,7 +106,7 @@ class FakeprocFS(pyfuse3.Operations):
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
         try:
-            found = resolve(ROOT, self.ctx, path)
+            found = resolve(self.root, self.ctx, path)
         except LookupError:
             found = None
         if found is None:
@@ -105,7 +134,7 @@ class FakeprocFS(pyfuse3.Operations):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
-        timeout = SYS_TIMEOUT if path[:1] == ("sys",) else PROC_TIMEOUT
+        timeout = SYS_TIMEOUT if path[:1] == ("sys",) else PROC_TIMEOUT  # procview: 0 too
         a.entry_timeout = a.attr_timeout = timeout
         return a
 
@@ -126,6 +155,7 @@ class FakeprocFS(pyfuse3.Operations):
         entry, ectx = self._resolve(self._path(inode))
         if not isinstance(entry, Link):
             raise pyfuse3.FUSEError(errno.EINVAL)
+        ectx = _caller(ctx, ectx)
         return os.fsencode(entry.target(ectx))
 
     async def opendir(self, inode: int, ctx: Any) -> int:
@@ -257,7 +287,9 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
     clock = VirtualClock(kernel, rate=rate, paused=paused)
     ctl = ControlServer(mountpoint, kernel, clock).bind()  # before the mount can answer
     try:
-        ops = FakeprocFS(kernel)
+        realproc = realproc_dir(mountpoint)
+        realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
+        ops = FakeprocFS(kernel, realproc)
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
             trio.run(_serve, clock, ctl)

@@ -21,15 +21,21 @@ class Ctx:
     """What a path binds on the way down: the kernel and e.g. pid, tid, nid, cpu."""
 
     kernel: "Kernel"
-    values: tuple[tuple[str, int], ...] = ()
+    values: tuple[tuple[str, Any], ...] = ()
 
-    def get(self, key: str) -> int:
-        for k, v in self.values:
+    def get(self, key: str) -> Any:
+        for k, v in reversed(self.values):
             if k == key:
                 return v
         raise KeyError(key)
 
-    def bind(self, key: str, value: int) -> "Ctx":
+    def get_or(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.get(key)
+        except KeyError:
+            return default
+
+    def bind(self, key: str, value: Any) -> "Ctx":
         return Ctx(self.kernel, self.values + ((key, value),))
 
 
@@ -68,7 +74,14 @@ class Link:
 class Dir:
     name: str
     children: Sequence["Entry"] = ()
-    lister: "Lister | None" = None
+    lister: "Lister | tuple[Lister, ...] | None" = None
+
+    @property
+    def listers(self) -> tuple["Lister", ...]:
+        """Dynamic children in order: the first lister that accepts a name wins."""
+        if self.lister is None:
+            return ()
+        return self.lister if isinstance(self.lister, tuple) else (self.lister,)
     mode: int = 0o755
     owner: Callable[[Ctx], tuple[int, int]] | None = None
 
@@ -81,7 +94,7 @@ class Lister:
 
     key: str
     names: Callable[[Ctx], Iterable[str]]
-    parse: Callable[[Ctx, str], int | None]
+    parse: Callable[[Ctx, str], Any]  # the value bound for a name, None = no such entry
     child: "Entry | Callable[[Ctx], Entry]"  # a callable picks the entry per name
 
     def entry(self, ctx: Ctx) -> "Entry":
@@ -104,23 +117,25 @@ def lookup_child(d: Dir, ctx: Ctx, name: str) -> tuple[Entry, Ctx] | None:
     e = _static(d, name)
     if e is not None:
         return e, ctx
-    if d.lister is not None:
-        value = d.lister.parse(ctx, name)
+    for lister in d.listers:
+        value = lister.parse(ctx, name)
         if value is not None:
-            bound = ctx.bind(d.lister.key, value)
-            return d.lister.entry(bound), bound
+            bound = ctx.bind(lister.key, value)
+            return lister.entry(bound), bound
     return None
 
 
 def list_children(d: Dir, ctx: Ctx) -> list[tuple[str, Entry, Ctx]]:
     """Every child in readdir order: static entries, then dynamic names."""
     out = [(e.name, e, ctx) for e in d.children]
-    if d.lister is not None:
-        for name in d.lister.names(ctx):
-            value = d.lister.parse(ctx, name)
-            if value is not None:
-                bound = ctx.bind(d.lister.key, value)
-                out.append((name, d.lister.entry(bound), bound))
+    seen = {e.name for e in d.children}
+    for lister in d.listers:
+        for name in lister.names(ctx):
+            value = lister.parse(ctx, name)
+            if value is not None and name not in seen:
+                seen.add(name)
+                bound = ctx.bind(lister.key, value)
+                out.append((name, lister.entry(bound), bound))
     return out
 
 

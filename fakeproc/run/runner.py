@@ -1,0 +1,132 @@
+"""`fakeproc run -- CMD`: an unmodified program against the emulated machine.
+
+The runner mounts the machine (or attaches to a mounted one), forks, puts the
+child in a private mount namespace where /sys's node and CPU trees and /proc
+are the emulated ones (run/namespace.py), and execs CMD there. It returns CMD's
+exit status; it stops a machine it started, and if the emulator dies while CMD
+runs, it kills CMD and cleans the stale mount.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..fs.server import is_mounted, is_stale, realproc_dir
+from . import namespace
+
+EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
+
+
+class Machine:
+    """A mounted machine: one this runner started (and stops), or an existing mount."""
+
+    def __init__(self, mountpoint: Path, proc: subprocess.Popen | None, tmp: Path | None) -> None:
+        self.mountpoint, self.proc, self._tmp = mountpoint, proc, tmp
+
+    @classmethod
+    def start(cls, machine: str | None, mount: str | None, rate: float, paused: bool) -> "Machine":
+        if mount and is_mounted(mount) and not is_stale(mount):
+            return cls(Path(mount).resolve(), None, None)
+        tmp = None if mount else Path(tempfile.mkdtemp(prefix="fakeproc-run-"))
+        mnt = Path(mount).resolve() if mount else tmp / "mnt"  # type: ignore[operator]
+        mnt.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "fakeproc", "mount", str(mnt), "-f", "--allow-other",
+                "--rate", str(rate)] + (["--paused"] if paused else [])
+        argv += ["--machine", machine] if machine else []
+        log = open(mnt.parent / f".{mnt.name}.log", "w")  # noqa: SIM115 - lives with the server
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        m = cls(mnt, proc, tmp)
+        deadline = time.monotonic() + 60
+        while not (is_mounted(mnt) and (mnt / "sys/devices/system/node/online").exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                m.stop()
+                text = (mnt.parent / f".{mnt.name}.log").read_text(errors="replace")
+                raise RuntimeError(f"the emulator did not start:\n{text}")
+            time.sleep(0.02)
+        return m
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False,
+                           capture_output=True)
+        if self._tmp is not None and not is_mounted(self.mountpoint):
+            for p in sorted(self._tmp.rglob("*"), reverse=True):
+                p.rmdir() if p.is_dir() else p.unlink()
+            self._tmp.rmdir()
+
+
+def _child(argv: Sequence[str], mnt: Path, realproc: Path, ready_w: int) -> None:
+    """In the forked child: enter the namespace, tell the parent, exec. Never returns."""
+    try:
+        namespace.enter(mnt, realproc)
+        os.write(ready_w, b"ok")
+        os.close(ready_w)
+        os.execvp(argv[0], list(argv))
+    except OSError as e:
+        os.write(2, f"fakeproc run: {argv[0]}: {e.strerror or e}\n".encode())
+        os._exit(127)
+    os._exit(127)
+
+
+def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = None,
+        rate: float = 1.0, paused: bool = False) -> int:
+    """Run argv against the emulated machine; returns its exit status (128+N if killed)."""
+    m = Machine.start(machine, mount, rate, paused)
+    try:
+        realproc = realproc_dir(m.mountpoint)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            _child(argv, m.mountpoint, realproc, ready_w)
+        os.close(ready_w)
+        os.read(ready_r, 2)  # "ok" once the namespace is set up (EOF if the child failed)
+        os.close(ready_r)
+        return _wait(pid, m)
+    finally:
+        m.stop()
+
+
+def _wait(pid: int, m: Machine) -> int:
+    """Wait for CMD; forward SIGINT/SIGTERM; kill it if the emulator dies."""
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+                    else 128 + os.WTERMSIG(status)
+            if not m.alive:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                print("fakeproc run: the emulator died; CMD was killed", file=sys.stderr)
+                return EMULATOR_DIED
+            time.sleep(0.02)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

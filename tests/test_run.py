@@ -1,0 +1,90 @@
+"""`fakeproc run -- CMD`: real tools and programs in the runner's namespace see the
+emulated machine; everything else in /proc is the real kernel's; cleanup."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mountutil import is_mounted
+
+pytestmark = pytest.mark.fuse
+RUN = [sys.executable, "-m", "fakeproc", "run", "--paused", "--"]
+
+
+def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, *cmd], capture_output=True, text=True, timeout=timeout)
+
+
+def fakeproc_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [line for line in f if line.startswith("fakeproc ")]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_mounts():
+    before = fakeproc_mounts()
+    yield
+    assert fakeproc_mounts() == before
+
+
+def test_numactl_and_numastat_see_the_emulated_nodes():
+    r = run("sh", "-c", "numactl --hardware && numastat")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "available: 4 nodes (0-3)" in out
+    assert re.search(r"^node 2 size: 16384 MB$", out, re.M)
+    assert re.search(r"^  0:\s+10\s+21\s+17\s+28\s*$", out, re.M)
+    assert re.search(r"^numa_hit\s+\d+\s+\d+\s+0\s+0\s*$", out, re.M)
+
+
+def test_emulated_processes_and_the_real_rest_of_proc():
+    r = run("sh", "-c", "cat /proc/4200001/maps; cat /proc/4200101/status;"
+            " cat /proc/self/status; cat /proc/meminfo; readlink /proc/self; ls /proc")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "7f3a00000000-7f3a80000000 rw-p 00000000 00:00 0 \n" in out
+    assert "Name:\tmemcached\n" in out
+    assert "Name:\tcat\n" in out                      # the program's own status is real
+    assert "MemTotal:       41943040 kB\n" in out      # /proc/meminfo is the emulated one
+    names = out.split()
+    assert "4200001" in names and "1" in names         # emulated and real pids side by side
+
+
+def test_the_sys_cpu_tree_is_emulated_and_cpuinfo_is_real():
+    r = run("sh", "-c", "cat /sys/devices/system/cpu/online; head -1 /proc/cpuinfo")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0-7"
+    with open("/proc/cpuinfo") as f:
+        assert lines[1] == f.readline().rstrip("\n")
+
+
+def test_exit_status_and_a_missing_command():
+    assert run("sh", "-c", "exit 7").returncode == 7
+    r = run("/nonexistent/program")
+    assert r.returncode == 127 and "nonexistent" in r.stderr
+    assert run("sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
+
+
+def test_the_emulator_dying_ends_the_command_and_the_mount():
+    proc = subprocess.Popen([*RUN, "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    server = None
+    while server is None:  # the runner's own emulator, once its mount is up
+        assert time.monotonic() < deadline
+        out = subprocess.run(["pgrep", "-af", "fakeproc mount .*fakeproc-run-"], capture_output=True,
+                             text=True).stdout.split()
+        if out and is_mounted(out[out.index("mount") + 1]):
+            server = int(out[0])
+        time.sleep(0.05)
+    os.kill(server, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 70 and "the emulator died" in err
+    assert not any("fakeproc-run-" in m for m in fakeproc_mounts())

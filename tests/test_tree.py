@@ -54,6 +54,8 @@ def walk():
             assert len(names) == len(set(names)), f"{path}: duplicate names"
             assert "." not in names and ".." not in names
             for name in sorted(names):
+                if rel == () and name == "procview":
+                    continue  # the runner's merged /proc: its links need the runner's namespace
                 child = rel + (name,)
                 st = os.lstat(m.path.joinpath(*child))
                 if stat.S_ISDIR(st.st_mode):
@@ -279,3 +281,16 @@ def test_proc_meminfo_direct_map_covers_the_40_gib(walk):
     lines = m.read("proc/meminfo").decode().splitlines()
     assert lines[-3:] == ["DirectMap4k:        2048 kB", "DirectMap2M:     1046528 kB",
                           "DirectMap1G:    40894464 kB"]
+
+
+def test_procview_holds_emulated_processes_and_links_for_the_rest(walk):
+    # `fakeproc run` binds procview over /proc (tests/test_run.py checks it in use)
+    m = walk[0]
+    view = m.path / "procview"
+    names = set(os.listdir(view))
+    assert {"4200001", "meminfo", "vmstat", "self", "1"} <= names
+    assert stat.S_ISDIR(os.lstat(view / "4200001").st_mode)
+    assert (view / "4200001" / "maps").read_bytes() == m.read("proc/4200001/maps")
+    assert stat.S_ISLNK(os.lstat(view / "1").st_mode)
+    assert os.readlink(view / "1").endswith(".proc/1")
+    assert os.readlink(view / "self") == str(os.getpid())  # the caller's own pid

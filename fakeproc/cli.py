@@ -41,7 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--mount", metavar="DIR", help="use (or create) the mount at DIR")
     r.add_argument("--rate", type=_rate, default=1.0, help="virtual seconds per second")
     r.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False)
+    r.add_argument("--report", metavar="DIR", help="save the ground truth (JSON, plots) there "
+                   "and print its table when CMD ends")
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    rp = sub.add_parser("report", help="ground truth: DRAM hit vs oracle, migrations, missed pages")
+    rp.add_argument("source", nargs="?", default=DEFAULT_MOUNTPOINT,
+                    help="a mount point (live) or a saved report JSON (default: mount)")
+    rp.add_argument("--json", metavar="FILE", help="also save the report as JSON")
+    rp.add_argument("--plots", metavar="DIR", help="write dram_hit.png and heat_PID.png there")
     d = sub.add_parser("demo", help="mount the default machine, show it working, unmount")
     d.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     from .ctl.cli import add_parser as add_ctl_parser
@@ -145,6 +152,25 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path as _Path
+
+    from . import report
+    try:
+        data = report.load(args.source)
+    except (OSError, ValueError) as e:
+        print(f"fakeproc report: {args.source}: {e}", file=sys.stderr)
+        return 1
+    report.print_table(data)
+    if args.json:
+        _Path(args.json).write_text(json.dumps(data))
+    if args.plots:
+        for p in report.write_plots(data, _Path(args.plots)):
+            print(f"wrote {p}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "mount":
@@ -161,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         from .run.runner import run
         try:
             return run(cmd, machine=args.machine, mount=args.mount, rate=args.rate,
-                       paused=args.paused)
+                       paused=args.paused, report_dir=args.report)
         except RuntimeError as e:
             print(f"fakeproc run: {e}", file=sys.stderr)
             return 1
+    if args.cmd == "report":
+        return _report(args)
     if args.cmd == "ctl":
         from .ctl.cli import run as run_ctl
         return run_ctl(args)

@@ -228,3 +228,14 @@ def reclaim(ctx: Context, node: int, pages: int = 32, mode: Literal["kswapd", "d
         ctx.kernel.age_active(node)
         return {"reclaimed": 0}
     return {"reclaimed": ctx.kernel.shrink_node(node, pages, direct=mode == "direct")}
+
+
+@command()
+def report(ctx: Context) -> dict[str, Any]:
+    """Ground truth recorded every window of virtual time: per process, accesses served
+    from DRAM and PMEM, what an oracle placement would have served from DRAM, pages
+    demoted by reclaim, pages the daemon moved, pages idle_pages silently skipped,
+    and a heat map of its address space."""
+    if ctx.kernel.recorder is None:
+        ctx.kernel.record()
+    return ctx.kernel.recorder.report()

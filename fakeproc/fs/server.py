@@ -284,6 +284,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
     signalled, unmount. Blocks."""
     from ..ctl.clock import VirtualClock
     from ..ctl.server import ControlServer
+    kernel.record()  # ground truth for `fakeproc report` and `fakeproc run --report`
     clock = VirtualClock(kernel, rate=rate, paused=paused)
     ctl = ControlServer(mountpoint, kernel, clock).bind()  # before the mount can answer
     try:

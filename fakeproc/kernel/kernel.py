@@ -74,6 +74,7 @@ class Kernel:
             c.wmark[0], c.wmark[1], c.wmark[2] = nodes[i].watermarks or marks[i]
         self.native.swap_total = swap_pages
         self.oom_log: list[str] = []
+        self.recorder: Any = None  # a score.Recorder once record() is called
         self.tasks: dict[int, Task] = {}
         self._threads: dict[int, Task] = {}
         self._mms: dict[int, MmStruct] = {}
@@ -257,9 +258,17 @@ class Kernel:
                 if wl.faults_failed > failed:
                     self.oom_kill()
         self.run_kswapd()
+        if self.recorder is not None:
+            self.recorder.tick()
         if done:
             self.generation += 1
         return done
+
+    def record(self, window: float = 1.0) -> Any:
+        """Start recording ground truth every ``window`` virtual seconds (score.py)."""
+        from .score import Recorder
+        self.recorder = Recorder(self, window)
+        return self.recorder
 
     # ---- reclaim (mm/vmscan.c, mm/oom_kill.c) ------------------------------------
     def run_kswapd(self) -> int:
@@ -314,7 +323,7 @@ class Kernel:
         if self.page_node(task, addr) is None:
             return False
         caller = self._idx[self.cpu_node(task.cpu)]
-        ok = lib.fp_migrate_page(self.native, pfn, self._idx[nid], caller, ffi.NULL) == 0
+        ok = lib.fp_migrate_page(self.native, pfn, self._idx[nid], caller, lib.FP_MR_SYSCALL, ffi.NULL) == 0
         self.generation += 1
         return ok
 

@@ -175,7 +175,8 @@ def _flush(kernel: "Kernel", batch: _Batch, caller: int) -> int:
     dst, failed = kernel.node_index(batch.node), 0
     kernel.generation += 1
     for pfn in queued:
-        r = lib.fp_migrate_page(kernel.native, pfn, dst, kernel.node_index(caller), ffi.NULL)
+        r = lib.fp_migrate_page(kernel.native, pfn, dst, kernel.node_index(caller),
+                                lib.FP_MR_SYSCALL, ffi.NULL)
         if r == -errno.ENOMEM:
             kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += 1
             return -errno.ENOMEM
@@ -227,7 +228,7 @@ def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_node
             if node is None or node not in target or target[node] == node:
                 continue
             if lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(target[node]), caller,
-                                   ffi.NULL):
+                                   lib.FP_MR_SYSCALL, ffi.NULL):
                 left += 1
     kernel.generation += 1
     return left

@@ -88,22 +88,45 @@ def _child(argv: Sequence[str], mnt: Path, realproc: Path, ready_w: int) -> None
 
 
 def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = None,
-        rate: float = 1.0, paused: bool = False) -> int:
-    """Run argv against the emulated machine; returns its exit status (128+N if killed)."""
+        rate: float = 1.0, paused: bool = False, report_dir: str | None = None) -> int:
+    """Run argv against the emulated machine; returns its exit status (128+N if killed).
+    With report_dir, the recorded ground truth is saved there (report.json, plots) and
+    its table printed to stderr when CMD ends."""
     m = Machine.start(machine, mount, rate, paused)
     try:
-        realproc = realproc_dir(m.mountpoint)
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(ready_r)
-            _child(argv, m.mountpoint, realproc, ready_w)
-        os.close(ready_w)
-        os.read(ready_r, 2)  # "ok" once the namespace is set up (EOF if the child failed)
-        os.close(ready_r)
-        return _wait(pid, m)
+        status = _run_in(m, argv)
+        if report_dir is not None and m.alive:
+            save_report(m.mountpoint, Path(report_dir))
+        return status
     finally:
         m.stop()
+
+
+def save_report(mountpoint: Path, outdir: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from .. import report
+    data = report.load(str(mountpoint))
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "report.json").write_text(json.dumps(data))
+    report.print_table(data, Console(stderr=True, width=140))
+    report.write_plots(data, outdir)
+
+
+def _run_in(m: Machine, argv: Sequence[str]) -> int:
+    """Fork CMD into the namespace and wait for it."""
+    realproc = realproc_dir(m.mountpoint)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        _child(argv, m.mountpoint, realproc, ready_w)
+    os.close(ready_w)
+    os.read(ready_r, 2)  # "ok" once the namespace is set up (EOF if the child failed)
+    os.close(ready_r)
+    return _wait(pid, m)
 
 
 def _wait(pid: int, m: Machine) -> int:

@@ -187,6 +187,13 @@ struct fp_mm {
     uint64_t nr_swap;      /* swap entries */
     uint64_t hiwater_rss;
     int32_t vm;            /* index of the VM this process runs + 1, 0 = none */
+    /* ground truth for scoring: pages moved DRAM->PMEM / PMEM->DRAM by reclaim and by
+     * syscalls, and pages idle_pages reads silently skipped (lost rest of a PMD, pages
+     * between the last record and the end of a full read) */
+    uint64_t demoted_reclaim;
+    uint64_t demoted_syscall;
+    uint64_t promoted_syscall;
+    uint64_t idle_missed;
 };
 
 /* ---- KVM: memory slots and the EPT (arch/x86/kvm) ---- */
@@ -227,6 +234,7 @@ struct fp_kernel {
     uint64_t free_tables_cap;
     struct fp_page *pages; /* indexed by PFN */
     uint32_t *access_count;/* ground truth: CPU accesses per PFN since the last reset */
+    uint16_t *window_count;/* the same per recorder window (saturating), see fp_oracle() */
     uint64_t nr_pfns;
     uint64_t device_pfn;   /* next PFN handed out for device (DAX) memory */
     int32_t nr_nodes;
@@ -325,8 +333,10 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode);
 int64_t fp_kswapd(struct fp_kernel *k, int32_t nid);
 void fp_age_active(struct fp_kernel *k, int32_t nid);
+#define FP_MR_RECLAIM  0   /* demotion by reclaim */
+#define FP_MR_SYSCALL  1   /* move_pages / migrate_pages: a daemon's own traffic */
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
-                        uint64_t *new_pfn);
+                        int32_t reason, uint64_t *new_pfn);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
 
 /* per-range page statistics for numa_maps, smaps and migrate_pages (pagewalk.c) */
@@ -354,6 +364,19 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 /* ground truth: access counts of n PFNs into out (reset them when asked) */
 void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
                       int32_t reset);
+
+/* The recorder's window: for every mm, the accesses of this window (sum of
+ * window_count over its pages) and those an oracle placement would have served
+ * from DRAM (the hottest pages, as many as dram_pages); then the window restarts.
+ * out_total/out_oracle are indexed by mm id, n_mm entries. */
+int32_t fp_oracle(struct fp_kernel *k, uint64_t dram_pages, uint64_t *out_total,
+                  uint64_t *out_oracle, uint32_t n_mm);
+
+/* Heat of [start, end) of one mm in nbuckets equal buckets: this window's accesses
+ * (window_count), present pages, and present pages on DRAM nodes, per bucket.
+ * Call before fp_oracle(), which ends the window. */
+int32_t fp_heat(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, uint32_t nbuckets,
+                uint64_t *accesses, uint64_t *pages, uint64_t *dram_pages);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

@@ -26,6 +26,9 @@ struct idle_ctl {
     uint64_t last_va;      /* the duplicate-PMD skip */
     uint64_t gpa_to_hva;   /* 0 in task mode */
     uint32_t scan_flags;
+    uint64_t missed;       /* present base pages this read skipped without a report */
+    uint64_t unit_end;     /* where the last added unit ended (hva) */
+    uint64_t skip_end;     /* the end of the last duplicate-PMD skip (addr space) */
     int64_t used;          /* bytes in kbuf */
     int64_t limit;         /* room in kbuf for this pass, tail excluded */
     uint8_t kbuf[IDLE_KBUF_SIZE];

@@ -58,6 +58,8 @@ static inline int32_t fp_count_access(struct fp_kernel *k, uint64_t e, uint64_t 
     if (pfn >= k->nr_pfns)
         return FP_NO_NODE;
     k->access_count[pfn]++;
+    if (k->window_count[pfn] != 65535)
+        k->window_count[pfn]++;
     int32_t nid = fp_pfn_to_node(k, pfn);
     return nid < 0 ? FP_NO_NODE : nid;
 }
@@ -74,6 +76,11 @@ void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn);
 int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm);
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level);
 void fp_table_free(struct fp_kernel *k, uint64_t idx);
+
+/* pagewalk.c: call leaf(k, entry, addr, nr, arg) for every present leaf in [start, end) */
+typedef void (*fp_leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg);
+int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, fp_leaf_fn leaf,
+                   void *arg);
 
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */
 void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva);

@@ -15,7 +15,7 @@
                       FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED)
 
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
-                        uint64_t *new_pfn)
+                        int32_t reason, uint64_t *new_pfn)
 {
     struct fp_page *old = &k->pages[pfn];
     int level;
@@ -33,6 +33,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
+    struct fp_mm *mm = old->owner < FP_MAX_MMS ? k->mms[old->owner] : NULL;
     if (old->flags & FP_PG_LRU) /* else reclaim has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
@@ -43,11 +44,20 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
-    const struct fp_mm *owner = k->mms[new->owner];
-    if (owner && owner->vm) /* invalidate_range: the guest re-faults onto the new page */
-        fp_kvm_unmap_hva(k, owner, new->vpn << FP_PAGE_SHIFT);
-    for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) /* ground truth follows */
+    if (mm && mm->vm) /* invalidate_range: the guest re-faults onto the new page */
+        fp_kvm_unmap_hva(k, mm, new->vpn << FP_PAGE_SHIFT);
+    for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) { /* ground truth follows */
         k->access_count[(uint64_t)np + i] = k->access_count[pfn + i];
+        k->window_count[(uint64_t)np + i] = k->window_count[pfn + i];
+    }
+    int src_dram = k->nodes[fp_pfn_to_node(k, pfn)].is_dram, dst_dram = k->nodes[dst].is_dram;
+    if (mm && src_dram != dst_dram) {
+        uint64_t n = fp_page_nr(new);
+        if (src_dram)
+            *(reason == FP_MR_RECLAIM ? &mm->demoted_reclaim : &mm->demoted_syscall) += n;
+        else if (reason == FP_MR_SYSCALL)
+            mm->promoted_syscall += n;
+    }
     fp_free_page(k, pfn);
     k->events[FP_EV_PGMIGRATE_SUCCESS]++;
     if (new_pfn)

@@ -47,12 +47,13 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->device_pfn = pfn + FP_PAGES_PER_HUGE * FP_PTRS_PER_TABLE; /* a gap, then DAX */
     k->pages = zalloc_big(pfn * sizeof(struct fp_page));
     k->access_count = zalloc_big(pfn * sizeof(uint32_t));
+    k->window_count = zalloc_big(pfn * sizeof(uint16_t));
     k->tables_cap = max_tables;
     k->tables = zalloc_big(max_tables * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     k->free_tables_cap = max_tables;
     k->free_tables = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
-    if (!k->pages || !k->access_count || !k->tables || !k->free_tables || !k->table_pfn)
+    if (!k->pages || !k->access_count || !k->window_count || !k->tables || !k->free_tables || !k->table_pfn)
         goto fail;
     k->tables_used = 1;
     k->nr_nodes = nr_nodes;
@@ -92,6 +93,7 @@ void fp_kernel_free(struct fp_kernel *k)
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
     free_big(k->access_count, k->nr_pfns * sizeof(uint32_t));
+    free_big(k->window_count, k->nr_pfns * sizeof(uint16_t));
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
@@ -157,6 +159,7 @@ void fp_free_page(struct fp_kernel *k, uint64_t pfn)
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
     memset(&k->pages[pfn], 0, nr * sizeof(struct fp_page)); /* free == all zero */
     memset(&k->access_count[pfn], 0, nr * sizeof(uint32_t));
+    memset(&k->window_count[pfn], 0, nr * sizeof(uint16_t));
     if (huge)
         node->free_blocks[node->nr_free_blocks++] =
             (uint32_t)((pfn - node->start_pfn) / FP_PAGES_PER_HUGE);

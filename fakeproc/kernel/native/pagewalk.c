@@ -50,6 +50,12 @@ static int walk_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t
     return 0;
 }
 
+int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, fp_leaf_fn leaf,
+                   void *arg)
+{
+    return walk_range(k, id, start, end, leaf, NULL, arg);
+}
+
 static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg)
 {
     struct fp_range_stats *s = arg;

@@ -50,7 +50,7 @@ int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
     } else {
         uint8_t *last = &c->kbuf[c->used - 1];
         if ((*last >> 4) == type && (*last & 15) < 15) {
-            c->next_hva = next + c->gpa_to_hva;
+            c->next_hva = c->unit_end = next + c->gpa_to_hva;
             (*last)++;
             c->restart = next;
             return 0;
@@ -60,7 +60,7 @@ int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
             return IDLE_KBUF_FULL;
         }
     }
-    c->next_hva = next + c->gpa_to_hva;
+    c->next_hva = c->unit_end = next + c->gpa_to_hva;
     c->restart = next;
     c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
     return 0;
@@ -121,13 +121,31 @@ static int pte_range(struct idle_ctl *c, const uint64_t *ptes, uint64_t addr, ui
     return err;
 }
 
+/* Present base pages mapped by one PMD entry within [addr, next): ground truth
+ * for what a skipped slot held. */
+static uint64_t present_in_pmd(struct idle_ctl *c, uint64_t pmd, uint64_t addr, uint64_t next)
+{
+    if (!fp_entry_present(pmd))
+        return 0;
+    if (pmd & FP_PAGE_PSE)
+        return (next - addr) >> FP_PAGE_SHIFT;
+    const uint64_t *ptes = fp_table(c->k, fp_entry_addr(pmd));
+    uint64_t n = 0;
+    for (uint64_t a = addr; a < next; a += FP_PAGE_SIZE)
+        n += fp_entry_present(ptes[fp_index(a, 4)]) != 0;
+    return n;
+}
+
 /* mm_idle_pmd_entry() */
 static int pmd_entry(struct idle_ctl *c, uint64_t *pmd, uint64_t addr, uint64_t next)
 {
     int type;
     int pte_type = c->scan_flags & FP_SCAN_HUGE_PAGE ? PMD_IDLE_PTES : IDLE_NR_TYPES;
-    if ((addr & ~(FP_PMD_SIZE - 1)) == (c->last_va & ~(FP_PMD_SIZE - 1)))
+    if ((addr & ~(FP_PMD_SIZE - 1)) == (c->last_va & ~(FP_PMD_SIZE - 1))) {
+        c->missed += present_in_pmd(c, *pmd, addr, next); /* silently not reported */
+        c->skip_end = next;
         return 0; /* a duplicate PMD: skipped, PTEs included */
+    }
     c->last_va = addr;
     int large = (*pmd & FP_PAGE_PSE) != 0;
     if (!fp_entry_present(*pmd)) {
@@ -152,7 +170,8 @@ static int pmd_entry(struct idle_ctl *c, uint64_t *pmd, uint64_t addr, uint64_t 
 static int pud_entry(struct idle_ctl *c, uint64_t addr, uint64_t next)
 {
     if ((addr & ~(FP_PUD_SIZE - 1)) != (c->last_va & ~(FP_PUD_SIZE - 1))) {
-        idle_add_page(c, addr, next, PUD_PRESENT); /* a unit that does not fit is lost */
+        if (idle_add_page(c, addr, next, PUD_PRESENT)) /* a unit that does not fit is lost */
+            c->missed += (next - addr) >> FP_PAGE_SHIFT;
         c->last_va = addr;
     }
     return 1;
@@ -187,6 +206,24 @@ static int walk_level(struct idle_ctl *c, uint64_t table, int level, uint64_t ad
             break;
     } while (addr = next, addr != end);
     return err;
+}
+
+static uint64_t present_in(struct idle_ctl *c, uint64_t table, int level, uint64_t addr,
+                           uint64_t end)
+{
+    const uint64_t *t = fp_table(c->k, table);
+    uint64_t n = 0, next;
+    do {
+        next = slot_end(addr, end, level);
+        uint64_t e = t[fp_index(addr, level)];
+        if (fp_entry_present(e)) {
+            if (level == 4 || (e & FP_PAGE_PSE))
+                n += (next - addr) >> FP_PAGE_SHIFT;
+            else
+                n += present_in(c, fp_entry_addr(e), level + 1, addr, next);
+        }
+    } while (addr = next, addr != end);
+    return n;
 }
 
 /* first VMA with end > addr (find_vma) */
@@ -363,6 +400,17 @@ int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span 
         if (idle_copy_user(&c, start, end))
             break;
     }
+    if (c.copied >= c.count && mm->pgd) {
+        /* the user buffer filled: pages between the last unit and `end` went unreported */
+        uint64_t from = c.unit_end > c.skip_end ? c.unit_end : c.skip_end;
+        for (uint32_t i = find_vma(vmas, nr_vmas, from); i < nr_vmas && vmas[i].start < end; i++) {
+            uint64_t lo = vmas[i].start > from ? vmas[i].start : from;
+            uint64_t hi = vmas[i].end < end ? vmas[i].end : end;
+            if (lo < hi && (vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
+                c.missed += present_in(&c, mm->pgd, 1, lo, hi);
+        }
+    }
+    mm->idle_missed += c.missed;
     *cursor_out = c.next_hva;
     return (int64_t)c.copied;
 }

@@ -165,7 +165,7 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
             continue;
         }
         if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_ANON) && demote) {
-            if (fp_migrate_page(k, pfn, node->peer, nid, NULL) == 0) {
+            if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
                 reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
             } else {
                 k->events[FP_EV_PGMIGRATE_FAIL]++;

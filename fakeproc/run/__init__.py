@@ -1,0 +1,1 @@
+"""Running unmodified programs against the emulated kernel (seccomp user notification)."""

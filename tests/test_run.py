@@ -22,8 +22,9 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def fakeproc_mounts() -> list[str]:
+    """The runner's own mounts (other fakeproc mounts may come and go meanwhile)."""
     with open("/proc/self/mounts") as f:
-        return [line for line in f if line.startswith("fakeproc ")]
+        return [line for line in f if line.startswith("fakeproc ") and "fakeproc-run-" in line]
 
 
 @pytest.fixture(autouse=True)
@@ -87,4 +88,55 @@ def test_the_emulator_dying_ends_the_command_and_the_mount():
     os.kill(server, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 70 and "the emulator died" in err
-    assert not any("fakeproc-run-" in m for m in fakeproc_mounts())
+    assert fakeproc_mounts() == []
+
+
+# ---- memory syscalls on emulated pids, answered by the emulator (seccomp) ----------
+
+TIERING = str(__import__("pathlib").Path(__file__).parent.parent / "examples" / "tiering.toml")
+APP = "4300001"
+BASE = 0x7F0000000000
+ON_DRAM = BASE + 24576 * 4096   # the last 32 MiB of the app's VMA were placed on node 0
+
+
+@pytest.fixture(scope="module", params=["dynamic", "static"])
+def mp(request, tmp_path_factory):
+    src = __import__("pathlib").Path(__file__).parent / "c" / "mp.c"
+    out = tmp_path_factory.mktemp("mp") / f"mp-{request.param}"
+    flags = ["-static"] if request.param == "static" else []
+    r = subprocess.run(["gcc", "-O2", *flags, "-o", str(out), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build a {request.param} binary here: {r.stderr.strip()[:200]}")
+    return str(out)
+
+
+def run_machine(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", TIERING,
+                           "--", *cmd], capture_output=True, text=True, timeout=120)
+
+
+def test_move_pages_on_an_emulated_pid(mp):
+    script = (f"{mp} {APP} query {BASE:#x} {ON_DRAM:#x} {BASE + (128 << 20):#x};"
+              f"{mp} {APP} move 0 {BASE:#x} {BASE + 4096:#x};"
+              f"{mp} {APP} query {BASE:#x} {BASE + 4096:#x};"
+              f"{mp} {APP} move 7 {BASE:#x};"
+              f"{mp} 4399999 query {BASE:#x}")
+    r = run_machine("sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "ret=0 errno=0 status=1,0,-14",   # PMEM, DRAM, outside every VMA: -EFAULT
+        "ret=0 errno=0 status=0,0",       # both moved to node 0
+        "ret=0 errno=0 status=0,0",       # and they are there
+        "ret=-1 errno=19 status=-1000",   # ENODEV for node 7, the entry unwritten
+        "ret=-1 errno=3 status=-1000",    # an emulated-range pid nobody has: ESRCH
+    ]
+
+
+def test_move_pages_on_a_real_pid_is_the_real_kernels(mp):
+    # the program's own page: the host's node 0 answers, the emulator is not asked
+    r = run_machine(mp, "self", "query", "own")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ret=0 errno=0 status=0"
+    # and a stock kernel rejects MPOL_MF_SW_YOUNG (0x80): proof the real one answered
+    r = run_machine(mp, "self", "move", "0", "own")
+    assert r.stdout.strip() == "ret=-1 errno=22 status=-1000"

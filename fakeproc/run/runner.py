@@ -8,8 +8,10 @@ runs, it kills CMD and cleans the stale mount.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,8 +19,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..ctl.client import Client
+from ..ctl.protocol import CtlError
 from ..fs.server import is_mounted, is_stale, realproc_dir
-from . import namespace
+from . import namespace, seccomp
+
+# the memory syscalls that can name another process; calls on real pids never
+# reach the supervisor (the BPF filter lets them through)
+INTERCEPT = ("move_pages", "migrate_pages")
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 
@@ -74,12 +82,15 @@ class Machine:
             self._tmp.rmdir()
 
 
-def _child(argv: Sequence[str], mnt: Path, realproc: Path, ready_w: int) -> None:
-    """In the forked child: enter the namespace, tell the parent, exec. Never returns."""
+def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket) -> None:
+    """In the forked child: enter the namespace, install the seccomp filter, hand its
+    listener to the parent, exec. Never returns."""
     try:
         namespace.enter(mnt, realproc)
-        os.write(ready_w, b"ok")
-        os.close(ready_w)
+        listener = seccomp.install_filter(INTERCEPT)
+        socket.send_fds(sock, [b"ok"], [listener])
+        os.close(listener)
+        sock.close()
         os.execvp(argv[0], list(argv))
     except OSError as e:
         os.write(2, f"fakeproc run: {argv[0]}: {e.strerror or e}\n".encode())
@@ -116,17 +127,55 @@ def save_report(mountpoint: Path, outdir: Path) -> None:
 
 
 def _run_in(m: Machine, argv: Sequence[str]) -> int:
-    """Fork CMD into the namespace and wait for it."""
+    """Fork CMD into the namespace, supervise its memory syscalls on emulated pids
+    (seccomp user notification), and wait for it."""
     realproc = realproc_dir(m.mountpoint)
-    ready_r, ready_w = os.pipe()
+    parent_sock, child_sock = socket.socketpair()
     pid = os.fork()
     if pid == 0:
-        os.close(ready_r)
-        _child(argv, m.mountpoint, realproc, ready_w)
-    os.close(ready_w)
-    os.read(ready_r, 2)  # "ok" once the namespace is set up (EOF if the child failed)
-    os.close(ready_r)
-    return _wait(pid, m)
+        parent_sock.close()
+        _child(argv, m.mountpoint, realproc, child_sock)
+    child_sock.close()
+    _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)  # nothing if the child failed
+    parent_sock.close()
+    if not fds:
+        return _wait(pid, m)
+    client = Client(m.mountpoint)
+    sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
+        "move_pages": seccomp.move_pages_handler(_move_pages(client)),
+        "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
+    }))
+    sup.start()
+    try:
+        return _wait(pid, m)
+    finally:
+        sup.stop()
+        client.close()
+
+
+def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
+    """move_pages on an emulated pid, answered by the emulator over the control socket."""
+    def emulate(pid: int, pages: list[int], nodes: list[int] | None, status: list[int],
+                flags: int) -> int:
+        try:
+            r = client.call("move_pages", pid=pid, pages=pages, nodes=nodes, flags=flags,
+                            status=list(status))
+        except CtlError as e:
+            return -(e.errno or errno.EINVAL)
+        for i, v in enumerate(r["status"]):
+            if v != status[i]:
+                status[i] = v  # only what the kernel wrote goes back to the caller
+        return int(r["ret"])
+    return emulate
+
+
+def _migrate_pages(client: Client):  # noqa: ANN202
+    def emulate(pid: int, old: list[int], new: list[int]) -> int:
+        try:
+            return int(client.call("migrate_pages", pid=pid, old_nodes=old, new_nodes=new)["ret"])
+        except CtlError as e:
+            return -(e.errno or errno.EINVAL)
+    return emulate
 
 
 def _wait(pid: int, m: Machine) -> int:

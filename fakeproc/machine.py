@@ -417,6 +417,8 @@ def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, 
             raise ck.error(spath + ("node",), f"node {raw['node']} does not exist")
         end = slot.gpa
         for run in runs:
+            if run.node is not None and run.node not in node_ids:
+                raise ck.error(spath + ("pages",), f"node {run.node} in {run.state!r} does not exist")
             unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[EPT_STATES[run.state][0]]
             if end % unit:
                 raise ck.error(spath + ("pages",), f"{run.state!r} at gpa {end:#x} is not aligned")
@@ -515,7 +517,7 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
             wl.vma_indices = tuple(rank.index(j) for j in wl.vma_indices)
         kernel.attach_workload(task, wl)
     if plan.slots:
-        _build_vm(ck, kernel, task, plan)
+        _build_vm(ck, kernel, task, plan, seed)
     task.exit_at = raw.get("exit_at")
     if raw.get("state", "sleeping") == "zombie":
         kernel.exit(task.pid, zombie=True)
@@ -524,7 +526,7 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
     return task
 
 
-def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan) -> None:
+def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan, seed: int) -> None:
     vm = plan.raw["vm"]
     kvm.create_vm(kernel, task, [s for s, _, _ in plan.slots], vcpu0=vm.get("vcpu0", True),
                   ept_ad=vm.get("ept_ad", True), ept_levels=vm.get("ept_levels", 4),
@@ -543,7 +545,7 @@ def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan) -> None
                 gpa += unit
             gpa += 0 if bits else run.count * unit
     if "workload" in vm:
-        kvm.attach_guest_workload(kernel, task, _workload_from(vm["workload"], plan.raw["pid"]))
+        kvm.attach_guest_workload(kernel, task, _workload_from(vm["workload"], seed + plan.raw["pid"]))
 
 
 def _workload_from(w: dict[str, Any], default_seed: int) -> Workload:

@@ -156,3 +156,40 @@ def test_guest_workload_touches_guest_memory_only_through_the_ept():
     k.advance(1.0)
     assert t.vm is not None and t.vm.workload is not None and t.vm.workload.touches == 1000
     assert k.check() == []
+
+
+def test_a_host_thp_behind_4k_ept_leaves_is_zapped_whole():
+    # gpa 0x1000 at a 2 MiB-aligned hva: host THPs, but guest and host alignment differ,
+    # so the EPT maps them with 4 KiB leaves; moving the THP must zap every one of them
+    text = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "1"
+[[process]]
+pid = 600
+name = "qemu"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8MiB"
+thp = true
+[process.vm]
+[[process.vm.slot]]
+gpa = 0x1000
+size = "4MiB"
+hva = 0x7f0000000000
+"""
+    k = load(text)
+    t = k.task(600)
+    for gpa in (0x1000, 0x2000, 0x80000):
+        kvm.guest_touch(k, t, gpa)
+    assert kvm.ept_entry(k, t, 0x2000)[0] == 4
+    assert k.entry(t, RAM)[0] == 3                      # the host page is a THP
+    assert k.check() == []
+    assert k.migrate_page_at(t, RAM, 1)
+    assert [kvm.ept_entry(k, t, g)[1] for g in (0x1000, 0x2000, 0x80000)] == [0, 0, 0]
+    assert k.check() == []

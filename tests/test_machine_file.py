@@ -90,3 +90,15 @@ def test_bad_file_mounts_nothing(tmp_path):
     assert r.returncode == 2
     assert f"{bad}:3: node[0].size: 3145728 bytes is not a positive multiple of 2 MiB" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_vm_slot_errors_and_populate_that_does_not_fit():
+    base = NODE + '[[process]]\npid = 1\nname = "q"\n[[process.vma]]\nstart = 0x7f0000000000\nsize = "4MiB"\n'
+    msg = err(base + '[process.vm]\n[[process.vm.slot]]\ngpa = 0\nsize = "4MiB"\nhva = 0x7f0000000000\n'
+              'pages = "2 accessed@7"\n')
+    assert re.search(r"m\.toml:\d+: process\[0\]\.vm\.slot\[0\]\.pages: node 7 in 'accessed' does not exist", msg)
+    msg = err(base + '[process.vm]\n[[process.vm.slot]]\ngpa = 0\nsize = "8MiB"\nhva = 0x7f0000000000\n')
+    assert "must lie inside one anonymous VMA" in msg
+    msg = err(NODE + '[[process]]\npid = 1\nname = "q"\n[[process.vma]]\nstart = 0x7f0000000000\n'
+              'size = "128MiB"\npopulate = true\n')
+    assert "cannot map these pages: " in msg and "could not be faulted in" in msg

@@ -85,9 +85,9 @@ def test_query_mode_statuses(k):
     status = [U] * len(pages)
     assert migrate.move_pages(k, 50, pages, None, status, 0) == 0
     # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page),
-    # outside any VMA, a THP, [vdso] (a frame outside node RAM: no node to report)
+    # outside any VMA, a THP, [vdso] (a kernel-image page: node 0)
     assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.EFAULT,
-                      -errno.EFAULT, 0, -1]
+                      -errno.EFAULT, 0, 0]
 
 
 def test_move_writes_batches_and_sw_young_marks_only_isolated_pages(k):

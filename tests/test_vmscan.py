@@ -182,3 +182,47 @@ rate = 2000
         anon1 = int(next(line for line in n1.splitlines() if "AnonPages:" in line).split()[3])
         assert anon1 > 0
         assert int(vm["pgsteal_kswapd"]) == 0
+
+
+def test_a_full_peer_is_reclaimed_by_its_own_kswapd_to_swap():
+    # 8 MiB DRAM + 8 MiB PMEM + 64 MiB swap and a 24 MiB process: demotion fills the
+    # peer, the peer's kswapd swaps, nobody is OOM-killed
+    text = """
+distances = [[10, 17], [17, 10]]
+[machine]
+swap = "64MiB"
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "8MiB"
+[[process]]
+pid = 10
+name = "big"
+[[process.vma]]
+start = 0x7f0000000000
+size = "24MiB"
+"""
+    k = load(text)
+    t = k.task(10)
+    for i in range(6144):
+        k.touch(t, BASE + i * PAGE, write=True)
+        if i % 256 == 0:
+            k.run_kswapd()
+    c = counters(k)
+    assert k.task(10) is not None and c["oom_kill"] == 0
+    assert c["pswpout"] > 0 and c["pgmigrate_success"] > 0
+    assert k.check() == []
+
+
+def test_shmem_on_dram_is_demoted_too():
+    text = DRAM_PMEM.replace('size = "3584KiB"\nnode = 0\npages = "896 accessed"',
+                             'size = "3584KiB"\nkind = "shm"\npath = "/SYSV0"\nnode = 0\npages = "896 idle"')
+    k = load(text)
+    assert k.node_stat(0)[lib.FP_NR_SHMEM] == 896
+    assert k.shrink_node(0, 64) >= 64
+    assert k.node_stat(1)[lib.FP_NR_SHMEM] >= 64   # swap-backed pages go to the peer
+    assert counters(k)["pswpout"] == 0
+    assert k.check() == []

@@ -96,7 +96,7 @@ def _numa_maps(ctx: Ctx) -> str:
     for v in _vmas(ctx):
         st = k.range_stats(t, v.start, v.end)
         out.append(fmt.numa_maps_line(
-            v.start, _policy(ctx), file=v.path if v.has_file else None,
+            v.start, _policy(ctx), file=v.display_path if v.has_file else None,
             heap=v.kind == "heap", stack=v.kind == "stack", huge=v.hugetlb,
             pages=st["pages"], anon=st["anon"], dirty=st["dirty"], mapmax=st["mapmax"],
             active=st["active"], node_pages=st["nodes"]))

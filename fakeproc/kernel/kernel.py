@@ -230,6 +230,8 @@ class Kernel:
         wl.bind(task.mm_id, [(vma.start, vma.nr_pages, vma.native_flags)])
         check(lib.fp_workload_run(self.native, wl._c, vma.nr_pages))
         self.generation += 1
+        if wl.faults_failed:
+            raise KernelError(errno.ENOMEM, f"{wl.faults_failed} pages of {vma.start:#x} could not be faulted in")
 
     def attach_workload(self, task: Task, wl: Workload) -> None:
         """Start wl on task over the chosen VMAs (default: its anonymous ones)."""

@@ -64,6 +64,16 @@ def _follow_page(kernel: "Kernel", task: "Task", addr: int) -> PageLookup:
     return PageLookup(0, pfn, node, bool(entry & lib.FP_PAGE_PSE))
 
 
+def _query_node(kernel: "Kernel", task: "Task", addr: int, look: PageLookup) -> int:
+    """The node a query reports. [vdso] pages are kernel-image pages (node 0's memory
+    in the emulation); device (DAX) memory has no node RAM behind it: -EFAULT."""
+    if look.node >= 0:
+        return look.node
+    assert task.mm_id is not None
+    vma = kernel.mm(task.mm_id).find_vma(addr)
+    return kernel.nodes[0].id if vma is not None and vma.kind == "vdso" else -errno.EFAULT
+
+
 def _node_ok(kernel: "Kernel", node: int) -> bool:
     return 0 <= node < MAX_NUMNODES and node in kernel.node_ids
 
@@ -99,7 +109,7 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
     if nodes is None:
         for i, addr in enumerate(pages):
             look = _follow_page(kernel, task, addr)
-            status[i] = -look.err if look.err else look.node
+            status[i] = -look.err if look.err else _query_node(kernel, task, addr, look)
         return 0
     caller = caller_node if caller_node is not None else kernel.cpu_node(task.cpu)
     batch: _Batch | None = None
@@ -230,5 +240,6 @@ def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_node
             if lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(target[node]), caller,
                                    lib.FP_MR_SYSCALL, ffi.NULL):
                 left += 1
+                kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += 1
     kernel.generation += 1
     return left

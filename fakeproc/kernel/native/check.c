@@ -179,13 +179,43 @@ static void check_lru(struct checker *c, int nid)
     }
 }
 
-static void count_ept(struct checker *c, uint64_t table, int level)
+/* An EPT leaf must map the very host page that backs its guest page. */
+static void check_ept_leaf(struct checker *c, const struct fp_vm *vm, uint64_t e, uint64_t gpa,
+                           int level)
+{
+    struct fp_kernel *k = c->k;
+    uint64_t pfn = fp_entry_addr(e);
+    if (level == 2 || pfn >= k->nr_pfns)
+        return; /* 1 GiB leaves map device memory */
+    const struct fp_memslot *s = NULL;
+    for (uint32_t i = 0; i < vm->nr_slots; i++)
+        if (gpa >= vm->slots[i].gpa && gpa < vm->slots[i].gpa + (vm->slots[i].npages << FP_PAGE_SHIFT))
+            s = &vm->slots[i];
+    int32_t hl;
+    uint64_t hva = s ? s->hva + (gpa - s->gpa) : 0;
+    uint64_t *host = s ? fp_lookup(k, vm->mm, hva, &hl) : NULL;
+    uint64_t want = 0;
+    if (host && fp_entry_present(*host))
+        want = fp_entry_addr(*host) + (hl == 3 && level == 4 ? (hva >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
+    if (!host || !fp_entry_present(*host) || want != pfn)
+        problem(c, "EPT leaf for gpa %#lx maps pfn %lu, but the host maps %#lx to %lu",
+                (unsigned long)gpa, (unsigned long)pfn, (unsigned long)hva, (unsigned long)want);
+}
+
+static void count_ept(struct checker *c, const struct fp_vm *vm, uint64_t table, int level,
+                      uint64_t base)
 {
     const uint64_t *t = fp_table(c->k, table);
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
     cstat(c, fp_pfn_to_node(c->k, c->k->table_pfn[table]))[FP_NR_PAGETABLE]++;
-    for (int i = 0; level < 4 && i < FP_PTRS_PER_TABLE; i++)
-        if (fp_ept_present(t[i]) && !(t[i] & FP_EPT_LARGE))
-            count_ept(c, fp_entry_addr(t[i]), level + 1);
+    for (int i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        if (!fp_ept_present(t[i]))
+            continue;
+        if (level == 4 || (t[i] & FP_EPT_LARGE))
+            check_ept_leaf(c, vm, t[i], base + i * span, level);
+        else
+            count_ept(c, vm, fp_entry_addr(t[i]), level + 1, base + i * span);
+    }
 }
 
 int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
@@ -209,7 +239,7 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
             check_mm(&c, k->mms[id]);
     for (int v = 0; v < FP_MAX_VMS; v++)
         if (k->vms[v] && k->vms[v]->eptp)
-            count_ept(&c, k->vms[v]->eptp, 1);
+            count_ept(&c, k->vms[v], k->vms[v]->eptp, 1, 0);
     for (int n = 0; n < k->nr_nodes; n++)
         for (size_t i = 0; i < sizeof(compared) / sizeof(compared[0]); i++)
             if (cstat(&c, n)[compared[i]] != k->nodes[n].stat[compared[i]])

@@ -83,8 +83,8 @@ int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t en
                    void *arg);
 
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */
-void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva);
-int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva);
+void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);
+int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);
 const struct fp_memslot *fp_vm_slot_of_hva(const struct fp_vm *vm, uint64_t hva);
 uint64_t fp_vm_next_slot_hva(const struct fp_vm *vm, uint64_t hva);
 

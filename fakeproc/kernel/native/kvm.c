@@ -256,30 +256,40 @@ int32_t fp_ept_set(struct fp_kernel *k, int32_t id, uint64_t gpa, int32_t level,
     return ept_map(k, vm, s, gpa, bits & (FP_EPT_ACCESSED | FP_EPT_DIRTY));
 }
 
-/* kvm_unmap_hva_range() for one host page: drop the EPT leaf that maps it. */
-void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva)
+/* Every EPT leaf mapping host pages [hva, hva + nr pages): zap it (kvm_unmap_hva_range)
+ * or test-and-clear its accessed bit (kvm_age_hva); a THP may be mapped by 512
+ * 4 KiB leaves or one 2 MiB leaf. Returns whether any leaf was young. */
+static int ept_leaves(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr,
+                      int zap)
 {
     struct fp_vm *vm = k->vms[mm->vm - 1];
-    const struct fp_memslot *s = fp_vm_slot_of_hva(vm, hva);
-    int level;
-    if (!s)
-        return;
-    uint64_t *leaf = ept_leaf(k, vm, s->gpa + (hva - s->hva), &level);
-    if (leaf)
-        *leaf = 0;
+    int young = 0;
+    for (uint64_t i = 0; i < nr;) {
+        uint64_t a = hva + (i << FP_PAGE_SHIFT), step = 1;
+        const struct fp_memslot *s = fp_vm_slot_of_hva(vm, a);
+        int level;
+        uint64_t *leaf = s ? ept_leaf(k, vm, s->gpa + (a - s->hva), &level) : NULL;
+        if (leaf) {
+            if (level < 4)
+                step = FP_PAGES_PER_HUGE - ((a >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
+            if (zap) {
+                *leaf = 0;
+            } else if (*leaf & FP_EPT_ACCESSED) {
+                *leaf &= ~(uint64_t)FP_EPT_ACCESSED;
+                young = 1;
+            }
+        }
+        i += step;
+    }
+    return young;
 }
 
-/* kvm_age_hva(): test-and-clear the EPT accessed bit of the leaf mapping hva. */
-int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva)
+void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr)
 {
-    struct fp_vm *vm = k->vms[mm->vm - 1];
-    const struct fp_memslot *s = fp_vm_slot_of_hva(vm, hva);
-    int level;
-    if (!s)
-        return 0;
-    uint64_t *leaf = ept_leaf(k, vm, s->gpa + (hva - s->hva), &level);
-    if (!leaf || !(*leaf & FP_EPT_ACCESSED))
-        return 0;
-    *leaf &= ~(uint64_t)FP_EPT_ACCESSED;
-    return 1;
+    ept_leaves(k, mm, hva, nr, 1);
+}
+
+int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr)
+{
+    return ept_leaves(k, mm, hva, nr, 0);
 }

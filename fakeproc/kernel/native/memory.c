@@ -75,10 +75,17 @@ static int64_t alloc_in_order(struct fp_kernel *k, const struct fp_mm *mm, const
     if (huge)
         return -ENOMEM;
     k->events[FP_EV_ALLOCSTALL_NORMAL]++;
-    for (int i = 0; i < n; i++) {
-        fp_shrink_node(k, order[i], 32, FP_RECLAIM_DIRECT);
-        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
-            goto found;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < n; i++) {
+            fp_shrink_node(k, order[i], 32, FP_RECLAIM_DIRECT);
+            if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
+                goto found;
+        }
+        /* throttled: the kswapds woken meanwhile (a full demotion target's among them)
+         * get to run before the task tries once more */
+        for (int nid = 0; nid < k->nr_nodes; nid++)
+            if (k->nodes[nid].kswapd_wake)
+                fp_kswapd(k, nid);
     }
     return -ENOMEM;
 found:
@@ -182,7 +189,7 @@ void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
         return; /* device or special memory: never accounted */
     *mm_rss(mm, p) -= fp_page_nr(p);
     if (mm->vm)
-        fp_kvm_unmap_hva(k, mm, p->vpn << FP_PAGE_SHIFT); /* the MMU notifier */
+        fp_kvm_unmap_hva(k, mm, p->vpn << FP_PAGE_SHIFT, fp_page_nr(p)); /* the MMU notifier */
     if (--p->mapcount)
         return;
     if (p->flags & FP_PG_LRU)

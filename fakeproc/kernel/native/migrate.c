@@ -27,9 +27,19 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     if (old->flags & FP_PG_PINNED)
         return -EAGAIN; /* migrate_page_move_mapping(): the refcount is not what it expects */
     int huge = (old->flags & FP_PG_HEAD) != 0;
-    int64_t np = fp_alloc_page(k, dst, huge);
-    if (np < 0)
+    struct fp_node *target = &k->nodes[dst];
+    uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
+    if (reason == FP_MR_RECLAIM && target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_MIN] + nr) {
+        target->kswapd_wake = 1; /* the peer is short too: let its kswapd swap */
         return -ENOMEM;
+    }
+    int64_t np = fp_alloc_page(k, dst, huge);
+    if (np < 0) {
+        target->kswapd_wake = 1;
+        return -ENOMEM;
+    }
+    if (target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_LOW])
+        target->kswapd_wake = 1; /* as any allocation below low would */
     /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
@@ -45,7 +55,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
     if (mm && mm->vm) /* invalidate_range: the guest re-faults onto the new page */
-        fp_kvm_unmap_hva(k, mm, new->vpn << FP_PAGE_SHIFT);
+        fp_kvm_unmap_hva(k, mm, new->vpn << FP_PAGE_SHIFT, fp_page_nr(new));
     for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) { /* ground truth follows */
         k->access_count[(uint64_t)np + i] = k->access_count[pfn + i];
         k->window_count[(uint64_t)np + i] = k->window_count[pfn + i];

@@ -29,7 +29,7 @@ static int page_referenced(struct fp_kernel *k, uint64_t pfn)
     }
     const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
     if (mm && mm->vm) /* mmu_notifier_clear_flush_young(): the guest's EPT accessed bit */
-        referenced |= fp_kvm_test_age_hva(k, mm, p->vpn << FP_PAGE_SHIFT);
+        referenced |= fp_kvm_test_age_hva(k, mm, p->vpn << FP_PAGE_SHIFT, fp_page_nr(p));
     return referenced;
 }
 
@@ -164,7 +164,8 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
             fp_lru_add(k, pfn, lru);
             continue;
         }
-        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_ANON) && demote) {
+        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED) && demote) {
+            /* anonymous, shmem or THP: the RFC migrates it to the peer instead of swap */
             if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
                 reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
             } else {

@@ -92,9 +92,11 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
         }
         int32_t err = wl->vm >= 0 ? fp_ept_touch(k, wl->vm, addr, (flags & FP_FAULT_WRITE) != 0)
                                   : fp_touch(k, wl->mm, addr, flags);
-        if (err == -ENOMEM)
+        if (err == -ENOMEM) {
+            /* out of memory: stop here; the orchestrator OOM-kills and time goes on */
             wl->faults_failed++;
-        else if (err < 0)
+            return (int64_t)i;
+        } else if (err < 0)
             return err;
         else
             wl->on_node[err]++;

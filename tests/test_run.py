@@ -29,9 +29,9 @@ def fakeproc_mounts() -> list[str]:
 
 @pytest.fixture(autouse=True)
 def no_leftover_mounts():
-    before = fakeproc_mounts()
+    before = set(fakeproc_mounts())
     yield
-    assert fakeproc_mounts() == before
+    assert set(fakeproc_mounts()) - before == set()
 
 
 def test_numactl_and_numastat_see_the_emulated_nodes():
@@ -78,17 +78,16 @@ def test_the_emulator_dying_ends_the_command_and_the_mount():
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 30
     server = None
-    while server is None:  # the runner's own emulator, once its mount is up
+    while server is None:  # this runner's own emulator (its child), once its mount is up
         assert time.monotonic() < deadline
-        out = subprocess.run(["pgrep", "-af", "fakeproc mount .*fakeproc-run-"], capture_output=True,
+        out = subprocess.run(["pgrep", "-a", "-P", str(proc.pid)], capture_output=True,
                              text=True).stdout.split()
-        if out and is_mounted(out[out.index("mount") + 1]):
+        if "mount" in out and is_mounted(out[out.index("mount") + 1]):
             server = int(out[0])
         time.sleep(0.05)
     os.kill(server, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 70 and "the emulator died" in err
-    assert fakeproc_mounts() == []
 
 
 # ---- memory syscalls on emulated pids, answered by the emulator (seccomp) ----------
@@ -140,3 +139,39 @@ def test_move_pages_on_a_real_pid_is_the_real_kernels(mp):
     # and a stock kernel rejects MPOL_MF_SW_YOUNG (0x80): proof the real one answered
     r = run_machine(mp, "self", "move", "0", "own")
     assert r.stdout.strip() == "ret=-1 errno=22 status=-1000"
+
+
+LSEEK_SCRIPT = """
+import errno, os
+B = 0x7F0000000000
+fd = os.open("/proc/4300001/idle_pages", os.O_RDWR)
+os.lseek(fd, B, os.SEEK_SET)
+print(os.read(fd, 20).hex())
+print(hex(os.lseek(fd, 0, os.SEEK_CUR)))
+try:
+    os.lseek(fd, 0, os.SEEK_END)
+except OSError as e:
+    print("SEEK_END", errno.errorcode[e.errno])
+print(hex(os.lseek(fd, 4096, os.SEEK_CUR)))
+print(os.read(fd, 4096)[:9].hex())
+other = os.open("/etc/hostname", os.O_RDONLY)
+print(os.lseek(other, 0, os.SEEK_END) == os.fstat(other).st_size)
+"""
+
+
+def test_idle_pages_positions_are_the_kernels_under_the_runner():
+    # every page of the app is idle: read(20) at B holds A0 B, 5F 5F (30 idle pages) and,
+    # the buffer full, A0 be64(end) with end = B + 20 * 32 KiB; the RFC kernel leaves the
+    # file position at that cursor (FUSE alone would say B + 20), refuses SEEK_END, and
+    # SEEK_CUR moves from the cursor
+    r = run_machine(sys.executable, "-c", LSEEK_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    end = BASE + 20 * 0x8000
+    assert r.stdout.splitlines() == [
+        "a0" + f"{BASE:016x}" + "5f5f" + "a0" + f"{end:016x}",
+        hex(end),
+        "SEEK_END EINVAL",
+        hex(end + 4096),
+        "a0" + f"{end + 4096:016x}",
+        "True",
+    ]

@@ -239,3 +239,12 @@ def report(ctx: Context) -> dict[str, Any]:
     if ctx.kernel.recorder is None:
         ctx.kernel.record()
     return ctx.kernel.recorder.report()
+
+
+@command()
+def idle_position(ctx: Context, opener: int, pid: int, fuse_pos: int) -> dict[str, Any]:
+    """For the runner's lseek interception: the file position the RFC kernel would report
+    for process `opener`'s open /proc/`pid`/idle_pages at FUSE position `fuse_pos` (the
+    cursor of its last read), or null when FUSE's position is already right."""
+    from ..fs.idle_pages import position_of
+    return {"pos": position_of(opener, pid, fuse_pos)}

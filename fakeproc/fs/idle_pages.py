@@ -9,6 +9,7 @@ on from the cursor, anything else is a new read at that offset (an lseek).
 from __future__ import annotations
 
 import errno
+import weakref
 from typing import TYPE_CHECKING
 
 from ..kernel.native import KernelError
@@ -19,15 +20,23 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 
+# every open handle of this mount's server (one mount per process), so the runner can
+# ask for the kernel's file position of one of them (see position_of)
+OPEN: "weakref.WeakSet[IdlePagesHandle]" = weakref.WeakSet()
+
+
 class IdlePagesHandle:
-    """Per-open-file state. ``flags`` are the open flags (the scan flags)."""
+    """Per-open-file state. ``flags`` are the open flags (the scan flags); ``opener``
+    is the thread-group id that opened it (from the FUSE request)."""
 
     direct_io = True
 
-    def __init__(self, kernel: "Kernel", task: Task, flags: int) -> None:
+    def __init__(self, kernel: "Kernel", task: Task, flags: int, opener: int | None = None) -> None:
         self.kernel = kernel
         self.task = task
         self.flags = flags
+        self.opener = opener
+        OPEN.add(self)
         self._reply_end: int | None = None  # byte offset where the last reply ended
         self._cursor = 0                    # the file position the kernel would hold
 
@@ -47,4 +56,12 @@ class IdlePagesHandle:
         raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
 
 
-__all__ = ["IdlePagesHandle", "errno"]
+def position_of(opener: int, pid: int, fuse_pos: int) -> int | None:
+    """The position the RFC kernel would report for the open idle_pages file of `pid`
+    that process `opener` holds at FUSE position `fuse_pos` (pos + bytes after a read):
+    the cursor of its last read. None when no such handle (then FUSE's is right)."""
+    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid and h._reply_end == fuse_pos]
+    return found[0]._cursor if len(found) == 1 else None
+
+
+__all__ = ["IdlePagesHandle", "position_of", "errno"]

@@ -145,7 +145,8 @@ def _tid_entries() -> tuple:
         _proc_file("numa_maps", _numa_maps),
         _proc_file("smaps", _smaps),
         _proc_file("smaps_rollup", _smaps_rollup),
-        Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags),
+        Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,
+                                                             c.get_or("caller_tgid")),
                 owner=_owner),
     )
 

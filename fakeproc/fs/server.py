@@ -193,6 +193,7 @@ class FakeprocFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         path = self._path(inode)
         entry, ectx = self._resolve(path)
+        ectx = _caller(ctx, ectx)
         if path[:1] == ("sys",) and isinstance(entry, File):
             _kernfs_open_check(entry.mode, flags)
         try:

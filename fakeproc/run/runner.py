@@ -23,10 +23,11 @@ from ..ctl.client import Client
 from ..ctl.protocol import CtlError
 from ..fs.server import is_mounted, is_stale, realproc_dir
 from . import namespace, seccomp
+from .lseek import lseek_handler
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
-INTERCEPT = ("move_pages", "migrate_pages")
+INTERCEPT = ("move_pages", "migrate_pages", 8)  # 8: lseek, for idle_pages positions
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 
@@ -144,6 +145,8 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
         "move_pages": seccomp.move_pages_handler(_move_pages(client)),
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
+        8: lseek_handler(lambda opener, pid, pos: client.call(
+            "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
     }))
     sup.start()
     try:

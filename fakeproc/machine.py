@@ -97,6 +97,7 @@ SCHEMA: dict[str, Any] = {
                 "cpu": {"type": "integer", "minimum": 0},
                 "state": {"enum": ["running", "sleeping", "zombie"]},
                 "exit_at": {"type": "number", "minimum": 0},
+                "mems_allowed": {"type": "string", "pattern": r"^[0-9,\- ]+$"},
                 "policy": {"type": "string", "pattern": r"^(default|local|(prefer|bind|interleave):[0-9,\-]+)$"},
                 "vma": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False, "required": ["start"],
@@ -365,6 +366,8 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
     pol = raw.get("policy", "default")
     if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
         raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
+    if "mems_allowed" in raw and not set(parse_list(raw["mems_allowed"])) <= node_ids:
+        raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
     vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
     for j, vraw in enumerate(raw.get("vma", [])):
         vpath = path + ("vma", j)
@@ -499,6 +502,9 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
                         ppid=raw.get("ppid", 1),
                         threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
                         cpu=raw.get("cpu", 0), policy=policy)
+    if "mems_allowed" in raw:
+        task.mems_allowed = tuple(parse_list(raw["mems_allowed"]))
+        kernel.set_policy(task, task.policy)  # the zonelist honours the cpuset
     for j, (vma, vraw, runs) in enumerate(plan.vmas):
         kernel.add_vma(task, vma)
         try:

@@ -228,3 +228,19 @@ def test_a_page_that_fails_to_migrate_gives_a_positive_return_and_unwritten_stat
     assert migrate.move_pages(k, 50, [A + PAGE, A + 11 * PAGE], [1, 1], status, 2) == 1
     assert status == [U, U]
     assert k.check() == []
+
+
+def test_a_node_outside_the_cpuset_is_eacces():
+    k = load(MACHINE.replace('name = "target"', 'name = "target"\nmems_allowed = "0,2"'))
+    status = [U, U, U]
+    # A -> node 2 queued; A+1 -> node 1: outside mems_allowed, EACCES at step 1, the
+    # batch before it flushed and written, the bad entry untouched
+    assert migrate.move_pages(k, 50, [A, A + PAGE, A + 2 * PAGE], [2, 1, 2], status, 2) == -errno.EACCES
+    assert status == [2, U, U]
+    assert k.zonelist(k.task(50)) == [0]  # DRAM fallback without node 1
+
+
+def test_mems_allowed_in_status():
+    from fakeproc.fs import formats
+    k = load(MACHINE.replace('name = "target"', 'name = "target"\nmems_allowed = "0,2"'))
+    assert formats.node_list(k.mems_allowed(k.task(50))) == "0,2\n"

@@ -187,3 +187,13 @@ def test_idle_pages_positions_are_the_kernels_under_the_runner():
         "a0" + f"{end + 4096:016x}",
         "True",
     ]
+
+
+def test_a_machine_with_low_pids_is_refused():
+    low = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "low.toml"
+    low.write_text('[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0"\n'
+                   '[[process]]\npid = 100\nname = "low"\n')
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--machine", str(low), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "emulated pids must be above 4194304" in r.stderr and "renumber 100" in r.stderr

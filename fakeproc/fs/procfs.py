@@ -77,7 +77,7 @@ def _status(ctx: Ctx) -> str:
         tgid=t.pid, pid=tid, ppid=t.ppid, pgid=t.pid, sid=t.pid,
         uid=(t.uid,) * 4, gid=(t.gid,) * 4, sigq=(0, _sigpending_limit(ctx)),
         cpus_allowed=frozenset(k.online_cpus), nr_cpu_ids=k.nr_cpu_ids,
-        mems_allowed=frozenset(k.node_ids), is_zombie_or_kthread=not has_mm,
+        mems_allowed=frozenset(k.mems_allowed(t)), is_zombie_or_kthread=not has_mm,
         umask=t.umask, groups=(t.gid,), threads=len(t.tids),
         cap_prm=0x3FFFFFFFFF if t.uid == 0 else 0, cap_eff=0x3FFFFFFFFF if t.uid == 0 else 0,
         voluntary_ctxt_switches=t.nvcsw, nonvoluntary_ctxt_switches=t.nivcsw, **mem)

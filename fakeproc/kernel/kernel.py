@@ -117,15 +117,23 @@ class Kernel:
         """The task a thread id belongs to."""
         return self._threads.get(tid)
 
+    def mems_allowed(self, task: Task) -> list[int]:
+        """The nodes task's cpuset allows (cpuset_mems_allowed())."""
+        return sorted(task.mems_allowed) if task.mems_allowed is not None else self.node_ids
+
     def zonelist(self, task: Task) -> list[int]:
-        """Node preference for task's faults (mm/mempolicy.c, RFC fallback rule)."""
+        """Node preference for task's faults (mm/mempolicy.c, RFC fallback rule),
+        filtered by its cpuset's mems as the allocator's nodemask does."""
         local = self.cpu_node(task.cpu)
         pol = task.policy
         if pol.mode == "prefer" and pol.nodes:
-            return list(self.node(pol.nodes[0]).fallback)
-        if pol.mode in ("bind", "interleave") and pol.nodes:  # interleave: for page tables
-            return sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
-        return list(self.node(local).fallback)
+            order = list(self.node(pol.nodes[0]).fallback)
+        elif pol.mode in ("bind", "interleave") and pol.nodes:  # interleave: for page tables
+            order = sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
+        else:
+            order = list(self.node(local).fallback)
+        allowed = set(self.mems_allowed(task))
+        return [n for n in order if n in allowed] or sorted(allowed, key=lambda n: (self.distance(local, n), n))
 
     def spawn(self, pid: int, name: str, *, uid: int = 0, gid: int = 0, ppid: int = 1,
               threads: Iterable[int] = (), cpu: int = 0, state: str = "sleeping",

@@ -119,6 +119,9 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
         if not _node_ok(kernel, node):
             err = -errno.ENODEV
             break
+        if node not in kernel.mems_allowed(task):
+            err = -errno.EACCES  # outside the task's cpuset
+            break
         if batch is None:
             batch = _Batch(node, i)
         elif batch.node != node:

@@ -43,6 +43,7 @@ class Task:
     workload: Workload | None = None
     vm: "Vm | None" = None  # a KVM VM this process (an emulated QEMU) runs
     exit_at: float | None = None  # virtual time at which the process exits
+    mems_allowed: tuple[int, ...] | None = None  # its cpuset's mems (None: every node)
     nvcsw: int = 0
     nivcsw: int = 0
 

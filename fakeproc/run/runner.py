@@ -106,12 +106,24 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
     its table printed to stderr when CMD ends."""
     m = Machine.start(machine, mount, rate, paused)
     try:
+        _refuse_low_pids(m)
         status = _run_in(m, argv)
         if report_dir is not None and m.alive:
             save_report(m.mountpoint, Path(report_dir))
         return status
     finally:
         m.stop()
+
+
+def _refuse_low_pids(m: Machine) -> None:
+    """Emulated pids must lie above PID_MAX_LIMIT: a lower one could be a real process,
+    and a move_pages(2) meant for it would move that process's real pages."""
+    with Client(m.mountpoint) as c:
+        low = [p["pid"] for p in c.call("list") if p["pid"] <= seccomp.PID_MAX_LIMIT]
+    if low:
+        raise RuntimeError(f"emulated pids must be above {seccomp.PID_MAX_LIMIT} under "
+                           f"`fakeproc run` (a real process could have pid {low[0]}); "
+                           f"renumber {', '.join(map(str, low))} in the machine file")
 
 
 def save_report(mountpoint: Path, outdir: Path) -> None:

@@ -97,6 +97,7 @@ SCHEMA: dict[str, Any] = {
                 "cpu": {"type": "integer", "minimum": 0},
                 "state": {"enum": ["running", "sleeping", "zombie"]},
                 "exit_at": {"type": "number", "minimum": 0},
+                "fork_of": {"type": "integer", "minimum": 1},
                 "mems_allowed": {"type": "string", "pattern": r"^[0-9,\- ]+$"},
                 "policy": {"type": "string", "pattern": r"^(default|local|(prefer|bind|interleave):[0-9,\-]+)$"},
                 "vma": {"type": "array", "items": {
@@ -366,6 +367,9 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
     pol = raw.get("policy", "default")
     if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
         raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
+    if "fork_of" in raw and ("vma" in raw or "vm" in raw):
+        raise ck.error(path + ("fork_of",), "a forked process inherits its parent's VMAs: "
+                       "give it no vma or vm tables")
     if "mems_allowed" in raw and not set(parse_list(raw["mems_allowed"])) <= node_ids:
         raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
     vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
@@ -498,6 +502,15 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
     raw = plan.raw
     mode, _, lst = raw.get("policy", "default").partition(":")
     policy = MemPolicy(mode, tuple(parse_list(lst))) if lst else MemPolicy(mode)  # type: ignore[arg-type]
+    if "fork_of" in raw:
+        if kernel.task(raw["fork_of"]) is None or kernel.task(raw["fork_of"]).mm_id is None:
+            raise ck.error(plan.path + ("fork_of",), f"pid {raw['fork_of']} must be a live process "
+                           "listed before this one")
+        task = kernel.fork(raw["fork_of"], raw["pid"], raw["name"])
+        if "workload" in raw:
+            kernel.attach_workload(task, _workload_from(raw["workload"], seed + raw["pid"]))
+        task.exit_at = raw.get("exit_at")
+        return task
     task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
                         ppid=raw.get("ppid", 1),
                         threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),

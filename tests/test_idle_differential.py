@@ -60,7 +60,7 @@ def address_space(draw):
                 for i in range(run):
                     pmd.ptes[addr + i * PAGE] = PTE_STATES[state]
                 if slot not in marked and draw(st.integers(0, 4)) == 0:
-                    tokens.append("pmd-idle")
+                    tokens.insert(len(tokens) - 1, "pmd-idle")  # at the run's start: its slot
                     pmd.accessed = False
                 marked.add(slot)
             addr += run * PAGE

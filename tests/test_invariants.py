@@ -46,6 +46,7 @@ OPS = st.one_of(
     st.tuples(st.just("kswapd"),),
     st.tuples(st.just("migrate"), st.integers(0, 10), st.integers(0, 4095), st.integers(0, 3)),
     st.tuples(st.just("exit"), st.integers(0, 10)),
+    st.tuples(st.just("fork"), st.integers(0, 10)),
     st.tuples(st.just("move_pages"), st.integers(0, 10),
               st.lists(st.tuples(st.integers(0, 1500), st.integers(0, 4)), max_size=20),
               st.sampled_from([0, 2, 4, 0x82])),
@@ -97,6 +98,9 @@ def test_operations_keep_the_invariants(swap, ops):
             pages = [BASE + p * 4096 for p, _ in op[2]]
             nodes = [n for _, n in op[2]]
             migrate.move_pages(k, t.pid, pages, nodes, [0] * len(pages), op[3])
+        elif kind == "fork" and (t := pick(op[1])) is not None:
+            k.fork(t.pid, next_pid)
+            next_pid += 1
         elif kind == "exit" and (t := pick(op[1])) is not None:
             k.exit(t.pid)
         assert k.check() == [], op

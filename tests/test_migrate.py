@@ -244,3 +244,60 @@ def test_mems_allowed_in_status():
     from fakeproc.fs import formats
     k = load(MACHINE.replace('name = "target"', 'name = "target"\nmems_allowed = "0,2"'))
     assert formats.node_list(k.mems_allowed(k.task(50))) == "0,2\n"
+
+
+FORKED = MACHINE + """
+[[process]]
+pid = 51
+name = "child"
+fork_of = 50
+"""
+
+
+def test_pages_shared_after_fork_need_move_all():
+    k = load(FORKED)
+    parent, child = k.task(50), k.task(51)
+    assert k.check() == []
+    pfn = (k.entry(parent, A)[1] >> 12) & 0xFFFFFFFFFF
+    assert k.native.pages[pfn].mapcount == 2
+    status = [U, U]
+    # every page is mapped twice now: without MPOL_MF_MOVE_ALL, A+4 (node 2) is -EACCES;
+    # A is already on node 0: success, not queued, so the final batch stays unwritten
+    assert migrate.move_pages(k, 51, [A + 4 * PAGE, A], [0, 0], status, 2) == 0
+    assert status == [-errno.EACCES, U]
+    status = [U]
+    assert migrate.move_pages(k, 51, [A], [1], status, 4) == 0  # MOVE_ALL (we are capable)
+    assert status == [1]
+    assert k.page_node(parent, A) == 1 and k.page_node(child, A) == 1  # both mappings follow
+    assert k.check() == []
+
+
+def test_a_write_breaks_the_sharing_copy_on_write():
+    k = load(FORKED)
+    parent, child = k.task(50), k.task(51)
+    k.touch(child, A + PAGE, write=True)
+    p_pfn = (k.entry(parent, A + PAGE)[1] >> 12) & 0xFFFFFFFFFF
+    c_pfn = (k.entry(child, A + PAGE)[1] >> 12) & 0xFFFFFFFFFF
+    assert p_pfn != c_pfn
+    assert k.native.pages[p_pfn].mapcount == 1 and k.native.pages[c_pfn].mapcount == 1
+    assert k.entry(child, A + PAGE)[1] & lib.FP_PAGE_RW
+    k.touch(parent, A + PAGE, write=True)  # the parent's page is its own again: reused
+    assert (k.entry(parent, A + PAGE)[1] >> 12) & 0xFFFFFFFFFF == p_pfn
+    assert k.check() == []
+    k.exit(50)                              # the child keeps the shared pages
+    assert k.page_node(child, A) == 0 and k.check() == []
+    k.exit(51)
+    assert k.check() == []
+
+
+def test_reclaim_sees_every_mapper():
+    text = FORKED.replace('size = "64MiB"\ncpus = "0-1"', 'size = "64MiB"\ncpus = "0-1"')
+    k = load(text)
+    parent, child = k.task(50), k.task(51)
+    k.age_active(0)
+    k.touch(child, A)            # referenced through the child's PTE only
+    k.shrink_node(0, 1 << 20)    # everything else on node 0 is cold
+    assert k.page_node(parent, A) == 0             # kept: the child's access counts
+    assert k.page_node(parent, A + PAGE) == 2      # demoted, in both mappings
+    assert k.page_node(child, A + PAGE) == 2
+    assert k.check() == []

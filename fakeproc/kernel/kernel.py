@@ -6,6 +6,7 @@ tasks, VMAs and the clock, and only orchestrates.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 from dataclasses import dataclass
@@ -154,6 +155,23 @@ class Kernel:
         self.set_policy(task, task.policy)
         self.generation += 1
         return task
+
+    def fork(self, parent_pid: int, pid: int, name: str | None = None) -> Task:
+        """fork(): a child with a copy of the parent's VMAs whose page tables map the
+        parent's pages, anonymous ones copy-on-write (their mapcount is 2 now)."""
+        parent = self.tasks[parent_pid]
+        if parent.mm_id is None:
+            raise KernelError(errno.EINVAL, f"pid {parent_pid} has no address space")
+        child = self.spawn(pid, name or parent.name, uid=parent.uid, gid=parent.gid,
+                           ppid=parent.pid, cpu=parent.cpu, policy=parent.policy)
+        child.mems_allowed = parent.mems_allowed
+        self.set_policy(child, child.policy)
+        assert child.mm_id is not None
+        for v in self.mm(parent.mm_id).vmas:
+            self.mm(child.mm_id).add_vma(dataclasses.replace(v))
+        check(lib.fp_mm_fork(self.native, parent.mm_id, child.mm_id))
+        self.generation += 1
+        return child
 
     def set_policy(self, task: Task, policy: MemPolicy) -> None:
         task.policy = policy

@@ -21,6 +21,7 @@ struct checker {
     size_t len;
     int64_t problems;
     uint64_t *stat;        /* recomputed per-node counters [node][FP_NR_NODE_STATS] */
+    uint32_t *seen;        /* mappings found per PFN, to compare with mapcount */
     uint64_t swap_entries;
 };
 
@@ -53,10 +54,10 @@ static void check_leaf(struct checker *c, struct fp_mm *mm, uint64_t e, uint64_t
                 mm->id, (unsigned long)pfn, (unsigned long)addr);
         return;
     }
-    if (p->owner != mm->id || (p->vpn << FP_PAGE_SHIFT) != addr || p->mapcount != 1)
-        problem(c, "pfn %lu: rmap says mm %u addr %#lx mapcount %u, mapped by mm %u at %#lx",
-                (unsigned long)pfn, p->owner, (unsigned long)(p->vpn << FP_PAGE_SHIFT),
-                p->mapcount, mm->id, (unsigned long)addr);
+    if (!fp_rmap_is_mapper(k, pfn, mm->id, addr))
+        problem(c, "pfn %lu: mapped by mm %u at %#lx, which its reverse map does not know",
+                (unsigned long)pfn, mm->id, (unsigned long)addr);
+    c->seen[pfn]++;
     uint64_t nr = fp_page_nr(p);
     if (p->flags & FP_PG_ANON)
         rss[0] += nr;
@@ -128,6 +129,9 @@ static void check_pages(struct checker *c, int nid)
                         (unsigned long)pfn);
             continue;
         }
+        if (c->seen[pfn] != p->mapcount)
+            problem(c, "pfn %lu: mapcount %u, but %u page-table entries map it",
+                    (unsigned long)pfn, p->mapcount, c->seen[pfn]);
         int level;
         uint64_t *e = fp_rmap_entry(k, p, &level);
         if (!e || fp_entry_addr(*e) != pfn)
@@ -224,19 +228,23 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
         FP_NR_FREE_PAGES, FP_NR_ANON_PAGES, FP_NR_ACTIVE_ANON, FP_NR_INACTIVE_ANON,
         FP_NR_ACTIVE_FILE, FP_NR_INACTIVE_FILE, FP_NR_FILE_PAGES, FP_NR_MAPPED, FP_NR_ANON_THPS,
         FP_NR_DIRTY, FP_NR_PAGETABLE, FP_NR_UNEVICTABLE, FP_NR_SHMEM};
-    struct checker c = {k, msg, (size_t)msglen, 0, NULL, 0};
+    struct checker c = {k, msg, (size_t)msglen, 0, NULL, NULL, 0};
     if (msglen)
         msg[0] = 0;
     c.stat = calloc((size_t)k->nr_nodes * FP_NR_NODE_STATS, sizeof(uint64_t));
-    if (!c.stat)
+    c.seen = calloc(k->nr_pfns ? k->nr_pfns : 1, sizeof(uint32_t));
+    if (!c.stat || !c.seen) {
+        free(c.stat);
+        free(c.seen);
         return -12;
+    }
+    for (uint32_t id = 0; id < FP_MAX_MMS; id++) /* first: the mappings of every page */
+        if (k->mms[id])
+            check_mm(&c, k->mms[id]);
     for (int n = 0; n < k->nr_nodes; n++) {
         check_pages(&c, n);
         check_lru(&c, n);
     }
-    for (uint32_t id = 0; id < FP_MAX_MMS; id++)
-        if (k->mms[id])
-            check_mm(&c, k->mms[id]);
     for (int v = 0; v < FP_MAX_VMS; v++)
         if (k->vms[v] && k->vms[v]->eptp)
             count_ept(&c, k->vms[v], k->vms[v]->eptp, 1, 0);
@@ -250,5 +258,6 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
         problem(&c, "swap_used %lu, but page tables hold %lu swap entries",
                 (unsigned long)k->swap_used, (unsigned long)c.swap_entries);
     free(c.stat);
+    free(c.seen);
     return c.problems;
 }

@@ -224,6 +224,15 @@ struct fp_vm {
     struct fp_memslot slots[32];
 };
 
+/* a further mapper of a page mapped more than once (after fork); the first mapper
+ * lives in struct fp_page itself */
+struct fp_rmap_ext {
+    uint64_t pfn;
+    uint64_t vpn;
+    uint32_t mm;
+    uint32_t pad;
+};
+
 struct fp_kernel {
     uint64_t *tables;      /* arena of 512-entry tables, index 0 reserved */
     uint64_t tables_cap;
@@ -243,6 +252,9 @@ struct fp_kernel {
     uint64_t events[32];
     int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
     struct fp_vm *vms[256];
+    struct fp_rmap_ext *rmap_ext;
+    uint64_t nr_rmap_ext;
+    uint64_t cap_rmap_ext;
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
     uint64_t swap_used;
 };
@@ -256,6 +268,8 @@ void fp_kernel_free(struct fp_kernel *k);
 int32_t fp_mm_new(struct fp_kernel *k, uint32_t id);
 void fp_mm_destroy(struct fp_kernel *k, uint32_t id);
 int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
+/* fork(): the child's page tables map the parent's pages, anonymous ones copy-on-write */
+int32_t fp_mm_fork(struct fp_kernel *k, uint32_t parent, uint32_t child);
 
 /* page tables: look up the entry mapping addr; level_out = 4 (PTE), 3 (PMD),
  * 2 (PUD), or the level where the walk found an empty slot */

@@ -72,7 +72,16 @@ void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign);
 
 /* memory.c */
 void fp_count_alloc(struct fp_kernel *k, int32_t local, int32_t preferred, int32_t nid);
-void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn);
+void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn, uint64_t addr);
+
+/* rmap.c: every mapper of a page */
+int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr);
+void fp_rmap_del(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr);
+typedef void (*fp_rmap_fn)(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                           void *arg);
+int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg);
+uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level);
+int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr);
 int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm);
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level);
 void fp_table_free(struct fp_kernel *k, uint64_t idx);

@@ -163,9 +163,7 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
                           uint64_t addr, enum fp_kind kind, int dirty, int exec)
 {
     struct fp_page *p = &k->pages[pfn];
-    p->mapcount = 1;
-    p->owner = mm->id;
-    p->vpn = addr >> FP_PAGE_SHIFT;
+    fp_rmap_add(k, pfn, mm->id, addr); /* the first mapper: no allocation, cannot fail */
     if (kind == FP_KIND_ANON)
         p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE;
     else if (kind == FP_KIND_SHMEM)
@@ -182,15 +180,17 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
         mm->hiwater_rss = rss;
 }
 
-void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
+/* mm stops mapping pfn at addr; the last unmap frees the page. */
+void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn, uint64_t addr)
 {
     struct fp_page *p = &k->pages[pfn];
     if (fp_pfn_to_node(k, pfn) < 0)
         return; /* device or special memory: never accounted */
     *mm_rss(mm, p) -= fp_page_nr(p);
     if (mm->vm)
-        fp_kvm_unmap_hva(k, mm, p->vpn << FP_PAGE_SHIFT, fp_page_nr(p)); /* the MMU notifier */
-    if (--p->mapcount)
+        fp_kvm_unmap_hva(k, mm, addr, fp_page_nr(p)); /* the MMU notifier */
+    fp_rmap_del(k, pfn, mm->id, addr);
+    if (p->mapcount)
         return;
     if (p->flags & FP_PG_LRU)
         fp_lru_del(k, pfn);
@@ -198,23 +198,13 @@ void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn)
     fp_free_page(k, pfn);
 }
 
-/* The entry mapping a page, found through its reverse map (one mapper per page). */
+/* The entry of the page's first mapper (the others: fp_rmap_walk). */
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level)
 {
     const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
-    if (!mm || !mm->pgd || !p->mapcount)
+    if (!p->mapcount)
         return NULL;
-    uint64_t addr = p->vpn << FP_PAGE_SHIFT, table = mm->pgd;
-    for (int l = 1; l <= 4; l++) {
-        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
-        *level = l;
-        if (l == 4 || (*e & FP_PAGE_PSE))
-            return fp_entry_present(*e) ? e : NULL;
-        if (!fp_entry_present(*e))
-            return NULL;
-        table = fp_entry_addr(*e);
-    }
-    return NULL;
+    return fp_mm_leaf(k, mm, p->vpn << FP_PAGE_SHIFT, level);
 }
 
 /* Allocate and account the page that will map addr: on `node` when >= 0 (scenario
@@ -324,10 +314,10 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
     return NULL;
 }
 
-static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
+static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr)
 {
     if (fp_entry_present(*e)) {
-        fp_page_remove_rmap(k, mm, fp_entry_addr(*e));
+        fp_page_remove_rmap(k, mm, fp_entry_addr(*e), addr);
     } else if ((*e & FP_PAGE_SWPENTRY) && (*e & FP_SWP_SWAP)) {
         mm->nr_swap--;
         k->swap_used--;
@@ -345,7 +335,7 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     uint64_t *e = walk_to(k, mm, addr, 4, 1, &err);
     if (!e)
         return err;
-    drop_entry(k, mm, e);
+    drop_entry(k, mm, e, addr);
     if (bits & FP_PAGE_SWPENTRY) {
         *e = bits;
         if (bits & FP_SWP_SWAP) {
@@ -471,10 +461,39 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     if (*pte & FP_PAGE_SWPENTRY) {
         k->events[FP_EV_PGMAJFAULT]++; /* a swap-in replaces the swap entry */
         k->events[FP_EV_PSWPIN]++;
-        drop_entry(k, mm, pte);
+        drop_entry(k, mm, pte, addr);
     }
     *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
            ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0);
+    return 0;
+}
+
+/* do_wp_page(): a store to a write-protected page. An anonymous page mapped once is
+ * reused; one shared after fork (or a page-cache page of a private mapping) is
+ * copied into a new anonymous page of this mm, the copy mapped writable. */
+static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                        int huge, uint32_t flags)
+{
+    uint64_t pfn = fp_entry_addr(*e);
+    uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
+    if (fp_pfn_to_node(k, pfn) < 0) {
+        *e |= FP_PAGE_RW; /* special frames are not copied */
+        return 0;
+    }
+    const struct fp_page *p = &k->pages[pfn];
+    int anon = (p->flags & FP_PG_ANON) != 0;
+    if ((anon && p->mapcount == 1) || (!anon && !(vma_flags & FP_VMA_COW))) {
+        *e |= FP_PAGE_RW; /* reuse: nobody else sees this page */
+        return 0;
+    }
+    uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1);
+    k->events[FP_EV_PGFAULT]++;
+    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1);
+    if (np < 0)
+        return (int32_t)np;
+    fp_page_remove_rmap(k, mm, pfn, base);
+    *e = ((uint64_t)np << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
+         FP_PAGE_ACCESSED | FP_PAGE_DIRTY | (huge ? FP_PAGE_PSE : 0);
     return 0;
 }
 
@@ -496,6 +515,11 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
                 break; /* PROT_NONE and swap entries fault, and we model no hint faults */
             *e |= FP_PAGE_ACCESSED;
             if (l == 4 || (*e & FP_PAGE_PSE)) {
+                if ((flags & FP_FAULT_WRITE) && !(*e & FP_PAGE_RW)) {
+                    int32_t r = wp_fault(k, mm, e, addr, l < 4, flags);
+                    if (r < 0)
+                        return r;
+                }
                 if (flags & FP_FAULT_WRITE)
                     *e |= FP_PAGE_DIRTY;
                 return fp_count_access(k, *e, addr, l < 4);
@@ -510,6 +534,66 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             return r;
     }
     return FP_NO_NODE; /* a PROT_NONE page: the access does not complete */
+}
+
+/* ---- fork ----------------------------------------------------------------------- */
+
+/* copy_page_range(): the child maps the parent's pages; anonymous writable ones are
+ * write-protected in both (copy-on-write); swap entries are shared. */
+static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, uint64_t table,
+                     int level, uint64_t base)
+{
+    uint64_t *t = fp_table(k, table);
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        uint64_t e = t[i], addr = base + i * span;
+        int err;
+        if (!e)
+            continue;
+        if (fp_entry_present(e) && level < 4 && !(e & FP_PAGE_PSE)) {
+            err = fork_walk(k, pm, cm, fp_entry_addr(e), level + 1, addr);
+            if (err)
+                return err;
+            continue;
+        }
+        uint64_t *ce = walk_to(k, cm, addr, level, 1, &err);
+        if (!ce)
+            return err;
+        if (!fp_entry_present(e)) {
+            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP)) {
+                cm->nr_swap++;
+                k->swap_used++;
+            }
+            *ce = e;
+            continue;
+        }
+        uint64_t pfn = fp_entry_addr(e);
+        if (fp_pfn_to_node(k, pfn) >= 0) {
+            const struct fp_page *p = &k->pages[pfn];
+            if ((p->flags & FP_PG_ANON) && (e & FP_PAGE_RW)) {
+                t[i] &= ~(uint64_t)FP_PAGE_RW;
+                e &= ~(uint64_t)FP_PAGE_RW;
+            }
+            err = fp_rmap_add(k, pfn, cm->id, addr);
+            if (err)
+                return err;
+            *mm_rss(cm, p) += fp_page_nr(p);
+        }
+        *ce = e;
+    }
+    return 0;
+}
+
+int32_t fp_mm_fork(struct fp_kernel *k, uint32_t parent, uint32_t child)
+{
+    struct fp_mm *pm = get_mm(k, parent), *cm = get_mm(k, child);
+    if (!pm || !cm || cm->pgd)
+        return -EINVAL;
+    if (!pm->pgd)
+        return 0;
+    int err = fork_walk(k, pm, cm, pm->pgd, 1, 0);
+    cm->hiwater_rss = cm->rss_anon + cm->rss_file + cm->rss_shmem;
+    return err;
 }
 
 /* ---- teardown ---------------------------------------------------------------- */
@@ -541,13 +625,13 @@ static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, i
                 t[i] = 0;
             }
         } else if (lo >= start && hi <= end) {
-            drop_entry(k, mm, &t[i]);
+            drop_entry(k, mm, &t[i], lo);
         } else if (level < 4 && !fp_entry_present(t[i])) {
             t[i] = 0; /* a partial unmap of a huge migration entry drops it */
         } else {
             /* partial unmap of a huge leaf: the emulator drops the whole mapping
              * (the kernel would split it first) */
-            drop_entry(k, mm, &t[i]);
+            drop_entry(k, mm, &t[i], lo);
         }
     }
 }

@@ -14,6 +14,16 @@
 #define MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
                       FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED)
 
+/* remove_migration_ptes() for one mapper: the new frame, accessed bit clear; and
+ * invalidate_range for a VM: the guest re-faults onto the new page */
+static void remap_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr, void *arg)
+{
+    uint64_t np = (uint64_t)*(int64_t *)arg;
+    *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | (np << FP_PAGE_SHIFT);
+    if (mm->vm)
+        fp_kvm_unmap_hva(k, mm, addr, fp_page_nr(&k->pages[np]));
+}
+
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
                         int32_t reason, uint64_t *new_pfn)
 {
@@ -53,9 +63,11 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     new->vpn = old->vpn;
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
-    *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | ((uint64_t)np << FP_PAGE_SHIFT);
-    if (mm && mm->vm) /* invalidate_range: the guest re-faults onto the new page */
-        fp_kvm_unmap_hva(k, mm, new->vpn << FP_PAGE_SHIFT, fp_page_nr(new));
+    fp_rmap_walk(k, pfn, remap_one, &np); /* every mapper's entry, installed old */
+    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) /* the side table follows the page */
+        if (k->rmap_ext[i].pfn == pfn)
+            k->rmap_ext[i].pfn = (uint64_t)np;
+
     for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) { /* ground truth follows */
         k->access_count[(uint64_t)np + i] = k->access_count[pfn + i];
         k->window_count[(uint64_t)np + i] = k->window_count[pfn + i];

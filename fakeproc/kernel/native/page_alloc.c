@@ -93,6 +93,7 @@ void fp_kernel_free(struct fp_kernel *k)
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
     free_big(k->access_count, k->nr_pfns * sizeof(uint32_t));
+    free(k->rmap_ext);
     free_big(k->window_count, k->nr_pfns * sizeof(uint16_t));
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));

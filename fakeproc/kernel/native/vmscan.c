@@ -17,20 +17,30 @@
 #define SWAP_CLUSTER_MAX 32
 #define DEF_PRIORITY 12
 
-/* page_referenced(): test-and-clear the accessed bit of every entry mapping it */
+struct referenced {
+    int ptes;
+};
+
+static void referenced_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                           void *arg)
+{
+    struct referenced *r = arg;
+    const struct fp_page *p = &k->pages[fp_entry_addr(*e)];
+    if (*e & FP_PAGE_ACCESSED) {
+        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        r->ptes++;
+    }
+    if (mm->vm) /* mmu_notifier_clear_flush_young(): the guest's EPT accessed bits */
+        r->ptes += fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(p));
+}
+
+/* page_referenced(): test-and-clear the accessed bit of every entry mapping the page
+ * (rmap_walk); returns how many were referenced. */
 static int page_referenced(struct fp_kernel *k, uint64_t pfn)
 {
-    int level, referenced = 0;
-    const struct fp_page *p = &k->pages[pfn];
-    uint64_t *e = fp_rmap_entry(k, p, &level);
-    if (e && (*e & FP_PAGE_ACCESSED)) {
-        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-        referenced = 1;
-    }
-    const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
-    if (mm && mm->vm) /* mmu_notifier_clear_flush_young(): the guest's EPT accessed bit */
-        referenced |= fp_kvm_test_age_hva(k, mm, p->vpn << FP_PAGE_SHIFT, fp_page_nr(p));
-    return referenced;
+    struct referenced r = {0};
+    fp_rmap_walk(k, pfn, referenced_one, &r);
+    return r.ptes;
 }
 
 static uint64_t isqrt(uint64_t x)
@@ -125,6 +135,8 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn)
     int level;
     if (k->swap_total - k->swap_used < nr)
         return -ENOSPC;
+    if (p->mapcount > 1)
+        return -EBUSY; /* a page shared after fork is not swapped in the emulation */
     uint64_t *e = fp_rmap_entry(k, p, &level);
     struct fp_mm *mm = k->mms[p->owner];
     if (!e || swap_entries_for(k, mm, e, level, nr))
@@ -132,19 +144,23 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn)
     k->swap_used += nr;
     mm->nr_swap += nr;
     k->events[FP_EV_PSWPOUT] += nr;
-    fp_page_remove_rmap(k, mm, pfn);
+    fp_page_remove_rmap(k, mm, pfn, p->vpn << FP_PAGE_SHIFT);
     return 0;
 }
 
-/* Dropping a page-cache page: unmap (the next access faults it back in) and free. */
+static void unmap_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr, void *arg)
+{
+    uint64_t pfn = fp_entry_addr(*e);
+    (void)arg;
+    *e = 0;
+    fp_page_remove_rmap(k, mm, pfn, addr);
+}
+
+/* Dropping a page-cache page: try_to_unmap() from every mapper (the next access
+ * faults it back in); the last unmap frees it. */
 static void drop_file_page(struct fp_kernel *k, uint64_t pfn)
 {
-    struct fp_page *p = &k->pages[pfn];
-    int level;
-    uint64_t *e = fp_rmap_entry(k, p, &level);
-    if (e)
-        *e = 0;
-    fp_page_remove_rmap(k, k->mms[p->owner], pfn);
+    fp_rmap_walk(k, pfn, unmap_one, NULL);
 }
 
 /* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node */

@@ -1,0 +1,120 @@
+/*
+ * Reverse maps: which (address space, address) pairs map a page.
+ * Linux: mm/rmap.c (page_add_anon_rmap, page_remove_rmap, rmap_walk). The first
+ * mapper is kept in struct fp_page (owner, vpn), so the common case costs
+ * nothing; further mappers (pages shared after fork) sit in a side table,
+ * searched linearly: fine for the few shared pages a scenario makes.
+ * invariant: mapcount == 1 + the side-table entries with this pfn.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include "internal.h"
+
+int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
+{
+    struct fp_page *p = &k->pages[pfn];
+    if (!p->mapcount) {
+        p->owner = mm;
+        p->vpn = addr >> FP_PAGE_SHIFT;
+    } else {
+        if (k->nr_rmap_ext == k->cap_rmap_ext) {
+            uint64_t cap = k->cap_rmap_ext ? 2 * k->cap_rmap_ext : 64;
+            struct fp_rmap_ext *n = realloc(k->rmap_ext, cap * sizeof(*n));
+            if (!n)
+                return -ENOMEM;
+            k->rmap_ext = n;
+            k->cap_rmap_ext = cap;
+        }
+        k->rmap_ext[k->nr_rmap_ext++] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, 0};
+    }
+    p->mapcount++;
+    return 0;
+}
+
+static int64_t find_ext(const struct fp_kernel *k, uint64_t pfn, int64_t mm, uint64_t vpn)
+{
+    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) {
+        const struct fp_rmap_ext *x = &k->rmap_ext[i];
+        if (x->pfn == pfn && (mm < 0 || (x->mm == (uint32_t)mm && x->vpn == vpn)))
+            return (int64_t)i;
+    }
+    return -1;
+}
+
+void fp_rmap_del(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
+{
+    struct fp_page *p = &k->pages[pfn];
+    uint64_t vpn = addr >> FP_PAGE_SHIFT;
+    int64_t i;
+    if (p->owner == mm && p->vpn == vpn) {
+        i = p->mapcount > 1 ? find_ext(k, pfn, -1, 0) : -1;
+        if (i >= 0) { /* another mapper becomes the first */
+            p->owner = k->rmap_ext[i].mm;
+            p->vpn = k->rmap_ext[i].vpn;
+        }
+    } else {
+        i = find_ext(k, pfn, mm, vpn);
+    }
+    if (i >= 0)
+        k->rmap_ext[i] = k->rmap_ext[--k->nr_rmap_ext];
+    p->mapcount--;
+}
+
+int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
+{
+    const struct fp_page *p = &k->pages[pfn];
+    uint64_t vpn = addr >> FP_PAGE_SHIFT;
+    return (p->mapcount && p->owner == mm && p->vpn == vpn) || find_ext(k, pfn, mm, vpn) >= 0;
+}
+
+uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level)
+{
+    if (!mm || !mm->pgd)
+        return NULL;
+    uint64_t table = mm->pgd;
+    for (int l = 1; l <= 4; l++) {
+        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
+        *level = l;
+        if (l == 4 || (*e & FP_PAGE_PSE))
+            return fp_entry_present(*e) ? e : NULL;
+        if (!fp_entry_present(*e))
+            return NULL;
+        table = fp_entry_addr(*e);
+    }
+    return NULL;
+}
+
+/* Call fn for every mapping of pfn. The mappers are collected first, so fn may
+ * change the reverse map (unmap). Returns how many there were. */
+int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg)
+{
+    const struct fp_page *p = &k->pages[pfn];
+    uint32_t n = p->mapcount, got = 0;
+    if (!n)
+        return 0;
+    uint32_t *mms = malloc(n * sizeof(uint32_t));
+    uint64_t *vpns = malloc(n * sizeof(uint64_t));
+    if (!mms || !vpns) {
+        free(mms);
+        free(vpns);
+        return -ENOMEM;
+    }
+    mms[got] = p->owner;
+    vpns[got++] = p->vpn;
+    for (uint64_t i = 0; i < k->nr_rmap_ext && got < n; i++)
+        if (k->rmap_ext[i].pfn == pfn) {
+            mms[got] = k->rmap_ext[i].mm;
+            vpns[got++] = k->rmap_ext[i].vpn;
+        }
+    for (uint32_t i = 0; i < got; i++) {
+        struct fp_mm *mm = mms[i] < FP_MAX_MMS ? k->mms[mms[i]] : NULL;
+        int level;
+        uint64_t addr = vpns[i] << FP_PAGE_SHIFT;
+        uint64_t *e = fp_mm_leaf(k, mm, addr, &level);
+        if (e && fp_entry_addr(*e) == pfn)
+            fn(k, mm, e, addr, arg);
+    }
+    free(mms);
+    free(vpns);
+    return (int)got;
+}

@@ -99,13 +99,9 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
         return -errno.EINVAL
     if flags & MPOL_MF_MOVE_ALL and not capable:
         return -errno.EPERM
-    task = kernel.thread(pid)
-    if task is None:
-        return -errno.ESRCH
-    if not capable:
-        return -errno.EPERM
-    if task.mm_id is None:
-        return -errno.EINVAL
+    task = _target(kernel, pid, capable)
+    if isinstance(task, int):
+        return task
     if nodes is None:
         for i, addr in enumerate(pages):
             look = _follow_page(kernel, task, addr)
@@ -147,6 +143,18 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
     if r == 0:
         _store(status, batch.start, i, batch.node)
     return err if err else r
+
+
+def _target(kernel: "Kernel", pid: int, capable: bool) -> "Task | int":
+    """find_mm_struct(): the target task, or -ESRCH / -EPERM (ptrace) / -EINVAL (no mm)."""
+    task = kernel.thread(pid)
+    if task is None:
+        return -errno.ESRCH
+    if not capable:
+        return -errno.EPERM
+    if task.mm_id is None:
+        return -errno.EINVAL
+    return task
 
 
 def _store(status: list[int], start: int, end: int, node: int) -> None:
@@ -221,13 +229,9 @@ def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_node
     """migrate_pages(2): move every page of pid on old_nodes to new_nodes (the i-th
     old node to the i-th new one, the last new node for the rest); returns the pages
     that could not be moved, or -errno."""
-    task = kernel.thread(pid)
-    if task is None:
-        return -errno.ESRCH
-    if not capable:
-        return -errno.EPERM
-    if task.mm_id is None:
-        return -errno.EINVAL
+    task = _target(kernel, pid, capable)
+    if isinstance(task, int):
+        return task
     if not new_nodes or any(not _node_ok(kernel, n) for n in (*old_nodes, *new_nodes)):
         return -errno.EINVAL
     target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(sorted(old_nodes))}

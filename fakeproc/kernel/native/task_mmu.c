@@ -99,16 +99,20 @@ void idle_begin_pass(struct idle_ctl *c)
 
 /* ---- the task-mode page walk ------------------------------------------------ */
 
-static int pte_range(struct idle_ctl *c, const uint64_t *ptes, uint64_t addr, uint64_t next)
+/* mm_idle_pte_range() and ept_pte_range(): one unit per PTE, accessed bits
+ * test-and-cleared before the unit is added (a unit that does not fit has still
+ * lost its bit). `ept` selects the EPT's present and accessed bits. */
+static int pte_range(struct idle_ctl *c, uint64_t *ptes, uint64_t addr, uint64_t next, int ept)
 {
+    const uint64_t abit = ept ? FP_EPT_ACCESSED : FP_PAGE_ACCESSED;
     int err = 0;
     do {
-        uint64_t *e = (uint64_t *)&ptes[fp_index(addr, 4)];
+        uint64_t *e = &ptes[fp_index(addr, 4)];
         int type;
-        if (!fp_entry_present(*e)) {
+        if (!(ept ? fp_ept_present(*e) : fp_entry_present(*e))) {
             type = PTE_HOLE;
-        } else if (*e & FP_PAGE_ACCESSED) {
-            *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        } else if (*e & abit) {
+            *e &= ~abit;
             type = PTE_ACCESSED;
         } else {
             type = PTE_IDLE;
@@ -163,7 +167,7 @@ static int pmd_entry(struct idle_ctl *c, uint64_t *pmd, uint64_t addr, uint64_t 
     }
     if (type != IDLE_NR_TYPES)
         return idle_add_page(c, addr, next, type);
-    return pte_range(c, fp_table(c->k, fp_entry_addr(*pmd)), addr, next);
+    return pte_range(c, fp_table(c->k, fp_entry_addr(*pmd)), addr, next, 0);
 }
 
 /* mm_idle_pud_entry(): a huge PUD ends the walk call whatever happens */
@@ -264,28 +268,6 @@ static void walk_page_range(struct idle_ctl *c, uint64_t pgd, const struct fp_vm
 
 /* ---- EPT mode (RFC v2 ept_idle_walk_hva_range / ept_page_range) ---------------- */
 
-static int ept_pte_range(struct idle_ctl *c, uint64_t *ptes, uint64_t addr, uint64_t end)
-{
-    int err = 0;
-    do {
-        uint64_t *e = &ptes[fp_index(addr, 4)];
-        int type;
-        if (!fp_ept_present(*e)) {
-            type = PTE_HOLE;
-        } else if (*e & FP_EPT_ACCESSED) {
-            *e &= ~(uint64_t)FP_EPT_ACCESSED;
-            type = PTE_ACCESSED;
-        } else {
-            type = PTE_IDLE;
-        }
-        err = idle_add_page(c, addr, addr + FP_PAGE_SIZE, type);
-        if (err)
-            break;
-        addr += FP_PAGE_SIZE;
-    } while (addr != end);
-    return err;
-}
-
 /* scan flags are ignored in VM mode (RFC v2): a table PMD is always descended */
 static int ept_level(struct idle_ctl *c, uint64_t table, int level, uint64_t addr, uint64_t end)
 {
@@ -304,7 +286,7 @@ static int ept_level(struct idle_ctl *c, uint64_t table, int level, uint64_t add
                 if (large)
                     err = idle_add_page(c, addr, next, accessed ? PMD_ACCESSED : PMD_IDLE);
                 else
-                    err = ept_pte_range(c, fp_table(c->k, fp_entry_addr(*e)), addr, next);
+                    err = pte_range(c, fp_table(c->k, fp_entry_addr(*e)), addr, next, 1);
             }
         } else if (!fp_ept_present(*e)) {
             c->restart = next; /* a non-present upper level only moves the restart */

@@ -1,0 +1,19 @@
+"""The benchmark script must keep running (CI runs its quick mode; speed is not
+asserted: these machines are noisy, and the figures go to docs/performance.md)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.fuse
+
+
+def test_benchmarks_quick_mode_runs():
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], capture_output=True, text=True,
+                       timeout=600, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    for name in ("idle_pages scan", "open+read+close", "simulated touches", "start-up"):
+        assert name in r.stdout

@@ -157,9 +157,10 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path as _Path
 
     from . import report
+    from .ctl.protocol import CtlError
     try:
         data = report.load(args.source)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, CtlError) as e:
         print(f"fakeproc report: {args.source}: {e}", file=sys.stderr)
         return 1
     report.print_table(data)

@@ -564,7 +564,8 @@ def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan, seed: i
                 gpa += unit
             gpa += 0 if bits else run.count * unit
     if "workload" in vm:
-        kvm.attach_guest_workload(kernel, task, _workload_from(vm["workload"], seed + plan.raw["pid"]))
+        # the guest's own stream: a seed of its own, not the host workload's
+        kvm.attach_guest_workload(kernel, task, _workload_from(vm["workload"], seed + plan.raw["pid"] + 1))
 
 
 def _workload_from(w: dict[str, Any], default_seed: int) -> Workload:

@@ -297,6 +297,10 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
             trio.run(_serve, clock, ctl)
         finally:
             pyfuse3.close(unmount=True)
+            try:
+                realproc.rmdir()  # empty outside runner namespaces
+            except OSError:
+                pass
     finally:
         ctl.close()
 

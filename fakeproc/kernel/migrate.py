@@ -218,10 +218,10 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
     vma = kernel.mm(task.mm_id).find_vma(addr)
     if vma is None:
         return -errno.EFAULT
-    if kernel.page_node(task, addr) is None:
+    if kernel.page_node(task, addr) is None and vma.kind != "vdso":
         kernel.touch(task, addr)
-    node = kernel.page_node(task, addr)
-    return node if node is not None else -errno.EFAULT
+    look = _follow_page(kernel, task, addr)
+    return -look.err if look.err else _query_node(kernel, task, addr, look)
 
 
 def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_nodes: Sequence[int],

@@ -56,11 +56,19 @@ class Machine:
         deadline = time.monotonic() + 60
         while not (is_mounted(mnt) and (mnt / "sys/devices/system/node/online").exists()):
             if proc.poll() is not None or time.monotonic() > deadline:
+                text = m.log()
                 m.stop()
-                text = (mnt.parent / f".{mnt.name}.log").read_text(errors="replace")
                 raise RuntimeError(f"the emulator did not start:\n{text}")
             time.sleep(0.02)
         return m
+
+    def log(self) -> str:
+        """What the emulator this runner started has printed (empty for an attached one)."""
+        path = self.mountpoint.parent / f".{self.mountpoint.name}.log"
+        try:
+            return path.read_text(errors="replace") if self.proc is not None else ""
+        except OSError:
+            return ""
 
     @property
     def alive(self) -> bool:
@@ -211,7 +219,8 @@ def _wait(pid: int, m: Machine) -> int:
             if not m.alive:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                print("fakeproc run: the emulator died; CMD was killed", file=sys.stderr)
+                tail = "\n".join(m.log().splitlines()[-20:])
+                print(f"fakeproc run: the emulator died; CMD was killed\n{tail}", file=sys.stderr)
                 return EMULATOR_DIED
             time.sleep(0.02)
     finally:

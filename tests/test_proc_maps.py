@@ -114,3 +114,23 @@ def test_smaps_rollup(m):
     assert lines[1] == "Rss:                2080 kB"
     assert lines[8] == "Anonymous:          2072 kB"
     assert lines[14] == "Swap:                  4 kB"
+
+
+FORKED = MACHINE + """
+[[process]]
+pid = 62
+name = "child"
+fork_of = 60
+"""
+
+
+def test_shared_pages_after_fork_in_numa_maps_and_smaps():
+    with mounted(FORKED) as mnt:
+        # the child shares every page: mapped twice (mapmax=2)
+        lines = mnt.read("proc/62/numa_maps").decode().splitlines()
+        assert lines[0] == "7f0000000000 default anon=5 dirty=2 mapmax=2 N0=3 N1=2 kernelpagesize_kB=4"
+        smaps = mnt.read("proc/62/smaps").decode().splitlines()
+        # 5 shared pages, 2 of them dirty: Pss = 20 kB / 2; no private pages
+        assert smaps[5:11] == ["Pss:                  10 kB", "Shared_Clean:         12 kB",
+                               "Shared_Dirty:          8 kB", "Private_Clean:         0 kB",
+                               "Private_Dirty:         0 kB", "Referenced:           20 kB"]

@@ -105,8 +105,12 @@ def _numa_maps(ctx: Ctx) -> str:
 
 def _smaps_counters(st: dict) -> dict[str, int]:  # noqa: ANN401 - range_stats' dict
     rss = st["pages"] * KB
-    return {"Rss": rss, "Pss": rss, "Private_Clean": rss - st["dirty"] * KB,
-            "Private_Dirty": st["dirty"] * KB, "Referenced": st["referenced"] * KB,
+    shared, shared_dirty = st["shared"] * KB, st["shared_dirty"] * KB
+    private_dirty = st["dirty"] * KB - shared_dirty
+    return {"Rss": rss, "Pss": st["pss_x65536"] * KB // 65536,
+            "Shared_Clean": shared - shared_dirty, "Shared_Dirty": shared_dirty,
+            "Private_Clean": rss - shared - private_dirty, "Private_Dirty": private_dirty,
+            "Referenced": st["referenced"] * KB,
             "Anonymous": st["anon"] * KB, "AnonHugePages": st["thp"] * KB,
             "Swap": st["swap"] * KB, "SwapPss": st["swap"] * KB}
 

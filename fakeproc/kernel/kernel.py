@@ -386,7 +386,8 @@ class Kernel:
         if task.mm_id is not None:
             check(lib.fp_range_stats(self.native, task.mm_id, start, end, out))
         stats: dict[str, Any] = {f: int(getattr(out, f)) for f in (
-            "pages", "anon", "dirty", "active", "referenced", "swap", "thp", "mapmax")}
+            "pages", "anon", "dirty", "active", "referenced", "swap", "thp", "mapmax", "shared",
+            "shared_dirty", "pss_x65536")}
         stats["nodes"] = {n.id: int(out.node[i]) for i, n in enumerate(self.nodes) if out.node[i]}
         return stats
 

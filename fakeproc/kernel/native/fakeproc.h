@@ -363,6 +363,9 @@ struct fp_range_stats {
     uint64_t swap;         /* swap entries (base pages) */
     uint64_t thp;          /* base pages in anonymous THPs */
     uint64_t mapmax;       /* largest mapcount */
+    uint64_t shared;       /* base pages mapped more than once */
+    uint64_t shared_dirty; /* of them dirty */
+    uint64_t pss_x65536;   /* proportional set size in pages, 16-bit fixed point */
     uint64_t node[64];     /* present base pages per node index */
 };
 int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,

@@ -79,6 +79,12 @@ static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t
         s->thp += nr;
     if (p->mapcount > s->mapmax)
         s->mapmax = p->mapcount;
+    if (p->mapcount > 1) {
+        s->shared += nr;
+        if ((*e & FP_PAGE_DIRTY) || (p->flags & FP_PG_DIRTY))
+            s->shared_dirty += nr;
+    }
+    s->pss_x65536 += nr * 65536 / (p->mapcount ? p->mapcount : 1);
 }
 
 static void stats_swap(uint64_t nr, void *arg)

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--plots", metavar="DIR", help="write dram_hit.png and heat_PID.png there")
     d = sub.add_parser("demo", help="mount the default machine, show it working, unmount")
     d.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    t = sub.add_parser("top", help="live view of a mount: nodes, migrations, processes")
+    t.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    t.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="seconds between refreshes (default 1)")
+    t.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help="stop after N refreshes (default: until Ctrl-C)")
     from .ctl.cli import add_parser as add_ctl_parser
     add_ctl_parser(sub, DEFAULT_MOUNTPOINT)
     return p
@@ -194,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.cmd == "report":
         return _report(args)
+    if args.cmd == "top":
+        from .top import run_top
+        return run_top(args.mountpoint, interval=args.interval, iterations=args.iterations)
     if args.cmd == "ctl":
         from .ctl.cli import run as run_ctl
         return run_ctl(args)

@@ -74,7 +74,8 @@ SCHEMA: dict[str, Any] = {
             "nr_cpus": {"type": "integer", "minimum": 1, "maximum": 8192},
             "swap": _SIZE_T,
             "min_free_kbytes": {"type": "integer", "minimum": 128, "maximum": 4194304},
-            "watermark_scale_factor": {"type": "integer", "minimum": 1, "maximum": 1000}}},
+            "watermark_scale_factor": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "upstream": {"type": "boolean"}}},
         "node": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
             "type": "object", "additionalProperties": False, "required": ["type", "size"],
             "properties": {
@@ -491,6 +492,7 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
     kernel = Kernel(nodes, dist, nr_cpus, swap_pages=swap // PAGE_SIZE,
                     min_free_kbytes=mach.get("min_free_kbytes"),
                     watermark_scale_factor=mach.get("watermark_scale_factor", 10))
+    kernel.upstream = mach.get("upstream", False)
     seed = mach.get("seed", 1)
     for plan in plans:
         _build_process(ck, kernel, plan, seed)

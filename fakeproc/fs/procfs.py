@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import formats as fmt
 from .idle_pages import IdlePagesHandle
+from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
 from .tree import Ctx, Dir, File, Lister, Special
 from ..kernel import vmstat
 from ..kernel.mm import Vma
@@ -165,10 +166,11 @@ def _parse_tid(ctx: Ctx, name: str) -> int | None:
     return int(name) if int(name) in _task(ctx).tids else None
 
 
-TID_DIR = Dir("TID", _tid_entries(), mode=0o555, owner=_owner)
+TID_DIR = Dir("TID", _tid_entries(), lister=only_upstream(pagemap_entry(_task)), mode=0o555,
+              owner=_owner)
 PID_DIR = Dir("PID", _tid_entries() + (
     Dir("task", (), lister=Lister("tid", _tids, _parse_tid, TID_DIR), mode=0o555, owner=_owner),
-), mode=0o555, owner=_owner)
+), lister=only_upstream(pagemap_entry(_task)), mode=0o555, owner=_owner)
 
 
 def _pids(ctx: Ctx) -> list[str]:
@@ -187,4 +189,4 @@ PROC_ROOT = Dir("proc", (
          write_errno=PROC_WRITE_ERRNO),
     File("vmstat", lambda c: fmt.proc_vmstat(vmstat.global_counters(c.kernel)), size=0,
          write_errno=PROC_WRITE_ERRNO),
-), lister=Lister("pid", _pids, _parse_pid, PID_DIR), mode=0o555)
+), lister=(Lister("pid", _pids, _parse_pid, PID_DIR), only_upstream(KPAGEFLAGS)), mode=0o555)

@@ -27,6 +27,7 @@ from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .procview import make_procview
+from .upstream import MEMORY_TIERING, SYS_KERNEL_MM, only_upstream
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
 
 if TYPE_CHECKING:
@@ -40,10 +41,11 @@ PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entri
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life
 
 SYS = Dir("sys", (
-    Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),)),
+    Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),),
+        lister=only_upstream(Dir("virtual", (MEMORY_TIERING,)))),
     Dir("bus", (BUS_NODE,)),
-))
-PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.lister, mode=0o555)
+), lister=only_upstream(SYS_KERNEL_MM))
+PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.listers, mode=0o555)
 
 
 def make_root(realproc: Path | None) -> Dir:

@@ -76,6 +76,7 @@ class Kernel:
         self.native.swap_total = swap_pages
         self.oom_log: list[str] = []
         self.recorder: Any = None  # a score.Recorder once record() is called
+        self.upstream = False      # serve the later upstream interfaces too (INTERFACES.md 6)
         self.tasks: dict[int, Task] = {}
         self._threads: dict[int, Task] = {}
         self._mms: dict[int, MmStruct] = {}
@@ -324,6 +325,43 @@ class Kernel:
         if n == 0:
             return []
         return [ffi.string(buf).decode(), f"{n} problem(s) in all"]
+
+    # ---- the later upstream interfaces (native/pageidle.c) --------------------------
+    @property
+    def demotion_enabled(self) -> bool:
+        return not self.native.demotion_disabled
+
+    @demotion_enabled.setter
+    def demotion_enabled(self, on: bool) -> None:
+        self.native.demotion_disabled = not on
+
+    @property
+    def nr_pfns(self) -> int:
+        return int(self.native.nr_pfns)
+
+    def pagemap(self, task: Task, addr: int, n: int) -> bytes:
+        """/proc/PID/pagemap entries of n pages from addr (little-endian u64s)."""
+        out = ffi.new("uint64_t[]", max(n, 1))
+        if task.mm_id is None:
+            raise KernelError(errno.ESRCH, "no address space")
+        check(lib.fp_pagemap(self.native, task.mm_id, addr, n, out))
+        return bytes(ffi.buffer(out, 8 * n))
+
+    def kpageflags(self, pfn: int, n: int) -> bytes:
+        out = ffi.new("uint64_t[]", max(n, 1))
+        lib.fp_kpageflags(self.native, pfn, n, out)
+        return bytes(ffi.buffer(out, 8 * n))
+
+    def page_idle_read(self, pfn: int, nwords: int) -> bytes:
+        out = ffi.new("uint64_t[]", max(nwords, 1))
+        lib.fp_page_idle_read(self.native, pfn, nwords, out)
+        return bytes(ffi.buffer(out, 8 * nwords))
+
+    def page_idle_write(self, pfn: int, data: bytes) -> None:
+        words = ffi.new("uint64_t[]", max(1, len(data) // 8))
+        ffi.memmove(words, data, len(data) // 8 * 8)
+        lib.fp_page_idle_write(self.native, pfn, len(data) // 8, words)
+        self.generation += 1
 
     def swap_pages(self) -> tuple[int, int]:
         """(total, used) pages of the emulated swap device."""

@@ -41,6 +41,7 @@
 #define FP_PG_DEVICE       1024
 #define FP_PG_EXECMAP      2048   /* mapped by a VM_EXEC VMA (the rmap's vm_flags) */
 #define FP_PG_PINNED       4096   /* an extra reference (GUP pin): migration fails -EAGAIN */
+#define FP_PG_IDLE         8192   /* page_idle: marked idle, not accessed since */
 
 /* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
 #define FP_NR_FREE_PAGES      0
@@ -251,6 +252,7 @@ struct fp_kernel {
     struct fp_mm *mms[65536];
     uint64_t events[32];
     int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
+    int32_t demotion_disabled; /* /sys/kernel/mm/numa/demotion_enabled = false (upstream mode) */
     struct fp_vm *vms[256];
     struct fp_rmap_ext *rmap_ext;
     uint64_t nr_rmap_ext;
@@ -394,6 +396,13 @@ int32_t fp_oracle(struct fp_kernel *k, uint64_t dram_pages, uint64_t *out_total,
  * Call before fp_oracle(), which ends the window. */
 int32_t fp_heat(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, uint32_t nbuckets,
                 uint64_t *accesses, uint64_t *pages, uint64_t *dram_pages);
+
+/* Later upstream interfaces (pageidle.c): /proc/PID/pagemap entries for n virtual
+ * pages from addr; /proc/kpageflags for n PFNs; the page_idle bitmap (64 PFNs a word) */
+int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, uint64_t *out);
+void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out);
+void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out);
+void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

@@ -168,7 +168,7 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
 {
     struct fp_node *node = &k->nodes[nid];
     uint64_t scanned = 0, reclaimed = 0, stolen = 0;
-    int demote = node->is_dram && node->peer >= 0;
+    int demote = node->is_dram && node->peer >= 0 && !k->demotion_disabled;
     while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE) {
         uint64_t pfn = node->lru_tail[lru];
         struct fp_page *p = &k->pages[pfn];

@@ -1,0 +1,140 @@
+"""The later upstream interfaces (INTERFACES.md 6), served when the machine file says
+`[machine] upstream = true`: memory tiers, demotion_enabled, the page_idle bitmap,
+/proc/kpageflags and /proc/PID/pagemap.
+
+Linux: mm/memory-tiers.c, mm/page_idle.c, fs/proc/page.c, fs/proc/task_mmu.c.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from . import formats as fmt
+from .tree import Ctx, Dir, File, Lister, Special
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+    from ..kernel.task import Task
+
+TASK_SIZE = 0x7FFFFFFFF000
+DRAM_TIER, PMEM_TIER = 4, 22  # the default adistance tiers of DRAM and of dax/PMEM nodes
+
+
+def _tier_nodes(tier: int):  # noqa: ANN202
+    kind = "dram" if tier == DRAM_TIER else "pmem"
+    return lambda c: fmt.node_list(n.id for n in c.kernel.nodes if n.type == kind)
+
+
+MEMORY_TIERING = Dir("memory_tiering", tuple(
+    Dir(f"memory_tier{t}", (File("nodelist", _tier_nodes(t)),)) for t in (DRAM_TIER, PMEM_TIER)))
+
+
+class _Binary:
+    """A handle that reads and writes by byte offset in 8-byte units (no snapshot)."""
+
+    direct_io = True
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.kernel = kernel
+
+    @staticmethod
+    def _check(off: int, size: int) -> None:
+        if off % 8 or size % 8:
+            raise OSError(errno.EINVAL, "position and count must be multiples of 8")
+
+    def write(self, off: int, data: bytes) -> int:
+        raise OSError(errno.EINVAL, "not writable")
+
+
+class PageIdleBitmap(_Binary):
+    """/sys/kernel/mm/page_idle/bitmap: bit pfn % 64 of word pfn / 64; 1 = idle."""
+
+    def _words(self, off: int, size: int) -> tuple[int, int]:
+        self._check(off, size)
+        pfn = off // 8 * 64
+        total = self.kernel.nr_pfns
+        return pfn, max(0, min(size // 8, (total - pfn + 63) // 64)) if pfn < total else 0
+
+    def read(self, off: int, size: int) -> bytes:
+        pfn, n = self._words(off, size)
+        return self.kernel.page_idle_read(pfn, n) if n else b""
+
+    def write(self, off: int, data: bytes) -> int:
+        pfn, n = self._words(off, len(data))
+        if not n:
+            raise OSError(errno.ENXIO, "past the last PFN")
+        self.kernel.page_idle_write(pfn, data[:n * 8])
+        return len(data)
+
+
+class KPageFlags(_Binary):
+    """/proc/kpageflags: one u64 of KPF_* flags per PFN."""
+
+    def read(self, off: int, size: int) -> bytes:
+        self._check(off, size)
+        pfn, total = off // 8, self.kernel.nr_pfns
+        n = max(0, min(size // 8, total - pfn))
+        return self.kernel.kpageflags(pfn, n) if n else b""
+
+
+class PageMap(_Binary):
+    """/proc/PID/pagemap: one u64 per virtual page (present, swapped, file, PFN)."""
+
+    def __init__(self, kernel: "Kernel", task: "Task") -> None:
+        super().__init__(kernel)
+        self.task = task
+
+    def read(self, off: int, size: int) -> bytes:
+        self._check(off, size)
+        addr = off // 8 * 4096
+        if addr >= TASK_SIZE:
+            return b""
+        n = min(size // 8, (TASK_SIZE - addr) // 4096)
+        try:
+            return self.kernel.pagemap(self.task, addr, n)
+        except OSError:
+            raise OSError(errno.ESRCH, "the process is gone") from None
+
+
+class DemotionEnabled:
+    """/sys/kernel/mm/numa/demotion_enabled: `true\\n`/`false\\n`; takes true/1/false/0."""
+
+    direct_io = True
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.kernel = kernel
+
+    def read(self, off: int, size: int) -> bytes:
+        return (b"true\n" if self.kernel.demotion_enabled else b"false\n")[off:off + size]
+
+    def write(self, off: int, data: bytes) -> int:
+        word = data.strip().lower()
+        if word in (b"true", b"1", b"y", b"yes", b"on"):
+            self.kernel.demotion_enabled = True
+        elif word in (b"false", b"0", b"n", b"no", b"off"):
+            self.kernel.demotion_enabled = False
+        else:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return len(data)
+
+
+SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
+    Dir("numa", (Special("demotion_enabled", lambda c, f: DemotionEnabled(c.kernel), mode=0o644),)),
+    Dir("page_idle", (Special("bitmap", lambda c, f: PageIdleBitmap(c.kernel), mode=0o600),)),
+)),))
+KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400)
+
+
+def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
+    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c)), mode=0o400)
+
+
+def enabled(ctx: Ctx) -> bool:
+    return bool(getattr(ctx.kernel, "upstream", False))
+
+
+def only_upstream(entry: Dir | File | Special) -> Lister:
+    """A directory's dynamic child that exists only on an upstream-mode machine."""
+    return Lister("upstream", lambda c: [entry.name] if enabled(c) else [],
+                  lambda c, name: 1 if name == entry.name and enabled(c) else None, entry)

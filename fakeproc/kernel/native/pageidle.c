@@ -1,0 +1,151 @@
+/*
+ * The later upstream page interfaces (INTERFACES.md 6): /proc/PID/pagemap,
+ * /proc/kpageflags and /sys/kernel/mm/page_idle/bitmap.
+ * Linux: fs/proc/task_mmu.c (pagemap_pmd_range), fs/proc/page.c (stable_page_flags),
+ * mm/page_idle.c (page_idle_bitmap_read/write, page_idle_clear_pte_refs).
+ */
+#include <errno.h>
+#include "internal.h"
+
+#define PM_PFRAME_MASK   ((1ULL << 55) - 1)
+#define PM_SOFT_DIRTY    (1ULL << 55)
+#define PM_MMAP_EXCLUSIVE (1ULL << 56)
+#define PM_FILE          (1ULL << 61)
+#define PM_SWAP          (1ULL << 62)
+#define PM_PRESENT       (1ULL << 63)
+
+/* /proc/PID/pagemap: present pages show their PFN (the reader is root), swap entries
+ * the swap bit; new mappings are soft-dirty (CONFIG_MEM_SOFT_DIRTY) */
+int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, uint64_t *out)
+{
+    const struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    if (!mm)
+        return -ESRCH;
+    for (uint64_t i = 0; i < n; i++, addr += FP_PAGE_SIZE) {
+        uint64_t v = 0, table = mm->pgd;
+        for (int l = 1; table && l <= 4; l++) {
+            uint64_t e = fp_table(k, table)[fp_index(addr, l)];
+            if (!e)
+                break;
+            if (!fp_entry_present(e)) {
+                if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP))
+                    v = PM_SWAP | PM_SOFT_DIRTY;
+                break;
+            }
+            if (l == 4 || (e & FP_PAGE_PSE)) {
+                uint64_t pfn = fp_entry_addr(e) + (l == 3 ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
+                v = PM_PRESENT | PM_SOFT_DIRTY | (pfn & PM_PFRAME_MASK);
+                if (pfn < k->nr_pfns) {
+                    const struct fp_page *p = &k->pages[fp_entry_addr(e)];
+                    if (!(p->flags & FP_PG_ANON))
+                        v |= PM_FILE;
+                    if (p->mapcount == 1)
+                        v |= PM_MMAP_EXCLUSIVE;
+                }
+                break;
+            }
+            table = fp_entry_addr(e);
+        }
+        out[i] = v;
+    }
+    return 0;
+}
+
+/* include/uapi/linux/kernel-page-flags.h */
+enum { KPF_REFERENCED = 2, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_MMAP = 11,
+       KPF_ANON = 12, KPF_SWAPBACKED = 14, KPF_COMPOUND_HEAD = 15, KPF_COMPOUND_TAIL = 16,
+       KPF_NOPAGE = 20, KPF_THP = 22, KPF_IDLE = 25, KPF_PGTABLE = 26 };
+
+void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
+{
+    for (uint64_t i = 0; i < n; i++, pfn++) {
+        if (pfn >= k->nr_pfns) {
+            out[i] = 1ULL << KPF_NOPAGE;
+            continue;
+        }
+        const struct fp_page *p = &k->pages[pfn];
+        const struct fp_page *head = p;
+        if (p->flags & FP_PG_TAIL) /* flags of the compound page are the head's */
+            head = &k->pages[pfn & ~(uint64_t)(FP_PAGES_PER_HUGE - 1)];
+        uint64_t f = 0;
+        uint16_t h = head->flags;
+        if (!(p->flags & FP_PG_ALLOCATED)) {
+            out[i] = 0; /* free page (a real buddy page would show KPF_BUDDY) */
+            continue;
+        }
+        if (head->mapcount)
+            f |= 1ULL << KPF_MMAP;
+        if (h & FP_PG_REFERENCED)
+            f |= 1ULL << KPF_REFERENCED;
+        if (h & FP_PG_DIRTY)
+            f |= 1ULL << KPF_DIRTY;
+        if (h & FP_PG_LRU)
+            f |= 1ULL << KPF_LRU;
+        if (h & FP_PG_ACTIVE)
+            f |= 1ULL << KPF_ACTIVE;
+        if (h & FP_PG_ANON)
+            f |= 1ULL << KPF_ANON;
+        if (h & FP_PG_SWAPBACKED)
+            f |= 1ULL << KPF_SWAPBACKED;
+        if (p->flags & FP_PG_HEAD)
+            f |= (1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_THP);
+        if (p->flags & FP_PG_TAIL)
+            f |= (1ULL << KPF_COMPOUND_TAIL) | (1ULL << KPF_THP);
+        if (h & FP_PG_IDLE)
+            f |= 1ULL << KPF_IDLE;
+        if ((h & FP_PG_UNEVICTABLE) && !head->mapcount && !(h & FP_PG_LRU))
+            f |= 1ULL << KPF_PGTABLE;
+        out[i] = f;
+    }
+}
+
+static void clear_young(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                        void *arg)
+{
+    (void)mm;
+    (void)addr;
+    if (*e & FP_PAGE_ACCESSED) {
+        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        *(int *)arg = 1;
+    }
+    (void)k;
+}
+
+/* page_idle_clear_pte_refs(): an access since the page was marked clears PG_idle */
+static struct fp_page *idle_page(struct fp_kernel *k, uint64_t pfn)
+{
+    if (pfn >= k->nr_pfns)
+        return NULL;
+    struct fp_page *p = &k->pages[pfn];
+    if (!(p->flags & FP_PG_ALLOCATED) || !(p->flags & FP_PG_LRU) || (p->flags & FP_PG_TAIL))
+        return NULL; /* page_idle_get_page(): LRU pages only */
+    int young = 0;
+    fp_rmap_walk(k, pfn, clear_young, &young);
+    if (young)
+        p->flags &= ~FP_PG_IDLE;
+    return p;
+}
+
+void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out)
+{
+    for (uint64_t w = 0; w < nwords; w++) {
+        uint64_t word = 0;
+        for (int b = 0; b < 64; b++) {
+            struct fp_page *p = idle_page(k, pfn + w * 64 + (uint64_t)b);
+            if (p && (p->flags & FP_PG_IDLE))
+                word |= 1ULL << b;
+        }
+        out[w] = word;
+    }
+}
+
+void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in)
+{
+    for (uint64_t w = 0; w < nwords; w++)
+        for (int b = 0; b < 64; b++)
+            if (in[w] >> b & 1) {
+                struct fp_page *p = idle_page(k, pfn + w * 64 + (uint64_t)b);
+                if (p)
+                    p->flags |= FP_PG_IDLE;
+            }
+}

@@ -1,0 +1,106 @@
+"""`fakeproc top`: its snapshots agree with the mount's own files and control API."""
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rich.console import Console
+
+from fakeproc.ctl.client import Client
+from fakeproc.testing.mounting import mounted
+from fakeproc.top import read_meminfo, run_top
+
+pytestmark = pytest.mark.fuse
+
+NAMES = ("redis-server", "memcached", "stream")
+
+
+@pytest.fixture(scope="module")
+def running_mount():
+    with mounted(None, extra_args=["--no-paused", "--rate", "2"]) as m:
+        yield m
+
+
+def _top(path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakeproc", "top", str(path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _last_snapshot(out: str) -> str:
+    snaps = out.split("fakeproc top — ")
+    assert len(snaps) == 3, out  # "" before the first, then two snapshots
+    return snaps[-1]
+
+
+def test_top_snapshots_agree_with_the_mount(running_mount):
+    m = running_mount
+    r = _top(m.path, "--iterations", "2", "--interval", "0.5")
+    assert r.returncode == 0, r.stderr
+    snap = _last_snapshot(r.stdout)
+    assert re.search(r"virtual time \d+\.\d+ s \(running, rate 2\)", snap), snap
+    # the second refresh has rates against the first
+    assert re.search(r"migrations/s \d", snap), snap
+    assert re.search(r"demotions/s \(reclaim\) \d", snap), snap
+
+    node_rows = {g[0]: g[1:] for g in (mm.groups() for mm in re.finditer(
+        r"^\s*node(\d)\s+(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\S+\s*$",
+        snap, re.M))}
+    assert sorted(node_rows) == ["0", "1", "2", "3"], snap
+    for nid, (ntype, total, free, anon, active, inactive) in node_rows.items():
+        d = m.sys(f"devices/system/node/node{nid}")
+        assert ntype == (d / "type").read_text().strip()
+        mi = read_meminfo(d / "meminfo")
+        assert total == f"{mi['MemTotal'] / 1024:.1f}"
+        assert float(free) <= float(total)
+        assert float(active) + float(inactive) == pytest.approx(float(anon), abs=0.2)
+    assert [node_rows[n][0] for n in "0123"] == ["dram", "dram", "pmem", "pmem"]
+    assert node_rows["2"][1] == f"{16 * 1024:.1f}"  # 16 GiB of PMEM
+
+    with Client(m.path) as c:
+        procs = {p["name"]: p for p in c.list()}
+    for name in NAMES:
+        row = re.search(rf"^\s*(\d+)\s+{re.escape(name)}\s+\w+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
+                        rf"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+%|-)\s+([\d.]+%|-)\s*$", snap, re.M)
+        assert row, (name, snap)
+        pid, rss, *per_node = row.groups()[:6]
+        assert int(pid) == procs[name]["pid"]
+        assert sum(map(float, per_node)) == pytest.approx(float(rss), abs=0.3)
+        assert float(rss) == pytest.approx(procs[name]["rss"] * 4 / 1024, rel=0.05)
+        assert row[7] != "-"  # a running clock has recorded windows
+
+
+def test_top_live_view_on_a_terminal_console(running_mount):
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=160)
+    assert run_top(str(running_mount.path), interval=0.2, iterations=2, console=console) == 0
+    out = buf.getvalue()
+    for text in ("node0", "node3", "pmem", *NAMES, "virtual time"):
+        assert text in out
+
+
+def test_top_ctrl_c_exits_0(running_mount):
+    p = subprocess.Popen([sys.executable, "-m", "fakeproc", "top", str(running_mount.path),
+                          "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout is not None
+        assert "fakeproc top" in p.stdout.readline()  # it is refreshing
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_top_without_a_mount_fails_cleanly(tmp_path):
+    r = _top(tmp_path, "--iterations", "1")
+    assert r.returncode == 1
+    assert "fakeproc top" in r.stderr

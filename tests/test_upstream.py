@@ -1,0 +1,111 @@
+"""The later upstream interfaces (INTERFACES.md 6) on an `upstream = true` machine,
+through the mount, with values worked out by hand from the scenario."""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+import pytest
+
+from fakeproc.ctl.client import Client
+from mountutil import mounted
+
+pytestmark = pytest.mark.fuse
+BASE = 0x7F0000000000
+MACHINE = """
+[machine]
+upstream = true
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "4MiB"
+[[process]]
+pid = 4300001
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "2 accessed, 1 idle@1, 1 swap"
+"""
+# node 0 holds PFNs 0-1023, node 1 1024-2047. The first PTE set-up builds the page
+# tables from node 0 (PGD 0, PUD 1, PMD 2, PTE 3), then the pages: 4, 5 and, on node 1, 1024.
+LRU, ACTIVE, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 5, 6, 11, 12, 14, 25, 26
+ANON_PAGE = sum(1 << b for b in (LRU, ACTIVE, MMAP, ANON, SWAPBACKED))
+
+
+@pytest.fixture(scope="module")
+def m():
+    with mounted(MACHINE) as mnt:
+        yield mnt
+
+
+def u64s(data: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def pread(path, n: int, off: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
+
+def test_memory_tiers_and_demotion_enabled(m):
+    assert m.read("sys/devices/virtual/memory_tiering/memory_tier4/nodelist") == b"0\n"
+    assert m.read("sys/devices/virtual/memory_tiering/memory_tier22/nodelist") == b"1\n"
+    knob = m.sys("kernel/mm/numa/demotion_enabled")
+    assert knob.read_bytes() == b"true\n"
+    knob.write_bytes(b"false\n")
+    assert knob.read_bytes() == b"false\n"
+    with pytest.raises(OSError) as e:
+        knob.write_bytes(b"maybe\n")
+    assert e.value.errno == errno.EINVAL
+    knob.write_bytes(b"1")
+    assert knob.read_bytes() == b"true\n"
+
+
+def test_pagemap(m):
+    # present|soft-dirty|exclusive|PFN for the three pages, swapped|soft-dirty for the fourth
+    got = u64s(pread(m.proc_path("4300001/pagemap"), 32, BASE // 4096 * 8))
+    assert [hex(v) for v in got] == ["0x8180000000000004", "0x8180000000000005",
+                                     "0x8180000000000400", "0x4080000000000000"]
+    with pytest.raises(OSError) as e:
+        pread(m.proc_path("4300001/pagemap"), 8, BASE // 4096 * 8 + 3)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_kpageflags_and_the_page_idle_bitmap(m):
+    kpf = m.proc_path("kpageflags")
+    assert u64s(pread(kpf, 8, 0)) == [1 << PGTABLE]
+    assert u64s(pread(kpf, 16, 4 * 8)) == [ANON_PAGE, ANON_PAGE]
+    assert u64s(pread(kpf, 8, 100 * 8)) == [0]              # a free page
+    assert u64s(pread(kpf, 8, 1024 * 8)) == [ANON_PAGE]
+    assert pread(kpf, 8, 2048 * 8) == b""                   # past the last PFN
+    bitmap = m.sys("kernel/mm/page_idle/bitmap")
+    fd = os.open(bitmap, os.O_RDWR)
+    try:
+        # marking PFNs 0-63 idle clears their pages' accessed bits first
+        # (page_idle_clear_pte_refs); page tables and free pages are not LRU pages
+        os.pwrite(fd, struct.pack("<Q", (1 << 64) - 1), 0)
+        assert u64s(os.pread(fd, 8, 0)) == [(1 << 4) | (1 << 5)]
+        assert u64s(pread(kpf, 8, 5 * 8)) == [ANON_PAGE | 1 << IDLE]
+        with Client(m.path) as c:
+            c.call("touch", pid=4300001, addr=BASE)          # page 4 is young again
+        assert u64s(os.pread(fd, 8, 0)) == [1 << 5]
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 4, 0)
+        assert e.value.errno == errno.EINVAL
+        assert os.pread(fd, 8, 32 * 8) == b""               # PFN 2048 and up: nothing
+    finally:
+        os.close(fd)
+
+
+def test_absent_on_an_rfc_machine():
+    with mounted(MACHINE.replace("upstream = true", "upstream = false")) as mnt:
+        for rel in ("sys/kernel", "sys/devices/virtual", "proc/kpageflags", "proc/4300001/pagemap"):
+            assert not (mnt.path / rel).exists(), rel

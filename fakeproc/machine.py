@@ -75,7 +75,8 @@ SCHEMA: dict[str, Any] = {
             "swap": _SIZE_T,
             "min_free_kbytes": {"type": "integer", "minimum": 128, "maximum": 4194304},
             "watermark_scale_factor": {"type": "integer", "minimum": 1, "maximum": 1000},
-            "upstream": {"type": "boolean"}}},
+            "upstream": {"type": "boolean"},
+            "numa_balancing": {"type": "integer", "minimum": 0, "maximum": 3}}},
         "node": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
             "type": "object", "additionalProperties": False, "required": ["type", "size"],
             "properties": {
@@ -493,6 +494,11 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
                     min_free_kbytes=mach.get("min_free_kbytes"),
                     watermark_scale_factor=mach.get("watermark_scale_factor", 10))
     kernel.upstream = mach.get("upstream", False)
+    if "numa_balancing" in mach:
+        if not kernel.upstream:
+            raise ck.error(("machine", "numa_balancing"), "memory-tiering NUMA balancing is an "
+                           "upstream interface: set upstream = true too")
+        kernel.numa_balancing = mach["numa_balancing"]
     seed = mach.get("seed", 1)
     for plan in plans:
         _build_process(ck, kernel, plan, seed)

@@ -109,3 +109,63 @@ def test_absent_on_an_rfc_machine():
     with mounted(MACHINE.replace("upstream = true", "upstream = false")) as mnt:
         for rel in ("sys/kernel", "sys/devices/virtual", "proc/kpageflags", "proc/4300001/pagemap"):
             assert not (mnt.path / rel).exists(), rel
+
+
+TIERING = """
+distances = [[10, 17], [17, 10]]
+[machine]
+upstream = true
+numa_balancing = 2
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 4300001
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8MiB"
+pages = "2048 idle@1"
+[process.workload]
+pattern = "hotcold"
+hot = 0.05
+hot_access = 0.95
+rate = 20000
+"""
+
+
+def test_numa_balancing_mode_2_promotes_hot_pmem_pages():
+    from fakeproc.machine import load
+    from fakeproc.kernel import vmstat
+    k = load(TIERING)
+    t = k.task(4300001)
+    k.advance(1.0)
+    c = vmstat.global_counters(k)
+    hot = range(102)  # 5% of 2048 pages
+    on_dram = sum(1 for i in hot if k.page_node(t, BASE + i * 4096) == 0)
+    assert on_dram > 90                              # the hot set moved to DRAM
+    assert c["pgpromote_success"] >= on_dram
+    assert c["pgpromote_candidate"] >= c["pgpromote_success"] > 0
+    assert c["numa_pages_migrated"] == c["pgpromote_success"]
+    assert k.check() == []
+    k2 = load(TIERING.replace("numa_balancing = 2", "numa_balancing = 0"))
+    k2.advance(1.0)
+    assert vmstat.global_counters(k2)["pgpromote_success"] == 0
+
+
+def test_numa_balancing_file_and_upstream_vmstat():
+    with mounted(TIERING) as mnt:
+        knob = mnt.proc_path("sys/kernel/numa_balancing")
+        assert knob.read_bytes() == b"2\n"
+        knob.write_bytes(b"3\n")
+        assert knob.read_bytes() == b"3\n"
+        with pytest.raises(OSError) as e:
+            knob.write_bytes(b"7\n")
+        assert e.value.errno == errno.EINVAL
+        lines = mnt.read("proc/vmstat").decode().splitlines()
+        assert [l.split()[0] for l in lines[-4:]] == ["pgpromote_success", "pgpromote_candidate",
+                                                      "pgdemote_kswapd", "pgdemote_direct"]

@@ -139,6 +139,13 @@ def _smaps_rollup(ctx: Ctx) -> str:
     return fmt.smaps_rollup(vmas[0].start, vmas[-1].end, total)
 
 
+def _proc_vmstat(ctx: Ctx) -> str:
+    """The 4.20 counters; an upstream-mode machine adds the later tiering ones."""
+    c = vmstat.global_counters(ctx.kernel)
+    extra = vmstat.UPSTREAM_VMSTAT if getattr(ctx.kernel, "upstream", False) else ()
+    return fmt.proc_vmstat(c) + "".join(f"{k} {c[k]}\n" for k in extra)
+
+
 def _proc_file(name: str, render) -> File:  # noqa: ANN001
     return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner)
 
@@ -187,6 +194,5 @@ def _parse_pid(ctx: Ctx, name: str) -> int | None:
 PROC_ROOT = Dir("proc", (
     File("meminfo", lambda c: fmt.proc_meminfo(vmstat.meminfo(c.kernel), {}), size=0,
          write_errno=PROC_WRITE_ERRNO),
-    File("vmstat", lambda c: fmt.proc_vmstat(vmstat.global_counters(c.kernel)), size=0,
-         write_errno=PROC_WRITE_ERRNO),
+    File("vmstat", lambda c: _proc_vmstat(c), size=0, write_errno=PROC_WRITE_ERRNO),
 ), lister=(Lister("pid", _pids, _parse_pid, PID_DIR), only_upstream(KPAGEFLAGS)), mode=0o555)

@@ -27,7 +27,7 @@ from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .procview import make_procview
-from .upstream import MEMORY_TIERING, SYS_KERNEL_MM, only_upstream
+from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ SYS = Dir("sys", (
         lister=only_upstream(Dir("virtual", (MEMORY_TIERING,)))),
     Dir("bus", (BUS_NODE,)),
 ), lister=only_upstream(SYS_KERNEL_MM))
-PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,), lister=PROC_ROOT.listers, mode=0o555)
+PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,),
+           lister=(*PROC_ROOT.listers, only_upstream(PROC_SYS)), mode=0o555)
 
 
 def make_root(realproc: Path | None) -> Dir:

@@ -119,6 +119,28 @@ class DemotionEnabled:
         return len(data)
 
 
+class NumaBalancing:
+    """/proc/sys/kernel/numa_balancing: `N\n`; takes 0-3 (2: memory-tiering promotion)."""
+
+    direct_io = True
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.kernel = kernel
+
+    def read(self, off: int, size: int) -> bytes:
+        return f"{self.kernel.numa_balancing}\n".encode()[off:off + size]
+
+    def write(self, off: int, data: bytes) -> int:
+        try:
+            self.kernel.numa_balancing = int(data.strip() or b"x")
+        except ValueError:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
+        return len(data)
+
+
+PROC_SYS = Dir("sys", (Dir("kernel", (
+    Special("numa_balancing", lambda c, f: NumaBalancing(c.kernel), mode=0o644),)),), mode=0o555)
+
 SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
     Dir("numa", (Special("demotion_enabled", lambda c, f: DemotionEnabled(c.kernel), mode=0o644),)),
     Dir("page_idle", (Special("bitmap", lambda c, f: PageIdleBitmap(c.kernel), mode=0o600),)),

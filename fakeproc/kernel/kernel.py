@@ -336,6 +336,17 @@ class Kernel:
         self.native.demotion_disabled = not on
 
     @property
+    def numa_balancing(self) -> int:
+        """/proc/sys/kernel/numa_balancing: 0 off, 1 normal, 2 memory tiering, 3 both."""
+        return int(self.native.numa_balancing)
+
+    @numa_balancing.setter
+    def numa_balancing(self, mode: int) -> None:
+        if mode not in (0, 1, 2, 3):
+            raise KernelError(errno.EINVAL, f"numa_balancing takes 0-3, not {mode}")
+        self.native.numa_balancing = mode
+
+    @property
     def nr_pfns(self) -> int:
         return int(self.native.nr_pfns)
 

@@ -67,7 +67,14 @@ _EVENT_NAMES = {
     lib.FP_EV_PGROTATED: "pgrotated",
     lib.FP_EV_THP_SPLIT_PMD: "thp_split_pmd",
     lib.FP_EV_NUMA_PAGES_MIGRATED: "numa_pages_migrated",
+    lib.FP_EV_NUMA_HINT_FAULTS: "numa_hint_faults",
+    lib.FP_EV_PGPROMOTE_SUCCESS: "pgpromote_success",
+    lib.FP_EV_PGPROMOTE_CANDIDATE: "pgpromote_candidate",
+    lib.FP_EV_PGDEMOTE_KSWAPD: "pgdemote_kswapd",
+    lib.FP_EV_PGDEMOTE_DIRECT: "pgdemote_direct",
 }
+# counters that arrived after 4.20: /proc/vmstat shows them on upstream-mode machines
+UPSTREAM_VMSTAT = ("pgpromote_success", "pgpromote_candidate", "pgdemote_kswapd", "pgdemote_direct")
 
 
 def node_counters(kernel: "Kernel", nid: int) -> dict[str, int]:

@@ -112,6 +112,11 @@
 #define FP_EV_PGROTATED       23
 #define FP_EV_THP_SPLIT_PMD   24
 #define FP_EV_NUMA_PAGES_MIGRATED 25
+#define FP_EV_NUMA_HINT_FAULTS 26
+#define FP_EV_PGPROMOTE_SUCCESS 27
+#define FP_EV_PGPROMOTE_CANDIDATE 28
+#define FP_EV_PGDEMOTE_KSWAPD 29
+#define FP_EV_PGDEMOTE_DIRECT 30
 #define FP_NR_EVENTS          32
 
 #define FP_MAX_NODES      64
@@ -194,6 +199,7 @@ struct fp_mm {
     uint64_t demoted_reclaim;
     uint64_t demoted_syscall;
     uint64_t promoted_syscall;
+    uint64_t promoted_kernel;  /* by NUMA balancing (upstream mode 2) */
     uint64_t idle_missed;
 };
 
@@ -253,6 +259,7 @@ struct fp_kernel {
     uint64_t events[32];
     int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
     int32_t demotion_disabled; /* /sys/kernel/mm/numa/demotion_enabled = false (upstream mode) */
+    int32_t numa_balancing;    /* /proc/sys/kernel/numa_balancing: bit 1 = memory tiering */
     struct fp_vm *vms[256];
     struct fp_rmap_ext *rmap_ext;
     uint64_t nr_rmap_ext;
@@ -351,6 +358,7 @@ int64_t fp_kswapd(struct fp_kernel *k, int32_t nid);
 void fp_age_active(struct fp_kernel *k, int32_t nid);
 #define FP_MR_RECLAIM  0   /* demotion by reclaim */
 #define FP_MR_SYSCALL  1   /* move_pages / migrate_pages: a daemon's own traffic */
+#define FP_MR_PROMOTE  2   /* NUMA balancing's memory-tiering promotion (upstream mode) */
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
                         int32_t reason, uint64_t *new_pfn);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);

@@ -91,6 +91,8 @@ typedef void (*fp_leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint
 int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, fp_leaf_fn leaf,
                    void *arg);
 
+void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr);
+
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */
 void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);
 int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);

@@ -79,10 +79,48 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
             *(reason == FP_MR_RECLAIM ? &mm->demoted_reclaim : &mm->demoted_syscall) += n;
         else if (reason == FP_MR_SYSCALL)
             mm->promoted_syscall += n;
+        else if (reason == FP_MR_PROMOTE)
+            mm->promoted_kernel += n;
     }
     fp_free_page(k, pfn);
     k->events[FP_EV_PGMIGRATE_SUCCESS]++;
     if (new_pfn)
         *new_pfn = (uint64_t)np;
     return 0;
+}
+
+/* NUMA balancing in memory-tiering mode (upstream 5.18+, numa_balancing & 2): an
+ * access to a slow-tier page that is hot in this window (its second access) is a
+ * promotion candidate; it moves to the accessing task's DRAM node when that node
+ * has room above its high watermark. Counted as the kernel counts it. */
+void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr)
+{
+    int level;
+    uint64_t *e = fp_mm_leaf(k, mm, addr, &level);
+    if (!e)
+        return;
+    uint64_t pfn = fp_entry_addr(*e);
+    if (pfn >= k->nr_pfns)
+        return;
+    uint64_t sub = level == 3 ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0;
+    if (k->window_count[pfn + sub] != 2)
+        return;
+    k->events[FP_EV_NUMA_HINT_FAULTS]++;
+    k->events[FP_EV_PGPROMOTE_CANDIDATE]++;
+    int32_t dst = -1;
+    if (mm->local_node >= 0 && k->nodes[mm->local_node].is_dram)
+        dst = mm->local_node;
+    for (int i = 0; dst < 0 && i < mm->nr_zonelist; i++)
+        if (k->nodes[mm->zonelist[i]].is_dram)
+            dst = mm->zonelist[i];
+    if (dst < 0)
+        return;
+    const struct fp_node *node = &k->nodes[dst];
+    uint64_t nr = fp_page_nr(&k->pages[pfn]);
+    if (node->stat[FP_NR_FREE_PAGES] < node->wmark[FP_WMARK_HIGH] + nr)
+        return;
+    if (fp_migrate_page(k, pfn, dst, dst, FP_MR_PROMOTE, NULL) == 0) {
+        k->events[FP_EV_PGPROMOTE_SUCCESS]++;
+        k->events[FP_EV_NUMA_PAGES_MIGRATED]++;
+    }
 }

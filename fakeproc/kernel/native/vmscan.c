@@ -184,6 +184,7 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
             /* anonymous, shmem or THP: the RFC migrates it to the peer instead of swap */
             if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
                 reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
+                k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGDEMOTE_KSWAPD : FP_EV_PGDEMOTE_DIRECT] += n;
             } else {
                 k->events[FP_EV_PGMIGRATE_FAIL]++;
                 fp_lru_add(k, pfn, lru); /* back on the LRU, not activated */

@@ -98,8 +98,11 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
             return (int64_t)i;
         } else if (err < 0)
             return err;
-        else
+        else {
             wl->on_node[err]++;
+            if ((k->numa_balancing & 2) && wl->vm < 0 && err < k->nr_nodes && !k->nodes[err].is_dram)
+                fp_numa_hint(k, k->mms[wl->mm], addr);
+        }
         wl->touches++;
     }
     return (int64_t)n;

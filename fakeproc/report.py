@@ -79,7 +79,8 @@ def write_plots(report: dict[str, Any], outdir: Path) -> list[Path]:
         acc = [[b[0] for b in s["heat"]] for s in ss]
         dram = [[b[1] if b[1] >= 0 else float("nan") for b in s["heat"]] for s in ss]
         fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-        extent = (ss[0]["t"], ss[-1]["t"], 0, len(acc[0]))
+        t0 = ss[0]["t"] - report["window"]  # each sample closes the window before it
+        extent = (t0, ss[-1]["t"], 0, len(acc[0]))
         im1 = a1.imshow(list(zip(*acc)), aspect="auto", origin="lower", extent=extent, cmap="magma")
         a1.set(ylabel="address bucket", title=f"{ss[-1]['name']} ({pid}): accesses per bucket")
         fig.colorbar(im1, ax=a1)

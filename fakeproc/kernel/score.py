@@ -129,8 +129,17 @@ class Recorder:
                 idle_missed=d_mm[3], heat=heat[t.pid]))
         del self.samples[:-MAX_SAMPLES]
 
+    def flush(self) -> None:
+        """Close the current, partial window (so a report covers every access)."""
+        start = self._next - self.window
+        if self.kernel.clock > start + 1e-6:
+            self.sample(self.kernel.clock)
+            self._next = self.kernel.clock + self.window
+
     def report(self) -> dict[str, Any]:
-        """Everything recorded, as JSON-ready data (what `fakeproc report` renders)."""
+        """Everything recorded, as JSON-ready data (what `fakeproc report` renders);
+        the current partial window is closed first."""
+        self.flush()
         return {"window": self.window,
                 "nodes": [{"id": n.id, "type": n.type, "pages": n.nr_pages} for n in self.kernel.nodes],
                 "heat_ranges": {str(p): list(r) for p, r in self.heat_ranges.items()},

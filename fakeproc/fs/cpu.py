@@ -8,7 +8,7 @@ memory.c, arch/x86/kernel/cpu/proc.c.
 from __future__ import annotations
 
 from . import formats as fmt
-from .sysfs import memory_block_size
+from .sysfs import memory_block_size, parse_prefixed
 from .tree import Ctx, Dir, File, Link, Lister
 
 MODEL_NAME = "Intel(R) Xeon(R) Gold 6252 CPU @ 2.10GHz"  # a Cascade Lake: the Optane PMEM platform
@@ -77,15 +77,6 @@ def _topology() -> Dir:
     ))
 
 
-def _parse_num(prefix: str, valid) -> "callable":  # noqa: ANN001
-    def parse(ctx: Ctx, name: str) -> int | None:
-        digits = name[len(prefix):]
-        if not name.startswith(prefix) or not digits.isdigit() or name != f"{prefix}{int(digits)}":
-            return None
-        return int(digits) if int(digits) in valid(ctx) else None
-    return parse
-
-
 def _cpu_entries(ctx: Ctx) -> list[str]:
     """cpuN's dynamic names: its node link, and `online` for every CPU but cpu0
     (x86 cpu0 is not hot-pluggable by default)."""
@@ -110,7 +101,7 @@ CPU_ROOT = Dir("cpu", (
     File("offline", lambda c: fmt.node_list(sorted(set(range(c.kernel.nr_cpu_ids))
                                                    - set(c.kernel.online_cpus)))),
     File("kernel_max", lambda c: "8191\n"),
-), lister=Lister("cpu", lambda c: [f"cpu{n}" for n in _cpus(c)], _parse_num("cpu", _cpus), CPU_DIR))
+), lister=Lister("cpu", lambda c: [f"cpu{n}" for n in _cpus(c)], parse_prefixed("cpu", _cpus), CPU_DIR))
 
 
 def _blocks(ctx: Ctx) -> list[int]:
@@ -139,5 +130,5 @@ MEMORY_BLOCK = Dir("memoryN", (
 
 MEMORY_ROOT = Dir("memory", (
     File("block_size_bytes", lambda c: f"{memory_block_size(c):x}\n"),
-), lister=Lister("block", lambda c: [f"memory{b}" for b in _blocks(c)], _parse_num("memory", _blocks),
+), lister=Lister("block", lambda c: [f"memory{b}" for b in _blocks(c)], parse_prefixed("memory", _blocks),
                  MEMORY_BLOCK))

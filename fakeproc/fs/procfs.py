@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import formats as fmt
 from .idle_pages import IdlePagesHandle
 from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
-from .tree import Ctx, Dir, File, Lister, Special
+from .tree import Ctx, Dir, File, Lister, Special, decimal
 from ..kernel import vmstat
 from ..kernel.mm import Vma
 from ..kernel.task import Task
@@ -168,9 +168,8 @@ def _tids(ctx: Ctx) -> list[str]:
 
 
 def _parse_tid(ctx: Ctx, name: str) -> int | None:
-    if not name.isdigit() or name != str(int(name)):
-        return None
-    return int(name) if int(name) in _task(ctx).tids else None
+    tid = decimal(name)
+    return tid if tid is not None and tid in _task(ctx).tids else None
 
 
 TID_DIR = Dir("TID", _tid_entries(), lister=only_upstream(pagemap_entry(_task)), mode=0o555,
@@ -186,9 +185,8 @@ def _pids(ctx: Ctx) -> list[str]:
 
 def _parse_pid(ctx: Ctx, name: str) -> int | None:
     """A process or (unlisted, as in Linux) one of its threads."""
-    if not name.isdigit() or name != str(int(name)):
-        return None
-    return int(name) if ctx.kernel.thread(int(name)) is not None else None
+    pid = decimal(name)
+    return pid if pid is not None and ctx.kernel.thread(pid) is not None else None
 
 
 PROC_ROOT = Dir("proc", (

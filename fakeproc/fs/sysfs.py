@@ -7,7 +7,7 @@ format what kernel/vmstat.py and the node table give them.
 from __future__ import annotations
 
 from . import formats as fmt
-from .tree import Ctx, Dir, File, Link, Lister
+from .tree import Ctx, Dir, File, Link, Lister, decimal
 from ..kernel import vmstat
 
 # --------------------------------------------------------------- node attributes
@@ -97,14 +97,11 @@ NODE_DIR = Dir("nodeN", (
 ))
 
 
-def _parse_prefixed(prefix: str, valid) -> "callable":  # noqa: ANN001
+def parse_prefixed(prefix: str, valid) -> "callable":  # noqa: ANN001
+    """A Lister parse for names like nodeN, cpuN, memoryN: N when canonical and valid."""
     def parse(ctx: Ctx, name: str) -> int | None:
-        if not name.startswith(prefix) or not name[len(prefix):].isdigit():
-            return None
-        v = int(name[len(prefix):])
-        if name != f"{prefix}{v}" or v not in valid(ctx):
-            return None
-        return v
+        v = decimal(name[len(prefix):]) if name.startswith(prefix) else None
+        return v if v is not None and v in valid(ctx) else None
     return parse
 
 
@@ -121,13 +118,13 @@ NODE_ROOT = Dir("node", (
     File("uevent", lambda c: "", mode=0o644),
     Dir("power", ()),
 ), lister=Lister("nid", lambda c: [f"node{n}" for n in _node_ids(c)],
-                 _parse_prefixed("node", _node_ids), NODE_DIR))
+                 parse_prefixed("node", _node_ids), NODE_DIR))
 
 # --------------------------------------------------------------------- /sys/bus/node
 
 BUS_NODE = Dir("node", (
     Dir("devices", (), lister=Lister(
-        "nid", lambda c: [f"node{n}" for n in _node_ids(c)], _parse_prefixed("node", _node_ids),
+        "nid", lambda c: [f"node{n}" for n in _node_ids(c)], parse_prefixed("node", _node_ids),
         Link("", lambda c: f"../../../devices/system/node/node{c.get('nid')}"))),
     Dir("drivers", ()),
     File("drivers_autoprobe", lambda c: "1\n", mode=0o644),

@@ -105,6 +105,14 @@ class Lister:
 Entry = Union[File, Special, Link, Dir]
 
 
+def decimal(text: str) -> int | None:
+    """The number a directory name like a pid or the N of nodeN spells, in the kernel's
+    canonical form (ASCII digits, no leading zeros), else None."""
+    if not text.isascii() or not text.isdigit() or text != str(int(text)):
+        return None
+    return int(text)
+
+
 def _static(d: Dir, name: str) -> Entry | None:
     for e in d.children:
         if e.name == name:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 PERIOD = 0.05      # wall seconds between ticks while running
 STEP_CHUNK = 1.0   # step() advances in chunks of at most this (phases, exit_at stay fine-grained)
 MAX_CHUNKS = 10_000
+MAX_TICK = 4 * PERIOD  # wall seconds one tick may account for: an emulator that falls
+                       # behind lets virtual time slip instead of taking ever-longer steps
 
 
 class VirtualClock:
@@ -49,7 +51,7 @@ class VirtualClock:
     def tick(self) -> int:
         """Advance by rate x the wall time since the last tick (while running)."""
         now = time.monotonic()
-        elapsed, self._last = now - self._last, now
+        elapsed, self._last = min(now - self._last, MAX_TICK), now
         if self.running and elapsed > 0:
             return self.kernel.advance(elapsed * self.rate)
         return 0

@@ -137,19 +137,7 @@ static void check_pages(struct checker *c, int nid)
         if (!e || fp_entry_addr(*e) != pfn)
             problem(c, "pfn %lu: its reverse map (mm %u, %#lx) does not lead back to it",
                     (unsigned long)pfn, p->owner, (unsigned long)(p->vpn << FP_PAGE_SHIFT));
-        uint64_t nr = fp_page_nr(p);
-        if (p->flags & FP_PG_ANON) {
-            st[FP_NR_ANON_PAGES] += nr;
-            if (p->flags & FP_PG_HEAD)
-                st[FP_NR_ANON_THPS]++;
-        } else {
-            st[FP_NR_FILE_PAGES] += nr;
-            st[FP_NR_MAPPED] += nr;
-            if (p->flags & FP_PG_SWAPBACKED)
-                st[FP_NR_SHMEM] += nr;
-            else if (p->flags & FP_PG_DIRTY)
-                st[FP_NR_DIRTY] += nr;
-        }
+        fp_page_kind_add(st, p, +1);
         if (!(p->flags & FP_PG_LRU))
             problem(c, "pfn %lu is mapped but on no LRU list", (unsigned long)pfn);
     }

@@ -68,6 +68,7 @@ static inline int32_t fp_count_access(struct fp_kernel *k, uint64_t e, uint64_t 
 int fp_page_lru(const struct fp_page *p);
 void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru);
 void fp_lru_del(struct fp_kernel *k, uint64_t pfn);
+void fp_page_kind_add(uint64_t *st, const struct fp_page *p, int sign);
 void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign);
 
 /* memory.c */

@@ -62,11 +62,10 @@ void fp_lru_del(struct fp_kernel *k, uint64_t pfn)
     node->stat[lru_stat[lru]] -= fp_page_nr(p);
 }
 
-/* The page-kind counters of a mapped page on its node (sign +1 or -1). */
-void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign)
+/* Add sign times a mapped page to the page-kind counters in st; the checker
+ * recomputes node counters with the same rule. */
+void fp_page_kind_add(uint64_t *st, const struct fp_page *p, int sign)
 {
-    const struct fp_page *p = &k->pages[pfn];
-    uint64_t *st = k->nodes[fp_pfn_to_node(k, pfn)].stat;
     int64_t nr = sign * (int64_t)fp_page_nr(p);
     if (p->flags & FP_PG_ANON) {
         st[FP_NR_ANON_PAGES] += nr;
@@ -80,4 +79,10 @@ void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign)
         st[FP_NR_SHMEM] += nr;
     else if (p->flags & FP_PG_DIRTY)
         st[FP_NR_DIRTY] += nr;
+}
+
+/* The page-kind counters of a mapped page on its node (sign +1 or -1). */
+void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign)
+{
+    fp_page_kind_add(k->nodes[fp_pfn_to_node(k, pfn)].stat, &k->pages[pfn], sign);
 }

@@ -297,21 +297,27 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
     return &fp_table(k, table)[fp_index(addr, level)];
 }
 
-uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *level_out)
+/* The entry where a walk of addr stops: a PTE, a huge leaf, or the first empty
+ * or non-present entry; *level says where. NULL when mm has no tables. */
+uint64_t *fp_mm_walk(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int32_t *level)
 {
-    struct fp_mm *mm = get_mm(k, id);
-    *level_out = 0;
+    *level = 0;
     if (!mm || !mm->pgd)
         return NULL;
     uint64_t table = mm->pgd;
     for (int l = 1; l <= 4; l++) {
         uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
-        *level_out = l;
+        *level = l;
         if (l == 4 || fp_entry_none(*e) || (*e & FP_PAGE_PSE) || !fp_entry_present(*e))
             return e;
         table = fp_entry_addr(*e);
     }
     return NULL;
+}
+
+uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *level_out)
+{
+    return fp_mm_walk(k, get_mm(k, id), addr, level_out);
 }
 
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr)

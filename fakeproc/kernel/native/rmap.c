@@ -69,19 +69,8 @@ int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint
 
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level)
 {
-    if (!mm || !mm->pgd)
-        return NULL;
-    uint64_t table = mm->pgd;
-    for (int l = 1; l <= 4; l++) {
-        uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
-        *level = l;
-        if (l == 4 || (*e & FP_PAGE_PSE))
-            return fp_entry_present(*e) ? e : NULL;
-        if (!fp_entry_present(*e))
-            return NULL;
-        table = fp_entry_addr(*e);
-    }
-    return NULL;
+    uint64_t *e = fp_mm_walk(k, mm, addr, level);
+    return e && fp_entry_present(*e) ? e : NULL;
 }
 
 /* Call fn for every mapping of pfn. The mappers are collected first, so fn may

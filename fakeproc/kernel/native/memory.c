@@ -253,6 +253,15 @@ static struct fp_mm *get_mm(struct fp_kernel *k, uint32_t id)
     return id < FP_MAX_MMS ? k->mms[id] : NULL;
 }
 
+/* A new page table for mm, counted in its nr_tables (the checker recounts them). */
+int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm)
+{
+    int64_t t = fp_table_alloc(k, mm);
+    if (t >= 0)
+        mm->nr_tables++;
+    return t;
+}
+
 /* Return the entry for addr at `level` (1..4), allocating tables on the way
  * when alloc is set.  NULL when a huge leaf or a non-table entry is in the way,
  * or when a table is missing and alloc is not set; *err says which. */
@@ -261,32 +270,22 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
 {
     *err = 0;
     if (!mm->pgd) {
-        if (!alloc) {
-            *err = -ENOENT;
-            return NULL;
-        }
-        int64_t t = fp_table_alloc(k, mm);
+        int64_t t = alloc ? fp_mm_table_new(k, mm) : -ENOENT;
         if (t < 0) {
             *err = (int)t;
             return NULL;
         }
         mm->pgd = (uint64_t)t;
-        mm->nr_tables++;
     }
     uint64_t table = mm->pgd;
     for (int l = 1; l < level; l++) {
         uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
         if (fp_entry_none(*e)) {
-            if (!alloc) {
-                *err = -ENOENT;
-                return NULL;
-            }
-            int64_t t = fp_table_alloc(k, mm);
+            int64_t t = alloc ? fp_mm_table_new(k, mm) : -ENOENT;
             if (t < 0) {
                 *err = (int)t;
                 return NULL;
             }
-            mm->nr_tables++;
             *e = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
         } else if ((*e & FP_PAGE_PSE) || !fp_entry_present(*e)) {
             *err = -EEXIST;

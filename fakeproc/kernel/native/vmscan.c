@@ -114,10 +114,9 @@ static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, 
         *e = swp;
         return 0;
     }
-    int64_t t = fp_table_alloc(k, mm);
+    int64_t t = fp_mm_table_new(k, mm);
     if (t < 0)
         return (int)t;
-    mm->nr_tables++;
     uint64_t *ptes = fp_table(k, (uint64_t)t);
     for (uint64_t i = 0; i < nr; i++)
         ptes[i] = swp;

@@ -63,8 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(machine: str | None):  # noqa: ANN202 - a Kernel
+    from .buildbar import BuildBar
     from .machine import load_default, load_file
-    return load_file(machine) if machine else load_default()
+    with BuildBar() as bar:
+        return load_file(machine, bar) if machine else load_default()
 
 
 def _summary(kernel, mountpoint: str | None) -> str:  # noqa: ANN001

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jsonschema
 
@@ -279,12 +279,26 @@ def _vma_from(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any]) -> Vma:
                raw.get("deleted", False))
 
 
+def _unit(run: PageRun) -> int:
+    level = PAGE_STATES[run.state][0] if run.state in PAGE_STATES else 4
+    return {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+
+
 def _check_pages(ck: _Checker, path: tuple[Any, ...], vma: Vma, runs: list[PageRun],
-                 node_ids: set[int]) -> None:
+                 node_ids: set[int], repeat: int = 1) -> None:
+    """Every run aligned to its page size and inside the VMA. A repeated pattern whose
+    length keeps every run's alignment is checked once (a 1 TiB machine is one line)."""
+    period = sum(r.count * _unit(r) for r in runs)
+    if repeat > 1 and all(period % _unit(r) == 0 for r in runs):
+        _check_pages(ck, path, vma, runs, node_ids)
+        if vma.start + repeat * period > vma.end:
+            raise ck.error(path, f"the runs end at {vma.start + repeat * period:#x}, "
+                           f"past the VMA's end {vma.end:#x}")
+        return
+    runs = runs * repeat
     addr = vma.start
     for run in runs:
-        level = PAGE_STATES[run.state][0] if run.state in PAGE_STATES else 4
-        unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+        unit = _unit(run)
         if run.node is not None and run.node not in node_ids:
             raise ck.error(path, f"node {run.node} in {run.state!r} does not exist")
         if addr % unit:
@@ -298,11 +312,23 @@ class _MarkerError(Exception):
     """A PMD marker where no page table exists."""
 
 
+class _VmaPlan(NamedTuple):
+    vma: Vma
+    raw: dict[str, Any]
+    runs: list[PageRun]  # one period of the pattern
+    repeat: int
+
+    def pages(self) -> int:
+        """Base pages the pattern and MAP_POPULATE set up (the progress bar's total)."""
+        per = sum(r.count * _unit(r) for r in self.runs if PAGE_STATES.get(r.state, (4, 0))[1])
+        return per // PAGE_SIZE * self.repeat + (self.vma.nr_pages if self.raw.get("populate") else 0)
+
+
 @dataclass
 class _ProcPlan:
     raw: dict[str, Any]
     path: tuple[Any, ...]
-    vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]]
+    vmas: list[_VmaPlan]
     slots: list[tuple[MemSlot, list[PageRun], int | None]]
 
 
@@ -374,11 +400,11 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
                        "give it no vma or vm tables")
     if "mems_allowed" in raw and not set(parse_list(raw["mems_allowed"])) <= node_ids:
         raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
-    vmas: list[tuple[Vma, dict[str, Any], list[PageRun]]] = []
+    vmas: list[_VmaPlan] = []
     for j, vraw in enumerate(raw.get("vma", [])):
         vpath = path + ("vma", j)
         vma = _vma_from(ck, vpath, vraw)
-        for other, _, _ in vmas:
+        for other in (v.vma for v in vmas):
             if other.start < vma.end and vma.start < other.end:
                 raise ck.error(vpath + ("start",), f"{vma.start:#x}-{vma.end:#x} overlaps "
                                f"{other.start:#x}-{other.end:#x}")
@@ -388,16 +414,16 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
             runs = parse_pages(vraw.get("pages", ""))
         except ValueError as e:
             raise ck.error(vpath + ("pages",), str(e)) from None
-        runs = runs * vraw.get("repeat", 1)
+        repeat = vraw.get("repeat", 1)
         if vma.hugetlb and any(r.state != "none" for r in runs if r.count):
             raise ck.error(vpath + ("pages",), "a hugetlb VMA takes no pages: fakeproc has no "
                            "hugetlb pool yet (idle_pages reports nothing for hugetlb VMAs)")
-        _check_pages(ck, vpath + ("pages",), vma, runs, node_ids)
-        vmas.append((vma, vraw, runs))
+        _check_pages(ck, vpath + ("pages",), vma, runs, node_ids, repeat)
+        vmas.append(_VmaPlan(vma, vraw, runs, repeat))
     wl = raw.get("workload")
     if wl is not None:
         _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
-    slots = _plan_slots(ck, path + ("vm",), raw.get("vm"), [v for v, _, _ in vmas], node_ids)
+    slots = _plan_slots(ck, path + ("vm",), raw.get("vm"), [v.vma for v in vmas], node_ids)
     return _ProcPlan(raw, path, vmas, slots)
 
 
@@ -444,7 +470,31 @@ def _check_workload_vmas(ck: _Checker, path: tuple[Any, ...], wl: dict[str, Any]
             raise ck.error(path + ("vmas",), f"there is no vma[{k}]")
 
 
-def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], default_node: int | None) -> None:
+# a build reports its progress as (base pages done, base pages in all) to this
+Progress = Callable[[int, int], None]
+_CHUNK = 1 << 20  # pages between progress reports
+
+
+def _bulk(runs: list[PageRun]) -> bool:
+    """Only 4 KiB pages, no pins or markers: the whole pattern goes to C at once."""
+    return all(r.state in PAGE_STATES and PAGE_STATES[r.state][0] == 4 and r.state != "pinned"
+               for r in runs)
+
+
+def _apply_pages(kernel: Kernel, task: Any, plan: _VmaPlan, report: Callable[[int], None]) -> None:
+    vma, runs, default_node = plan.vma, plan.runs, plan.raw.get("node")
+    if plan.repeat > 1 and _bulk(runs):
+        period = sum(r.count for r in runs)
+        pattern = [(r.count, PAGE_STATES[r.state][1], r.node if r.node is not None else default_node)
+                   for r in runs]
+        live = sum(r.count for r in runs if PAGE_STATES[r.state][1])
+        step = max(1, _CHUNK // max(period, 1))
+        for first in range(0, plan.repeat, step):
+            n = min(step, plan.repeat - first)
+            kernel.set_pte_runs(task, vma.start + first * period * PAGE_SIZE, pattern, n, vma)
+            report(n * live)
+        return
+    runs = runs * plan.repeat
     addr = vma.start
     markers: list[tuple[int, str]] = []
     for run in runs:
@@ -457,6 +507,7 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
         if level == 4:
             if bits:
                 kernel.set_ptes(task, addr, run.count, bits, node, vma)
+                report(run.count)
             if run.state == "pinned":
                 for i in range(run.count):
                     kernel.pin_page(task, addr + i * unit)
@@ -468,6 +519,7 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
             elif level == 2:
                 kernel.set_pud(task, addr, bits)
             addr += unit
+            report(unit // PAGE_SIZE if bits else 0)
     for maddr, marker in markers:
         set_bits, clear = PMD_MARKERS[marker]
         try:
@@ -477,7 +529,19 @@ def _apply_pages(kernel: Kernel, task: Any, vma: Vma, runs: list[PageRun], defau
                                "put the marker after a present page of it") from None
 
 
-def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
+class _Reporter:
+    """Counts built pages and passes (done, total) to the caller's Progress."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def __call__(self, pages: int) -> None:
+        self.done += pages
+        if self.progress is not None and pages:
+            self.progress(self.done, self.total)
+
+
+def _build(ck: _Checker, doc: dict[str, Any], progress: Progress | None = None) -> Kernel:
     nodes, dist = _nodes_from(ck, doc)
     all_cpus = [c for n in nodes for c in n.cpus]
     nr_cpus = doc.get("machine", {}).get("nr_cpus", max(all_cpus) + 1 if all_cpus else 1)
@@ -500,12 +564,14 @@ def _build(ck: _Checker, doc: dict[str, Any]) -> Kernel:
                            "upstream interface: set upstream = true too")
         kernel.numa_balancing = mach["numa_balancing"]
     seed = mach.get("seed", 1)
+    report = _Reporter(sum(v.pages() for p in plans for v in p.vmas), progress)
     for plan in plans:
-        _build_process(ck, kernel, plan, seed)
+        _build_process(ck, kernel, plan, seed, report)
     return kernel
 
 
-def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> Task:
+def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
+                   report: Callable[[int], None] = lambda pages: None) -> Task:
     """Spawn one checked process: VMAs, pinned pages, populate, workload, state."""
     raw = plan.raw
     mode, _, lst = raw.get("policy", "default").partition(":")
@@ -526,12 +592,12 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
     if "mems_allowed" in raw:
         task.mems_allowed = tuple(parse_list(raw["mems_allowed"]))
         kernel.set_policy(task, task.policy)  # the zonelist honours the cpuset
-    for j, (vma, vraw, runs) in enumerate(plan.vmas):
-        kernel.add_vma(task, vma)
+    for j, vplan in enumerate(plan.vmas):
+        kernel.add_vma(task, vplan.vma)
         try:
-            _apply_pages(kernel, task, vma, runs, vraw.get("node"))
-            if vraw.get("populate"):
-                kernel.populate(task, vma)
+            _apply_pages(kernel, task, vplan, report)
+            if vplan.raw.get("populate"):
+                kernel.populate(task, vplan.vma, report=report)
         except KernelError as e:
             raise ck.error(plan.path + ("vma", j, "pages"),
                            f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
@@ -540,7 +606,7 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int) -> 
     if "workload" in raw:
         wl = _workload_from(raw["workload"], seed + raw["pid"])
         if wl.vma_indices is not None:  # file order -> the address order of mm.vmas
-            rank = sorted(range(len(plan.vmas)), key=lambda j: plan.vmas[j][0].start)
+            rank = sorted(range(len(plan.vmas)), key=lambda j: plan.vmas[j].vma.start)
             wl.vma_indices = tuple(rank.index(j) for j in wl.vma_indices)
         kernel.attach_workload(task, wl)
     if plan.slots:
@@ -585,15 +651,16 @@ def _workload_from(w: dict[str, Any], default_seed: int) -> Workload:
                     vma_indices=tuple(w["vmas"]) if "vmas" in w else None)
 
 
-def load(text: str, name: str = "<machine>") -> Kernel:
-    """Parse, validate and build: a Kernel, or MachineFileError naming line and field."""
+def load(text: str, name: str = "<machine>", progress: Progress | None = None) -> Kernel:
+    """Parse, validate and build: a Kernel, or MachineFileError naming line and field.
+    progress, when given, hears (pages built, pages in all) during a long build."""
     ck = _Checker(Source(text, name))
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise MachineFileError(f"{name}: not valid TOML: {e}") from None
     _validate(ck, SCHEMA, doc)
-    return _build(ck, doc)
+    return _build(ck, doc, progress)
 
 
 def _validate(ck: _Checker, schema: dict[str, Any], doc: Any, toml_hint: bool = True) -> None:
@@ -662,13 +729,13 @@ def _schema_message(e: jsonschema.ValidationError, toml_hint: bool = True) -> st
     return e.message
 
 
-def load_file(path: str | Path) -> Kernel:
+def load_file(path: str | Path, progress: Progress | None = None) -> Kernel:
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
         raise MachineFileError(f"{p}: cannot read: {e.strerror}") from None
-    return load(text, str(p))
+    return load(text, str(p), progress)
 
 
 def default_text() -> str:

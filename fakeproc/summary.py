@@ -34,6 +34,10 @@ def describe(kernel: "Kernel", mountpoint: str | None) -> str:
         wl = t.workload.pattern if t.workload else "none"
         lines.append(f"    pid {t.pid:<8} {t.name:<16} threads {len(t.tids):<3} "
                      f"rss {_size(rss):>10}  workload {wl}")
+    use = kernel.mem_usage()
+    held = sum(v for k, v in use.items() if k != "populated")
+    pages = sum(n.size_bytes for n in kernel.nodes) // 4096
+    lines.append(f"  host memory held: {_size(held)} ({held / pages:.1f} B per emulated 4 KiB page)")
     if mountpoint:
         first = kernel.nodes[0].id
         lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node{first}/meminfo")

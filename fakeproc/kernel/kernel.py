@@ -10,7 +10,7 @@ import dataclasses
 import errno
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from . import node as nodemod
 from . import vmscan
@@ -218,6 +218,18 @@ class Kernel:
         check(lib.fp_set_ptes(self.native, task.mm_id, addr, nr, bits, nidx, vma.native_flags))
         self.generation += 1
 
+    def set_pte_runs(self, task: Task, addr: int, runs: list[tuple[int, int, int | None]],
+                     repeat: int, vma: Vma) -> None:
+        """Install `repeat` copies of a pattern of (count, bits, node) PTE runs in one C
+        call (a machine file's repeated pages); bits 0 leaves a run unmapped."""
+        assert task.mm_id is not None
+        c = ffi.new("struct fp_pte_run[]", len(runs))
+        for i, (nr, bits, node) in enumerate(runs):
+            c[i].nr, c[i].bits, c[i].node = nr, bits, -1 if node is None else self._idx[node]
+        check(lib.fp_set_pte_runs(self.native, task.mm_id, addr, c, len(runs), repeat,
+                                  vma.native_flags))
+        self.generation += 1
+
     def set_thp(self, task: Task, addr: int, bits: int, node: int | None) -> None:
         assert task.mm_id is not None
         nidx = -1 if node is None else self._idx[node]
@@ -250,12 +262,18 @@ class Kernel:
         check(ret)
         self.generation += 1
 
-    def populate(self, task: Task, vma: Vma, *, write: bool = True) -> None:
-        """MAP_POPULATE: fault in every page of vma (through one C workload pass)."""
+    def populate(self, task: Task, vma: Vma, *, write: bool = True,
+                 report: Callable[[int], None] | None = None) -> None:
+        """MAP_POPULATE: fault in every page of vma (a C workload pass, in chunks of
+        1 M pages so a long build can report progress)."""
         assert task.mm_id is not None
         wl = Workload(pattern="seq", write=1.0 if write else 0.0)
         wl.bind(task.mm_id, [(vma.start, vma.nr_pages, vma.native_flags)])
-        check(lib.fp_workload_run(self.native, wl._c, vma.nr_pages))
+        for first in range(0, vma.nr_pages, 1 << 20):
+            n = min(1 << 20, vma.nr_pages - first)
+            check(lib.fp_workload_run(self.native, wl._c, n))
+            if report is not None:
+                report(n)
         self.generation += 1
         if wl.faults_failed:
             raise KernelError(errno.ENOMEM, f"{wl.faults_failed} pages of {vma.start:#x} could not be faulted in")
@@ -325,6 +343,14 @@ class Kernel:
         if n == 0:
             return []
         return [ffi.string(buf).decode(), f"{n} problem(s) in all"]
+
+    def mem_usage(self) -> dict[str, int]:
+        """Host bytes the emulated machine holds, by purpose (native fp_mem_usage), and
+        'populated': the base pages emulated processes map."""
+        u = ffi.new("struct fp_mem_usage *")
+        lib.fp_mem_usage(self.native, u)
+        return {f: getattr(u, f) for f in ("pages", "page_tables", "truth", "free_lists",
+                                           "rmap_ext", "other", "populated")}
 
     # ---- the later upstream interfaces (native/pageidle.c) --------------------------
     @property

@@ -161,8 +161,9 @@ struct fp_node {
     /* free 2 MiB blocks: a stack of block numbers relative to start_pfn/512 */
     uint32_t *free_blocks;
     uint64_t nr_free_blocks;
-    /* free 4 KiB pages of split blocks: a stack of offsets from start_pfn */
-    uint32_t *free_pages;
+    /* free 4 KiB pages of split blocks: a list of offsets from start_pfn linked
+     * through the pages' lru_next, FP_LRU_NONE at the end */
+    uint32_t free_head;
     uint64_t nr_free_pages;
     uint64_t stat[21];
     int16_t fallback[64];  /* build_zonelists(): this node, then same-type nodes */
@@ -290,6 +291,17 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
                    int32_t node, uint32_t vma_flags);
 int32_t fp_set_ptes(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t nr,
                     uint64_t bits, int32_t node, uint32_t vma_flags);
+/* a machine file's page pattern: `repeat` copies of nr_runs runs of identical PTEs
+ * (bits 0 = leave the pages unmapped), from addr on */
+struct fp_pte_run {
+    uint64_t nr;
+    uint64_t bits;
+    int32_t node;
+    uint32_t pad;
+};
+int32_t fp_set_pte_runs(struct fp_kernel *k, uint32_t id, uint64_t addr,
+                        const struct fp_pte_run *runs, uint32_t nr_runs, uint64_t repeat,
+                        uint32_t vma_flags);
 int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
                    int32_t node);
 int32_t fp_set_pud(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits);
@@ -411,6 +423,19 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, 
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out);
 void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out);
 void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in);
+
+/* host memory the emulated machine holds, in bytes, by what it is for (page_alloc.c);
+ * populated: base pages mapped by emulated processes (anon + page cache) */
+struct fp_mem_usage {
+    uint64_t pages;        /* struct fp_page per PFN: flags, mapcount, rmap, LRU links */
+    uint64_t page_tables;  /* page-table pages handed out (4 KiB each) and their index */
+    uint64_t truth;        /* ground truth for scoring: access and window counts per PFN */
+    uint64_t free_lists;   /* the allocator's stacks of free 2 MiB blocks */
+    uint64_t rmap_ext;     /* further mappers of pages shared after fork */
+    uint64_t other;        /* the kernel, mm and VM structures */
+    uint64_t populated;
+};
+void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out);
 
 /* accounting helpers */
 uint64_t fp_count_mapped(struct fp_kernel *k, int32_t node, uint16_t flag_mask, uint16_t flag_want);

@@ -369,6 +369,24 @@ int32_t fp_set_ptes(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t nr
     return 0;
 }
 
+int32_t fp_set_pte_runs(struct fp_kernel *k, uint32_t id, uint64_t addr,
+                        const struct fp_pte_run *runs, uint32_t nr_runs, uint64_t repeat,
+                        uint32_t vma_flags)
+{
+    for (uint64_t r = 0; r < repeat; r++) {
+        for (uint32_t i = 0; i < nr_runs; i++) {
+            if (runs[i].bits) {
+                int32_t err = fp_set_ptes(k, id, addr, runs[i].nr, runs[i].bits, runs[i].node,
+                                          vma_flags);
+                if (err < 0)
+                    return err;
+            }
+            addr += runs[i].nr * FP_PAGE_SIZE;
+        }
+    }
+    return 0;
+}
+
 int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
                    int32_t node)
 {

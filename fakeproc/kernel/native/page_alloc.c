@@ -4,9 +4,11 @@
  *
  * Each node owns a contiguous PFN range made of 2 MiB blocks.  A block is
  * either free and whole (on free_blocks, usable for a THP) or split into
- * 4 KiB pages (its free ones on free_pages).  Split blocks are not merged
- * back: the emulated kernel has no compaction.  Both stacks pop the lowest
- * address first, so allocation order is deterministic.
+ * 4 KiB pages.  Free 4 KiB pages are chained through their own struct page
+ * (lru_next, as the kernel's buddy lists use page->lru), so the free list costs
+ * no memory of its own.  Split blocks are not merged back: the emulated kernel
+ * has no compaction.  Both lists pop the lowest address first, so allocation
+ * order is deterministic.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -64,8 +66,8 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
         node->start_pfn = pfn;
         node->nr_pages = node_pages[n];
         node->free_blocks = zalloc_big(blocks * sizeof(uint32_t));
-        node->free_pages = zalloc_big(node_pages[n] * sizeof(uint32_t));
-        if (!node->free_blocks || !node->free_pages)
+        node->free_head = FP_LRU_NONE;
+        if (!node->free_blocks)
             goto fail;
         for (uint64_t b = 0; b < blocks; b++)
             node->free_blocks[b] = (uint32_t)(blocks - 1 - b);
@@ -89,7 +91,6 @@ void fp_kernel_free(struct fp_kernel *k)
     for (int n = 0; n < k->nr_nodes; n++) {
         struct fp_node *node = &k->nodes[n];
         free_big(node->free_blocks, node->nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t));
-        free_big(node->free_pages, node->nr_pages * sizeof(uint32_t));
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
     free_big(k->access_count, k->nr_pfns * sizeof(uint32_t));
@@ -117,12 +118,17 @@ static int64_t take_page(struct fp_kernel *k, struct fp_node *node)
     if (!node->nr_free_pages) {
         if (!node->nr_free_blocks)
             return -1;
-        uint32_t b = node->free_blocks[--node->nr_free_blocks];
-        for (int i = FP_PAGES_PER_HUGE - 1; i >= 0; i--)
-            node->free_pages[node->nr_free_pages++] = b * FP_PAGES_PER_HUGE + (uint32_t)i;
+        uint32_t first = node->free_blocks[--node->nr_free_blocks] * FP_PAGES_PER_HUGE;
+        for (uint32_t i = 0; i < FP_PAGES_PER_HUGE; i++)
+            k->pages[node->start_pfn + first + i].lru_next =
+                i + 1 < FP_PAGES_PER_HUGE ? first + i + 1 : FP_LRU_NONE;
+        node->free_head = first;
+        node->nr_free_pages = FP_PAGES_PER_HUGE;
     }
-    (void)k;
-    return (int64_t)(node->start_pfn + node->free_pages[--node->nr_free_pages]);
+    uint32_t off = node->free_head;
+    node->free_head = k->pages[node->start_pfn + off].lru_next;
+    node->nr_free_pages--;
+    return (int64_t)(node->start_pfn + off);
 }
 
 int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge)
@@ -164,8 +170,11 @@ void fp_free_page(struct fp_kernel *k, uint64_t pfn)
     if (huge)
         node->free_blocks[node->nr_free_blocks++] =
             (uint32_t)((pfn - node->start_pfn) / FP_PAGES_PER_HUGE);
-    else
-        node->free_pages[node->nr_free_pages++] = (uint32_t)(pfn - node->start_pfn);
+    else {
+        k->pages[pfn].lru_next = node->free_head;
+        node->free_head = (uint32_t)(pfn - node->start_pfn);
+        node->nr_free_pages++;
+    }
     node->stat[FP_NR_FREE_PAGES] += nr;
     k->events[FP_EV_PGFREE] += nr;
 }
@@ -191,4 +200,26 @@ void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uin
         if (reset && pfn < k->nr_pfns)
             k->access_count[pfn] = 0;
     }
+}
+
+/* What the emulated machine costs the host, from the allocator's own sizes: the
+ * PFN-indexed arrays count whole (they are sized by the machine, not by use), the
+ * table arena by the tables handed out (its high-water mark: untouched arena
+ * costs nothing), the rest by capacity. */
+void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->pages = k->nr_pfns * sizeof(struct fp_page);
+    out->page_tables = k->tables_used * (FP_PTRS_PER_TABLE * sizeof(uint64_t) + 2 * sizeof(uint64_t));
+    out->truth = k->nr_pfns * (sizeof(*k->access_count) + sizeof(*k->window_count));
+    for (int n = 0; n < k->nr_nodes; n++)
+        out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t);
+    out->rmap_ext = k->cap_rmap_ext * sizeof(struct fp_rmap_ext);
+    out->other = sizeof(*k);
+    for (uint32_t i = 0; i < FP_MAX_MMS; i++)
+        out->other += k->mms[i] ? sizeof(struct fp_mm) : 0;
+    for (uint32_t i = 0; i < FP_MAX_VMS; i++)
+        out->other += k->vms[i] ? sizeof(struct fp_vm) : 0;
+    for (int n = 0; n < k->nr_nodes; n++)
+        out->populated += k->nodes[n].stat[FP_NR_ANON_PAGES] + k->nodes[n].stat[FP_NR_FILE_PAGES];
 }

@@ -391,3 +391,32 @@ def test_move_pages_get_mempolicy_truth_and_check_over_the_socket():
         assert c.call("reclaim", node=0, pages=32, mode="age") == {"reclaimed": 0}
         assert c.call("migrate_pages", pid=700, old_nodes=[1], new_nodes=[0]) == {"ret": 0}
         assert c.call("move_pages", pid=700, pages=[base], nodes=[5])["ret"] == -19  # ENODEV
+
+
+def test_move_pages_takes_and_gives_packed_arrays():
+    """The packed form (base64 of little-endian u64 pages, i32 nodes and status) is the
+    same call: bytes written by hand here, not by the code under test."""
+    import base64
+
+    with mounted(MIGRATE_MACHINE) as m, Client(m.path) as c:
+        # pages 0x7f0000000000 and 0x7f0000001000, then 0x7f0000008000 (not faulted in)
+        pages = (bytes.fromhex("00000000007f0000") + bytes.fromhex("00100000007f0000")
+                 + bytes.fromhex("00800000007f0000"))
+        nodes = bytes.fromhex("01000000" * 3)
+        status = bytes.fromhex("9dffffff" * 3)  # -99 each
+        r = c.call("move_pages", pid=700, pages=base64.b64encode(pages).decode(),
+                   nodes=base64.b64encode(nodes).decode(), flags=2,
+                   status=base64.b64encode(status).decode(), packed=True)
+        assert r["ret"] == 0
+        # 1, 1, -EFAULT (-14 = 0xfffffff2)
+        assert base64.b64decode(r["status"]) == bytes.fromhex("01000000" "01000000" "f2ffffff")
+        assert numa_nodes(m.read("proc/700/numa_maps").decode()) == "N0=2 N1=2"
+        for bad, msg in (("!!", "not base64"), (base64.b64encode(b"12345").decode(), "5 bytes")):
+            with pytest.raises(CtlError) as ei:
+                c.call("move_pages", pid=700, pages=bad, nodes=None)
+            assert msg in str(ei.value)
+
+
+def numa_nodes(numa_maps: str) -> str:
+    """The N<node>=<pages> fields of the first numa_maps line."""
+    return " ".join(f for f in numa_maps.splitlines()[0].split() if f.startswith("N"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import machine
 from ..kernel import migrate
-from .protocol import PROTOCOL_VERSION, bad_args
+from .protocol import PROTOCOL_VERSION, bad_args, pack_array, unpack_array
 from .registry import COMMANDS, Context, command
 
 if TYPE_CHECKING:
@@ -162,19 +162,30 @@ def touch(ctx: Context, pid: int, addr: int | str, write: bool = False) -> dict[
 
 
 @command()
-def move_pages(ctx: Context, pid: int, pages: list[int | str], nodes: list[int] | None = None,
-               flags: int = 2, status: list[int] | None = None) -> dict[str, Any]:
+def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list[int] | str | None = None,
+               flags: int = 2, status: list[int] | str | None = None,
+               packed: bool = False) -> dict[str, Any]:
     """move_pages(2) on an emulated process (INTERFACES.md 3): the return value (0, a
     positive count not migrated, or -errno) and the status array as the kernel left it
-    (`status` is the caller's initial array, default all 0)."""
-    addrs = [parse_addr(p) for p in pages]
+    (`status` is the caller's initial array, default all 0). pages, nodes and status
+    may each be packed (base64 of little-endian u64 / i32 / i32); `packed` packs the
+    status of the reply the same way."""
+    pages = unpack_array(pages, "Q", "pages")
+    if all(type(p) is int and p >= 0 for p in pages):  # the common case, without a call each
+        addrs = list(pages)
+    else:
+        addrs = [parse_addr(p) for p in pages]
+    nodes = None if nodes is None else unpack_array(nodes, "i", "nodes")
     if nodes is not None and len(nodes) != len(addrs):
         raise bad_args("pages and nodes differ in length")
-    st = list(status) if status is not None else [0] * len(addrs)
+    st = list(unpack_array(status, "i", "status")) if status is not None else [0] * len(addrs)
     if len(st) != len(addrs):
         raise bad_args("pages and status differ in length")
+    if any(type(x) is not int for x in (*(nodes or ()), *st)) or \
+            any(not -(1 << 31) <= x < 1 << 31 for x in st):
+        raise bad_args("nodes and status must be arrays of C ints")
     ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags)
-    return {"ret": ret, "status": st}
+    return {"ret": ret, "status": pack_array(st, "i") if packed else st}
 
 
 @command()

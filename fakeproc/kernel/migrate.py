@@ -6,14 +6,15 @@ plus the RFC's MPOL_MF_SW_YOUNG; mm/mempolicy.c (do_get_mempolicy, lookup_node,
 kernel_migrate_pages). INTERFACES.md 3 is the contract, including the 4.17-5.5
 quirk that status entries of a batch with nothing queued stay unwritten.
 
-The entry loop is Python (it is all bookkeeping); moving a page is C
-(native/migrate.c), shared with reclaim's demotion.
+The checks (flags, target task, cpuset) are Python; the entry loop and the batches
+are C (fp_move_pages in native/migrate.c), so a daemon's batches of 1024 run at C
+speed; moving a page is C too, shared with reclaim's demotion.
 """
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .native import ffi, lib
 
@@ -27,63 +28,10 @@ MPOL_MF_SW_YOUNG = 0x80  # the RFC's flag
 MPOL_F_NODE = 1
 MPOL_F_ADDR = 2
 MAX_NUMNODES = 1024
-ADDR_MASK = 0x000FFFFFFFFFF000
-
-
-@dataclass
-class PageLookup:
-    """follow_page(FOLL_GET | FOLL_DUMP) for one address: a page or an errno."""
-
-    err: int = 0           # 0, EFAULT or ENOENT (positive)
-    pfn: int = -1
-    node: int = -1
-    huge: bool = False
-
-
-def _follow_page(kernel: "Kernel", task: "Task", addr: int) -> PageLookup:
-    assert task.mm_id is not None
-    vma = kernel.mm(task.mm_id).find_vma(addr)
-    if vma is None:
-        return PageLookup(errno.EFAULT)
-    level = ffi.new("int32_t *")
-    e = lib.fp_lookup(kernel.native, task.mm_id, addr, level)
-    entry = int(e[0]) if e != ffi.NULL else 0
-    leaf = level[0] == 4 or bool(entry & lib.FP_PAGE_PSE)
-    if entry == 0 or (not leaf and entry & (lib.FP_PAGE_PRESENT | lib.FP_PAGE_PROTNONE)):
-        # no_page_table(): anonymous memory (no ->fault) says EFAULT, a file mapping NULL
-        return PageLookup(errno.ENOENT if vma.has_file else errno.EFAULT)
-    if not entry & (lib.FP_PAGE_PRESENT | lib.FP_PAGE_PROTNONE) or entry & lib.FP_PAGE_SWPENTRY:
-        # a swap or migration entry: a PMD-level one in anonymous memory is EFAULT
-        if level[0] < 4 and not vma.has_file:
-            return PageLookup(errno.EFAULT)
-        return PageLookup(errno.ENOENT)
-    pfn = (entry & ADDR_MASK) >> 12
-    node = kernel.page_node(task, addr)
-    if node is None:  # a frame outside node RAM (DAX, [vdso])
-        return PageLookup(0, pfn, -1, bool(entry & lib.FP_PAGE_PSE))
-    return PageLookup(0, pfn, node, bool(entry & lib.FP_PAGE_PSE))
-
-
-def _query_node(kernel: "Kernel", task: "Task", addr: int, look: PageLookup) -> int:
-    """The node a query reports. [vdso] pages are kernel-image pages (node 0's memory
-    in the emulation); device (DAX) memory has no node RAM behind it: -EFAULT."""
-    if look.node >= 0:
-        return look.node
-    assert task.mm_id is not None
-    vma = kernel.mm(task.mm_id).find_vma(addr)
-    return kernel.nodes[0].id if vma is not None and vma.kind == "vdso" else -errno.EFAULT
 
 
 def _node_ok(kernel: "Kernel", node: int) -> bool:
     return 0 <= node < MAX_NUMNODES and node in kernel.node_ids
-
-
-class _Batch:
-    """The open batch of do_pages_move(): target node, first index, queued pages."""
-
-    def __init__(self, node: int, start: int) -> None:
-        self.node, self.start = node, start
-        self.queued: list[int] = []
 
 
 def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence[int] | None,
@@ -102,47 +50,56 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
     task = _target(kernel, pid, capable)
     if isinstance(task, int):
         return task
-    if nodes is None:
-        for i, addr in enumerate(pages):
-            look = _follow_page(kernel, task, addr)
-            status[i] = -look.err if look.err else _query_node(kernel, task, addr, look)
-        return 0
+    return _move_native(kernel, task, pages, nodes, status, flags, caller_node)
+
+
+def _move_native(kernel: "Kernel", task: "Task", pages: Sequence[int], nodes: Sequence[int] | None,
+                 status: list[int], flags: int, caller_node: int | None) -> int:
+    """The entry loop in C (fp_move_pages): batches of 1024 go at C speed."""
+    assert task.mm_id is not None
+    n = len(pages)
+    vmas, nr_vmas = kernel.mm(task.mm_id).move_spans()
+    index, ids = _node_tables(kernel, tuple(kernel.mems_allowed(task)))
+    c_pages = _c_array("uint64_t[]", pages, lambda p: p & (1 << 64) - 1)  # pointers wrap
+    # a value that is no C int names no node of ours: ENODEV at its entry, as -1 does
+    c_nodes = ffi.NULL if nodes is None else _c_array(
+        "int32_t[]", nodes, lambda x: x if -(1 << 31) <= x < 1 << 31 else -1)
+    c_status = _c_array("int32_t[]", status[:n], int)
     caller = caller_node if caller_node is not None else kernel.cpu_node(task.cpu)
-    batch: _Batch | None = None
-    err = 0
-    i = 0
-    for i, (addr, node) in enumerate(zip(pages, nodes)):
-        if not _node_ok(kernel, node):
-            err = -errno.ENODEV
-            break
-        if node not in kernel.mems_allowed(task):
-            err = -errno.EACCES  # outside the task's cpuset
-            break
-        if batch is None:
-            batch = _Batch(node, i)
-        elif batch.node != node:
-            r = _flush(kernel, batch, caller)
-            if r:
-                return r
-            _store(status, batch.start, i, batch.node)
-            batch = _Batch(node, i)
-        e = _queue(kernel, task, addr, node, flags, batch)
-        if e is not None:
-            status[i] = e
-            r = _flush(kernel, batch, caller)
-            if r:
-                return r
-            if i > batch.start:
-                _store(status, batch.start, i, batch.node)
-            batch = None
-    else:
-        i = len(pages)
-    if batch is None or not batch.queued:
-        return err
-    r = _flush(kernel, batch, caller)
-    if r == 0:
-        _store(status, batch.start, i, batch.node)
-    return err if err else r
+    ret = lib.fp_move_pages(kernel.native, task.mm_id, vmas, nr_vmas, n, c_pages, c_nodes, index,
+                            ids, kernel.nodes[0].id, flags, kernel.node_index(caller), c_status,
+                            ffi.new("uint64_t[]", max(n, 1)))
+    status[:n] = ffi.unpack(c_status, n)
+    if nodes is not None:
+        kernel.generation += 1
+    return int(ret)
+
+
+def _c_array(ctype: str, values: Sequence[int], fix: "Callable[[int], int]") -> Any:
+    """values as a C array (never empty); fix() maps each value only when one does
+    not fit the C type (the slow path)."""
+    try:
+        return ffi.new(ctype, list(values) or [0])
+    except OverflowError:
+        return ffi.new(ctype, [fix(v) for v in values])
+
+
+def _node_tables(kernel: "Kernel", allowed: tuple[int, ...]) -> tuple[Any, Any]:
+    """fp_move_pages()'s node tables: id -> index (-1 no such node, -2 outside the
+    task's mems_allowed) and index -> id; built once per kernel and cpuset."""
+    cache = _NODE_TABLES.setdefault(kernel, {})
+    if allowed not in cache:
+        index = ffi.new("int16_t[]", [-1] * lib.FP_MAX_NUMNODES)
+        ids = ffi.new("int32_t[]", [nd.id for nd in kernel.nodes])
+        for i, nd in enumerate(kernel.nodes):
+            if nd.id < lib.FP_MAX_NUMNODES:
+                index[nd.id] = i if nd.id in allowed else -2
+        cache[allowed] = (index, ids)
+    return cache[allowed]
+
+
+_NODE_TABLES: "weakref.WeakKeyDictionary[Kernel, dict[tuple[int, ...], tuple[Any, Any]]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def _target(kernel: "Kernel", pid: int, capable: bool) -> "Task | int":
@@ -155,56 +112,6 @@ def _target(kernel: "Kernel", pid: int, capable: bool) -> "Task | int":
     if task.mm_id is None:
         return -errno.EINVAL
     return task
-
-
-def _store(status: list[int], start: int, end: int, node: int) -> None:
-    for j in range(start, end):
-        status[j] = node
-
-
-def _queue(kernel: "Kernel", task: "Task", addr: int, node: int, flags: int,
-           batch: _Batch) -> int | None:
-    """add_page_for_migration(): None when queued (on the batch) or already in
-    place, else the negative status for this entry."""
-    assert task.mm_id is not None
-    vma = kernel.mm(task.mm_id).find_vma(addr)
-    if vma is None or vma.kind == "vvar":  # no VMA, or VM_IO | VM_PFNMAP
-        return -errno.EFAULT
-    look = _follow_page(kernel, task, addr)
-    if look.err:
-        return -look.err
-    if look.node == -1:
-        # device-DAX is not migratable; [vdso] pages are not on an LRU (isolation fails)
-        return -errno.EFAULT if vma.kind != "vdso" else -errno.EBUSY
-    if look.node == node:
-        return None  # already there: success, not queued
-    page = kernel.native.pages[look.pfn]
-    if page.mapcount > 1 and not flags & MPOL_MF_MOVE_ALL:
-        return -errno.EACCES
-    if not page.flags & lib.FP_PG_LRU:
-        return -errno.EBUSY
-    if flags & MPOL_MF_SW_YOUNG:
-        page.flags |= lib.FP_PG_REFERENCED  # only pages actually isolated get it
-    batch.queued.append(look.pfn)
-    return None
-
-
-def _flush(kernel: "Kernel", batch: _Batch, caller: int) -> int:
-    """do_move_pages_to_node(): 0, a positive count left unmigrated, or -ENOMEM
-    (the target has no room; no THP split is emulated, see docs/interfaces.md)."""
-    queued, batch.queued = batch.queued, []
-    dst, failed = kernel.node_index(batch.node), 0
-    kernel.generation += 1
-    for pfn in queued:
-        r = lib.fp_migrate_page(kernel.native, pfn, dst, kernel.node_index(caller),
-                                lib.FP_MR_SYSCALL, ffi.NULL)
-        if r == -errno.ENOMEM:
-            kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += 1
-            return -errno.ENOMEM
-        if r:
-            failed += 1
-            kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += 1
-    return failed
 
 
 def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
@@ -220,8 +127,9 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
         return -errno.EFAULT
     if kernel.page_node(task, addr) is None and vma.kind != "vdso":
         kernel.touch(task, addr)
-    look = _follow_page(kernel, task, addr)
-    return -look.err if look.err else _query_node(kernel, task, addr, look)
+    status = [0]
+    _move_native(kernel, task, [addr], None, status, 0, None)  # follow_page as a query does
+    return status[0]
 
 
 def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_nodes: Sequence[int],

@@ -129,6 +129,7 @@ class MmStruct:
     id: int
     vmas: list[Vma] = field(default_factory=list)
     _spans: Any = None  # cached cffi array of struct fp_vma_span
+    _move_spans: Any = None  # cached cffi array of struct fp_move_vma
 
     def add_vma(self, vma: Vma) -> None:
         """Insert a VMA; overlapping an existing one is a caller error."""
@@ -139,7 +140,7 @@ class MmStruct:
         ):
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps another mapping")
         self.vmas.insert(i, vma)
-        self._spans = None
+        self._spans = self._move_spans = None
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing addr, if any."""
@@ -156,6 +157,19 @@ class MmStruct:
                 arr[i].start, arr[i].end, arr[i].flags = v.start, v.end, v.native_flags
             self._spans = arr
         return self._spans, len(self.vmas)
+
+    def move_spans(self) -> tuple[Any, int]:
+        """The VMA list as fp_move_pages() wants it: what follow_page() must know of
+        each mapping (cached until the list changes)."""
+        if self._move_spans is None:
+            arr = ffi.new("struct fp_move_vma[]", max(1, len(self.vmas)))
+            for i, v in enumerate(self.vmas):
+                arr[i].start, arr[i].end = v.start, v.end
+                arr[i].kind = (lib.FP_MV_VVAR if v.kind == "vvar" else lib.FP_MV_VDSO
+                               if v.kind == "vdso" else lib.FP_MV_FILE if v.has_file
+                               else lib.FP_MV_ANON)
+            self._move_spans = arr
+        return self._move_spans, len(self.vmas)
 
     @property
     def total_vm_pages(self) -> int:

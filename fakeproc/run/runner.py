@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..ctl.client import Client
-from ..ctl.protocol import CtlError
+from ..ctl.protocol import CtlError, pack_array, unpack_array
 from ..fs.server import is_mounted, is_stale, realproc_dir
 from . import namespace, seccomp
 from .lseek import lseek_handler
@@ -178,16 +178,15 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
     """move_pages on an emulated pid, answered by the emulator over the control socket."""
-    def emulate(pid: int, pages: list[int], nodes: list[int] | None, status: list[int],
+    def emulate(pid: int, pages: list[int], nodes: list[int] | None, status: seccomp.StatusArray,
                 flags: int) -> int:
         try:
-            r = client.call("move_pages", pid=pid, pages=pages, nodes=nodes, flags=flags,
-                            status=list(status))
+            r = client.call("move_pages", pid=pid, pages=pack_array(pages, "Q"),
+                            nodes=None if nodes is None else pack_array(nodes, "i"), flags=flags,
+                            status=pack_array(status, "i"), packed=True)
         except CtlError as e:
             return -(e.errno or errno.EINVAL)
-        for i, v in enumerate(r["status"]):
-            if v != status[i]:
-                status[i] = v  # only what the kernel wrote goes back to the caller
+        status.assign_changed(unpack_array(r["status"], "i", "status"))  # what the kernel wrote
         return int(r["ret"])
     return emulate
 

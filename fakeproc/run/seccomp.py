@@ -794,8 +794,17 @@ class StatusArray(list):
         else:
             self.dirty.add(index if index >= 0 else index + len(self))
 
+    def assign_changed(self, values: list[int]) -> None:
+        """Take the entries of values that differ from ours (an emulator's answer;
+        an entry it wrote with the value it had is the same bytes either way)."""
+        changed = [i for i, (a, b) in enumerate(zip(self, values)) if a != b]
+        super().__setitem__(slice(0, len(values)), values)  # unchanged ones stay the same
+        self.dirty.update(changed)
+
     def runs(self) -> list[tuple[int, int]]:
         """The assigned entries as sorted [start, end) runs."""
+        if self.dirty and max(self.dirty) - min(self.dirty) + 1 == len(self.dirty):
+            return [(min(self.dirty), max(self.dirty) + 1)]  # one run: a whole batch
         out: list[tuple[int, int]] = []
         for i in sorted(self.dirty):
             if out and out[-1][1] == i:

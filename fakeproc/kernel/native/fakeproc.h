@@ -373,6 +373,29 @@ void fp_age_active(struct fp_kernel *k, int32_t nid);
 #define FP_MR_PROMOTE  2   /* NUMA balancing's memory-tiering promotion (upstream mode) */
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
                         int32_t reason, uint64_t *new_pfn);
+/* move_pages(2) of 4.20 with the RFC's MPOL_MF_SW_YOUNG (migrate.c). vmas: the
+ * target's VMAs sorted by start, with what follow_page() needs to know of each.
+ * nodes NULL: query mode. node_index[id] for ids below FP_MAX_NUMNODES: the node's
+ * index, -1 no such node (ENODEV), -2 outside the task's mems_allowed (EACCES);
+ * node_ids[index]: the id. status is the caller's array, written where 4.20 writes
+ * it; scratch holds n PFNs. Returns 0, the count not migrated, or -errno. */
+#define FP_MPOL_MF_MOVE_ALL  4
+#define FP_MPOL_MF_SW_YOUNG  128
+#define FP_MAX_NUMNODES      1024
+#define FP_MV_ANON 0   /* a missing page is EFAULT */
+#define FP_MV_FILE 1   /* a file mapping: a missing page is ENOENT */
+#define FP_MV_VVAR 2   /* VM_IO | VM_PFNMAP: EFAULT */
+#define FP_MV_VDSO 3   /* kernel frames: busy to move, node 0 to a query */
+struct fp_move_vma {
+    uint64_t start;
+    uint64_t end;
+    uint32_t kind;
+    uint32_t pad;
+};
+int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
+                      uint32_t nr_vmas, uint64_t n, const uint64_t *pages, const int32_t *nodes,
+                      const int16_t *node_index, const int32_t *node_ids, int32_t vdso_node,
+                      uint32_t flags, int32_t caller, int32_t *status, uint64_t *scratch);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
 
 /* per-range page statistics for numa_maps, smaps and migrate_pages (pagewalk.c) */

@@ -124,3 +124,159 @@ void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr)
         k->events[FP_EV_NUMA_PAGES_MIGRATED]++;
     }
 }
+
+/* ---- move_pages(2): do_pages_move() / do_pages_stat() of 4.20 --------------- */
+
+struct page_look {
+    int err;        /* 0, EFAULT or ENOENT (positive) */
+    uint64_t pfn;   /* the entry's frame: a THP's head */
+    int32_t nid;    /* node index, -1 outside node RAM */
+};
+
+static const struct fp_move_vma *find_vma(const struct fp_move_vma *v, uint32_t n, uint64_t addr)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) { /* the first VMA ending above addr */
+        uint32_t mid = (lo + hi) / 2;
+        if (v[mid].end <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && v[lo].start <= addr ? &v[lo] : NULL;
+}
+
+/* follow_page(FOLL_GET | FOLL_DUMP) */
+static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
+                                    const struct fp_move_vma *vma, uint64_t addr)
+{
+    struct page_look r = {0, 0, -1};
+    int32_t level;
+    int file = vma->kind == FP_MV_FILE;
+    const uint64_t *e = fp_mm_walk(k, mm, addr, &level);
+    uint64_t entry = e ? *e : 0;
+    int leaf = level == 4 || (entry & FP_PAGE_PSE);
+    if (!entry || (!leaf && (entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)))) {
+        /* no_page_table(): anonymous memory (no ->fault) says EFAULT, a file NULL */
+        r.err = file ? ENOENT : EFAULT;
+    } else if (!(entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)) || (entry & FP_PAGE_SWPENTRY)) {
+        /* a swap or migration entry: a PMD-level one in anonymous memory is EFAULT */
+        r.err = level < 4 && !file ? EFAULT : ENOENT;
+    } else {
+        r.pfn = fp_entry_addr(entry);
+        r.nid = fp_pfn_to_node(k, r.pfn);
+    }
+    return r;
+}
+
+/* add_page_for_migration(): 1 when queued, 0 when already on the target node,
+ * else the negative status of the entry */
+static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct fp_move_vma *vmas,
+                      uint32_t nr_vmas, uint64_t addr, int32_t dst, uint32_t flags, uint64_t *pfn)
+{
+    const struct fp_move_vma *vma = find_vma(vmas, nr_vmas, addr);
+    if (!vma || vma->kind == FP_MV_VVAR) /* no VMA, or VM_IO | VM_PFNMAP */
+        return -EFAULT;
+    struct page_look look = follow_page(k, mm, vma, addr);
+    if (look.err)
+        return -look.err;
+    if (look.nid < 0) /* device-DAX is not migratable; [vdso] is not on an LRU */
+        return vma->kind == FP_MV_VDSO ? -EBUSY : -EFAULT;
+    if (look.nid == dst)
+        return 0;
+    struct fp_page *p = &k->pages[look.pfn];
+    if (p->mapcount > 1 && !(flags & FP_MPOL_MF_MOVE_ALL))
+        return -EACCES;
+    if (!(p->flags & FP_PG_LRU))
+        return -EBUSY;
+    if (flags & FP_MPOL_MF_SW_YOUNG)
+        p->flags |= FP_PG_REFERENCED; /* only pages actually isolated get it */
+    *pfn = look.pfn;
+    return 1;
+}
+
+/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM */
+static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
+                           int32_t caller)
+{
+    int64_t failed = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int32_t r = fp_migrate_page(k, queued[i], dst, caller, FP_MR_SYSCALL, NULL);
+        if (r)
+            k->events[FP_EV_PGMIGRATE_FAIL]++;
+        if (r == -ENOMEM)
+            return -ENOMEM;
+        failed += r != 0;
+    }
+    return failed;
+}
+
+int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
+                      uint32_t nr_vmas, uint64_t n, const uint64_t *pages, const int32_t *nodes,
+                      const int16_t *node_index, const int32_t *node_ids, int32_t vdso_node,
+                      uint32_t flags, int32_t caller, int32_t *status, uint64_t *scratch)
+{
+    const struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    if (!nodes) { /* do_pages_stat() */
+        for (uint64_t i = 0; i < n; i++) {
+            const struct fp_move_vma *vma = find_vma(vmas, nr_vmas, pages[i]);
+            struct page_look look = vma ? follow_page(k, mm, vma, pages[i])
+                                        : (struct page_look){EFAULT, 0, -1};
+            if (look.err)
+                status[i] = -look.err;
+            else if (look.nid >= 0)
+                status[i] = node_ids[look.nid];
+            else /* [vdso]: kernel-image pages, node 0's memory; DAX has no node */
+                status[i] = vma->kind == FP_MV_VDSO ? vdso_node : -EFAULT;
+        }
+        return 0;
+    }
+    int64_t err = 0;
+    uint64_t start = 0, nq = 0, i;
+    int32_t batch = -1; /* the open batch's node id, -1 none */
+    for (i = 0; i < n; i++) {
+        int32_t node = nodes[i];
+        int16_t idx = node >= 0 && node < FP_MAX_NUMNODES ? node_index[node] : -1;
+        if (idx == -1) {
+            err = -ENODEV;
+            break;
+        }
+        if (idx == -2) { /* outside the task's cpuset */
+            err = -EACCES;
+            break;
+        }
+        if (batch < 0) {
+            batch = node;
+            start = i;
+        } else if (batch != node) {
+            int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+            if (r)
+                return r;
+            for (uint64_t j = start; j < i; j++)
+                status[j] = batch;
+            batch = node;
+            start = i;
+            nq = 0;
+        }
+        int q = queue_page(k, mm, vmas, nr_vmas, pages[i], idx, flags, &scratch[nq]);
+        if (q > 0) {
+            nq++;
+        } else if (q < 0) {
+            status[i] = q;
+            int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+            if (r)
+                return r;
+            for (uint64_t j = start; j < i; j++)
+                status[j] = batch;
+            batch = -1;
+            nq = 0;
+        }
+    }
+    if (batch < 0 || !nq)
+        return err;
+    int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+    if (r == 0)
+        for (uint64_t j = start; j < i; j++)
+            status[j] = batch;
+    return err ? err : r;
+}

@@ -7,50 +7,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakeproc.kernel import migrate
-from fakeproc.kernel.mm import Vma
-from fakeproc.kernel.native import KernelError
-from fakeproc.kernel.workload import Workload
 from fakeproc.machine import load
-
-BASE = 0x7F0000000000
-MACHINE = """
-distances = [[10, 20, 17, 28], [20, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
-[machine]
-swap = "{swap}"
-[[node]]
-type = "dram"
-size = "8MiB"
-cpus = "0"
-[[node]]
-type = "dram"
-size = "8MiB"
-cpus = "1"
-[[node]]
-type = "pmem"
-size = "16MiB"
-[[node]]
-type = "pmem"
-size = "16MiB"
-"""
-
-OPS = st.one_of(
-    st.tuples(st.just("spawn"), st.integers(1, 6), st.booleans(), st.integers(0, 1)),
-    st.tuples(st.just("touch"), st.integers(0, 10), st.integers(0, 4095), st.booleans()),
-    st.tuples(st.just("run"), st.integers(0, 10), st.sampled_from(["uniform", "hotcold", "zipf", "seq"])),
-    st.tuples(st.just("advance"), st.floats(0.001, 0.05)),
-    st.tuples(st.just("scan"), st.integers(0, 10), st.sampled_from([19, 100, 4096, 1 << 16]),
-              st.sampled_from([0, os.O_NONBLOCK, os.O_NOFOLLOW])),
-    st.tuples(st.just("shrink"), st.integers(0, 3), st.integers(0, 600)),
-    st.tuples(st.just("age"), st.integers(0, 3)),
-    st.tuples(st.just("kswapd"),),
-    st.tuples(st.just("migrate"), st.integers(0, 10), st.integers(0, 4095), st.integers(0, 3)),
-    st.tuples(st.just("exit"), st.integers(0, 10)),
-    st.tuples(st.just("fork"), st.integers(0, 10)),
-    st.tuples(st.just("move_pages"), st.integers(0, 10),
-              st.lists(st.tuples(st.integers(0, 1500), st.integers(0, 4)), max_size=20),
-              st.sampled_from([0, 2, 4, 0x82])),
-)
+from kernel_ops import MACHINE, OPS, Interpreter
 
 
 @settings(max_examples=int(os.environ.get("FAKEPROC_HYPOTHESIS_EXAMPLES", "200")), deadline=None,
@@ -58,49 +16,7 @@ OPS = st.one_of(
 @given(swap=st.sampled_from(["0", "4MiB"]), ops=st.lists(OPS, min_size=1, max_size=40))
 def test_operations_keep_the_invariants(swap, ops):
     k = load(MACHINE.format(swap=swap))
-    next_pid = 100
-
-    def pick(i: int):
-        alive = [t for t in k.tasks.values() if t.alive]
-        return alive[i % len(alive)] if alive else None
-
+    run = Interpreter(k)
     for op in ops:
-        kind = op[0]
-        if kind == "spawn":
-            _, mib, thp, cpu = op
-            t = k.spawn(next_pid, f"p{next_pid}", cpu=cpu)
-            next_pid += 1
-            k.add_vma(t, Vma(BASE, BASE + mib * (1 << 20), thp=thp))
-        elif kind == "touch" and (t := pick(op[1])) is not None:
-            vma = k.mm(t.mm_id).vmas[0]
-            addr = vma.start + (op[2] * 4096) % (vma.end - vma.start)
-            try:
-                k.touch(t, addr, write=op[3])
-            except KernelError:
-                pass  # ENOMEM after an OOM kill of someone else is fine
-        elif kind == "run" and (t := pick(op[1])) is not None:
-            k.attach_workload(t, Workload(pattern=op[2], rate=3000, seed=op[1]))
-        elif kind == "advance":
-            k.advance(op[1])
-        elif kind == "scan" and (t := pick(op[1])) is not None:
-            k.idle_pages_read(t, BASE, op[2], op[3])
-        elif kind == "shrink":
-            k.shrink_node(op[1], op[2])
-        elif kind == "age":
-            k.age_active(op[1])
-        elif kind == "kswapd":
-            k.run_kswapd()
-        elif kind == "migrate" and (t := pick(op[1])) is not None:
-            vma = k.mm(t.mm_id).vmas[0]
-            addr = vma.start + (op[2] * 4096) % (vma.end - vma.start)
-            k.migrate_page_at(t, addr, op[3])
-        elif kind == "move_pages" and (t := pick(op[1])) is not None:
-            pages = [BASE + p * 4096 for p, _ in op[2]]
-            nodes = [n for _, n in op[2]]
-            migrate.move_pages(k, t.pid, pages, nodes, [0] * len(pages), op[3])
-        elif kind == "fork" and (t := pick(op[1])) is not None:
-            k.fork(t.pid, next_pid)
-            next_pid += 1
-        elif kind == "exit" and (t := pick(op[1])) is not None:
-            k.exit(t.pid)
+        run.apply(op)
         assert k.check() == [], op

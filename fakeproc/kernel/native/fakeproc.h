@@ -265,6 +265,9 @@ struct fp_kernel {
     struct fp_rmap_ext *rmap_ext;
     uint64_t nr_rmap_ext;
     uint64_t cap_rmap_ext;
+    uint64_t tlb_gen;      /* moves on every table free or upper-level rewrite: TLBs flush */
+    int32_t tlb_off;       /* never fill workload TLBs: every touch walks (the reference
+                            * path of the differential test) */
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
     uint64_t swap_used;
 };
@@ -344,6 +347,18 @@ struct fp_region {
     uint32_t vma_flags;
 };
 
+/* One entry of a workload's software TLB: the PMD entry mapping a 2 MiB region
+ * (an index into the table arena) and, for a PTE table, that table. Valid while
+ * the kernel's tlb_gen is unchanged (it moves whenever a table is freed or an
+ * upper-level entry's bits are rewritten, as a TLB flush would). */
+#define FP_TLB_ENTRIES 512
+struct fp_tlb_entry {
+    uint64_t tag;          /* (addr >> 21) + 1; 0 = empty */
+    uint64_t gen;
+    uint64_t pmd;          /* arena index of the PMD entry */
+    uint64_t pte_table;    /* the PTE table it pointed to (0 for a huge PMD) */
+};
+
 struct fp_workload {
     uint32_t pattern;
     uint32_t mm;
@@ -361,6 +376,7 @@ struct fp_workload {
     uint64_t on_node[65];  /* touches served per node index ([64]: outside node RAM) */
     uint64_t touches;      /* done so far */
     uint64_t faults_failed;
+    struct fp_tlb_entry tlb[512];
 };
 int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n);
 

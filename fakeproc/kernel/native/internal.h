@@ -43,7 +43,14 @@ static inline enum fp_kind fp_page_kind(uint32_t vma_flags, int write)
     return FP_KIND_FILE;
 }
 
-int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn);
+/* the node index holding pfn, -1 outside node RAM (nodes are contiguous, in order) */
+static inline int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn)
+{
+    for (int n = 0; n < k->nr_nodes; n++)
+        if (pfn < k->nodes[n].start_pfn + k->nodes[n].nr_pages)
+            return pfn >= k->nodes[n].start_pfn ? n : -1;
+    return -1;
+}
 
 static inline uint64_t fp_page_nr(const struct fp_page *p)
 {
@@ -94,6 +101,35 @@ typedef void (*fp_leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint
 int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, fp_leaf_fn leaf,
                    void *arg);
 
+int32_t fp_touch_tlb(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
+                     uint32_t flags);
+
+/* The hit path of fp_touch_tlb(), inlined into the workload loop: the node index
+ * of the access, or -1 for a miss (nothing changed; take fp_touch_tlb()). */
+static inline int32_t fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *tlb,
+                                 uint64_t addr, int write)
+{
+    const struct fp_tlb_entry *t = &tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)];
+    if (t->tag != (addr >> 21) + 1 || t->gen != k->tlb_gen)
+        return -1;
+    uint64_t set = FP_PAGE_ACCESSED | (write ? FP_PAGE_DIRTY : 0);
+    uint64_t *pmd = &k->tables[t->pmd];
+    uint64_t kind = *pmd & (FP_PAGE_PRESENT | FP_PAGE_PSE);
+    if (kind == (FP_PAGE_PRESENT | FP_PAGE_PSE) && !t->pte_table &&
+        (!write || (*pmd & FP_PAGE_RW))) {
+        *pmd |= set;
+        return fp_count_access(k, *pmd, addr, 1);
+    }
+    if (kind == FP_PAGE_PRESENT && fp_entry_addr(*pmd) == t->pte_table) {
+        uint64_t *e = &fp_table(k, t->pte_table)[fp_index(addr, 4)];
+        if ((*e & FP_PAGE_PRESENT) && (!write || (*e & FP_PAGE_RW))) {
+            *pmd |= FP_PAGE_ACCESSED;
+            *e |= set;
+            return fp_count_access(k, *e, addr, 0);
+        }
+    }
+    return -1;
+}
 void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr);
 
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */

@@ -140,6 +140,7 @@ int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
 
 void fp_table_free(struct fp_kernel *k, uint64_t idx)
 {
+    k->tlb_gen++; /* a TLB may hold entries of this table */
     uint64_t pfn = k->table_pfn[idx];
     memset(fp_table(k, idx), 0, FP_PTRS_PER_TABLE * sizeof(uint64_t));
     k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
@@ -442,6 +443,7 @@ int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32
     if (fp_entry_none(*e))
         return -ENOENT;
     *e = (*e | set) & ~clear;
+    k->tlb_gen++; /* an upper-level bit may have changed under a TLB */
     return 0;
 }
 
@@ -557,6 +559,39 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             return r;
     }
     return FP_NO_NODE; /* a PROT_NONE page: the access does not complete */
+}
+
+/* fp_touch through a workload's software TLB. A hit skips the PGD and PUD levels:
+ * their accessed bits were set by the walk that filled the entry and only
+ * fp_set_table_bits() clears them, which flushes (tlb_gen). The PMD and the PTE are
+ * read and marked exactly as fp_touch() marks them; anything else (not present,
+ * write-protected, a changed PMD) takes the full walk and refills the entry. */
+int32_t fp_touch_tlb(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
+                     uint32_t flags)
+{
+    int32_t r = fp_tlb_hit(k, tlb, addr, (flags & FP_FAULT_WRITE) != 0);
+    if (r >= 0)
+        return r;
+    struct fp_tlb_entry *t = &tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)];
+    r = fp_touch(k, id, addr, flags);
+    const struct fp_mm *mm = get_mm(k, id);
+    if (r < 0 || !mm || !mm->pgd || k->tlb_off)
+        return r;
+    uint64_t table = mm->pgd;
+    for (int l = 1; l <= 2; l++) {
+        uint64_t e = fp_table(k, table)[fp_index(addr, l)];
+        if (!(e & FP_PAGE_PRESENT) || (e & FP_PAGE_PSE))
+            return r;
+        table = fp_entry_addr(e);
+    }
+    uint64_t *pmd = &fp_table(k, table)[fp_index(addr, 3)];
+    if (!(*pmd & FP_PAGE_PRESENT))
+        return r;
+    t->tag = (addr >> 21) + 1;
+    t->gen = k->tlb_gen;
+    t->pmd = (uint64_t)(pmd - k->tables);
+    t->pte_table = (*pmd & FP_PAGE_PSE) ? 0 : fp_entry_addr(*pmd);
+    return r;
 }
 
 /* ---- fork ----------------------------------------------------------------------- */

@@ -22,7 +22,13 @@ static void *zalloc_big(size_t bytes)
     /* untouched pages of a large anonymous mapping cost nothing */
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    /* random accesses over GiBs of page tables and page metadata: with 4 KiB host
+     * pages nearly every access also misses the host TLB. Best effort. */
+    if (bytes >= (2u << 20))
+        madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
 }
 
 static void free_big(void *p, size_t bytes)
@@ -100,16 +106,6 @@ void fp_kernel_free(struct fp_kernel *k)
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
     free(k);
-}
-
-int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn)
-{
-    for (int n = 0; n < k->nr_nodes; n++) {
-        const struct fp_node *node = &k->nodes[n];
-        if (pfn >= node->start_pfn && pfn < node->start_pfn + node->nr_pages)
-            return n;
-    }
-    return -1;
 }
 
 /* Take one 4 KiB page from node n; -1 when the node is full. */

@@ -28,7 +28,8 @@ static inline double rng_unit(uint64_t *s) /* [0, 1) */
 
 static inline uint64_t rng_below(uint64_t *s, uint64_t n)
 {
-    return n ? (uint64_t)(rng_unit(s) * (double)n) : 0;
+    /* Lemire's multiply-high: uniform on [0, n) up to a 2^-64 bias, no floating point */
+    return (uint64_t)(((unsigned __int128)rng_next(s) * n) >> 64);
 }
 
 /* Continuous approximation of a Zipf(s) rank in [0, n): inverse CDF of a
@@ -44,20 +45,22 @@ static uint64_t zipf_rank(uint64_t *st, uint64_t n, double s)
     return r < n ? r : n - 1;
 }
 
-static uint64_t pick_page(struct fp_workload *wl)
+/* rng: the caller's copy of wl->rng, kept in a register (the page-table stores of
+ * a touch could alias wl->rng, which would force it through memory every step) */
+static inline uint64_t pick_page(struct fp_workload *wl, uint64_t *rng)
 {
     uint64_t n = wl->total_pages, idx;
     switch (wl->pattern) {
     case FP_WL_HOTCOLD: {
         uint64_t hot = wl->hot_pages < n ? wl->hot_pages : n;
-        if (hot == n || (hot && rng_unit(&wl->rng) < wl->hot_prob))
-            idx = wl->hot_offset + rng_below(&wl->rng, hot);
+        if (hot == n || (hot && rng_unit(rng) < wl->hot_prob))
+            idx = wl->hot_offset + rng_below(rng, hot);
         else
-            idx = wl->hot_offset + hot + rng_below(&wl->rng, n - hot);
+            idx = wl->hot_offset + hot + rng_below(rng, n - hot);
         break;
     }
     case FP_WL_ZIPF:
-        idx = wl->hot_offset + zipf_rank(&wl->rng, n, wl->zipf_s);
+        idx = wl->hot_offset + zipf_rank(rng, n, wl->zipf_s);
         break;
     case FP_WL_SEQ:
         idx = wl->seq_pos++;
@@ -65,17 +68,55 @@ static uint64_t pick_page(struct fp_workload *wl)
             wl->seq_pos = 0;
         break;
     default:
-        idx = rng_below(&wl->rng, n);
+        idx = rng_below(rng, n);
     }
-    return idx % n;
+    /* the division only for the few picks that wrap: it costs more than the rest */
+    return idx < n ? idx : idx % n;
+}
+
+/* fp_workload_run() for the common case: one region without THP, a host process,
+ * no NUMA-balancing hints. The same touches in the same order as the general loop,
+ * with the per-node tally in a local array the page-table stores cannot alias. */
+static int64_t run_simple(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
+{
+    const uint64_t start = wl->regions[0].start;
+    const uint32_t fault_flags = wl->regions[0].vma_flags << FP_FAULT_VMA_SHIFT;
+    const double write_frac = wl->write_frac;
+    uint64_t rng = wl->rng, on[FP_NO_NODE + 1] = {0}, i;
+    int64_t ret = (int64_t)n;
+    for (i = 0; i < n; i++) {
+        uint64_t addr = start + (pick_page(wl, &rng) << FP_PAGE_SHIFT);
+        int write = write_frac > 0 && rng_unit(&rng) < write_frac;
+        int32_t nid = fp_tlb_hit(k, wl->tlb, addr, write);
+        if (nid < 0) {
+            nid = fp_touch_tlb(k, wl->tlb, wl->mm, addr, fault_flags | (write ? FP_FAULT_WRITE : 0));
+            if (nid < 0) {
+                if (nid == -ENOMEM)
+                    wl->faults_failed++; /* the orchestrator OOM-kills; time goes on */
+                ret = nid == -ENOMEM ? (int64_t)i : nid;
+                break;
+            }
+        }
+        on[nid]++;
+    }
+    for (int j = 0; j <= FP_NO_NODE; j++)
+        wl->on_node[j] += on[j];
+    wl->rng = rng;
+    wl->touches += i;
+    return ret;
 }
 
 int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 {
     if (!wl->total_pages || !wl->nr_regions)
         return 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t idx = pick_page(wl);
+    if (wl->nr_regions == 1 && wl->vm < 0 && !(wl->regions[0].vma_flags & FP_VMA_THP) &&
+        !(k->numa_balancing & 2))
+        return run_simple(k, wl, n);
+    uint64_t rng = wl->rng, i;
+    int64_t ret = (int64_t)n;
+    for (i = 0; i < n; i++) {
+        uint64_t idx = pick_page(wl, &rng);
         const struct fp_region *r = wl->regions;
         while (idx >= r->nr_pages) {
             idx -= r->nr_pages;
@@ -83,27 +124,32 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
         }
         uint64_t addr = r->start + (idx << FP_PAGE_SHIFT);
         uint32_t flags = r->vma_flags << FP_FAULT_VMA_SHIFT;
-        if (wl->write_frac > 0 && rng_unit(&wl->rng) < wl->write_frac)
+        if (wl->write_frac > 0 && rng_unit(&rng) < wl->write_frac)
             flags |= FP_FAULT_WRITE;
         if (r->vma_flags & FP_VMA_THP) {
             uint64_t base = addr & ~(FP_PMD_SIZE - 1);
             if (base >= r->start && base + FP_PMD_SIZE <= r->start + (r->nr_pages << FP_PAGE_SHIFT))
                 flags |= FP_FAULT_THP;
         }
-        int32_t err = wl->vm >= 0 ? fp_ept_touch(k, wl->vm, addr, (flags & FP_FAULT_WRITE) != 0)
-                                  : fp_touch(k, wl->mm, addr, flags);
+        int write = (flags & FP_FAULT_WRITE) != 0;
+        int32_t err = wl->vm >= 0 ? fp_ept_touch(k, wl->vm, addr, write)
+                    : fp_tlb_hit(k, wl->tlb, addr, write);
+        if (err < 0 && wl->vm < 0)
+            err = fp_touch_tlb(k, wl->tlb, wl->mm, addr, flags);
         if (err == -ENOMEM) {
             /* out of memory: stop here; the orchestrator OOM-kills and time goes on */
             wl->faults_failed++;
-            return (int64_t)i;
-        } else if (err < 0)
-            return err;
-        else {
-            wl->on_node[err]++;
-            if ((k->numa_balancing & 2) && wl->vm < 0 && err < k->nr_nodes && !k->nodes[err].is_dram)
-                fp_numa_hint(k, k->mms[wl->mm], addr);
+            ret = (int64_t)i;
+            break;
+        } else if (err < 0) {
+            ret = err;
+            break;
         }
-        wl->touches++;
+        wl->on_node[err]++;
+        if ((k->numa_balancing & 2) && wl->vm < 0 && err < k->nr_nodes && !k->nodes[err].is_dram)
+            fp_numa_hint(k, k->mms[wl->mm], addr);
     }
-    return (int64_t)n;
+    wl->rng = rng;
+    wl->touches += i;
+    return ret;
 }

@@ -1,0 +1,94 @@
+"""The workload engine's software TLB (fp_touch_tlb) against the plain walk: two
+kernels run the same random operations, one with its TLBs on and one with
+`tlb_off` (every touch walks the page tables from the PGD, as fp_touch does), and
+must end in the same state: page tables (read back through idle_pages, which
+reports PMD-level accessed bits), ground-truth counts, events, node counters and
+what every workload saw. Operations that clear accessed bits or free tables (scans,
+PMD markers, unmapping, reclaim, migration, exit) are in the mix, so a stale TLB
+entry would show."""
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fakeproc.kernel.kernel import Kernel
+from fakeproc.kernel.native import KernelError, ffi, lib
+from fakeproc.kernel.workload import Workload
+from fakeproc.machine import load
+from kernel_ops import BASE, MACHINE, OPS, Interpreter
+
+TLB_OPS = st.one_of(
+    OPS,
+    st.tuples(st.just("pmd_bits"), st.integers(0, 10), st.integers(0, 4095), st.booleans()),
+    st.tuples(st.just("unmap"), st.integers(0, 10), st.integers(0, 4095), st.integers(1, 1024)),
+)
+
+
+class TlbInterpreter(Interpreter):
+    def apply(self, op: tuple) -> None:
+        k = self.k
+        if op[0] == "pmd_bits" and (t := self.pick(op[1])) is not None:
+            addr = BASE + op[2] * 4096
+            try:  # a pmd-idle / pmd-accessed marker: rewrites an upper-level entry
+                k.set_table_bits(t, addr, 3, 0 if op[3] else lib.FP_PAGE_ACCESSED,
+                                 lib.FP_PAGE_ACCESSED if op[3] else 0)
+            except KernelError:
+                pass
+        elif op[0] == "unmap" and (t := self.pick(op[1])) is not None:
+            start = BASE + op[2] * 4096  # frees the page tables it empties
+            lib.fp_unmap_range(k.native, t.mm_id, start, start + op[3] * 4096)
+        else:
+            super().apply(op)
+
+
+def snapshot(k: Kernel) -> dict:
+    n = k.native.nr_pfns
+    state = {"access": ffi.unpack(k.native.access_count, n),
+             "window": ffi.unpack(k.native.window_count, n),
+             "events": list(k.native.events),
+             "nodes": [k.node_stat(nid) for nid in k.node_ids]}
+    for t in sorted((t for t in k.tasks.values() if t.alive), key=lambda t: t.pid):
+        wl = t.workload
+        state[t.pid] = {
+            "pages": [(a, pfn, k.entry(t, a)) for v in k.mm(t.mm_id).vmas
+                      for a, pfn in k.range_pages(t, v.start, v.end)],
+            "workload": None if wl is None else (wl.touches, wl.faults_failed,
+                                                 wl.served_by_node(k.node_ids)),
+            # last: a full scan that skims idle PMDs reports the PMD-level accessed
+            # bits too (and clears them)
+            "idle": k.idle_pages_read(t, BASE, 1 << 20, lib.FP_SCAN_SKIM_IDLE).data,
+        }
+    return state
+
+
+SETUP = st.lists(st.tuples(st.just("spawn"), st.integers(1, 6), st.booleans(), st.integers(0, 1)),
+                 min_size=1, max_size=3)
+WORKLOADS = st.lists(st.tuples(st.sampled_from(["uniform", "hotcold", "zipf", "seq"]),
+                               st.sampled_from([0.0, 0.3, 1.0])), min_size=3, max_size=3)
+ADVANCE = st.tuples(st.just("advance"), st.floats(0.01, 0.1))
+SCAN = st.tuples(st.just("scan"), st.integers(0, 10), st.just(1 << 16),
+                 st.sampled_from([0, lib.FP_SCAN_SKIM_IDLE]))
+
+
+@settings(max_examples=int(os.environ.get("FAKEPROC_HYPOTHESIS_EXAMPLES", "200")) // 2,
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(swap=st.sampled_from(["0", "4MiB"]), setup=SETUP, workloads=WORKLOADS,
+       rounds=st.lists(st.tuples(st.one_of(SCAN, TLB_OPS), ADVANCE), min_size=1, max_size=15))
+def test_the_tlb_changes_nothing_but_speed(swap, setup, workloads, rounds):
+    """Each round: one operation, then the workloads run (mostly TLB hits)."""
+    fast, plain = load(MACHINE.format(swap=swap)), load(MACHINE.format(swap=swap))
+    plain.native.tlb_off = 1
+    for k in (fast, plain):
+        run = TlbInterpreter(k)
+        for op in setup:
+            run.apply(op)
+        for t, (pattern, write) in zip(list(k.tasks.values()), workloads):
+            k.attach_workload(t, Workload(pattern=pattern, rate=200_000, write=write, seed=t.pid))
+        run.apply(("advance", 0.05))  # fault everything in: later rounds hit the TLB
+        for op, advance in rounds:
+            run.apply(op)
+            run.apply(advance)
+    assert fast.check() == []
+    assert snapshot(fast) == snapshot(plain)

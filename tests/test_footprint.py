@@ -36,22 +36,23 @@ def test_bytes_per_page_from_the_allocators_accounting():
     use = k.mem_usage()
     nr_pfns = 64 * 256
     assert use["populated"] == 63 * 256
-    # struct fp_page: flags 2 + mapcount 2 + owner 4 + vpn 8 + LRU links 2 x 4
-    assert use["pages"] == nr_pfns * 24
+    # struct fp_page: flags 2 + mapcount 2 + reverse map (an entry index) 4 + LRU links 2 x 4
+    assert use["pages"] == nr_pfns * 16
     # ground truth: a 32-bit access count and a 16-bit window count per PFN
     assert use["truth"] == nr_pfns * 6
     # slot 0 of the arena (it means "none"), one PGD, PUD and PMD table, and 32 PTE
-    # tables for 63 MiB, each 4 KiB with its PFN and free-stack slot
+    # tables for 63 MiB, each 4 KiB with its PFN, free-stack slot, base address (8 B
+    # each) and owner (4 B)
     tables = 1 + 3 + 32
-    assert use["page_tables"] == tables * (PAGE + 16)
+    assert use["page_tables"] == tables * (PAGE + 28)
     # the free-block stack: 4 bytes per 2 MiB block; free 4 KiB pages cost nothing
     assert use["free_lists"] == 32 * 4
     assert use["rmap_ext"] == 0
     kernel_bytes = use["pages"] + use["page_tables"] + use["free_lists"]
-    # page metadata (with its LRU links) 24 B + the PTE 8 B = 32 B, plus at this small
-    # scale 1 B for the three tables above the PTEs and 0.4 B for the unpopulated MiB
-    assert 32 < kernel_bytes / use["populated"] < 34
-    assert (kernel_bytes + use["truth"]) / use["populated"] < 40
+    # page metadata (with its LRU links) 16 B + the PTE 8 B = 24 B, plus at this small
+    # scale 1 B for the three tables above the PTEs and 0.3 B for the unpopulated MiB
+    assert 24 < kernel_bytes / use["populated"] < 26
+    assert (kernel_bytes + use["truth"]) / use["populated"] < 32
 
 
 def test_a_repeated_pattern_is_built_in_a_few_c_calls(monkeypatch):

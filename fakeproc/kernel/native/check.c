@@ -134,9 +134,11 @@ static void check_pages(struct checker *c, int nid)
                     (unsigned long)pfn, p->mapcount, c->seen[pfn]);
         int level;
         uint64_t *e = fp_rmap_entry(k, p, &level);
-        if (!e || fp_entry_addr(*e) != pfn)
+        const struct fp_mm *owner = k->mms[fp_page_owner(k, p)];
+        if (!e || fp_entry_addr(*e) != pfn || !owner ||
+            fp_mm_leaf(k, owner, fp_page_vaddr(k, p), &level) != e)
             problem(c, "pfn %lu: its reverse map (mm %u, %#lx) does not lead back to it",
-                    (unsigned long)pfn, p->owner, (unsigned long)(p->vpn << FP_PAGE_SHIFT));
+                    (unsigned long)pfn, fp_page_owner(k, p), (unsigned long)fp_page_vaddr(k, p));
         fp_page_kind_add(st, p, +1);
         if (!(p->flags & FP_PG_LRU))
             problem(c, "pfn %lu is mapped but on no LRU list", (unsigned long)pfn);

@@ -146,11 +146,11 @@
 #define FP_FAULT_THP      2
 #define FP_FAULT_VMA_SHIFT 8
 
-struct fp_page {
+struct fp_page {           /* 16 bytes */
     uint16_t flags;        /* FP_PG_* */
     uint16_t mapcount;     /* number of PTEs (or PMDs) mapping it */
-    uint32_t owner;        /* mm id of the first mapper (reverse map) */
-    uint64_t vpn;          /* its virtual page number in that mm */
+    uint32_t pte;          /* reverse map: the arena index of the first mapper's entry
+                            * (its mm and address follow from the table's owner/base) */
     uint32_t lru_prev;     /* LRU neighbours (PFNs), FP_LRU_NONE at the ends */
     uint32_t lru_next;
 };
@@ -246,6 +246,8 @@ struct fp_kernel {
     uint64_t tables_cap;
     uint64_t tables_used;  /* bump pointer */
     uint64_t *table_pfn;   /* the node page backing each table (PageTables) */
+    uint64_t *table_base;  /* per table: the first address it maps | its level (1-4) */
+    uint32_t *table_mm;    /* per table: the mm it belongs to */
     uint64_t *free_tables; /* stack of freed table indices */
     uint64_t nr_free_tables;
     uint64_t free_tables_cap;

@@ -71,6 +71,32 @@ static inline int32_t fp_count_access(struct fp_kernel *k, uint64_t e, uint64_t 
     return nid < 0 ? FP_NO_NODE : nid;
 }
 
+/* The reverse map of struct fp_page: an arena index of an entry, its table's
+ * owner and base address (fp_mm_table_new records them). */
+static inline uint64_t fp_entry_index(const struct fp_kernel *k, const uint64_t *e)
+{
+    return (uint64_t)(e - k->tables);
+}
+static inline int fp_entry_level(const struct fp_kernel *k, uint64_t idx)
+{
+    return (int)(k->table_base[idx / FP_PTRS_PER_TABLE] & 7);
+}
+/* the virtual address the entry at arena index idx maps */
+static inline uint64_t fp_entry_vaddr(const struct fp_kernel *k, uint64_t idx)
+{
+    uint64_t base = k->table_base[idx / FP_PTRS_PER_TABLE];
+    int level = (int)(base & 7);
+    return (base & ~(uint64_t)0xfff) + ((idx % FP_PTRS_PER_TABLE) << (12 + 9 * (4 - level)));
+}
+static inline uint32_t fp_page_owner(const struct fp_kernel *k, const struct fp_page *p)
+{
+    return k->table_mm[p->pte / FP_PTRS_PER_TABLE];
+}
+static inline uint64_t fp_page_vaddr(const struct fp_kernel *k, const struct fp_page *p)
+{
+    return fp_entry_vaddr(k, p->pte);
+}
+
 /* lru.c: list membership and the per-node LRU counters move together */
 int fp_page_lru(const struct fp_page *p);
 void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru);
@@ -88,7 +114,7 @@ void fp_rmap_del(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr);
 typedef void (*fp_rmap_fn)(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                            void *arg);
 int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg);
-int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm);
+int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level);
 uint64_t *fp_mm_walk(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int32_t *level);
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level);
 int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr);

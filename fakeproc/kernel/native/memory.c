@@ -199,13 +199,17 @@ void fp_page_remove_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn, ui
     fp_free_page(k, pfn);
 }
 
-/* The entry of the page's first mapper (the others: fp_rmap_walk). */
+/* The entry of the page's first mapper (the others: fp_rmap_walk); NULL when it
+ * no longer maps the page as a present leaf (a THP's PMD split into swap PTEs). */
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level)
 {
-    const struct fp_mm *mm = p->owner < FP_MAX_MMS ? k->mms[p->owner] : NULL;
     if (!p->mapcount)
         return NULL;
-    return fp_mm_leaf(k, mm, p->vpn << FP_PAGE_SHIFT, level);
+    uint64_t *e = &k->tables[p->pte];
+    *level = fp_entry_level(k, p->pte);
+    if (!fp_entry_present(*e) || (*level < 4 && !(*e & FP_PAGE_PSE)))
+        return NULL;
+    return fp_entry_addr(*e) == (uint64_t)(p - k->pages) ? e : NULL;
 }
 
 /* Allocate and account the page that will map addr: on `node` when >= 0 (scenario
@@ -254,12 +258,18 @@ static struct fp_mm *get_mm(struct fp_kernel *k, uint32_t id)
     return id < FP_MAX_MMS ? k->mms[id] : NULL;
 }
 
-/* A new page table for mm, counted in its nr_tables (the checker recounts them). */
-int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm)
+/* A new page table for mm at `level` (1 = PGD ... 4 = PTE) covering addr, counted
+ * in its nr_tables (the checker recounts them); its owner and base address are
+ * recorded for the reverse map. */
+int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level)
 {
     int64_t t = fp_table_alloc(k, mm);
-    if (t >= 0)
-        mm->nr_tables++;
+    if (t < 0)
+        return t;
+    mm->nr_tables++;
+    uint64_t span = 1ULL << (12 + 9 * (4 - level) + 9); /* what the whole table maps */
+    k->table_base[t] = (addr & ~(span - 1)) | (uint64_t)level;
+    k->table_mm[t] = mm->id;
     return t;
 }
 
@@ -271,7 +281,7 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
 {
     *err = 0;
     if (!mm->pgd) {
-        int64_t t = alloc ? fp_mm_table_new(k, mm) : -ENOENT;
+        int64_t t = alloc ? fp_mm_table_new(k, mm, addr, 1) : -ENOENT;
         if (t < 0) {
             *err = (int)t;
             return NULL;
@@ -282,7 +292,7 @@ static uint64_t *walk_to(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, i
     for (int l = 1; l < level; l++) {
         uint64_t *e = &fp_table(k, table)[fp_index(addr, l)];
         if (fp_entry_none(*e)) {
-            int64_t t = alloc ? fp_mm_table_new(k, mm) : -ENOENT;
+            int64_t t = alloc ? fp_mm_table_new(k, mm, addr, l + 1) : -ENOENT;
             if (t < 0) {
                 *err = (int)t;
                 return NULL;

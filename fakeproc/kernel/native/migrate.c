@@ -53,14 +53,13 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
-    struct fp_mm *mm = old->owner < FP_MAX_MMS ? k->mms[old->owner] : NULL;
+    struct fp_mm *mm = k->mms[fp_page_owner(k, old)];
     if (old->flags & FP_PG_LRU) /* else reclaim has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
     new->flags |= old->flags & MIGRATE_KEEP;
     new->mapcount = old->mapcount;
-    new->owner = old->owner;
-    new->vpn = old->vpn;
+    new->pte = old->pte;
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     fp_rmap_walk(k, pfn, remap_one, &np); /* every mapper's entry, installed old */

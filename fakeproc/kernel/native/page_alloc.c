@@ -40,7 +40,9 @@ static void free_big(void *p, size_t bytes)
 struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
                                 uint64_t max_tables)
 {
-    if (nr_nodes <= 0 || nr_nodes > FP_MAX_NODES || max_tables < 2)
+    /* struct fp_page's reverse map is a 32-bit arena index */
+    if (nr_nodes <= 0 || nr_nodes > FP_MAX_NODES || max_tables < 2 ||
+        max_tables > (1ULL << 32) / FP_PTRS_PER_TABLE)
         return NULL;
     struct fp_kernel *k = calloc(1, sizeof(*k));
     if (!k)
@@ -61,7 +63,10 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->free_tables_cap = max_tables;
     k->free_tables = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
-    if (!k->pages || !k->access_count || !k->window_count || !k->tables || !k->free_tables || !k->table_pfn)
+    k->table_base = zalloc_big(max_tables * sizeof(uint64_t));
+    k->table_mm = zalloc_big(max_tables * sizeof(uint32_t));
+    if (!k->pages || !k->access_count || !k->window_count || !k->tables || !k->free_tables ||
+        !k->table_pfn || !k->table_base || !k->table_mm)
         goto fail;
     k->tables_used = 1;
     k->nr_nodes = nr_nodes;
@@ -105,6 +110,8 @@ void fp_kernel_free(struct fp_kernel *k)
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
+    free_big(k->table_base, k->tables_cap * sizeof(uint64_t));
+    free_big(k->table_mm, k->tables_cap * sizeof(uint32_t));
     free(k);
 }
 
@@ -206,7 +213,8 @@ void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
 {
     memset(out, 0, sizeof(*out));
     out->pages = k->nr_pfns * sizeof(struct fp_page);
-    out->page_tables = k->tables_used * (FP_PTRS_PER_TABLE * sizeof(uint64_t) + 2 * sizeof(uint64_t));
+    out->page_tables = k->tables_used * (FP_PTRS_PER_TABLE * sizeof(uint64_t) + 3 * sizeof(uint64_t) +
+                                         sizeof(uint32_t));
     out->truth = k->nr_pfns * (sizeof(*k->access_count) + sizeof(*k->window_count));
     for (int n = 0; n < k->nr_nodes; n++)
         out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t);

@@ -25,7 +25,7 @@
             if ((p_->flags & FP_PG_ALLOCATED) && p_->mapcount && !(p_->flags & FP_PG_TAIL)) \
                 for (uint64_t i_ = 0; i_ < nr_; i_++) {                            \
                     uint64_t pfn = pfn_ + i_;                                      \
-                    uint32_t owner = p_->owner;                                    \
+                    uint32_t owner = fp_page_owner(k, p_);                         \
                     body                                                           \
                 }                                                                  \
             pfn_ += nr_;                                                           \

@@ -114,7 +114,7 @@ static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, 
         *e = swp;
         return 0;
     }
-    int64_t t = fp_mm_table_new(k, mm);
+    int64_t t = fp_mm_table_new(k, mm, fp_entry_vaddr(k, fp_entry_index(k, e)), 4);
     if (t < 0)
         return (int)t;
     uint64_t *ptes = fp_table(k, (uint64_t)t);
@@ -137,13 +137,13 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn)
     if (p->mapcount > 1)
         return -EBUSY; /* a page shared after fork is not swapped in the emulation */
     uint64_t *e = fp_rmap_entry(k, p, &level);
-    struct fp_mm *mm = k->mms[p->owner];
+    struct fp_mm *mm = k->mms[fp_page_owner(k, p)];
     if (!e || swap_entries_for(k, mm, e, level, nr))
         return -ENOMEM;
     k->swap_used += nr;
     mm->nr_swap += nr;
     k->events[FP_EV_PSWPOUT] += nr;
-    fp_page_remove_rmap(k, mm, pfn, p->vpn << FP_PAGE_SHIFT);
+    fp_page_remove_rmap(k, mm, pfn, fp_page_vaddr(k, p));
     return 0;
 }
 

@@ -1,4 +1,4 @@
-"""The workload engine's software TLB (fp_touch_tlb) against the plain walk: two
+"""The workload engine's software TLB (fp_tlb_hit, fp_tlb_miss) against the plain walk: two
 kernels run the same random operations, one with its TLBs on and one with
 `tlb_off` (every touch walks the page tables from the PGD, as fp_touch does), and
 must end in the same state: page tables (read back through idle_pages, which

@@ -127,11 +127,15 @@ typedef void (*fp_leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint
 int fp_walk_leaves(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, fp_leaf_fn leaf,
                    void *arg);
 
-int32_t fp_touch_tlb(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
-                     uint32_t flags);
+int32_t fp_tlb_miss(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
+                    uint32_t flags);
 
-/* The hit path of fp_touch_tlb(), inlined into the workload loop: the node index
- * of the access, or -1 for a miss (nothing changed; take fp_touch_tlb()). */
+/* A touch through a workload's software TLB, inlined into the workload loop: the
+ * node index of the access, or -1 for a miss (nothing changed; take fp_tlb_miss()).
+ * A hit skips the PGD and PUD levels: their accessed bits were set by the walk that
+ * filled the entry and only fp_set_table_bits() clears them, which flushes
+ * (tlb_gen). The PMD and the PTE are read and marked exactly as fp_touch() marks
+ * them; anything else (not present, write-protected, a changed PMD) is a miss. */
 static inline int32_t fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *tlb,
                                  uint64_t addr, int write)
 {

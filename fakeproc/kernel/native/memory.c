@@ -571,32 +571,20 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     return FP_NO_NODE; /* a PROT_NONE page: the access does not complete */
 }
 
-/* fp_touch through a workload's software TLB. A hit skips the PGD and PUD levels:
- * their accessed bits were set by the walk that filled the entry and only
- * fp_set_table_bits() clears them, which flushes (tlb_gen). The PMD and the PTE are
- * read and marked exactly as fp_touch() marks them; anything else (not present,
- * write-protected, a changed PMD) takes the full walk and refills the entry. */
-int32_t fp_touch_tlb(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
-                     uint32_t flags)
+/* A workload TLB miss (fp_tlb_hit() said -1): the full fp_touch(), then the entry
+ * for addr's 2 MiB region is refilled from the walk. fp_tlb_hit() explains why a
+ * hit may skip the PGD and PUD levels. */
+int32_t fp_tlb_miss(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
+                    uint32_t flags)
 {
-    int32_t r = fp_tlb_hit(k, tlb, addr, (flags & FP_FAULT_WRITE) != 0);
-    if (r >= 0)
-        return r;
-    struct fp_tlb_entry *t = &tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)];
-    r = fp_touch(k, id, addr, flags);
-    const struct fp_mm *mm = get_mm(k, id);
+    int32_t r = fp_touch(k, id, addr, flags), err;
+    struct fp_mm *mm = get_mm(k, id);
     if (r < 0 || !mm || !mm->pgd || k->tlb_off)
         return r;
-    uint64_t table = mm->pgd;
-    for (int l = 1; l <= 2; l++) {
-        uint64_t e = fp_table(k, table)[fp_index(addr, l)];
-        if (!(e & FP_PAGE_PRESENT) || (e & FP_PAGE_PSE))
-            return r;
-        table = fp_entry_addr(e);
-    }
-    uint64_t *pmd = &fp_table(k, table)[fp_index(addr, 3)];
-    if (!(*pmd & FP_PAGE_PRESENT))
+    uint64_t *pmd = walk_to(k, mm, addr, 3, 0, &err);
+    if (!pmd || !(*pmd & FP_PAGE_PRESENT))
         return r;
+    struct fp_tlb_entry *t = &tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)];
     t->tag = (addr >> 21) + 1;
     t->gen = k->tlb_gen;
     t->pmd = (uint64_t)(pmd - k->tables);

@@ -74,46 +74,13 @@ static inline uint64_t pick_page(struct fp_workload *wl, uint64_t *rng)
     return idx < n ? idx : idx % n;
 }
 
-/* fp_workload_run() for the common case: one region without THP, a host process,
- * no NUMA-balancing hints. The same touches in the same order as the general loop,
- * with the per-node tally in a local array the page-table stores cannot alias. */
-static int64_t run_simple(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
-{
-    const uint64_t start = wl->regions[0].start;
-    const uint32_t fault_flags = wl->regions[0].vma_flags << FP_FAULT_VMA_SHIFT;
-    const double write_frac = wl->write_frac;
-    uint64_t rng = wl->rng, on[FP_NO_NODE + 1] = {0}, i;
-    int64_t ret = (int64_t)n;
-    for (i = 0; i < n; i++) {
-        uint64_t addr = start + (pick_page(wl, &rng) << FP_PAGE_SHIFT);
-        int write = write_frac > 0 && rng_unit(&rng) < write_frac;
-        int32_t nid = fp_tlb_hit(k, wl->tlb, addr, write);
-        if (nid < 0) {
-            nid = fp_touch_tlb(k, wl->tlb, wl->mm, addr, fault_flags | (write ? FP_FAULT_WRITE : 0));
-            if (nid < 0) {
-                if (nid == -ENOMEM)
-                    wl->faults_failed++; /* the orchestrator OOM-kills; time goes on */
-                ret = nid == -ENOMEM ? (int64_t)i : nid;
-                break;
-            }
-        }
-        on[nid]++;
-    }
-    for (int j = 0; j <= FP_NO_NODE; j++)
-        wl->on_node[j] += on[j];
-    wl->rng = rng;
-    wl->touches += i;
-    return ret;
-}
-
 int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 {
     if (!wl->total_pages || !wl->nr_regions)
         return 0;
-    if (wl->nr_regions == 1 && wl->vm < 0 && !(wl->regions[0].vma_flags & FP_VMA_THP) &&
-        !(k->numa_balancing & 2))
-        return run_simple(k, wl, n);
-    uint64_t rng = wl->rng, i;
+    /* rng and the per-node tally stay local: the page-table stores of a touch could
+     * alias wl's fields, which would force them through memory every step */
+    uint64_t rng = wl->rng, on[FP_NO_NODE + 1] = {0}, i;
     int64_t ret = (int64_t)n;
     for (i = 0; i < n; i++) {
         uint64_t idx = pick_page(wl, &rng);
@@ -135,7 +102,7 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
         int32_t err = wl->vm >= 0 ? fp_ept_touch(k, wl->vm, addr, write)
                     : fp_tlb_hit(k, wl->tlb, addr, write);
         if (err < 0 && wl->vm < 0)
-            err = fp_touch_tlb(k, wl->tlb, wl->mm, addr, flags);
+            err = fp_tlb_miss(k, wl->tlb, wl->mm, addr, flags);
         if (err == -ENOMEM) {
             /* out of memory: stop here; the orchestrator OOM-kills and time goes on */
             wl->faults_failed++;
@@ -145,10 +112,12 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
             ret = err;
             break;
         }
-        wl->on_node[err]++;
+        on[err]++;
         if ((k->numa_balancing & 2) && wl->vm < 0 && err < k->nr_nodes && !k->nodes[err].is_dram)
             fp_numa_hint(k, k->mms[wl->mm], addr);
     }
+    for (int j = 0; j <= FP_NO_NODE; j++)
+        wl->on_node[j] += on[j];
     wl->rng = rng;
     wl->touches += i;
     return ret;

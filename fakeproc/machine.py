@@ -43,6 +43,7 @@ PAGE_STATES: dict[str, tuple[int, int]] = {
     "pinned": (4, _P | _A),  # present and accessed, with an extra reference: migration fails
 }
 PMD_MARKERS = {"pmd-idle": (0, _A), "pmd-accessed": (_A, 0)}
+LEVEL_SIZE = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}  # bytes one leaf maps at each level
 _EA, _ED = lib.FP_EPT_ACCESSED, lib.FP_EPT_DIRTY
 # EPT leaf states of a VM's memory slot: state -> (level, accessed/dirty bits); "none"
 # leaves the guest page unmapped (a hole)
@@ -281,7 +282,7 @@ def _vma_from(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any]) -> Vma:
 
 def _unit(run: PageRun) -> int:
     level = PAGE_STATES[run.state][0] if run.state in PAGE_STATES else 4
-    return {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+    return LEVEL_SIZE[level]
 
 
 def _check_pages(ck: _Checker, path: tuple[Any, ...], vma: Vma, runs: list[PageRun],
@@ -454,7 +455,7 @@ def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, 
         for run in runs:
             if run.node is not None and run.node not in node_ids:
                 raise ck.error(spath + ("pages",), f"node {run.node} in {run.state!r} does not exist")
-            unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[EPT_STATES[run.state][0]]
+            unit = LEVEL_SIZE[EPT_STATES[run.state][0]]
             if end % unit:
                 raise ck.error(spath + ("pages",), f"{run.state!r} at gpa {end:#x} is not aligned")
             end += run.count * unit
@@ -503,7 +504,7 @@ def _apply_pages(kernel: Kernel, task: Any, plan: _VmaPlan, report: Callable[[in
             continue
         level, bits = PAGE_STATES[run.state]
         node = run.node if run.node is not None else default_node
-        unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+        unit = LEVEL_SIZE[level]
         if level == 4:
             if bits:
                 kernel.set_ptes(task, addr, run.count, bits, node, vma)
@@ -628,7 +629,7 @@ def _build_vm(ck: _Checker, kernel: Kernel, task: Task, plan: _ProcPlan, seed: i
         gpa = slot.gpa
         for run in runs:
             level, bits = EPT_STATES[run.state]
-            unit = {4: PAGE_SIZE, 3: PMD_SIZE, 2: PUD_SIZE}[level]
+            unit = LEVEL_SIZE[level]
             for _ in range(run.count if bits else 0):
                 try:
                     kvm.ept_set(kernel, task, gpa, level, bits, run.node if run.node is not None else node)

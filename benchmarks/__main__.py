@@ -70,6 +70,7 @@ def unmount(proc: subprocess.Popen, mnt: Path) -> None:
 
 def machine(pages: int) -> str:
     dram = pages * 4 // 1024 + pages * 8 // (1 << 20) + 256  # the pages, their page tables, slack
+    dram += dram % 2  # nodes come in 2 MiB blocks
     return (f'[[node]]\ntype = "dram"\nsize = "{dram}MiB"\ncpus = "0"\n'
             f'[[process]]\npid = 4300001\nname = "bench"\n[[process.vma]]\n'
             f'start = {BASE:#x}\nsize = "{pages * 4}KiB"\npages = "1 accessed, 1 idle, 2 accessed, 4 idle"\n'

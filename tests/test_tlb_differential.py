@@ -1,7 +1,9 @@
-"""The workload engine's software TLB (fp_tlb_hit, fp_tlb_miss) against the plain walk: two
-kernels run the same random operations, one with its TLBs on and one with
-`tlb_off` (every touch walks the page tables from the PGD, as fp_touch does), and
-must end in the same state: page tables (read back through idle_pages, which
+"""The workload engine's software TLB (fp_tlb_hit, fp_tlb_miss) and its pipelined loop
+(picks drawn ahead, entries filled at draw time, prefetches) against the plain walk:
+three kernels run the same random operations, one with its TLBs on, one that also
+runs every workload pipelined (`wl_pipeline_pages = 0`), and one with `tlb_off`
+(every touch walks the page tables from the PGD, as fp_touch does); all must end in
+the same state: page tables (read back through idle_pages, which
 reports PMD-level accessed bits), ground-truth counts, events, node counters and
 what every workload saw. Operations that clear accessed bits or free tables (scans,
 PMD markers, unmapping, reclaim, migration, exit) are in the mix, so a stale TLB
@@ -14,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fakeproc.kernel.kernel import Kernel
+from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import KernelError, ffi, lib
 from fakeproc.kernel.workload import Workload
 from fakeproc.machine import load
@@ -22,6 +25,9 @@ from kernel_ops import BASE, MACHINE, OPS, Interpreter
 TLB_OPS = st.one_of(
     OPS,
     st.tuples(st.just("pmd_bits"), st.integers(0, 10), st.integers(0, 4095), st.booleans()),
+    # the PGD or PUD entry's accessed bit cleared: a TLB hit may skip those levels
+    # only while their bits are set
+    st.tuples(st.just("upper_idle"), st.integers(0, 10), st.sampled_from([1, 2])),
     st.tuples(st.just("unmap"), st.integers(0, 10), st.integers(0, 4095), st.integers(1, 1024)),
 )
 
@@ -36,6 +42,11 @@ class TlbInterpreter(Interpreter):
                                  lib.FP_PAGE_ACCESSED if op[3] else 0)
             except KernelError:
                 pass
+        elif op[0] == "upper_idle" and (t := self.pick(op[1])) is not None:
+            try:
+                k.set_table_bits(t, BASE, op[2], 0, lib.FP_PAGE_ACCESSED)
+            except KernelError:
+                pass
         elif op[0] == "unmap" and (t := self.pick(op[1])) is not None:
             start = BASE + op[2] * 4096  # frees the page tables it empties
             lib.fp_unmap_range(k.native, t.mm_id, start, start + op[3] * 4096)
@@ -43,10 +54,26 @@ class TlbInterpreter(Interpreter):
             super().apply(op)
 
 
+def upper_entries(k: Kernel, mm_id: int, start: int, end: int) -> list[int]:
+    """The PGD, PUD and PMD entries over [start, end), read from the arena (the leaf
+    reads below show PTEs and PMD accessed bits, not the levels a TLB hit skips)."""
+    out, tables, pgd = [], k.native.tables, k.native.mms[mm_id].pgd
+    for addr in range(start, end, 1 << 21):
+        table = pgd
+        for level in (1, 2, 3):
+            e = tables[table * 512 + ((addr >> (12 + 9 * (4 - level))) & 511)]
+            out.append(e)
+            if not e & lib.FP_PAGE_PRESENT or e & lib.FP_PAGE_PSE:
+                break
+            table = (e & 0x000FFFFFFFFFF000) >> 12
+    return out
+
+
 def snapshot(k: Kernel) -> dict:
     n = k.native.nr_pfns
-    state = {"access": ffi.unpack(k.native.access_count, n),
-             "window": ffi.unpack(k.native.window_count, n),
+    access, window = ffi.new("uint32_t[]", n), ffi.new("uint16_t[]", n)
+    lib.fp_truth_read(k.native, 0, n, access, window)
+    state = {"access": list(access), "window": list(window),
              "events": list(k.native.events),
              "nodes": [k.node_stat(nid) for nid in k.node_ids]}
     for t in sorted((t for t in k.tasks.values() if t.alive), key=lambda t: t.pid):
@@ -54,8 +81,10 @@ def snapshot(k: Kernel) -> dict:
         state[t.pid] = {
             "pages": [(a, pfn, k.entry(t, a)) for v in k.mm(t.mm_id).vmas
                       for a, pfn in k.range_pages(t, v.start, v.end)],
+            "upper": [upper_entries(k, t.mm_id, v.start, v.end) for v in k.mm(t.mm_id).vmas],
             "workload": None if wl is None else (wl.touches, wl.faults_failed,
-                                                 wl.served_by_node(k.node_ids)),
+                                                 wl.served_by_node(k.node_ids),
+                                                 wl._c.rng, wl._c.seq_pos),
             # last: a full scan that skims idle PMDs reports the PMD-level accessed
             # bits too (and clears them)
             "idle": k.idle_pages_read(t, BASE, 1 << 20, lib.FP_SCAN_SKIM_IDLE).data,
@@ -78,9 +107,10 @@ SCAN = st.tuples(st.just("scan"), st.integers(0, 10), st.just(1 << 16),
        rounds=st.lists(st.tuples(st.one_of(SCAN, TLB_OPS), ADVANCE), min_size=1, max_size=15))
 def test_the_tlb_changes_nothing_but_speed(swap, setup, workloads, rounds):
     """Each round: one operation, then the workloads run (mostly TLB hits)."""
-    fast, plain = load(MACHINE.format(swap=swap)), load(MACHINE.format(swap=swap))
+    fast, piped, plain = (load(MACHINE.format(swap=swap)) for _ in range(3))
+    piped.native.wl_pipeline_pages = 0
     plain.native.tlb_off = 1
-    for k in (fast, plain):
+    for k in (fast, piped, plain):
         run = TlbInterpreter(k)
         for op in setup:
             run.apply(op)
@@ -90,5 +120,36 @@ def test_the_tlb_changes_nothing_but_speed(swap, setup, workloads, rounds):
         for op, advance in rounds:
             run.apply(op)
             run.apply(advance)
-    assert fast.check() == []
-    assert snapshot(fast) == snapshot(plain)
+    assert fast.check() == [] and piped.check() == []
+    reference = snapshot(plain)
+    assert snapshot(fast) == reference
+    assert snapshot(piped) == reference
+
+
+# 8 MiB of DRAM, no swap: a 12 MiB process runs out of memory part-way
+SMALL = """
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "0"
+"""
+
+
+def test_a_pipelined_run_that_runs_out_of_memory_stops_where_the_plain_one_does():
+    """The pipelined loop draws 48 picks ahead; when a touch fails (ENOMEM), the
+    generator must be rewound to just after that touch, so the next run continues
+    the same stream as the plain loop's."""
+    states = []
+    for pipelined in (False, True):
+        k = load(SMALL)
+        k.native.wl_pipeline_pages = 0 if pipelined else 1 << 62
+        t = k.spawn(100, "big")
+        k.add_vma(t, Vma(BASE, BASE + (12 << 20)))
+        wl = Workload(pattern="seq", rate=1, seed=7)
+        k.attach_workload(t, wl)
+        # the first run stops part-way, the second fails at its first touch
+        done = [lib.fp_workload_run(k.native, wl._c, n) for n in (4096, 64)]
+        states.append((done, wl.touches, wl.faults_failed, wl._c.rng, wl._c.seq_pos,
+                       k.node_stat(k.node_ids[0])))
+        assert wl.faults_failed >= 1 and wl._c.seq_pos < 3072  # it did stop early
+    assert states[0] == states[1]

@@ -241,6 +241,12 @@ struct fp_rmap_ext {
     uint32_t pad;
 };
 
+struct fp_truth;
+
+/* the smallest workload (pages) worth the prefetching loop: its PTEs and truth
+ * records no longer fit in a core's cache */
+#define FP_WL_PIPELINE_PAGES 131072
+
 struct fp_kernel {
     uint64_t *tables;      /* arena of 512-entry tables, index 0 reserved */
     uint64_t tables_cap;
@@ -252,8 +258,7 @@ struct fp_kernel {
     uint64_t nr_free_tables;
     uint64_t free_tables_cap;
     struct fp_page *pages; /* indexed by PFN */
-    uint32_t *access_count;/* ground truth: CPU accesses per PFN since the last reset */
-    uint16_t *window_count;/* the same per recorder window (saturating), see fp_oracle() */
+    struct fp_truth *truth;/* ground truth per PFN (internal.h): one record, one cache miss */
     uint64_t nr_pfns;
     uint64_t device_pfn;   /* next PFN handed out for device (DAX) memory */
     int32_t nr_nodes;
@@ -270,6 +275,8 @@ struct fp_kernel {
     uint64_t tlb_gen;      /* moves on every table free or upper-level rewrite: TLBs flush */
     int32_t tlb_off;       /* never fill workload TLBs: every touch walks (the reference
                             * path of the differential test) */
+    uint64_t wl_pipeline_pages; /* workloads of this many pages or more run the pipelined
+                            * loop (workload.c); fp_kernel_new sets FP_WL_PIPELINE_PAGES */
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
     uint64_t swap_used;
 };
@@ -444,16 +451,19 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 /* ground truth: access counts of n PFNs into out (reset them when asked) */
 void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
                       int32_t reset);
+/* ground truth of the n PFNs from start, both counts (struct fp_truth stays internal) */
+void fp_truth_read(const struct fp_kernel *k, uint64_t start, uint64_t n, uint32_t *access,
+                   uint16_t *window);
 
 /* The recorder's window: for every mm, the accesses of this window (sum of
- * window_count over its pages) and those an oracle placement would have served
+ * the window counts of its pages) and those an oracle placement would have served
  * from DRAM (the hottest pages, as many as dram_pages); then the window restarts.
  * out_total/out_oracle are indexed by mm id, n_mm entries. */
 int32_t fp_oracle(struct fp_kernel *k, uint64_t dram_pages, uint64_t *out_total,
                   uint64_t *out_oracle, uint32_t n_mm);
 
 /* Heat of [start, end) of one mm in nbuckets equal buckets: this window's accesses
- * (window_count), present pages, and present pages on DRAM nodes, per bucket.
+ * (window counts), present pages, and present pages on DRAM nodes, per bucket.
  * Call before fp_oracle(), which ends the window. */
 int32_t fp_heat(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, uint32_t nbuckets,
                 uint64_t *accesses, uint64_t *pages, uint64_t *dram_pages);

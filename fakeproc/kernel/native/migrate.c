@@ -67,10 +67,8 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
         if (k->rmap_ext[i].pfn == pfn)
             k->rmap_ext[i].pfn = (uint64_t)np;
 
-    for (uint64_t i = 0; i < (huge ? FP_PAGES_PER_HUGE : 1); i++) { /* ground truth follows */
-        k->access_count[(uint64_t)np + i] = k->access_count[pfn + i];
-        k->window_count[(uint64_t)np + i] = k->window_count[pfn + i];
-    }
+    /* ground truth follows */
+    memcpy(&k->truth[np], &k->truth[pfn], fp_page_nr(new) * sizeof(struct fp_truth));
     int src_dram = k->nodes[fp_pfn_to_node(k, pfn)].is_dram, dst_dram = k->nodes[dst].is_dram;
     if (mm && src_dram != dst_dram) {
         uint64_t n = fp_page_nr(new);
@@ -102,7 +100,7 @@ void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr)
     if (pfn >= k->nr_pfns)
         return;
     uint64_t sub = level == 3 ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0;
-    if (k->window_count[pfn + sub] != 2)
+    if (k->truth[pfn + sub].window != 2)
         return;
     k->events[FP_EV_NUMA_HINT_FAULTS]++;
     k->events[FP_EV_PGPROMOTE_CANDIDATE]++;

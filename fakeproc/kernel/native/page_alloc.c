@@ -54,10 +54,10 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
         pfn += node_pages[n];
     }
     k->nr_pfns = pfn;
+    k->wl_pipeline_pages = FP_WL_PIPELINE_PAGES;
     k->device_pfn = pfn + FP_PAGES_PER_HUGE * FP_PTRS_PER_TABLE; /* a gap, then DAX */
     k->pages = zalloc_big(pfn * sizeof(struct fp_page));
-    k->access_count = zalloc_big(pfn * sizeof(uint32_t));
-    k->window_count = zalloc_big(pfn * sizeof(uint16_t));
+    k->truth = zalloc_big(pfn * sizeof(struct fp_truth));
     k->tables_cap = max_tables;
     k->tables = zalloc_big(max_tables * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     k->free_tables_cap = max_tables;
@@ -65,7 +65,7 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_base = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_mm = zalloc_big(max_tables * sizeof(uint32_t));
-    if (!k->pages || !k->access_count || !k->window_count || !k->tables || !k->free_tables ||
+    if (!k->pages || !k->truth || !k->tables || !k->free_tables ||
         !k->table_pfn || !k->table_base || !k->table_mm)
         goto fail;
     k->tables_used = 1;
@@ -104,9 +104,8 @@ void fp_kernel_free(struct fp_kernel *k)
         free_big(node->free_blocks, node->nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t));
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
-    free_big(k->access_count, k->nr_pfns * sizeof(uint32_t));
+    free_big(k->truth, k->nr_pfns * sizeof(struct fp_truth));
     free(k->rmap_ext);
-    free_big(k->window_count, k->nr_pfns * sizeof(uint16_t));
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
@@ -168,8 +167,7 @@ void fp_free_page(struct fp_kernel *k, uint64_t pfn)
     int huge = k->pages[pfn].flags & FP_PG_HEAD;
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
     memset(&k->pages[pfn], 0, nr * sizeof(struct fp_page)); /* free == all zero */
-    memset(&k->access_count[pfn], 0, nr * sizeof(uint32_t));
-    memset(&k->window_count[pfn], 0, nr * sizeof(uint16_t));
+    memset(&k->truth[pfn], 0, nr * sizeof(struct fp_truth));
     if (huge)
         node->free_blocks[node->nr_free_blocks++] =
             (uint32_t)((pfn - node->start_pfn) / FP_PAGES_PER_HUGE);
@@ -199,9 +197,18 @@ void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uin
 {
     for (uint64_t i = 0; i < n; i++) {
         uint64_t pfn = pfns[i];
-        out[i] = pfn < k->nr_pfns ? k->access_count[pfn] : 0;
+        out[i] = pfn < k->nr_pfns ? k->truth[pfn].access : 0;
         if (reset && pfn < k->nr_pfns)
-            k->access_count[pfn] = 0;
+            k->truth[pfn].access = 0;
+    }
+}
+
+void fp_truth_read(const struct fp_kernel *k, uint64_t start, uint64_t n, uint32_t *access,
+                   uint16_t *window)
+{
+    for (uint64_t i = 0; i < n && start + i < k->nr_pfns; i++) {
+        access[i] = k->truth[start + i].access;
+        window[i] = k->truth[start + i].window;
     }
 }
 
@@ -215,7 +222,7 @@ void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
     out->pages = k->nr_pfns * sizeof(struct fp_page);
     out->page_tables = k->tables_used * (FP_PTRS_PER_TABLE * sizeof(uint64_t) + 3 * sizeof(uint64_t) +
                                          sizeof(uint32_t));
-    out->truth = k->nr_pfns * (sizeof(*k->access_count) + sizeof(*k->window_count));
+    out->truth = k->nr_pfns * sizeof(struct fp_truth);
     for (int n = 0; n < k->nr_nodes; n++)
         out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t);
     out->rmap_ext = k->cap_rmap_ext * sizeof(struct fp_rmap_ext);

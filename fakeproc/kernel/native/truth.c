@@ -2,7 +2,7 @@
  * Ground truth for scoring placement: what an oracle would have kept in DRAM.
  * No kernel counterpart: a real machine cannot count every access.
  *
- * fp_oracle() takes the accesses of the current window (window_count, per base
+ * fp_oracle() takes the accesses of the current window (truth[].window, per base
  * page), picks the hottest pages that fit in `dram_pages` (a counting sort over
  * the saturating 16-bit counts), and reports per address space how many of its
  * accesses that oracle placement would have served from DRAM; then it starts a
@@ -40,7 +40,7 @@ int32_t fp_oracle(struct fp_kernel *k, uint64_t dram_pages, uint64_t *out_total,
         return -ENOMEM;
     memset(out_total, 0, n_mm * sizeof(uint64_t));
     memset(out_oracle, 0, n_mm * sizeof(uint64_t));
-    FOR_EACH_MAPPED(k, { (void)owner; hist[k->window_count[pfn]]++; })
+    FOR_EACH_MAPPED(k, { (void)owner; hist[k->truth[pfn].window]++; })
     /* the threshold: every page above it fits, `ties` pages at it fit too */
     uint64_t room = dram_pages, ties = 0;
     int64_t threshold = NBUCKETS;
@@ -56,13 +56,13 @@ int32_t fp_oracle(struct fp_kernel *k, uint64_t dram_pages, uint64_t *out_total,
         }
     }
     FOR_EACH_MAPPED(k, {
-        uint64_t c = k->window_count[pfn];
+        uint64_t c = k->truth[pfn].window;
         if (owner < n_mm && c) {
             out_total[owner] += c;
             if ((int64_t)c > threshold || ((int64_t)c == threshold && ties && ties--))
                 out_oracle[owner] += c;
         }
-        k->window_count[pfn] = 0;
+        k->truth[pfn].window = 0;
     })
     free(hist);
     return 0;
@@ -88,7 +88,7 @@ static void heat_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t 
         uint64_t b = (a - h->start) / h->bucket_bytes;
         if (b >= h->n)
             break;
-        h->acc[b] += k->window_count[pfn + i];
+        h->acc[b] += k->truth[pfn + i].window;
         h->pages[b]++;
         h->dram[b] += k->nodes[nid].is_dram != 0;
     }

@@ -182,6 +182,32 @@ def test_clock_status_pause_resume_rate(ctl):
     assert ctl.set_rate(1.0)["rate"] == 1.0
 
 
+def test_a_running_clock_is_current_at_every_request(mnt, ctl):
+    """Two scans a few ms apart, well inside one period of the clock's ticks (50 ms),
+    see the accesses made between them: every request first brings the clock up to
+    now. (It used to advance only on the periodic tick, so the second scan usually
+    found every page idle, and the example daemon's round 0 often found no hot page.)"""
+    pid = ctl.spawn({"pid": 5301, "name": "fast", "vma": [{"start": VMA, "size": "256KiB", "pages": "64 idle"}]})
+    end = VMA + 64 * 4096
+    ctl.set_workload(pid, {"pattern": "uniform", "rate": 1e6, "write": 0.0, "seed": 5})
+    try:
+        ctl.set_rate(1.0)
+        ctl.resume()
+        for _ in range(5):
+            t0 = ctl.clock()["now"]
+            assert ctl.clock()["now"] > t0                                # a command sees now
+            scan(mnt, pid, VMA, end)                                      # clears the bits
+            t = time.monotonic()
+            while time.monotonic() - t < 0.002:
+                pass                                                      # 2 ms: ~2000 touches
+            counts = scan(mnt, pid, VMA, end)
+            assert counts.get("PTE_ACCESSED", 0) > 32, counts
+    finally:
+        ctl.pause()
+        ctl.set_workload(pid, None)
+        ctl.kill(pid)
+
+
 # ---- structured errors -----------------------------------------------------------------
 
 @pytest.mark.parametrize("cmd, args, etype, eno", [

@@ -49,7 +49,9 @@ class VirtualClock:
         return {"now": self.now, "paused": self.paused, "rate": self.rate, "running": self.running}
 
     def tick(self) -> int:
-        """Advance by rate x the wall time since the last tick (while running)."""
+        """Advance by rate x the wall time since the last tick (while running). Called
+        every ``period`` by run(), and before every FUSE request and control command, so
+        what they observe is the kernel as of now, not as of the last periodic tick."""
         now = time.monotonic()
         elapsed, self._last = min(now - self._last, MAX_TICK), now
         if self.running and elapsed > 0:

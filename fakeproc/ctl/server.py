@@ -205,6 +205,7 @@ class ControlServer:
         req_id: Any = None
         try:
             req_id, cmd, args = parse_request(line)
+            self.ctx.clock.tick()  # the command sees the kernel as of now (see fs/server._guarded)
             reply = reply_ok(req_id, dispatch(self.ctx, cmd, args))
         except CtlError as e:
             if e.req_id is not None:

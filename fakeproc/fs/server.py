@@ -95,9 +95,11 @@ class TextHandle:
 class FakeprocFS(pyfuse3.Operations):
     """Serves one Kernel. Inode numbers are interned paths (fs/tree.InodeTable)."""
 
-    def __init__(self, kernel: "Kernel", realproc: Path | None = None) -> None:
+    def __init__(self, kernel: "Kernel", realproc: Path | None = None,
+                 clock: "VirtualClock | None" = None) -> None:
         super().__init__()
         self.kernel = kernel
+        self.clock = clock  # brought up to the wall clock before every request (_guarded)
         self.root = make_root(realproc)
         self.ctx = Ctx(kernel)
         self.inodes = InodeTable()
@@ -232,10 +234,17 @@ class FakeprocFS(pyfuse3.Operations):
 
 
 def _guarded(handler: Any) -> Any:
-    """A bug in a renderer answers EIO and is logged; it never ends the mount."""
+    """A bug in a renderer answers EIO and is logged; it never ends the mount.
+    Every request first brings the virtual clock up to now: a request is an
+    observation at one wall instant, and between the clock's periodic ticks (every
+    PERIOD) the workloads would otherwise stand still, so two reads less than a tick
+    apart would see no access between them."""
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            clock = getattr(args[0], "clock", None) if args else None
+            if clock is not None:
+                clock.tick()
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
@@ -294,7 +303,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
     try:
         realproc = realproc_dir(mountpoint)
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
-        ops = FakeprocFS(kernel, realproc)
+        ops = FakeprocFS(kernel, realproc, clock)
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
             trio.run(_serve, clock, ctl)

@@ -225,11 +225,11 @@ MOVE_MACHINE = (f'distances = [[10, 17], [17, 10]]\n'
                 f'start = {BASE:#x}\nsize = "{MOVE_PAGES * 4}KiB"\nnode = 0\n'
                 f'pages = "{MOVE_PAGES} accessed"\n')
 # One timed pass: every page to node 1 and back, in batches of 1024 (a daemon's size),
-# with move_pages(2) called as CALL(pid, pages, nodes) -> (ret, status); prints pages/s
-# (a subprocess's answer) and returns them (an in-process one).
+# with move_pages(2) called as CALL(pid, pages, nodes) -> (ret, status); returns pages/s
+# (an in-process answer) and prints them unless echo is false (a subprocess's).
 MOVE_LOOP = """
 import time
-def passes(call, pid, base, reps):
+def passes(call, pid, base, reps, echo=True):
     addrs, rates = [base + i * 4096 for i in range({pages})], []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -238,7 +238,8 @@ def passes(call, pid, base, reps):
                 ret, status = call(pid, addrs[i:i + {batch}], [node] * {batch})
                 assert ret == 0 and status[0] == node, (ret, status[:4])
         rates.append(2 * {pages} / (time.perf_counter() - t0))
-        print(rates[-1], flush=True)
+        if echo:  # a subprocess's answer
+            print(rates[-1], flush=True)
     return rates
 """.format(pages=MOVE_PAGES, batch=MOVE_BATCH)
 # move_pages(2) through ctypes, for the runner and for the real-kernel baseline
@@ -270,7 +271,7 @@ def bench_move_pages(reps: int, tmp: Path) -> list[Result]:
             def ctl(pid: int, addrs: list[int], nodes: list[int]) -> tuple[int, list[int]]:
                 r = c.call("move_pages", pid=pid, pages=addrs, nodes=nodes, flags=2)
                 return r["ret"], r["status"]
-            got = ns["passes"](ctl, MOVE_PID, BASE, reps)
+            got = ns["passes"](ctl, MOVE_PID, BASE, reps, False)
     finally:
         unmount(proc, mnt)
     script = SYSCALL_MOVE + MOVE_LOOP + f"passes(call, {MOVE_PID}, {BASE:#x}, {reps})\n"

@@ -124,14 +124,13 @@ def _mount_background(args: argparse.Namespace) -> int:
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    from .fs.server import is_mounted
+    from .fs.server import is_serving
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.stderr.write(log.read_text())
             return proc.returncode or 1
-        if is_mounted(args.mountpoint) and os.path.exists(
-                os.path.join(args.mountpoint, "sys/devices/system/node/online")):
+        if is_serving(args.mountpoint):
             sys.stdout.write(log.read_text())
             print(f"fakeproc: serving as pid {proc.pid}; log: {log}")
             return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fakeproc.fs.server import is_serving
 from mountutil import is_mounted, mounted
 
 pytestmark = pytest.mark.fuse
@@ -36,7 +37,7 @@ def start_foreground(mnt: Path, *args: str) -> subprocess.Popen:
 
 def _ready(mnt: Path) -> bool:
     try:
-        return (mnt / "sys/devices/system/node/online").exists()
+        return is_serving(mnt)  # not exists(): a dead daemon's mount answers that from caches
     except OSError:  # ENOTCONN: a stale mount not yet cleaned
         return False
 

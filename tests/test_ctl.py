@@ -18,6 +18,7 @@ import pytest
 
 from fakeproc.ctl.client import Client
 from fakeproc.ctl.protocol import MAX_LINE, CtlError, socket_path
+from fakeproc.fs.server import is_serving
 from fakeproc.idle_format import decode, page_counts
 from mountutil import is_mounted, mounted
 
@@ -297,7 +298,7 @@ def _start(mnt: Path) -> subprocess.Popen:
 
 def _ready(mnt: Path) -> bool:
     try:
-        return (mnt / "sys/devices/system/node/online").exists()
+        return is_serving(mnt)  # not exists(): a dead daemon's mount answers that from caches
     except OSError:
         return False
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
+import threading
 
 import pytest
 
@@ -294,3 +296,25 @@ def test_procview_holds_emulated_processes_and_links_for_the_rest(walk):
     assert stat.S_ISLNK(os.lstat(view / "1").st_mode)
     assert os.readlink(view / "1").endswith(".proc/1")
     assert os.readlink(view / "self") == str(os.getpid())  # the caller's own pid
+
+
+def test_walks_under_sys_are_answered_from_the_kernels_caches():
+    """/, /proc itself and everything under /sys are cached (entries and attributes,
+    SYS_TIMEOUT), so once looked up, a stat needs no FUSE request. (With a 0 timeout
+    on /, as it once had, every open and stat under the mount cost a GETATTR of /
+    first.) Checked by stopping the daemon: a stat that needed it would block."""
+    with mounted(None) as m:
+        paths = [m.sys("devices/system/node/node0/cpulist"), m.path / "proc", m.path]
+        for p in paths:
+            os.stat(p)
+        os.kill(m.proc.pid, signal.SIGSTOP)
+        try:
+            got: list[int] = []
+            t = threading.Thread(target=lambda: got.extend(os.stat(p).st_size for p in paths),
+                                 daemon=True)
+            t.start()
+            t.join(5)
+            assert got == [4096, 0, 0]
+        finally:
+            os.kill(m.proc.pid, signal.SIGCONT)
+        t.join(30)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fakeproc.fs")
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
-SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life
+SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
 
 SYS = Dir("sys", (
     Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),),
@@ -139,7 +139,9 @@ class FakeprocFS(pyfuse3.Operations):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
-        timeout = SYS_TIMEOUT if path[:1] == ("sys",) else PROC_TIMEOUT  # procview: 0 too
+        # the root and /proc itself never change; every path walk checks their
+        # permissions, so a 0 timeout there cost a GETATTR of each on every open
+        timeout = SYS_TIMEOUT if len(path) < 2 or path[0] == "sys" else PROC_TIMEOUT  # procview: 0 too
         a.entry_timeout = a.attr_timeout = timeout
         return a
 
@@ -198,9 +200,11 @@ class FakeprocFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         path = self._path(inode)
         entry, ectx = self._resolve(path)
-        ectx = _caller(ctx, ectx)
-        if path[:1] == ("sys",) and isinstance(entry, File):
-            _kernfs_open_check(entry.mode, flags)
+        if path[:1] == ("sys",):
+            if isinstance(entry, File):
+                _kernfs_open_check(entry.mode, flags)
+        else:
+            ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
         try:
             if isinstance(entry, File):
                 handle: Any = TextHandle(entry.render(ectx).encode(), entry.write_errno)
@@ -333,4 +337,17 @@ def is_mounted(mountpoint: str) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
-__all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "FSNAME", "stat"]
+def is_serving(mountpoint: str | os.PathLike) -> bool:
+    """Mounted and answered by a live daemon: a file of it can be read. (A path walk
+    or stat can be answered from the kernel's caches of a dead daemon's mount: /, /sys
+    and /proc entries are cached for SYS_TIMEOUT.)"""
+    if not is_mounted(str(mountpoint)):
+        return False
+    try:
+        with open(os.path.join(mountpoint, "sys/devices/system/node/online"), "rb") as f:
+            return bool(f.read())
+    except OSError:
+        return False
+
+
+__all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "is_serving", "FSNAME", "stat"]

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..ctl.client import Client
 from ..ctl.protocol import CtlError, pack_array, unpack_array
-from ..fs.server import is_mounted, is_stale, realproc_dir
+from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
 from .lseek import lseek_handler
 
@@ -40,7 +40,7 @@ class Machine:
 
     @classmethod
     def start(cls, machine: str | None, mount: str | None, rate: float, paused: bool) -> "Machine":
-        if mount and is_mounted(mount) and not is_stale(mount):
+        if mount and is_serving(mount):
             return cls(Path(mount).resolve(), None, None)
         tmp = None if mount else Path(tempfile.mkdtemp(prefix="fakeproc-run-"))
         mnt = Path(mount).resolve() if mount else tmp / "mnt"  # type: ignore[operator]
@@ -54,7 +54,7 @@ class Machine:
         log.close()
         m = cls(mnt, proc, tmp)
         deadline = time.monotonic() + 60
-        while not (is_mounted(mnt) and (mnt / "sys/devices/system/node/online").exists()):
+        while not is_serving(mnt):
             if proc.poll() is not None or time.monotonic() > deadline:
                 text = m.log()
                 m.stop()

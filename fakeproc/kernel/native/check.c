@@ -132,6 +132,11 @@ static void check_pages(struct checker *c, int nid)
         if (c->seen[pfn] != p->mapcount)
             problem(c, "pfn %lu: mapcount %u, but %u page-table entries map it",
                     (unsigned long)pfn, p->mapcount, c->seen[pfn]);
+        int found;
+        uint64_t chain = fp_rmap_chain_len(k, pfn, UINT64_MAX, &found);
+        if (chain != p->mapcount - 1u)
+            problem(c, "pfn %lu: mapcount %u, but %lu further mappers in its rmap chain",
+                    (unsigned long)pfn, p->mapcount, (unsigned long)chain);
         int level;
         uint64_t *e = fp_rmap_entry(k, p, &level);
         const struct fp_mm *owner = k->mms[fp_page_owner(k, p)];
@@ -247,6 +252,13 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
     if (c.swap_entries != k->swap_used)
         problem(&c, "swap_used %lu, but page tables hold %lu swap entries",
                 (unsigned long)k->swap_used, (unsigned long)c.swap_entries);
+    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) { /* every further mapper is on its chain */
+        int found;
+        fp_rmap_chain_len(k, k->rmap_ext[i].pfn, i, &found);
+        if (!found)
+            problem(&c, "rmap side-table entry %lu (pfn %lu) is not on its page's chain",
+                    (unsigned long)i, (unsigned long)k->rmap_ext[i].pfn);
+    }
     free(c.stat);
     free(c.seen);
     return c.problems;

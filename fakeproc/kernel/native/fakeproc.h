@@ -233,13 +233,15 @@ struct fp_vm {
 };
 
 /* a further mapper of a page mapped more than once (after fork); the first mapper
- * lives in struct fp_page itself */
+ * lives in struct fp_page itself. The further mappers of one PFN form a chain, found
+ * through a hash of PFNs (rmap.c): rmap_slots. */
 struct fp_rmap_ext {
     uint64_t pfn;
     uint64_t vpn;
     uint32_t mm;
-    uint32_t pad;
+    uint32_t next;         /* index + 1 of the next entry for the same PFN, 0 at the end */
 };
+struct fp_rmap_slot;
 
 struct fp_truth;
 
@@ -272,6 +274,9 @@ struct fp_kernel {
     struct fp_rmap_ext *rmap_ext;
     uint64_t nr_rmap_ext;
     uint64_t cap_rmap_ext;
+    struct fp_rmap_slot *rmap_slots; /* open addressing, a power of two (or 0) of them */
+    uint64_t rmap_slots_cap;
+    uint64_t rmap_slots_used;
     uint64_t tlb_gen;      /* moves on every table free or upper-level rewrite: TLBs flush */
     int32_t tlb_off;       /* never fill workload TLBs: every touch walks (the reference
                             * path of the differential test) */

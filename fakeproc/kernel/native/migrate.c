@@ -63,9 +63,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
     fp_rmap_walk(k, pfn, remap_one, &np); /* every mapper's entry, installed old */
-    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) /* the side table follows the page */
-        if (k->rmap_ext[i].pfn == pfn)
-            k->rmap_ext[i].pfn = (uint64_t)np;
+    fp_rmap_move(k, pfn, (uint64_t)np); /* the side table follows the page */
 
     /* ground truth follows */
     memcpy(&k->truth[np], &k->truth[pfn], fp_page_nr(new) * sizeof(struct fp_truth));

@@ -3,13 +3,122 @@
  * Linux: mm/rmap.c (page_add_anon_rmap, page_remove_rmap, rmap_walk). The first
  * mapper is kept in struct fp_page as the arena index of its entry (4 bytes: the
  * table's owner and base address give the mm and the address), so the common case
- * costs nothing; further mappers (pages shared after fork) sit in a side table,
- * searched linearly: fine for the few shared pages a scenario makes.
- * invariant: mapcount == 1 + the side-table entries with this pfn.
+ * costs nothing; further mappers (pages shared after fork) sit in a side table.
+ * The side-table entries of one PFN are chained (fp_rmap_ext.next) and a hash of
+ * PFNs (open addressing, linear probing) holds each chain's head, so adding,
+ * finding and removing a mapper cost the length of one page's chain, not of the
+ * table: the child of a big process exits in linear time.
+ * invariant: mapcount == 1 + the length of the PFN's chain.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include "internal.h"
+
+struct fp_rmap_slot {
+    uint64_t pfn1;         /* PFN + 1; 0 = empty */
+    uint32_t head;         /* index + 1 of the chain's first side-table entry */
+    uint32_t pad;
+};
+
+static uint64_t home(const struct fp_kernel *k, uint64_t pfn)
+{
+    return (pfn * 0x9E3779B97F4A7C15ULL >> 32) & (k->rmap_slots_cap - 1); /* cap: 2^n */
+}
+
+/* the slot holding pfn's chain, or NULL */
+static struct fp_rmap_slot *slot_of(const struct fp_kernel *k, uint64_t pfn)
+{
+    if (!k->rmap_slots_cap)
+        return NULL;
+    for (uint64_t i = home(k, pfn);; i = (i + 1) & (k->rmap_slots_cap - 1)) {
+        struct fp_rmap_slot *s = &k->rmap_slots[i];
+        if (s->pfn1 == pfn + 1)
+            return s;
+        if (!s->pfn1)
+            return NULL;
+    }
+}
+
+static struct fp_rmap_slot *slot_put(struct fp_kernel *k, uint64_t pfn, uint32_t head)
+{
+    uint64_t i = home(k, pfn);
+    while (k->rmap_slots[i].pfn1)
+        i = (i + 1) & (k->rmap_slots_cap - 1);
+    k->rmap_slots[i] = (struct fp_rmap_slot){pfn + 1, head, 0};
+    k->rmap_slots_used++;
+    return &k->rmap_slots[i];
+}
+
+/* room for one more chain: at most half the slots in use */
+static int slots_reserve(struct fp_kernel *k)
+{
+    if (2 * (k->rmap_slots_used + 1) <= k->rmap_slots_cap)
+        return 0;
+    uint64_t old_cap = k->rmap_slots_cap, cap = old_cap ? 2 * old_cap : 64;
+    struct fp_rmap_slot *old = k->rmap_slots, *n = calloc(cap, sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    k->rmap_slots = n;
+    k->rmap_slots_cap = cap;
+    k->rmap_slots_used = 0;
+    for (uint64_t i = 0; i < old_cap; i++)
+        if (old[i].pfn1)
+            slot_put(k, old[i].pfn1 - 1, old[i].head);
+    free(old);
+    return 0;
+}
+
+/* Empty slot s; entries after it in its probe run move back where their home
+ * would no longer reach them (deletion without tombstones). */
+static void slot_delete(struct fp_kernel *k, struct fp_rmap_slot *s)
+{
+    uint64_t mask = k->rmap_slots_cap - 1, i = (uint64_t)(s - k->rmap_slots), j = i;
+    k->rmap_slots_used--;
+    for (;;) {
+        k->rmap_slots[i].pfn1 = 0;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!k->rmap_slots[j].pfn1)
+                return;
+            uint64_t h = home(k, k->rmap_slots[j].pfn1 - 1);
+            /* it stays at j when its home lies cyclically in (i, j] */
+            if (i <= j ? (i < h && h <= j) : (i < h || h <= j))
+                continue;
+            k->rmap_slots[i] = k->rmap_slots[j];
+            i = j;
+            break;
+        }
+    }
+}
+
+/* the link (a slot's head or an entry's next) that holds idx + 1 in pfn's chain */
+static uint32_t *link_to(struct fp_kernel *k, uint64_t pfn, uint64_t idx)
+{
+    struct fp_rmap_slot *s = slot_of(k, pfn);
+    if (!s)
+        return NULL;
+    for (uint32_t *l = &s->head; *l; l = &k->rmap_ext[*l - 1].next)
+        if (*l == idx + 1)
+            return l;
+    return NULL;
+}
+
+/* Take side-table entry idx out of its chain and the table (the last entry moves
+ * into its place, so the link to that one is rewritten). */
+static void ext_remove(struct fp_kernel *k, uint64_t idx)
+{
+    uint64_t pfn = k->rmap_ext[idx].pfn, last = k->nr_rmap_ext - 1;
+    uint32_t *l = link_to(k, pfn, idx);
+    *l = k->rmap_ext[idx].next;
+    struct fp_rmap_slot *s = slot_of(k, pfn);
+    if (!s->head)
+        slot_delete(k, s);
+    if (idx != last) {
+        *link_to(k, k->rmap_ext[last].pfn, last) = (uint32_t)idx + 1;
+        k->rmap_ext[idx] = k->rmap_ext[last];
+    }
+    k->nr_rmap_ext--;
+}
 
 /* the arena index of the entry that maps (or will map) addr in mm: a PTE, or for a
  * THP the PMD (a THP is only ever installed in an empty PMD) */
@@ -34,18 +143,28 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
             k->rmap_ext = n;
             k->cap_rmap_ext = cap;
         }
-        k->rmap_ext[k->nr_rmap_ext++] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, 0};
+        struct fp_rmap_slot *s = slot_of(k, pfn);
+        if (!s) {
+            if (slots_reserve(k))
+                return -ENOMEM;
+            s = slot_put(k, pfn, 0);
+        }
+        uint64_t idx = k->nr_rmap_ext++;
+        k->rmap_ext[idx] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, s->head};
+        s->head = (uint32_t)idx + 1;
     }
     p->mapcount++;
     return 0;
 }
 
+/* the side-table index of mapper (mm, vpn) of pfn, or with mm < 0 of any; -1 none */
 static int64_t find_ext(const struct fp_kernel *k, uint64_t pfn, int64_t mm, uint64_t vpn)
 {
-    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) {
-        const struct fp_rmap_ext *x = &k->rmap_ext[i];
-        if (x->pfn == pfn && (mm < 0 || (x->mm == (uint32_t)mm && x->vpn == vpn)))
-            return (int64_t)i;
+    const struct fp_rmap_slot *s = slot_of(k, pfn);
+    for (uint32_t x = s ? s->head : 0; x; x = k->rmap_ext[x - 1].next) {
+        const struct fp_rmap_ext *e = &k->rmap_ext[x - 1];
+        if (mm < 0 || (e->mm == (uint32_t)mm && e->vpn == vpn))
+            return (int64_t)x - 1;
     }
     return -1;
 }
@@ -63,7 +182,7 @@ void fp_rmap_del(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
         i = find_ext(k, pfn, mm, vpn);
     }
     if (i >= 0)
-        k->rmap_ext[i] = k->rmap_ext[--k->nr_rmap_ext];
+        ext_remove(k, (uint64_t)i);
     p->mapcount--;
 }
 
@@ -73,6 +192,40 @@ int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint
     uint64_t vpn = addr >> FP_PAGE_SHIFT;
     return (p->mapcount && fp_page_owner(k, p) == mm && fp_page_vaddr(k, p) == addr) ||
            find_ext(k, pfn, mm, vpn) >= 0;
+}
+
+/* migration: pfn's further mappers now map new_pfn (a fresh page, no chain yet) */
+void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn)
+{
+    struct fp_rmap_slot *s = slot_of(k, pfn);
+    if (!s)
+        return;
+    uint32_t head = s->head;
+    for (uint32_t x = head; x; x = k->rmap_ext[x - 1].next)
+        k->rmap_ext[x - 1].pfn = new_pfn;
+    slot_delete(k, s);
+    slot_put(k, new_pfn, head); /* a slot was just freed: no growth needed */
+}
+
+uint64_t fp_rmap_index_bytes(const struct fp_kernel *k)
+{
+    return k->rmap_slots_cap * sizeof(struct fp_rmap_slot);
+}
+
+/* For the invariant checker: the length of pfn's chain (stopping past the table's
+ * size, so a cycle ends), and whether side-table entry idx is on it. */
+uint64_t fp_rmap_chain_len(const struct fp_kernel *k, uint64_t pfn, uint64_t idx, int *found)
+{
+    const struct fp_rmap_slot *s = slot_of(k, pfn);
+    uint64_t n = 0;
+    *found = 0;
+    for (uint32_t x = s ? s->head : 0; x && n <= k->nr_rmap_ext; x = k->rmap_ext[x - 1].next) {
+        if (x > k->nr_rmap_ext || k->rmap_ext[x - 1].pfn != pfn)
+            return k->nr_rmap_ext + 1; /* a link out of the table or to another page */
+        *found |= x == idx + 1;
+        n++;
+    }
+    return n;
 }
 
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level)
@@ -98,11 +251,11 @@ int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg)
     }
     mms[got] = fp_page_owner(k, p);
     vpns[got++] = fp_page_vaddr(k, p) >> FP_PAGE_SHIFT;
-    for (uint64_t i = 0; i < k->nr_rmap_ext && got < n; i++)
-        if (k->rmap_ext[i].pfn == pfn) {
-            mms[got] = k->rmap_ext[i].mm;
-            vpns[got++] = k->rmap_ext[i].vpn;
-        }
+    const struct fp_rmap_slot *s = slot_of(k, pfn);
+    for (uint32_t x = s ? s->head : 0; x && got < n; x = k->rmap_ext[x - 1].next) {
+        mms[got] = k->rmap_ext[x - 1].mm;
+        vpns[got++] = k->rmap_ext[x - 1].vpn;
+    }
     for (uint32_t i = 0; i < got; i++) {
         struct fp_mm *mm = mms[i] < FP_MAX_MMS ? k->mms[mms[i]] : NULL;
         int level;

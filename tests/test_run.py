@@ -197,3 +197,22 @@ def test_a_machine_with_low_pids_is_refused():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "emulated pids must be above 4194304" in r.stderr and "renumber 100" in r.stderr
+
+
+def test_run_on_a_live_mount_uses_it_and_says_which_options_it_ignores():
+    """--mount DIR of a serving machine runs the command on that machine (the one the
+    mount was started with), leaves the mount up, and names the machine options that
+    it cannot apply instead of dropping them silently."""
+    from mountutil import mounted
+    with mounted(None) as m:
+        base = [sys.executable, "-m", "fakeproc", "run", "--mount", str(m.path)]
+        plain = subprocess.run([*base, "--", "cat", "/sys/devices/system/node/node2/type"],
+                               capture_output=True, text=True, timeout=60)
+        assert plain.returncode == 0 and plain.stdout == "pmem\n", plain.stderr
+        assert plain.stderr == ""
+        other = subprocess.run([*base, "--machine", "examples/tiering.toml", "--rate", "2",
+                                "--", "cat", "/sys/devices/system/node/online"],
+                               capture_output=True, text=True, timeout=60)
+        assert other.returncode == 0 and other.stdout == "0-3\n"  # still the default machine
+        assert "is already serving a machine; --machine, --rate apply only" in other.stderr
+        assert is_mounted(m.path)

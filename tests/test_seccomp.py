@@ -289,6 +289,28 @@ def test_intercept_set_is_a_parameter(tmp_path):
     assert out.split() == ["0", "0", "0"] and seen == ["get_mempolicy"] * 2
 
 
+def test_lseek_reaches_the_supervisor_only_when_not_seek_set(tmp_path):
+    """The runner intercepts lseek for idle_pages positions, but a SEEK_SET position
+    needs no emulation: the filter lets it through without a round trip (the
+    interpreter's own lseeks show that it is decided per call)."""
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 100)
+    code_ = (f"import os; fd = os.open({str(data)!r}, os.O_RDONLY);"
+             "print(os.lseek(fd, 5, os.SEEK_SET), os.lseek(fd, 2, os.SEEK_CUR),"
+             " os.lseek(fd, -1, os.SEEK_END), os.lseek(fd, 9, os.SEEK_SET))")
+    seen = []
+
+    def handler(notif):
+        seen.append((notif.name, notif.args[2]))
+        return S.Continue()
+
+    _, out, _ = run_under([sys.executable, "-I", "-S", "-c", code_], handler, tmp_path,
+                          intercept=["lseek"])
+    assert out.split() == ["5", "7", "99", "9"]  # the real kernel's answers
+    assert ("lseek", os.SEEK_CUR) in seen and ("lseek", os.SEEK_END) in seen
+    assert all(name == "lseek" and whence != os.SEEK_SET for name, whence in seen)
+
+
 def test_bpf_program_shape():
     prog = S.build_filter()
     assert len(prog) % 8 == 0

@@ -27,7 +27,7 @@ from .lseek import lseek_handler
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
-INTERCEPT = ("move_pages", "migrate_pages", 8)  # 8: lseek, for idle_pages positions
+INTERCEPT = ("move_pages", "migrate_pages", "lseek")  # lseek: idle_pages positions
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 

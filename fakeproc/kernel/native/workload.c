@@ -32,11 +32,13 @@ static inline uint64_t rng_below(uint64_t *s, uint64_t n)
     return (uint64_t)(((unsigned __int128)rng_next(s) * n) >> 64);
 }
 
-/* Continuous approximation of a Zipf(s) rank in [0, n): inverse CDF of a
- * power law, exact in distribution up to rounding for large n. */
-static uint64_t zipf_rank(uint64_t *st, uint64_t n, double s)
+/* Continuous approximation of a Zipf(s) rank in [0, n) for a uniform u in [0, 1):
+ * inverse CDF of a power law, exact in distribution up to rounding for large n.
+ * It takes u, not the generator: a generator whose address reached this call (not
+ * inlined) would live in memory, and every touch would wait on a store and load. */
+static uint64_t zipf_rank(double u, uint64_t n, double s)
 {
-    double u = rng_unit(st), x;
+    double x;
     if (fabs(s - 1.0) < 1e-9)
         x = pow((double)n + 1.0, u);
     else
@@ -60,7 +62,7 @@ static inline __attribute__((always_inline)) uint64_t pick_page(struct fp_worklo
         break;
     }
     case FP_WL_ZIPF:
-        idx = wl->hot_offset + zipf_rank(rng, n, wl->zipf_s);
+        idx = wl->hot_offset + zipf_rank(rng_unit(rng), n, wl->zipf_s);
         break;
     case FP_WL_SEQ:
         idx = wl->seq_pos++;
@@ -83,7 +85,10 @@ struct pick {
     struct fp_tlb_entry t; /* the pipelined loop's walk at draw time (tag 0: none) */
 };
 
-static inline __attribute__((always_inline)) void draw(struct fp_workload *wl, uint64_t *rng, struct pick *p)
+/* ahead: drawn ahead of its touch (the pipelined loop), so keep the generator's state
+ * to rewind to; the plain loop's generator is already there */
+static inline __attribute__((always_inline)) void draw(struct fp_workload *wl, uint64_t *rng,
+                                                       struct pick *p, const int ahead)
 {
     uint64_t idx = pick_page(wl, rng);
     const struct fp_region *r = wl->regions;
@@ -100,8 +105,10 @@ static inline __attribute__((always_inline)) void draw(struct fp_workload *wl, u
         if (base >= r->start && base + FP_PMD_SIZE <= r->start + (r->nr_pages << FP_PAGE_SHIFT))
             p->flags |= FP_FAULT_THP;
     }
-    p->rng = *rng;
-    p->seq_pos = wl->seq_pos;
+    if (ahead) {
+        p->rng = *rng;
+        p->seq_pos = wl->seq_pos;
+    }
 }
 
 /* Big workloads miss the cache twice per touch (the PTE, then the PFN's truth
@@ -175,7 +182,7 @@ run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined
     const struct fp_mm *mm = wl->mm < FP_MAX_MMS ? k->mms[wl->mm] : NULL;
     if (pipelined)
         for (i = 0; i < PIPE_AHEAD && i < n; i++) {
-            draw(wl, &rng, &ring[i]);
+            draw(wl, &rng, &ring[i], 1);
             peek(k, mm, &ring[i]);
         }
     for (i = 0; i < n; i++) {
@@ -183,13 +190,13 @@ run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined
         if (pipelined) {
             if (i + PIPE_AHEAD < n) {
                 struct pick *ahead = &ring[(i + PIPE_AHEAD) % PIPE_SLOTS];
-                draw(wl, &rng, ahead);
+                draw(wl, &rng, ahead, 1);
                 peek(k, mm, ahead);
             }
             if (i + PIPE_TRUTH < n)
                 prefetch_truth(k, &ring[(i + PIPE_TRUTH) % PIPE_SLOTS]);
         } else {
-            draw(wl, &rng, p);
+            draw(wl, &rng, p, 0);
         }
         uint64_t addr = p->addr;
         int write = (p->flags & FP_FAULT_WRITE) != 0;
@@ -212,8 +219,10 @@ run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined
             ret = err;
         }
         if (err < 0) {
-            rng = p->rng; /* as if nothing had been drawn beyond this touch */
-            wl->seq_pos = p->seq_pos;
+            if (pipelined) { /* as if nothing had been drawn beyond this touch */
+                rng = p->rng;
+                wl->seq_pos = p->seq_pos;
+            }
             break;
         }
         on[err]++;

@@ -189,6 +189,30 @@ def test_idle_pages_positions_are_the_kernels_under_the_runner():
     ]
 
 
+FCNTL_SCRIPT = """
+import fcntl, os
+B = 0x7F0000000000
+fd = os.open("/proc/4300001/idle_pages", os.O_RDWR)
+for flags in (0, os.O_NONBLOCK, 0):
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    os.lseek(fd, B, os.SEEK_SET)
+    print(os.read(fd, 20)[:11].hex(), fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+"""
+
+
+def test_fcntl_o_nonblock_after_open_changes_the_scan_under_the_runner():
+    # INTERFACES.md 1.1: the scan flags are the file's status flags on every read, so
+    # O_NONBLOCK set with F_SETFL after open makes the next read SCAN_HUGE_PAGE: the
+    # app's first 2 MiB (all pages idle, mapped by a page table) is one PMD_IDLE_PTES
+    # unit (0x71) instead of PTE_IDLE runs (0x5f = 15 idle pages); cleared, the PTEs
+    # come back. F_GETFL still sees what was set. read(20) scans [B, B + 640 KiB): the
+    # unit takes the cursor to B + 2 MiB, past the end, so that read is 10 bytes.
+    r = run_machine(sys.executable, "-c", FCNTL_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    hva = "a0" + f"{BASE:016x}"
+    assert r.stdout.splitlines() == [hva + "5f5f 0", hva + "71 2048", hva + "5f5f 0"]
+
+
 def test_a_machine_with_low_pids_is_refused():
     low = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "low.toml"
     low.write_text('[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0"\n'

@@ -6,6 +6,7 @@ real kernel and never reach it. No mocks: real fork/exec, BPF, ioctls, process_v
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import select
@@ -289,26 +290,45 @@ def test_intercept_set_is_a_parameter(tmp_path):
     assert out.split() == ["0", "0", "0"] and seen == ["get_mempolicy"] * 2
 
 
+def notified(code_: str, syscall: str, arg: int, tmp_path: Path) -> tuple[list[str], list[tuple]]:
+    """Run python -c code_ with `syscall` intercepted and every call continued: its
+    output, and (name, args[arg]) of each call that reached the supervisor."""
+    seen = []
+
+    def handler(notif):
+        seen.append((notif.name, notif.args[arg]))
+        return S.Continue()
+
+    _, out, _ = run_under([sys.executable, "-I", "-S", "-c", code_], handler, tmp_path,
+                          intercept=[syscall])
+    return out.split(), seen
+
+
 def test_lseek_reaches_the_supervisor_only_when_not_seek_set(tmp_path):
     """The runner intercepts lseek for idle_pages positions, but a SEEK_SET position
     needs no emulation: the filter lets it through without a round trip (the
     interpreter's own lseeks show that it is decided per call)."""
     data = tmp_path / "data"
     data.write_bytes(b"x" * 100)
-    code_ = (f"import os; fd = os.open({str(data)!r}, os.O_RDONLY);"
-             "print(os.lseek(fd, 5, os.SEEK_SET), os.lseek(fd, 2, os.SEEK_CUR),"
-             " os.lseek(fd, -1, os.SEEK_END), os.lseek(fd, 9, os.SEEK_SET))")
-    seen = []
-
-    def handler(notif):
-        seen.append((notif.name, notif.args[2]))
-        return S.Continue()
-
-    _, out, _ = run_under([sys.executable, "-I", "-S", "-c", code_], handler, tmp_path,
-                          intercept=["lseek"])
-    assert out.split() == ["5", "7", "99", "9"]  # the real kernel's answers
+    out, seen = notified(f"import os; fd = os.open({str(data)!r}, os.O_RDONLY);"
+                         "print(os.lseek(fd, 5, os.SEEK_SET), os.lseek(fd, 2, os.SEEK_CUR),"
+                         " os.lseek(fd, -1, os.SEEK_END), os.lseek(fd, 9, os.SEEK_SET))",
+                         "lseek", 2, tmp_path)
+    assert out == ["5", "7", "99", "9"]  # the real kernel's answers
     assert ("lseek", os.SEEK_CUR) in seen and ("lseek", os.SEEK_END) in seen
     assert all(name == "lseek" and whence != os.SEEK_SET for name, whence in seen)
+
+
+def test_fcntl_reaches_the_supervisor_only_for_f_setfl(tmp_path):
+    """The runner intercepts fcntl for idle_pages scan flags; only F_SETFL stops."""
+    out, seen = notified("import fcntl, os; fd = os.open('/dev/null', os.O_RDONLY);"
+                         "fl = fcntl.fcntl(fd, fcntl.F_GETFL);"
+                         "fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK);"
+                         "fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC);"
+                         "print(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)",
+                         "fcntl", 1, tmp_path)
+    assert out == [str(os.O_NONBLOCK)]  # the call went on to the real kernel
+    assert seen and all(x == ("fcntl", fcntl.F_SETFL) for x in seen)
 
 
 def test_bpf_program_shape():

@@ -259,3 +259,13 @@ def idle_position(ctx: Context, opener: int, pid: int, fuse_pos: int) -> dict[st
     cursor of its last read), or null when FUSE's position is already right."""
     from ..fs.idle_pages import position_of
     return {"pos": position_of(opener, pid, fuse_pos)}
+
+
+@command()
+def idle_setfl(ctx: Context, opener: int, pid: int, fuse_pos: int, flags: int) -> dict[str, Any]:
+    """For the runner's fcntl interception: F_SETFL `flags` on process `opener`'s open
+    /proc/`pid`/idle_pages at FUSE position `fuse_pos`; `{set}` says whether one open
+    file was found (a process holding several for one pid must tell them apart by
+    position, see fs/idle_pages.set_status_flags)."""
+    from ..fs.idle_pages import set_status_flags
+    return {"set": set_status_flags(opener, pid, fuse_pos, flags)}

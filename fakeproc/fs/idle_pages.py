@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..kernel.native import KernelError
 from ..kernel.task import Task
-from ..kernel.task_mmu import write_errno
+from ..kernel.task_mmu import SCAN_HUGE_PAGE, write_errno
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -64,4 +64,24 @@ def position_of(opener: int, pid: int, fuse_pos: int) -> int | None:
     return found[0]._cursor if len(found) == 1 else None
 
 
-__all__ = ["IdlePagesHandle", "position_of", "errno"]
+# the scan flag fcntl(F_SETFL) can change (O_NONBLOCK): O_NOFOLLOW counts only at open,
+# and RFC v2 ignores O_NOATIME (INTERFACES.md 1.1)
+SETFL_SCAN_FLAGS = SCAN_HUGE_PAGE
+
+
+def set_status_flags(opener: int, pid: int, fuse_pos: int, flags: int) -> bool:
+    """fcntl(F_SETFL, flags) by process `opener` on its open idle_pages of `pid`: later
+    reads scan with the new O_NONBLOCK, as the RFC kernel's do. The file is the only one
+    the opener holds for pid, else the one whose last reply ended at `fuse_pos`. False
+    when none (or more than one) matches."""
+    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid]
+    if len(found) > 1:
+        found = [h for h in found if h._reply_end == fuse_pos]
+    if len(found) != 1:
+        return False
+    h = found[0]
+    h.flags = (h.flags & ~SETFL_SCAN_FLAGS) | (flags & SETFL_SCAN_FLAGS)
+    return True
+
+
+__all__ = ["IdlePagesHandle", "position_of", "set_status_flags", "errno"]

@@ -21,17 +21,19 @@ from . import seccomp
 NR_PIDFD_OPEN = 434
 NR_PIDFD_GETFD = 438
 SEEK_SET, SEEK_CUR = 0, 1
-_IDLE = re.compile(r"^/proc/(\d+)(?:/task/\d+)?/idle_pages$")
+IDLE_PATH = re.compile(r"^/proc/(\d+)(?:/task/\d+)?/idle_pages$")
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def _tgid(tid: int) -> int:
+def tgid_of(tid: int) -> int:
+    """The thread-group id of a thread (what an idle_pages handle records as opener)."""
     with open(f"/proc/{tid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
 
 
-def _dup_from(tgid: int, fd: int) -> int:
+def dup_from(tgid: int, fd: int) -> int:
+    """A descriptor of this process for the open file behind fd of process tgid."""
     pidfd = _libc.syscall(NR_PIDFD_OPEN, tgid, 0)
     if pidfd < 0:
         raise OSError(ctypes.get_errno(), "pidfd_open")
@@ -50,15 +52,15 @@ def lseek_handler(cursor_of: Callable[[int, int, int], int | None]) -> Callable[
         fd, offset, whence = seccomp._s32(notif.args[0]), ctypes.c_int64(notif.args[1]).value, \
             seccomp._s32(notif.args[2])
         try:
-            m = _IDLE.match(os.readlink(f"/proc/{notif.pid}/fd/{fd}"))
+            m = IDLE_PATH.match(os.readlink(f"/proc/{notif.pid}/fd/{fd}"))
         except OSError:
             m = None
         if m is None or whence == SEEK_SET:
             return seccomp.Continue()  # not idle_pages, or a plain SEEK_SET: FUSE is right
         if whence != SEEK_CUR:
             return seccomp.Return(-errno.EINVAL)  # SEEK_END and the rest (ept_idle_llseek)
-        tgid = _tgid(notif.pid)
-        dup = _dup_from(tgid, fd)
+        tgid = tgid_of(notif.pid)
+        dup = dup_from(tgid, fd)
         try:
             fuse_pos = os.lseek(dup, 0, os.SEEK_CUR)
             cursor = cursor_of(tgid, int(m.group(1)), fuse_pos)

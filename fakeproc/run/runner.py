@@ -23,11 +23,12 @@ from ..ctl.client import Client
 from ..ctl.protocol import CtlError, pack_array, unpack_array
 from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
+from .fcntl import fcntl_handler
 from .lseek import lseek_handler
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
-INTERCEPT = ("move_pages", "migrate_pages", "lseek")  # lseek: idle_pages positions
+INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl")  # the last two: idle_pages
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 
@@ -171,8 +172,10 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
         "move_pages": seccomp.move_pages_handler(_move_pages(client)),
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
-        8: lseek_handler(lambda opener, pid, pos: client.call(
+        "lseek": lseek_handler(lambda opener, pid, pos: client.call(
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
+        "fcntl": fcntl_handler(lambda opener, pid, pos, flags: client.call(
+            "idle_setfl", opener=opener, pid=pid, fuse_pos=pos, flags=flags)),
     }))
     sup.start()
     try:

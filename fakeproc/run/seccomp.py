@@ -20,6 +20,9 @@ The BPF program (:func:`build_filter`), in words::
     if nr == lseek and lseek is intercepted:
         if (int)args[2] == SEEK_SET:           ALLOW   (a position FUSE gets right)
         else:                                  USER_NOTIF
+    if nr == fcntl and fcntl is intercepted:
+        if (int)args[1] == F_SETFL:            USER_NOTIF  (status flags: scan flags)
+        else:                                  ALLOW
     if nr in the other intercepted syscalls:   USER_NOTIF  (they act on the caller)
     otherwise:                                 ALLOW
 
@@ -88,6 +91,7 @@ log = logging.getLogger(__name__)
 PID_MAX_LIMIT = 4194304  # include/linux/threads.h: the largest pid a real task can have
 
 NR_LSEEK = 8
+NR_FCNTL = 72
 NR_MBIND = 237
 NR_SET_MEMPOLICY = 238
 NR_GET_MEMPOLICY = 239
@@ -97,6 +101,7 @@ NR_SECCOMP = 317
 
 SYSCALLS = {
     "lseek": NR_LSEEK,
+    "fcntl": NR_FCNTL,
     "mbind": NR_MBIND,
     "set_mempolicy": NR_SET_MEMPOLICY,
     "get_mempolicy": NR_GET_MEMPOLICY,
@@ -106,10 +111,10 @@ SYSCALLS = {
 SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS.items()}
 # syscalls whose first argument names the target process
 PID_ARG_SYSCALLS = frozenset({NR_MOVE_PAGES, NR_MIGRATE_PAGES})
-# syscalls that pass untouched when an argument has a value: (argument index, value).
-# lseek(fd, off, SEEK_SET) needs no emulation (fakeproc.run.lseek), and programs make
-# many; only SEEK_CUR and SEEK_END (on idle_pages files) need the runner.
-PASS_WHEN_ARG = {NR_LSEEK: (2, 0)}
+# syscalls decided on one argument: (argument index, value, notify when equal). Programs
+# make many of both; only some need the runner (fakeproc.run.lseek, fakeproc.run.fcntl):
+# lseek with SEEK_CUR or SEEK_END, fcntl with F_SETFL (4).
+ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True)}
 DEFAULT_INTERCEPT = ("move_pages", "migrate_pages")
 
 AUDIT_ARCH_X86_64 = 0xC000003E  # EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
@@ -202,8 +207,8 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
     the others notify unconditionally."""
     nrs = _syscall_numbers(intercept)
     pid_nrs = [nr for nr in nrs if nr in PID_ARG_SYSCALLS]
-    arg_nrs = [nr for nr in nrs if nr in PASS_WHEN_ARG]
-    other_nrs = [nr for nr in nrs if nr not in PID_ARG_SYSCALLS and nr not in PASS_WHEN_ARG]
+    arg_nrs = [nr for nr in nrs if nr in ARG_RULES]
+    other_nrs = [nr for nr in nrs if nr not in PID_ARG_SYSCALLS and nr not in ARG_RULES]
     # instructions as (code, jt-label, jf-label, k); labels resolve to relative offsets
     prog: list[tuple[int, Any, Any, int]] = []
     labels: dict[str, int] = {}
@@ -228,10 +233,13 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
         emit(BPF_JSET_K, 0x80000000, "allow", 0)  # a negative pid: not ours
         emit(BPF_JGT_K, pid_above, "notify", "allow")
     for nr in arg_nrs:
-        index, value = PASS_WHEN_ARG[nr]
+        index, value, notify_equal = ARG_RULES[nr]
         labels[f"arg{nr}"] = len(prog)
         emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index)  # the low word: an int argument
-        emit(BPF_JEQ_K, value, "allow", "notify")
+        if notify_equal:
+            emit(BPF_JEQ_K, value, "notify", "allow")
+        else:
+            emit(BPF_JEQ_K, value, "allow", "notify")
     labels["notify"] = len(prog)
     emit(BPF_RET_K, SECCOMP_RET_USER_NOTIF)
     labels["allow"] = len(prog)

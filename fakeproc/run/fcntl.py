@@ -1,0 +1,37 @@
+"""fcntl(F_SETFL) on an idle_pages file, as the RFC kernel sees it, for programs under
+`fakeproc run` (INTERFACES.md 1.1, 1.9).
+
+The RFC kernel takes the scan flags from the file's status flags on every read, so
+O_NONBLOCK (SCAN_HUGE_PAGE) set or cleared with F_SETFL after open changes the next
+read. FUSE never tells the server about F_SETFL. The runner intercepts it (the filter
+stops only cmd == F_SETFL): for a descriptor of an emulated idle_pages file it tells
+the emulator the new flags of that open file, then lets the call go on to the real
+kernel, so F_GETFL agrees. Every other fcntl never leaves the kernel.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from . import seccomp
+from .lseek import IDLE_PATH, dup_from, tgid_of
+
+
+def fcntl_handler(set_flags: Callable[[int, int, int, int], Any]) -> Callable[[Any], Any]:
+    """A seccomp handler for fcntl(fd, F_SETFL, flags); set_flags(opener tgid, emulated
+    pid, fuse_pos, flags) reaches the emulator."""
+    def handler(notif: Any) -> Any:
+        fd, flags = seccomp._s32(notif.args[0]), seccomp._s32(notif.args[2])
+        try:
+            m = IDLE_PATH.match(os.readlink(f"/proc/{notif.pid}/fd/{fd}"))
+        except OSError:
+            m = None
+        if m is not None:
+            tgid = tgid_of(notif.pid)
+            dup = dup_from(tgid, fd)
+            try:
+                set_flags(tgid, int(m.group(1)), os.lseek(dup, 0, os.SEEK_CUR), flags)
+            finally:
+                os.close(dup)
+        return seccomp.Continue()  # the real F_SETFL too: F_GETFL must agree
+    return handler

@@ -217,6 +217,52 @@ def bench_touches(big_pages: int, reps: int, tmp: Path) -> list[Result]:
     return [cached, big]
 
 
+# fork, then the child's exit, in a real process with `pages` present PTEs: prints ns/page.
+# One written page gives the VMA an anon_vma; without one fork copies no PTEs at all (a
+# fault would fill them), so the zero-page PTEs must be copied and zapped like ours.
+REAL_FORK = """
+import ctypes, mmap, os, sys, time
+sys.path.insert(0, {repo!r})
+from benchmarks.__main__ import LIBC, zero_page_mapping
+addr = zero_page_mapping({pages})
+LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert LIBC.mprotect(addr, {pages} * 4096, mmap.PROT_READ | mmap.PROT_WRITE) == 0
+ctypes.c_char.from_address(addr).value = b"x"
+for _ in range({reps}):
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print((time.perf_counter() - t0) / {pages} * 1e9, flush=True)
+"""
+
+
+def bench_fork(pages: int, reps: int) -> Result:
+    """fork, then the child's exit, of a process with `pages` mapped pages: in-process
+    through Kernel (every page gains a second mapper in the reverse map's side table
+    and loses it again), against the real kernel doing the same for a process with as
+    many present PTEs (copying and zapping them)."""
+    sys.path.insert(0, str(REPO))
+    from fakeproc.machine import load
+    k = load(machine(pages))
+    children = iter(range(4300002, 4400000))
+
+    def ours() -> float:
+        pid = next(children)
+        t0 = time.perf_counter()
+        k.fork(4300001, pid)
+        k.exit(pid)
+        return (time.perf_counter() - t0) / pages * 1e9
+
+    mine = repeat(ours, reps)
+    real = subprocess.run([sys.executable, "-c", REAL_FORK.format(repo=str(REPO), pages=pages, reps=reps)],
+                          capture_output=True, text=True, check=True, timeout=900)
+    return Result(f"fork + the child's exit, {pages} mapped pages", "ns/page", mine,
+                  "the real kernel, a process with as many present PTEs",
+                  [float(x) for x in real.stdout.split()])
+
+
 MOVE_PID, MOVE_BATCH, MOVE_PAGES = 4300101, 1024, 1 << 16
 MOVE_MACHINE = (f'distances = [[10, 17], [17, 10]]\n'
                 f'[[node]]\ntype = "dram"\nsize = "1GiB"\ncpus = "0"\n'
@@ -377,6 +423,7 @@ def main() -> int:
                          ("sysfs", lambda: [bench_sysfs(reps, tmp / "sysfs")]),
                          ("touches", lambda: bench_touches(pages, reps, tmp / "touches")),
                          ("move", lambda: bench_move_pages(reps, tmp / "move")),
+                         ("fork", lambda: [bench_fork(pages // 16, reps)]),
                          ("startup", lambda: [bench_startup(reps, tmp / "startup")])):
             (tmp / name).mkdir(exist_ok=True)
             results.extend(fn())

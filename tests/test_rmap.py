@@ -6,9 +6,13 @@ every task that is left must still map its pages."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fakeproc.kernel.native import lib
 from fakeproc.machine import load
 
 BASE = 0x7F0000000000
@@ -73,3 +77,48 @@ def test_a_shared_page_migrates_with_all_its_mappers():
         k.exit(pid)
         assert k.check() == []
     assert pages_of(k, 101)[0] == (addr, new)
+
+
+def test_the_slot_table_matches_a_plain_set_when_probe_runs_wrap():
+    # random puts and deletes in the smallest table, checked after every step against
+    # a membership array: backward-shift deletion must keep every key reachable
+    for seed in range(1, 41):
+        assert lib.fp_rmap_slots_selftest(seed, 3000) == 0, seed
+
+
+def sized(pages: int) -> str:
+    return MACHINE.replace(f'size = "{PAGES * 4}KiB"\npages = "{PAGES} accessed"',
+                           f'size = "{pages * 4}KiB"\npages = "{pages} accessed"')
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["fork", "exit", "migrate"]), st.integers(0, 7),
+                         st.integers(0, 1023)), min_size=1, max_size=30)
+
+
+@settings(max_examples=int(os.environ.get("FAKEPROC_HYPOTHESIS_EXAMPLES", "200")) // 2,
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pages=st.sampled_from([24, 1024]), ops=OPS)
+def test_random_forks_exits_and_migrations_keep_the_reverse_map(pages, ops):
+    """Shared pages by the thousand: the hash of chains grows, rehashes and loses whole
+    runs of slots as processes exit, while migrations move chains between PFNs. With
+    24 pages the hash stays at its smallest (64 slots), so probe runs wrap around its
+    end."""
+    k = load(sized(pages))
+    alive, next_pid = [100], 101
+    for kind, who, page in ops:
+        pid = alive[who % len(alive)] if alive else None
+        if kind == "fork" and pid is not None:
+            k.fork(pid, next_pid)
+            alive.append(next_pid)
+            next_pid += 1
+        elif kind == "exit" and pid is not None:
+            k.exit(pid)
+            alive.remove(pid)
+        elif kind == "migrate" and pid is not None:
+            addr = BASE + page % pages * 4096
+            node = 1 - k.page_node(k.task(pid), addr)
+            k.migrate_page_at(k.task(pid), addr, node)
+        assert k.check() == [], (kind, pid)
+    # every page is one page, whoever maps it (fork shares, nothing writes)
+    views = {pid: k.range_pages(k.task(pid), BASE, BASE + pages * 4096) for pid in alive}
+    assert len({tuple(v) for v in views.values()}) <= 1

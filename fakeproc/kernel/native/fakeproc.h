@@ -239,8 +239,10 @@ struct fp_rmap_ext {
     uint64_t pfn;
     uint64_t vpn;
     uint32_t mm;
-    uint32_t next;         /* index + 1 of the next entry for the same PFN, 0 at the end */
+    uint32_t next;         /* index + 1 of the next entry for the same PFN (or free one),
+                            * 0 at the end */
 };
+#define FP_RMAP_FREE 0xFFFFFFFFFFFFFFFFULL /* the pfn of a side-table entry on the free list */
 struct fp_rmap_slot;
 
 struct fp_truth;
@@ -272,8 +274,9 @@ struct fp_kernel {
     int32_t numa_balancing;    /* /proc/sys/kernel/numa_balancing: bit 1 = memory tiering */
     struct fp_vm *vms[256];
     struct fp_rmap_ext *rmap_ext;
-    uint64_t nr_rmap_ext;
+    uint64_t nr_rmap_ext;  /* entries handed out so far, free ones included */
     uint64_t cap_rmap_ext;
+    uint64_t rmap_ext_free; /* index + 1 of the first free entry, 0 = none */
     struct fp_rmap_slot *rmap_slots; /* open addressing, a power of two (or 0) of them */
     uint64_t rmap_slots_cap;
     uint64_t rmap_slots_used;
@@ -456,6 +459,9 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 /* ground truth: access counts of n PFNs into out (reset them when asked) */
 void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
                       int32_t reset);
+/* a self-check of the reverse map's slot table (rmap.c): 0, or the step that failed */
+int64_t fp_rmap_slots_selftest(uint64_t seed, uint64_t steps);
+
 /* ground truth of the n PFNs from start, both counts (struct fp_truth stays internal) */
 void fp_truth_read(const struct fp_kernel *k, uint64_t start, uint64_t n, uint32_t *access,
                    uint16_t *window);

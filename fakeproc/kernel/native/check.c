@@ -132,8 +132,7 @@ static void check_pages(struct checker *c, int nid)
         if (c->seen[pfn] != p->mapcount)
             problem(c, "pfn %lu: mapcount %u, but %u page-table entries map it",
                     (unsigned long)pfn, p->mapcount, c->seen[pfn]);
-        int found;
-        uint64_t chain = fp_rmap_chain_len(k, pfn, UINT64_MAX, &found);
+        uint64_t chain = fp_rmap_chain_len(k, pfn);
         if (chain != p->mapcount - 1u)
             problem(c, "pfn %lu: mapcount %u, but %lu further mappers in its rmap chain",
                     (unsigned long)pfn, p->mapcount, (unsigned long)chain);
@@ -252,27 +251,10 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
     if (c.swap_entries != k->swap_used)
         problem(&c, "swap_used %lu, but page tables hold %lu swap entries",
                 (unsigned long)k->swap_used, (unsigned long)c.swap_entries);
-    uint64_t nr_free = 0, live = 0;
-    for (uint64_t x = k->rmap_ext_free; x && nr_free <= k->nr_rmap_ext; x = k->rmap_ext[x - 1].next) {
-        if (x > k->nr_rmap_ext || k->rmap_ext[x - 1].pfn != FP_RMAP_FREE) {
-            problem(&c, "the rmap free list links to entry %lu, which is not free", (unsigned long)x);
-            break;
-        }
-        nr_free++;
-    }
-    for (uint64_t i = 0; i < k->nr_rmap_ext; i++) { /* every further mapper is on its chain */
-        int found;
-        if (k->rmap_ext[i].pfn == FP_RMAP_FREE)
-            continue;
-        live++;
-        fp_rmap_chain_len(k, k->rmap_ext[i].pfn, i, &found);
-        if (!found)
-            problem(&c, "rmap side-table entry %lu (pfn %lu) is not on its page's chain",
-                    (unsigned long)i, (unsigned long)k->rmap_ext[i].pfn);
-    }
-    if (live + nr_free != k->nr_rmap_ext)
-        problem(&c, "rmap side table: %lu live and %lu free entries, %lu handed out",
-                (unsigned long)live, (unsigned long)nr_free, (unsigned long)k->nr_rmap_ext);
+    char rmap_msg[160];
+    uint64_t rmap_bad = fp_rmap_check(k, rmap_msg, sizeof(rmap_msg));
+    if (rmap_bad)
+        problem(&c, "%s (%lu rmap problems)", rmap_msg, (unsigned long)rmap_bad);
     free(c.stat);
     free(c.seen);
     return c.problems;

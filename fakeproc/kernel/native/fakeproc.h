@@ -282,7 +282,8 @@ struct fp_kernel {
     uint64_t rmap_slots_used;
     uint64_t tlb_gen;      /* moves on every table free or upper-level rewrite: TLBs flush */
     int32_t tlb_off;       /* never fill workload TLBs: every touch walks (the reference
-                            * path of the differential test) */
+                            * path of the differential test; set it before any workload
+                            * runs: entries filled earlier stay valid and keep hitting) */
     uint64_t wl_pipeline_pages; /* workloads of this many pages or more run the pipelined
                             * loop (workload.c); fp_kernel_new sets FP_WL_PIPELINE_PAGES */
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */

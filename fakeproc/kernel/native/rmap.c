@@ -13,6 +13,7 @@
  * invariant: mapcount == 1 + the length of the PFN's chain.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include "internal.h"
 
@@ -259,19 +260,65 @@ uint64_t fp_rmap_index_bytes(const struct fp_kernel *k)
     return k->rmap_slots_cap * sizeof(struct fp_rmap_slot);
 }
 
-/* For the invariant checker: the length of pfn's chain (stopping past the table's
- * size, so a cycle ends), and whether side-table entry idx is on it. */
-uint64_t fp_rmap_chain_len(const struct fp_kernel *k, uint64_t pfn, uint64_t idx, int *found)
+/* For the invariant checker (check.c), in one pass over the slots, chains and free
+ * list: each slot is found from its home and belongs to a page mapped more than
+ * once, with mapcount - 1 entries on its chain; every entry is on exactly one chain
+ * or on the free list; the slot count is right. Returns the number of problems, the
+ * first described in msg. (Pages mapped more than once without a chain are the
+ * page walk's to find: their chain length is 0.) */
+uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len)
+{
+    uint64_t bad = 0, used = 0, nr = k->nr_rmap_ext;
+    uint8_t *seen = calloc(nr ? nr : 1, 1);
+    if (!seen)
+        return 0;
+#define BAD(...) do { if (!bad++ && len) snprintf(msg, len, __VA_ARGS__); } while (0)
+    for (uint64_t i = 0; i < k->rmap_slots_cap; i++) {
+        const struct fp_rmap_slot *s = &k->rmap_slots[i];
+        if (!s->pfn1)
+            continue;
+        uint64_t pfn = s->pfn1 - 1, n = 0;
+        uint32_t want = pfn < k->nr_pfns ? k->pages[pfn].mapcount : 0;
+        used++;
+        if (slot_of(k, pfn) != s)
+            BAD("rmap: pfn %lu's slot is not the one found from its home", (unsigned long)pfn);
+        for (uint32_t x = s->head; x; x = k->rmap_ext[x - 1].next, n++)
+            if (x > nr || seen[x - 1] || k->rmap_ext[x - 1].pfn != pfn) {
+                BAD("rmap: pfn %lu's chain is broken at entry %u", (unsigned long)pfn, x);
+                break;
+            } else {
+                seen[x - 1] = 1;
+            }
+        if (want < 2 || n != want - 1u)
+            BAD("rmap: pfn %lu is mapped %u times, but its chain holds %lu further mappers",
+                (unsigned long)pfn, want, (unsigned long)n);
+    }
+    if (used != k->rmap_slots_used)
+        BAD("rmap: %lu slots in use, %lu counted", (unsigned long)used,
+            (unsigned long)k->rmap_slots_used);
+    for (uint64_t x = k->rmap_ext_free; x; x = k->rmap_ext[x - 1].next)
+        if (x > nr || seen[x - 1] || k->rmap_ext[x - 1].pfn != FP_RMAP_FREE) {
+            BAD("rmap: the free list is broken at entry %lu", (unsigned long)x);
+            break;
+        } else {
+            seen[x - 1] = 1;
+        }
+    for (uint64_t i = 0; i < nr; i++)
+        if (!seen[i])
+            BAD("rmap: side-table entry %lu (pfn %lu) is on no chain and not free",
+                (unsigned long)i, (unsigned long)k->rmap_ext[i].pfn);
+#undef BAD
+    free(seen);
+    return bad;
+}
+
+/* the length of pfn's chain (0 when it has none) */
+uint64_t fp_rmap_chain_len(const struct fp_kernel *k, uint64_t pfn)
 {
     const struct fp_rmap_slot *s = slot_of(k, pfn);
     uint64_t n = 0;
-    *found = 0;
-    for (uint32_t x = s ? s->head : 0; x && n <= k->nr_rmap_ext; x = k->rmap_ext[x - 1].next) {
-        if (x > k->nr_rmap_ext || k->rmap_ext[x - 1].pfn != pfn)
-            return k->nr_rmap_ext + 1; /* a link out of the table or to another page */
-        *found |= x == idx + 1;
+    for (uint32_t x = s ? s->head : 0; x && n <= k->nr_rmap_ext; x = k->rmap_ext[x - 1].next)
         n++;
-    }
     return n;
 }
 

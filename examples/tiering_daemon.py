@@ -4,7 +4,8 @@
 It does what the RFC's migration daemon does, in miniature:
   * reads the node types and peers from /sys/devices/system/node/nodeN/{type,peer_node};
   * every round, scans /proc/PID/idle_pages of each anonymous VMA (from /proc/PID/maps)
-    N times, a moment apart: a page accessed in every scan is hot, in none cold
+    N times, each after a moment of waiting (so every scan sees one whole interval, the
+    first one included): a page accessed in every scan is hot, in none cold
     (1 MiB reads; after a full read it goes on from the last reported unit, since the
     kernel skips the pages between it and the read's end);
   * asks move_pages(2) (query form) where those pages are;
@@ -127,10 +128,9 @@ def batched(xs: list, n: int = 1024):  # noqa: ANN001, ANN201
 
 def one_round(pid: int, topo: dict[int, tuple[str, int]], scans: int, interval: float) -> str:
     counts: dict[int, int] = {}
-    for k in range(scans):
+    for _ in range(scans):
+        time.sleep(interval)  # the first scan too: moved pages come back old (SW_YOUNG aside)
         scan(pid, counts)
-        if k < scans - 1:
-            time.sleep(interval)
     hot = sorted(a for a, c in counts.items() if c == scans)
     cold = sorted(a for a, c in counts.items() if c == 0)
     where = {}

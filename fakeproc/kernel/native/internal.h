@@ -158,8 +158,8 @@ static inline void fp_set_bits(uint64_t *e, uint64_t bits)
  * filled the entry and only fp_set_table_bits() clears them, which flushes
  * (tlb_gen). The PMD and the PTE are read and marked exactly as fp_touch() marks
  * them; anything else (not present, write-protected, a changed PMD) is a miss. */
-static inline __attribute__((always_inline)) int32_t fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *t,
-                                 uint64_t addr, int write)
+static inline __attribute__((always_inline)) int32_t
+fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *t, uint64_t addr, int write)
 {
     if (t->tag != (addr >> 21) + 1 || t->gen != k->tlb_gen)
         return -1;

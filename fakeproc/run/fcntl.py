@@ -14,7 +14,7 @@ import os
 from typing import Any, Callable
 
 from . import seccomp
-from .lseek import IDLE_PATH, dup_from, tgid_of
+from .idle_fd import idle_pages_pid, shared_file, tgid_of
 
 
 def fcntl_handler(set_flags: Callable[[int, int, int, int], Any]) -> Callable[[Any], Any]:
@@ -22,16 +22,10 @@ def fcntl_handler(set_flags: Callable[[int, int, int, int], Any]) -> Callable[[A
     pid, fuse_pos, flags) reaches the emulator."""
     def handler(notif: Any) -> Any:
         fd, flags = seccomp._s32(notif.args[0]), seccomp._s32(notif.args[2])
-        try:
-            m = IDLE_PATH.match(os.readlink(f"/proc/{notif.pid}/fd/{fd}"))
-        except OSError:
-            m = None
-        if m is not None:
+        pid = idle_pages_pid(notif.pid, fd)
+        if pid is not None:
             tgid = tgid_of(notif.pid)
-            dup = dup_from(tgid, fd)
-            try:
-                set_flags(tgid, int(m.group(1)), os.lseek(dup, 0, os.SEEK_CUR), flags)
-            finally:
-                os.close(dup)
+            with shared_file(tgid, fd) as dup:
+                set_flags(tgid, pid, os.lseek(dup, 0, os.SEEK_CUR), flags)
         return seccomp.Continue()  # the real F_SETFL too: F_GETFL must agree
     return handler

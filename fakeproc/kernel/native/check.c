@@ -132,10 +132,6 @@ static void check_pages(struct checker *c, int nid)
         if (c->seen[pfn] != p->mapcount)
             problem(c, "pfn %lu: mapcount %u, but %u page-table entries map it",
                     (unsigned long)pfn, p->mapcount, c->seen[pfn]);
-        uint64_t chain = fp_rmap_chain_len(k, pfn);
-        if (chain != p->mapcount - 1u)
-            problem(c, "pfn %lu: mapcount %u, but %lu further mappers in its rmap chain",
-                    (unsigned long)pfn, p->mapcount, (unsigned long)chain);
         int level;
         uint64_t *e = fp_rmap_entry(k, p, &level);
         const struct fp_mm *owner = k->mms[fp_page_owner(k, p)];

@@ -264,8 +264,8 @@ uint64_t fp_rmap_index_bytes(const struct fp_kernel *k)
  * list: each slot is found from its home and belongs to a page mapped more than
  * once, with mapcount - 1 entries on its chain; every entry is on exactly one chain
  * or on the free list; the slot count is right. Returns the number of problems, the
- * first described in msg. (Pages mapped more than once without a chain are the
- * page walk's to find: their chain length is 0.) */
+ * first described in msg. (A page mapped more than once without a chain is the page
+ * walk's to find: fp_rmap_is_mapper() does not know its further mappers.) */
 uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len)
 {
     uint64_t bad = 0, used = 0, nr = k->nr_rmap_ext;
@@ -310,16 +310,6 @@ uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len)
 #undef BAD
     free(seen);
     return bad;
-}
-
-/* the length of pfn's chain (0 when it has none) */
-uint64_t fp_rmap_chain_len(const struct fp_kernel *k, uint64_t pfn)
-{
-    const struct fp_rmap_slot *s = slot_of(k, pfn);
-    uint64_t n = 0;
-    for (uint32_t x = s ? s->head : 0; x && n <= k->nr_rmap_ext; x = k->rmap_ext[x - 1].next)
-        n++;
-    return n;
 }
 
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level)

@@ -9,6 +9,7 @@ and compared with a baseline taken in the same run (never with a constant).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import mmap
 import os
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -150,10 +151,14 @@ def bench_idle_scan(pages: int, reps: int, tmp: Path) -> Result:
                   "/proc/self/pagemap (real kernel)", base)
 
 
-def bench_sysfs(reps: int, tmp: Path) -> Result:
-    """open+read+close of a small sysfs attribute through the mount vs the real /sys."""
-    proc, mnt = mount(machine(64), tmp)
+def bench_sysfs(reps: int, tmp: Path) -> list[Result]:
+    """open+read+close of a small sysfs attribute through the mount vs the real /sys,
+    with the FUSE transport floor beside it: a C libfuse server that does no work
+    (benchmarks/fuse_floor.c), answering OPEN+READ+RELEASE (direct_io) or OPEN alone
+    (keep_cache), and both ours and the floor again with client and server on one CPU
+    (on a VM most of a round trip is waking the other CPU)."""
     n = 2000
+    real = "/sys/devices/system/node/node0/cpulist"
 
     def loop(path: str) -> float:
         t0 = time.perf_counter()
@@ -163,12 +168,63 @@ def bench_sysfs(reps: int, tmp: Path) -> Result:
             os.close(fd)
         return (time.perf_counter() - t0) / n * 1e6
 
+    def on_cpu0(fn: Callable[[], float]) -> float:
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        try:
+            return fn()
+        finally:
+            os.sched_setaffinity(0, mask)
+
+    proc, mnt = mount(machine(64), tmp)
+    attr = str(mnt / "sys/devices/system/node/node0/cpulist")
     try:
-        mine = repeat(lambda: loop(str(mnt / "sys/devices/system/node/node0/cpulist")), reps)
+        mine = repeat(lambda: loop(attr), reps)
+        os.sched_setaffinity(proc.pid, {0})
+        mine_cpu0 = repeat(lambda: on_cpu0(lambda: loop(attr)), reps)
     finally:
         unmount(proc, mnt)
-    base = repeat(lambda: loop("/sys/devices/system/node/node0/cpulist"), reps)
-    return Result("open+read+close nodeN/cpulist", "µs/file", mine, "the real /sys", base)
+    base = repeat(lambda: loop(real), reps)
+    results = [Result("open+read+close nodeN/cpulist", "µs/file", mine, "the real /sys", base),
+               Result("  the same, client and server on one CPU", "µs/file", mine_cpu0,
+                      "the real /sys", base)]
+    exe = build_fuse_floor(tmp)
+    for mode, what in (("direct", "OPEN+READ+RELEASE"), ("cache", "OPEN only")):
+        for cpu0 in (False, True):
+            with fuse_floor(exe, mode, tmp / f"floor-{mode}-{cpu0}", cpu0) as path:
+                ours = repeat(lambda: on_cpu0(lambda: loop(path)) if cpu0 else loop(path), reps)
+            results.append(Result(f"  floor: a C FUSE server doing no work, {what}"
+                                  + (", one CPU" if cpu0 else ""), "µs/file", ours,
+                                  "the real /sys", base))
+    return results
+
+
+def build_fuse_floor(tmp: Path) -> Path:
+    """Compile benchmarks/fuse_floor.c against libfuse 3 (pkg-config fuse3)."""
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    exe = tmp / "fuse_floor"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(REPO / "benchmarks" / "fuse_floor.c"), *flags],
+                   check=True)
+    return exe
+
+
+@contextlib.contextmanager
+def fuse_floor(exe: Path, mode: str, mnt: Path, cpu0: bool) -> Iterator[str]:
+    """Mount the floor server at mnt (pinned to CPU 0 when cpu0); yield its file."""
+    mnt.mkdir()
+    proc = subprocess.Popen([str(exe), str(mnt), mode],
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if cpu0 else None)
+    try:
+        deadline = time.monotonic() + 30
+        while not (mnt / "attr").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the FUSE floor server did not come up")
+            time.sleep(0.01)
+        yield str(mnt / "attr")
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        proc.wait(30)
 
 
 def bench_touches(big_pages: int, reps: int, tmp: Path) -> list[Result]:
@@ -420,7 +476,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fakeproc-bench-") as d:
         tmp = Path(d)
         for name, fn in (("idle", lambda: [bench_idle_scan(pages, reps, tmp / "idle")]),
-                         ("sysfs", lambda: [bench_sysfs(reps, tmp / "sysfs")]),
+                         ("sysfs", lambda: bench_sysfs(reps, tmp / "sysfs")),
                          ("touches", lambda: bench_touches(pages, reps, tmp / "touches")),
                          ("move", lambda: bench_move_pages(reps, tmp / "move")),
                          ("fork", lambda: [bench_fork(pages // 16, reps)]),

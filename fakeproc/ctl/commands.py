@@ -269,3 +269,12 @@ def idle_setfl(ctx: Context, opener: int, pid: int, fuse_pos: int, flags: int) -
     position, see fs/idle_pages.set_status_flags)."""
     from ..fs.idle_pages import set_status_flags
     return {"set": set_status_flags(opener, pid, fuse_pos, flags)}
+
+
+@command()
+def fs_requests(ctx: Context) -> dict[str, int]:
+    """FUSE requests the mount has served since it started, by operation (lookup,
+    getattr, open, read, ...): what a program's file-system traffic costs, and which
+    reads the host kernel's caches answered without asking."""
+    from ..fs.server import REQUESTS
+    return dict(sorted(REQUESTS.items()))

@@ -8,6 +8,7 @@ handlers never race.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import itertools
@@ -26,6 +27,7 @@ import trio
 from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
+from .pagecache import PageCache, cacheable
 from .procview import make_procview
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 log = logging.getLogger("fakeproc.fs")
+REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests served, by handler
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
@@ -107,6 +110,7 @@ class FakeprocFS(pyfuse3.Operations):
         self.dir_handles: dict[int, list[tuple[str, Entry, Ctx, tuple[str, ...]]]] = {}
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
+        self.page_cache = PageCache(lambda ino: pyfuse3.invalidate_inode(ino, attr_only=True))
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
@@ -205,9 +209,16 @@ class FakeprocFS(pyfuse3.Operations):
                 _kernfs_open_check(entry.mode, flags)
         else:
             ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
+        handle: Any
+        keep_cache = False
         try:
             if isinstance(entry, File):
-                handle: Any = TextHandle(entry.render(ectx).encode(), entry.write_errno)
+                data = entry.render(ectx).encode()
+                cached = self.page_cache.open(inode, data) if cacheable(path, entry.mode) else None
+                if cached is not None:
+                    handle, keep_cache = cached
+                else:
+                    handle = TextHandle(data, entry.write_errno)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:
@@ -216,7 +227,7 @@ class FakeprocFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         fh = next(self._fh)
         self.handles[fh] = handle
-        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=False)
+        return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=keep_cache)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         try:
@@ -242,9 +253,13 @@ def _guarded(handler: Any) -> Any:
     Every request first brings the virtual clock up to now: a request is an
     observation at one wall instant, and between the clock's periodic ticks (every
     PERIOD) the workloads would otherwise stand still, so two reads less than a tick
-    apart would see no access between them."""
+    apart would see no access between them. REQUESTS counts it (the `fs_requests`
+    control command shows how much FUSE traffic a program causes)."""
+    name = handler.__name__
+
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        REQUESTS[name] += 1
         try:
             clock = getattr(args[0], "clock", None) if args else None
             if clock is not None:
@@ -253,7 +268,7 @@ def _guarded(handler: Any) -> Any:
         except pyfuse3.FUSEError:
             raise
         except Exception:  # noqa: BLE001 - the whole point: keep serving
-            log.exception("%s failed; answering EIO", handler.__name__)
+            log.exception("%s failed; answering EIO", name)
             raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper
 

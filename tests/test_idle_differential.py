@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import reference_idle as ref
 from fakeproc.kernel.native import KernelError
+from fakeproc.kernel.task_mmu import IdleScan
 from fakeproc.machine import load
 
 BASE = 0x7F0000000000
@@ -84,6 +85,14 @@ def address_space(draw):
     return text, mm, positions
 
 
+def draw_read(data, positions: list[int]) -> tuple[int, int, int]:
+    """pos, count and scan flags of one read(2)."""
+    pos = data.draw(st.one_of(st.sampled_from(positions),
+                              st.integers(BASE // PAGE, (BASE + (20 << 20)) // PAGE).map(lambda p: p * PAGE),
+                              st.sampled_from(positions).map(lambda p: p + 8)))
+    return pos, data.draw(st.sampled_from(COUNTS)), data.draw(st.sampled_from(FLAGS))
+
+
 @settings(max_examples=int(os.environ.get("FAKEPROC_HYPOTHESIS_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(space=address_space(), data=st.data())
@@ -92,11 +101,7 @@ def test_c_walk_matches_the_reference(space, data):
     kernel = load(text)
     task = kernel.task(1)
     for _ in range(3):
-        pos = data.draw(st.one_of(st.sampled_from(positions),
-                                  st.integers(BASE // PAGE, (BASE + (20 << 20)) // PAGE).map(lambda p: p * PAGE),
-                                  st.sampled_from(positions).map(lambda p: p + 8)))
-        count = data.draw(st.sampled_from(COUNTS))
-        flags = data.draw(st.sampled_from(FLAGS))
+        pos, count, flags = draw_read(data, positions)
         want = ref.read(mm, pos, count, flags)
         try:
             got = kernel.idle_pages_read(task, pos, count, flags)
@@ -104,3 +109,65 @@ def test_c_walk_matches_the_reference(space, data):
             assert want == e.errno, (hex(pos), count, flags)
             continue
         assert (got.data, got.pos) == want, (hex(pos), count, flags)
+
+
+BIG = BASE + (64 << 20)  # a VMA whose reads take several passes (8000-byte staging buffers)
+
+
+@st.composite
+def big_space(draw):
+    """(toml text, read positions): address_space() plus a VMA of 32-48 Ki pages in a
+    repeated pattern of runs of one or two pages, so that its reads fill several
+    staging buffers (about a byte per run)."""
+    text, _, positions = draw(address_space())
+    pattern = draw(st.lists(st.tuples(st.integers(1, 2), st.sampled_from(sorted(PTE_STATES))),
+                            min_size=2, max_size=4))
+    unit = sum(n for n, _ in pattern)
+    repeat = draw(st.integers(32768, 49152)) // unit
+    npages = unit * repeat
+    text = text.replace('size = "64MiB"', 'size = "512MiB"') + (
+        f'[[process.vma]]\nstart = {BIG:#x}\nsize = "{npages * 4}KiB"\n'
+        f'pages = "{", ".join(f"{n} {state}" for n, state in pattern)}"\nrepeat = {repeat}\n')
+    return text, positions + [BIG, BIG + draw(st.integers(0, npages - 1)) * PAGE, BIG + npages * PAGE]
+
+
+@settings(max_examples=int(os.environ.get("FAKEPROC_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(space=big_space(), data=st.data())
+def test_a_read_in_steps_is_the_read_in_one_go(space, data):
+    """The server walks a read a few passes at a time (fs/idle_pages.py), with other
+    requests in between; when nothing changes meanwhile, stopping between passes must
+    change no byte, no cursor, no accessed bit (the next reads) and no missed count."""
+    text, positions = space
+    whole, stepped = load(text), load(text)
+    scan = IdleScan()
+    for _ in range(3):
+        pos = data.draw(st.sampled_from(positions))
+        count = data.draw(st.sampled_from([19, 40, 4000, 8000, 8009, 16000, 1 << 20]))
+        flags = data.draw(st.sampled_from(FLAGS))
+        passes = data.draw(st.integers(1, 3))
+        try:
+            want = whole.idle_pages_read(whole.task(1), pos, count, flags)
+        except KernelError as e:
+            want = e.errno
+        steps = stepped.idle_pages_steps(scan, stepped.task(1), pos, count, flags, passes)
+        stops = 0
+        try:
+            while True:
+                next(steps)
+                stops += 1
+        except StopIteration as done:
+            got = done.value
+        except KernelError as e:
+            got = e.errno
+        assert got == want, (hex(pos), count, flags, passes)
+        if isinstance(got, int):
+            continue
+        assert stops >= -(-len(got.data) // (8000 * passes)) - 1  # one pass: ≤ 8000 bytes
+        assert missed(whole) == missed(stepped)
+
+
+def missed(k) -> int:
+    """Present pages the reads skipped without a report (the score's idle_missed)."""
+    return int(k.native.mms[k.task(1).mm_id].idle_missed)
+

@@ -10,14 +10,14 @@ import dataclasses
 import errno
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Generator, Iterable, Sequence
 
 from . import node as nodemod
 from . import vmscan
 from .mm import PAGE_SIZE, MmStruct, Vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
-from .task_mmu import IdleRead, IdleReader
+from .task_mmu import ALL_PASSES, IdleRead, IdleScan
 from .workload import Workload
 
 log = logging.getLogger("fakeproc.kernel")
@@ -83,7 +83,7 @@ class Kernel:
         self._next_mm = 1
         self.clock = 0.0  # virtual seconds
         self.generation = 0  # bumped on every state change the file system may cache
-        self._idle = IdleReader()
+        self._idle = IdleScan()
 
     # ---- topology ----------------------------------------------------------
     def node(self, nid: int) -> nodemod.Node:
@@ -499,10 +499,28 @@ class Kernel:
 
     # ---- reads the file system makes -------------------------------------------
     def idle_pages_read(self, task: Task, pos: int, count: int, flags: int) -> IdleRead:
-        """read(2) of /proc/PID/idle_pages (INTERFACES.md 1.2-1.4)."""
-        result = self._idle.read(self, task.mm_id if task.alive else None, pos, count, flags)
-        self.generation += 1  # accessed bits were cleared
-        return result
+        """read(2) of /proc/PID/idle_pages (INTERFACES.md 1.2-1.4), in one go."""
+        steps = self.idle_pages_steps(self._idle, task, pos, count, flags, ALL_PASSES)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def idle_pages_steps(self, scan: IdleScan, task: Task, pos: int, count: int, flags: int,
+                         passes: int) -> Generator[None, int | None, IdleRead]:
+        """The same read in steps of `passes` passes: yields between steps (the caller
+        may let the kernel change meanwhile; `send(n)` sets the passes of the steps
+        after) and returns the read's result. Raises KernelError before the first step."""
+        mm_id = task.mm_id if task.alive else None
+        scan.start(self, mm_id, pos, count, flags)
+        while True:
+            same = task.alive and task.mm_id == mm_id  # else the mm's slot may be reused
+            more = scan.step(self, mm_id if same else None, passes)
+            self.generation += 1  # accessed bits were cleared
+            if not more:
+                return scan.result()
+            passes = (yield) or passes
 
     def node_stat(self, nid: int) -> list[int]:
         """The native per-node counters (FP_NR_* order), in pages or events."""

@@ -17,6 +17,7 @@ IDLE_BUF_MIN = 19
 MAX_RW_COUNT = 0x7FFFF000
 NO_MM = 0xFFFFFFFF
 U64 = (1 << 64) - 1
+ALL_PASSES = 0xFFFFFFFF  # a step that walks the whole read
 
 # The scan flags are the file's status flags (RFC v2; INTERFACES.md 1.1).
 SCAN_HUGE_PAGE = os.O_NONBLOCK   # 0x800
@@ -37,25 +38,40 @@ class IdleRead:
     pos: int
 
 
-class IdleReader:
-    """One read buffer reused across reads (a read returns a copy of its bytes)."""
+class IdleScan:
+    """One read(2) in steps of a few passes (C: fp_idle_scan_*), so that a server can
+    answer other requests between steps instead of stalling them for a whole 1 MiB
+    read. Between steps the kernel may change (as other CPUs change it under a real
+    read); each step is given the VMAs as they are then. One scan serves one read at
+    a time; its buffer is reused (a result is a copy)."""
 
     def __init__(self) -> None:
         self._buf = ffi.new("uint8_t[]", 1 << 20)
-        self._cursor = ffi.new("uint64_t *")
+        self._scan = ffi.gc(lib.fp_idle_scan_new(), lib.fp_idle_scan_free)
+        if self._scan == ffi.NULL:
+            raise MemoryError("fp_idle_scan_new")
 
-    def read(self, kernel: "Kernel", mm_id: int | None, pos: int, count: int,  # noqa: F821
-             flags: int) -> IdleRead:
-        """read(fd, buf, count) at file position pos; raises KernelError(errno)."""
+    def start(self, kernel: "Kernel", mm_id: int | None, pos: int, count: int,  # noqa: F821
+              flags: int) -> None:
+        """The checks of read(fd, buf, count) at file position pos; raises KernelError."""
         if count > len(self._buf):
             self._buf = ffi.new("uint8_t[]", min(count, MAX_RW_COUNT))
-        if mm_id is None:  # the address space is gone: C answers ESRCH after checks 1-4
-            spans, n, mm_id = ffi.NULL, 0, NO_MM
+        # the address space is gone: C answers ESRCH after the argument checks
+        check(lib.fp_idle_scan_start(kernel.native, self._scan, NO_MM if mm_id is None else mm_id,
+                                     pos & U64, count, scan_flags(flags), self._buf))
+
+    def step(self, kernel: "Kernel", mm_id: int | None, passes: int) -> bool:  # noqa: F821
+        """Walk up to `passes` passes; True while the read has more to do. mm_id None
+        (the task's address space is not the one the read started on) ends it."""
+        if mm_id is None:
+            spans, n, passes = ffi.NULL, 0, 0
         else:
             spans, n = kernel.mm(mm_id).spans()
-        got = check(lib.fp_idle_read(kernel.native, mm_id, spans, n, pos & U64, count,
-                                     scan_flags(flags), self._buf, self._cursor))
-        return IdleRead(bytes(ffi.buffer(self._buf, got)), int(self._cursor[0]))
+        return bool(lib.fp_idle_scan_step(kernel.native, self._scan, spans, n, passes))
+
+    def result(self) -> IdleRead:
+        got = lib.fp_idle_scan_copied(self._scan)
+        return IdleRead(bytes(ffi.buffer(self._buf, got)), int(lib.fp_idle_scan_cursor(self._scan)))
 
 
 def llseek(pos: int, offset: int, whence: int) -> int:

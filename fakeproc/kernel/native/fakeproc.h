@@ -344,6 +344,21 @@ struct fp_vma_span {
 int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
                      uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
                      uint8_t *ubuf, uint64_t *cursor_out);
+/* the same read in steps of at most max_passes passes (one staging buffer each), so a
+ * server can answer other requests in between: start (0 or -errno; a read with nothing
+ * to walk is done at once), step until it returns 0, then copied and cursor. A step
+ * walks the tables from the top again with the VMAs given to it; a read whose address
+ * space died (or switched to or from a VM) since the last step, or a step with
+ * max_passes 0, ends the read with what it has. */
+struct fp_idle_scan;
+struct fp_idle_scan *fp_idle_scan_new(void);
+void fp_idle_scan_free(struct fp_idle_scan *s);
+int64_t fp_idle_scan_start(struct fp_kernel *k, struct fp_idle_scan *s, uint32_t id, uint64_t pos,
+                           uint64_t count, uint32_t scan_flags, uint8_t *ubuf);
+int32_t fp_idle_scan_step(struct fp_kernel *k, struct fp_idle_scan *s, const struct fp_vma_span *vmas,
+                          uint32_t nr_vmas, uint32_t max_passes);
+uint64_t fp_idle_scan_copied(const struct fp_idle_scan *s);
+uint64_t fp_idle_scan_cursor(const struct fp_idle_scan *s);
 
 /* KVM (kvm.c): a VM of a process, guest accesses through the EPT, EPT-mode idle_pages */
 int32_t fp_vm_new(struct fp_kernel *k, uint32_t mm);

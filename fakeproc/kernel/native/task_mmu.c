@@ -11,6 +11,7 @@
  * a unit that did not fit.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 #include "idle.h"
@@ -301,46 +302,129 @@ static int ept_level(struct idle_ctl *c, uint64_t table, int level, uint64_t add
     return err;
 }
 
-/* One read in EPT mode; fp_idle_read() has made the generic checks. */
-static int64_t ept_idle_read(struct fp_kernel *k, struct fp_vm *vm, uint64_t pos, uint64_t count,
-                             uint8_t *ubuf, uint64_t *cursor_out)
+/* ---- one read(2) in steps ----------------------------------------------------- */
+
+/* A read between two steps: the walk state of one read(2). A pass (one staging
+ * buffer copied to the user buffer) leaves nothing else behind, so a read can stop
+ * between passes and go on later; the tables are walked again from the top. */
+struct fp_idle_scan {
+    struct idle_ctl c;     /* c.k is set again at every step */
+    uint32_t mm_id;
+    uint32_t vm;           /* the VM walked (index + 1), 0 in task mode */
+    uint64_t start, end;   /* the walk loop's variables */
+    uint64_t cursor;       /* the file position the read leaves */
+    int done;
+    int tail;              /* the passes are over; counting the unreported rest */
+    uint64_t tail_from;    /* where that count goes on */
+};
+
+struct fp_idle_scan *fp_idle_scan_new(void)
 {
-    struct idle_ctl c;
-    if (!vm->has_vcpu0 || !vm->ad_enabled || vm->levels != 4)
-        return -EINVAL; /* the VM cannot be walked */
-    memset(&c, 0, offsetof(struct idle_ctl, kbuf));
-    c.k = k;
-    c.ubuf = ubuf;
-    c.count = count;
-    uint64_t end = pos + (count << (3 + FP_PAGE_SHIFT)), start = pos;
-    while (start < end) {
-        idle_begin_pass(&c);
-        const struct fp_memslot *s = fp_vm_slot_of_hva(vm, start);
-        uint64_t next;
-        if (s && vm->root_valid && vm->eptp) {
-            /* walk the slot from start's GPA to the slot's end, whatever `end` is */
-            c.gpa_to_hva = s->hva - s->gpa;
-            c.restart = start - c.gpa_to_hva;
-            ept_level(&c, vm->eptp, 1, c.restart, s->gpa + (s->npages << FP_PAGE_SHIFT));
-            next = c.used ? c.restart + c.gpa_to_hva : fp_vm_next_slot_hva(vm, start);
-        } else {
-            next = fp_vm_next_slot_hva(vm, start); /* no slot here, or nothing to walk */
-        }
-        start = next;
-        if (idle_copy_user(&c, start, end))
-            break;
-    }
-    *cursor_out = c.next_hva;
-    return (int64_t)c.copied;
+    return calloc(1, sizeof(struct fp_idle_scan));
 }
 
-int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
-                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
-                     uint8_t *ubuf, uint64_t *cursor_out)
+void fp_idle_scan_free(struct fp_idle_scan *s)
+{
+    free(s);
+}
+
+uint64_t fp_idle_scan_copied(const struct fp_idle_scan *s) { return s->c.copied; }
+uint64_t fp_idle_scan_cursor(const struct fp_idle_scan *s) { return s->cursor; }
+
+/* Up to max_passes EPT-mode passes; 1 when the read has more to do. */
+static int ept_passes(struct fp_vm *vm, struct fp_idle_scan *s, uint32_t max_passes)
+{
+    struct idle_ctl *c = &s->c;
+    for (uint32_t passes = 0; s->start < s->end; passes++) {
+        if (passes == max_passes)
+            return 1;
+        idle_begin_pass(c);
+        const struct fp_memslot *slot = fp_vm_slot_of_hva(vm, s->start);
+        uint64_t next;
+        if (slot && vm->root_valid && vm->eptp) {
+            /* walk the slot from start's GPA to the slot's end, whatever `end` is */
+            c->gpa_to_hva = slot->hva - slot->gpa;
+            c->restart = s->start - c->gpa_to_hva;
+            ept_level(c, vm->eptp, 1, c->restart, slot->gpa + (slot->npages << FP_PAGE_SHIFT));
+            next = c->used ? c->restart + c->gpa_to_hva : fp_vm_next_slot_hva(vm, s->start);
+        } else {
+            next = fp_vm_next_slot_hva(vm, s->start); /* no slot here, or nothing to walk */
+        }
+        s->start = next;
+        if (idle_copy_user(c, s->start, s->end))
+            break;
+    }
+    return 0;
+}
+
+/* The pages of the user buffer's worth of range a read left unreported, counted in
+ * steps too: when a 1 MiB read fills, the rest of its range (up to 8 Mi pages) is
+ * counted, which takes as long as walking it. A step counts IDLE_TAIL_PAGES pages for
+ * each pass it has left. */
+#define IDLE_TAIL_PAGES 16384
+
+/* Up to max_passes task-mode passes; 1 when the read has more to do. */
+static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp_vma_span *vmas,
+                       uint32_t nr_vmas, uint32_t max_passes)
+{
+    struct idle_ctl *c = &s->c;
+    uint32_t passes = 0;
+    if (!s->tail) {
+        for (; s->start < s->end; passes++) {
+            if (passes == max_passes)
+                return 1;
+            idle_begin_pass(c);
+            uint32_t i = find_vma(vmas, nr_vmas, s->start);
+            if (i < nr_vmas) {
+                if (s->end > vmas[i].start) {
+                    if (mm->pgd)
+                        walk_page_range(c, mm->pgd, vmas, nr_vmas, s->start, s->end);
+                } else {
+                    c->restart = vmas[i].start;
+                }
+            } else {
+                c->restart = FP_TASK_SIZE;
+            }
+            s->start = c->restart;
+            if (idle_copy_user(c, s->start, s->end))
+                break;
+        }
+        if (c->copied < c->count) {
+            mm->idle_missed += c->missed;
+            return 0;
+        }
+        /* the user buffer filled: pages between the last unit and `end` went unreported */
+        s->tail = 1;
+        s->tail_from = c->unit_end > c->skip_end ? c->unit_end : c->skip_end;
+    }
+    uint64_t budget = (uint64_t)(max_passes - passes) * IDLE_TAIL_PAGES;
+    while (mm->pgd && s->tail_from < s->end) {
+        uint32_t i = find_vma(vmas, nr_vmas, s->tail_from);
+        if (i >= nr_vmas || vmas[i].start >= s->end)
+            break;
+        if (budget == 0)
+            return 1;
+        uint64_t lo = vmas[i].start > s->tail_from ? vmas[i].start : s->tail_from;
+        uint64_t hi = vmas[i].end < s->end ? vmas[i].end : s->end;
+        if ((hi - lo) >> FP_PAGE_SHIFT > budget)
+            hi = lo + (budget << FP_PAGE_SHIFT);
+        if ((vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
+            c->missed += present_in(c, mm->pgd, 1, lo, hi);
+        budget -= (hi - lo) >> FP_PAGE_SHIFT;
+        s->tail_from = hi;
+    }
+    mm->idle_missed += c->missed;
+    return 0;
+}
+
+int64_t fp_idle_scan_start(struct fp_kernel *k, struct fp_idle_scan *s, uint32_t id, uint64_t pos,
+                           uint64_t count, uint32_t scan_flags, uint8_t *ubuf)
 {
     static const uint64_t max_rw = 0x7ffff000;
-    struct idle_ctl c;
-    *cursor_out = pos;
+    memset(&s->c, 0, offsetof(struct idle_ctl, kbuf));
+    s->cursor = pos;
+    s->done = 1;
+    s->tail = 0;
     if (pos >> 63)
         return -EINVAL; /* rw_verify_area(): negative loff_t */
     if (count > max_rw)
@@ -354,45 +438,55 @@ int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span 
     struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
     if (!mm || !mm->alive)
         return -ESRCH;
-    if (mm->vm) /* the process runs a VM: walk its EPT (decided on every read) */
-        return ept_idle_read(k, k->vms[mm->vm - 1], pos, count, ubuf, cursor_out);
+    s->mm_id = id;
+    s->vm = (uint32_t)mm->vm; /* the process runs a VM: walk its EPT (decided on every read) */
+    if (s->vm) {
+        struct fp_vm *vm = k->vms[s->vm - 1];
+        if (!vm->has_vcpu0 || !vm->ad_enabled || vm->levels != 4)
+            return -EINVAL; /* the VM cannot be walked */
+    }
+    s->c.ubuf = ubuf;
+    s->c.count = count;
+    s->c.scan_flags = s->vm ? 0 : scan_flags;
+    s->c.restart = pos;
+    s->start = pos;
+    s->end = pos + (count << (3 + FP_PAGE_SHIFT));
+    s->done = 0;
+    return 0;
+}
 
-    memset(&c, 0, offsetof(struct idle_ctl, kbuf));
-    c.k = k;
-    c.ubuf = ubuf;
-    c.count = count;
-    c.scan_flags = scan_flags;
-    uint64_t end = pos + (count << (3 + FP_PAGE_SHIFT));
-    uint64_t start = pos;
-    c.restart = pos;
-    while (start < end) {
-        idle_begin_pass(&c);
-        uint32_t i = find_vma(vmas, nr_vmas, start);
-        if (i < nr_vmas) {
-            if (end > vmas[i].start) {
-                if (mm->pgd)
-                    walk_page_range(&c, mm->pgd, vmas, nr_vmas, start, end);
-            } else {
-                c.restart = vmas[i].start;
-            }
-        } else {
-            c.restart = FP_TASK_SIZE;
-        }
-        start = c.restart;
-        if (idle_copy_user(&c, start, end))
-            break;
+int32_t fp_idle_scan_step(struct fp_kernel *k, struct fp_idle_scan *s, const struct fp_vma_span *vmas,
+                          uint32_t nr_vmas, uint32_t max_passes)
+{
+    if (s->done)
+        return 0;
+    struct fp_mm *mm = s->mm_id < FP_MAX_MMS ? k->mms[s->mm_id] : NULL;
+    int more = 0;
+    s->c.k = k;
+    /* an address space that died or changed mode since the last step ends the read
+     * with what it has (a real read would finish on the mm it holds a reference to);
+     * so does max_passes 0, for a caller that knows the mm's slot was reused */
+    if (max_passes && mm && mm->alive && (uint32_t)mm->vm == s->vm) {
+        if (s->vm)
+            more = ept_passes(k->vms[s->vm - 1], s, max_passes);
+        else
+            more = task_passes(mm, s, vmas, nr_vmas, max_passes);
     }
-    if (c.copied >= c.count && mm->pgd) {
-        /* the user buffer filled: pages between the last unit and `end` went unreported */
-        uint64_t from = c.unit_end > c.skip_end ? c.unit_end : c.skip_end;
-        for (uint32_t i = find_vma(vmas, nr_vmas, from); i < nr_vmas && vmas[i].start < end; i++) {
-            uint64_t lo = vmas[i].start > from ? vmas[i].start : from;
-            uint64_t hi = vmas[i].end < end ? vmas[i].end : end;
-            if (lo < hi && (vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
-                c.missed += present_in(&c, mm->pgd, 1, lo, hi);
-        }
+    if (!more) {
+        s->done = 1;
+        s->cursor = s->c.next_hva;
     }
-    mm->idle_missed += c.missed;
-    *cursor_out = c.next_hva;
-    return (int64_t)c.copied;
+    return more;
+}
+
+int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
+                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
+                     uint8_t *ubuf, uint64_t *cursor_out)
+{
+    struct fp_idle_scan s;
+    int64_t err = fp_idle_scan_start(k, &s, id, pos, count, scan_flags, ubuf);
+    if (err == 0)
+        fp_idle_scan_step(k, &s, vmas, nr_vmas, UINT32_MAX);
+    *cursor_out = s.cursor;
+    return err < 0 ? err : (int64_t)s.c.copied;
 }

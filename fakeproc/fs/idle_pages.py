@@ -9,16 +9,33 @@ on from the cursor, anything else is a new read at that offset (an lseek).
 from __future__ import annotations
 
 import errno
+import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generator
+
+import trio
 
 from ..kernel.native import KernelError
 from ..kernel.task import Task
-from ..kernel.task_mmu import SCAN_HUGE_PAGE, write_errno
+from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, write_errno
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
+
+# How long a step of a read may hold the trio thread, and the passes (one 8000-byte
+# staging buffer each; ~130 make a 1 MiB read) of its first step and of any step.
+STEP_SECONDS = 0.0005
+FIRST_STEP_PASSES = 2
+MAX_STEP_PASSES = 1024
+# Scheduling rounds between two steps. A request waiting in /dev/fuse needs three: a
+# reader task that finished its last request registers its wait, then epoll finds the
+# request readable, then the reader runs it. With one round a request sat out ~4 steps.
+HANDOFF_CHECKPOINTS = 3
+# Scans (1 MiB of reply buffer each) not in use, for the next reads: one per read
+# running at the same time, not one per open file.
+SCANS: list[IdleScan] = []
+MAX_SPARE_SCANS = 4
 
 # every open handle of this mount's server (one mount per process), so the runner can
 # ask for the kernel's file position of one of them (see position_of)
@@ -37,23 +54,53 @@ class IdlePagesHandle:
         self.flags = flags
         self.opener = opener
         OPEN.add(self)
+        self._lock = trio.Lock()
         self._reply_end: int | None = None  # byte offset where the last reply ended
         self._cursor = 0                    # the file position the kernel would hold
 
-    def read(self, off: int, size: int) -> bytes:
-        """One FUSE READ. Raises OSError(errno) as the read(2) would fail."""
-        pos = self._cursor if off == self._reply_end else off
-        try:
-            result = self.kernel.idle_pages_read(self.task, pos, size, self.flags)
-        except KernelError:
-            self._reply_end = None
-            raise
-        self._reply_end = off + len(result.data)
-        self._cursor = result.pos
-        return result.data
+    async def read_async(self, off: int, size: int) -> bytes:
+        """One FUSE READ, walked in steps of about STEP_SECONDS with trio checkpoints
+        between them: a 1 MiB read walks up to 8 Mi pages (~17 ms), and every other
+        request of the mount would wait that long otherwise. Raises OSError(errno) as
+        the read(2) would fail. Reads of one open file are served one at a time (their
+        positions depend on each other)."""
+        async with self._lock:
+            pos = self._cursor if off == self._reply_end else off
+            scan = SCANS.pop() if SCANS else IdleScan()
+            passes = FIRST_STEP_PASSES
+            try:
+                steps = self.kernel.idle_pages_steps(scan, self.task, pos, size, self.flags, passes)
+                result = await _walk(steps, passes)
+            except KernelError:
+                self._reply_end = None
+                raise
+            finally:
+                if len(SCANS) < MAX_SPARE_SCANS:
+                    SCANS.append(scan)
+            self._reply_end = off + len(result.data)
+            self._cursor = result.pos
+            return result.data
 
     def write(self, off: int, data: bytes) -> int:
         raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
+
+
+async def _walk(steps: Generator[None, int | None, IdleRead], passes: int) -> IdleRead:
+    """Run a stepped read to its end, sizing each step to about STEP_SECONDS from the
+    pace of the one before (passes cost from microseconds to a millisecond, by how
+    many pages one staging buffer's records cover)."""
+    send: int | None = None
+    while True:
+        t0 = time.perf_counter()
+        try:
+            steps.send(send)
+        except StopIteration as done:
+            return done.value
+        took = time.perf_counter() - t0
+        passes = max(1, min(MAX_STEP_PASSES, int(passes * STEP_SECONDS / max(took, 1e-6))))
+        send = passes
+        for _ in range(HANDOFF_CHECKPOINTS):
+            await trio.lowlevel.checkpoint()
 
 
 def position_of(opener: int, pid: int, fuse_pos: int) -> int | None:

@@ -230,8 +230,11 @@ class FakeprocFS(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=keep_cache)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
         try:
-            return self.handles[fh].read(off, size)
+            if hasattr(handle, "read_async"):  # a long read that lets others in between
+                return await handle.read_async(off, size)
+            return handle.read(off, size)
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 

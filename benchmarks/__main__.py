@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,38 @@ def scan_all(path: Path, start: int, end: int) -> int:
     return (end - start) // PAGE
 
 
-def bench_idle_scan(pages: int, reps: int, tmp: Path) -> Result:
+def worst_latency(path: str, seconds: float, scan: Callable[[], object] | None = None) -> float:
+    """The longest open+read+close of `path` (ms) in `seconds` of back-to-back tries,
+    while another thread runs `scan` over and over (when given)."""
+    stop = threading.Event()
+
+    def scanner() -> None:
+        while not stop.is_set():
+            scan()
+
+    thread = threading.Thread(target=scanner) if scan else None
+    if thread:
+        thread.start()
+    worst, end = 0.0, time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            fd = os.open(path, os.O_RDONLY)
+            os.read(fd, 4096)
+            os.close(fd)
+            worst = max(worst, time.perf_counter() - t0)
+    finally:
+        stop.set()
+        if thread:
+            thread.join()
+    return worst * 1e3
+
+
+def bench_idle_scan(pages: int, reps: int, tmp: Path) -> list[Result]:
     """A full scan of `pages` mixed hot/cold pages through the mount in 1 MiB reads,
-    against the real kernel reading /proc/self/pagemap for as many touched pages."""
+    against the real kernel reading /proc/self/pagemap for as many touched pages; and
+    how long the scan holds up another request of the mount (a sysfs attribute read
+    while scans run, against the same with no scan)."""
     proc, mnt = mount(machine(pages), tmp)
     try:
         path = mnt / "proc/4300001/idle_pages"
@@ -131,6 +161,11 @@ def bench_idle_scan(pages: int, reps: int, tmp: Path) -> Result:
             return (time.perf_counter() - t0) / pages * 1e9
 
         mine = repeat(ours, reps)
+        attr = str(mnt / "sys/devices/system/node/node0/cpulist")
+        seconds = 1.0 if pages >= 1 << 24 else 0.3
+        stalled = repeat(lambda: worst_latency(attr, seconds, lambda: scan_all(path, BASE, BASE + pages * PAGE)),
+                         reps)
+        alone = repeat(lambda: worst_latency(attr, seconds), reps)
     finally:
         unmount(proc, mnt)
     addr = zero_page_mapping(pages)
@@ -147,8 +182,10 @@ def bench_idle_scan(pages: int, reps: int, tmp: Path) -> Result:
 
     base = repeat(pagemap, reps)
     LIBC.munmap(addr, pages * PAGE)
-    return Result(f"idle_pages scan, {pages} pages, 1 MiB reads", "ns/page", mine,
-                  "/proc/self/pagemap (real kernel)", base)
+    return [Result(f"idle_pages scan, {pages} pages, 1 MiB reads", "ns/page", mine,
+                   "/proc/self/pagemap (real kernel)", base),
+            Result("  longest sysfs open+read+close while that scan runs", "ms", stalled,
+                   "the same with no scan", alone)]
 
 
 def bench_sysfs(reps: int, tmp: Path) -> list[Result]:
@@ -475,7 +512,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="fakeproc-bench-") as d:
         tmp = Path(d)
-        for name, fn in (("idle", lambda: [bench_idle_scan(pages, reps, tmp / "idle")]),
+        for name, fn in (("idle", lambda: bench_idle_scan(pages, reps, tmp / "idle")),
                          ("sysfs", lambda: bench_sysfs(reps, tmp / "sysfs")),
                          ("touches", lambda: bench_touches(pages, reps, tmp / "touches")),
                          ("move", lambda: bench_move_pages(reps, tmp / "move")),

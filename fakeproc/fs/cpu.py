@@ -68,12 +68,12 @@ def _topology() -> Dir:
         return _package_cpus(c, cpu(c))
 
     return Dir("topology", (
-        File("physical_package_id", lambda c: f"{_socket_of(c, cpu(c))}\n"),
-        File("core_id", lambda c: f"{pkg(c).index(cpu(c))}\n"),
-        File("core_siblings", lambda c: fmt.cpumap(pkg(c), c.kernel.nr_cpu_ids)),
-        File("core_siblings_list", lambda c: fmt.node_list(pkg(c))),
-        File("thread_siblings", lambda c: fmt.cpumap([cpu(c)], c.kernel.nr_cpu_ids)),
-        File("thread_siblings_list", lambda c: fmt.node_list([cpu(c)])),
+        File("physical_package_id", lambda c: f"{_socket_of(c, cpu(c))}\n", fixed=True),
+        File("core_id", lambda c: f"{pkg(c).index(cpu(c))}\n", fixed=True),
+        File("core_siblings", lambda c: fmt.cpumap(pkg(c), c.kernel.nr_cpu_ids), fixed=True),
+        File("core_siblings_list", lambda c: fmt.node_list(pkg(c)), fixed=True),
+        File("thread_siblings", lambda c: fmt.cpumap([cpu(c)], c.kernel.nr_cpu_ids), fixed=True),
+        File("thread_siblings_list", lambda c: fmt.node_list([cpu(c)]), fixed=True),
     ))
 
 
@@ -95,12 +95,12 @@ CPU_DIR = Dir("cpuN", (_topology(),), lister=Lister(
     lambda c, n: _cpu_entries(c).index(n) if n in _cpu_entries(c) else None, _cpu_entry))
 
 CPU_ROOT = Dir("cpu", (
-    File("possible", lambda c: fmt.node_list(range(c.kernel.nr_cpu_ids))),
-    File("present", lambda c: fmt.node_list(c.kernel.online_cpus)),
-    File("online", lambda c: fmt.node_list(c.kernel.online_cpus)),  # _CPU_ATTR: 0444
+    File("possible", lambda c: fmt.node_list(range(c.kernel.nr_cpu_ids)), fixed=True),
+    File("present", lambda c: fmt.node_list(c.kernel.online_cpus), fixed=True),
+    File("online", lambda c: fmt.node_list(c.kernel.online_cpus), fixed=True),  # _CPU_ATTR: 0444
     File("offline", lambda c: fmt.node_list(sorted(set(range(c.kernel.nr_cpu_ids))
-                                                   - set(c.kernel.online_cpus)))),
-    File("kernel_max", lambda c: "8191\n"),
+                                                   - set(c.kernel.online_cpus))), fixed=True),
+    File("kernel_max", lambda c: "8191\n", fixed=True),
 ), lister=Lister("cpu", lambda c: [f"cpu{n}" for n in _cpus(c)], parse_prefixed("cpu", _cpus), CPU_DIR))
 
 
@@ -122,13 +122,13 @@ def _block_node(ctx: Ctx) -> int:
 MEMORY_BLOCK = Dir("memoryN", (
     File("online", lambda c: "1\n", mode=0o644),
     File("state", lambda c: "online\n", mode=0o644),
-    File("phys_index", lambda c: f"{c.get('block'):08x}\n"),
-    File("removable", lambda c: "0\n"),
+    File("phys_index", lambda c: f"{c.get('block'):08x}\n", fixed=True),
+    File("removable", lambda c: "0\n", fixed=True),
 ), lister=Lister("nodelink", lambda c: [f"node{_block_node(c)}"],
                  lambda c, n: 0 if n == f"node{_block_node(c)}" else None,
                  Link("", lambda c: f"../../node/node{_block_node(c)}")))
 
 MEMORY_ROOT = Dir("memory", (
-    File("block_size_bytes", lambda c: f"{memory_block_size(c):x}\n"),
+    File("block_size_bytes", lambda c: f"{memory_block_size(c):x}\n", fixed=True),
 ), lister=Lister("block", lambda c: [f"memory{b}" for b in _blocks(c)], parse_prefixed("memory", _blocks),
                  MEMORY_BLOCK))

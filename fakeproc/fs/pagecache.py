@@ -1,22 +1,19 @@
-"""Let the host kernel's page cache serve read-only sysfs attributes that have not changed.
+"""Let the host kernel's page cache serve the sysfs attributes that never change.
 
 A FUSE round trip costs tens of µs on a small VM (most of it waking the other CPU),
 while the real /sys answers open+read+close in about 5 µs. An attribute opened with
 ``keep_cache`` is read from the host's page cache, which drops the READ round trip;
 OPEN stays, because kernfs's EACCES for a wrong access mode must come from open().
 
-The rule that keeps this exact: every open renders the file. The bytes the page cache
-may hold for an inode are the last bytes rendered (``pages``); an open whose rendering
-equals them keeps the cache, any other open replaces them, invalidates the inode's
-cached size and opens without ``keep_cache`` (the host kernel then drops the inode's
-pages). A READ that fills the cache always gets the inode's current bytes, whichever
-descriptor asked, so the cache can never hold bytes older than the last change.
-
-What differs from direct_io: the host kernel stops a cached read at the file size, and
-shrinks the cached size to the length of a short read. ``stat`` of a cached attribute
-therefore shows its length after a read (4096 before), which the interface contract
-allows ("where the FUSE read path allows it"). Only read-only attributes shorter than a
-page are cached: a write through the page cache would leave the caller's bytes in it.
+Only attributes whose bytes are fixed for the mount's life (``File.fixed``: the node
+and CPU topology; fakeproc has no hotplug) are cached, and they stat with their exact
+length instead of sysfs's 4096. Both halves are needed for exactness under concurrent
+readers: with a size above the length, every read is short, and the host kernel keeps
+the shortened size only when no attribute update raced with the READ (a concurrent
+stat does), so readers got the bytes followed by NULs; and bytes that change cannot
+be cached at all, since the page cache holds one copy per file while every open must
+see one whole rendering (a held descriptor could get the head of one rendering and
+the tail of the next). Attributes that change stay on ``direct_io``.
 """
 from __future__ import annotations
 
@@ -27,53 +24,39 @@ from dataclasses import dataclass
 from typing import Callable
 
 log = logging.getLogger("fakeproc.fs")
-PAGE = 4096
-
-
-def cacheable(path: tuple[str, ...], mode: int) -> bool:
-    """A sysfs attribute nobody can write (its bytes change only by rendering)."""
-    return path[:1] == ("sys",) and not mode & 0o222
 
 
 @dataclass
 class CachedHandle:
-    """An open cached attribute: reads serve the inode's current bytes."""
+    """An open fixed attribute: its bytes, for the READ that fills the page cache."""
 
-    cache: "PageCache"
-    inode: int
+    data: bytes
     direct_io = False
 
     def read(self, off: int, size: int) -> bytes:
-        return self.cache.pages[self.inode][off:off + size]
+        return self.data[off:off + size]
 
     def write(self, off: int, data: bytes) -> int:  # opened read-only (kernfs check)
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
 class PageCache:
-    """The last rendered bytes of each cached inode, and the invalidation on change.
+    """The bytes of each fixed attribute, rendered once (its stat size is their length)."""
 
-    ``invalidate_attr(inode)`` tells the host kernel to forget the inode's cached
-    attributes (pyfuse3.invalidate_inode with attr_only: no page locks are taken, so
-    it cannot wait on a READ this thread has yet to answer)."""
-
-    def __init__(self, invalidate_attr: Callable[[int], None]) -> None:
+    def __init__(self) -> None:
         self.pages: dict[int, bytes] = {}
-        self.invalidate_attr = invalidate_attr
 
-    def open(self, inode: int, data: bytes) -> tuple[CachedHandle, bool] | None:
-        """The handle and keep_cache for an open that rendered `data`; None when the
-        file is too big to cache (served with direct_io instead)."""
-        if len(data) >= PAGE:  # a full page never reads short, so its size never shrinks
+    def bytes(self, inode: int, render: Callable[[], bytes]) -> bytes:
+        data = self.pages.get(inode)
+        if data is None:
+            data = self.pages[inode] = render()
+        return data
+
+    def open(self, inode: int, data: bytes) -> CachedHandle | None:
+        """The handle for an open that rendered `data`, or None (serve it with direct_io)
+        when the bytes differ from the fixed ones: a File wrongly marked fixed."""
+        fixed = self.bytes(inode, lambda: data)
+        if fixed != data:
+            log.error("inode %d is marked fixed but changed; serving it uncached", inode)
             return None
-        old = self.pages.get(inode)
-        if old == data:
-            return CachedHandle(self, inode), True
-        self.pages[inode] = data
-        if old is not None:
-            try:
-                self.invalidate_attr(inode)  # a cached size would cut the new bytes short
-            except OSError as e:
-                if e.errno != errno.ENOENT:  # ENOENT: the kernel forgot the inode already
-                    log.warning("invalidating inode %d: %s", inode, e)
-        return CachedHandle(self, inode), False
+        return CachedHandle(fixed)

@@ -27,7 +27,7 @@ import trio
 from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
-from .pagecache import PageCache, cacheable
+from .pagecache import PageCache
 from .procview import make_procview
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
@@ -110,7 +110,7 @@ class FakeprocFS(pyfuse3.Operations):
         self.dir_handles: dict[int, list[tuple[str, Entry, Ctx, tuple[str, ...]]]] = {}
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
-        self.page_cache = PageCache(lambda ino: pyfuse3.invalidate_inode(ino, attr_only=True))
+        self.page_cache = PageCache()
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
@@ -139,6 +139,8 @@ class FakeprocFS(pyfuse3.Operations):
         except LookupError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         a.st_size = entry.size if isinstance(entry, File) else 0
+        if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
+            a.st_size = len(self.page_cache.bytes(a.st_ino, lambda: entry.render(ctx).encode()))
         if isinstance(entry, Link):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
@@ -214,11 +216,9 @@ class FakeprocFS(pyfuse3.Operations):
         try:
             if isinstance(entry, File):
                 data = entry.render(ectx).encode()
-                cached = self.page_cache.open(inode, data) if cacheable(path, entry.mode) else None
-                if cached is not None:
-                    handle, keep_cache = cached
-                else:
-                    handle = TextHandle(data, entry.write_errno)
+                cached = self.page_cache.open(inode, data) if entry.fixed else None
+                keep_cache = cached is not None
+                handle = cached or TextHandle(data, entry.write_errno)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:

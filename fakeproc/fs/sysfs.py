@@ -44,7 +44,8 @@ def _distance(ctx: Ctx) -> str:
 def _hugepages_dir(size_kb: int) -> Dir:
     zero = File("nr_hugepages", lambda c: "0\n", mode=0o644)
     return Dir(f"hugepages-{size_kb}kB", (
-        zero, File("free_hugepages", lambda c: "0\n"), File("surplus_hugepages", lambda c: "0\n")))
+        zero, File("free_hugepages", lambda c: "0\n", fixed=True),
+        File("surplus_hugepages", lambda c: "0\n", fixed=True)))
 
 
 MEMORY_BLOCK_SMALL = 128 << 20
@@ -76,11 +77,11 @@ def _node_link_target(ctx: Ctx) -> str:
 
 
 NODE_DIR = Dir("nodeN", (
-    File("type", lambda c: f"{_node(c).type}\n"),
-    File("peer_node", lambda c: f"{_node(c).peer}\n"),
-    File("cpumap", lambda c: fmt.cpumap(_node(c).cpus, c.kernel.nr_cpu_ids)),
-    File("cpulist", lambda c: fmt.node_list(_node(c).cpus)),
-    File("distance", _distance),
+    File("type", lambda c: f"{_node(c).type}\n", fixed=True),
+    File("peer_node", lambda c: f"{_node(c).peer}\n", fixed=True),
+    File("cpumap", lambda c: fmt.cpumap(_node(c).cpus, c.kernel.nr_cpu_ids), fixed=True),
+    File("cpulist", lambda c: fmt.node_list(_node(c).cpus), fixed=True),
+    File("distance", _distance, fixed=True),
     File("numastat", _numastat),
     File("meminfo", _meminfo),
     File("vmstat", lambda c: fmt.node_vmstat(vmstat.node_counters(c.kernel, c.get("nid")))),
@@ -106,7 +107,7 @@ def parse_prefixed(prefix: str, valid) -> "callable":  # noqa: ANN001
 
 
 def _list_file(name: str, ids) -> File:  # noqa: ANN001
-    return File(name, lambda c: fmt.node_list(ids(c)))
+    return File(name, lambda c: fmt.node_list(ids(c)), fixed=True)
 
 
 NODE_ROOT = Dir("node", (

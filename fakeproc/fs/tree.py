@@ -44,7 +44,9 @@ Render = Callable[[Ctx], str]
 
 @dataclass(frozen=True)
 class File:
-    """A text file rendered at open. sysfs files stat 4096 bytes, procfs ones 0."""
+    """A text file rendered at open. sysfs files stat 4096 bytes, procfs ones 0.
+    ``fixed``: read-only bytes that never change while mounted (the topology), served
+    from the host's page cache and stat-ed with their length (fs/pagecache.py)."""
 
     name: str
     render: Render
@@ -52,6 +54,11 @@ class File:
     size: int = 4096
     write_errno: int = 5  # EIO: a sysfs attribute without store()
     owner: Callable[[Ctx], tuple[int, int]] | None = None
+    fixed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fixed and self.mode & 0o222:
+            raise ValueError(f"{self.name}: a writable file cannot be fixed")
 
 
 @dataclass(frozen=True)

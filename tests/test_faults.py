@@ -94,17 +94,10 @@ def test_sigkill_under_readers_then_a_new_mount_cleans_the_stale_one(tmp_path, c
         started = threading.Barrier(5)
 
         def reader(name: str, rel: str, count: int, pos: int) -> None:
-            # A sysfs attribute is reopened every time: an unchanged one is read from the
-            # host's page cache (fs/pagecache.py), which a dead server does not clear,
-            # but every open asks the server.
-            reopen = rel.startswith("sys/")
             try:
                 fd = os.open(mnt / rel, os.O_RDONLY)
                 started.wait(10)
                 while True:
-                    if reopen:
-                        os.close(fd)
-                        fd = os.open(mnt / rel, os.O_RDONLY)
                     data = os.pread(fd, count, pos)
                     if rel.endswith("idle_pages"):
                         well_formed(data)

@@ -334,22 +334,19 @@ int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32
 int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
 int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t fault_flags);
 
-/* /proc/PID/idle_pages: one read(2).  vmas sorted by start. Returns bytes stored
- * in ubuf or a negative errno; *cursor_out receives the new file position. */
+/* /proc/PID/idle_pages: one read(2) of count bytes at pos into ubuf, in steps of at
+ * most max_passes passes (one staging buffer each), so a server can answer other
+ * requests in between: start (0 or -errno; a read with nothing to walk is done at
+ * once), step until it returns 0, then copied (bytes stored in ubuf) and cursor (the
+ * new file position). vmas are sorted by start. A step walks the tables from the top
+ * again with the VMAs given to it; a read whose address space died (or switched to or
+ * from a VM) since the last step, or a step with max_passes 0, ends the read with what
+ * it has; max_passes 0xffffffff walks the whole read. */
 struct fp_vma_span {
     uint64_t start;
     uint64_t end;
     uint32_t flags;        /* FP_VMA_* */
 };
-int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
-                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
-                     uint8_t *ubuf, uint64_t *cursor_out);
-/* the same read in steps of at most max_passes passes (one staging buffer each), so a
- * server can answer other requests in between: start (0 or -errno; a read with nothing
- * to walk is done at once), step until it returns 0, then copied and cursor. A step
- * walks the tables from the top again with the VMAs given to it; a read whose address
- * space died (or switched to or from a VM) since the last step, or a step with
- * max_passes 0, ends the read with what it has. */
 struct fp_idle_scan;
 struct fp_idle_scan *fp_idle_scan_new(void);
 void fp_idle_scan_free(struct fp_idle_scan *s);

@@ -478,15 +478,3 @@ int32_t fp_idle_scan_step(struct fp_kernel *k, struct fp_idle_scan *s, const str
     }
     return more;
 }
-
-int64_t fp_idle_read(struct fp_kernel *k, uint32_t id, const struct fp_vma_span *vmas,
-                     uint32_t nr_vmas, uint64_t pos, uint64_t count, uint32_t scan_flags,
-                     uint8_t *ubuf, uint64_t *cursor_out)
-{
-    struct fp_idle_scan s;
-    int64_t err = fp_idle_scan_start(k, &s, id, pos, count, scan_flags, ubuf);
-    if (err == 0)
-        fp_idle_scan_step(k, &s, vmas, nr_vmas, UINT32_MAX);
-    *cursor_out = s.cursor;
-    return err < 0 ? err : (int64_t)s.c.copied;
-}

@@ -15,6 +15,9 @@ import time
 import pytest
 
 from fakeproc.ctl.client import Client
+from fakeproc.fs.server import make_root
+from fakeproc.fs.tree import Ctx, Dir, File, list_children
+from fakeproc.machine import load_default
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -182,3 +185,35 @@ def test_writable_attributes_stay_direct(mnt):
             os.close(fd)
         assert mnt.read(rel) == want
         assert requests(mnt)["read"] - before.get("read", 0) >= 1  # read by the server
+
+
+def fixed_files(kernel) -> dict[tuple[str, ...], str]:
+    """Every File marked fixed under /sys, by path, rendered now."""
+    out: dict[tuple[str, ...], str] = {}
+
+    def walk(d: Dir, ctx: Ctx, path: tuple[str, ...]) -> None:
+        for name, entry, c in list_children(d, ctx):
+            if isinstance(entry, Dir) and path + (name,) != ("proc",):
+                walk(entry, c, path + (name,))
+            elif isinstance(entry, File) and entry.fixed:
+                out[path + (name,)] = entry.render(c)
+
+    walk(make_root(None), Ctx(kernel), ())
+    return out
+
+
+def test_fixed_attributes_do_not_change_while_the_kernel_runs():
+    """What File.fixed promises (the page cache never invalidates them): the default
+    machine's ~700 fixed attributes render the same after its workloads run, reclaim
+    scans every node, kswapd runs and processes end."""
+    kernel = load_default()
+    before = fixed_files(kernel)
+    assert {p[-1] for p in before} >= {"cpulist", "distance", "peer_node", "core_siblings_list"}
+    kernel.advance(5.0)
+    for node in kernel.nodes:
+        kernel.shrink_node(node.id, 1000)
+    kernel.run_kswapd()
+    for pid in list(kernel.tasks)[:2]:
+        kernel.exit(pid)
+    kernel.advance(5.0)
+    assert fixed_files(kernel) == before

@@ -18,12 +18,9 @@ the tail of the next). Attributes that change stay on ``direct_io``.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from dataclasses import dataclass
 from typing import Callable
-
-log = logging.getLogger("fakeproc.fs")
 
 
 @dataclass
@@ -41,7 +38,9 @@ class CachedHandle:
 
 
 class PageCache:
-    """The bytes of each fixed attribute, rendered once (its stat size is their length)."""
+    """The bytes of each fixed attribute, rendered once (its stat size is their length).
+    That the attributes marked fixed never change is checked by tests/test_pagecache.py
+    against a kernel that runs, reclaims and ends processes."""
 
     def __init__(self) -> None:
         self.pages: dict[int, bytes] = {}
@@ -52,11 +51,6 @@ class PageCache:
             data = self.pages[inode] = render()
         return data
 
-    def open(self, inode: int, data: bytes) -> CachedHandle | None:
-        """The handle for an open that rendered `data`, or None (serve it with direct_io)
-        when the bytes differ from the fixed ones: a File wrongly marked fixed."""
-        fixed = self.bytes(inode, lambda: data)
-        if fixed != data:
-            log.error("inode %d is marked fixed but changed; serving it uncached", inode)
-            return None
-        return CachedHandle(fixed)
+    def open(self, inode: int, render: Callable[[], bytes]) -> CachedHandle:
+        """The handle for an open: the stored bytes (rendered at the first use only)."""
+        return CachedHandle(self.bytes(inode, render))

@@ -214,11 +214,10 @@ class FakeprocFS(pyfuse3.Operations):
         handle: Any
         keep_cache = False
         try:
-            if isinstance(entry, File):
-                data = entry.render(ectx).encode()
-                cached = self.page_cache.open(inode, data) if entry.fixed else None
-                keep_cache = cached is not None
-                handle = cached or TextHandle(data, entry.write_errno)
+            if isinstance(entry, File) and entry.fixed:
+                handle, keep_cache = self.page_cache.open(inode, lambda: entry.render(ectx).encode()), True
+            elif isinstance(entry, File):
+                handle = TextHandle(entry.render(ectx).encode(), entry.write_errno)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:

@@ -1,10 +1,12 @@
 /* The FUSE transport floor for a small sysfs attribute: a libfuse low-level server in
- * C that does no work at all. Its root holds one read-only file, "attr" ("0-3\n",
- * stat size 4096 like sysfs), opened as fakeproc opens sysfs attributes:
+ * C that does no work at all. Its root holds one read-only file, "attr" ("0-3\n"),
+ * opened as fakeproc opens sysfs attributes (and stat-ed as fakeproc stats them):
  *
- *   fuse_floor MNT direct   OPEN with direct_io: OPEN, READ, RELEASE per open+read+close
- *   fuse_floor MNT cache    OPEN with keep_cache: the page cache answers READ after the
- *                           first, so OPEN (and an asynchronous RELEASE) is all that is left
+ *   fuse_floor MNT direct   OPEN with direct_io, size 4096: OPEN, READ, RELEASE per
+ *                           open+read+close (an attribute that changes)
+ *   fuse_floor MNT cache    OPEN with keep_cache, size 4 (a fixed attribute): the page
+ *                           cache answers READ after the first, so OPEN (and an
+ *                           asynchronous RELEASE) is all that is left
  *
  * No server that must answer OPEN (kernfs's EACCES comes from open()) can beat the
  * "cache" figure; the benchmark sets fakeproc's figure beside it. Runs in the
@@ -29,7 +31,7 @@ static void fill(fuse_ino_t ino, struct stat *st)
     } else {
         st->st_mode = S_IFREG | 0444;
         st->st_nlink = 1;
-        st->st_size = 4096;
+        st->st_size = keep_cache ? (off_t)(sizeof BODY - 1) : 4096;
     }
 }
 

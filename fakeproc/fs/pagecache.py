@@ -17,24 +17,10 @@ the tail of the next). Attributes that change stay on ``direct_io``.
 """
 from __future__ import annotations
 
-import errno
-import os
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
-
-@dataclass
-class CachedHandle:
-    """An open fixed attribute: its bytes, for the READ that fills the page cache."""
-
-    data: bytes
-    direct_io = False
-
-    def read(self, off: int, size: int) -> bytes:
-        return self.data[off:off + size]
-
-    def write(self, off: int, data: bytes) -> int:  # opened read-only (kernfs check)
-        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+if TYPE_CHECKING:
+    from .tree import Ctx, File
 
 
 class PageCache:
@@ -45,12 +31,8 @@ class PageCache:
     def __init__(self) -> None:
         self.pages: dict[int, bytes] = {}
 
-    def bytes(self, inode: int, render: Callable[[], bytes]) -> bytes:
+    def bytes(self, inode: int, entry: "File", ctx: "Ctx") -> bytes:
         data = self.pages.get(inode)
         if data is None:
-            data = self.pages[inode] = render()
+            data = self.pages[inode] = entry.render(ctx).encode()
         return data
-
-    def open(self, inode: int, render: Callable[[], bytes]) -> CachedHandle:
-        """The handle for an open: the stored bytes (rendered at the first use only)."""
-        return CachedHandle(self.bytes(inode, render))

@@ -86,7 +86,7 @@ class TextHandle:
 
     data: bytes
     write_errno: int
-    direct_io = True
+    direct_io: bool = True
 
     def read(self, off: int, size: int) -> bytes:
         return self.data[off:off + size]
@@ -140,7 +140,7 @@ class FakeprocFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         a.st_size = entry.size if isinstance(entry, File) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
-            a.st_size = len(self.page_cache.bytes(a.st_ino, lambda: entry.render(ctx).encode()))
+            a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
         if isinstance(entry, Link):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
@@ -214,8 +214,10 @@ class FakeprocFS(pyfuse3.Operations):
         handle: Any
         keep_cache = False
         try:
-            if isinstance(entry, File) and entry.fixed:
-                handle, keep_cache = self.page_cache.open(inode, lambda: entry.render(ectx).encode()), True
+            if isinstance(entry, File) and entry.fixed:  # the host's page cache answers reads
+                handle = TextHandle(self.page_cache.bytes(inode, entry, ectx), entry.write_errno,
+                                    direct_io=False)
+                keep_cache = True
             elif isinstance(entry, File):
                 handle = TextHandle(entry.render(ectx).encode(), entry.write_errno)
             elif isinstance(entry, Special):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
+import time
 
 import pytest
 import trio
@@ -91,3 +93,62 @@ def test_a_stepped_read_through_the_mount_is_the_read_in_one_go():
     check_bytes(data)
     kernel = load(MACHINE)
     assert data == kernel.idle_pages_read(kernel.task(100), BASE, 1 << 20, os.O_RDONLY).data
+
+
+IDLE_PAGES = 4 << 20  # 16 GiB of idle pages: one read walks all of them (~10 ms)
+IDLE_MACHINE = f"""
+[[node]]
+type = "dram"
+size = "17GiB"
+cpus = "0"
+
+[[process]]
+pid = 100
+name = "idle"
+
+[[process.vma]]
+start = {BASE:#x}
+size = "16GiB"
+pages = "1 idle"
+repeat = {IDLE_PAGES}
+"""
+
+
+@pytest.mark.fuse
+def test_the_mount_answers_other_requests_while_a_long_read_walks():
+    """A thread reads a sysfs attribute back to back while the main thread reads
+    idle_pages; count the attribute reads that end inside an idle_pages read.
+
+    Walked in one go, the server answers nothing until the walk ends: at most the one
+    attribute read already in flight ends inside (0 or 1 seen). Walked in steps, one
+    ends at almost every step boundary (15-16 seen in a ~12 ms read). Ordering only,
+    no time limit; the best of five reads must show four."""
+    with mounted(IDLE_MACHINE) as m:
+        attr = str(m.path / "sys/devices/system/node/node0/meminfo")
+        ended: list[float] = []
+        stop = threading.Event()
+
+        def read_attr_back_to_back() -> None:
+            while not stop.is_set():
+                fd = os.open(attr, os.O_RDONLY)
+                os.read(fd, 4096)
+                os.close(fd)
+                ended.append(time.perf_counter())
+
+        fd = os.open(m.proc_path("100/idle_pages"), os.O_RDONLY)
+        buf = mmap.mmap(-1, 1 << 20)
+        reader = threading.Thread(target=read_attr_back_to_back)
+        reader.start()
+        inside = []
+        try:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                assert os.preadv(fd, [buf], BASE) > 0
+                t1 = time.perf_counter()
+                inside.append(sum(t0 < t < t1 for t in list(ended)))
+        finally:
+            stop.set()
+            reader.join()
+            os.close(fd)
+            buf.close()
+    assert max(inside) >= 4, inside

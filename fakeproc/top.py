@@ -15,7 +15,8 @@ Nodes
 Machine line
   migrations/s    delta of /proc/vmstat pgmigrate_success between refreshes, per virtual s.
   demotions/s     sum over processes of `demoted_reclaim` in the latest `report` window
-                  (pages reclaim demoted to PMEM), divided by the window length.
+                  (pages reclaim demoted to PMEM), divided by that window's length (a
+                  `report` closes the running window early, so it can be short).
   promotions/s    likewise for `promoted_syscall` (pages a daemon moved to DRAM).
   daemon demotions/s  likewise for `demoted_syscall`.
 Processes
@@ -108,13 +109,21 @@ class Snapshot:
         return out
 
     def window_rates(self) -> dict[str, float | None]:
-        """Pages per virtual second in the latest report window, summed over processes."""
-        _, ss = self.latest_window()
-        window = float(self.report.get("window") or 1.0)
+        """Pages per virtual second in the latest report window, summed over processes.
+
+        That window can be shorter than the recorder's: `report` closes the running
+        one early. Its length is the time since the window before it ended (the first
+        one starts at 0, when the clock does)."""
+        t, ss = self.latest_window()
         keys = ("demoted_reclaim", "promoted_syscall", "demoted_syscall")
-        if not ss:
+        if t is None:
             return {k: None for k in keys}
-        return {k: sum(s[k] for s in ss) / window for k in keys}
+        window = float(self.report.get("window") or 1.0)
+        earlier = [s["t"] for s in self.report["samples"] if s["t"] < t]
+        length = t - max(earlier) if earlier else min(window, t)
+        if length <= 0:
+            return {k: None for k in keys}
+        return {k: sum(s[k] for s in ss) / length for k in keys}
 
 
 def node_dirs(mountpoint: Path) -> list[tuple[int, Path]]:

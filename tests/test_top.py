@@ -13,7 +13,7 @@ from rich.console import Console
 
 from fakeproc.ctl.client import Client
 from fakeproc.testing.mounting import mounted
-from fakeproc.top import read_meminfo, run_top
+from fakeproc.top import Snapshot, read_meminfo, run_top
 
 pytestmark = pytest.mark.fuse
 
@@ -104,3 +104,32 @@ def test_top_without_a_mount_fails_cleanly(tmp_path):
     r = _top(tmp_path, "--iterations", "1")
     assert r.returncode == 1
     assert "fakeproc top" in r.stderr
+
+
+def _window_rates(window: float, samples: list[tuple[float, int, int]]) -> dict:
+    """Snapshot.window_rates of a report whose samples are (t, pid, demoted_reclaim)."""
+    report = {"window": window, "samples": [
+        {"t": t, "pid": pid, "demoted_reclaim": n, "promoted_syscall": 2 * n, "demoted_syscall": 0}
+        for t, pid, n in samples]}
+    return Snapshot(clock={"now": 0.0}, nodes=[], vmstat={}, procs=[], report=report).window_rates()
+
+
+@pytest.mark.parametrize("window, samples, reclaim, promoted", [
+    # full 1 s windows: the latest (t=10) holds 20 + 5 pages
+    (1.0, [(9.0, 1, 10), (9.0, 2, 0), (10.0, 1, 20), (10.0, 2, 5)], 25.0, 50.0),
+    # `report` closed the running window at 10.5: 10 pages in half a second
+    (1.0, [(9.0, 1, 10), (10.0, 1, 20), (10.5, 1, 7), (10.5, 2, 3)], 20.0, 40.0),
+    # the first window, closed early at 0.25 s (it started at 0)
+    (1.0, [(0.25, 1, 4)], 16.0, 32.0),
+    # the first full 2 s window
+    (2.0, [(2.0, 1, 4)], 2.0, 4.0),
+])
+def test_window_rates_divide_by_the_latest_windows_own_length(window, samples, reclaim, promoted):
+    rates = _window_rates(window, samples)
+    assert rates["demoted_reclaim"] == pytest.approx(reclaim)
+    assert rates["promoted_syscall"] == pytest.approx(promoted)
+    assert rates["demoted_syscall"] == 0
+
+
+def test_window_rates_without_a_window_are_blank():
+    assert set(_window_rates(1.0, []).values()) == {None}

@@ -87,11 +87,25 @@ class Workload:
         self._c.hot_offset = int(self._c.total_pages * offset) % max(1, self._c.total_pages)
 
     def run(self, kernel_native: Any, seconds: float, t_end: float) -> int:
-        """Run ``rate * seconds`` touches (fractions carried over); returns touches."""
+        """Run ``rate * seconds`` touches over the interval that ends at ``t_end``
+        (fractions carried over); returns touches. Each touch sees the hot set of the
+        phase in force when it happens: a phase change inside the interval cuts it in
+        two, not the one in force at its end for the whole of it. Stops early when a
+        fault fails (out of memory)."""
         if self._c is None:
             return 0
-        self.set_phase_at(t_end)
-        want = self.rate * seconds + self._carry
-        n = int(want)
-        self._carry = want - n
-        return check(lib.fp_workload_run(kernel_native, self._c, n)) if n else 0
+        start = t_end - seconds
+        cuts = sorted({ph.at for ph in self.phases if start < ph.at < t_end})
+        done = 0
+        for a, b in zip([start, *cuts], [*cuts, t_end]):
+            self.set_phase_at(a)
+            want = self.rate * (b - a) + self._carry
+            n = int(want)
+            self._carry = want - n
+            if not n:
+                continue
+            made = check(lib.fp_workload_run(kernel_native, self._c, n))
+            done += made
+            if made < n:
+                break
+        return done

@@ -6,10 +6,13 @@ from this machine's (6.x) files back in and compare only the keys the spec lists
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakeproc.fs import formats as F
 
@@ -181,8 +184,18 @@ def test_node_meminfo_4gib_node_full_text() -> None:
     assert F.node_meminfo(0, NODE0_4GIB, 0, 0, 0) == NODE0_4GIB_TEXT
 
 
-def test_node_meminfo_columns_line_up() -> None:
-    lines = NODE0_4GIB_TEXT.splitlines()
+@settings(max_examples=200, deadline=None)
+@given(nid=st.integers(0, 9), data=st.data())
+def test_node_meminfo_columns_line_up(nid: int, data: st.DataObject) -> None:
+    """"Node %d %-15s %8lu kB" and "Node %d %-15s %5u" (drivers/base/node.c): for
+    values of up to 8 and 5 digits every line has the width of the worked example."""
+    kb = st.integers(0, 10**8 - 1)
+    values = {key: data.draw(kb, label=key) for key in NODE0_4GIB}
+    values["MemFree"] = data.draw(st.integers(0, values["MemTotal"]), label="MemFree")
+    values.pop("MemUsed", None)
+    huge = [data.draw(st.integers(0, 10**5 - 1), label=f"huge{i}") for i in range(3)]
+    lines = F.node_meminfo(nid, values, *huge).splitlines()
+    assert len(lines) == len(NODE0_4GIB_TEXT.splitlines())
     assert {len(line) for line in lines[:29]} == {34}
     assert {len(line) for line in lines[29:]} == {29}
 
@@ -633,8 +646,11 @@ def test_status_simple_process_full_text() -> None:
     assert F.proc_status(SIMPLE) == SIMPLE_TEXT
 
 
-def test_status_every_line_has_colon_tab() -> None:
-    assert all(":\t" in line for line in SIMPLE_TEXT.splitlines())
+@pytest.mark.parametrize("zombie", [False, True])
+def test_status_every_line_has_colon_tab(zombie: bool) -> None:
+    info = dataclasses.replace(SIMPLE, state="Z" if zombie else "R", is_zombie_or_kthread=zombie)
+    lines = F.proc_status(info).splitlines()
+    assert lines and all(re.fullmatch(r"[A-Za-z_]+:\t.*", line) for line in lines), lines
 
 
 def test_status_zombie_has_no_umask_vm_or_coredumping() -> None:

@@ -85,15 +85,31 @@ def test_4mib_read_is_split_and_continued_from_the_cursor(big):
         os.close(fd)
 
 
-def test_same_read_through_pread_chunks_matches(big):
-    # the daemon's own pattern: 1 MiB reads, re-seeking to the cursor it decoded.
-    # A fresh 1 MiB read at BASE: everything reported above is idle now.
-    fd = os.open(big.proc_path("400/idle_pages"), os.O_RDONLY)
-    try:
-        data = os.pread(fd, MIB, BASE)
-        # pass 0: pages 0..7981 were reported (now idle), 7982 lost its bit, 7983..8191
-        # were never reported and keep their pattern: 7984 idle (532 x 15 + 4), then
-        # 01 51 ... up to page 8191; PMD 16 starts idle again and merges
-        assert data.startswith(hva(BASE) + b"\x5f" * 532 + b"\x54" + b"\x01\x51" * 103 + b"\x01\x5f")
-    finally:
-        os.close(fd)
+def test_same_read_through_pread_chunks_matches():
+    """The daemon's own pattern on a fresh machine: 1 MiB preads, each at the cursor
+    decoded from the reply before (its last SET_HVA). They return the bytes of the
+    split 4 MiB read above: the full first request, then at the cursor (BASE + 32 GiB,
+    past the VMA) only the EOF record. A scan after them sees what they reported as
+    idle."""
+    buf = mmap.mmap(-1, MIB)  # page-aligned, as in the test above: one READ per pread
+
+    def pread(fd: int, pos: int) -> bytes:
+        return bytes(buf[:os.preadv(fd, [buf], pos)])
+
+    with mounted(BIG, timeout=60) as m:
+        fd = os.open(m.proc_path("400/idle_pages"), os.O_RDONLY)
+        try:
+            first = pread(fd, BASE)
+            assert first == expected_first_request()
+            assert first[-9] == 0xA0
+            cursor = int.from_bytes(first[-8:], "big")
+            assert cursor == BASE + MIB * 32 * 1024
+            assert pread(fd, cursor) == hva(TASK_SIZE)
+            again = pread(fd, BASE)
+        finally:
+            os.close(fd)
+            buf.close()
+    # pass 0: pages 0..7981 were reported (now idle), 7982 lost its bit, 7983..8191
+    # were never reported and keep their pattern: 7984 idle (532 x 15 + 4), then
+    # 01 51 ... up to page 8191; PMD 16 starts idle again and merges
+    assert again.startswith(hva(BASE) + b"\x5f" * 532 + b"\x54" + b"\x01\x51" * 103 + b"\x01\x5f")

@@ -174,25 +174,55 @@ def test_thp_moves_whole_or_the_call_fails_enomem(k):
     assert k.check() == []
 
 
-def test_sw_young_does_not_change_which_pages_reclaim_demotes():
-    text = MACHINE.replace('size = "64MiB"\ncpus = "0-1"', 'size = "4MiB"\ncpus = "0-1"\nwatermarks = ["256KiB", "512KiB", "1MiB"]')
-    text = text.replace('pages = "4 accessed@0, 4 idle@2"', 'pages = "16 accessed@0"')
+SW_YOUNG_MACHINE = """
+distances = [[10, 21, 17], [21, 10, 28], [17, 28, 10]]
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "0"
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "1"
+[[node]]
+type = "pmem"
+size = "64MiB"
 
-    def demoted(sw_young: bool) -> list[int]:
-        k = load(text)
-        t = k.task(50)
-        k.age_active(0)
-        # move 4 pages node 0 -> 1 -> 0 with or without SW_YOUNG: they end up on node 0
-        # with PG_referenced set or not, accessed bits clear either way
-        flags = 0x82 if sw_young else 0x2
-        pages = [A + i * PAGE for i in range(4)]
-        migrate.move_pages(k, 50, pages, [1] * 4, [U] * 4, flags)
-        migrate.move_pages(k, 50, pages, [0] * 4, [U] * 4, flags)
-        k.shrink_node(0, 1 << 20)
-        return [i for i in range(16) if k.page_node(t, A + i * PAGE) == 2]
+[[process]]
+pid = 50
+name = "target"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64KiB"
+pages = "16 accessed@0"
+"""
 
-    assert demoted(True) == demoted(False)
-    assert demoted(True)  # and reclaim did demote
+
+@pytest.mark.parametrize("sw_young", [True, False])
+def test_sw_young_does_not_change_which_pages_reclaim_demotes(sw_young):
+    """INTERFACES.md 3 and 4: SW_YOUNG marks the isolated pages PG_referenced, and
+    PG_referenced alone never saves an anonymous page. Pages 0-3 are moved node 0 -> 1
+    -> 0 with the flags under test, then pages 4-15 without SW_YOUNG, so 0-3 are the
+    oldest of node 0's inactive list, accessed bits clear. Node 0's peer is node 2
+    (distance 17 < 21). Reclaiming two pages demotes the two at the tail, 0 and 1,
+    marked or not; had PG_referenced kept them, 4 and 5 would go instead."""
+    k = load(SW_YOUNG_MACHINE)
+    t = k.task(50)
+    k.age_active(0)
+    first = [A + i * PAGE for i in range(4)]
+    rest = [A + i * PAGE for i in range(4, 16)]
+    flags = 0x82 if sw_young else 0x2
+    for nid in (1, 0):
+        assert migrate.move_pages(k, 50, first, [nid] * 4, [U] * 4, flags) == 0
+    for nid in (1, 0):
+        assert migrate.move_pages(k, 50, rest, [nid] * 12, [U] * 12, 0x2) == 0
+    referenced = [bool(k.native.pages[(k.entry(t, a)[1] >> 12) & 0xFFFFFFFFFF].flags
+                       & lib.FP_PG_REFERENCED) for a in first]
+    assert referenced == [sw_young] * 4
+    assert [k.page_node(t, A + i * PAGE) for i in range(16)] == [0] * 16
+    k.shrink_node(0, 2)
+    assert [i for i in range(16) if k.page_node(t, A + i * PAGE) == 2] == [0, 1]
+    assert k.check() == []
 
 
 def test_get_mempolicy_faults_in_and_reports_the_node(k):
@@ -241,9 +271,16 @@ def test_a_node_outside_the_cpuset_is_eacces():
 
 
 def test_mems_allowed_in_status():
-    from fakeproc.fs import formats
+    """/proc/PID/status shows the process's own mems_allowed (INTERFACES.md 5): the
+    mask over MAX_NUMNODES = 1024 bits (32 groups) and the list, rendered by the file
+    system's status file."""
+    from fakeproc.fs.server import make_root
+    from fakeproc.fs.tree import Ctx, resolve
     k = load(MACHINE.replace('name = "target"', 'name = "target"\nmems_allowed = "0,2"'))
-    assert formats.node_list(k.mems_allowed(k.task(50))) == "0,2\n"
+    entry, ctx = resolve(make_root(None), Ctx(k), ("proc", "50", "status"))
+    lines = entry.render(ctx).splitlines()
+    assert "Mems_allowed:\t" + "00000000," * 31 + "00000005" in lines
+    assert "Mems_allowed_list:\t0,2" in lines
 
 
 FORKED = MACHINE + """

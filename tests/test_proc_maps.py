@@ -48,6 +48,19 @@ policy = "bind:0-1"
 [[process.vma]]
 start = 0x7f0000000000
 size = "8KiB"
+
+[[process]]
+pid = 63
+name = "local"
+policy = "local"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+pages = "1 dirty"
+[[process.vma]]
+start = 0x7f0000400000
+size = "4MiB"
+hugetlb = true
 """
 
 SMAPS_ANON = """\
@@ -92,6 +105,19 @@ def test_numa_maps(m):
 
 def test_numa_maps_policy_and_empty_vma(m):
     assert m.read("proc/61/numa_maps").decode() == "7f0000000000 bind:0-1\n"
+
+
+def test_numa_maps_local_policy(m):
+    # MPOL_LOCAL is MPOL_PREFERRED with MPOL_F_LOCAL inside; mpol_to_str() prints "local"
+    assert m.read("proc/63/numa_maps").decode().splitlines()[0] == (
+        "7f0000000000 local anon=1 dirty=1 N0=1 kernelpagesize_kB=4")
+
+
+def test_hugetlb_vmflags(m):
+    # hugetlbfs_file_mmap() sets VM_HUGETLB | VM_DONTEXPAND; hugetlb is never VM_ACCOUNT
+    text = m.read("proc/63/smaps").decode()
+    block = text.split("7f0000400000-7f0000800000 ")[1]
+    assert "\nVmFlags: rd wr mr mw me de ht sd \n" in block
 
 
 def test_smaps_anon_vma_and_thp(m):

@@ -86,10 +86,10 @@ def _status(ctx: Ctx) -> str:
 
 
 def _policy(ctx: Ctx) -> str:
+    """mpol_to_str() of the task's policy: MPOL_LOCAL (MPOL_PREFERRED with
+    MPOL_F_LOCAL inside the kernel) prints `local`."""
     pol = _task(ctx).policy
-    mode = "default" if pol.mode == "local" and not pol.nodes else pol.mode
-    return fmt.mempolicy_str(pol.mode if pol.mode != "local" else "local", pol.nodes) \
-        if mode != "default" else "default"
+    return fmt.mempolicy_str(pol.mode, pol.nodes)
 
 
 def _numa_maps(ctx: Ctx) -> str:

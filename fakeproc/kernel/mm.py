@@ -82,6 +82,8 @@ class Vma:
             flags |= lib.FP_VMA_ANON
         if self.writable:
             flags |= lib.FP_VMA_WRITE
+        if self.perms[2] == "x":  # VM_EXEC: reclaim keeps referenced file text active
+            flags |= lib.FP_VMA_EXEC
         if self.kind == "shm":
             flags |= lib.FP_VMA_SHMEM
         if self.kind in ("vdso", "vvar"):
@@ -110,7 +112,9 @@ class Vma:
             bits[18] = True  # VM_DONTEXPAND
         elif self.kind == "stack":
             bits[8] = True   # VM_GROWSDOWN
-        if self.writable and not self.shared and (self.is_anon_memory or self.kind == "file"):
+        if self.hugetlb:
+            bits[18] = True  # VM_DONTEXPAND (hugetlbfs_file_mmap); never VM_ACCOUNT
+        elif self.writable and not self.shared and (self.is_anon_memory or self.kind == "file"):
             bits[20] = True  # VM_ACCOUNT
         bits[22] = self.hugetlb
         bits[27] = True      # VM_SOFTDIRTY: new VMAs carry it (CONFIG_MEM_SOFT_DIRTY)

@@ -226,3 +226,102 @@ def test_shmem_on_dram_is_demoted_too():
     assert k.node_stat(1)[lib.FP_NR_SHMEM] >= 64   # swap-backed pages go to the peer
     assert counters(k)["pswpout"] == 0
     assert k.check() == []
+
+
+FILE_TEXT = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 10
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+perms = "r-xp"
+path = "/usr/bin/app"
+pages = "1 accessed@0"
+[[process.vma]]
+start = 0x7f0000200000
+size = "4KiB"
+perms = "r--p"
+path = "/data/table"
+pages = "1 accessed@0"
+"""
+
+
+def test_referenced_executable_file_pages_are_activated_and_stay_active():
+    """INTERFACES.md 4. Both file pages start inactive, accessed, text at the tail.
+    shrink_node(0, 1): prio 1 scans one page (2 >> 1), the text: referenced once and
+    executable -> activated (pgactivate 1). Prio 0 scans the one inactive page left,
+    the table: referenced once, not executable -> PG_referenced, stays inactive.
+    Nothing is reclaimed. Then the text, touched again, survives active aging."""
+    k = load(FILE_TEXT)
+    t = k.task(10)
+    assert (k.node_stat(0)[lib.FP_NR_ACTIVE_FILE], k.node_stat(0)[lib.FP_NR_INACTIVE_FILE]) == (0, 2)
+    assert k.shrink_node(0, 1) == 0
+    st = k.node_stat(0)
+    assert (st[lib.FP_NR_ACTIVE_FILE], st[lib.FP_NR_INACTIVE_FILE]) == (1, 1)
+    assert counters(k)["pgactivate"] == 1
+    assert [k.page_node(t, a) for a in (BASE, BASE + 0x200000)] == [0, 0]
+    k.touch(t, BASE)
+    k.age_active(0)
+    assert k.node_stat(0)[lib.FP_NR_ACTIVE_FILE] == 1
+    assert counters(k)["pgdeactivate"] == 0
+    assert k.check() == []
+
+
+def test_a_full_swap_device_still_ages_the_active_anon_list():
+    """4.20's shrink_node_memcg() ends with shrink_active_list(SWAP_CLUSTER_MAX,
+    ACTIVE_ANON) when inactive_list_is_low(anon), which asks whether swap exists, not
+    whether it has room. PMEM node 1: 40 active idle anon pages, 8 idle file pages,
+    the one swap slot taken. The file pages are reclaimed (anon is not scanned with no
+    free slot) and the first pass's rebalance deactivates 32 anon pages (0 x 1 < 40);
+    after it 32 x 1 >= 8 stops any more."""
+    k = load("""
+distances = [[10, 17], [17, 10]]
+[machine]
+swap = "4KiB"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 10
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "256KiB"
+pages = "1 swap, 40 idle@1"
+[[process.vma]]
+start = 0x7f0000200000
+size = "64KiB"
+perms = "r--p"
+path = "/data/f"
+pages = "8 idle@1"
+""")
+    assert k.swap_pages() == (1, 1)
+    assert k.shrink_node(1, 4) >= 4
+    st = k.node_stat(1)
+    assert (st[lib.FP_NR_ACTIVE_ANON], st[lib.FP_NR_INACTIVE_ANON]) == (8, 32)
+    c = counters(k)
+    assert c["pgdeactivate"] == c["pgrefill"] == 32
+    assert c["pswpout"] == 0
+    assert k.check() == []
+
+
+def test_commit_limit_counts_swap():
+    """vm_commit_limit(): RAM pages x overcommit_ratio 50 % + swap pages. 128 MiB of RAM
+    (32768 pages) and 1 page of swap: 16384 + 1 = 16385 pages = 65540 kB."""
+    from fakeproc.kernel import vmstat
+    k = load(FILE_TEXT.replace('distances = [[10, 17], [17, 10]]\n',
+                               'distances = [[10, 17], [17, 10]]\n[machine]\nswap = "4KiB"\n'))
+    assert vmstat.meminfo(k)["CommitLimit"] == 65540

@@ -137,17 +137,19 @@ def node_meminfo(kernel: "Kernel", nid: int) -> dict[str, int]:
 
 
 def meminfo(kernel: "Kernel") -> dict[str, int]:
-    """/proc/meminfo values in kB. No swap, no slab, no vmalloc in the emulation."""
+    """/proc/meminfo values in kB. No slab and no vmalloc in the emulation."""
     c = global_counters(kernel)
-    kb = _meminfo_from(c, sum(n.nr_pages for n in kernel.nodes))
+    total_pages = sum(n.nr_pages for n in kernel.nodes)
+    kb = _meminfo_from(c, total_pages)
     kb["Cached"] = c["nr_file_pages"] * PAGE_KB
     # si_mem_available() reduced to what the emulation has: free + page cache
     kb["MemAvailable"] = kb["MemFree"] + kb["Cached"]
-    kb["CommitLimit"] = kb["MemTotal"] // 2
+    total_swap, used_swap = kernel.swap_pages()
+    # vm_commit_limit(): RAM (no hugetlb pool) x overcommit_ratio (50) % + swap, in pages
+    kb["CommitLimit"] = (total_pages * 50 // 100 + total_swap) * PAGE_KB
     kb["Committed_AS"] = sum(
         kernel.mm_counters(t).get("total_vm", 0) for t in kernel.tasks.values()) * PAGE_KB
     kb["VmallocTotal"] = 34359738367
-    total_swap, used_swap = kernel.swap_pages()
     kb["SwapTotal"] = total_swap * PAGE_KB
     kb["SwapFree"] = (total_swap - min(used_swap, total_swap)) * PAGE_KB
     # the direct map: the first 2 MiB in 4 KiB pages, 2 MiB pages up to the first

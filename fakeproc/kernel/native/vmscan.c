@@ -248,7 +248,9 @@ int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim,
                 }
             }
         }
-        if (scan_anon && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
+        /* the rebalance at the end of shrink_node_memcg(): inactive_list_is_low()
+         * asks whether swap exists (total_swap_pages), not whether it has room */
+        if ((node->is_dram || k->swap_total) && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
             shrink_active(k, node, FP_LRU_ACTIVE_ANON, SWAP_CLUSTER_MAX);
     }
     k->in_reclaim = outer;

@@ -338,3 +338,39 @@ def test_reclaim_sees_every_mapper():
     assert k.page_node(parent, A + PAGE) == 2      # demoted, in both mappings
     assert k.page_node(child, A + PAGE) == 2
     assert k.check() == []
+
+
+def test_a_bind_to_pmem_nodes_from_a_dram_cpu_prefers_the_peer():
+    """INTERFACES.md 4: binding a task to PMEM-only nodes from a DRAM CPU prefers the
+    peer. Peers by the 2.2 rule: node 0 takes 2 (17), node 1 then 3 (2 is taken), so
+    node 1's peer is 3 although node 2 is nearer to it (17 < 28)."""
+    k = load("""
+distances = [[10, 30, 17, 28], [30, 10, 17, 28], [17, 17, 10, 30], [28, 28, 30, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "1"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 50
+name = "t"
+cpu = 1
+policy = "bind:2-3"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+""")
+    assert [k.node(n).peer for n in range(4)] == [2, 3, 0, 1]
+    t = k.task(50)
+    assert k.zonelist(t) == [3, 2]
+    k.touch(t, A)
+    assert k.page_node(t, A) == 3

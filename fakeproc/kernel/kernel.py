@@ -132,6 +132,12 @@ class Kernel:
             order = list(self.node(pol.nodes[0]).fallback)
         elif pol.mode in ("bind", "interleave") and pol.nodes:  # interleave: for page tables
             order = sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
+            peer = self.node(local).peer
+            if pol.mode == "bind" and peer >= 0 and not set(pol.nodes) & set(self.node(local).fallback):
+                # the RFC: a bind to nodes of the other type only (PMEM from a DRAM CPU)
+                # follows the local node's peer's fallback list, so it prefers the peer
+                via_peer = [n for n in self.node(peer).fallback if n in pol.nodes]
+                order = via_peer + [n for n in order if n not in via_peer]
         else:
             order = list(self.node(local).fallback)
         allowed = set(self.mems_allowed(task))

@@ -54,7 +54,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
     struct fp_mm *mm = k->mms[fp_page_owner(k, old)];
-    if (old->flags & FP_PG_LRU) /* else reclaim has it isolated */
+    if (old->flags & FP_PG_LRU) /* else reclaim or move_pages(2) has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
     new->flags |= old->flags & MIGRATE_KEEP;
@@ -182,26 +182,39 @@ static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct 
     struct fp_page *p = &k->pages[look.pfn];
     if (p->mapcount > 1 && !(flags & FP_MPOL_MF_MOVE_ALL))
         return -EACCES;
-    if (!(p->flags & FP_PG_LRU))
+    if (!(p->flags & FP_PG_LRU)) /* isolate_lru_page(): off the LRU, or queued already */
         return -EBUSY;
     if (flags & FP_MPOL_MF_SW_YOUNG)
         p->flags |= FP_PG_REFERENCED; /* only pages actually isolated get it */
+    fp_lru_del(k, look.pfn); /* isolated: a later entry for it (or a tail) is busy */
     *pfn = look.pfn;
     return 1;
 }
 
-/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM */
+/* putback_lru_page(): a queued page that did not move goes back on its LRU */
+static void putback(struct fp_kernel *k, uint64_t pfn)
+{
+    fp_lru_add(k, pfn, fp_page_lru(&k->pages[pfn]));
+}
+
+/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM; every
+ * queued page that did not move is put back */
 static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
                            int32_t caller)
 {
     int64_t failed = 0;
     for (uint64_t i = 0; i < n; i++) {
         int32_t r = fp_migrate_page(k, queued[i], dst, caller, FP_MR_SYSCALL, NULL);
-        if (r)
-            k->events[FP_EV_PGMIGRATE_FAIL]++;
-        if (r == -ENOMEM)
+        if (!r)
+            continue;
+        k->events[FP_EV_PGMIGRATE_FAIL]++;
+        if (r == -ENOMEM) { /* migrate_pages() stops: the rest stay on the list */
+            for (uint64_t j = i; j < n; j++)
+                putback(k, queued[j]);
             return -ENOMEM;
-        failed += r != 0;
+        }
+        putback(k, queued[i]);
+        failed++;
     }
     return failed;
 }

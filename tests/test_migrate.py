@@ -469,3 +469,44 @@ def test_enomem_puts_the_rest_of_the_batch_back(k):
     assert [k.page_node(k.task(50), a) for a in pages] == [0, 0, 0]
     assert k.check() == []
 
+
+def test_a_vdso_page_on_the_target_node_is_in_place(k2):
+    """[vdso] page 0 is a kernel-image page, taken to be on node 0 (deviation n).
+    To node 0: already there -> success, not queued; the final batch has nothing
+    queued -> return 0, status[0] unwritten. To node 1: on no LRU, isolation fails
+    -> -EBUSY. Page 1 was never touched: ->fault exists (special_mapping_vmops), so
+    follow_page() gives NULL -> -ENOENT, to either node, and to a query."""
+    status = [U]
+    assert migrate.move_pages(k2, 50, [D2], [0], status, 2) == 0
+    assert status == [U]
+    assert migrate.move_pages(k2, 50, [D2], [1], status, 2) == 0
+    assert status == [-errno.EBUSY]
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2 + PAGE] * 2, [0, 1], status, 2) == 0
+    assert status == [-errno.ENOENT, -errno.ENOENT]
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, D2 + PAGE], None, status, 0) == 0
+    assert status == [0, -errno.ENOENT]
+    assert _counters(k2) == (0, 0)
+
+
+def test_a_vdso_page_in_place_is_written_when_its_batch_is_flushed(k2):
+    """[D, A] to [0, 1]: entry 0 opens a batch for node 0, in place, not queued;
+    entry 1 is for node 1: the node-0 batch is flushed (nothing to migrate, success)
+    and status[0] = 0 written; a batch opens at 1, A is queued; the final flush
+    migrates it and writes status[1] = 1."""
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, A], [0, 1], status, 2) == 0
+    assert status == [0, 1]
+    assert _counters(k2) == (1, 0)
+
+
+def test_get_mempolicy_faults_in_a_vdso_page(k2):
+    """lookup_node()'s get_user_pages() faults the untouched [vdso] page in (its
+    kernel-image frame); both pages then report the lowest node, as a query does."""
+    assert migrate.get_mempolicy_node(k2, 50, D2 + PAGE) == 0
+    assert migrate.get_mempolicy_node(k2, 50, D2) == 0
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, D2 + PAGE], None, status, 0) == 0
+    assert status == [0, 0]
+    assert k2.check() == []

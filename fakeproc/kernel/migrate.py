@@ -125,7 +125,10 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
     vma = kernel.mm(task.mm_id).find_vma(addr)
     if vma is None:
         return -errno.EFAULT
-    if kernel.page_node(task, addr) is None and vma.kind != "vdso":
+    # [vdso] frames lie outside node RAM (no node) even when mapped: fault in only a hole
+    missing = kernel.entry(task, addr)[1] == 0 if vma.kind == "vdso" else \
+        kernel.page_node(task, addr) is None
+    if missing:
         kernel.touch(task, addr)
     status = [0]
     _move_native(kernel, task, [addr], None, status, 0, None)  # follow_page as a query does

@@ -147,16 +147,17 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
 {
     struct page_look r = {0, 0, -1};
     int32_t level;
-    int file = vma->kind == FP_MV_FILE;
+    /* a mapping with ->fault: a file (or shmem), or a special mapping such as [vdso] */
+    int has_fault = vma->kind == FP_MV_FILE || vma->kind == FP_MV_VDSO;
     const uint64_t *e = fp_mm_walk(k, mm, addr, &level);
     uint64_t entry = e ? *e : 0;
     int leaf = level == 4 || (entry & FP_PAGE_PSE);
     if (!entry || (!leaf && (entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)))) {
-        /* no_page_table(): anonymous memory (no ->fault) says EFAULT, a file NULL */
-        r.err = file ? ENOENT : EFAULT;
+        /* no_page_table(): anonymous memory (no ->fault) says EFAULT, the others NULL */
+        r.err = has_fault ? ENOENT : EFAULT;
     } else if (!(entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)) || (entry & FP_PAGE_SWPENTRY)) {
         /* a swap or migration entry: a PMD-level one in anonymous memory is EFAULT */
-        r.err = level < 4 && !file ? EFAULT : ENOENT;
+        r.err = level < 4 && !has_fault ? EFAULT : ENOENT;
     } else {
         r.pfn = fp_entry_addr(entry);
         r.nid = fp_pfn_to_node(k, r.pfn);
@@ -165,9 +166,11 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
 }
 
 /* add_page_for_migration(): 1 when queued, 0 when already on the target node,
- * else the negative status of the entry */
+ * else the negative status of the entry. vdso_dst: the target is the node that
+ * holds [vdso]'s kernel-image pages. */
 static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct fp_move_vma *vmas,
-                      uint32_t nr_vmas, uint64_t addr, int32_t dst, uint32_t flags, uint64_t *pfn)
+                      uint32_t nr_vmas, uint64_t addr, int32_t dst, int vdso_dst, uint32_t flags,
+                      uint64_t *pfn)
 {
     const struct fp_move_vma *vma = find_vma(vmas, nr_vmas, addr);
     if (!vma || vma->kind == FP_MV_VVAR) /* no VMA, or VM_IO | VM_PFNMAP */
@@ -175,8 +178,10 @@ static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct 
     struct page_look look = follow_page(k, mm, vma, addr);
     if (look.err)
         return -look.err;
-    if (look.nid < 0) /* device-DAX is not migratable; [vdso] is not on an LRU */
-        return vma->kind == FP_MV_VDSO ? -EBUSY : -EFAULT;
+    if (look.nid < 0 && vma->kind != FP_MV_VDSO) /* device-DAX is not migratable */
+        return -EFAULT;
+    if (look.nid < 0) /* [vdso]: in place on its node, else not on an LRU */
+        return vdso_dst ? 0 : -EBUSY;
     if (look.nid == dst)
         return 0;
     struct fp_page *p = &k->pages[look.pfn];
@@ -266,7 +271,8 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
             start = i;
             nq = 0;
         }
-        int q = queue_page(k, mm, vmas, nr_vmas, pages[i], idx, flags, &scratch[nq]);
+        int q = queue_page(k, mm, vmas, nr_vmas, pages[i], idx, node == vdso_node, flags,
+                           &scratch[nq]);
         if (q > 0) {
             nq++;
         } else if (q < 0) {

@@ -84,10 +84,27 @@ def test_query_mode_statuses(k):
     pages = [A, A + 4 * PAGE, A + 8 * PAGE, F, F + 2 * PAGE, S, V, 0x1000, T, D]
     status = [U] * len(pages)
     assert migrate.move_pages(k, 50, pages, None, status, 0) == 0
-    # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page),
-    # outside any VMA, a THP, [vdso] (a kernel-image page: node 0)
-    assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.EFAULT,
+    # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page:
+    # the special mapping has ->fault, so follow_page() gives NULL), outside any VMA,
+    # a THP, [vdso] (a kernel-image page: node 0)
+    assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.ENOENT,
                       -errno.EFAULT, 0, 0]
+
+
+def test_a_vvar_frame_is_efault_and_a_hole_enoent():
+    """A mapped [vvar] page is a PFN-map frame: follow_page(FOLL_DUMP) finds no struct
+    page (vm_normal_page() is NULL) -> -EFAULT; the hole after it -> -ENOENT (->fault).
+    get_mempolicy: -EFAULT for both (get_user_pages() refuses VM_IO | VM_PFNMAP), and
+    it faults nothing in. A move: -EFAULT before any lookup (not migratable)."""
+    k = load(MACHINE.replace('kind = "vvar"', 'kind = "vvar"\npages = "1 accessed"'))
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [V, V + PAGE], None, status, 0) == 0
+    assert status == [-errno.EFAULT, -errno.ENOENT]
+    assert migrate.get_mempolicy_node(k, 50, V + PAGE) == -errno.EFAULT
+    assert k.entry(k.task(50), V + PAGE)[1] == 0
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [V, V + PAGE], [0, 0], status, 2) == 0
+    assert status == [-errno.EFAULT, -errno.EFAULT]
 
 
 def test_move_writes_batches_and_sw_young_marks_only_isolated_pages(k):

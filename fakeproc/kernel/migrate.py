@@ -123,7 +123,7 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
     if task.mm_id is None:
         return -errno.EINVAL
     vma = kernel.mm(task.mm_id).find_vma(addr)
-    if vma is None:
+    if vma is None or vma.kind == "vvar":  # get_user_pages() refuses VM_IO | VM_PFNMAP
         return -errno.EFAULT
     # [vdso] frames lie outside node RAM (no node) even when mapped: fault in only a hole
     missing = kernel.entry(task, addr)[1] == 0 if vma.kind == "vdso" else \

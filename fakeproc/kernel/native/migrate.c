@@ -147,8 +147,8 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
 {
     struct page_look r = {0, 0, -1};
     int32_t level;
-    /* a mapping with ->fault: a file (or shmem), or a special mapping such as [vdso] */
-    int has_fault = vma->kind == FP_MV_FILE || vma->kind == FP_MV_VDSO;
+    /* a mapping with ->fault: a file (or shmem), or a special mapping ([vdso], [vvar]) */
+    int has_fault = vma->kind != FP_MV_ANON;
     const uint64_t *e = fp_mm_walk(k, mm, addr, &level);
     uint64_t entry = e ? *e : 0;
     int leaf = level == 4 || (entry & FP_PAGE_PSE);

@@ -84,10 +84,27 @@ def test_query_mode_statuses(k):
     pages = [A, A + 4 * PAGE, A + 8 * PAGE, F, F + 2 * PAGE, S, V, 0x1000, T, D]
     status = [U] * len(pages)
     assert migrate.move_pages(k, 50, pages, None, status, 0) == 0
-    # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page),
-    # outside any VMA, a THP, [vdso] (a kernel-image page: node 0)
-    assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.EFAULT,
+    # node, node, untouched anon, file page, untouched file, swapped, [vvar] (no page:
+    # the special mapping has ->fault, so follow_page() gives NULL), outside any VMA,
+    # a THP, [vdso] (a kernel-image page: node 0)
+    assert status == [0, 2, -errno.EFAULT, 0, -errno.ENOENT, -errno.ENOENT, -errno.ENOENT,
                       -errno.EFAULT, 0, 0]
+
+
+def test_a_vvar_frame_is_efault_and_a_hole_enoent():
+    """A mapped [vvar] page is a PFN-map frame: follow_page(FOLL_DUMP) finds no struct
+    page (vm_normal_page() is NULL) -> -EFAULT; the hole after it -> -ENOENT (->fault).
+    get_mempolicy: -EFAULT for both (get_user_pages() refuses VM_IO | VM_PFNMAP), and
+    it faults nothing in. A move: -EFAULT before any lookup (not migratable)."""
+    k = load(MACHINE.replace('kind = "vvar"', 'kind = "vvar"\npages = "1 accessed"'))
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [V, V + PAGE], None, status, 0) == 0
+    assert status == [-errno.EFAULT, -errno.ENOENT]
+    assert migrate.get_mempolicy_node(k, 50, V + PAGE) == -errno.EFAULT
+    assert k.entry(k.task(50), V + PAGE)[1] == 0
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [V, V + PAGE], [0, 0], status, 2) == 0
+    assert status == [-errno.EFAULT, -errno.EFAULT]
 
 
 def test_move_writes_batches_and_sw_young_marks_only_isolated_pages(k):
@@ -338,6 +355,178 @@ def test_reclaim_sees_every_mapper():
     assert k.page_node(parent, A + PAGE) == 2      # demoted, in both mappings
     assert k.page_node(child, A + PAGE) == 2
     assert k.check() == []
+
+
+# ---- one page twice in a batch; [vdso] (INTERFACES.md 3, step 3) ---------------------
+
+# A: anon VMA, 4 pages on node 0
+T2 = 0x7F0000200000       # THP VMA (4 MiB): one THP on node 0, then 2 MiB untouched
+D2 = 0x7F0000800000       # [vdso]: page 0 present, page 1 untouched
+TWO_NODES = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+
+[[process]]
+pid = 50
+name = "target"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64KiB"
+pages = "4 accessed@0"
+[[process.vma]]
+start = 0x7f0000200000
+size = "4MiB"
+thp = true
+pages = "1 thp-accessed@0"
+[[process.vma]]
+start = 0x7f0000800000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "1 accessed"
+"""
+
+
+@pytest.fixture
+def k2():
+    return load(TWO_NODES)
+
+
+def _counters(k):
+    c = vmstat.global_counters(k)
+    return c["pgmigrate_success"], c["pgmigrate_fail"]
+
+
+@pytest.mark.parametrize("second", [A, T2 + PAGE], ids=["same-page", "thp-tail"])
+def test_a_page_already_queued_is_ebusy(k2, second):
+    """Entry 0 isolates the page (its THP head) and queues it. Entry 1 finds the same
+    page (a tail's compound head is the head): still on node 0, mapped once, but
+    isolate_lru_page() fails on a page already off the LRU -> -EBUSY in status[1];
+    that flushes the batch {entry 0}: migrated, status[0] = 1; the batch closes. The
+    final flush has nothing queued: return 0."""
+    first = A if second == A else T2
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [first, second], [1, 1], status, 2) == 0
+    assert status == [1, -errno.EBUSY]
+    assert k2.page_node(k2.task(50), first) == 1
+    assert _counters(k2) == (1, 0)  # migrated once, nothing failed
+    assert k2.check() == []
+
+
+def test_every_base_page_of_a_thp_in_one_call(k2):
+    """A daemon passing the 512 base pages of one THP, head first, to node 1:
+    entry 0 (head): batch opens at 0, the THP is isolated and queued;
+    entry 1 (tail): its head is isolated -> -EBUSY; the batch {THP} is migrated,
+      status[0] = 1, the batch closes;
+    entry 2: a batch opens at 2; the THP is on node 1 now -> success, not queued;
+    entries 3..511: the same, into the batch opened at 2;
+    final flush: nothing queued -> return 0, status[2..511] keep the caller's value.
+    SW_YOUNG marks the head once (entry 0 isolated it), and the mark moves with it."""
+    t = k2.task(50)
+    pages = [T2 + i * PAGE for i in range(512)]
+    status = [U] * 512
+    assert migrate.move_pages(k2, 50, pages, [1] * 512, status, 0x82) == 0
+    assert status == [1, -errno.EBUSY] + [U] * 510
+    assert k2.page_node(t, T2 + 511 * PAGE) == 1
+    assert _counters(k2) == (1, 0)
+    pfn = (k2.entry(t, T2)[1] >> 12) & 0xFFFFFFFFFF
+    assert k2.native.pages[pfn].flags & lib.FP_PG_REFERENCED
+    assert k2.check() == []
+
+
+def test_every_base_page_of_a_thp_vma_in_one_call(k2):
+    """All 1024 base pages of the 4 MiB THP VMA to node 1. Entries 0..511 as in the
+    test above, the batch opened at 2 holding only pages already in place; then
+    entry 512 (untouched anonymous memory, no page table) -> -EFAULT in status[512];
+      the flush migrates nothing (an empty list succeeds) and, 512 > 2, writes
+      status[2..511] = 1; the batch closes;
+    entries 513..1023: each opens a batch at itself, fails -EFAULT, flushes nothing
+      and writes nothing else (i == start);
+    final flush: no batch open -> return 0."""
+    pages = [T2 + i * PAGE for i in range(1024)]
+    status = [U] * 1024
+    assert migrate.move_pages(k2, 50, pages, [1] * 1024, status, 0x82) == 0
+    assert status == [1, -errno.EBUSY] + [1] * 510 + [-errno.EFAULT] * 512
+    assert _counters(k2) == (1, 0)
+    assert k2.check() == []
+
+
+def test_a_pinned_page_twice_is_put_back_on_its_lru(k):
+    """A+10 is pinned. Entry 0 isolates and queues it; entry 1 finds it isolated ->
+    -EBUSY, written into status[1] before the flush; the flush fails the page
+    (-EAGAIN): the call returns 1 at once, status[0] unwritten. The page goes back
+    on its LRU (putback), still on node 0."""
+    t = k.task(50)
+    status = [U, U]
+    assert migrate.move_pages(k, 50, [A + 10 * PAGE] * 2, [2, 2], status, 2) == 1
+    assert status == [U, -errno.EBUSY]
+    assert k.page_node(t, A + 10 * PAGE) == 0
+    assert _counters(k) == (0, 1)
+    pfn = (k.entry(t, A + 10 * PAGE)[1] >> 12) & 0xFFFFFFFFFF
+    assert k.native.pages[pfn].flags & lib.FP_PG_LRU
+    assert k.check() == []
+
+
+def test_enomem_puts_the_rest_of_the_batch_back(k):
+    """Node 3 (one 2 MiB block) is filled by the THP. Then A+1, A+2, A+2 to node 3:
+    entries 0 and 1 are queued; entry 2 finds A+2 isolated -> -EBUSY in status[2];
+    the flush fails on A+1 with ENOMEM: the call returns -ENOMEM at once, status[0..1]
+    unwritten, and both queued pages go back on their LRU."""
+    assert migrate.move_pages(k, 50, [T], [3], [U], 2) == 0
+    status = [U, U, U]
+    pages = [A + PAGE, A + 2 * PAGE, A + 2 * PAGE]
+    assert migrate.move_pages(k, 50, pages, [3, 3, 3], status, 2) == -errno.ENOMEM
+    assert status == [U, U, -errno.EBUSY]
+    assert [k.page_node(k.task(50), a) for a in pages] == [0, 0, 0]
+    assert k.check() == []
+
+
+def test_a_vdso_page_on_the_target_node_is_in_place(k2):
+    """[vdso] page 0 is a kernel-image page, taken to be on node 0 (deviation n).
+    To node 0: already there -> success, not queued; the final batch has nothing
+    queued -> return 0, status[0] unwritten. To node 1: on no LRU, isolation fails
+    -> -EBUSY. Page 1 was never touched: ->fault exists (special_mapping_vmops), so
+    follow_page() gives NULL -> -ENOENT, to either node, and to a query."""
+    status = [U]
+    assert migrate.move_pages(k2, 50, [D2], [0], status, 2) == 0
+    assert status == [U]
+    assert migrate.move_pages(k2, 50, [D2], [1], status, 2) == 0
+    assert status == [-errno.EBUSY]
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2 + PAGE] * 2, [0, 1], status, 2) == 0
+    assert status == [-errno.ENOENT, -errno.ENOENT]
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, D2 + PAGE], None, status, 0) == 0
+    assert status == [0, -errno.ENOENT]
+    assert _counters(k2) == (0, 0)
+
+
+def test_a_vdso_page_in_place_is_written_when_its_batch_is_flushed(k2):
+    """[D, A] to [0, 1]: entry 0 opens a batch for node 0, in place, not queued;
+    entry 1 is for node 1: the node-0 batch is flushed (nothing to migrate, success)
+    and status[0] = 0 written; a batch opens at 1, A is queued; the final flush
+    migrates it and writes status[1] = 1."""
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, A], [0, 1], status, 2) == 0
+    assert status == [0, 1]
+    assert _counters(k2) == (1, 0)
+
+
+def test_get_mempolicy_faults_in_a_vdso_page(k2):
+    """lookup_node()'s get_user_pages() faults the untouched [vdso] page in (its
+    kernel-image frame); both pages then report the lowest node, as a query does."""
+    assert migrate.get_mempolicy_node(k2, 50, D2 + PAGE) == 0
+    assert migrate.get_mempolicy_node(k2, 50, D2) == 0
+    status = [U, U]
+    assert migrate.move_pages(k2, 50, [D2, D2 + PAGE], None, status, 0) == 0
+    assert status == [0, 0]
+    assert k2.check() == []
 
 
 def test_a_bind_to_pmem_nodes_from_a_dram_cpu_prefers_the_peer():

@@ -123,9 +123,12 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
     if task.mm_id is None:
         return -errno.EINVAL
     vma = kernel.mm(task.mm_id).find_vma(addr)
-    if vma is None:
+    if vma is None or vma.kind == "vvar":  # get_user_pages() refuses VM_IO | VM_PFNMAP
         return -errno.EFAULT
-    if kernel.page_node(task, addr) is None and vma.kind != "vdso":
+    # [vdso] frames lie outside node RAM (no node) even when mapped: fault in only a hole
+    missing = kernel.entry(task, addr)[1] == 0 if vma.kind == "vdso" else \
+        kernel.page_node(task, addr) is None
+    if missing:
         kernel.touch(task, addr)
     status = [0]
     _move_native(kernel, task, [addr], None, status, 0, None)  # follow_page as a query does

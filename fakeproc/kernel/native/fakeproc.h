@@ -428,10 +428,10 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
 #define FP_MPOL_MF_MOVE_ALL  4
 #define FP_MPOL_MF_SW_YOUNG  128
 #define FP_MAX_NUMNODES      1024
-#define FP_MV_ANON 0   /* a missing page is EFAULT */
+#define FP_MV_ANON 0   /* no ->fault: a missing page is EFAULT; the others ENOENT */
 #define FP_MV_FILE 1   /* a file mapping: a missing page is ENOENT */
-#define FP_MV_VVAR 2   /* VM_IO | VM_PFNMAP: EFAULT */
-#define FP_MV_VDSO 3   /* kernel frames: busy to move, node 0 to a query */
+#define FP_MV_VVAR 2   /* VM_IO | VM_PFNMAP: not migratable, a frame is EFAULT */
+#define FP_MV_VDSO 3   /* kernel frames on vdso_node: busy to move elsewhere */
 struct fp_move_vma {
     uint64_t start;
     uint64_t end;

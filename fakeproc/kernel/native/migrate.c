@@ -54,7 +54,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
     struct fp_mm *mm = k->mms[fp_page_owner(k, old)];
-    if (old->flags & FP_PG_LRU) /* else reclaim has it isolated */
+    if (old->flags & FP_PG_LRU) /* else reclaim or move_pages(2) has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
     new->flags |= old->flags & MIGRATE_KEEP;
@@ -147,16 +147,17 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
 {
     struct page_look r = {0, 0, -1};
     int32_t level;
-    int file = vma->kind == FP_MV_FILE;
+    /* a mapping with ->fault: a file (or shmem), or a special mapping ([vdso], [vvar]) */
+    int has_fault = vma->kind != FP_MV_ANON;
     const uint64_t *e = fp_mm_walk(k, mm, addr, &level);
     uint64_t entry = e ? *e : 0;
     int leaf = level == 4 || (entry & FP_PAGE_PSE);
     if (!entry || (!leaf && (entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)))) {
-        /* no_page_table(): anonymous memory (no ->fault) says EFAULT, a file NULL */
-        r.err = file ? ENOENT : EFAULT;
+        /* no_page_table(): anonymous memory (no ->fault) says EFAULT, the others NULL */
+        r.err = has_fault ? ENOENT : EFAULT;
     } else if (!(entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)) || (entry & FP_PAGE_SWPENTRY)) {
         /* a swap or migration entry: a PMD-level one in anonymous memory is EFAULT */
-        r.err = level < 4 && !file ? EFAULT : ENOENT;
+        r.err = level < 4 && !has_fault ? EFAULT : ENOENT;
     } else {
         r.pfn = fp_entry_addr(entry);
         r.nid = fp_pfn_to_node(k, r.pfn);
@@ -165,9 +166,11 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
 }
 
 /* add_page_for_migration(): 1 when queued, 0 when already on the target node,
- * else the negative status of the entry */
+ * else the negative status of the entry. vdso_dst: the target is the node that
+ * holds [vdso]'s kernel-image pages. */
 static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct fp_move_vma *vmas,
-                      uint32_t nr_vmas, uint64_t addr, int32_t dst, uint32_t flags, uint64_t *pfn)
+                      uint32_t nr_vmas, uint64_t addr, int32_t dst, int vdso_dst, uint32_t flags,
+                      uint64_t *pfn)
 {
     const struct fp_move_vma *vma = find_vma(vmas, nr_vmas, addr);
     if (!vma || vma->kind == FP_MV_VVAR) /* no VMA, or VM_IO | VM_PFNMAP */
@@ -175,33 +178,48 @@ static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct 
     struct page_look look = follow_page(k, mm, vma, addr);
     if (look.err)
         return -look.err;
-    if (look.nid < 0) /* device-DAX is not migratable; [vdso] is not on an LRU */
-        return vma->kind == FP_MV_VDSO ? -EBUSY : -EFAULT;
+    if (look.nid < 0 && vma->kind != FP_MV_VDSO) /* device-DAX is not migratable */
+        return -EFAULT;
+    if (look.nid < 0) /* [vdso]: in place on its node, else not on an LRU */
+        return vdso_dst ? 0 : -EBUSY;
     if (look.nid == dst)
         return 0;
     struct fp_page *p = &k->pages[look.pfn];
     if (p->mapcount > 1 && !(flags & FP_MPOL_MF_MOVE_ALL))
         return -EACCES;
-    if (!(p->flags & FP_PG_LRU))
+    if (!(p->flags & FP_PG_LRU)) /* isolate_lru_page(): off the LRU, or queued already */
         return -EBUSY;
     if (flags & FP_MPOL_MF_SW_YOUNG)
         p->flags |= FP_PG_REFERENCED; /* only pages actually isolated get it */
+    fp_lru_del(k, look.pfn); /* isolated: a later entry for it (or a tail) is busy */
     *pfn = look.pfn;
     return 1;
 }
 
-/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM */
+/* putback_lru_page(): a queued page that did not move goes back on its LRU */
+static void putback(struct fp_kernel *k, uint64_t pfn)
+{
+    fp_lru_add(k, pfn, fp_page_lru(&k->pages[pfn]));
+}
+
+/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM; every
+ * queued page that did not move is put back */
 static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
                            int32_t caller)
 {
     int64_t failed = 0;
     for (uint64_t i = 0; i < n; i++) {
         int32_t r = fp_migrate_page(k, queued[i], dst, caller, FP_MR_SYSCALL, NULL);
-        if (r)
-            k->events[FP_EV_PGMIGRATE_FAIL]++;
-        if (r == -ENOMEM)
+        if (!r)
+            continue;
+        k->events[FP_EV_PGMIGRATE_FAIL]++;
+        if (r == -ENOMEM) { /* migrate_pages() stops: the rest stay on the list */
+            for (uint64_t j = i; j < n; j++)
+                putback(k, queued[j]);
             return -ENOMEM;
-        failed += r != 0;
+        }
+        putback(k, queued[i]);
+        failed++;
     }
     return failed;
 }
@@ -253,7 +271,8 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
             start = i;
             nq = 0;
         }
-        int q = queue_page(k, mm, vmas, nr_vmas, pages[i], idx, flags, &scratch[nq]);
+        int q = queue_page(k, mm, vmas, nr_vmas, pages[i], idx, node == vdso_node, flags,
+                           &scratch[nq]);
         if (q > 0) {
             nq++;
         } else if (q < 0) {

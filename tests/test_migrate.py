@@ -563,3 +563,34 @@ size = "16KiB"
     assert k.zonelist(t) == [3, 2]
     k.touch(t, A)
     assert k.page_node(t, A) == 3
+
+
+def test_an_empty_hugetlb_vma_is_enoent_to_move_pages_and_efault_to_get_mempolicy():
+    """A hugetlb VMA is a hugetlbfs file mapping with ->fault: follow_page() of a hole
+    is -ENOENT, for a query and a move alike (INTERFACES.md 3). get_mempolicy()'s
+    get_user_pages() faults, which needs a huge page: with no pool it fails, -EFAULT,
+    and no page is mapped."""
+    k = load("""
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 50
+name = "t"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+hugetlb = true
+""")
+    for nodes in (None, [1]):
+        status = [U]
+        assert migrate.move_pages(k, 50, [A], nodes, status, 2 if nodes else 0) == 0
+        assert status == [-errno.ENOENT]
+    assert migrate.get_mempolicy_node(k, 50, A) == -errno.EFAULT
+    assert k.page_node(k.task(50), A) is None
+    assert k.check() == []

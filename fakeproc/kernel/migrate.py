@@ -128,6 +128,8 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
     # [vdso] frames lie outside node RAM (no node) even when mapped: fault in only a hole
     missing = kernel.entry(task, addr)[1] == 0 if vma.kind == "vdso" else \
         kernel.page_node(task, addr) is None
+    if missing and vma.hugetlb:  # the fault needs a huge page and there is no pool
+        return -errno.EFAULT
     if missing:
         kernel.touch(task, addr)
     status = [0]

@@ -170,8 +170,8 @@ class MmStruct:
             for i, v in enumerate(self.vmas):
                 arr[i].start, arr[i].end = v.start, v.end
                 arr[i].kind = (lib.FP_MV_VVAR if v.kind == "vvar" else lib.FP_MV_VDSO
-                               if v.kind == "vdso" else lib.FP_MV_FILE if v.has_file
-                               else lib.FP_MV_ANON)
+                               if v.kind == "vdso" else lib.FP_MV_FILE if v.has_file or v.hugetlb
+                               else lib.FP_MV_ANON)  # hugetlbfs has ->fault: a hole is ENOENT
             self._move_spans = arr
         return self._move_spans, len(self.vmas)
 

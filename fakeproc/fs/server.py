@@ -25,7 +25,7 @@ import pyfuse3
 import trio
 
 from .procfs import PROC_ROOT
-from .sysfs import BUS_NODE, NODE_ROOT
+from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
 from .procview import make_procview
@@ -82,17 +82,24 @@ def _caller(ctx: Any, ectx: Ctx) -> Ctx:
 
 @dataclass
 class TextHandle:
-    """A text file's snapshot taken at open (seq_file semantics)."""
+    """A text file's snapshot taken at open (seq_file semantics); None for a file with
+    nothing to show (a read is EIO). A write goes to the file's store() (``store``: the
+    bytes to the count written) or fails with ``write_errno``."""
 
-    data: bytes
+    data: bytes | None
     write_errno: int
     direct_io: bool = True
+    store: Any = None
 
     def read(self, off: int, size: int) -> bytes:
+        if self.data is None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         return self.data[off:off + size]
 
     def write(self, off: int, data: bytes) -> int:
-        raise OSError(self.write_errno, os.strerror(self.write_errno))
+        if self.store is None:
+            raise OSError(self.write_errno, os.strerror(self.write_errno))
+        return self.store(data)
 
 
 class FakeprocFS(pyfuse3.Operations):
@@ -219,7 +226,9 @@ class FakeprocFS(pyfuse3.Operations):
                                     direct_io=False)
                 keep_cache = True
             elif isinstance(entry, File):
-                handle = TextHandle(entry.render(ectx).encode(), entry.write_errno)
+                store = functools.partial(kernfs_write, entry.store, ectx) if entry.store else None
+                data = entry.render(ectx).encode() if entry.render else None
+                handle = TextHandle(data, entry.write_errno, store=store)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:

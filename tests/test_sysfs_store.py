@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from fsops import write_once as write
+from fsops import errno_of, write_once as write
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -142,3 +142,17 @@ def test_every_writable_attribute_has_its_store(mnt):
             seen.setdefault(name, set()).add(outcome(path, b"1\n"))
     assert seen == {name: {result} for name, result in ONE.items()}
     assert mnt.sys("bus/node/drivers_autoprobe").read_bytes() == b"1\n"
+
+
+def test_a_write_only_attribute_reads_eio_once_chmod_lets_it_open(mnt):
+    # the open check follows the mode (kernfs_fop_open); there is no show()
+    # (dev_attr_show, bus_attr_show: EIO)
+    for rel in (f"{NODE}/node3/compact", "sys/bus/node/drivers_probe"):
+        path = mnt.path / rel
+        assert errno_of(lambda: os.open(path, os.O_RDONLY)) == errno.EACCES
+        os.chmod(path, 0o600)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert errno_of(lambda: os.read(fd, 4096)) == errno.EIO
+        finally:
+            os.close(fd)

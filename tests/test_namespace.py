@@ -11,6 +11,7 @@ default machine (pid 4200001 runs as uid 999, gid 999).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -85,6 +86,29 @@ def test_tools_report_operation_not_permitted(mnt):
         code, err = run(*argv)
         assert code == 1 and "Operation not permitted" in err, (argv, err)
     assert (node0 / "type").read_bytes() == b"dram\n"
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def renameat2(old, new, flags: int) -> int:
+    """renameat2(2): 0 or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) == 0:  # AT_FDCWD
+        return 0
+    return ctypes.get_errno()
+
+
+def test_renameat2_flags(mnt):
+    # kernfs_iop_rename() refuses any flag (EINVAL) before it looks for syscall_ops;
+    # procfs has no ->rename (EPERM); NOREPLACE onto a name is the VFS's EEXIST
+    node0, pid = mnt.path.joinpath(f"{NODE}/node0"), mnt.path / PID
+    assert [renameat2(node0 / "type", node0 / "new", RENAME_NOREPLACE),
+            renameat2(node0 / "type", node0 / "cpulist", RENAME_EXCHANGE),
+            renameat2(node0 / "type", node0 / "cpulist", RENAME_NOREPLACE),
+            renameat2(pid / "status", pid / "new", RENAME_NOREPLACE),
+            renameat2(pid / "status", pid / "maps", RENAME_EXCHANGE)] == \
+        [errno.EINVAL, errno.EINVAL, errno.EEXIST, errno.EPERM, errno.EPERM]
 
 
 def test_links_and_renames_between_sys_and_proc_are_exdev(mnt):

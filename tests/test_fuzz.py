@@ -57,7 +57,8 @@ PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EAC
 ALLOWED = {
     "idle": PATH_ERRNOS | {errno.EINVAL, errno.ESRCH, errno.EBADF},
     "proc": PATH_ERRNOS | {errno.EINVAL, errno.EBADF, errno.ESRCH},
-    "sys": PATH_ERRNOS | {errno.EINVAL, errno.EIO, errno.EBADF},
+    # a store() refuses: EBUSY (offline a CPU or memory block), ENODEV (drivers_probe)
+    "sys": PATH_ERRNOS | {errno.EINVAL, errno.EIO, errno.EBADF, errno.EBUSY, errno.ENODEV},
     "dir": PATH_ERRNOS | {errno.EINVAL, errno.EBADF},
     "link": PATH_ERRNOS | {errno.EINVAL, errno.EBADF},
     "missing": PATH_ERRNOS | {errno.EINVAL, errno.EBADF},

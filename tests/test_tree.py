@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from fsops import errno_of, write_once
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -227,20 +228,6 @@ def test_pread_at_offsets(walk):
                 assert os.pread(fd, 13, off) == whole[off:off + 13], (rel, off)
         finally:
             os.close(fd)
-
-
-def errno_of(fn) -> int:
-    with pytest.raises(OSError) as e:
-        fn()
-    return e.value.errno
-
-
-def write_once(path, flags=os.O_WRONLY, data=b"1\n") -> None:
-    fd = os.open(path, flags)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def test_writing_a_proc_file_is_einval(walk):

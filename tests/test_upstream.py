@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import subprocess
 
 import pytest
 
@@ -169,3 +170,27 @@ def test_numa_balancing_file_and_upstream_vmstat():
         lines = mnt.read("proc/vmstat").decode().splitlines()
         assert [l.split()[0] for l in lines[-4:]] == ["pgpromote_success", "pgpromote_candidate",
                                                       "pgdemote_kswapd", "pgdemote_direct"]
+
+
+def test_writable_files_take_echo_and_truncate(m):
+    # kernfs_iop_setattr and proc_sys_setattr accept and ignore a size; sh's
+    # `echo X > file` opens with O_TRUNC
+    demotion = m.sys("kernel/mm/numa/demotion_enabled")
+    balancing = m.proc_path("sys/kernel/numa_balancing")
+    bitmap = m.sys("kernel/mm/page_idle/bitmap")
+    r = subprocess.run(["sh", "-c", f"echo false > {demotion} && echo 2 > {balancing}"],
+                       capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert (demotion.read_bytes(), balancing.read_bytes()) == (b"false\n", b"2\n")
+    for path in (demotion, balancing, bitmap):
+        os.truncate(path, 0)
+    assert (demotion.read_bytes(), balancing.read_bytes()) == (b"false\n", b"2\n")
+    fd = os.open(bitmap, os.O_RDWR | os.O_TRUNC)
+    try:
+        assert os.pwrite(fd, (1 << 4).to_bytes(8, "little"), 0) == 8  # PFN 4: an LRU page
+        assert u64s(os.pread(fd, 8, 0))[0] & 1 << 4  # idle now (the machine is paused)
+    finally:
+        os.close(fd)
+    assert os.stat(bitmap).st_size == 0  # page_idle_attr: a bin_attribute of size 0
+    demotion.write_bytes(b"true\n")
+    balancing.write_bytes(b"0\n")

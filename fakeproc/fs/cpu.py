@@ -7,8 +7,10 @@ memory.c, arch/x86/kernel/cpu/proc.c.
 """
 from __future__ import annotations
 
+import errno
+
 from . import formats as fmt
-from .sysfs import memory_block_size, parse_prefixed
+from .sysfs import fail, kstrtobool, memory_block_size, parse_prefixed, sysfs_streq
 from .tree import Ctx, Dir, File, Link, Lister
 
 MODEL_NAME = "Intel(R) Xeon(R) Gold 6252 CPU @ 2.10GHz"  # a Cascade Lake: the Optane PMEM platform
@@ -88,7 +90,26 @@ def _cpu_entry(ctx: Ctx) -> "File | Link":
     return ONLINE if _cpu_entries(ctx)[ctx.get("entry")] == "online" else NODE_LINK
 
 
-ONLINE = File("online", lambda c: "1\n", mode=0o644)
+def _online_store(ctx: Ctx, data: bytes) -> None:
+    """online_store() of a hotpluggable device (a CPU, a memory block): kstrtobool,
+    then device_online(), which for a device already online (every one here) does
+    nothing and the write returns its count, or device_offline(). fakeproc cannot
+    take a CPU or a memory block offline: EBUSY, what offlining a memory block whose
+    pages cannot be isolated gives in 4.20 (and cpu_down() while CPU hotplug is
+    disabled)."""
+    if not kstrtobool(data):
+        raise fail(errno.EBUSY)
+
+
+def _state_store(ctx: Ctx, data: bytes) -> None:
+    """store_mem_state(): `offline` is device_offline() (EBUSY, as above); `online`,
+    `online_kernel` and `online_movable` call device_online(), which returns 1 for a
+    block that is online already, and the store turns that into EINVAL; any other
+    word is EINVAL too."""
+    raise fail(errno.EBUSY if sysfs_streq(data, b"offline") else errno.EINVAL)
+
+
+ONLINE = File("online", lambda c: "1\n", mode=0o644, store=_online_store)
 NODE_LINK = Link("", lambda c: f"../../node/node{c.kernel.cpu_node(c.get('cpu'))}")
 CPU_DIR = Dir("cpuN", (_topology(),), lister=Lister(
     "entry", _cpu_entries,
@@ -120,8 +141,8 @@ def _block_node(ctx: Ctx) -> int:
 
 
 MEMORY_BLOCK = Dir("memoryN", (
-    File("online", lambda c: "1\n", mode=0o644),
-    File("state", lambda c: "online\n", mode=0o644),
+    ONLINE,
+    File("state", lambda c: "online\n", mode=0o644, store=_state_store),
     File("phys_index", lambda c: f"{c.get('block'):08x}\n", fixed=True),
     File("removable", lambda c: "0\n", fixed=True),
 ), lister=Lister("nodelink", lambda c: [f"node{_block_node(c)}"],

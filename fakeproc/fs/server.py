@@ -25,12 +25,13 @@ import pyfuse3
 import trio
 
 from .procfs import PROC_ROOT
-from .sysfs import BUS_NODE, NODE_ROOT
+from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
 from .procview import make_procview
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
-from .tree import Ctx, Dir, Entry, File, InodeTable, Link, Special, file_mode, list_children, resolve
+from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
+                   resolve)
 
 if TYPE_CHECKING:
     from ..ctl.clock import VirtualClock
@@ -82,17 +83,24 @@ def _caller(ctx: Any, ectx: Ctx) -> Ctx:
 
 @dataclass
 class TextHandle:
-    """A text file's snapshot taken at open (seq_file semantics)."""
+    """A text file's snapshot taken at open (seq_file semantics); None for a file with
+    nothing to show (a read is EIO). A write goes to the file's store() (``store``: the
+    bytes to the count written) or fails with ``write_errno``."""
 
-    data: bytes
+    data: bytes | None
     write_errno: int
     direct_io: bool = True
+    store: Any = None
 
     def read(self, off: int, size: int) -> bytes:
+        if self.data is None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         return self.data[off:off + size]
 
     def write(self, off: int, data: bytes) -> int:
-        raise OSError(self.write_errno, os.strerror(self.write_errno))
+        if self.store is None:
+            raise OSError(self.write_errno, os.strerror(self.write_errno))
+        return self.store(data)
 
 
 class FakeprocFS(pyfuse3.Operations):
@@ -111,6 +119,10 @@ class FakeprocFS(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
         self.page_cache = PageCache()
+        # what chmod, chown and utimes left on an entry, kept for the mount's life (the
+        # kernfs node's iattr, a proc_dir_entry's mode and owner): EntryAttributes
+        # fields by path (_kept_key), st_mode holding the permission bits only
+        self.kept: dict[tuple[str, ...], dict[str, int]] = {}
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
@@ -145,6 +157,8 @@ class FakeprocFS(pyfuse3.Operations):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
+        for field, value in self.kept.get(_kept_key(path), {}).items():
+            setattr(a, field, a.st_mode & ~0o7777 | value if field == "st_mode" else value)
         # the root and /proc itself never change; every path walk checks their
         # permissions, so a 0 timeout there cost a GETATTR of each on every open
         timeout = SYS_TIMEOUT if len(path) < 2 or path[0] == "sys" else PROC_TIMEOUT  # procview: 0 too
@@ -207,8 +221,8 @@ class FakeprocFS(pyfuse3.Operations):
         path = self._path(inode)
         entry, ectx = self._resolve(path)
         if path[:1] == ("sys",):
-            if isinstance(entry, File):
-                _kernfs_open_check(entry.mode, flags)
+            if isinstance(entry, (File, Special)):
+                _kernfs_open_check(self._mode(path, entry), flags)
         else:
             ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
         handle: Any
@@ -219,7 +233,9 @@ class FakeprocFS(pyfuse3.Operations):
                                     direct_io=False)
                 keep_cache = True
             elif isinstance(entry, File):
-                handle = TextHandle(entry.render(ectx).encode(), entry.write_errno)
+                store = functools.partial(kernfs_write, entry.store, ectx) if entry.store else None
+                data = entry.render(ectx).encode() if entry.render else None
+                handle = TextHandle(data, entry.write_errno, store=store)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:
@@ -251,6 +267,92 @@ class FakeprocFS(pyfuse3.Operations):
     async def forget(self, inode_list: Any) -> None:
         return None  # inodes are interned for the mount's lifetime
 
+    # ---- setattr: chmod, chown, utimes, truncate -----------------------------------
+    def _mode(self, path: tuple[str, ...], entry: Entry) -> int:
+        """The permission bits: the entry's own, or what a chmod set."""
+        return self.kept.get(_kept_key(path), {}).get("st_mode", getattr(entry, "mode", 0o777))
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: int | None,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        """As the inode's ->setattr() in 4.20 (FUSE's default_permissions has already
+        run setattr_prepare(): only the owner or root gets here). A size change is
+        accepted and ignored everywhere: sysfs attributes and proc files keep their
+        size (kernfs_iop_setattr: "this ignores size changes")."""
+        path = self._path(inode)
+        entry, ectx = self._resolve(path)
+        refused, kept = _setattr_rule(path)
+        asked = {"st_mode": fields.update_mode, "st_uid": fields.update_uid,
+                 "st_gid": fields.update_gid}
+        if any(asked[f] for f in refused):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if kept:
+            asked.update(st_atime_ns=fields.update_atime, st_mtime_ns=fields.update_mtime)
+            new = {f: getattr(attr, f) for f, on in asked.items() if on}
+            if "st_mode" in new:
+                new["st_mode"] &= 0o7777
+            # notify_change() stamps ctime on every change
+            new["st_ctime_ns"] = attr.st_ctime_ns if fields.update_ctime else time.time_ns()
+            self.kept.setdefault(_kept_key(path), {}).update(new)
+        return self._attrs(path, entry, ectx)
+
+    # ---- the namespace: fixed, as sysfs's and procfs's are --------------------------
+    def _parent(self, inode: int) -> tuple[str, ...]:
+        """A directory's path, ENOENT when it is gone (an exited process's)."""
+        path = self._path(inode)
+        self._resolve(path)
+        return path
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        """open(O_CREAT) of a new name: lookup_open() finds no ->create() on a kernfs
+        or procfs directory and answers EACCES."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        """mknod(S_IFREG) is vfs_create() (no ->create(): EACCES); a FIFO, socket or
+        device node is vfs_mknod() (no ->mknod(): EPERM)."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EACCES if stat.S_ISREG(mode) else errno.EPERM)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        """procfs has no ->mkdir() (vfs_mkdir: EPERM); kernfs_iop_mkdir() without
+        syscall_ops (sysfs has none): EPERM."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        """No ->rmdir() on procfs, kernfs_iop_rmdir() without syscall_ops: EPERM."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        """No ->unlink() on either: vfs_unlink() says EPERM."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        """No ->symlink() on either: vfs_symlink() says EPERM."""
+        self._parent(parent_inode)
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:
+        """linkat() across /sys and /proc is EXDEV (two mounts there); else no
+        ->link(): vfs_link() says EPERM."""
+        _same_mount(self._path(inode), self._parent(new_parent_inode))
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        """renameat2() across /sys and /proc is EXDEV; kernfs_iop_rename() refuses any
+        flag (EINVAL), then has no syscall_ops (EPERM); procfs has no ->rename() (EPERM)."""
+        old = self._parent(parent_inode_old)
+        _same_mount(old, self._parent(parent_inode_new))
+        raise pyfuse3.FUSEError(errno.EINVAL if flags and old[:1] == ("sys",) else errno.EPERM)
+
 
 def _guarded(handler: Any) -> Any:
     """A bug in a renderer answers EIO and is logged; it never ends the mount.
@@ -278,8 +380,39 @@ def _guarded(handler: Any) -> Any:
 
 
 for _name in ("lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "statfs",
-              "open", "read", "write", "release"):
+              "open", "read", "write", "release", "setattr", "create", "mknod", "mkdir", "rmdir",
+              "unlink", "symlink", "link", "rename"):
     setattr(FakeprocFS, _name, _guarded(getattr(FakeprocFS, _name)))
+
+
+def _kept_key(path: tuple[str, ...]) -> tuple[str, ...]:
+    """Where an entry's setattr results are kept: procview/ shows /proc's entries."""
+    return ("proc",) + path[1:] if path[:1] == ("procview",) else path
+
+
+def _setattr_rule(path: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The 4.20 ->setattr() of the entry at path: the fields it refuses with EPERM, and
+    whether what it accepts is kept.
+    /proc/PID/... is proc_setattr(): no mode change; an owner it takes is reset by
+    pid_revalidate() at the next lookup. /proc/sys/... is proc_sys_setattr(): no
+    mode or owner change. The rest is kept: kernfs_iop_setattr() on /sys,
+    proc_notify_change() on /proc's own files (meminfo, vmstat, cpuinfo...), and
+    simple_setattr() on /proc and the mount's root."""
+    if path[:1] in (("proc",), ("procview",)) and len(path) > 1:
+        if decimal(path[1]) is not None:
+            return ("st_mode",), False
+        if _kept_key(path)[:2] == ("proc", "sys"):
+            return ("st_mode", "st_uid", "st_gid"), False
+    return (), True
+
+
+def _same_mount(a: tuple[str, ...], b: tuple[str, ...]) -> None:
+    """/sys and /proc are two mounts on a real machine: a link or rename between them
+    is EXDEV (procview/ stands for /proc)."""
+    def mount(p: tuple[str, ...]) -> tuple[str, ...]:
+        return _kept_key(p)[:1]
+    if mount(a) != mount(b):
+        raise pyfuse3.FUSEError(errno.EXDEV)
 
 
 def _kernfs_open_check(mode: int, flags: int) -> None:

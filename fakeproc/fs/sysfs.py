@@ -6,9 +6,99 @@ format what kernel/vmstat.py and the node table give them.
 """
 from __future__ import annotations
 
+import errno
+import os
+from typing import Callable
+
 from . import formats as fmt
 from .tree import Ctx, Dir, File, Link, Lister, decimal
 from ..kernel import vmstat
+
+# ------------------------------------------------- store(): the write side of sysfs
+
+PAGE_SIZE = 4096
+ULONG_MAX = (1 << 64) - 1
+Store = Callable[[Ctx, bytes], None]
+
+
+def kernfs_write(store: Store, ctx: Ctx, data: bytes) -> int:
+    """One write(2) to a sysfs attribute (kernfs_fop_write, sysfs_kf_write): store()
+    gets at most a page, whatever the offset; an empty write stores nothing. Every
+    store() here returns its count on success, so the write returns what it stored."""
+    data = data[:PAGE_SIZE]
+    if data:
+        store(ctx, data)
+    return len(data)
+
+
+def fail(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
+
+
+def _c_string(data: bytes) -> bytes:
+    """What a store() that parses a C string sees: kernfs NUL-terminates the buffer,
+    and an embedded NUL ends the string sooner."""
+    return data.split(b"\0", 1)[0]
+
+
+def sysfs_streq(data: bytes, word: bytes) -> bool:
+    """sysfs_streq(): the same string but for one trailing newline."""
+    return _c_string(data) in (word, word + b"\n")
+
+
+def kstrtoul(data: bytes) -> int:
+    """kstrtoul(buf, 10): an optional '+', decimal digits and at most one newline;
+    ERANGE above ULONG_MAX (found before trailing junk), EINVAL for the rest."""
+    s = _c_string(data)
+    s = s[1:] if s.startswith(b"+") else s
+    digits = s[:len(s) - len(s.lstrip(b"0123456789"))]
+    if not digits:
+        raise fail(errno.EINVAL)
+    if int(digits) > ULONG_MAX:
+        raise fail(errno.ERANGE)
+    if s[len(digits):] not in (b"", b"\n"):
+        raise fail(errno.EINVAL)
+    return int(digits)
+
+
+def kstrtobool(data: bytes) -> bool:
+    """kstrtobool(): y/Y/1 or on, n/N/0 or off (only the first one or two characters
+    count), else EINVAL."""
+    s = _c_string(data)
+    if s[:1] in (b"y", b"Y", b"1") or s[:2].lower() == b"on":
+        return True
+    if s[:1] in (b"n", b"N", b"0") or s[:2].lower() == b"of":
+        return False
+    raise fail(errno.EINVAL)
+
+
+def accept(ctx: Ctx, data: bytes) -> None:
+    """A store() that succeeds whatever it is given and changes nothing fakeproc
+    shows: `uevent` (4.20's uevent_store() and bus_uevent_store() log a
+    kobject_synth_uevent() failure and return the count anyway) and `compact`
+    (sysfs_compact_node() compacts an online node and returns the count; fakeproc has
+    no compaction)."""
+
+
+def _nr_hugepages_store(ctx: Ctx, data: bytes) -> None:
+    """nr_hugepages_store_common(): the count must parse (kstrtoul); the kernel then
+    allocates what it can. fakeproc has no hugetlb pool, so none is allocated and
+    nr_hugepages reads back 0, as on a kernel that finds no free huge page."""
+    kstrtoul(data)
+
+
+def _autoprobe_store(ctx: Ctx, data: bytes) -> None:
+    """drivers_autoprobe_store(): off when the first byte is '0', else on."""
+    ctx.kernel.drivers_autoprobe = data[:1] != b"0"
+
+
+def _probe_store(ctx: Ctx, data: bytes) -> None:
+    """drivers_probe_store(): bus_find_device_by_name() (sysfs_streq), ENODEV when no
+    device has the name; a node has no driver to attach, so bus_rescan_devices_helper()
+    returns 0 and the write its count."""
+    if not any(sysfs_streq(data, f"node{n}".encode()) for n in _node_ids(ctx)):
+        raise fail(errno.ENODEV)
+
 
 # --------------------------------------------------------------- node attributes
 
@@ -42,7 +132,7 @@ def _distance(ctx: Ctx) -> str:
 
 
 def _hugepages_dir(size_kb: int) -> Dir:
-    zero = File("nr_hugepages", lambda c: "0\n", mode=0o644)
+    zero = File("nr_hugepages", lambda c: "0\n", mode=0o644, store=_nr_hugepages_store)
     return Dir(f"hugepages-{size_kb}kB", (
         zero, File("free_hugepages", lambda c: "0\n", fixed=True),
         File("surplus_hugepages", lambda c: "0\n", fixed=True)))
@@ -85,8 +175,8 @@ NODE_DIR = Dir("nodeN", (
     File("numastat", _numastat),
     File("meminfo", _meminfo),
     File("vmstat", lambda c: fmt.node_vmstat(vmstat.node_counters(c.kernel, c.get("nid")))),
-    File("compact", lambda c: "", mode=0o200),
-    File("uevent", lambda c: "", mode=0o644),
+    File("compact", None, mode=0o200, store=accept),
+    File("uevent", lambda c: "", mode=0o644, store=accept),
     Dir("hugepages", (_hugepages_dir(2048), _hugepages_dir(1048576))),
     Dir("power", ()),
     Link("subsystem", lambda c: "../../../../bus/node"),
@@ -116,7 +206,7 @@ NODE_ROOT = Dir("node", (
     _list_file("has_normal_memory", _node_ids),
     _list_file("has_memory", _node_ids),
     _list_file("has_cpu", _nodes_with_cpus),
-    File("uevent", lambda c: "", mode=0o644),
+    File("uevent", lambda c: "", mode=0o644, store=accept),
     Dir("power", ()),
 ), lister=Lister("nid", lambda c: [f"node{n}" for n in _node_ids(c)],
                  parse_prefixed("node", _node_ids), NODE_DIR))
@@ -128,7 +218,8 @@ BUS_NODE = Dir("node", (
         "nid", lambda c: [f"node{n}" for n in _node_ids(c)], parse_prefixed("node", _node_ids),
         Link("", lambda c: f"../../../devices/system/node/node{c.get('nid')}"))),
     Dir("drivers", ()),
-    File("drivers_autoprobe", lambda c: "1\n", mode=0o644),
-    File("drivers_probe", lambda c: "", mode=0o200),
-    File("uevent", lambda c: "", mode=0o200),
+    File("drivers_autoprobe", lambda c: f"{int(c.kernel.drivers_autoprobe)}\n", mode=0o644,
+         store=_autoprobe_store),
+    File("drivers_probe", None, mode=0o200, store=_probe_store),
+    File("uevent", None, mode=0o200, store=accept),
 ))

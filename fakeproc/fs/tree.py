@@ -46,19 +46,27 @@ Render = Callable[[Ctx], str]
 class File:
     """A text file rendered at open. sysfs files stat 4096 bytes, procfs ones 0.
     ``fixed``: read-only bytes that never change while mounted (the topology), served
-    from the host's page cache and stat-ed with their length (fs/pagecache.py)."""
+    from the host's page cache and stat-ed with their length (fs/pagecache.py).
+    ``render`` None: a write-only sysfs attribute, with no show() (a read is EIO, as
+    dev_attr_show() and bus_attr_show() answer once root has chmod-ed it readable).
+    ``store``: a sysfs attribute's store(), called once per write(2) with the bytes
+    (fs/sysfs.py kernfs_write); it raises OSError(errno) to fail the write. A file
+    without one fails every write with ``write_errno``."""
 
     name: str
-    render: Render
+    render: Render | None
     mode: int = 0o444
     size: int = 4096
-    write_errno: int = 5  # EIO: a sysfs attribute without store()
+    write_errno: int = 5  # EIO: a sysfs attribute without store() (dev_attr_store)
     owner: Callable[[Ctx], tuple[int, int]] | None = None
     fixed: bool = False
+    store: Callable[[Ctx, bytes], None] | None = None
 
     def __post_init__(self) -> None:
         if self.fixed and self.mode & 0o222:
             raise ValueError(f"{self.name}: a writable file cannot be fixed")
+        if bool(self.store) != bool(self.mode & 0o222) or (self.render is None) == bool(self.mode & 0o444):
+            raise ValueError(f"{self.name}: a file has a show() and a store() exactly when its mode says so")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class Kernel:
         self.oom_log: list[str] = []
         self.recorder: Any = None  # a score.Recorder once record() is called
         self.upstream = False      # serve the later upstream interfaces too (INTERFACES.md 6)
+        self.drivers_autoprobe = True  # /sys/bus/node/drivers_autoprobe (no driver binds a node)
         self.tasks: dict[int, Task] = {}
         self._threads: dict[int, Task] = {}
         self._mms: dict[int, MmStruct] = {}

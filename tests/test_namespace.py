@@ -1,0 +1,193 @@
+"""Operations on names and inode attributes under the mount, as root, with real
+syscalls and tools: the errnos of 4.20's VFS over kernfs (/sys) and procfs (/proc).
+
+Neither has ->create, ->mknod, ->link, ->symlink or ->unlink; kernfs's ->mkdir,
+->rmdir and ->rename refuse without syscall_ops (sysfs has none). So open(O_CREAT)
+of a new name is EACCES (lookup_open), mknod(S_IFREG) EACCES (vfs_create), and the
+rest EPERM. Attributes: kernfs_iop_setattr() keeps mode, owner and times and ignores
+a size; proc_setattr() (/proc/PID) refuses a mode; proc_notify_change() (/proc's own
+files) keeps them. Expected values are written by hand from those rules and the
+default machine (pid 4200001 runs as uid 999, gid 999).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import subprocess
+
+import pytest
+
+from fsops import errno_of
+from mountutil import mounted
+
+pytestmark = pytest.mark.fuse
+
+NODE = "sys/devices/system/node"
+PID = "proc/4200001"
+
+
+@pytest.fixture(scope="module")
+def mnt():
+    with mounted(None) as m:
+        yield m
+
+
+def run(*argv: str) -> tuple[int, str]:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stderr
+
+
+def test_creating_a_file_is_eacces(mnt):
+    for rel in (NODE, f"{NODE}/node0", "sys/bus/node", "proc", PID, f"{PID}/task/4200002"):
+        new = mnt.path / rel / "newfile"
+        for flags in (os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+            assert errno_of(lambda: os.open(new, flags, 0o644)) == errno.EACCES, (rel, flags)
+        assert errno_of(lambda: os.mknod(new, stat.S_IFREG | 0o644)) == errno.EACCES, rel
+        code, err = run("touch", str(new))
+        assert code == 1 and "Permission denied" in err, (rel, err)
+        assert errno_of(lambda: os.stat(new)) == errno.ENOENT
+
+
+def test_names_cannot_be_made_or_removed(mnt):
+    for rel, file, subdir in ((NODE, "node0/type", "node0/power"), (NODE, "possible", "power"),
+                              ("proc", "meminfo", "4200101"), (PID, "status", "task")):
+        d = mnt.path / rel
+        before = (d / file).read_bytes()
+        ops = {
+            "mkdir": lambda: os.mkdir(d / "newdir"),
+            "rmdir": lambda: os.rmdir(d / subdir),
+            "unlink": lambda: os.unlink(d / file),
+            "rename": lambda: os.rename(d / file, d / "renamed"),
+            "rename over": lambda: os.rename(d / file, d / subdir / "x"),
+            "symlink": lambda: os.symlink("target", d / "newlink"),
+            "link": lambda: os.link(d / file, d / "newlink"),
+            "mkfifo": lambda: os.mkfifo(d / "fifo"),
+            "mknod chr": lambda: os.mknod(d / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3)),
+        }
+        assert {op: errno_of(fn) for op, fn in ops.items()} == dict.fromkeys(ops, errno.EPERM), rel
+        # what the VFS answers before asking the file system
+        assert errno_of(lambda: os.mkdir(d / subdir)) == errno.EEXIST
+        assert errno_of(lambda: os.open(d / file, os.O_WRONLY | os.O_CREAT | os.O_EXCL)) == errno.EEXIST
+        assert errno_of(lambda: os.rmdir(d / file)) == errno.ENOTDIR
+        assert errno_of(lambda: os.unlink(d / subdir)) == errno.EISDIR
+        assert (d / file).read_bytes() == before
+        for name in ("newdir", "renamed", "newlink", "fifo", "null"):
+            assert not os.path.lexists(d / name)
+
+
+def test_tools_report_operation_not_permitted(mnt):
+    node0 = mnt.path.joinpath(f"{NODE}/node0")
+    for argv in (["rm", "-f", str(node0 / "type")], ["mkdir", str(node0 / "d")],
+                 ["mv", str(node0 / "type"), str(node0 / "type2")],
+                 ["ln", "-s", "x", str(node0 / "l")], ["rmdir", str(node0 / "power")]):
+        code, err = run(*argv)
+        assert code == 1 and "Operation not permitted" in err, (argv, err)
+    assert (node0 / "type").read_bytes() == b"dram\n"
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def renameat2(old, new, flags: int) -> int:
+    """renameat2(2): 0 or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) == 0:  # AT_FDCWD
+        return 0
+    return ctypes.get_errno()
+
+
+def test_renameat2_flags(mnt):
+    # kernfs_iop_rename() refuses any flag (EINVAL) before it looks for syscall_ops;
+    # procfs has no ->rename (EPERM); NOREPLACE onto a name is the VFS's EEXIST
+    node0, pid = mnt.path.joinpath(f"{NODE}/node0"), mnt.path / PID
+    assert [renameat2(node0 / "type", node0 / "new", RENAME_NOREPLACE),
+            renameat2(node0 / "type", node0 / "cpulist", RENAME_EXCHANGE),
+            renameat2(node0 / "type", node0 / "cpulist", RENAME_NOREPLACE),
+            renameat2(pid / "status", pid / "new", RENAME_NOREPLACE),
+            renameat2(pid / "status", pid / "maps", RENAME_EXCHANGE)] == \
+        [errno.EINVAL, errno.EINVAL, errno.EEXIST, errno.EPERM, errno.EPERM]
+
+
+def test_links_and_renames_between_sys_and_proc_are_exdev(mnt):
+    # two mounts on a real machine (do_renameat2, do_linkat: EXDEV)
+    src = mnt.path.joinpath(f"{NODE}/node0/type")
+    for fn in (os.rename, os.link):
+        assert errno_of(lambda: fn(src, mnt.path / PID / "x")) == errno.EXDEV
+        assert errno_of(lambda: fn(mnt.path / PID / "status", mnt.path.joinpath(f"{NODE}/x"))) == errno.EXDEV
+
+
+def test_sysfs_keeps_mode_owner_and_times(mnt):
+    distance = mnt.path.joinpath(f"{NODE}/node1/distance")
+    os.chmod(distance, 0o600)
+    os.chown(distance, 1000, 1001)
+    os.utime(distance, ns=(1_000_000_001, 2_000_000_002))
+    st = os.stat(distance)
+    assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | 0o600, 1000, 1001)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_001, 2_000_000_002)
+    assert distance.read_bytes() == b"21 10 28 17\n"
+    node1 = mnt.path.joinpath(f"{NODE}/node1")
+    os.chmod(node1, 0o700)
+    assert stat.S_IMODE(os.stat(node1).st_mode) == 0o700
+    assert [stat.S_IMODE(os.lstat(node1 / n).st_mode) for n in ("distance", "meminfo")] == [0o600, 0o444]
+
+
+def test_sysfs_open_check_follows_chmod(mnt):
+    # kernfs_fop_open checks the inode's mode; a 0444 device attribute has no store
+    # (dev_attr_store: EIO), a 0644 one made 0444 cannot be opened for writing
+    peer = mnt.path.joinpath(f"{NODE}/node0/peer_node")
+    os.chmod(peer, 0o644)
+    fd = os.open(peer, os.O_WRONLY)
+    try:
+        assert errno_of(lambda: os.write(fd, b"3\n")) == errno.EIO
+    finally:
+        os.close(fd)
+    assert peer.read_bytes() == b"2\n"
+    nr = mnt.path.joinpath(f"{NODE}/node0/hugepages/hugepages-2048kB/nr_hugepages")
+    os.chmod(nr, 0o444)
+    assert errno_of(lambda: os.open(nr, os.O_WRONLY)) == errno.EACCES
+    os.chmod(nr, 0o644)
+    fd = os.open(nr, os.O_WRONLY)
+    try:
+        assert os.write(fd, b"1\n") == 2
+    finally:
+        os.close(fd)
+
+
+def test_truncating_a_sysfs_attribute_is_ignored(mnt):
+    # kernfs_iop_setattr: "this ignores size changes"
+    for rel, size, data in (("node2/meminfo", 4096, None), ("node2/type", 5, b"pmem\n"),
+                            ("node2/hugepages/hugepages-2048kB/nr_hugepages", 4096, b"0\n")):
+        path = mnt.path.joinpath(f"{NODE}/{rel}")
+        before = path.read_bytes()
+        os.truncate(path, 0)
+        os.truncate(path, 100000)
+        assert os.stat(path).st_size == size, rel
+        if data is not None:
+            assert path.read_bytes() == before == data, rel
+
+
+def test_proc_pid_refuses_chmod_and_forgets_chown(mnt):
+    # proc_setattr(): ATTR_MODE is EPERM; pid_revalidate() resets the owner
+    for rel in (f"{PID}/status", PID, f"{PID}/task/4200002/maps", f"{PID}/task"):
+        path = mnt.path / rel
+        mode = os.stat(path).st_mode
+        assert errno_of(lambda: os.chmod(path, 0o600)) == errno.EPERM, rel
+        os.chown(path, 0, 0)
+        st = os.stat(path)
+        assert (st.st_mode, st.st_uid, st.st_gid) == (mode, 999, 999), rel
+    status = mnt.path / PID / "status"
+    os.truncate(status, 0)
+    assert status.read_bytes().startswith(b"Name:\tredis-server\n")
+
+
+def test_proc_files_keep_chmod(mnt):
+    # proc_notify_change() stores the mode and owner in the proc_dir_entry
+    vmstat = mnt.path / "proc/vmstat"
+    os.chmod(vmstat, 0o400)
+    os.chown(vmstat, 5, 6)
+    st = os.stat(vmstat)
+    assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | 0o400, 5, 6)
+    assert vmstat.read_bytes().startswith(b"nr_free_pages ")

@@ -115,6 +115,10 @@ def probes(m) -> list:
         ["idle_task", "read", f"{proc}/{REDIS}/task/{REDIS}/idle_pages", os.O_RDONLY, 4096, HEAP],
         ["idle_stat", "stat", f"{proc}/{REDIS}/idle_pages"],
         ["maps", "read", f"{proc}/{REDIS}/maps"],
+        ["numa_maps", "read", f"{proc}/{REDIS}/numa_maps"],
+        ["smaps", "read", f"{proc}/{REDIS}/smaps"],
+        ["smaps_rollup", "read", f"{proc}/{REDIS}/smaps_rollup"],
+        ["task_maps", "read", f"{proc}/{REDIS}/task/{REDIS}/maps"],
         ["status", "read", f"{proc}/{MEMCACHED}/status"],
         ["meminfo", "read", f"{node}/node0/meminfo"],
         ["online", "read", f"{node}/online"],
@@ -149,19 +153,26 @@ def test_other_uid_with_allow_other():
         assert r["mount_stat"] == "ok"
         assert r["idle"] == r["idle_rdwr"] == r["idle_task"] == errno.EACCES, r
         assert r["idle_stat"] == "ok"               # stat needs no permission on the file
-        assert r["maps"][0] == "ok" and r["maps"][1] > 0, r
+        # 0444, but proc_mem_open() needs the right to ptrace-read: nobody has not
+        for name in ("maps", "numa_maps", "smaps", "smaps_rollup", "task_maps"):
+            assert r[name] == errno.EACCES, (name, r)
         assert r["status"][0] == "ok" and r["meminfo"][0] == "ok" and r["online"][0] == "ok", r
         assert r["listdir_proc"] == "ok"
         assert r["write_meminfo"] == errno.EACCES, r   # 0444 attribute
         assert r["ctl"] == errno.EACCES, r            # 0700 directory, 0600 socket
 
         # the process's own uid may scan it (0600 owned by 999), not memcached's (998)
-        owner = as_user(REDIS_UID, [p for p in probes(m) if p[0].startswith("idle")] +
+        owner = as_user(REDIS_UID, [p for p in probes(m) if p[0].startswith("idle") or "maps" in p[0]] +
                         [["other_idle", "read", str(m.proc_path(f"{MEMCACHED}/idle_pages")),
-                          os.O_RDONLY, 4096, HEAP]])
+                          os.O_RDONLY, 4096, HEAP],
+                         ["other_maps", "read", str(m.proc_path(f"{MEMCACHED}/maps"))]])
         assert owner["idle"][0] == owner["idle_rdwr"][0] == owner["idle_task"][0] == "ok", owner
         assert owner["idle"][1] > 0, owner
         assert owner["other_idle"] == errno.EACCES, owner
+        # the process's own uid and gid may read its maps, not another uid's
+        for name in ("maps", "numa_maps", "smaps", "smaps_rollup", "task_maps"):
+            assert owner[name][0] == "ok" and owner[name][1] > 0, (name, owner)
+        assert owner["other_maps"] == errno.EACCES, owner
         assert m.proc.poll() is None
 
 

@@ -146,20 +146,21 @@ def _proc_vmstat(ctx: Ctx) -> str:
     return fmt.proc_vmstat(c) + "".join(f"{k} {c[k]}\n" for k in extra)
 
 
-def _proc_file(name: str, render) -> File:  # noqa: ANN001
-    return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner)
+def _proc_file(name: str, render, ptrace_read: bool = False) -> File:  # noqa: ANN001
+    return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner,
+                 ptrace_read=ptrace_read)
 
 
 def _tid_entries() -> tuple:
     return (
-        _proc_file("maps", _maps),
+        _proc_file("maps", _maps, ptrace_read=True),
         _proc_file("status", _status),
-        _proc_file("numa_maps", _numa_maps),
-        _proc_file("smaps", _smaps),
-        _proc_file("smaps_rollup", _smaps_rollup),
+        _proc_file("numa_maps", _numa_maps, ptrace_read=True),
+        _proc_file("smaps", _smaps, ptrace_read=True),
+        _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,
                                                              c.get_or("caller_tgid")),
-                owner=_owner),
+                owner=_owner, ptrace_read=True),
     )
 
 

@@ -225,6 +225,8 @@ class FakeprocFS(pyfuse3.Operations):
                 _kernfs_open_check(self._mode(path, entry), flags)
         else:
             ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
+            if getattr(entry, "ptrace_read", False):
+                _ptrace_read_check(ctx, entry, ectx)
         handle: Any
         keep_cache = False
         try:
@@ -421,6 +423,21 @@ def _kernfs_open_check(mode: int, flags: int) -> None:
     acc = flags & os.O_ACCMODE
     if (acc in (os.O_WRONLY, os.O_RDWR) and not mode & 0o222) or \
             (acc in (os.O_RDONLY, os.O_RDWR) and not mode & 0o444):
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+
+def _ptrace_read_check(ctx: Any, entry: Any, ectx: Ctx) -> None:
+    """proc_mem_open()'s mm_access(PTRACE_MODE_READ_FSCREDS): root (CAP_SYS_PTRACE),
+    or a caller whose fsuid and fsgid are the process's ids (an emulated process has
+    one uid and one gid), else EACCES. Emulated processes are always dumpable."""
+    uid, gid = getattr(ctx, "uid", 0), getattr(ctx, "gid", 0)
+    if uid == 0:
+        return
+    try:
+        owner = entry.owner(ectx) if entry.owner else (0, 0)
+    except LookupError:
+        raise pyfuse3.FUSEError(errno.ENOENT) from None
+    if (uid, gid) != owner:
         raise pyfuse3.FUSEError(errno.EACCES)
 
 

@@ -51,7 +51,8 @@ class File:
     dev_attr_show() and bus_attr_show() answer once root has chmod-ed it readable).
     ``store``: a sysfs attribute's store(), called once per write(2) with the bytes
     (fs/sysfs.py kernfs_write); it raises OSError(errno) to fail the write. A file
-    without one fails every write with ``write_errno``."""
+    without one fails every write with ``write_errno``. ``ptrace_read``: open needs
+    the right to ptrace-read the process (proc_mem_open(), e.g. /proc/PID/maps)."""
 
     name: str
     render: Render | None
@@ -61,6 +62,7 @@ class File:
     owner: Callable[[Ctx], tuple[int, int]] | None = None
     fixed: bool = False
     store: Callable[[Ctx, bytes], None] | None = None
+    ptrace_read: bool = False
 
     def __post_init__(self) -> None:
         if self.fixed and self.mode & 0o222:
@@ -71,12 +73,14 @@ class File:
 
 @dataclass(frozen=True)
 class Special:
-    """A file with its own handle class (``opener(ctx, flags) -> handle``)."""
+    """A file with its own handle class (``opener(ctx, flags) -> handle``);
+    ``ptrace_read`` as for File."""
 
     name: str
     opener: Callable[[Ctx, int], Any]
     mode: int = 0o600
     owner: Callable[[Ctx], tuple[int, int]] | None = None
+    ptrace_read: bool = False
 
 
 @dataclass(frozen=True)

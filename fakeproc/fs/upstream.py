@@ -149,7 +149,8 @@ KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400
 
 
 def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
-    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c)), mode=0o400)
+    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c)), mode=0o400,
+                   ptrace_read=True)
 
 
 def enabled(ctx: Ctx) -> bool:

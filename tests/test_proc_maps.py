@@ -61,6 +61,12 @@ pages = "1 dirty"
 start = 0x7f0000400000
 size = "4MiB"
 hugetlb = true
+[[process.vma]]
+start = 0x7ffff7fd0000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "2 accessed"
 """
 
 SMAPS_ANON = """\
@@ -160,3 +166,11 @@ def test_shared_pages_after_fork_in_numa_maps_and_smaps():
         assert smaps[5:11] == ["Pss:                  10 kB", "Shared_Clean:         12 kB",
                                "Shared_Dirty:          8 kB", "Private_Clean:         0 kB",
                                "Private_Dirty:         0 kB", "Referenced:           20 kB"]
+
+
+def test_status_vmlib_counts_the_vdso(m):
+    """VmLib = exec_vm - text: __install_special_mapping() adds [vdso] (VM_EXEC, not
+    VM_WRITE) to exec_vm; process 63 has no text, so 8 kB of VmLib, 0 of VmExe."""
+    lines = m.read("proc/63/status").decode().splitlines()
+    assert "VmExe:\t       0 kB" in lines
+    assert "VmLib:\t       8 kB" in lines

@@ -71,7 +71,9 @@ def _status(ctx: Ctx) -> str:
             vm_data=_kb([v for v in vmas if v.writable and not v.shared and v.kind != "stack"]),
             vm_stk=_kb([v for v in vmas if v.kind == "stack"]),
             vm_exe=_kb([v for v in exe if v.path == first_path]),
-            vm_lib=_kb([v for v in exe if v.path != first_path]),
+            # exec_vm (VM_EXEC, not VM_WRITE, not VM_STACK: [vdso] too) less the text
+            vm_lib=_kb([v for v in vmas if v.perms[2] == "x" and not v.writable and v.kind != "stack"])
+            - _kb([v for v in exe if v.path == first_path]),
             vm_pte=max(0, mc["nr_tables"] - 1) * KB, vm_swap=mc["swap"] * KB)
     info = fmt.StatusInfo(
         name=t.name, state=t.state[0].upper() if t.state != "zombie" else "Z",

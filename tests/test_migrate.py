@@ -594,3 +594,57 @@ hugetlb = true
     assert migrate.get_mempolicy_node(k, 50, A) == -errno.EFAULT
     assert k.page_node(k.task(50), A) is None
     assert k.check() == []
+
+
+MIGRATE_KINDS = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 50
+name = "t"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+pages = "2 accessed@0"
+[[process.vma]]
+start = 0x7f0000200000
+size = "8KiB"
+perms = "rw-s"
+kind = "shm"
+path = "/SYSV00000000"
+pages = "2 accessed@0"
+[[process.vma]]
+start = 0x7f0000400000
+size = "8KiB"
+perms = "rw-s"
+path = "/data/shared"
+pages = "2 accessed@0"
+"""
+KINDS = [0x7F0000000000, 0x7F0000001000, 0x7F0000200000, 0x7F0000201000,
+         0x7F0000400000, 0x7F0000401000]
+
+
+@pytest.mark.parametrize("old, new", [([0], [1]), ([0, 5], [1]), ([0], [1, 5])])
+def test_migrate_pages_moves_every_migratable_mapping(old, new):
+    """4.20's migrate_pages walks every vma_migratable() VMA: anonymous, shm and shared
+    file pages alike. get_nodes() takes any node below MAX_NUMNODES: node 5 (none
+    here) has no pages as an old node and is masked off as a new one."""
+    k = load(MIGRATE_KINDS)
+    t = k.task(50)
+    assert migrate.migrate_pages(k, 50, old, new) == 0
+    assert [k.page_node(t, a) for a in KINDS] == [1] * 6
+    assert k.check() == []
+
+
+def test_migrate_pages_node_numbers():
+    k = load(MIGRATE_KINDS)
+    assert migrate.migrate_pages(k, 50, [0], [5]) == -errno.EINVAL      # no new node has memory
+    assert migrate.migrate_pages(k, 50, [0], [1024]) == -errno.EINVAL   # >= MAX_NUMNODES
+    assert migrate.migrate_pages(k, 50, [1024], [1]) == -errno.EINVAL
+    assert [k.page_node(k.task(50), a) for a in KINDS] == [0] * 6

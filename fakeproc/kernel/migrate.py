@@ -145,18 +145,26 @@ def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_node
     task = _target(kernel, pid, capable)
     if isinstance(task, int):
         return task
-    if not new_nodes or any(not _node_ok(kernel, n) for n in (*old_nodes, *new_nodes)):
+    # get_nodes() takes any node below MAX_NUMNODES; an old node without memory has no
+    # pages to move, and the new set is masked with the nodes that have memory
+    if any(not 0 <= n < MAX_NUMNODES for n in (*old_nodes, *new_nodes)):
         return -errno.EINVAL
-    target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(sorted(old_nodes))}
+    new_nodes = [n for n in new_nodes if n in kernel.node_ids]
+    if not new_nodes:
+        return -errno.EINVAL
+    old = sorted(n for n in set(old_nodes) if n in kernel.node_ids)
+    target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(old)}
     left = 0
     caller = kernel.node_index(kernel.cpu_node(task.cpu))
     for vma in kernel.mm(task.mm_id).vmas:
-        if vma.kind == "vvar" or not vma.walked_by_idle_pages and vma.shared:
+        if vma.kind in ("vvar", "vdso"):  # not vma_migratable(), or kernel frames
             continue
         for addr, pfn in kernel.range_pages(task, vma.start, vma.end):
             node = kernel.page_node(task, addr)
             if node is None or node not in target or target[node] == node:
                 continue
+            if not capable and kernel.native.pages[pfn].mapcount > 1:
+                continue  # MPOL_MF_MOVE: only pages mapped once
             if lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(target[node]), caller,
                                    lib.FP_MR_SYSCALL, ffi.NULL):
                 left += 1

@@ -231,3 +231,51 @@ hva = 0x7f0000000000
     assert k.migrate_page_at(t, RAM, 1)
     assert [kvm.ept_entry(k, t, g)[1] for g in (0x1000, 0x2000, 0x80000)] == [0, 0, 0]
     assert k.check() == []
+
+
+FULL_SLOT = f"""
+[[node]]
+type = "dram"
+size = "1GiB"
+cpus = "0-1"
+
+[[process]]
+pid = 1
+name = "qemu"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64MiB"
+[process.vm]
+[[process.vm.slot]]
+gpa = 0
+size = "64MiB"
+hva = 0x7f0000000000
+pages = "{', '.join(['1 accessed, 1 idle'] * 8192)}"
+[[process.vma]]
+start = 0x7f1000000000
+size = "8KiB"
+[[process.vm.slot]]
+gpa = 0x10000000
+size = "8KiB"
+hva = 0x7f1000000000
+"""
+
+
+def test_an_ept_read_that_fills_ends_at_end():
+    """INTERFACES.md 1.4 and 1.7, EPT mode (unit types and format as task mode). Each
+    guest page is one record byte (01, 51 alternate, never merge). count 4096: pass 1
+    has room for 4096 - 9 = 4087 bytes: A0 + 4078 units; page 4078 does not fit and is
+    the restart. s < end, so pass 2 runs with room 0, adds nothing, and s := max(s,
+    end): the read ends A0 be64(end), end = BASE + 4096 x 32 KiB, not the next slot
+    (0x7f1000000000) nor TASK_SIZE. count 19: the first unit already has no room, so
+    the read is exactly A0 be64(BASE + 19 x 32 KiB)."""
+    k = load(FULL_SLOT)
+    t = k.task(1)
+    base = 0x7F0000000000
+    r = k.idle_pages_read(t, base, 4096, os.O_RDWR)
+    assert r.data == (b"\xa0" + base.to_bytes(8, "big") + b"\x01\x51" * 2039
+                      + b"\xa0" + (base + 4096 * 32 * 1024).to_bytes(8, "big"))
+    assert r.pos == base + 4096 * 32 * 1024
+    k = load(FULL_SLOT)
+    r = k.idle_pages_read(k.task(1), base, 19, os.O_RDWR)
+    assert r.data == b"\xa0" + (base + 19 * 32 * 1024).to_bytes(8, "big")

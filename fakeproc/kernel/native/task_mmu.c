@@ -345,8 +345,11 @@ static int ept_passes(struct fp_vm *vm, struct fp_idle_scan *s, uint32_t max_pas
             /* walk the slot from start's GPA to the slot's end, whatever `end` is */
             c->gpa_to_hva = slot->hva - slot->gpa;
             c->restart = s->start - c->gpa_to_hva;
-            ept_level(c, vm->eptp, 1, c->restart, slot->gpa + (slot->npages << FP_PAGE_SHIFT));
-            next = c->used ? c->restart + c->gpa_to_hva : fp_vm_next_slot_hva(vm, s->start);
+            int full = ept_level(c, vm->eptp, 1, c->restart, slot->gpa + (slot->npages << FP_PAGE_SHIFT));
+            /* a full buffer restarts at the unit that did not fit (even when the pass
+             * added nothing: no room); only a slot that yielded no unit at all goes on
+             * to the next slot (1.7) */
+            next = c->used || full ? c->restart + c->gpa_to_hva : fp_vm_next_slot_hva(vm, s->start);
         } else {
             next = fp_vm_next_slot_hva(vm, s->start); /* no slot here, or nothing to walk */
         }

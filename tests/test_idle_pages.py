@@ -287,3 +287,42 @@ def test_exited_process_gives_esrch_then_enoent():
             os.close(fd)
         with pytest.raises(FileNotFoundError):
             os.open(m.proc_path("300/idle_pages"), os.O_RDONLY)
+
+
+TWO_VMAS = """
+[[node]]
+type = "dram"
+size = "1GiB"
+cpus = "0-1"
+
+[[process]]
+pid = 100
+name = "two"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "2 accessed, 2 idle"
+[[process.vma]]
+start = 0x7f1000000000
+size = "16KiB"
+pages = "4 accessed"
+"""
+
+
+def test_a_failed_read_does_not_move_the_position():
+    """1.2: on an error the position does not move. The first read reports the first
+    VMA and stops at the second: A0 BASE, 02 (2 x PTE_ACCESSED), 52 (2 x PTE_IDLE),
+    A0 be64(0x7f1000000000). A read of 18 bytes fails (count < 19). The next plain
+    read goes on from 0x7f1000000000: A0 be64(it), 04, then the end of the address
+    space."""
+    with mounted(TWO_VMAS) as m:
+        fd = os.open(m.proc_path("100/idle_pages"), os.O_RDWR)
+        try:
+            os.lseek(fd, BASE, os.SEEK_SET)
+            assert os.read(fd, 4096) == hva(BASE) + b"\x02\x52" + hva(0x7F1000000000)
+            with pytest.raises(OSError) as e:
+                os.read(fd, 18)
+            assert e.value.errno == errno.EINVAL
+            assert os.read(fd, 4096) == hva(0x7F1000000000) + b"\x04" + TAIL_EOF
+        finally:
+            os.close(fd)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Generator
 
 import trio
 
-from ..kernel.native import KernelError
 from ..kernel.task import Task
 from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, write_errno
 
@@ -70,10 +69,7 @@ class IdlePagesHandle:
             passes = FIRST_STEP_PASSES
             try:
                 steps = self.kernel.idle_pages_steps(scan, self.task, pos, size, self.flags, passes)
-                result = await _walk(steps, passes)
-            except KernelError:
-                self._reply_end = None
-                raise
+                result = await _walk(steps, passes)  # on an error the position stays (1.2)
             finally:
                 if len(SCANS) < MAX_SPARE_SCANS:
                     SCANS.append(scan)

@@ -216,6 +216,16 @@ class TestWorkloads:
         c2 = self._access_counts(wl2)
         assert sum(c2[512:614]) / 102 > 5 * (sum(c2[:102]) / 102)
 
+    def test_steps_lose_no_touch_to_rounding(self):
+        """Ten steps of 0.1 s at 10 touches a second make 10 touches, not 9."""
+        k = rfc_kernel(dram_pages=8192)
+        t, _ = spawn_with_vma(k, size=4 * MIB)
+        wl = Workload(pattern="uniform", rate=10)
+        k.attach_workload(t, wl)
+        for _ in range(10):
+            k.advance(0.1)
+        assert wl.touches == 10
+
     def test_zipf_is_skewed_and_seq_sweeps(self):
         z = self._access_counts(Workload(pattern="zipf", rate=2000, zipf_s=1.2))
         assert sum(z[:10]) > sum(z[500:510]) * 3

@@ -648,3 +648,33 @@ def test_migrate_pages_node_numbers():
     assert migrate.migrate_pages(k, 50, [0], [1024]) == -errno.EINVAL   # >= MAX_NUMNODES
     assert migrate.migrate_pages(k, 50, [1024], [1]) == -errno.EINVAL
     assert [k.page_node(k.task(50), a) for a in KINDS] == [0] * 6
+
+
+def test_migrate_pages_numbers_old_nodes_as_given():
+    """The i-th node of old_nodes (ascending, as given) goes to the i-th new node: with
+    node ids 0, 2, 3, old [1, 2] -> new [0, 3] sends node 2 (the second old node) to 3,
+    though node 1 does not exist."""
+    k = load("""
+[[node]]
+id = 0
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+[[node]]
+id = 2
+type = "pmem"
+size = "64MiB"
+[[node]]
+id = 3
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 50
+name = "target"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "4 accessed@2"
+""")
+    assert migrate.migrate_pages(k, 50, [1, 2], [0, 3]) == 0
+    assert [k.page_node(k.task(50), A + i * PAGE) for i in range(4)] == [3] * 4

@@ -157,7 +157,9 @@ class FakeprocFS(pyfuse3.Operations):
             a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
-        for field, value in self.kept.get(_kept_key(path), {}).items():
+        for field, value in self.kept.get(_kept_key(path, entry), {}).items():
+            if field == "st_mode" and isinstance(entry, Link):
+                continue  # a symlink's mode is always 0777
             setattr(a, field, a.st_mode & ~0o7777 | value if field == "st_mode" else value)
         # the root and /proc itself never change; every path walk checks their
         # permissions, so a 0 timeout there cost a GETATTR of each on every open
@@ -272,7 +274,7 @@ class FakeprocFS(pyfuse3.Operations):
     # ---- setattr: chmod, chown, utimes, truncate -----------------------------------
     def _mode(self, path: tuple[str, ...], entry: Entry) -> int:
         """The permission bits: the entry's own, or what a chmod set."""
-        return self.kept.get(_kept_key(path), {}).get("st_mode", getattr(entry, "mode", 0o777))
+        return self.kept.get(_kept_key(path, entry), {}).get("st_mode", getattr(entry, "mode", 0o777))
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any, fh: int | None,
                       ctx: Any) -> pyfuse3.EntryAttributes:
@@ -294,7 +296,7 @@ class FakeprocFS(pyfuse3.Operations):
                 new["st_mode"] &= 0o7777
             # notify_change() stamps ctime on every change
             new["st_ctime_ns"] = attr.st_ctime_ns if fields.update_ctime else time.time_ns()
-            self.kept.setdefault(_kept_key(path), {}).update(new)
+            self.kept.setdefault(_kept_key(path, entry), {}).update(new)
         return self._attrs(path, entry, ectx)
 
     # ---- the namespace: fixed, as sysfs's and procfs's are --------------------------
@@ -387,9 +389,12 @@ for _name in ("lookup", "getattr", "readlink", "opendir", "readdir", "releasedir
     setattr(FakeprocFS, _name, _guarded(getattr(FakeprocFS, _name)))
 
 
-def _kept_key(path: tuple[str, ...]) -> tuple[str, ...]:
-    """Where an entry's setattr results are kept: procview/ shows /proc's entries."""
-    return ("proc",) + path[1:] if path[:1] == ("procview",) else path
+def _kept_key(path: tuple[str, ...], entry: Entry | None = None) -> tuple[str, ...]:
+    """Where an entry's setattr results are kept: procview/ shows /proc's entries,
+    but its links into the real procfs are its own."""
+    if path[:1] == ("procview",) and not isinstance(entry, Link):
+        return ("proc",) + path[1:]
+    return path
 
 
 def _setattr_rule(path: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
@@ -431,8 +436,10 @@ def _ptrace_read_check(ctx: Any, entry: Any, ectx: Ctx) -> None:
     or a caller whose fsuid and fsgid are the process's ids (an emulated process has
     one uid and one gid), else EACCES. Emulated processes are always dumpable."""
     uid, gid = getattr(ctx, "uid", 0), getattr(ctx, "gid", 0)
-    if uid == 0:
-        return
+    pid = ectx.get_or("pid")
+    task = ectx.kernel.thread(pid) if pid is not None else None
+    if uid == 0 or (task is not None and task.mm_id is None):
+        return  # mm_access() checks only a task that still has an mm (not a zombie)
     try:
         owner = entry.owner(ectx) if entry.owner else (0, 0)
     except LookupError:

@@ -150,7 +150,7 @@ KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400
 
 def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
     return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c)), mode=0o400,
-                   ptrace_read=True)
+                   owner=lambda c: (task_of(c).uid, task_of(c).gid), ptrace_read=True)
 
 
 def enabled(ctx: Ctx) -> bool:

@@ -152,8 +152,9 @@ def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_node
     new_nodes = [n for n in new_nodes if n in kernel.node_ids]
     if not new_nodes:
         return -errno.EINVAL
-    old = sorted(n for n in set(old_nodes) if n in kernel.node_ids)
-    target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(old)}
+    # the i-th old node of the mask as given (a node that does not exist keeps its slot)
+    target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(sorted(set(old_nodes)))
+              if o in kernel.node_ids}
     left = 0
     caller = kernel.node_index(kernel.cpu_node(task.cpu))
     for vma in kernel.mm(task.mm_id).vmas:

@@ -99,7 +99,8 @@ class Workload:
         done = 0
         for a, b in zip([start, *cuts], [*cuts, t_end]):
             self.set_phase_at(a)
-            want = self.rate * (b - a) + self._carry
+            # the step's own length when uncut: t_end - start can lose a touch to rounding
+            want = self.rate * (b - a if cuts else seconds) + self._carry
             n = int(want)
             self._carry = want - n
             if not n:

@@ -565,12 +565,7 @@ size = "16KiB"
     assert k.page_node(t, A) == 3
 
 
-def test_an_empty_hugetlb_vma_is_enoent_to_move_pages_and_efault_to_get_mempolicy():
-    """A hugetlb VMA is a hugetlbfs file mapping with ->fault: follow_page() of a hole
-    is -ENOENT, for a query and a move alike (INTERFACES.md 3). get_mempolicy()'s
-    get_user_pages() faults, which needs a huge page: with no pool it fails, -EFAULT,
-    and no page is mapped."""
-    k = load("""
+TWO_TIER_T = """
 distances = [[10, 17], [17, 10]]
 [[node]]
 type = "dram"
@@ -582,7 +577,15 @@ size = "64MiB"
 [[process]]
 pid = 50
 name = "t"
-[[process.vma]]
+"""  # a DRAM node, its PMEM peer, and process 50 ("t") to give VMAs
+
+
+def test_an_empty_hugetlb_vma_is_enoent_to_move_pages_and_efault_to_get_mempolicy():
+    """A hugetlb VMA is a hugetlbfs file mapping with ->fault: follow_page() of a hole
+    is -ENOENT, for a query and a move alike (INTERFACES.md 3). get_mempolicy()'s
+    get_user_pages() faults, which needs a huge page: with no pool it fails, -EFAULT,
+    and no page is mapped."""
+    k = load(TWO_TIER_T + """[[process.vma]]
 start = 0x7f0000000000
 size = "4MiB"
 hugetlb = true
@@ -596,19 +599,7 @@ hugetlb = true
     assert k.check() == []
 
 
-MIGRATE_KINDS = """
-distances = [[10, 17], [17, 10]]
-[[node]]
-type = "dram"
-size = "64MiB"
-cpus = "0"
-[[node]]
-type = "pmem"
-size = "64MiB"
-[[process]]
-pid = 50
-name = "t"
-[[process.vma]]
+MIGRATE_KINDS = TWO_TIER_T + """[[process.vma]]
 start = 0x7f0000000000
 size = "8KiB"
 pages = "2 accessed@0"

@@ -145,11 +145,7 @@ class FakeprocFS(pyfuse3.Operations):
         a.st_ino = self.inodes.inode(path)
         a.st_mode = file_mode(entry)
         a.st_nlink = 2 if isinstance(entry, Dir) else 1
-        owner = getattr(entry, "owner", None)
-        try:
-            a.st_uid, a.st_gid = owner(ctx) if owner else (0, 0)
-        except LookupError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        a.st_uid, a.st_gid = _owner_ids(entry, ctx)
         a.st_size = entry.size if isinstance(entry, File) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
             a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
@@ -440,12 +436,18 @@ def _ptrace_read_check(ctx: Any, entry: Any, ectx: Ctx) -> None:
     task = ectx.kernel.thread(pid) if pid is not None else None
     if uid == 0 or (task is not None and task.mm_id is None):
         return  # mm_access() checks only a task that still has an mm (not a zombie)
+    if (uid, gid) != _owner_ids(entry, ectx):
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+
+def _owner_ids(entry: Entry, ectx: Ctx) -> tuple[int, int]:
+    """(uid, gid) the entry stats with: its owner's, else root's; ENOENT once the
+    process it belongs to is gone."""
+    owner = getattr(entry, "owner", None)
     try:
-        owner = entry.owner(ectx) if entry.owner else (0, 0)
+        return owner(ectx) if owner else (0, 0)
     except LookupError:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
-    if (uid, gid) != owner:
-        raise pyfuse3.FUSEError(errno.EACCES)
 
 
 async def _watch_signals() -> None:

@@ -4,4 +4,5 @@ pyproject.toml holds all metadata; ``cffi_modules`` has no pyproject form.
 """
 from setuptools import setup
 
-setup(cffi_modules=["fakeproc/kernel/native/build.py:ffibuilder"])
+setup(cffi_modules=["fakeproc/kernel/native/build.py:ffibuilder",
+                     "fakeproc/fs/native/build.py:ffibuilder"])

@@ -90,7 +90,7 @@ def _mount(args: argparse.Namespace) -> int:
         print(f"fakeproc: cleaned a stale mount left on {mnt} by a killed daemon", file=sys.stderr)
     from .fs.server import is_mounted
     if is_mounted(mnt):
-        print(f"fakeproc: {mnt} is already mounted; stop it first: fusermount3 -u {mnt}",
+        print(f"fakeproc: {mnt} is already mounted; stop it first: fakeproc umount {mnt}",
               file=sys.stderr)
         return 1
     if not args.foreground:
@@ -144,8 +144,8 @@ def _umount(args: argparse.Namespace) -> int:
     if cleanup_stale(args.mountpoint):
         print(f"fakeproc: cleaned a stale mount on {args.mountpoint}")
         return 0
-    r = subprocess.run(["fusermount3", "-u", args.mountpoint], check=False)
-    return r.returncode
+    from .fs.server import unmount
+    return unmount(args.mountpoint)
 
 
 def _check(args: argparse.Namespace) -> int:

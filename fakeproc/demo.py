@@ -134,5 +134,5 @@ def run_demo(mountpoint: str) -> int:
         subprocess.run([*fakeproc, "umount", str(mnt)], timeout=60, check=False)
     ok &= _daemon(console, fakeproc)
     console.rule("[bold]done: unmounted")
-    console.print("Mount it yourself: .venv/bin/fakeproc mount mount/   (stop: fusermount3 -u mount/)")
+    console.print("Mount it yourself: .venv/bin/fakeproc mount mount/   (stop: .venv/bin/fakeproc umount mount/)")
     return 0 if ok else 1

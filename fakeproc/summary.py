@@ -41,5 +41,5 @@ def describe(kernel: "Kernel", mountpoint: str | None) -> str:
     if mountpoint:
         first = kernel.nodes[0].id
         lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node{first}/meminfo")
-        lines.append(f"  stop: fusermount3 -u {mountpoint}   (or Ctrl-C / SIGTERM in the foreground)")
+        lines.append(f"  stop: fakeproc umount {mountpoint}   (or Ctrl-C / SIGTERM in the foreground)")
     return "\n".join(lines)

@@ -49,13 +49,13 @@ fi
 # Inputs: pyproject.toml, setup.py and the native sources (git-tracked or untracked
 # but not ignored, so build products such as *.so and the generated .c do not count).
 inputs() {
-    local dir=fakeproc/kernel/native
+    local dirs=(fakeproc/kernel/native fakeproc/fs/native)
     {
         echo pyproject.toml; echo setup.py
         if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-            git ls-files --cached --others --exclude-standard -- "$dir"
-        elif [[ -d $dir ]]; then
-            find "$dir" -type f ! -name '*.so' ! -name '*.o' ! -path '*/__pycache__/*'
+            git ls-files --cached --others --exclude-standard -- "${dirs[@]}"
+        else
+            find "${dirs[@]}" -type f ! -name '*.so' ! -name '*.o' ! -path '*/__pycache__/*'
         fi
     } | sort -u | while read -r f; do if [[ -f $f ]]; then echo "$f"; fi; done
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fakeproc.fs.server import is_serving
+from fakeproc.fs.server import is_serving, mounts_below
 from mountutil import is_mounted, mounted
 
 pytestmark = pytest.mark.fuse
@@ -52,14 +52,33 @@ def test_prints_what_it_mounted_and_stops_on_sigint(tmp_path):
     assert "node0  dram      4 GiB  cpus 0-3      peer_node  2  distances 10 21 17 28" in out
     assert "node3  pmem     16 GiB  cpus -        peer_node  1  distances 28 17 28 10" in out
     assert f"pid {REDIS}  redis-server" in out
-    assert f"stop: fusermount3 -u {mnt}" in out
+    assert f"stop: fakeproc umount {mnt}" in out
     assert f"unmounted {mnt}" in out
 
 
-def test_fusermount_u_stops_the_server(tmp_path):
+def test_fakeproc_umount_stops_the_server(tmp_path):
+    """Two mounts (/sys/devices/system has its own connection): umount takes the inner
+    one first, as a plain fusermount3 -u of the outer one would fail with EBUSY."""
     mnt = tmp_path / "mnt"
     proc = start_foreground(mnt)
-    subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+    assert mounts_below(mnt) == [str(mnt / "sys/devices/system"), str(mnt)]
+    subprocess.run([*FAKEPROC, "umount", str(mnt)], check=True, timeout=30)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert mounts_below(mnt) == []
+
+
+def test_the_main_mount_serves_the_system_tree_when_its_own_mount_is_gone(tmp_path):
+    mnt = tmp_path / "mnt"
+    proc = start_foreground(mnt)
+    try:
+        cpulist = mnt / "sys/devices/system/node/node0/cpulist"
+        fast = cpulist.read_bytes()
+        subprocess.run(["fusermount3", "-u", str(mnt / "sys/devices/system")], check=True, timeout=30)
+        assert mounts_below(mnt) == [str(mnt)]
+        assert cpulist.read_bytes() == fast == b"0-3\n"
+    finally:
+        subprocess.run([*FAKEPROC, "umount", str(mnt)], check=True, timeout=30)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
 from .procview import make_procview
+from .sysmount import SUBTREE, SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    resolve)
@@ -43,6 +45,7 @@ REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests serv
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
+CHANGING_TIMEOUT = 1.0  # attributes of changing /sys/devices/system files (fs/sysmount)
 
 SYS = Dir("sys", (
     Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),),
@@ -123,6 +126,19 @@ class FakeprocFS(pyfuse3.Operations):
         # kernfs node's iattr, a proc_dir_entry's mode and owner): EntryAttributes
         # fields by path (_kept_key), st_mode holding the permission bits only
         self.kept: dict[tuple[str, ...], dict[str, int]] = {}
+        self.system: "SystemMount | None" = None  # /sys/devices/system's own connection
+
+    def enter(self, name: str) -> None:
+        """Count a request (REQUESTS) and bring the virtual clock up to now: a request
+        is an observation at one wall instant (see _guarded)."""
+        REQUESTS[name] += 1
+        if self.clock is not None:
+            self.clock.tick()
+
+    def changed(self) -> None:
+        """The kernel may have changed outside a clock tick (a write was stored)."""
+        if self.system is not None:
+            self.system.changed()
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
@@ -157,10 +173,18 @@ class FakeprocFS(pyfuse3.Operations):
             if field == "st_mode" and isinstance(entry, Link):
                 continue  # a symlink's mode is always 0777
             setattr(a, field, a.st_mode & ~0o7777 | value if field == "st_mode" else value)
+        changing = False
+        if isinstance(entry, File) and not entry.fixed and entry.render and self.system \
+                and path[:3] == SUBTREE:  # as the host's page cache holds it (fs/sysmount)
+            data, a.st_mtime_ns = self.system.rendering(a.st_ino, entry, ctx)
+            a.st_size = len(data)
+            changing = True
         # the root and /proc itself never change; every path walk checks their
         # permissions, so a 0 timeout there cost a GETATTR of each on every open
         timeout = SYS_TIMEOUT if len(path) < 2 or path[0] == "sys" else PROC_TIMEOUT  # procview: 0 too
         a.entry_timeout = a.attr_timeout = timeout
+        if changing:  # a dead server's cached copy is served until the attributes expire
+            a.attr_timeout = CHANGING_TIMEOUT
         return a
 
     # ---- metadata ------------------------------------------------------------
@@ -260,6 +284,8 @@ class FakeprocFS(pyfuse3.Operations):
             return self.handles[fh].write(off, buf)
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        finally:
+            self.changed()
 
     async def release(self, fh: int) -> None:
         self.handles.pop(fh, None)
@@ -364,13 +390,10 @@ def _guarded(handler: Any) -> Any:
     name = handler.__name__
 
     @functools.wraps(handler)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        REQUESTS[name] += 1
+    async def wrapper(self: "FakeprocFS", *args: Any, **kwargs: Any) -> Any:
         try:
-            clock = getattr(args[0], "clock", None) if args else None
-            if clock is not None:
-                clock.tick()
-            return await handler(*args, **kwargs)
+            self.enter(name)
+            return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except Exception:  # noqa: BLE001 - the whole point: keep serving
@@ -450,18 +473,29 @@ def _owner_ids(entry: Entry, ectx: Ctx) -> tuple[int, int]:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
 
 
-async def _watch_signals() -> None:
+async def _watch_signals(system: SystemMount) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
         async for _ in sigs:
+            # the inner mount first, while the main connection still answers its path
+            await trio.to_thread.run_sync(system.unmount)
             pyfuse3.terminate()
             return
 
 
-async def _serve(clock: "VirtualClock", ctl: "ControlServer") -> None:
+async def _serve_system(system: SystemMount) -> None:
+    """Mount /sys/devices/system (from a worker: the mount(2) walks this mount's own
+    path, which this thread answers) and serve it until it is unmounted. Should it be
+    unmounted alone, the main connection serves that tree again (slower, as before)."""
+    await trio.to_thread.run_sync(system.mount)  # an OSError ends the daemon: say why
+    await system.serve()
+
+
+async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMount) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals)
+        nursery.start_soon(_watch_signals, system)
         nursery.start_soon(clock.run)
         nursery.start_soon(ctl.serve)
+        nursery.start_soon(_serve_system, system)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -486,10 +520,14 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         realproc = realproc_dir(mountpoint)
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
         ops = FakeprocFS(kernel, realproc, clock)
+        system = ops.system = SystemMount(ops, mountpoint, allow_other)
+        clock.on_advance = system.changed
+        ctl.on_command = system.changed
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
-            trio.run(_serve, clock, ctl)
+            trio.run(_serve, clock, ctl, system)
         finally:
+            system.unmount()  # detached with the main mount if still there
             pyfuse3.close(unmount=True)
             try:
                 realproc.rmdir()  # empty outside runner namespaces
@@ -515,17 +553,45 @@ def is_mounted(mountpoint: str) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
+def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
+    """This package's mounts at or below mountpoint, innermost first (the order they
+    must be unmounted in: /sys/devices/system sits inside the main mount)."""
+    top = os.path.realpath(mountpoint)
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            target = fields[1].encode().decode("unicode_escape")  # \040 and friends
+            if fields[0] == FSNAME and (target == top or target.startswith(top.rstrip("/") + "/")):
+                found.append(target)
+    return sorted(found, key=lambda t: t.count("/"), reverse=True)
+
+
+def unmount(mountpoint: str | os.PathLike[str]) -> int:
+    """fusermount3 -u every mount of ours at or below mountpoint, innermost first;
+    the first failing exit code, else 0."""
+    for target in mounts_below(mountpoint):
+        r = subprocess.run(["fusermount3", "-u", target], check=False)
+        if r.returncode:
+            return r.returncode
+    return 0
+
+
+READY_FILE = "proc/meminfo"  # direct_io on the main connection: only a live server answers it
+
+
 def is_serving(mountpoint: str | os.PathLike) -> bool:
-    """Mounted and answered by a live daemon: a file of it can be read. (A path walk
-    or stat can be answered from the kernel's caches of a dead daemon's mount: /, /sys
-    and /proc entries are cached for SYS_TIMEOUT.)"""
-    if not is_mounted(str(mountpoint)):
+    """Both connections mounted and a live daemon answering. (A path walk, a stat or
+    a /sys/devices/system read can be answered from the kernel's caches of a dead
+    daemon's mount: /, /sys and /proc entries are cached for SYS_TIMEOUT.)"""
+    if len(mounts_below(mountpoint)) < 2:
         return False
     try:
-        with open(os.path.join(mountpoint, "sys/devices/system/node/online"), "rb") as f:
+        with open(os.path.join(mountpoint, READY_FILE), "rb") as f:
             return bool(f.read())
     except OSError:
         return False
 
 
-__all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "is_serving", "FSNAME", "stat"]
+__all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "is_serving", "mounts_below", "unmount",
+           "READY_FILE",            "FSNAME", "stat"]

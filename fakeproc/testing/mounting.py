@@ -25,9 +25,13 @@ import threading
 import time
 from typing import Iterator, Sequence
 
+from ..fs.server import READY_FILE
+from ..fs.sysmount import SUBTREE
+
+SUBTREE_PATH = pathlib.Path(*SUBTREE)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]  # the source tree, when run from one
 CLEANUP_SCRIPT = REPO / "scripts" / "cleanup-mounts.sh"
-READY_FILE = "sys/devices/system/node/online"
 LOG_TAIL = 8000  # characters of server log quoted in errors
 # Every mounted() call gets a fresh directory below this one, so leftovers of the test
 # harness can be cleaned without touching anyone else's fakeproc mounts.
@@ -106,7 +110,8 @@ def _probe(mnt: pathlib.Path, timeout: float) -> bool:
 
     def run() -> None:
         try:
-            result.append(os.path.ismount(mnt) and bool(_read_file(mnt / READY_FILE)))
+            result.append(os.path.ismount(mnt) and os.path.ismount(mnt / SUBTREE_PATH)
+                          and bool(_read_file(mnt / READY_FILE)))
         except OSError:
             result.append(False)
 

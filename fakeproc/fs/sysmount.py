@@ -1,0 +1,359 @@
+"""/sys/devices/system on a FUSE connection of its own, answered without OPEN.
+
+Why: on this kind of VM one FUSE round trip costs 40-100 µs, while the real /sys
+answers open+read+close of an attribute in about 6 µs. The main connection
+(pyfuse3) needs OPEN for /proc (per-open state, direct_io), so it costs a round trip
+per open. This connection answers the first OPEN with ENOSYS, after which the host
+kernel opens, reads from its page cache and closes every attribute without asking
+(no OPEN, FLUSH or RELEASE); only a page-cache miss reaches us as a READ, by inode.
+pyfuse3 can serve neither a second session nor a READ by inode, so this one is a
+libfuse low-level session (fakeproc.fs.native) pumped from the trio thread.
+
+It covers /sys/devices/system (the node, CPU and memory-block trees: what numactl,
+hwloc, lscpu and tiering daemons read). /sys/bus/node and the upstream /sys/kernel
+files stay on the main connection: a page cache cannot serve page_idle/bitmap (a
+size-0 binary attribute read at any offset).
+
+Coherence. Fixed attributes (the topology) are rendered once. Every other attribute
+is rendered once per change of the kernel, and the size reported (LOOKUP/GETATTR: the
+rendering's exact length, so a page-cache read never ends short and is never
+padded), the mtime and the bytes served (READ) come from that one rendering. When the
+kernel may have changed (the clock advanced, a control command ran, a write was
+stored), the attributes of what the host holds are invalidated at once; its next
+read asks GETATTR, and a new mtime (the bytes changed) makes the host drop its copy
+of the page. That invalidation never waits, so it runs on this thread, before the
+next request is answered (dropping pages from here could wait for a page the host
+locked for a READ of ours: a deadlock, and an unkillable process).
+
+What changes for callers (docs/interfaces.md): kernfs's EACCES for an access mode an
+attribute lacks comes from read()/write() instead of open() (only root can open such
+a file: the kernel checks modes with default_permissions); st_size is the rendering's
+length, not 4096, and st_mtime is when the bytes last changed (or were written);
+a reader that reads one attribute in several read() calls across a
+change can get the head of one rendering and the tail of the next.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
+
+import pyfuse3
+import trio
+
+from .native import ffi, lib
+from .sysfs import kernfs_write
+from .tree import Dir, File
+
+if TYPE_CHECKING:
+    from .server import FakeprocFS
+
+log = logging.getLogger("fakeproc.fs.sysmount")
+SUBTREE = ("sys", "devices", "system")
+ROOT_INO = 1  # FUSE_ROOT_ID
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The request's caller, as the FakeprocFS handlers read it (pyfuse3's fields)."""
+
+    uid: int
+    gid: int
+    pid: int
+    umask: int = 0o022
+
+
+class SystemMount:
+    """One mounted /sys/devices/system connection over a FakeprocFS's tree."""
+
+    def __init__(self, fs: "FakeprocFS", mountpoint: str | os.PathLike[str],
+                 allow_other: bool = False) -> None:
+        self.fs = fs
+        self.path = Path(mountpoint) / Path(*SUBTREE)
+        self.allow_other = allow_other
+        self.sub_ino = fs.inodes.inode(SUBTREE)
+        # main-table inode -> (bytes, mtime) of the latest rendering; ``current``: the
+        # inodes whose rendering is from after the kernel's latest change
+        self.renderings: dict[int, tuple[bytes, int]] = {}
+        self.current: set[int] = set()
+        self._session: Any = None
+
+    # ---- lifetime -------------------------------------------------------------------
+    def mount(self) -> None:
+        global _active
+        opts = "fsname=fakeproc,subtype=fakeproc,default_permissions"
+        if self.allow_other:
+            opts += ",allow_other"
+        session = lib.fp_fuse_mount(os.fsencode(self.path), opts.encode())
+        if session == ffi.NULL:
+            raise OSError(errno.EIO, f"cannot mount the /sys/devices/system connection on {self.path}")
+        self._session = session
+        _active = self
+
+    async def serve(self) -> None:
+        """Answer requests until the connection is unmounted."""
+        fd = lib.fp_fuse_fd(self._session)
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            if lib.fp_fuse_pump(self._session) < 0:
+                return
+
+    def unmount(self) -> None:
+        global _active
+        if self._session is not None:
+            lib.fp_fuse_unmount(self._session)
+            self._session = None
+        if _active is self:
+            _active = None
+
+    # ---- coherence ------------------------------------------------------------------
+    def changed(self) -> None:
+        """The kernel may have changed: every rendering the host holds must be checked.
+        Only the attributes are invalidated (that never waits, so it runs here, before
+        the next request is answered): the host then asks GETATTR before its next
+        read, and drops its cached page itself when the size or mtime it gets differs
+        (auto_inval_data). Invalidating pages from here could wait for a page locked
+        for one of our own READs."""
+        session = self._session
+        for ino in self.current:
+            if session is not None:
+                lib.fp_fuse_inval_attr(session, self.to_fuse(ino))  # -ENOENT: forgotten
+        self.current.clear()
+
+    def rendering(self, ino: int, entry: File, ectx: Any) -> tuple[bytes, int]:
+        """A changing attribute's bytes and mtime, rendered once per change: the host
+        gets its size (GETATTR), mtime and bytes (READ) from one rendering. The mtime
+        moves when the bytes do, which is what makes the host drop its copy."""
+        if ino not in self.current:
+            data = entry.render(ectx).encode()
+            last = self.renderings.get(ino)
+            if last is None or last[0] != data:
+                self.renderings[ino] = (data, time.time_ns())
+            self.current.add(ino)
+        return self.renderings[ino]
+
+    # ---- inode numbers: the connection's root is the main table's SUBTREE ----------
+    def to_main(self, ino: int) -> int:
+        return self.sub_ino if ino == ROOT_INO else ino
+
+    def to_fuse(self, ino: int) -> int:
+        return ROOT_INO if ino == self.sub_ino else ino
+
+    def attr(self, a: pyfuse3.EntryAttributes) -> Any:
+        out = ffi.new("struct fp_attr *")
+        out.ino = self.to_fuse(a.st_ino)
+        out.mode, out.nlink, out.uid, out.gid = a.st_mode, a.st_nlink, a.st_uid, a.st_gid
+        out.size = a.st_size
+        out.atime_ns, out.mtime_ns, out.ctime_ns = a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns
+        out.timeout = a.attr_timeout
+        return out
+
+    # ---- reads and writes by inode ------------------------------------------------------
+    def _file(self, ino: int) -> tuple[tuple[str, ...], File, Any]:
+        fs = self.fs
+        path = fs._path(ino)
+        entry, ectx = fs._resolve(path)
+        if isinstance(entry, Dir):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if not isinstance(entry, File):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return path, entry, ectx
+
+    def read(self, ino: int, off: int, size: int) -> bytes:
+        path, entry, ectx = self._file(ino)
+        if not self.fs._mode(path, entry) & 0o444 or entry.render is None:
+            raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at read()
+        if entry.fixed:
+            data = self.fs.page_cache.bytes(ino, entry, ectx)
+        else:
+            data = self.rendering(ino, entry, ectx)[0]
+        return data[off:off + size]
+
+    def write(self, ino: int, off: int, data: bytes) -> int:
+        path, entry, ectx = self._file(ino)
+        if not self.fs._mode(path, entry) & 0o222 or entry.store is None:
+            raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at write()
+        try:
+            # the host wrote the bytes into its copy of the page and will ask GETATTR
+            # before its next read: a fresh rendering's mtime makes it drop the page
+            return kernfs_write(entry.store, ectx, data)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        finally:
+            self.changed()
+            self.renderings.pop(ino, None)  # its next rendering gets a new mtime either way
+
+
+_active: SystemMount | None = None
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a FakeprocFS handler to completion here: those of /sys never wait."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("a /sys handler tried to wait")
+
+
+def _caller(req: Any) -> Caller:
+    uid, gid, pid = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("int32_t *")
+    lib.fp_req_ctx(req, uid, gid, pid)
+    return Caller(uid[0], gid[0], pid[0])
+
+
+def _answer(fn: Callable[..., None]) -> Callable[..., None]:
+    """A callback's errors become its reply: FUSEError's errno, else EIO (logged).
+    A callback that raised without replying would leave its caller hanging."""
+    @functools.wraps(fn)
+    def wrapper(req: Any, *args: Any) -> None:
+        m = _active
+        try:
+            if m is None:
+                raise pyfuse3.FUSEError(errno.ENOTCONN)
+            fn(m, req, *args)
+        except pyfuse3.FUSEError as e:
+            lib.fp_reply_err(req, e.errno)
+        except Exception:  # noqa: BLE001 - keep serving
+            log.exception("/sys/devices/system %s failed; answering EIO", fn.__name__)
+            lib.fp_reply_err(req, errno.EIO)
+    return wrapper
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_lookup(m: SystemMount, req: Any, parent: int, name: Any) -> None:
+    a = _drive(m.fs.lookup(m.to_main(parent), ffi.string(name), _caller(req)))
+    lib.fp_reply_entry(req, m.attr(a))
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_getattr(m: SystemMount, req: Any, ino: int) -> None:
+    a = _drive(m.fs.getattr(m.to_main(ino), _caller(req)))
+    lib.fp_reply_attr(req, m.attr(a))
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_setattr(m: SystemMount, req: Any, ino: int, new: Any, to_set: int) -> None:
+    attr = pyfuse3.EntryAttributes()
+    now = time.time_ns()
+    attr.st_mode, attr.st_uid, attr.st_gid = new.mode, new.uid, new.gid
+    attr.st_atime_ns = now if to_set & lib.FP_SET_ATIME_NOW else new.atime_ns
+    attr.st_mtime_ns = now if to_set & lib.FP_SET_MTIME_NOW else new.mtime_ns
+    attr.st_ctime_ns = new.ctime_ns
+    fields = _SetattrFields(
+        update_mode=bool(to_set & lib.FP_SET_MODE), update_uid=bool(to_set & lib.FP_SET_UID),
+        update_gid=bool(to_set & lib.FP_SET_GID), update_size=bool(to_set & lib.FP_SET_SIZE),
+        update_atime=bool(to_set & (lib.FP_SET_ATIME | lib.FP_SET_ATIME_NOW)),
+        update_mtime=bool(to_set & (lib.FP_SET_MTIME | lib.FP_SET_MTIME_NOW)),
+        update_ctime=bool(to_set & lib.FP_SET_CTIME))
+    a = _drive(m.fs.setattr(m.to_main(ino), attr, fields, None, _caller(req)))
+    lib.fp_reply_attr(req, m.attr(a))
+
+
+@dataclass(frozen=True)
+class _SetattrFields:
+    update_mode: bool
+    update_uid: bool
+    update_gid: bool
+    update_size: bool
+    update_atime: bool
+    update_mtime: bool
+    update_ctime: bool
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_readlink(m: SystemMount, req: Any, ino: int) -> None:
+    target = _drive(m.fs.readlink(m.to_main(ino), _caller(req)))
+    lib.fp_reply_readlink(req, target)
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_namespace(m: SystemMount, req: Any, op: int, parent: int, name: Any, mode: int,
+                    other: int, name2: Any, flags: int) -> None:
+    fs, ctx, parent = m.fs, _caller(req), m.to_main(parent)
+    name_b = ffi.string(name)
+    if op == lib.FP_NS_MKNOD:
+        _drive(fs.mknod(parent, name_b, mode, 0, ctx))
+    elif op == lib.FP_NS_MKDIR:
+        _drive(fs.mkdir(parent, name_b, mode, ctx))
+    elif op == lib.FP_NS_UNLINK:
+        _drive(fs.unlink(parent, name_b, ctx))
+    elif op == lib.FP_NS_RMDIR:
+        _drive(fs.rmdir(parent, name_b, ctx))
+    elif op == lib.FP_NS_SYMLINK:
+        _drive(fs.symlink(parent, name_b, ffi.string(name2), ctx))
+    elif op == lib.FP_NS_RENAME:
+        _drive(fs.rename(parent, name_b, m.to_main(other), ffi.string(name2), flags, ctx))
+    elif op == lib.FP_NS_LINK:
+        _drive(fs.link(m.to_main(other), parent, name_b, ctx))
+    elif op == lib.FP_NS_CREATE:
+        _drive(fs.create(parent, name_b, mode, flags, ctx))
+    raise pyfuse3.FUSEError(errno.EIO)  # every one of them refuses (server.py)
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_opendir(m: SystemMount, req: Any, ino: int) -> None:
+    lib.fp_reply_open(req, _drive(m.fs.opendir(m.to_main(ino), _caller(req))))
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_readdir(m: SystemMount, req: Any, ino: int, size: int, off: int, fh: int) -> None:
+    fs = m.fs
+    fs.enter("readdir")
+    buf = ffi.new("char[]", size)
+    used = 0
+    for i, (name, entry, ectx, path) in enumerate(fs.dir_handles[fh][off:], off):
+        try:
+            a = fs._attrs(path, entry, ectx)
+        except pyfuse3.FUSEError:
+            continue  # gone since opendir
+        need = lib.fp_add_direntry(req, buf + used, size - used, os.fsencode(name), m.attr(a), i + 1)
+        if need > size - used:
+            break
+        used += need
+    lib.fp_reply_buf(req, buf, used)
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_releasedir(m: SystemMount, req: Any, fh: int) -> None:
+    _drive(m.fs.releasedir(fh))
+    lib.fp_reply_err(req, 0)
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_read(m: SystemMount, req: Any, ino: int, size: int, off: int) -> None:
+    m.fs.enter("read")
+    data = m.read(m.to_main(ino), off, size)
+    lib.fp_reply_buf(req, data, len(data))
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_write(m: SystemMount, req: Any, ino: int, buf: Any, size: int, off: int) -> None:
+    m.fs.enter("write")
+    lib.fp_reply_write(req, m.write(m.to_main(ino), off, bytes(ffi.buffer(buf, size))))
+
+
+@ffi.def_extern()
+@_answer
+def fp_op_statfs(m: SystemMount, req: Any, ino: int) -> None:
+    s = _drive(m.fs.statfs(_caller(req)))
+    lib.fp_reply_statfs(req, s.f_bsize, s.f_namemax)
+
+
+__all__ = ["SystemMount", "SUBTREE"]

@@ -166,8 +166,10 @@ class SystemMount:
 
     def read(self, ino: int, off: int, size: int) -> bytes:
         path, entry, ectx = self._file(ino)
-        if not self.fs._mode(path, entry) & 0o444 or entry.render is None:
+        if not self.fs._mode(path, entry) & 0o444:
             raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at read()
+        if entry.render is None:
+            raise pyfuse3.FUSEError(errno.EIO)  # readable by chmod, no show(): dev_attr_show
         if entry.fixed:
             data = self.fs.page_cache.bytes(ino, entry, ectx)
         else:
@@ -176,8 +178,10 @@ class SystemMount:
 
     def write(self, ino: int, off: int, data: bytes) -> int:
         path, entry, ectx = self._file(ino)
-        if not self.fs._mode(path, entry) & 0o222 or entry.store is None:
+        if not self.fs._mode(path, entry) & 0o222:
             raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at write()
+        if entry.store is None:
+            raise pyfuse3.FUSEError(entry.write_errno)  # writable by chmod, no store()
         try:
             # the host wrote the bytes into its copy of the page and will ask GETATTR
             # before its next read: a fresh rendering's mtime makes it drop the page

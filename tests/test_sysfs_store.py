@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from fsops import errno_of, write_once as write
+from fsops import errno_of, refused_access, write_once as write
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -149,7 +149,7 @@ def test_a_write_only_attribute_reads_eio_once_chmod_lets_it_open(mnt):
     # (dev_attr_show, bus_attr_show: EIO)
     for rel in (f"{NODE}/node3/compact", "sys/bus/node/drivers_probe"):
         path = mnt.path / rel
-        assert errno_of(lambda: os.open(path, os.O_RDONLY)) == errno.EACCES
+        assert refused_access(path, os.O_RDONLY) == errno.EACCES
         os.chmod(path, 0o600)
         fd = os.open(path, os.O_RDONLY)
         try:

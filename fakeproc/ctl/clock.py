@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -36,8 +36,6 @@ class VirtualClock:
         self.period = period
         self._last = time.monotonic()  # wall time accounted up to (while running)
         self._wake: trio.Event | None = None
-        # called after the kernel advanced (the file systems drop what they cached)
-        self.on_advance: Callable[[], None] | None = None
 
     @property
     def now(self) -> float:
@@ -57,14 +55,8 @@ class VirtualClock:
         now = time.monotonic()
         elapsed, self._last = min(now - self._last, MAX_TICK), now
         if self.running and elapsed > 0:
-            touches = self.kernel.advance(elapsed * self.rate)
-            self._advanced()
-            return touches
+            return self.kernel.advance(elapsed * self.rate)
         return 0
-
-    def _advanced(self) -> None:
-        if self.on_advance is not None:
-            self.on_advance()
 
     def pause(self) -> None:
         self.tick()
@@ -94,7 +86,6 @@ class VirtualClock:
         for i in range(n):
             left = target - self.kernel.clock
             touches += self.kernel.advance(left if i == n - 1 else seconds / n)
-        self._advanced()
         return touches
 
     def _kick(self) -> None:

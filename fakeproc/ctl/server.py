@@ -14,7 +14,7 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -98,9 +98,6 @@ class ControlServer:
 
     def __init__(self, mountpoint: str | os.PathLike[str], kernel: "Kernel", clock: "VirtualClock") -> None:
         self.ctx = Context(kernel, clock)
-        # called after each command, before its reply: the file systems drop what the
-        # command changed, so a client that reads after the reply sees it
-        self.on_command: Callable[[], None] | None = None
         self.realpath, _ = mount_key(mountpoint)
         self.dir = runtime_dir(mountpoint)
         self.path = self.dir / SOCKET_NAME
@@ -196,10 +193,7 @@ class ControlServer:
                 if len(line) > MAX_LINE:
                     await stream.send_all(self._too_long(conn))
                 elif line.strip():
-                    reply = self.handle_line(line, conn)
-                    if self.on_command is not None:
-                        self.on_command()
-                    await stream.send_all(reply)
+                    await stream.send_all(self.handle_line(line, conn))
 
     def _too_long(self, conn: int) -> bytes:
         log.warning("control connection %d: request line over %d bytes dropped", conn, MAX_LINE)

@@ -30,7 +30,7 @@ from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
 from .procview import make_procview
-from .sysmount import SUBTREE, SystemMount
+from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    resolve)
@@ -45,7 +45,6 @@ REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests serv
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
-CHANGING_TIMEOUT = 1.0  # attributes of changing /sys/devices/system files (fs/sysmount)
 
 SYS = Dir("sys", (
     Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),),
@@ -126,7 +125,6 @@ class FakeprocFS(pyfuse3.Operations):
         # kernfs node's iattr, a proc_dir_entry's mode and owner): EntryAttributes
         # fields by path (_kept_key), st_mode holding the permission bits only
         self.kept: dict[tuple[str, ...], dict[str, int]] = {}
-        self.system: "SystemMount | None" = None  # /sys/devices/system's own connection
 
     def enter(self, name: str) -> None:
         """Count a request (REQUESTS) and bring the virtual clock up to now: a request
@@ -134,11 +132,6 @@ class FakeprocFS(pyfuse3.Operations):
         REQUESTS[name] += 1
         if self.clock is not None:
             self.clock.tick()
-
-    def changed(self) -> None:
-        """The kernel may have changed outside a clock tick (a write was stored)."""
-        if self.system is not None:
-            self.system.changed()
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:
@@ -173,18 +166,10 @@ class FakeprocFS(pyfuse3.Operations):
             if field == "st_mode" and isinstance(entry, Link):
                 continue  # a symlink's mode is always 0777
             setattr(a, field, a.st_mode & ~0o7777 | value if field == "st_mode" else value)
-        changing = False
-        if isinstance(entry, File) and not entry.fixed and entry.render and self.system \
-                and path[:3] == SUBTREE:  # as the host's page cache holds it (fs/sysmount)
-            data, a.st_mtime_ns = self.system.rendering(a.st_ino, entry, ctx)
-            a.st_size = len(data)
-            changing = True
         # the root and /proc itself never change; every path walk checks their
         # permissions, so a 0 timeout there cost a GETATTR of each on every open
         timeout = SYS_TIMEOUT if len(path) < 2 or path[0] == "sys" else PROC_TIMEOUT  # procview: 0 too
         a.entry_timeout = a.attr_timeout = timeout
-        if changing:  # a dead server's cached copy is served until the attributes expire
-            a.attr_timeout = CHANGING_TIMEOUT
         return a
 
     # ---- metadata ------------------------------------------------------------
@@ -284,8 +269,6 @@ class FakeprocFS(pyfuse3.Operations):
             return self.handles[fh].write(off, buf)
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        finally:
-            self.changed()
 
     async def release(self, fh: int) -> None:
         self.handles.pop(fh, None)
@@ -520,9 +503,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         realproc = realproc_dir(mountpoint)
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
         ops = FakeprocFS(kernel, realproc, clock)
-        system = ops.system = SystemMount(ops, mountpoint, allow_other)
-        clock.on_advance = system.changed
-        ctl.on_command = system.changed
+        system = SystemMount(ops, mountpoint, allow_other)
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
             trio.run(_serve, clock, ctl, system)

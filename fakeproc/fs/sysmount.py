@@ -1,41 +1,45 @@
 """/sys/devices/system on a FUSE connection of its own, answered without OPEN.
 
-Why: on this kind of VM one FUSE round trip costs 40-100 µs, while the real /sys
-answers open+read+close of an attribute in about 6 µs. The main connection
-(pyfuse3) needs OPEN for /proc (per-open state, direct_io), so it costs a round trip
-per open. This connection answers the first OPEN with ENOSYS, after which the host
-kernel opens, reads from its page cache and closes every attribute without asking
-(no OPEN, FLUSH or RELEASE); only a page-cache miss reaches us as a READ, by inode.
-pyfuse3 can serve neither a second session nor a READ by inode, so this one is a
-libfuse low-level session (fakeproc.fs.native) pumped from the trio thread.
+Why: on this kind of VM one FUSE round trip costs 40-100 µs (most of it waking the
+other CPU), while the real /sys answers open+read+close of an attribute in about
+6 µs. The main connection (pyfuse3) needs OPEN for /proc (per-open state,
+direct_io). This connection answers the first OPEN with ENOSYS, after which the host
+kernel opens and closes every file on it without asking (no OPEN, FLUSH or RELEASE)
+and reads from its page cache; a miss reaches us as a READ, by inode. pyfuse3 can
+serve neither a second session nor a READ by inode, so this is a libfuse low-level
+session (fakeproc.fs.native) pumped from the trio thread.
 
 It covers /sys/devices/system (the node, CPU and memory-block trees: what numactl,
 hwloc, lscpu and tiering daemons read). /sys/bus/node and the upstream /sys/kernel
 files stay on the main connection: a page cache cannot serve page_idle/bitmap (a
 size-0 binary attribute read at any offset).
 
-Coherence. Fixed attributes (the topology) are rendered once. Every other attribute
-is rendered once per change of the kernel, and the size reported (LOOKUP/GETATTR: the
-rendering's exact length, so a page-cache read never ends short and is never
-padded), the mtime and the bytes served (READ) come from that one rendering. When the
-kernel may have changed (the clock advanced, a control command ran, a write was
-stored), the attributes of what the host holds are invalidated at once; its next
-read asks GETATTR, and a new mtime (the bytes changed) makes the host drop its copy
-of the page. That invalidation never waits, so it runs on this thread, before the
-next request is answered (dropping pages from here could wait for a page the host
-locked for a READ of ours: a deadlock, and an unkillable process).
+One rendering per open, without OPEN. kernfs renders an attribute once per open
+(seq_file), and a reader that reads to EOF in several read() calls must never see
+the head of one rendering and the tail of the next. Here every rendering of a
+changing attribute is its own inode, whose bytes never change:
+
+* Fixed attributes (the topology, File.fixed), directories and links have one inode
+  for the mount's life, cached by the host for SYS_TIMEOUT: open+read+close asks
+  nothing at all.
+* A changing attribute is looked up at every open (entry timeout 0). The LOOKUP
+  renders it; the same bytes as the inode the host has keep that inode (nothing more
+  is asked: the page cache holds its bytes), other bytes get a new inode (a READ
+  follows). An open file keeps the inode it was opened with, so all its reads come
+  from one rendering, as kernfs's do, with the exact size (no short page, no NULs).
+  Old renderings are freed when the host forgets their inode (FORGET). stat() shows
+  one st_ino per path, as sysfs does; the inode the host holds is the FUSE nodeid.
 
 What changes for callers (docs/interfaces.md): kernfs's EACCES for an access mode an
 attribute lacks comes from read()/write() instead of open() (only root can open such
 a file: the kernel checks modes with default_permissions); st_size is the rendering's
-length, not 4096, and st_mtime is when the bytes last changed (or were written);
-a reader that reads one attribute in several read() calls across a
-change can get the head of one rendering and the tail of the next.
+length, not 4096.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 import time
@@ -56,6 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fakeproc.fs.sysmount")
 SUBTREE = ("sys", "devices", "system")
 ROOT_INO = 1  # FUSE_ROOT_ID
+VERSION_BASE = 1 << 48  # nodeids of renderings; below it, the main table's inode numbers
+CHANGING_ATTR_TIMEOUT = 1.0  # an open file's attributes: a dead server shows within 1 s
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,15 @@ class Caller:
     umask: int = 0o022
 
 
+@dataclass
+class Rendering:
+    """One rendering of a changing attribute: an inode of its own."""
+
+    ino: int        # the path's inode in the main table (what stat() shows)
+    data: bytes
+    lookups: int = 0  # the host's references (LOOKUP replies minus FORGETs)
+
+
 class SystemMount:
     """One mounted /sys/devices/system connection over a FakeprocFS's tree."""
 
@@ -77,10 +92,9 @@ class SystemMount:
         self.path = Path(mountpoint) / Path(*SUBTREE)
         self.allow_other = allow_other
         self.sub_ino = fs.inodes.inode(SUBTREE)
-        # main-table inode -> (bytes, mtime) of the latest rendering; ``current``: the
-        # inodes whose rendering is from after the kernel's latest change
-        self.renderings: dict[int, tuple[bytes, int]] = {}
-        self.current: set[int] = set()
+        self.renderings: dict[int, Rendering] = {}  # nodeid -> rendering
+        self.latest: dict[int, int] = {}            # main-table inode -> its latest nodeid
+        self._nodeids = itertools.count(VERSION_BASE)
         self._session: Any = None
 
     # ---- lifetime -------------------------------------------------------------------
@@ -111,47 +125,78 @@ class SystemMount:
         if _active is self:
             _active = None
 
-    # ---- coherence ------------------------------------------------------------------
-    def changed(self) -> None:
-        """The kernel may have changed: every rendering the host holds must be checked.
-        Only the attributes are invalidated (that never waits, so it runs here, before
-        the next request is answered): the host then asks GETATTR before its next
-        read, and drops its cached page itself when the size or mtime it gets differs
-        (auto_inval_data). Invalidating pages from here could wait for a page locked
-        for one of our own READs."""
-        session = self._session
-        for ino in self.current:
-            if session is not None:
-                lib.fp_fuse_inval_attr(session, self.to_fuse(ino))  # -ENOENT: forgotten
-        self.current.clear()
+    # ---- renderings -------------------------------------------------------------------
+    def render(self, ino: int, entry: File, ectx: Any) -> int:
+        """The nodeid of the attribute's current rendering (a new one when its bytes
+        differ from the latest)."""
+        data = entry.render(ectx).encode()
+        nodeid = self.latest.get(ino)
+        if nodeid is None or self.renderings[nodeid].data != data:
+            if nodeid is not None and not self.renderings[nodeid].lookups:
+                del self.renderings[nodeid]
+            nodeid = next(self._nodeids)
+            self.renderings[nodeid] = Rendering(ino, data)
+            self.latest[ino] = nodeid
+        return nodeid
 
-    def rendering(self, ino: int, entry: File, ectx: Any) -> tuple[bytes, int]:
-        """A changing attribute's bytes and mtime, rendered once per change: the host
-        gets its size (GETATTR), mtime and bytes (READ) from one rendering. The mtime
-        moves when the bytes do, which is what makes the host drop its copy."""
-        if ino not in self.current:
-            data = entry.render(ectx).encode()
-            last = self.renderings.get(ino)
-            if last is None or last[0] != data:
-                self.renderings[ino] = (data, time.time_ns())
-            self.current.add(ino)
-        return self.renderings[ino]
+    def forget(self, nodeid: int, nlookup: int) -> None:
+        r = self.renderings.get(nodeid)
+        if r is None:
+            return
+        r.lookups -= nlookup
+        if r.lookups <= 0 and self.latest.get(r.ino) != nodeid:
+            del self.renderings[nodeid]
 
     # ---- inode numbers: the connection's root is the main table's SUBTREE ----------
-    def to_main(self, ino: int) -> int:
-        return self.sub_ino if ino == ROOT_INO else ino
+    def to_main(self, nodeid: int) -> int:
+        if nodeid >= VERSION_BASE:
+            r = self.renderings.get(nodeid)
+            if r is None:
+                raise pyfuse3.FUSEError(errno.ESTALE)
+            return r.ino
+        return self.sub_ino if nodeid == ROOT_INO else nodeid
 
     def to_fuse(self, ino: int) -> int:
         return ROOT_INO if ino == self.sub_ino else ino
 
-    def attr(self, a: pyfuse3.EntryAttributes) -> Any:
+    def attr(self, a: pyfuse3.EntryAttributes, nodeid: int | None = None) -> Any:
+        """a as the C reply helpers take it; nodeid: a rendering's (else the path's)."""
         out = ffi.new("struct fp_attr *")
         out.ino = self.to_fuse(a.st_ino)
+        out.nodeid = out.ino if nodeid is None else nodeid
         out.mode, out.nlink, out.uid, out.gid = a.st_mode, a.st_nlink, a.st_uid, a.st_gid
         out.size = a.st_size
         out.atime_ns, out.mtime_ns, out.ctime_ns = a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns
-        out.timeout = a.attr_timeout
+        out.attr_timeout, out.entry_timeout = a.attr_timeout, a.entry_timeout
+        if nodeid is not None:
+            out.size = len(self.renderings[nodeid].data)
+            out.attr_timeout, out.entry_timeout = CHANGING_ATTR_TIMEOUT, 0.0
         return out
+
+    def _changing(self, entry: Any) -> bool:
+        return isinstance(entry, File) and not entry.fixed and entry.render is not None
+
+    def lookup(self, parent: int, name: bytes, caller: Caller) -> Any:
+        fs = self.fs
+        fs.enter("lookup")
+        if name in (b".", b".."):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        path = fs._path(self.to_main(parent)) + (os.fsdecode(name),)
+        entry, ectx = fs._resolve(path)
+        a = fs._attrs(path, entry, ectx)
+        nodeid = self.render(a.st_ino, entry, ectx) if self._changing(entry) else None
+        out = self.attr(a, nodeid)
+        if nodeid is not None:
+            self.renderings[nodeid].lookups += 1
+        return out
+
+    def getattr(self, nodeid: int) -> Any:
+        fs = self.fs
+        fs.enter("getattr")
+        ino = self.to_main(nodeid)
+        path = fs._path(ino)
+        entry, ectx = fs._resolve(path)
+        return self.attr(fs._attrs(path, entry, ectx), nodeid if nodeid >= VERSION_BASE else None)
 
     # ---- reads and writes by inode ------------------------------------------------------
     def _file(self, ino: int) -> tuple[tuple[str, ...], File, Any]:
@@ -164,33 +209,36 @@ class SystemMount:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return path, entry, ectx
 
-    def read(self, ino: int, off: int, size: int) -> bytes:
+    def read(self, nodeid: int, off: int, size: int) -> bytes:
+        self.fs.enter("read")
+        ino = self.to_main(nodeid)
         path, entry, ectx = self._file(ino)
         if not self.fs._mode(path, entry) & 0o444:
             raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at read()
         if entry.render is None:
             raise pyfuse3.FUSEError(errno.EIO)  # readable by chmod, no show(): dev_attr_show
-        if entry.fixed:
+        if nodeid >= VERSION_BASE:
+            data = self.renderings[nodeid].data
+        elif entry.fixed:
             data = self.fs.page_cache.bytes(ino, entry, ectx)
-        else:
-            data = self.rendering(ino, entry, ectx)[0]
+        else:  # the main table's inode of a changing attribute: never handed out here
+            raise pyfuse3.FUSEError(errno.ESTALE)
         return data[off:off + size]
 
-    def write(self, ino: int, off: int, data: bytes) -> int:
-        path, entry, ectx = self._file(ino)
+    def write(self, nodeid: int, off: int, data: bytes) -> int:
+        """A store. The host wrote the bytes into its copy of the page too; its next
+        GETATTR of this inode reports the rendering's own size, which makes it drop
+        that copy if it differs (auto_inval_data), and the next open looks up anew."""
+        self.fs.enter("write")
+        path, entry, ectx = self._file(self.to_main(nodeid))
         if not self.fs._mode(path, entry) & 0o222:
             raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at write()
         if entry.store is None:
             raise pyfuse3.FUSEError(entry.write_errno)  # writable by chmod, no store()
         try:
-            # the host wrote the bytes into its copy of the page and will ask GETATTR
-            # before its next read: a fresh rendering's mtime makes it drop the page
             return kernfs_write(entry.store, ectx, data)
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        finally:
-            self.changed()
-            self.renderings.pop(ino, None)  # its next rendering gets a new mtime either way
 
 
 _active: SystemMount | None = None
@@ -233,15 +281,19 @@ def _answer(fn: Callable[..., None]) -> Callable[..., None]:
 @ffi.def_extern()
 @_answer
 def fp_op_lookup(m: SystemMount, req: Any, parent: int, name: Any) -> None:
-    a = _drive(m.fs.lookup(m.to_main(parent), ffi.string(name), _caller(req)))
-    lib.fp_reply_entry(req, m.attr(a))
+    lib.fp_reply_entry(req, m.lookup(parent, ffi.string(name), _caller(req)))
+
+
+@ffi.def_extern()
+def fp_op_forget(nodeid: int, nlookup: int) -> None:
+    if _active is not None:
+        _active.forget(nodeid, nlookup)
 
 
 @ffi.def_extern()
 @_answer
 def fp_op_getattr(m: SystemMount, req: Any, ino: int) -> None:
-    a = _drive(m.fs.getattr(m.to_main(ino), _caller(req)))
-    lib.fp_reply_attr(req, m.attr(a))
+    lib.fp_reply_attr(req, m.getattr(ino))
 
 
 @ffi.def_extern()
@@ -260,7 +312,7 @@ def fp_op_setattr(m: SystemMount, req: Any, ino: int, new: Any, to_set: int) -> 
         update_mtime=bool(to_set & (lib.FP_SET_MTIME | lib.FP_SET_MTIME_NOW)),
         update_ctime=bool(to_set & lib.FP_SET_CTIME))
     a = _drive(m.fs.setattr(m.to_main(ino), attr, fields, None, _caller(req)))
-    lib.fp_reply_attr(req, m.attr(a))
+    lib.fp_reply_attr(req, m.attr(a, ino if ino >= VERSION_BASE else None))
 
 
 @dataclass(frozen=True)
@@ -341,16 +393,14 @@ def fp_op_releasedir(m: SystemMount, req: Any, fh: int) -> None:
 @ffi.def_extern()
 @_answer
 def fp_op_read(m: SystemMount, req: Any, ino: int, size: int, off: int) -> None:
-    m.fs.enter("read")
-    data = m.read(m.to_main(ino), off, size)
+    data = m.read(ino, off, size)
     lib.fp_reply_buf(req, data, len(data))
 
 
 @ffi.def_extern()
 @_answer
 def fp_op_write(m: SystemMount, req: Any, ino: int, buf: Any, size: int, off: int) -> None:
-    m.fs.enter("write")
-    lib.fp_reply_write(req, m.write(m.to_main(ino), off, bytes(ffi.buffer(buf, size))))
+    lib.fp_reply_write(req, m.write(ino, off, bytes(ffi.buffer(buf, size))))
 
 
 @ffi.def_extern()

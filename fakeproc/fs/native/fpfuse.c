@@ -36,14 +36,17 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
-/* Inode numbers are interned paths, kept for the mount's life. */
+/* The kernel dropped nlookup references to ino (Python frees old versions). */
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+    fp_op_forget(ino, nlookup);
     fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+    for (size_t i = 0; i < count; i++)
+        fp_op_forget(forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
@@ -210,14 +213,6 @@ int fp_fuse_pump(struct fp_fuse *f)
     }
 }
 
-/* Mark ino's attributes stale in the kernel (offset -1: no page is touched, so this
- * never waits for a READ of ours). The next read asks GETATTR first, and the kernel
- * drops its cached pages when the size or mtime it gets has changed. */
-int fp_fuse_inval_attr(struct fp_fuse *f, uint64_t ino)
-{
-    return fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
-}
-
 void fp_fuse_unmount(struct fp_fuse *f)
 {
     if (!f)
@@ -271,10 +266,11 @@ int fp_reply_entry(void *req, const struct fp_attr *a)
 {
     struct fuse_entry_param e;
     memset(&e, 0, sizeof(e));
-    e.ino = a->ino;
+    e.ino = a->nodeid;
     e.generation = 1;
     to_stat(a, &e.attr);
-    e.attr_timeout = e.entry_timeout = a->timeout;
+    e.attr_timeout = a->attr_timeout;
+    e.entry_timeout = a->entry_timeout;
     return fuse_reply_entry(req, &e);
 }
 
@@ -282,7 +278,7 @@ int fp_reply_attr(void *req, const struct fp_attr *a)
 {
     struct stat st;
     to_stat(a, &st);
-    return fuse_reply_attr(req, &st, a->timeout);
+    return fuse_reply_attr(req, &st, a->attr_timeout);
 }
 
 int fp_reply_buf(void *req, const char *buf, size_t size)

@@ -4,9 +4,9 @@
  * request is for; /sys needs a second session that answers OPEN with ENOSYS (the
  * kernel then never sends OPEN, FLUSH or RELEASE again on it) and so must read by
  * inode. This is that session: C does the libfuse plumbing, every request except
- * OPEN/FLUSH/RELEASE/FORGET goes to a Python callback, which replies through the
- * fp_reply_* helpers. Everything runs on the thread that calls fp_fuse_pump()
- * (libfuse's notifications may come from any thread).
+ * OPEN/FLUSH/RELEASE goes to a Python callback, which replies through the
+ * fp_reply_* helpers (FORGET is only reported). Everything runs on the thread that
+ * calls fp_fuse_pump().
  *
  * The CDEF-SKIP markers hide what cffi cannot parse.
  */
@@ -18,8 +18,11 @@
 #include <sys/types.h>
 /* CDEF-SKIP-END */
 
-/* What Python knows of an inode: enough for struct stat and the entry timeouts. */
+/* What Python knows of an inode: enough for struct stat and the timeouts. The
+ * kernel's inode is nodeid; ino is what stat() shows (they differ for the versions of
+ * a changing attribute, fakeproc.fs.sysmount). */
 struct fp_attr {
+    uint64_t nodeid;
     uint64_t ino;
     uint32_t mode;
     uint32_t nlink;
@@ -29,7 +32,8 @@ struct fp_attr {
     int64_t atime_ns;
     int64_t mtime_ns;
     int64_t ctime_ns;
-    double timeout;     /* entry and attribute timeout, seconds */
+    double attr_timeout;   /* seconds */
+    double entry_timeout;  /* seconds (LOOKUP only) */
 };
 
 /* SETATTR's to_set bits, as libfuse passes them. */
@@ -58,7 +62,6 @@ struct fp_fuse;
 struct fp_fuse *fp_fuse_mount(const char *mountpoint, const char *options);
 int fp_fuse_fd(struct fp_fuse *f);
 int fp_fuse_pump(struct fp_fuse *f);
-int fp_fuse_inval_attr(struct fp_fuse *f, uint64_t ino);
 void fp_fuse_unmount(struct fp_fuse *f);
 
 void fp_req_ctx(void *req, uint32_t *uid, uint32_t *gid, int32_t *pid);
@@ -76,6 +79,7 @@ size_t fp_add_direntry(void *req, char *buf, size_t bufsize, const char *name,
 /* Implemented in Python: build.py declares this block extern "Python+C" for cffi. */
 /* PYTHON-CALLBACKS-BEGIN */
 void fp_op_lookup(void *req, uint64_t parent, const char *name);
+void fp_op_forget(uint64_t ino, uint64_t nlookup);
 void fp_op_getattr(void *req, uint64_t ino);
 void fp_op_setattr(void *req, uint64_t ino, const struct fp_attr *attr, int to_set);
 void fp_op_readlink(void *req, uint64_t ino);

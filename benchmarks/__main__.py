@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.table import Table
 
+from fakeproc.fs.server import is_serving
+
 REPO = Path(__file__).resolve().parent.parent
 PAGE = 4096
 BASE = 0x7F0000000000
@@ -58,7 +60,7 @@ def mount(machine_text: str, tmp: Path) -> tuple[subprocess.Popen, Path]:
                              "--machine", str(tmp / "m.toml")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
-    while not (mnt / "sys/devices/system/node/online").exists():
+    while not is_serving(mnt):  # both connections (/sys/devices/system has its own)
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the mount did not come up")
         time.sleep(0.02)
@@ -189,13 +191,17 @@ def bench_idle_scan(pages: int, reps: int, tmp: Path) -> list[Result]:
 
 
 def bench_sysfs(reps: int, tmp: Path) -> list[Result]:
-    """open+read+close of a small sysfs attribute through the mount vs the real /sys,
-    with the FUSE transport floor beside it: a C libfuse server that does no work
-    (benchmarks/fuse_floor.c), answering OPEN+READ+RELEASE (direct_io) or OPEN alone
-    (keep_cache), and both ours and the floor again with client and server on one CPU
-    (on a VM most of a round trip is waking the other CPU)."""
+    """open+read+close of a small sysfs attribute through the mount vs the real /sys:
+    a fixed one (nodeN/cpulist: no request reaches the server, fs/sysmount), a
+    changing one (nodeN/meminfo: one LOOKUP per open), and one on the main connection
+    (/sys/bus/node/drivers_autoprobe: OPEN and READ), with the FUSE transport floor
+    beside them: a C libfuse server that does no work (benchmarks/fuse_floor.c),
+    answering OPEN+READ+RELEASE (direct_io) or OPEN alone (keep_cache), and ours and the
+    floor again with client and server on one CPU (on a VM most of a round trip is
+    waking the other CPU)."""
     n = 2000
     real = "/sys/devices/system/node/node0/cpulist"
+    real_meminfo = "/sys/devices/system/node/node0/meminfo"
 
     def loop(path: str) -> float:
         t0 = time.perf_counter()
@@ -215,16 +221,28 @@ def bench_sysfs(reps: int, tmp: Path) -> list[Result]:
 
     proc, mnt = mount(machine(64), tmp)
     attr = str(mnt / "sys/devices/system/node/node0/cpulist")
+    meminfo = str(mnt / "sys/devices/system/node/node0/meminfo")
+    bus = str(mnt / "sys/bus/node/drivers_autoprobe")
     try:
         mine = repeat(lambda: loop(attr), reps)
+        mine_meminfo = repeat(lambda: loop(meminfo), reps)
+        mine_bus = repeat(lambda: loop(bus), reps)
         os.sched_setaffinity(proc.pid, {0})
         mine_cpu0 = repeat(lambda: on_cpu0(lambda: loop(attr)), reps)
+        mine_meminfo_cpu0 = repeat(lambda: on_cpu0(lambda: loop(meminfo)), reps)
     finally:
         unmount(proc, mnt)
     base = repeat(lambda: loop(real), reps)
+    base_meminfo = repeat(lambda: loop(real_meminfo), reps)
     results = [Result("open+read+close nodeN/cpulist", "µs/file", mine, "the real /sys", base),
                Result("  the same, client and server on one CPU", "µs/file", mine_cpu0,
-                      "the real /sys", base)]
+                      "the real /sys", base),
+               Result("open+read+close nodeN/meminfo (changing)", "µs/file", mine_meminfo,
+                      "the real /sys", base_meminfo),
+               Result("  the same, client and server on one CPU", "µs/file", mine_meminfo_cpu0,
+                      "the real /sys", base_meminfo),
+               Result("open+read+close /sys/bus/node/drivers_autoprobe (OPEN)", "µs/file",
+                      mine_bus, "the real /sys nodeN/cpulist", base)]
     exe = build_fuse_floor(tmp)
     for mode, what in (("direct", "OPEN+READ+RELEASE"), ("cache", "OPEN only")):
         for cpu0 in (False, True):
@@ -450,7 +468,7 @@ def bench_terabyte(tmp: Path, startup: Result, scan: Result) -> list[Result]:
                              "--machine", str(TIB_MACHINE)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        while not (mnt / "sys/devices/system/node/online").exists():
+        while not is_serving(mnt):
             if proc.poll() is not None:
                 raise RuntimeError("the 1 TiB machine did not come up")
             time.sleep(0.05)
@@ -487,7 +505,7 @@ def bench_startup(reps: int, tmp: Path) -> Result:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "fakeproc", "mount", str(d), "-f", "--paused"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (d / "sys/devices/system/node/online").exists():
+        while not is_serving(d):
             time.sleep(0.005)
         dt = time.perf_counter() - t0
         proc.terminate()

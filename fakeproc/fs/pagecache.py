@@ -1,19 +1,19 @@
-"""Let the host kernel's page cache serve the sysfs attributes that never change.
+"""Render the sysfs attributes that never change once, for the host's page cache.
 
 A FUSE round trip costs tens of µs on a small VM (most of it waking the other CPU),
-while the real /sys answers open+read+close in about 5 µs. An attribute opened with
-``keep_cache`` is read from the host's page cache, which drops the READ round trip;
-OPEN stays, because kernfs's EACCES for a wrong access mode must come from open().
+while the real /sys answers open+read+close in about 5 µs. Attributes whose bytes are
+fixed for the mount's life (``File.fixed``: the node and CPU topology; fakeproc has no
+hotplug) are rendered once and read from the host's page cache: under
+/sys/devices/system by a connection that never sees an open (fs/sysmount.py), on the
+main connection (/sys/bus/node, or /sys/devices/system if its own mount is gone)
+with ``keep_cache``, where OPEN stays for kernfs's EACCES.
 
-Only attributes whose bytes are fixed for the mount's life (``File.fixed``: the node
-and CPU topology; fakeproc has no hotplug) are cached, and they stat with their exact
-length instead of sysfs's 4096. Both halves are needed for exactness under concurrent
-readers: with a size above the length, every read is short, and the host kernel keeps
-the shortened size only when no attribute update raced with the READ (a concurrent
-stat does), so readers got the bytes followed by NULs; and bytes that change cannot
-be cached at all, since the page cache holds one copy per file while every open must
-see one whole rendering (a held descriptor could get the head of one rendering and
-the tail of the next). Attributes that change stay on ``direct_io``.
+They stat with their exact length instead of sysfs's 4096: with a size above the
+length every read is short, and the host kernel keeps the shortened size only when no
+attribute update raced with the READ (a concurrent stat does), so readers got the
+bytes followed by NULs. Attributes that change are rendered per open instead: on the
+main connection into a direct_io snapshot, under /sys/devices/system as a new inode
+per distinct rendering (fs/sysmount.py), so an open never mixes two renderings.
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@ import signal
 import socket
 import stat
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -447,3 +449,21 @@ def test_move_pages_takes_and_gives_packed_arrays():
 def numa_nodes(numa_maps: str) -> str:
     """The N<node>=<pages> fields of the first numa_maps line."""
     return " ".join(f for f in numa_maps.splitlines()[0].split() if f.startswith("N"))
+
+
+def test_another_user_gets_a_runtime_dir_beside_roots_private_one():
+    """root's /run/fakeproc is 0700: another user's stat under it is EACCES, which
+    must count as "not there", not end the command."""
+    run = Path("/run/fakeproc")
+    run.mkdir(mode=0o700, exist_ok=True)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700 and run.stat().st_uid == 0
+    xdg = Path(tempfile.mkdtemp(prefix="fakeproc-xdg-", dir="/tmp"))
+    os.chown(xdg, 65534, 65534)
+    code = ("from fakeproc.ctl.protocol import runtime_dir; "
+            "print(runtime_dir('/tmp/some/mount'))")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "XDG_RUNTIME_DIR": str(xdg)}, cwd="/", timeout=60)
+    shutil.rmtree(xdg)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{xdg}/fakeproc/"), out.stdout

@@ -124,10 +124,22 @@ def runtime_bases() -> list[Path]:
     return bases
 
 
+def _exists(path: Path) -> bool:
+    """exists(), False too where a parent cannot be searched (root's 0700 /run/fakeproc
+    seen by another user: stat says EACCES)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _usable(base: Path) -> bool:
     """Could this process create a directory in base (creating base if need be)?"""
-    probe = base if base.exists() else base.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    probe = base if _exists(base) else base.parent
+    try:
+        return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    except OSError:
+        return False
 
 
 def runtime_dir(mountpoint: str | os.PathLike[str]) -> Path:
@@ -136,7 +148,7 @@ def runtime_dir(mountpoint: str | os.PathLike[str]) -> Path:
     _, key = mount_key(mountpoint)
     bases = runtime_bases()
     for base in bases:
-        if (base / key / SOCKET_NAME).exists():
+        if _exists(base / key / SOCKET_NAME):
             return base / key
     for base in bases:
         if _usable(base):

@@ -125,6 +125,9 @@ class FakeprocFS(pyfuse3.Operations):
         # kernfs node's iattr, a proc_dir_entry's mode and owner): EntryAttributes
         # fields by path (_kept_key), st_mode holding the permission bits only
         self.kept: dict[tuple[str, ...], dict[str, int]] = {}
+        # set once /sys/devices/system has its own mount (or will not get one): opens
+        # wait for it, so a reader never sees the tree change connection under it
+        self.ready: trio.Event | None = None
 
     def enter(self, name: str) -> None:
         """Count a request (REQUESTS) and bring the virtual clock up to now: a request
@@ -193,6 +196,8 @@ class FakeprocFS(pyfuse3.Operations):
         return os.fsencode(entry.target(ectx))
 
     async def opendir(self, inode: int, ctx: Any) -> int:
+        if self.ready is not None and not self.ready.is_set():
+            await self.ready.wait()
         path = self._path(inode)
         entry, ectx = self._resolve(path)
         if not isinstance(entry, Dir):
@@ -225,6 +230,8 @@ class FakeprocFS(pyfuse3.Operations):
 
     # ---- files -----------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        if self.ready is not None and not self.ready.is_set():
+            await self.ready.wait()
         path = self._path(inode)
         entry, ectx = self._resolve(path)
         if path[:1] == ("sys",):
@@ -465,11 +472,18 @@ async def _watch_signals(system: SystemMount) -> None:
             return
 
 
-async def _serve_system(system: SystemMount) -> None:
+async def _serve_system(system: SystemMount, ready: trio.Event) -> None:
     """Mount /sys/devices/system (from a worker: the mount(2) walks this mount's own
-    path, which this thread answers) and serve it until it is unmounted. Should it be
-    unmounted alone, the main connection serves that tree again (slower, as before)."""
-    await trio.to_thread.run_sync(system.mount)  # an OSError ends the daemon: say why
+    path, which this thread answers) and serve it until it is unmounted. Without it
+    (a user fusermount3 will not let mount inside the tree, or it was unmounted
+    alone) the main connection serves that tree, slower but the same."""
+    try:
+        await trio.to_thread.run_sync(system.mount)
+    except OSError as e:
+        log.warning("%s: the main connection serves it", e)
+        return
+    finally:
+        ready.set()
     await system.serve()
 
 
@@ -478,7 +492,7 @@ async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMoun
         nursery.start_soon(_watch_signals, system)
         nursery.start_soon(clock.run)
         nursery.start_soon(ctl.serve)
-        nursery.start_soon(_serve_system, system)
+        nursery.start_soon(_serve_system, system, system.fs.ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -504,6 +518,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
         ops = FakeprocFS(kernel, realproc, clock)
         system = SystemMount(ops, mountpoint, allow_other)
+        ops.ready = trio.Event()
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
             trio.run(_serve, clock, ctl, system)
@@ -562,10 +577,11 @@ READY_FILE = "proc/meminfo"  # direct_io on the main connection: only a live ser
 
 
 def is_serving(mountpoint: str | os.PathLike) -> bool:
-    """Both connections mounted and a live daemon answering. (A path walk, a stat or
-    a /sys/devices/system read can be answered from the kernel's caches of a dead
-    daemon's mount: /, /sys and /proc entries are cached for SYS_TIMEOUT.)"""
-    if len(mounts_below(mountpoint)) < 2:
+    """Mounted and answered by a live daemon whose /sys/devices/system is settled (an
+    open waits for that). A path walk, a stat or a /sys/devices/system read can be
+    answered from the kernel's caches of a dead daemon's mount (/, /sys and /proc
+    entries are cached for SYS_TIMEOUT); READY_FILE cannot."""
+    if not is_mounted(str(mountpoint)):
         return False
     try:
         with open(os.path.join(mountpoint, READY_FILE), "rb") as f:

@@ -15,6 +15,6 @@ def test_benchmarks_quick_mode_runs():
     r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], capture_output=True, text=True,
                        timeout=600, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0, r.stderr
-    for name in ("idle_pages scan", "longest sysfs", "open+read+close", "floor: a C FUSE",
+    for name in ("idle_pages scan", "longest nodeN/meminfo", "open+read+close", "floor: a C FUSE",
                  "simulated touches", "move_pages", "fork + ", "start-up"):
         assert name in r.stdout

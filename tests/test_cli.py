@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +67,37 @@ def test_fakeproc_umount_stops_the_server(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert mounts_below(mnt) == []
+
+
+def test_sigterm_under_readers_exits_0_and_leaves_no_mount(tmp_path):
+    """SIGTERM detaches /sys/devices/system from a worker while the trio thread still
+    pumps it: the session must be freed only by the thread that pumps it."""
+    for cycle in range(12):
+        mnt = tmp_path / f"mnt{cycle}"
+        proc = start_foreground(mnt)
+        stop = threading.Event()
+
+        def reader(rel: str) -> None:
+            while not stop.is_set():
+                try:
+                    (mnt / rel).read_bytes()
+                except OSError:
+                    return
+
+        threads = [threading.Thread(target=reader, args=(rel,), daemon=True) for rel in (
+            "sys/devices/system/node/node0/meminfo", "sys/devices/system/node/node1/meminfo",
+            "sys/devices/system/node/node2/meminfo", "sys/devices/system/node/node3/meminfo")]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out, out
+        assert mounts_below(mnt) == []
 
 
 def test_the_main_mount_serves_the_system_tree_when_its_own_mount_is_gone(tmp_path):

@@ -269,3 +269,34 @@ def test_fixed_attributes_do_not_change_while_the_kernel_runs():
         kernel.exit(pid)
     kernel.advance(5.0)
     assert fixed_files(kernel) == before
+
+
+def test_a_write_leaves_no_bytes_in_the_page_cache(mnt):
+    """The host copies written bytes into its page of the file; kernfs keeps none.
+    nr_hugepages is always 0 here (no hugetlb pool), so "1\\n" written over a cached
+    "0\\n" must not be read back, neither by a new open nor through the writer's own
+    descriptor (which shows its open's rendering)."""
+    rel = f"{NODE0}/hugepages/hugepages-2048kB/nr_hugepages"
+    path = mnt.path / rel
+    assert mnt.read(rel) == b"0\n"  # cached now
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.pread(fd, 4096, 0) == b"0\n"
+        assert os.write(fd, b"1\n") == 2
+        assert os.pread(fd, 4096, 0) == b"0\n"
+        assert mnt.read(rel) == b"0\n"
+    finally:
+        os.close(fd)
+    for _ in range(3):
+        assert mnt.read(rel) == b"0\n"
+
+
+def test_a_changing_attribute_made_unreadable_is_refused_to_root(mnt):
+    path = mnt.sys("devices/system/node/node0/meminfo")
+    assert path.read_bytes().startswith(b"Node 0 MemTotal:")  # cached now
+    os.chmod(path, 0o200)
+    try:
+        assert refused_access(path, os.O_RDONLY) == errno.EACCES
+    finally:
+        os.chmod(path, 0o444)
+    assert path.read_bytes().startswith(b"Node 0 MemTotal:")

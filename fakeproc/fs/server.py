@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -467,7 +468,7 @@ async def _watch_signals(system: SystemMount) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
         async for _ in sigs:
             # the inner mount first, while the main connection still answers its path
-            await trio.to_thread.run_sync(system.unmount)
+            await trio.to_thread.run_sync(system.detach)
             pyfuse3.terminate()
             return
 
@@ -523,7 +524,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         try:
             trio.run(_serve, clock, ctl, system)
         finally:
-            system.unmount()  # detached with the main mount if still there
+            system.close()  # no path walk: nothing answers the main mount any more
             pyfuse3.close(unmount=True)
             try:
                 realproc.rmdir()  # empty outside runner namespaces
@@ -549,6 +550,11 @@ def is_mounted(mountpoint: str) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
+def _unescape_mount_field(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as \\ooo (the rest as is)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
     """This package's mounts at or below mountpoint, innermost first (the order they
     must be unmounted in: /sys/devices/system sits inside the main mount)."""
@@ -557,7 +563,7 @@ def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
     with open("/proc/self/mounts") as f:
         for line in f:
             fields = line.split()
-            target = fields[1].encode().decode("unicode_escape")  # \040 and friends
+            target = _unescape_mount_field(fields[1])
             if fields[0] == FSNAME and (target == top or target.startswith(top.rstrip("/") + "/")):
                 found.append(target)
     return sorted(found, key=lambda t: t.count("/"), reverse=True)

@@ -42,6 +42,7 @@ import functools
 import itertools
 import logging
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ SUBTREE = ("sys", "devices", "system")
 ROOT_INO = 1  # FUSE_ROOT_ID
 VERSION_BASE = 1 << 48  # nodeids of renderings; below it, the main table's inode numbers
 CHANGING_ATTR_TIMEOUT = 1.0  # an open file's attributes: a dead server shows within 1 s
+PUMP_BATCH = 64  # requests answered before the other tasks (/proc, the clock) get a turn
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Rendering:
     ino: int        # the path's inode in the main table (what stat() shows)
     data: bytes
     lookups: int = 0  # the host's references (LOOKUP replies minus FORGETs)
+    written: int = 0  # when a write went through it (ns; its mtime from then on)
 
 
 class SystemMount:
@@ -110,17 +113,46 @@ class SystemMount:
         _active = self
 
     async def serve(self) -> None:
-        """Answer requests until the connection is unmounted."""
+        """Answer requests until the connection ends (its mount is gone, or was
+        detached and is idle), at most PUMP_BATCH between two looks at the other
+        tasks; then free the session, here, on the thread that pumps it."""
         fd = lib.fp_fuse_fd(self._session)
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            if lib.fp_fuse_pump(self._session) < 0:
-                return
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                n = lib.fp_fuse_pump(self._session, PUMP_BATCH)
+                if n < 0:
+                    if n != -errno.ENODEV:
+                        log.error("/sys/devices/system: reading its device: %s; ending it",
+                                  os.strerror(-n))
+                    return
+        finally:
+            self.close()
 
-    def unmount(self) -> None:
+    def detach(self) -> None:
+        """Take the mount out of the tree (MNT_DETACH). Any thread: it touches neither
+        the session nor its descriptor, so serve() goes on until the connection ends."""
+        if self._session is None:
+            return
+        path = os.fsencode(self.path)
+        if os.geteuid() == 0:
+            ret = lib.fp_fuse_detach(path)
+            if ret < 0 and ret != -errno.EINVAL:  # EINVAL: not mounted there any more
+                log.warning("detaching %s: %s", self.path, os.strerror(-ret))
+        else:
+            subprocess.run(["fusermount3", "-uz", path], check=False, capture_output=True)
+
+    def close(self) -> None:
+        """Free the session and close its device (ending the connection if it still
+        runs; the main mount's lazy unmount then takes the dead mount with it). Only
+        where nothing pumps it: serve()'s end, or after trio.run."""
         global _active
         if self._session is not None:
-            lib.fp_fuse_unmount(self._session)
+            try:
+                trio.lowlevel.notify_closing(lib.fp_fuse_fd(self._session))
+            except RuntimeError:
+                pass  # outside trio.run: nobody waits on it
+            lib.fp_fuse_destroy(self._session)
             self._session = None
         if _active is self:
             _active = None
@@ -138,6 +170,14 @@ class SystemMount:
             self.renderings[nodeid] = Rendering(ino, data)
             self.latest[ino] = nodeid
         return nodeid
+
+    def retire(self, ino: int) -> None:
+        """The next open of the path gets a new inode even for the same bytes (the host's
+        copy of the latest one may hold what a write put there, or a mode it may no
+        longer read with)."""
+        nodeid = self.latest.pop(ino, None)
+        if nodeid is not None and not self.renderings[nodeid].lookups:
+            del self.renderings[nodeid]
 
     def forget(self, nodeid: int, nlookup: int) -> None:
         r = self.renderings.get(nodeid)
@@ -162,21 +202,25 @@ class SystemMount:
     def attr(self, a: pyfuse3.EntryAttributes, nodeid: int | None = None) -> Any:
         """a as the C reply helpers take it; nodeid: a rendering's (else the path's)."""
         out = ffi.new("struct fp_attr *")
-        out.ino = self.to_fuse(a.st_ino)
-        out.nodeid = out.ino if nodeid is None else nodeid
+        out.ino = a.st_ino  # the main table's number, as the main connection shows it
+        out.nodeid = self.to_fuse(a.st_ino) if nodeid is None else nodeid
         out.mode, out.nlink, out.uid, out.gid = a.st_mode, a.st_nlink, a.st_uid, a.st_gid
         out.size = a.st_size
         out.atime_ns, out.mtime_ns, out.ctime_ns = a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns
         out.attr_timeout, out.entry_timeout = a.attr_timeout, a.entry_timeout
         if nodeid is not None:
-            out.size = len(self.renderings[nodeid].data)
+            r = self.renderings[nodeid]
+            out.size = len(r.data)
+            out.mtime_ns = r.written or out.mtime_ns
             out.attr_timeout, out.entry_timeout = CHANGING_ATTR_TIMEOUT, 0.0
         return out
 
     def _changing(self, entry: Any) -> bool:
         return isinstance(entry, File) and not entry.fixed and entry.render is not None
 
-    def lookup(self, parent: int, name: bytes, caller: Caller) -> Any:
+    def lookup(self, parent: int, name: bytes) -> tuple[Any, int | None]:
+        """The entry to reply, and the rendering's nodeid (count a reference to it once
+        the reply is through)."""
         fs = self.fs
         fs.enter("lookup")
         if name in (b".", b".."):
@@ -185,10 +229,12 @@ class SystemMount:
         entry, ectx = fs._resolve(path)
         a = fs._attrs(path, entry, ectx)
         nodeid = self.render(a.st_ino, entry, ectx) if self._changing(entry) else None
-        out = self.attr(a, nodeid)
-        if nodeid is not None:
+        return self.attr(a, nodeid), nodeid
+
+    def replied(self, nodeid: int | None, ret: int) -> None:
+        """A LOOKUP reply went through (ret 0): the host holds one more reference."""
+        if nodeid is not None and ret == 0:
             self.renderings[nodeid].lookups += 1
-        return out
 
     def getattr(self, nodeid: int) -> Any:
         fs = self.fs
@@ -226,11 +272,14 @@ class SystemMount:
         return data[off:off + size]
 
     def write(self, nodeid: int, off: int, data: bytes) -> int:
-        """A store. The host wrote the bytes into its copy of the page too; its next
-        GETATTR of this inode reports the rendering's own size, which makes it drop
-        that copy if it differs (auto_inval_data), and the next open looks up anew."""
+        """A store. The host also copied the bytes into its page of this inode, where
+        kernfs has no such copy: the inode's mtime moves, so the GETATTR the host asks
+        before its next read of it makes it drop the page (auto_inval_data), and reads
+        through this descriptor go on showing its open's rendering; the next open gets
+        a new inode."""
         self.fs.enter("write")
-        path, entry, ectx = self._file(self.to_main(nodeid))
+        ino = self.to_main(nodeid)
+        path, entry, ectx = self._file(ino)
         if not self.fs._mode(path, entry) & 0o222:
             raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at write()
         if entry.store is None:
@@ -239,6 +288,11 @@ class SystemMount:
             return kernfs_write(entry.store, ectx, data)
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        finally:
+            r = self.renderings.get(nodeid)
+            if r is not None:
+                r.written = time.time_ns()
+            self.retire(ino)
 
 
 _active: SystemMount | None = None
@@ -281,7 +335,8 @@ def _answer(fn: Callable[..., None]) -> Callable[..., None]:
 @ffi.def_extern()
 @_answer
 def fp_op_lookup(m: SystemMount, req: Any, parent: int, name: Any) -> None:
-    lib.fp_reply_entry(req, m.lookup(parent, ffi.string(name), _caller(req)))
+    out, nodeid = m.lookup(parent, ffi.string(name))
+    m.replied(nodeid, lib.fp_reply_entry(req, out))
 
 
 @ffi.def_extern()
@@ -312,6 +367,8 @@ def fp_op_setattr(m: SystemMount, req: Any, ino: int, new: Any, to_set: int) -> 
         update_mtime=bool(to_set & (lib.FP_SET_MTIME | lib.FP_SET_MTIME_NOW)),
         update_ctime=bool(to_set & lib.FP_SET_CTIME))
     a = _drive(m.fs.setattr(m.to_main(ino), attr, fields, None, _caller(req)))
+    if fields.update_mode:
+        m.retire(a.st_ino)  # the next open reads under the new mode (a fresh inode)
     lib.fp_reply_attr(req, m.attr(a, ino if ino >= VERSION_BASE else None))
 
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <fuse_lowlevel.h>
@@ -188,7 +189,9 @@ struct fp_fuse *fp_fuse_mount(const char *mountpoint, const char *options)
         goto fail;
     return f;
 fail:
-    fp_fuse_unmount(f);
+    if (f->mounted)
+        fuse_session_unmount(f->se);
+    fp_fuse_destroy(f);
     return NULL;
 }
 
@@ -197,31 +200,45 @@ int fp_fuse_fd(struct fp_fuse *f)
     return fuse_session_fd(f->se);
 }
 
-/* Answer every request queued on the (non-blocking) device. Returns how many, or
- * -ENODEV once the file system is unmounted. */
-int fp_fuse_pump(struct fp_fuse *f)
+/* Answer at most max requests queued on the (non-blocking) device, so that one busy
+ * connection cannot starve the others the same thread serves. Returns how many, or
+ * -ENODEV once the connection has ended (unmounted, detached and idle, or aborted),
+ * or another negative errno the device gave. */
+int fp_fuse_pump(struct fp_fuse *f, int max)
 {
     int n = 0;
-    for (;;) {
+    while (n < max) {
         int res = fuse_session_receive_buf(f->se, &f->buf);
         if (res == -EAGAIN || res == -EINTR)
             return n;
-        if (res <= 0 || fuse_session_exited(f->se))
-            return res < 0 ? res : -ENODEV;
+        if (res < 0)
+            return res;
+        if (res == 0)
+            return -ENODEV;
         fuse_session_process_buf(f->se, &f->buf);
         n++;
+        if (fuse_session_exited(f->se))
+            return -ENODEV;
     }
+    return n;
 }
 
-void fp_fuse_unmount(struct fp_fuse *f)
+/* Detach the mount from the tree (MNT_DETACH; root only): safe from any thread, as it
+ * touches neither the session nor its descriptor. The connection ends (the device
+ * reads ENODEV) once nothing uses the mount any more. */
+int fp_fuse_detach(const char *mountpoint)
+{
+    return umount2(mountpoint, MNT_DETACH) == 0 ? 0 : -errno;
+}
+
+/* Free the session and close its device (which ends the connection if it still
+ * runs). Only from the thread that pumps it, once it no longer does. */
+void fp_fuse_destroy(struct fp_fuse *f)
 {
     if (!f)
         return;
-    if (f->se) {
-        if (f->mounted)
-            fuse_session_unmount(f->se);
+    if (f->se)
         fuse_session_destroy(f->se);
-    }
     free(f->buf.mem);
     free(f);
 }

@@ -61,8 +61,9 @@ struct fp_fuse;
 
 struct fp_fuse *fp_fuse_mount(const char *mountpoint, const char *options);
 int fp_fuse_fd(struct fp_fuse *f);
-int fp_fuse_pump(struct fp_fuse *f);
-void fp_fuse_unmount(struct fp_fuse *f);
+int fp_fuse_pump(struct fp_fuse *f, int max);
+int fp_fuse_detach(const char *mountpoint);
+void fp_fuse_destroy(struct fp_fuse *f);
 
 void fp_req_ctx(void *req, uint32_t *uid, uint32_t *gid, int32_t *pid);
 int fp_reply_err(void *req, int err);

@@ -100,6 +100,38 @@ def test_sigterm_under_readers_exits_0_and_leaves_no_mount(tmp_path):
         assert mounts_below(mnt) == []
 
 
+SLOW_INNER_MOUNT = """
+import sys, time
+from fakeproc.fs import sysmount
+real = sysmount.SystemMount.mount
+def slow(self):
+    time.sleep(1.5)  # the window a SIGTERM must not fall into unanswered
+    real(self)
+sysmount.SystemMount.mount = slow
+from fakeproc.cli import main
+sys.exit(main(["mount", sys.argv[1], "-f", "--paused"]))
+"""
+
+
+def test_sigterm_while_the_inner_mount_is_being_made_exits_0(tmp_path):
+    """Its mount(2) walks the main mount's path: the main connection must go on
+    answering until it is done, and only then may the server stop."""
+    mnt = tmp_path / "mnt"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_INNER_MOUNT, str(mnt)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: is_mounted(mnt))
+        assert mounts_below(mnt) == [str(mnt)]  # the inner one is still to come
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert mounts_below(mnt) == []
+
+
 def test_the_main_mount_serves_the_system_tree_when_its_own_mount_is_gone(tmp_path):
     mnt = tmp_path / "mnt"
     proc = start_foreground(mnt)

@@ -18,6 +18,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,10 +465,13 @@ def _owner_ids(entry: Entry, ectx: Ctx) -> tuple[int, int]:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
 
 
-async def _watch_signals(system: SystemMount) -> None:
+async def _watch_signals(system: SystemMount, ready: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
         async for _ in sigs:
-            # the inner mount first, while the main connection still answers its path
+            # a mount(2) of the inner mount under way walks the main mount's path: the
+            # main connection must answer until it is done, then the inner one goes
+            # first, while the main one still answers its path
+            await ready.wait()
             await trio.to_thread.run_sync(system.detach)
             pyfuse3.terminate()
             return
@@ -490,7 +494,7 @@ async def _serve_system(system: SystemMount, ready: trio.Event) -> None:
 
 async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMount) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, system)
+        nursery.start_soon(_watch_signals, system, system.fs.ready)
         nursery.start_soon(clock.run)
         nursery.start_soon(ctl.serve)
         nursery.start_soon(_serve_system, system, system.fs.ready)
@@ -575,6 +579,9 @@ def unmount(mountpoint: str | os.PathLike[str]) -> int:
     for target in mounts_below(mountpoint):
         r = subprocess.run(["fusermount3", "-u", target], check=False)
         if r.returncode:
+            print(f"fakeproc: {target} is in use (a process has a file or its working "
+                  f"directory under it: fuser -vm {target}); SIGTERM the server to end it "
+                  "anyway", file=sys.stderr)
             return r.returncode
     return 0
 

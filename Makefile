@@ -13,10 +13,13 @@ setup:
 demo: setup
 	$(VENV)/bin/fakeproc demo
 
-# Always clean leftover mounts, and keep pytest's exit code.
+# Always clean the mounts the tests leave (only theirs: a machine the user mounted
+# elsewhere, such as mount/, stays), and keep pytest's exit code.
+TMP := $(or $(TMPDIR),/tmp)
+TEST_MOUNT_ROOTS = $(TMP)/pytest-of-$$(id -un) $(TMP)/fakeproc-tests $(TMP)/fakeproc-run-* $(TMP)/fakeproc-bench-*
 test: setup
 	@rc=0; timeout -s KILL $(TEST_TIMEOUT) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/cleanup-mounts.sh || true; \
+	bash scripts/cleanup-mounts.sh $(TEST_MOUNT_ROOTS) || true; \
 	exit $$rc
 
 mount: setup

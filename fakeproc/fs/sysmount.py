@@ -30,10 +30,15 @@ changing attribute is its own inode, whose bytes never change:
   Old renderings are freed when the host forgets their inode (FORGET). stat() shows
   one st_ino per path, as sysfs does; the inode the host holds is the FUSE nodeid.
 
-What changes for callers (docs/interfaces.md): kernfs's EACCES for an access mode an
-attribute lacks comes from read()/write() instead of open() (only root can open such
-a file: the kernel checks modes with default_permissions); st_size is the rendering's
-length, not 4096.
+A write or chmod retires the path's latest rendering (the host's page may hold the
+written bytes; the next open must read under the new mode), and a write moves the
+written inode's mtime, so the host drops that page before its next read of it.
+
+What changes for callers (docs/interfaces.md, deviation v): kernfs's EACCES for an
+access mode an attribute lacks comes from read()/write() instead of open() (only root
+can open such a file: the kernel checks modes with default_permissions), and a fixed
+attribute already cached stays readable by root after a chmod; st_size is the
+rendering's length, not 4096; the tree is a mount of its own (st_dev, EXDEV).
 """
 from __future__ import annotations
 

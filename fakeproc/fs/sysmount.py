@@ -250,22 +250,25 @@ class SystemMount:
         return self.attr(fs._attrs(path, entry, ectx), nodeid if nodeid >= VERSION_BASE else None)
 
     # ---- reads and writes by inode ------------------------------------------------------
-    def _file(self, ino: int) -> tuple[tuple[str, ...], File, Any]:
+    def _file(self, nodeid: int, request: str, bits: int) -> tuple[int, File, Any]:
+        """A READ's or WRITE's file: its main-table inode, entry and context, after
+        kernfs_fop_open()'s check (EACCES for a direction the mode lacks), done here at
+        the first read() or write() because no open reaches this connection."""
         fs = self.fs
+        fs.enter(request)
+        ino = self.to_main(nodeid)
         path = fs._path(ino)
         entry, ectx = fs._resolve(path)
         if isinstance(entry, Dir):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if not isinstance(entry, File):
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return path, entry, ectx
+        if not fs._mode(path, entry) & bits:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        return ino, entry, ectx
 
     def read(self, nodeid: int, off: int, size: int) -> bytes:
-        self.fs.enter("read")
-        ino = self.to_main(nodeid)
-        path, entry, ectx = self._file(ino)
-        if not self.fs._mode(path, entry) & 0o444:
-            raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at read()
+        ino, entry, ectx = self._file(nodeid, "read", 0o444)
         if entry.render is None:
             raise pyfuse3.FUSEError(errno.EIO)  # readable by chmod, no show(): dev_attr_show
         if nodeid >= VERSION_BASE:
@@ -282,11 +285,7 @@ class SystemMount:
         before its next read of it makes it drop the page (auto_inval_data), and reads
         through this descriptor go on showing its open's rendering; the next open gets
         a new inode."""
-        self.fs.enter("write")
-        ino = self.to_main(nodeid)
-        path, entry, ectx = self._file(ino)
-        if not self.fs._mode(path, entry) & 0o222:
-            raise pyfuse3.FUSEError(errno.EACCES)  # kernfs_fop_open()'s check, at write()
+        ino, entry, ectx = self._file(nodeid, "write", 0o222)
         if entry.store is None:
             raise pyfuse3.FUSEError(entry.write_errno)  # writable by chmod, no store()
         try:

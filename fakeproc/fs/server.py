@@ -131,6 +131,12 @@ class FakeprocFS(pyfuse3.Operations):
         # wait for it, so a reader never sees the tree change connection under it
         self.ready: trio.Event | None = None
 
+    async def _settled(self) -> None:
+        """Wait until /sys/devices/system is settled (never waits once it is: its own
+        connection drives these handlers without an event loop, fs/sysmount._drive)."""
+        if self.ready is not None and not self.ready.is_set():
+            await self.ready.wait()
+
     def enter(self, name: str) -> None:
         """Count a request (REQUESTS) and bring the virtual clock up to now: a request
         is an observation at one wall instant (see _guarded)."""
@@ -198,8 +204,7 @@ class FakeprocFS(pyfuse3.Operations):
         return os.fsencode(entry.target(ectx))
 
     async def opendir(self, inode: int, ctx: Any) -> int:
-        if self.ready is not None and not self.ready.is_set():
-            await self.ready.wait()
+        await self._settled()
         path = self._path(inode)
         entry, ectx = self._resolve(path)
         if not isinstance(entry, Dir):
@@ -232,8 +237,7 @@ class FakeprocFS(pyfuse3.Operations):
 
     # ---- files -----------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        if self.ready is not None and not self.ready.is_set():
-            await self.ready.wait()
+        await self._settled()
         path = self._path(inode)
         entry, ectx = self._resolve(path)
         if path[:1] == ("sys",):
@@ -465,19 +469,19 @@ def _owner_ids(entry: Entry, ectx: Ctx) -> tuple[int, int]:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
 
 
-async def _watch_signals(system: SystemMount, ready: trio.Event) -> None:
+async def _watch_signals(system: SystemMount) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
         async for _ in sigs:
             # a mount(2) of the inner mount under way walks the main mount's path: the
             # main connection must answer until it is done, then the inner one goes
             # first, while the main one still answers its path
-            await ready.wait()
+            await system.fs._settled()
             await trio.to_thread.run_sync(system.detach)
             pyfuse3.terminate()
             return
 
 
-async def _serve_system(system: SystemMount, ready: trio.Event) -> None:
+async def _serve_system(system: SystemMount) -> None:
     """Mount /sys/devices/system (from a worker: the mount(2) walks this mount's own
     path, which this thread answers) and serve it until it is unmounted. Without it
     (a user fusermount3 will not let mount inside the tree, or it was unmounted
@@ -488,16 +492,17 @@ async def _serve_system(system: SystemMount, ready: trio.Event) -> None:
         log.warning("%s: the main connection serves it", e)
         return
     finally:
-        ready.set()
+        assert system.fs.ready is not None
+        system.fs.ready.set()
     await system.serve()
 
 
 async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMount) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, system, system.fs.ready)
+        nursery.start_soon(_watch_signals, system)
         nursery.start_soon(clock.run)
         nursery.start_soon(ctl.serve)
-        nursery.start_soon(_serve_system, system, system.fs.ready)
+        nursery.start_soon(_serve_system, system)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -551,7 +556,7 @@ def is_stale(mountpoint: str) -> bool:
 def is_mounted(mountpoint: str) -> bool:
     target = os.path.realpath(mountpoint)
     with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+        return any(_unescape_mount_field(line.split()[1]) == target for line in f)
 
 
 def _unescape_mount_field(field: str) -> str:
@@ -604,4 +609,4 @@ def is_serving(mountpoint: str | os.PathLike) -> bool:
 
 
 __all__ = ["FakeprocFS", "serve", "is_stale", "is_mounted", "is_serving", "mounts_below", "unmount",
-           "READY_FILE",            "FSNAME", "stat"]
+           "READY_FILE", "FSNAME", "stat"]

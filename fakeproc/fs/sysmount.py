@@ -169,8 +169,7 @@ class SystemMount:
         data = entry.render(ectx).encode()
         nodeid = self.latest.get(ino)
         if nodeid is None or self.renderings[nodeid].data != data:
-            if nodeid is not None and not self.renderings[nodeid].lookups:
-                del self.renderings[nodeid]
+            self.retire(ino)
             nodeid = next(self._nodeids)
             self.renderings[nodeid] = Rendering(ino, data)
             self.latest[ino] = nodeid

@@ -9,11 +9,13 @@ and compared with a baseline taken in the same run (never with a constant).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import mmap
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,8 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.table import Table
 
+from fakeproc.ctl.client import Client
+from fakeproc.ctl.protocol import pack_bytes
 from fakeproc.fs.server import is_serving
 
 REPO = Path(__file__).resolve().parent.parent
@@ -382,20 +386,24 @@ MOVE_MACHINE = (f'distances = [[10, 17], [17, 10]]\n'
                 f'[[process]]\npid = {MOVE_PID}\nname = "mover"\n[[process.vma]]\n'
                 f'start = {BASE:#x}\nsize = "{MOVE_PAGES * 4}KiB"\nnode = 0\n'
                 f'pages = "{MOVE_PAGES} accessed"\n')
-# One timed pass: every page to node 1 and back, in batches of 1024 (a daemon's size),
-# with move_pages(2) called as CALL(pid, pages, nodes) -> (ret, status); returns pages/s
-# (an in-process answer) and prints them unless echo is false (a subprocess's).
+# One timed pass: every page to node 1 and back, in batches of 1024 (a daemon's size).
+# The arrays of each batch are built once, outside the timing, as a daemon keeps its
+# buffers: PREPARE(pages, nodes) -> args, then CALL(pid, args) -> (ret, status[0]).
+# Returns pages/s (an in-process answer) and prints them unless echo is false (a
+# subprocess's).
 MOVE_LOOP = """
 import time
-def passes(call, pid, base, reps, echo=True):
+def passes(prepare, call, pid, base, reps, echo=True, targets=(1, 0)):
     addrs, rates = [base + i * 4096 for i in range({pages})], []
+    work = [(node, [prepare(addrs[i:i + {batch}], [node] * {batch})
+                    for i in range(0, {pages}, {batch})]) for node in targets]
     for _ in range(reps):
         t0 = time.perf_counter()
-        for node in (1, 0):
-            for i in range(0, {pages}, {batch}):
-                ret, status = call(pid, addrs[i:i + {batch}], [node] * {batch})
-                assert ret == 0 and status[0] == node, (ret, status[:4])
-        rates.append(2 * {pages} / (time.perf_counter() - t0))
+        for node, batches in work:
+            for args in batches:
+                ret, first = call(pid, args)
+                assert ret == 0 and first == node, (ret, first)
+        rates.append(len(targets) * {pages} / (time.perf_counter() - t0))
         if echo:  # a subprocess's answer
             print(rates[-1], flush=True)
     return rates
@@ -404,46 +412,51 @@ def passes(call, pid, base, reps, echo=True):
 SYSCALL_MOVE = """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
-def call(pid, addrs, nodes):
+def prepare(addrs, nodes):
     n = len(addrs)
-    st = (ctypes.c_int * n)()
-    ret = libc.syscall(279, pid, ctypes.c_ulong(n), (ctypes.c_void_p * n)(*addrs),
-                       (ctypes.c_int * n)(*nodes), st, 2)
-    return (ret if ret >= 0 else -ctypes.get_errno()), list(st)
+    return (ctypes.c_ulong(n), (ctypes.c_void_p * n)(*addrs), (ctypes.c_int * n)(*nodes),
+            (ctypes.c_int * n)())
+def call(pid, args):
+    n, pages, nodes, status = args
+    ret = libc.syscall(279, pid, n, pages, nodes, status, 2)
+    return (ret if ret >= 0 else -ctypes.get_errno()), status[0]
 """
 
 
 def bench_move_pages(reps: int, tmp: Path) -> list[Result]:
-    """move_pages of 1024-page batches on emulated pages, through the control API and
-    through the runner (seccomp), against the real kernel's move_pages on this process's
-    own pages (already on the target node, so its batch loop runs without copying)."""
+    """move_pages of 1024-page batches on emulated pages, through the control API (packed
+    arrays, the protocol's bulk form) and through the runner (seccomp), against the real
+    kernel's move_pages on this process's own pages (already on the target node, so its
+    batch loop runs without copying)."""
     (tmp / "m.toml").write_text(MOVE_MACHINE)
     (tmp / "ctl").mkdir()
     proc, mnt = mount(MOVE_MACHINE, tmp / "ctl")
     ns: dict = {}
     exec(MOVE_LOOP, ns)  # noqa: S102 - our own constant
     try:
-        sys.path.insert(0, str(REPO))
-        from fakeproc.ctl.client import Client
         with Client(mnt, timeout=120) as c:
-            def ctl(pid: int, addrs: list[int], nodes: list[int]) -> tuple[int, list[int]]:
-                r = c.call("move_pages", pid=pid, pages=addrs, nodes=nodes, flags=2)
-                return r["ret"], r["status"]
-            got = ns["passes"](ctl, MOVE_PID, BASE, reps, False)
+            def prepare(addrs: list[int], nodes: list[int]) -> tuple[str, str]:
+                return (pack_bytes(struct.pack(f"<{len(addrs)}Q", *addrs)),
+                        pack_bytes(struct.pack(f"<{len(nodes)}i", *nodes)))
+
+            def ctl(pid: int, args: tuple[str, str]) -> tuple[int, int]:
+                r = c.call("move_pages", pid=pid, pages=args[0], nodes=args[1], flags=2, packed=True)
+                return r["ret"], struct.unpack("<i", base64.b64decode(r["status"][:8])[:4])[0]
+            got = ns["passes"](prepare, ctl, MOVE_PID, BASE, reps, False)
     finally:
         unmount(proc, mnt)
-    script = SYSCALL_MOVE + MOVE_LOOP + f"passes(call, {MOVE_PID}, {BASE:#x}, {reps})\n"
+    script = SYSCALL_MOVE + MOVE_LOOP + f"passes(prepare, call, {MOVE_PID}, {BASE:#x}, {reps})\n"
     run = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine",
                           str(tmp / "m.toml"), "--", sys.executable, "-c", script],
                          capture_output=True, text=True, timeout=900)
     if run.returncode:
         raise RuntimeError(f"move_pages under the runner failed: {run.stderr[-2000:]}")
     runner = [float(x) for x in run.stdout.split()[-reps:]]
-    real = SYSCALL_MOVE + MOVE_LOOP.replace("(1, 0)", "(0, 0)") + (
+    real = SYSCALL_MOVE + MOVE_LOOP + (
         "import mmap\nbuf = mmap.mmap(-1, {n})\n"
         "for i in range(0, {n}, 4096): buf[i] = 1\n"
         "base = ctypes.addressof(ctypes.c_char.from_buffer(buf))\n"
-        "passes(call, 0, base, {reps})\n").format(n=MOVE_PAGES * PAGE, reps=reps)
+        "passes(prepare, call, 0, base, {reps}, targets=(0, 0))\n").format(n=MOVE_PAGES * PAGE, reps=reps)
     base = subprocess.run([sys.executable, "-c", real], capture_output=True, text=True,
                           check=True, timeout=900)
     baseline = [float(x) for x in base.stdout.split()]

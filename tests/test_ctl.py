@@ -444,6 +444,22 @@ def test_move_pages_takes_and_gives_packed_arrays():
             with pytest.raises(CtlError) as ei:
                 c.call("move_pages", pid=700, pages=bad, nodes=None)
             assert msg in str(ei.value)
+        # no status given: it starts as zeros; a list reply from packed arguments. The
+        # first page is already on node 1 (its batch is flushed when the node changes,
+        # so written), the second goes back to node 0
+        r = c.call("move_pages", pid=700, pages=base64.b64encode(pages[:16]).decode(),
+                   nodes=base64.b64encode(bytes.fromhex("01000000" "00000000")).decode())
+        assert r == {"ret": 0, "status": [1, 0]}
+        assert numa_nodes(m.read("proc/700/numa_maps").decode()) == "N0=3 N1=1"
+        for nodes_hex, status_hex, msg in (("01000000", None, "pages and nodes"),
+                                           ("0100000001000000", "00", "4-byte"),
+                                           ("0100000001000000", "00000000", "pages and status")):
+            args = {"status": base64.b64encode(bytes.fromhex(status_hex)).decode()} \
+                if status_hex else {}
+            with pytest.raises(CtlError) as ei:
+                c.call("move_pages", pid=700, pages=base64.b64encode(pages[:16]).decode(),
+                       nodes=base64.b64encode(bytes.fromhex(nodes_hex)).decode(), **args)
+            assert msg in str(ei.value) and ei.value.type == "bad_args"
 
 
 def numa_nodes(numa_maps: str) -> str:

@@ -6,8 +6,11 @@ entry the caller pre-filled, to see which ones the kernel leaves unwritten.
 from __future__ import annotations
 
 import errno
+import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakeproc.kernel import migrate, vmstat
 from fakeproc.kernel.native import lib
@@ -669,3 +672,45 @@ pages = "4 accessed@2"
 """)
     assert migrate.migrate_pages(k, 50, [1, 2], [0, 3]) == 0
     assert [k.page_node(k.task(50), A + i * PAGE) for i in range(4)] == [3] * 4
+
+
+ADDRS = [A + i * PAGE for i in range(14)] + [F, F + 3 * PAGE, S, V, D, T, T + PAGE, 0x1000,
+                                             (1 << 64) - PAGE, 1 << 63]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ADDRS), st.sampled_from([-1, 0, 1, 2, 3, 4, 1 << 30])),
+                max_size=24),
+       st.booleans(), st.sampled_from([0, 2, 0x82, 4]))
+def test_packed_arrays_are_the_same_call(entries, query, flags):
+    """move_pages with packed arrays (the control API's and the runner's bulk form, which
+    go to C without the list checks) leaves the same status, return and placement as
+    with lists, on the same machine."""
+    pages, targets = [a for a, _ in entries], [n for _, n in entries]
+    listed, packed = load(MACHINE), load(MACHINE)
+    status = [U] * len(pages)
+    ret = migrate.move_pages(listed, 50, pages, None if query else targets, status, flags)
+    raw = bytearray(struct.pack(f"<{len(pages)}i", *[U] * len(pages)))
+    got = migrate.move_pages(packed, 50, struct.pack(f"<{len(pages)}Q", *pages),
+                             None if query else struct.pack(f"<{len(pages)}i", *targets), raw, flags)
+    assert (got, list(struct.unpack(f"<{len(pages)}i", raw))) == (ret, status)
+    assert _placement(packed) == _placement(listed)
+    assert packed.check() == []
+
+
+def _placement(k) -> list[tuple[int, int, int]]:
+    """Each address's PTE, node and page flags (SW_YOUNG's referenced bit among them)."""
+    t, out = k.task(50), []
+    for a in ADDRS[:-2]:
+        pte = k.entry(t, a)[1]
+        pfn = (pte >> 12) & 0xFFFFFFFFFF
+        out.append((pte, k.page_node(t, a), k.native.pages[pfn].flags if pte & 1 else 0))
+    return out
+
+
+def test_packed_arrays_of_different_lengths_are_refused(k):
+    with pytest.raises(ValueError):
+        migrate.move_pages(k, 50, struct.pack("<2Q", A, A + PAGE), struct.pack("<i", 1),
+                           bytearray(8), 2)
+    with pytest.raises(ValueError):
+        migrate.move_pages(k, 50, struct.pack("<2Q", A, A + PAGE), None, bytearray(4), 0)

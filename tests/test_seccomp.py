@@ -13,6 +13,7 @@ import select
 import shutil
 import signal
 import subprocess
+import struct
 import sys
 from pathlib import Path
 
@@ -145,16 +146,35 @@ class FakeProcess:
         return left
 
 
-def mp_handler(fake: FakeProcess):
-    return S.dispatch({"move_pages": S.move_pages_handler(fake.move_pages, pass_notif=True)})
+def mp_handler(fake: FakeProcess, packed: bool = False):
+    """The fake behind move_pages_handler; ``packed`` hands it the caller's bytes (u64
+    pages, i32 nodes, a bytearray status) as the runner takes them."""
+    if not packed:
+        return S.dispatch({"move_pages": S.move_pages_handler(fake.move_pages, pass_notif=True)})
+
+    def emulate(pid, pages, nodes, status, flags, notif=None):
+        assert isinstance(pages, bytes) and isinstance(status, bytearray)
+        n = len(pages) // 8
+        st = list(struct.unpack(f"<{n}i", status))
+        ret = fake.move_pages(pid, list(struct.unpack(f"<{n}Q", pages)),
+                              None if nodes is None else list(struct.unpack(f"<{n}i", nodes)),
+                              st, flags, notif)
+        status[:] = struct.pack(f"<{n}i", *st)
+        return ret
+    return S.dispatch({"move_pages": S.move_pages_handler(emulate, pass_notif=True, packed=True)})
+
+
+@pytest.fixture(params=[False, True], ids=["lists", "packed"])
+def packed(request):
+    return request.param
 
 
 # --- intercepted calls ---------------------------------------------------------------------
 
 
-def test_move_is_emulated_and_unwritten_status_is_kept(probe, tmp_path):
+def test_move_is_emulated_and_unwritten_status_is_kept(probe, tmp_path, packed):
     fake = FakeProcess(EMU_PID)
-    code, out, sup = run_under([probe, EMU_PID, "move", 2, 1], mp_handler(fake), tmp_path)
+    code, out, sup = run_under([probe, EMU_PID, "move", 2, 1], mp_handler(fake, packed), tmp_path)
     (row,) = parse(out)
     assert code == 0 and sup.handled == 1
     # page 0 moved 1 -> 2 (status written); page 1 already on node 1: status untouched
@@ -163,9 +183,9 @@ def test_move_is_emulated_and_unwritten_status_is_kept(probe, tmp_path):
     assert fake.table == {row["pages"][0]: 2}
 
 
-def test_query_reports_the_fake_table(probe, tmp_path):
+def test_query_reports_the_fake_table(probe, tmp_path, packed):
     fake = FakeProcess(EMU_PID, default=lambda addr: 1 + (addr >> 12) % 2)
-    code, out, sup = run_under([probe, EMU_PID, "query"], mp_handler(fake), tmp_path)
+    code, out, sup = run_under([probe, EMU_PID, "query"], mp_handler(fake, packed), tmp_path)
     (row,) = parse(out)
     assert code == 0 and sup.handled == 1
     expect = [1 + (p >> 12) % 2 for p in row["pages"]]
@@ -174,33 +194,33 @@ def test_query_reports_the_fake_table(probe, tmp_path):
     assert fake.calls[0][2] is None and fake.calls[0][4] == 0
 
 
-def test_positive_and_negative_results(probe, tmp_path):
+def test_positive_and_negative_results(probe, tmp_path, packed):
     fake = FakeProcess(EMU_PID)
     # node 7 is "full": 2 pages left unmigrated, a positive return, status unwritten
-    _, out, _ = run_under([probe, EMU_PID, "move", 7, 7], mp_handler(fake), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID, "move", 7, 7], mp_handler(fake, packed), tmp_path)
     assert [(r["ret"], r["status"]) for r in parse(out)] == [(2, [-1000, -1001])]
     # an emulated pid the emulation does not know: -ESRCH -> -1 and errno in the program
-    _, out, _ = run_under([probe, EMU_PID + 1, "move", 2, 2], mp_handler(fake), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID + 1, "move", 2, 2], mp_handler(fake, packed), tmp_path)
     (row,) = parse(out)
     assert (row["ret"], row["errno"], row["status"]) == (-1, errno.ESRCH, [-1000, -1001])
 
     def refuse(*args):  # an OSError raised by the emulation is its -errno
         raise PermissionError(errno.EPERM, "no")
-    _, out, _ = run_under([probe, EMU_PID, "query"], S.move_pages_handler(refuse), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID, "query"], S.move_pages_handler(refuse, packed=packed), tmp_path)
     assert [(r["ret"], r["errno"]) for r in parse(out)] == [(-1, errno.EPERM)]
 
 
-def test_faulting_arrays_give_efault(probe, tmp_path):
+def test_faulting_arrays_give_efault(probe, tmp_path, packed):
     fake = FakeProcess(EMU_PID)
     # pages = NULL: no chunk readable, the emulation sees no page, the caller EFAULT
-    _, out, _ = run_under([probe, EMU_PID, "badpages"], mp_handler(fake), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID, "badpages"], mp_handler(fake, packed), tmp_path)
     assert [(r["ret"], r["errno"]) for r in parse(out)] == [(-1, errno.EFAULT)]
     assert fake.calls[-1][1] == []
     # status = NULL: the status write-back faults
-    _, out, _ = run_under([probe, EMU_PID, "badstatus", 3, 3], mp_handler(fake), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID, "badstatus", 3, 3], mp_handler(fake, packed), tmp_path)
     assert [(r["ret"], r["errno"]) for r in parse(out)] == [(-1, errno.EFAULT)]
     # ...but an up-front error (unknown pid) comes first, as in kernel_move_pages
-    _, out, _ = run_under([probe, EMU_PID + 5, "badpages"], mp_handler(fake), tmp_path)
+    _, out, _ = run_under([probe, EMU_PID + 5, "badpages"], mp_handler(fake, packed), tmp_path)
     assert [(r["ret"], r["errno"]) for r in parse(out)] == [(-1, errno.ESRCH)]
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import machine
 from ..kernel import migrate
-from .protocol import PROTOCOL_VERSION, bad_args, pack_array, unpack_array
+from .protocol import PROTOCOL_VERSION, bad_args, pack_array, pack_bytes, unpack_array, unpack_bytes
 from .registry import COMMANDS, Context, command
 
 if TYPE_CHECKING:
@@ -170,6 +170,8 @@ def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list
     (`status` is the caller's initial array, default all 0). pages, nodes and status
     may each be packed (base64 of little-endian u64 / i32 / i32); `packed` packs the
     status of the reply the same way."""
+    if isinstance(pages, str) and not isinstance(nodes, list) and not isinstance(status, list):
+        return _move_packed(ctx, pid, pages, nodes, flags, status, packed)
     pages = unpack_array(pages, "Q", "pages")
     if all(type(p) is int and p >= 0 for p in pages):  # the common case, without a call each
         addrs = list(pages)
@@ -186,6 +188,23 @@ def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list
         raise bad_args("nodes and status must be arrays of C ints")
     ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags)
     return {"ret": ret, "status": pack_array(st, "i") if packed else st}
+
+
+def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: int,
+                 status: str | None, packed: bool) -> dict[str, Any]:
+    """move_pages with every array packed: the bytes go to the kernel as they came (any
+    u64 is a pointer and any i32 a node or status, so there is nothing to check)."""
+    addrs = unpack_bytes(pages, 8, "pages")
+    n = len(addrs) // 8
+    targets = None if nodes is None else unpack_bytes(nodes, 4, "nodes")
+    if targets is not None and len(targets) != 4 * n:
+        raise bad_args("pages and nodes differ in length")
+    st = bytearray(4 * n) if status is None else bytearray(unpack_bytes(status, 4, "status"))
+    if len(st) != 4 * n:
+        raise bad_args("pages and status differ in length")
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags)
+    return {"ret": ret, "status": pack_bytes(st) if packed else
+            list(memoryview(st).cast("i"))}
 
 
 @command()

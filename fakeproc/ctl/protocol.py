@@ -163,21 +163,32 @@ def socket_path(mountpoint: str | os.PathLike[str]) -> Path:
 
 # ---- packed arrays: bulk arguments without the JSON cost ----------------------------
 
+def unpack_bytes(value: str, size: int, what: str) -> bytes:
+    """A packed array's bytes: base64 of little-endian C values of ``size`` bytes each."""
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_args(f"{what}: not base64") from None
+    if len(data) % size:
+        raise bad_args(f"{what}: {len(data)} bytes is not a whole number of {size}-byte values")
+    return data
+
+
 def unpack_array(value: list[Any] | str, fmt: str, what: str) -> list[Any]:
     """A JSON array, or the same packed: base64 of little-endian C values (struct format
     fmt: "Q" for pointers, "i" for ints). Bulk callers (the runner, daemons moving
     thousands of pages) skip most of the JSON cost that way."""
     if not isinstance(value, str):
         return value
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_args(f"{what}: not base64") from None
     size = struct.calcsize("<" + fmt)
-    if len(data) % size:
-        raise bad_args(f"{what}: {len(data)} bytes is not a whole number of {size}-byte values")
+    data = unpack_bytes(value, size, what)
     return list(struct.unpack(f"<{len(data) // size}{fmt}", data))
 
 
+def pack_bytes(data: bytes | bytearray) -> str:
+    """Packed C values (already little-endian bytes) as the protocol carries them."""
+    return base64.b64encode(data).decode("ascii")
+
+
 def pack_array(values: list[int], fmt: str) -> str:
-    return base64.b64encode(struct.pack(f"<{len(values)}{fmt}", *values)).decode()
+    return pack_bytes(struct.pack(f"<{len(values)}{fmt}", *values))

@@ -34,12 +34,18 @@ def _node_ok(kernel: "Kernel", node: int) -> bool:
     return 0 <= node < MAX_NUMNODES and node in kernel.node_ids
 
 
-def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence[int] | None,
-               status: list[int], flags: int, *, caller_node: int | None = None,
+Ints = Sequence[int] | bytes | bytearray | memoryview  # a list, or packed little-endian C values
+
+
+def move_pages(kernel: "Kernel", pid: int, pages: Ints, nodes: Ints | None,
+               status: list[int] | bytearray, flags: int, *, caller_node: int | None = None,
                capable: bool = True) -> int:
     """The syscall: returns 0, a positive count of pages not migrated, or -errno.
 
     ``status`` is the caller's array, updated in place exactly where 4.20 writes it.
+    Each array is a list of ints or packed (u64 pages, i32 nodes and status, the
+    host's little-endian layout, as the syscall's user arrays): packed ones go to C
+    without a copy, which is what a daemon's bulk calls need.
     ``caller_node`` is the node of the calling CPU (numa local/other); ``capable``
     stands for CAP_SYS_NICE (MPOL_MF_MOVE_ALL) and the ptrace check.
     """
@@ -53,35 +59,46 @@ def move_pages(kernel: "Kernel", pid: int, pages: Sequence[int], nodes: Sequence
     return _move_native(kernel, task, pages, nodes, status, flags, caller_node)
 
 
-def _move_native(kernel: "Kernel", task: "Task", pages: Sequence[int], nodes: Sequence[int] | None,
-                 status: list[int], flags: int, caller_node: int | None) -> int:
+def _move_native(kernel: "Kernel", task: "Task", pages: Ints, nodes: Ints | None,
+                 status: list[int] | bytearray, flags: int, caller_node: int | None) -> int:
     """The entry loop in C (fp_move_pages): batches of 1024 go at C speed."""
     assert task.mm_id is not None
-    n = len(pages)
+    c_pages, n = _c_array("uint64_t[]", pages, lambda p: p & (1 << 64) - 1)  # pointers wrap
+    # a value that is no C int names no node of ours: ENODEV at its entry, as -1 does
+    c_nodes, nr_nodes = (ffi.NULL, n) if nodes is None else _c_array(
+        "int32_t[]", nodes, lambda x: x if -(1 << 31) <= x < 1 << 31 else -1)
+    if isinstance(status, bytearray):  # written in place
+        c_status, nr_status = _c_array("int32_t[]", status, int)
+    else:
+        c_status, nr_status = _c_array("int32_t[]", status[:n], int)
+    if nr_nodes != n or nr_status < n:  # C reads n of each
+        raise ValueError(f"{n} pages, {nr_nodes} nodes, {nr_status} status entries")
     vmas, nr_vmas = kernel.mm(task.mm_id).move_spans()
     index, ids = _node_tables(kernel, tuple(kernel.mems_allowed(task)))
-    c_pages = _c_array("uint64_t[]", pages, lambda p: p & (1 << 64) - 1)  # pointers wrap
-    # a value that is no C int names no node of ours: ENODEV at its entry, as -1 does
-    c_nodes = ffi.NULL if nodes is None else _c_array(
-        "int32_t[]", nodes, lambda x: x if -(1 << 31) <= x < 1 << 31 else -1)
-    c_status = _c_array("int32_t[]", status[:n], int)
     caller = caller_node if caller_node is not None else kernel.cpu_node(task.cpu)
     ret = lib.fp_move_pages(kernel.native, task.mm_id, vmas, nr_vmas, n, c_pages, c_nodes, index,
                             ids, kernel.nodes[0].id, flags, kernel.node_index(caller), c_status,
                             ffi.new("uint64_t[]", max(n, 1)))
-    status[:n] = ffi.unpack(c_status, n)
+    if not isinstance(status, bytearray):
+        status[:n] = ffi.unpack(c_status, n)
     if nodes is not None:
         kernel.generation += 1
     return int(ret)
 
 
-def _c_array(ctype: str, values: Sequence[int], fix: "Callable[[int], int]") -> Any:
-    """values as a C array (never empty); fix() maps each value only when one does
-    not fit the C type (the slow path)."""
+def _c_array(ctype: str, values: Ints, fix: "Callable[[int], int]") -> tuple[Any, int]:
+    """values as a C array (never empty) and their count: packed values as they are,
+    a list converted, fix() mapping each value only when one does not fit the C type
+    (the slow path)."""
+    if isinstance(values, (bytes, bytearray, memoryview)):
+        size = ffi.sizeof(ctype.replace("[]", ""))
+        if len(values) % size:
+            raise ValueError(f"{len(values)} bytes are not whole {ctype} items")
+        return (ffi.from_buffer(ctype, values) if values else ffi.new(ctype, 1)), len(values) // size
     try:
-        return ffi.new(ctype, list(values) or [0])
+        return ffi.new(ctype, list(values) or [0]), len(values)
     except OverflowError:
-        return ffi.new(ctype, [fix(v) for v in values])
+        return ffi.new(ctype, [fix(v) for v in values]), len(values)
 
 
 def _node_tables(kernel: "Kernel", allowed: tuple[int, ...]) -> tuple[Any, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..ctl.client import Client
-from ..ctl.protocol import CtlError, pack_array, unpack_array
+from ..ctl.protocol import CtlError, pack_bytes, unpack_bytes
 from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
 from .fcntl import fcntl_handler
@@ -170,7 +170,7 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
         return _wait(pid, m)
     client = Client(m.mountpoint)
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
-        "move_pages": seccomp.move_pages_handler(_move_pages(client)),
+        "move_pages": seccomp.move_pages_handler(_move_pages(client), packed=True),
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
         "lseek": lseek_handler(lambda opener, pid, pos: client.call(
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
@@ -186,16 +186,19 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
-    """move_pages on an emulated pid, answered by the emulator over the control socket."""
-    def emulate(pid: int, pages: list[int], nodes: list[int] | None, status: seccomp.StatusArray,
-                flags: int) -> int:
+    """move_pages on an emulated pid, answered by the emulator over the control socket;
+    the caller's arrays travel packed, as the syscall read them."""
+    def emulate(pid: int, pages: bytes, nodes: bytes | None, status: bytearray, flags: int) -> int:
         try:
-            r = client.call("move_pages", pid=pid, pages=pack_array(pages, "Q"),
-                            nodes=None if nodes is None else pack_array(nodes, "i"), flags=flags,
-                            status=pack_array(status, "i"), packed=True)
+            r = client.call("move_pages", pid=pid, pages=pack_bytes(pages),
+                            nodes=None if nodes is None else pack_bytes(nodes), flags=flags,
+                            status=pack_bytes(status), packed=True)
         except CtlError as e:
             return -(e.errno or errno.EINVAL)
-        status.assign_changed(unpack_array(r["status"], "i", "status"))  # what the kernel wrote
+        written = unpack_bytes(r["status"], 4, "status")
+        if len(written) != len(status):
+            raise RuntimeError(f"the emulator answered {len(written)} status bytes for {len(status)}")
+        status[:] = written  # what the kernel wrote
         return int(r["ret"])
     return emulate
 

@@ -803,6 +803,28 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
+def index_runs(indices: Iterable[int]) -> list[tuple[int, int]]:
+    """Distinct indices as sorted [start, end) runs."""
+    idx = sorted(set(indices))
+    if idx and idx[-1] - idx[0] + 1 == len(idx):
+        return [(idx[0], idx[-1] + 1)]  # one run: a whole batch
+    out: list[tuple[int, int]] = []
+    for i in idx:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def changed_runs(old: bytes, new: bytes | bytearray) -> list[tuple[int, int]]:
+    """The 4-byte entries that differ between two equally long int arrays, as runs."""
+    if old == new:
+        return []
+    a, b = memoryview(old).cast("i").tolist(), memoryview(new).cast("i").tolist()
+    return index_runs(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
 class StatusArray(list):
     """move_pages' status[]: the caller's values, recording which entries were assigned,
     so that exactly those are written back (entries the emulation leaves alone keep the
@@ -819,41 +841,48 @@ class StatusArray(list):
         else:
             self.dirty.add(index if index >= 0 else index + len(self))
 
-    def assign_changed(self, values: list[int]) -> None:
-        """Take the entries of values that differ from ours (an emulator's answer;
-        an entry it wrote with the value it had is the same bytes either way)."""
-        changed = [i for i, (a, b) in enumerate(zip(self, values)) if a != b]
-        super().__setitem__(slice(0, len(values)), values)  # unchanged ones stay the same
-        self.dirty.update(changed)
-
     def runs(self) -> list[tuple[int, int]]:
         """The assigned entries as sorted [start, end) runs."""
-        if self.dirty and max(self.dirty) - min(self.dirty) + 1 == len(self.dirty):
-            return [(min(self.dirty), max(self.dirty) + 1)]  # one run: a whole batch
-        out: list[tuple[int, int]] = []
-        for i in sorted(self.dirty):
-            if out and out[-1][1] == i:
-                out[-1] = (out[-1][0], i + 1)
-            else:
-                out.append((i, i + 1))
-        return out
+        return index_runs(self.dirty)
 
 
-def _read_array(pid: int, addr: int, count: int, fmt: str) -> list[int]:
-    """The readable prefix of an array of ``count`` items (struct format ``fmt``)."""
-    size = struct.calcsize(fmt)
-    if count == 0:
-        return []
-    data = read_mem_prefix(pid, addr, count * size)
-    n = len(data) // size
-    return list(struct.unpack(f"<{n}{fmt}", data[:n * size]))
+def _read_prefix(pid: int, addr: int, count: int, size: int) -> bytes:
+    """The readable whole items of an array of ``count`` items of ``size`` bytes."""
+    data = read_mem_prefix(pid, addr, count * size) if count else b""
+    return data[:len(data) // size * size]
 
 
 DO_PAGES_STAT_CHUNK_NR = 16  # mm/migrate.c
 FAST_READ_MAX = 1 << 16       # entries read in one process_vm_readv
 
 
-def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False) -> Handler:
+def _move_pages_arrays(notif: "Notification", count: int, pages_p: int, nodes_p: int,
+                       status_p: int) -> tuple[bytes, bytes | None, bytes]:
+    """move_pages' pages[], nodes[] (None: query mode) and status[] as 4.20 reads them:
+    all of them, or the readable prefix where one faults (in query mode rounded down
+    to do_pages_stat's chunks of 16); status[] padded with zeros where unreadable."""
+    if count <= FAST_READ_MAX:  # one process_vm_readv for all three arrays
+        ranges = [(pages_p, 8 * count), (status_p, 4 * count)]
+        if nodes_p:
+            ranges.append((nodes_p, 4 * count))
+        fast = read_mem_many(notif.pid, ranges)
+        if fast is not None:
+            return fast[0], (fast[2] if nodes_p else None), fast[1]
+    pages = _read_prefix(notif.pid, pages_p, count, 8)
+    nodes = None
+    if nodes_p == 0:
+        if len(pages) < 8 * count:
+            pages = pages[:len(pages) // (8 * DO_PAGES_STAT_CHUNK_NR) * 8 * DO_PAGES_STAT_CHUNK_NR]
+    else:
+        nodes = _read_prefix(notif.pid, nodes_p, len(pages) // 8, 4)
+        pages = pages[:2 * len(nodes)]
+    n = len(pages) // 8
+    old = _read_prefix(notif.pid, status_p, n, 4)
+    return pages, nodes, old + bytes(4 * n - len(old))
+
+
+def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False,
+                       packed: bool = False) -> Handler:
     """A handler for move_pages(pid, count, pages, nodes, status, flags).
 
     Reads ``count`` page pointers, ``count`` node ints (unless nodes is NULL: query
@@ -861,7 +890,9 @@ def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False)
     ``emulate(pid, pages, nodes_or_None, status, flags) -> int`` (pid and flags as C
     ints; ``status`` a list updated in place; with ``pass_notif`` also
     ``notif=notif``), writes the assigned status entries back and returns the result.
-    ``emulate`` may raise OSError(e) for -e.
+    With ``packed`` the arrays stay the caller's bytes (pages u64, nodes and status
+    i32, little-endian; status a bytearray) and the entries written back are those
+    whose bytes changed. ``emulate`` may raise OSError(e) for -e.
 
     Faults, as 4.20 does them: when only a prefix of pages[] (or nodes[]) is readable,
     emulate sees that prefix (in query mode rounded down to do_pages_stat's chunks of
@@ -872,52 +903,38 @@ def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False)
     """
     def handler(notif: Notification) -> Response:
         a = notif.args
-        pid, count, pages_p, nodes_p, status_p, flags = _s32(a[0]), a[1], a[2], a[3], a[4], _s32(a[5])
-        nodes: list[int] | None = None
-        fast = None
-        if count <= FAST_READ_MAX:  # one process_vm_readv for all three arrays
-            ranges = [(pages_p, 8 * count), (status_p, 4 * count)]
-            if nodes_p:
-                ranges.append((nodes_p, 4 * count))
-            fast = read_mem_many(notif.pid, ranges)
-        if fast is not None:
-            pages = list(struct.unpack(f"<{count}Q", fast[0]))
-            old = list(struct.unpack(f"<{count}i", fast[1]))
-            if nodes_p:
-                nodes = list(struct.unpack(f"<{count}i", fast[2]))
-        else:  # some part faults: the readable prefixes
-            pages = _read_array(notif.pid, pages_p, count, "Q")
-            if nodes_p == 0:
-                if len(pages) < count:
-                    pages = pages[:len(pages) // DO_PAGES_STAT_CHUNK_NR * DO_PAGES_STAT_CHUNK_NR]
-            else:
-                nodes = _read_array(notif.pid, nodes_p, len(pages), "i")
-                pages = pages[:len(nodes)]
-            old = _read_array(notif.pid, status_p, len(pages), "i")
-            old += [0] * (len(pages) - len(old))
+        pid, count, status_p, flags = _s32(a[0]), a[1], a[4], _s32(a[5])
+        pages, nodes, old = _move_pages_arrays(notif, count, a[2], a[3], status_p)
         notif.check()  # read first, then validate: the pid may have been reused
-        truncated = len(pages) < count
-        status = StatusArray(old)
+        n = len(pages) // 8
         kw = {"notif": notif} if pass_notif else {}
+        status: bytearray | StatusArray
+        if packed:
+            status = bytearray(old)
+        else:
+            status = StatusArray(struct.unpack(f"<{n}i", old))
+            pages = list(struct.unpack(f"<{n}Q", pages))
+            nodes = None if nodes is None else list(struct.unpack(f"<{n}i", nodes))
         try:
             ret = int(emulate(pid, pages, nodes, status, flags, **kw))
         except OSError as e:
             if not e.errno:
                 raise
             ret = -e.errno
-        runs = status.runs()
+        runs = changed_runs(old, status) if isinstance(status, bytearray) else status.runs()
         if runs:
             notif.check()
         for start, end in runs:
             try:
                 write_mem(notif.pid, status_p + 4 * start,
+                          status[4 * start:4 * end] if isinstance(status, bytearray) else
                           struct.pack(f"<{end - start}i", *status[start:end]))
             except OSError as e:
                 if e.errno != errno.EFAULT:
                     raise
                 ret = -errno.EFAULT
                 break
-        if truncated and ret >= 0:
+        if n < count and ret >= 0:
             ret = -errno.EFAULT
         return Return(ret)
 

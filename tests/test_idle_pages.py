@@ -111,6 +111,28 @@ def test_user_buffer_fills_then_sequential_reads_continue(mnt):
         os.close(fd)
 
 
+def test_a_read_continues_from_its_cursor_after_preads_elsewhere(mnt):
+    """pread() leaves the file position alone (1.2): the next read() goes on from the
+    cursor of the read() before it, whatever the preads between returned."""
+    far = 0x7F1000000000  # the second VMA: 2 accessed pages
+    fd = os.open(mnt.proc_path("105/idle_pages"), os.O_RDONLY)
+    try:
+        os.lseek(fd, BASE, os.SEEK_SET)
+        # as for pid 103: the cursor is end = BASE + 20 x 32 KiB
+        assert os.read(fd, 20) == hva(BASE) + bytes.fromhex("03 57") + hva(BASE + 20 * 0x8000)
+        # a scan elsewhere: 2 x PTE_ACCESSED, then no VMA after it; and one at TASK_SIZE
+        assert os.pread(fd, 4096, far) == hva(far) + b"\x02" + TAIL_EOF
+        assert os.pread(fd, 4096, TASK_SIZE) == b""
+        assert os.lseek(fd, 0, os.SEEK_CUR) == BASE + 20
+        # from the cursor BASE + 0xA0000, end = cursor + 20 x 32 KiB: the next VMA lies
+        # beyond it, so the read is its SET_HVA, and the read after it scans from there
+        # (the pread cleared both accessed bits)
+        assert os.read(fd, 20) == hva(far)
+        assert os.read(fd, 4096) == hva(far) + b"\x52" + TAIL_EOF
+    finally:
+        os.close(fd)
+
+
 def test_thp_accessed_idle_then_table(mnt):
     # 3 THPs (accessed, idle, accessed), then a table with 2 accessed PTEs and
     # 510 contiguous holes (34 x 15) up to the VMA's end

@@ -2,9 +2,11 @@
 
 INTERFACES.md 1.9: the kernel splits one large direct read into READ requests
 at byte offsets pos, pos + r1, ...; and a plain sequential read() arrives at
-pos + bytes. Both are continuations, so each handle remembers where its last
-reply ended and the cursor that read left; a READ at exactly that offset goes
-on from the cursor, anything else is a new read at that offset (an lseek).
+pos + bytes. Both are continuations, so each handle remembers where its recent
+replies ended and the cursor each left; a READ at exactly such an offset goes on
+from that cursor, anything else is a new read at that offset (an lseek or a
+pread). More than one is kept because a pread() leaves the file position alone:
+the read() after it arrives where the read() before it ended.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ HANDOFF_CHECKPOINTS = 3
 SCANS: list[IdleScan] = []
 MAX_SPARE_SCANS = 4
 
+# reply ends remembered per open file (a read() continues after this many preads)
+MAX_CONTINUATIONS = 8
 # every open handle of this mount's server (one mount per process), so the runner can
 # ask for the kernel's file position of one of them (see position_of)
 OPEN: "weakref.WeakSet[IdlePagesHandle]" = weakref.WeakSet()
@@ -54,8 +58,9 @@ class IdlePagesHandle:
         self.opener = opener
         OPEN.add(self)
         self._lock = trio.Lock()
-        self._reply_end: int | None = None  # byte offset where the last reply ended
-        self._cursor = 0                    # the file position the kernel would hold
+        # byte offset where a recent reply ended -> the file position the kernel would
+        # hold after it (its cursor), oldest first
+        self._continuations: dict[int, int] = {}
 
     async def read_async(self, off: int, size: int) -> bytes:
         """One FUSE READ, walked in steps of about STEP_SECONDS with trio checkpoints
@@ -64,7 +69,7 @@ class IdlePagesHandle:
         the read(2) would fail. Reads of one open file are served one at a time (their
         positions depend on each other)."""
         async with self._lock:
-            pos = self._cursor if off == self._reply_end else off
+            pos = self._continuations.get(off, off)
             scan = SCANS.pop() if SCANS else IdleScan()
             passes = FIRST_STEP_PASSES
             try:
@@ -73,9 +78,18 @@ class IdlePagesHandle:
             finally:
                 if len(SCANS) < MAX_SPARE_SCANS:
                     SCANS.append(scan)
-            self._reply_end = off + len(result.data)
-            self._cursor = result.pos
+            self._continue_at(off + len(result.data), result.pos)
             return result.data
+
+    def _continue_at(self, reply_end: int, cursor: int) -> None:
+        self._continuations.pop(reply_end, None)
+        self._continuations[reply_end] = cursor
+        while len(self._continuations) > MAX_CONTINUATIONS:
+            del self._continuations[next(iter(self._continuations))]
+
+    def cursor_at(self, fuse_pos: int) -> int | None:
+        """The kernel's file position for FUSE's ``fuse_pos``, if a reply ended there."""
+        return self._continuations.get(fuse_pos)
 
     def write(self, off: int, data: bytes) -> int:
         raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
@@ -102,9 +116,11 @@ async def _walk(steps: Generator[None, int | None, IdleRead], passes: int) -> Id
 def position_of(opener: int, pid: int, fuse_pos: int) -> int | None:
     """The position the RFC kernel would report for the open idle_pages file of `pid`
     that process `opener` holds at FUSE position `fuse_pos` (pos + bytes after a read):
-    the cursor of its last read. None when no such handle (then FUSE's is right)."""
-    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid and h._reply_end == fuse_pos]
-    return found[0]._cursor if len(found) == 1 else None
+    the cursor of the read whose reply ended there. None when no such handle (then
+    FUSE's is right)."""
+    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid and
+             h.cursor_at(fuse_pos) is not None]
+    return found[0].cursor_at(fuse_pos) if len(found) == 1 else None
 
 
 # the scan flag fcntl(F_SETFL) can change (O_NONBLOCK): O_NOFOLLOW counts only at open,
@@ -115,11 +131,11 @@ SETFL_SCAN_FLAGS = SCAN_HUGE_PAGE
 def set_status_flags(opener: int, pid: int, fuse_pos: int, flags: int) -> bool:
     """fcntl(F_SETFL, flags) by process `opener` on its open idle_pages of `pid`: later
     reads scan with the new O_NONBLOCK, as the RFC kernel's do. The file is the only one
-    the opener holds for pid, else the one whose last reply ended at `fuse_pos`. False
+    the opener holds for pid, else the one with a reply that ended at `fuse_pos`. False
     when none (or more than one) matches."""
     found = [h for h in OPEN if h.opener == opener and h.task.pid == pid]
     if len(found) > 1:
-        found = [h for h in found if h._reply_end == fuse_pos]
+        found = [h for h in found if h.cursor_at(fuse_pos) is not None]
     if len(found) != 1:
         return False
     h = found[0]

@@ -462,6 +462,36 @@ def test_move_pages_takes_and_gives_packed_arrays():
             assert msg in str(ei.value) and ei.value.type == "bad_args"
 
 
+def test_a_kept_descriptor_rereads_at_offset_0_as_seq_file_does():
+    """seq_read() renders again at offset 0 (and at any offset but where the last read
+    ended): a daemon that keeps /proc/vmstat or numa_maps open and reads it again from
+    0 sees new values, while the chunks of one sequential read stay one rendering. A
+    reaped process's file is ESRCH (get_proc_task() fails)."""
+    with mounted(MIGRATE_MACHINE) as m, Client(m.path) as c:
+        base = 0x7F0000000000
+        vmstat = os.open(m.path / "proc/vmstat", os.O_RDONLY)
+        numa = os.open(m.path / "proc/700/numa_maps", os.O_RDONLY)
+        try:
+            # 4 pages faulted in on node 0 by the machine file, none migrated yet
+            assert b"\npgmigrate_success 0\n" in os.pread(vmstat, 1 << 16, 0)
+            assert numa_nodes(os.pread(numa, 4096, 0).decode()) == "N0=4"
+            head = os.read(numa, 10)  # a sequential read, 10 bytes at a time
+            assert c.call("move_pages", pid=700, pages=[base, base + 4096], nodes=[1, 1])["ret"] == 0
+            rest = b"".join(iter(lambda: os.read(numa, 10), b""))
+            assert numa_nodes((head + rest).decode()) == "N0=4"  # the rendering it began
+            assert b"\npgmigrate_success 2\n" in os.pread(vmstat, 1 << 16, 0)
+            assert numa_nodes(os.pread(numa, 4096, 0).decode()) == "N0=2 N1=2"
+            os.lseek(numa, 0, os.SEEK_SET)
+            assert numa_nodes(os.read(numa, 4096).decode()) == "N0=2 N1=2"
+            c.call("kill", pid=700)
+            with pytest.raises(OSError) as ei:
+                os.pread(numa, 4096, 0)
+            assert ei.value.errno == errno.ESRCH
+        finally:
+            os.close(vmstat)
+            os.close(numa)
+
+
 def numa_nodes(numa_maps: str) -> str:
     """The N<node>=<pages> fields of the first numa_maps line."""
     return " ".join(f for f in numa_maps.splitlines()[0].split() if f.startswith("N"))

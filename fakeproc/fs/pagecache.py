@@ -12,7 +12,7 @@ They stat with their exact length instead of sysfs's 4096: with a size above the
 length every read is short, and the host kernel keeps the shortened size only when no
 attribute update raced with the READ (a concurrent stat does), so readers got the
 bytes followed by NULs. Attributes that change are rendered per open instead: on the
-main connection into a direct_io snapshot, under /sys/devices/system as a new inode
+main connection into a direct_io handle (rendered again at offset 0), under /sys/devices/system as a new inode
 per distinct rendering (fs/sysmount.py), so an open never mixes two renderings.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pyfuse3
 import trio
@@ -87,19 +87,36 @@ def _caller(ctx: Any, ectx: Ctx) -> Ctx:
 
 @dataclass
 class TextHandle:
-    """A text file's snapshot taken at open (seq_file semantics); None for a file with
-    nothing to show (a read is EIO). A write goes to the file's store() (``store``: the
-    bytes to the count written) or fails with ``write_errno``."""
+    """An open text file with seq_file's semantics: rendered by its first read, and
+    again by a read at offset 0 or at any offset other than where the last read ended
+    (seq_read()'s reset and traverse()), so a descriptor kept open and read again from
+    0 sees new values; the reads of one read(2) go on in one rendering. ``render``
+    None: nothing to show (a read is EIO). ``gone``: true once the process the file
+    belongs to has been reaped (a read is then ESRCH, as get_proc_task() fails). A
+    write goes to the file's store() (``store``: the bytes to the count written) or
+    fails with ``write_errno``."""
 
-    data: bytes | None
+    render: Callable[[], bytes] | None
     write_errno: int
     direct_io: bool = True
     store: Any = None
+    gone: Callable[[], bool] | None = None
+    data: bytes | None = None
+    next_off: int = 0  # where the last reply ended
 
     def read(self, off: int, size: int) -> bytes:
-        if self.data is None:
+        if self.render is None:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return self.data[off:off + size]
+        if self.data is None or off == 0 or off != self.next_off:
+            if self.gone is not None and self.gone():
+                raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))
+            try:
+                self.data = self.render()
+            except LookupError:  # the process went away since the check above
+                raise OSError(errno.ESRCH, os.strerror(errno.ESRCH)) from None
+        reply = self.data[off:off + size]
+        self.next_off = off + len(reply)
+        return reply
 
     def write(self, off: int, data: bytes) -> int:
         if self.store is None:
@@ -251,13 +268,13 @@ class FakeprocFS(pyfuse3.Operations):
         keep_cache = False
         try:
             if isinstance(entry, File) and entry.fixed:  # the host's page cache answers reads
-                handle = TextHandle(self.page_cache.bytes(inode, entry, ectx), entry.write_errno,
-                                    direct_io=False)
+                handle = TextHandle(functools.partial(self.page_cache.bytes, inode, entry, ectx),
+                                    entry.write_errno, direct_io=False)
                 keep_cache = True
             elif isinstance(entry, File):
                 store = functools.partial(kernfs_write, entry.store, ectx) if entry.store else None
-                data = entry.render(ectx).encode() if entry.render else None
-                handle = TextHandle(data, entry.write_errno, store=store)
+                render = functools.partial(_render_bytes, entry.render, ectx) if entry.render else None
+                handle = TextHandle(render, entry.write_errno, store=store, gone=_reaped(ectx))
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:
@@ -435,6 +452,20 @@ def _same_mount(a: tuple[str, ...], b: tuple[str, ...]) -> None:
         return _kept_key(p)[:1]
     if mount(a) != mount(b):
         raise pyfuse3.FUSEError(errno.EXDEV)
+
+
+def _render_bytes(render: Callable[[Ctx], str], ectx: Ctx) -> bytes:
+    return render(ectx).encode()
+
+
+def _reaped(ectx: Ctx) -> Callable[[], bool] | None:
+    """For a process's (or thread's) file: whether the task it was opened for is gone
+    (reaped; a reused pid names another task)."""
+    tid = ectx.get_or("tid", ectx.get_or("pid"))
+    if tid is None:
+        return None
+    kernel, task = ectx.kernel, ectx.kernel.thread(tid)
+    return lambda: kernel.thread(tid) is not task
 
 
 def _kernfs_open_check(mode: int, flags: int) -> None:

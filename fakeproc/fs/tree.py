@@ -2,7 +2,7 @@
 
 Modelled on fs/proc/base.c's pid_entry tables: a directory is a table of
 entries (or a lister of dynamic names such as PIDs and nodeN), a text file
-renders a snapshot at open, a special file (idle_pages) is a class with its
+renders when read from offset 0 (seq_file), a special file (idle_pages) is a class with its
 own read rules. lookup, readdir and getattr all read these tables, so no name
 is listed twice.
 """
@@ -44,7 +44,8 @@ Render = Callable[[Ctx], str]
 
 @dataclass(frozen=True)
 class File:
-    """A text file rendered at open. sysfs files stat 4096 bytes, procfs ones 0.
+    """A text file, rendered as seq_file does (fs/server.TextHandle). sysfs files
+    stat 4096 bytes, procfs ones 0.
     ``fixed``: read-only bytes that never change while mounted (the topology), served
     from the host's page cache and stat-ed with their length (fs/pagecache.py).
     ``render`` None: a write-only sysfs attribute, with no show() (a read is EIO, as

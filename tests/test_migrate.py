@@ -702,9 +702,9 @@ def _placement(k) -> list[tuple[int, int, int]]:
     """Each address's PTE, node and page flags (SW_YOUNG's referenced bit among them)."""
     t, out = k.task(50), []
     for a in ADDRS[:-2]:
-        pte = k.entry(t, a)[1]
-        pfn = (pte >> 12) & 0xFFFFFFFFFF
-        out.append((pte, k.page_node(t, a), k.native.pages[pfn].flags if pte & 1 else 0))
+        pte, node = k.entry(t, a)[1], k.page_node(t, a)
+        pfn = (pte >> 12) & 0xFFFFFFFFFF  # node RAM only: [vdso] frames lie outside it
+        out.append((pte, node, k.native.pages[pfn].flags if node is not None else 0))
     return out
 
 

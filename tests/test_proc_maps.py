@@ -2,6 +2,8 @@
 hand-written from the scenario below."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mountutil import mounted
@@ -158,14 +160,37 @@ fork_of = 60
 
 def test_shared_pages_after_fork_in_numa_maps_and_smaps():
     with mounted(FORKED) as mnt:
-        # the child shares every page: mapped twice (mapmax=2)
+        # the child shares every anonymous page: mapped twice (mapmax=2)
         lines = mnt.read("proc/62/numa_maps").decode().splitlines()
         assert lines[0] == "7f0000000000 default anon=5 dirty=2 mapmax=2 N0=3 N1=2 kernelpagesize_kB=4"
         smaps = mnt.read("proc/62/smaps").decode().splitlines()
-        # 5 shared pages, 2 of them dirty: Pss = 20 kB / 2; no private pages
+        # 5 shared pages, 2 of them dirty: Pss = 20 kB / 2; no private pages. The
+        # child's entries are old (copy_one_pte: pte_mkold) and no page has
+        # PG_referenced (anonymous faults do not set it): nothing Referenced
         assert smaps[5:11] == ["Pss:                  10 kB", "Shared_Clean:         12 kB",
                                "Shared_Dirty:          8 kB", "Private_Clean:         0 kB",
-                               "Private_Dirty:         0 kB", "Referenced:           20 kB"]
+                               "Private_Dirty:         0 kB", "Referenced:            0 kB"]
+
+
+def test_a_forked_child_scans_idle_and_the_parent_keeps_its_bits():
+    """fork marks the child's copies old (pte_mkold, and pmd_mkold for a THP), the
+    parent's stay accessed: the child's first idle_pages scan reports every page idle
+    (INTERFACES.md 1.4 derivation: 5 present pages, then the swap entry and the two
+    untouched pages as 3 contiguous holes, the THP's PMD, then the empty second 2 MiB
+    of that VMA and the unwalked r-xp file: a pass that adds nothing ends at end =
+    pos + 4096 x 32 KiB)."""
+    base, thp = 0x7F0000000000, 0x7F0000200000
+    end = base + 4096 * 0x8000
+    with mounted(FORKED) as mnt:
+        def scan(pid: int) -> bytes:
+            fd = os.open(mnt.proc_path(f"{pid}/idle_pages"), os.O_RDONLY)
+            try:
+                return os.pread(fd, 4096, base)
+            finally:
+                os.close(fd)
+        hva = lambda a: b"\xa0" + a.to_bytes(8, "big")  # noqa: E731
+        assert scan(62) == hva(base) + bytes.fromhex("55 83") + hva(thp) + b"\x61" + hva(end)
+        assert scan(60) == hva(base) + bytes.fromhex("05 83") + hva(thp) + b"\x11" + hva(end)
 
 
 def test_status_vmlib_counts_the_vdso(m):

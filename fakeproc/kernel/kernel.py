@@ -166,7 +166,11 @@ class Kernel:
 
     def fork(self, parent_pid: int, pid: int, name: str | None = None) -> Task:
         """fork(): a child with a copy of the parent's VMAs whose page tables map the
-        parent's pages, anonymous ones copy-on-write (their mapcount is 2 now)."""
+        parent's pages, anonymous ones copy-on-write (their mapcount is 2 now), all of
+        them old in the child (copy_one_pte: pte_mkold). Unlike copy_page_range(),
+        VMAs without an anon_vma (clean file mappings, shared memory) are copied too:
+        the child would fault those pages in from the page cache, which is not indexed
+        here, so the copy is what keeps them shared."""
         parent = self.tasks[parent_pid]
         if parent.mm_id is None:
             raise KernelError(errno.EINVAL, f"pid {parent_pid} has no address space")
@@ -177,7 +181,8 @@ class Kernel:
         assert child.mm_id is not None
         for v in self.mm(parent.mm_id).vmas:
             self.mm(child.mm_id).add_vma(dataclasses.replace(v))
-        check(lib.fp_mm_fork(self.native, parent.mm_id, child.mm_id))
+            check(lib.fp_mm_fork_vma(self.native, parent.mm_id, child.mm_id, v.start, v.end,
+                                     lib.FP_FORK_SHARED if v.shared else 0))
         self.generation += 1
         return child
 

@@ -299,8 +299,12 @@ void fp_kernel_free(struct fp_kernel *k);
 int32_t fp_mm_new(struct fp_kernel *k, uint32_t id);
 void fp_mm_destroy(struct fp_kernel *k, uint32_t id);
 int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
-/* fork(): the child's page tables map the parent's pages, anonymous ones copy-on-write */
-int32_t fp_mm_fork(struct fp_kernel *k, uint32_t parent, uint32_t child);
+/* fork(), one VMA [start, end) at a time (copy_page_range()): the child's page tables
+ * map the parent's pages, copy-on-write in a private mapping, old in the child;
+ * flags FP_FORK_SHARED: a shared mapping (the child's copies are clean too). */
+#define FP_FORK_SHARED    1
+int32_t fp_mm_fork_vma(struct fp_kernel *k, uint32_t parent, uint32_t child, uint64_t start,
+                       uint64_t end, uint32_t flags);
 
 /* page tables: look up the entry mapping addr; level_out = 4 (PTE), 3 (PMD),
  * 2 (PUD), or the level where the walk found an empty slot */

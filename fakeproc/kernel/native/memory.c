@@ -594,20 +594,22 @@ int32_t fp_tlb_miss(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, 
 
 /* ---- fork ----------------------------------------------------------------------- */
 
-/* copy_page_range(): the child maps the parent's pages; anonymous writable ones are
- * write-protected in both (copy-on-write); swap entries are shared. */
+/* copy_pte_range() / copy_huge_pmd() over [start, end): the child maps the parent's
+ * pages; in a private mapping a writable entry is write-protected in both
+ * (copy-on-write); the child's copy is old (pte_mkold, pmd_mkold), and clean in a
+ * shared mapping (pte_mkclean); swap entries are shared. */
 static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, uint64_t table,
-                     int level, uint64_t base)
+                     int level, uint64_t base, uint64_t start, uint64_t end, uint32_t flags)
 {
     uint64_t *t = fp_table(k, table);
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
     for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
         uint64_t e = t[i], addr = base + i * span;
         int err;
-        if (!e)
+        if (!e || addr + span <= start || addr >= end)
             continue;
         if (fp_entry_present(e) && level < 4 && !(e & FP_PAGE_PSE)) {
-            err = fork_walk(k, pm, cm, fp_entry_addr(e), level + 1, addr);
+            err = fork_walk(k, pm, cm, fp_entry_addr(e), level + 1, addr, start, end, flags);
             if (err)
                 return err;
             continue;
@@ -623,13 +625,16 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
             *ce = e;
             continue;
         }
+        if (!(flags & FP_FORK_SHARED) && (e & FP_PAGE_RW)) {
+            t[i] &= ~(uint64_t)FP_PAGE_RW;
+            e &= ~(uint64_t)FP_PAGE_RW;
+        }
+        e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        if (flags & FP_FORK_SHARED)
+            e &= ~(uint64_t)FP_PAGE_DIRTY;
         uint64_t pfn = fp_entry_addr(e);
         if (fp_pfn_to_node(k, pfn) >= 0) {
             const struct fp_page *p = &k->pages[pfn];
-            if ((p->flags & FP_PG_ANON) && (e & FP_PAGE_RW)) {
-                t[i] &= ~(uint64_t)FP_PAGE_RW;
-                e &= ~(uint64_t)FP_PAGE_RW;
-            }
             err = fp_rmap_add(k, pfn, cm->id, addr);
             if (err)
                 return err;
@@ -640,14 +645,15 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
     return 0;
 }
 
-int32_t fp_mm_fork(struct fp_kernel *k, uint32_t parent, uint32_t child)
+int32_t fp_mm_fork_vma(struct fp_kernel *k, uint32_t parent, uint32_t child, uint64_t start,
+                       uint64_t end, uint32_t flags)
 {
     struct fp_mm *pm = get_mm(k, parent), *cm = get_mm(k, child);
-    if (!pm || !cm || cm->pgd)
+    if (!pm || !cm || start >= end)
         return -EINVAL;
     if (!pm->pgd)
         return 0;
-    int err = fork_walk(k, pm, cm, pm->pgd, 1, 0);
+    int err = fork_walk(k, pm, cm, pm->pgd, 1, 0, start, end, flags);
     cm->hiwater_rss = cm->rss_anon + cm->rss_file + cm->rss_shmem;
     return err;
 }

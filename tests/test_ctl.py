@@ -147,7 +147,9 @@ def test_kill_removes_proc_pid(mnt, ctl):
 def test_kill_as_zombie(mnt, ctl):
     pid = ctl.spawn({"pid": 5200, "name": "undead"})
     ctl.kill(pid, zombie=True)
-    assert "State:\tZ (zombie)\n" in mnt.read(f"proc/{pid}/status").decode()
+    status = mnt.read(f"proc/{pid}/status").decode()
+    # task_state() reads max_fds from p->files, which exit_files() has cleared: 0
+    assert "State:\tZ (zombie)\n" in status and "\nFDSize:\t0\n" in status
     ctl.kill(pid)  # reap
     assert not mnt.proc_path(str(pid)).exists()
 

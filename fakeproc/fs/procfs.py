@@ -82,6 +82,7 @@ def _status(ctx: Ctx) -> str:
         cpus_allowed=frozenset(k.online_cpus), nr_cpu_ids=k.nr_cpu_ids,
         mems_allowed=frozenset(k.mems_allowed(t)), is_zombie_or_kthread=not has_mm,
         umask=t.umask, groups=(t.gid,), threads=len(t.tids),
+        fdsize=64 if has_mm else 0,  # task_state(): max_fds stays 0 once exit_files() ran
         cap_prm=0x3FFFFFFFFF if t.uid == 0 else 0, cap_eff=0x3FFFFFFFFF if t.uid == 0 else 0,
         voluntary_ctxt_switches=t.nvcsw, nonvoluntary_ctxt_switches=t.nivcsw, **mem)
     return fmt.proc_status(info)

@@ -498,6 +498,36 @@ def test_memory_block_links(rfc):
             assert os.path.samefile(d / f"memory{b}", rfc.sys(f"devices/system/memory/memory{b}"))
 
 
+SPANNING = """
+[[node]]
+type = "dram"
+size = "100MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "156MiB"
+"""
+
+
+def test_a_block_across_a_node_boundary_links_to_both_nodes():
+    """register_mem_sect_under_node() links a block to every node with a page in it:
+    node 0 is [0, 100 MiB), node 1 [100, 256 MiB); block 0 [0, 128 MiB) holds pages of
+    both, block 1 [128, 256 MiB) of node 1 only."""
+    with mounted(SPANNING) as m:
+        def links(d: str, prefix: str) -> dict[str, str]:
+            path = m.path / d
+            return {n: os.readlink(path / n) for n in sorted(os.listdir(path)) if n.startswith(prefix)}
+        assert links(f"{NODE}/node0", "memory") == {"memory0": "../../memory/memory0"}
+        assert links(f"{NODE}/node1", "memory") == {"memory0": "../../memory/memory0",
+                                                    "memory1": "../../memory/memory1"}
+        mem = "sys/devices/system/memory"
+        assert links(f"{mem}/memory0", "node") == {"node0": "../../node/node0",
+                                                   "node1": "../../node/node1"}
+        assert links(f"{mem}/memory1", "node") == {"node1": "../../node/node1"}
+        assert os.path.samefile(m.path / mem / "memory0/node1", m.path / NODE / "node1")
+        assert not os.path.lexists(m.path / mem / "memory1/node0")
+
+
 def test_node_directory_listing(rfc):
     # 2.2: the attributes, hugepages/, power/, subsystem, uevent, compact, and the links
     names = set(os.listdir(rfc.path / NODE / "node2"))

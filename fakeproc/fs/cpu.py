@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 
 from . import formats as fmt
-from .sysfs import fail, kstrtobool, memory_block_size, parse_prefixed, sysfs_streq
+from .sysfs import fail, kstrtobool, memory_block_size, node_blocks, parse_prefixed, sysfs_streq
 from .tree import Ctx, Dir, File, Link, Lister
 
 MODEL_NAME = "Intel(R) Xeon(R) Gold 6252 CPU @ 2.10GHz"  # a Cascade Lake: the Optane PMEM platform
@@ -130,14 +130,9 @@ def _blocks(ctx: Ctx) -> list[int]:
     return list(range(-(-total // memory_block_size(ctx))))
 
 
-def _block_node(ctx: Ctx) -> int:
-    pfn = ctx.get("block") * memory_block_size(ctx) // 4096
-    k = ctx.kernel
-    for n in k.nodes:
-        start = k.node_start_pfn(n.id)
-        if start <= pfn < start + n.nr_pages:
-            return n.id
-    return k.nodes[0].id
+def _block_node_links(ctx: Ctx) -> list[str]:
+    """nodeN for every node with a page in the block, in node order."""
+    return [f"node{n.id}" for n in ctx.kernel.nodes if ctx.get("block") in node_blocks(ctx, n.id)]
 
 
 MEMORY_BLOCK = Dir("memoryN", (
@@ -145,9 +140,9 @@ MEMORY_BLOCK = Dir("memoryN", (
     File("state", lambda c: "online\n", mode=0o644, store=_state_store),
     File("phys_index", lambda c: f"{c.get('block'):08x}\n", fixed=True),
     File("removable", lambda c: "0\n", fixed=True),
-), lister=Lister("nodelink", lambda c: [f"node{_block_node(c)}"],
-                 lambda c, n: 0 if n == f"node{_block_node(c)}" else None,
-                 Link("", lambda c: f"../../node/node{_block_node(c)}")))
+), lister=Lister("nodelink", _block_node_links,
+                 lambda c, n: _block_node_links(c).index(n) if n in _block_node_links(c) else None,
+                 Link("", lambda c: f"../../node/{_block_node_links(c)[c.get('nodelink')]}")))
 
 MEMORY_ROOT = Dir("memory", (
     File("block_size_bytes", lambda c: f"{memory_block_size(c):x}\n", fixed=True),

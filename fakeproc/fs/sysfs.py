@@ -147,17 +147,19 @@ def memory_block_size(ctx: Ctx) -> int:
     return MEMORY_BLOCK_SMALL if total < (64 << 30) else 2 << 30
 
 
-def _node_blocks(ctx: Ctx, nid: int) -> range:
+def node_blocks(ctx: Ctx, nid: int) -> range:
+    """The memory blocks holding a page of the node: register_mem_sect_under_node()
+    links a block to every node one of its pages lies on (a block can have two)."""
     bs = memory_block_size(ctx)
     start = ctx.kernel.node_start_pfn(nid) * 4096
     end = start + ctx.kernel.node(nid).size_bytes
-    return range(-(-start // bs), -(-end // bs))  # blocks whose first byte is on the node
+    return range(start // bs, -(-end // bs))
 
 
 def _node_link_names(ctx: Ctx) -> list[str]:
     nid = ctx.get("nid")
     return ([f"cpu{c}" for c in ctx.kernel.node(nid).cpus]
-            + [f"memory{b}" for b in _node_blocks(ctx, nid)])
+            + [f"memory{b}" for b in node_blocks(ctx, nid)])
 
 
 def _node_link_target(ctx: Ctx) -> str:

@@ -526,6 +526,9 @@ def test_a_block_across_a_node_boundary_links_to_both_nodes():
         assert links(f"{mem}/memory1", "node") == {"node1": "../../node/node1"}
         assert os.path.samefile(m.path / mem / "memory0/node1", m.path / NODE / "node1")
         assert not os.path.lexists(m.path / mem / "memory1/node0")
+        # sysfs and procfs symlinks stat size 0 (the kernel never sets i_size on them)
+        assert os.lstat(m.path / mem / "memory0/node1").st_size == 0
+        assert os.lstat(m.path / NODE / "node0/subsystem").st_size == 0
 
 
 def test_node_directory_listing(rfc):

@@ -186,8 +186,6 @@ class FakeprocFS(pyfuse3.Operations):
         a.st_size = entry.size if isinstance(entry, File) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
             a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
-        if isinstance(entry, Link):
-            a.st_size = len(entry.target(ctx))
         a.st_blksize = 4096
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
         for field, value in self.kept.get(_kept_key(path, entry), {}).items():

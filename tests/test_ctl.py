@@ -411,6 +411,12 @@ def test_move_pages_get_mempolicy_truth_and_check_over_the_socket():
         assert r == {"ret": 0, "status": [1, 1, -14]}
         assert c.call("get_mempolicy", pid=700, addr=base)["node"] == 1
         assert c.call("move_pages", pid=700, pages=[base], nodes=None)["status"] == [1]
+        # written: the entries the kernel stored. A query stores each; a move to where
+        # the page is queues nothing, so its final batch is never stored
+        assert c.call("move_pages", pid=700, pages=[base, base + 4096], written=True) == \
+            {"ret": 0, "status": [1, 1], "written": [[0, 2]]}
+        assert c.call("move_pages", pid=700, pages=[base], nodes=[1], status=[-99],
+                      written=True) == {"ret": 0, "status": [-99], "written": []}
         numa = m.read("proc/700/numa_maps").decode()
         assert "N0=2 N1=2" in numa  # the mount shows the new residency
         c.call("touch", pid=700, addr=base, write=True)

@@ -130,11 +130,12 @@ def test_move_writes_batches_and_sw_young_marks_only_isolated_pages(k):
 def test_pages_already_in_place_are_not_marked_and_a_final_batch_stays_unwritten(k):
     pages = [A, A + PAGE, A + 4 * PAGE]
     nodes = [0, 0, 2]  # all three already there: nothing queued in any batch
-    status = [U] * 3
-    assert migrate.move_pages(k, 50, pages, nodes, status, 0x82) == 0
+    status, written = [U] * 3, []
+    assert migrate.move_pages(k, 50, pages, nodes, status, 0x82, written=written) == 0
     # batch 1 is flushed when node changes (written, even with nothing queued);
     # the final batch had nothing queued: status[2] keeps the caller's value
     assert status == [0, 0, U]
+    assert written == [(0, 2)]
     t = k.task(50)
     pfn = (k.entry(t, A)[1] >> 12) & 0xFFFFFFFFFF
     assert not k.native.pages[pfn].flags & lib.FP_PG_REFERENCED
@@ -690,10 +691,16 @@ def test_packed_arrays_are_the_same_call(entries, query, flags):
     listed, packed = load(MACHINE), load(MACHINE)
     status = [U] * len(pages)
     ret = migrate.move_pages(listed, 50, pages, None if query else targets, status, flags)
-    raw = bytearray(struct.pack(f"<{len(pages)}i", *[U] * len(pages)))
+    raw, written = bytearray(struct.pack(f"<{len(pages)}i", *[U] * len(pages))), []
     got = migrate.move_pages(packed, 50, struct.pack(f"<{len(pages)}Q", *pages),
-                             None if query else struct.pack(f"<{len(pages)}i", *targets), raw, flags)
+                             None if query else struct.pack(f"<{len(pages)}i", *targets), raw, flags,
+                             written=written)
     assert (got, list(struct.unpack(f"<{len(pages)}i", raw))) == (ret, status)
+    # the stored entries are those that left U (-99 is no status value); runs are
+    # sorted, disjoint and not touching
+    stored = {i for a, b in written for i in range(a, b)}
+    assert stored == {i for i, s in enumerate(status) if s != U}
+    assert all(b1 < a2 for (_, b1), (a2, _) in zip(written, written[1:]))
     assert _placement(packed) == _placement(listed)
     assert packed.check() == []
 

@@ -143,6 +143,15 @@ def test_move_pages_on_an_emulated_pid(mp):
     ]
 
 
+def test_a_read_only_status_array_faults_even_where_the_value_is_the_same(mp):
+    """put_user() of each status entry the kernel stores faults on a read-only array,
+    whatever the value: the host kernel on the program's own page (node 0 here) and
+    the emulator on an emulated one (BASE is on PMEM node 1) both give EFAULT."""
+    r = run_machine("sh", "-c", f"{mp} self roquery 0 own; {mp} {APP} roquery 1 {BASE:#x}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["ret=-1 errno=14 status=0", "ret=-1 errno=14 status=1"]
+
+
 def test_move_pages_on_a_real_pid_is_the_real_kernels(mp):
     # the program's own page: the host's node 0 answers, the emulator is not asked
     r = run_machine(mp, "self", "query", "own")

@@ -164,14 +164,17 @@ def touch(ctx: Context, pid: int, addr: int | str, write: bool = False) -> dict[
 @command()
 def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list[int] | str | None = None,
                flags: int = 2, status: list[int] | str | None = None,
-               packed: bool = False) -> dict[str, Any]:
+               packed: bool = False, written: bool = False) -> dict[str, Any]:
     """move_pages(2) on an emulated process (INTERFACES.md 3): the return value (0, a
     positive count not migrated, or -errno) and the status array as the kernel left it
     (`status` is the caller's initial array, default all 0). pages, nodes and status
     may each be packed (base64 of little-endian u64 / i32 / i32); `packed` packs the
-    status of the reply the same way."""
+    status of the reply the same way. `written` adds the [start, end) runs of the
+    entries the kernel stored (a caller copying them back into a read-only array
+    faults on each, whatever its value)."""
+    runs: list[tuple[int, int]] | None = [] if written else None
     if isinstance(pages, str) and not isinstance(nodes, list) and not isinstance(status, list):
-        return _move_packed(ctx, pid, pages, nodes, flags, status, packed)
+        return _move_packed(ctx, pid, pages, nodes, flags, status, packed, runs)
     pages = unpack_array(pages, "Q", "pages")
     if all(type(p) is int and p >= 0 for p in pages):  # the common case, without a call each
         addrs = list(pages)
@@ -186,12 +189,20 @@ def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list
     if any(type(x) is not int for x in (*(nodes or ()), *st)) or \
             any(not -(1 << 31) <= x < 1 << 31 for x in st):
         raise bad_args("nodes and status must be arrays of C ints")
-    ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags)
-    return {"ret": ret, "status": pack_array(st, "i") if packed else st}
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags, written=runs)
+    return _move_reply(ret, pack_array(st, "i") if packed else st, runs)
+
+
+def _move_reply(ret: int, status: Any, runs: list[tuple[int, int]] | None) -> dict[str, Any]:
+    reply = {"ret": ret, "status": status}
+    if runs is not None:
+        reply["written"] = [list(r) for r in runs]
+    return reply
 
 
 def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: int,
-                 status: str | None, packed: bool) -> dict[str, Any]:
+                 status: str | None, packed: bool,
+                 runs: list[tuple[int, int]] | None) -> dict[str, Any]:
     """move_pages with every array packed: the bytes go to the kernel as they came (any
     u64 is a pointer and any i32 a node or status, so there is nothing to check)."""
     addrs = unpack_bytes(pages, 8, "pages")
@@ -202,9 +213,8 @@ def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: i
     st = bytearray(4 * n) if status is None else bytearray(unpack_bytes(status, 4, "status"))
     if len(st) != 4 * n:
         raise bad_args("pages and status differ in length")
-    ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags)
-    return {"ret": ret, "status": pack_bytes(st) if packed else
-            list(memoryview(st).cast("i"))}
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags, written=runs)
+    return _move_reply(ret, pack_bytes(st) if packed else list(memoryview(st).cast("i")), runs)
 
 
 @command()

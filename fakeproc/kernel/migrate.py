@@ -39,7 +39,7 @@ Ints = Sequence[int] | bytes | bytearray | memoryview  # a list, or packed littl
 
 def move_pages(kernel: "Kernel", pid: int, pages: Ints, nodes: Ints | None,
                status: list[int] | bytearray, flags: int, *, caller_node: int | None = None,
-               capable: bool = True) -> int:
+               capable: bool = True, written: list[tuple[int, int]] | None = None) -> int:
     """The syscall: returns 0, a positive count of pages not migrated, or -errno.
 
     ``status`` is the caller's array, updated in place exactly where 4.20 writes it.
@@ -47,7 +47,9 @@ def move_pages(kernel: "Kernel", pid: int, pages: Ints, nodes: Ints | None,
     host's little-endian layout, as the syscall's user arrays): packed ones go to C
     without a copy, which is what a daemon's bulk calls need.
     ``caller_node`` is the node of the calling CPU (numa local/other); ``capable``
-    stands for CAP_SYS_NICE (MPOL_MF_MOVE_ALL) and the ptrace check.
+    stands for CAP_SYS_NICE (MPOL_MF_MOVE_ALL) and the ptrace check. ``written``, when
+    given, receives the [start, end) runs of the entries the kernel stored (put_user
+    faults on any of them in a read-only array, whatever the value).
     """
     if flags & ~(MPOL_MF_MOVE | MPOL_MF_MOVE_ALL | MPOL_MF_SW_YOUNG):
         return -errno.EINVAL
@@ -56,11 +58,12 @@ def move_pages(kernel: "Kernel", pid: int, pages: Ints, nodes: Ints | None,
     task = _target(kernel, pid, capable)
     if isinstance(task, int):
         return task
-    return _move_native(kernel, task, pages, nodes, status, flags, caller_node)
+    return _move_native(kernel, task, pages, nodes, status, flags, caller_node, written)
 
 
 def _move_native(kernel: "Kernel", task: "Task", pages: Ints, nodes: Ints | None,
-                 status: list[int] | bytearray, flags: int, caller_node: int | None) -> int:
+                 status: list[int] | bytearray, flags: int, caller_node: int | None,
+                 written: list[tuple[int, int]] | None = None) -> int:
     """The entry loop in C (fp_move_pages): batches of 1024 go at C speed."""
     assert task.mm_id is not None
     c_pages, n = _c_array("uint64_t[]", pages, lambda p: p & (1 << 64) - 1)  # pointers wrap
@@ -73,17 +76,29 @@ def _move_native(kernel: "Kernel", task: "Task", pages: Ints, nodes: Ints | None
         c_status, nr_status = _c_array("int32_t[]", status[:n], int)
     if nr_nodes != n or nr_status < n:  # C reads n of each
         raise ValueError(f"{n} pages, {nr_nodes} nodes, {nr_status} status entries")
+    old = None
+    if written is not None and n:
+        old = ffi.new("int32_t[]", n)
+        ffi.memmove(old, c_status, 4 * n)
+        ffi.memmove(c_status, _UNWRITTEN * n, 4 * n)
     vmas, nr_vmas = kernel.mm(task.mm_id).move_spans()
     index, ids = _node_tables(kernel, tuple(kernel.mems_allowed(task)))
     caller = caller_node if caller_node is not None else kernel.cpu_node(task.cpu)
     ret = lib.fp_move_pages(kernel.native, task.mm_id, vmas, nr_vmas, n, c_pages, c_nodes, index,
                             ids, kernel.nodes[0].id, flags, kernel.node_index(caller), c_status,
                             ffi.new("uint64_t[]", max(n, 1)))
+    if old is not None:
+        runs = ffi.new("uint64_t[]", n + 1)
+        pairs = ffi.unpack(runs, 2 * lib.fp_status_written(c_status, old, n, runs))
+        written.extend(zip(pairs[::2], pairs[1::2]))
     if not isinstance(status, bytearray):
         status[:n] = ffi.unpack(c_status, n)
     if nodes is not None:
         kernel.generation += 1
     return int(ret)
+
+
+_UNWRITTEN = (lib.FP_STATUS_UNWRITTEN & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def _c_array(ctype: str, values: Ints, fix: "Callable[[int], int]") -> tuple[Any, int]:

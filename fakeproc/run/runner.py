@@ -188,17 +188,19 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
     """move_pages on an emulated pid, answered by the emulator over the control socket;
     the caller's arrays travel packed, as the syscall read them."""
-    def emulate(pid: int, pages: bytes, nodes: bytes | None, status: bytearray, flags: int) -> int:
+    def emulate(pid: int, pages: bytes, nodes: bytes | None, status: seccomp.PackedStatus,
+                flags: int) -> int:
         try:
             r = client.call("move_pages", pid=pid, pages=pack_bytes(pages),
                             nodes=None if nodes is None else pack_bytes(nodes), flags=flags,
-                            status=pack_bytes(status), packed=True)
+                            status=pack_bytes(status), packed=True, written=True)
         except CtlError as e:
             return -(e.errno or errno.EINVAL)
-        written = unpack_bytes(r["status"], 4, "status")
-        if len(written) != len(status):
-            raise RuntimeError(f"the emulator answered {len(written)} status bytes for {len(status)}")
-        status[:] = written  # what the kernel wrote
+        left = unpack_bytes(r["status"], 4, "status")
+        if len(left) != len(status):
+            raise RuntimeError(f"the emulator answered {len(left)} status bytes for {len(status)}")
+        status[:] = left  # what the kernel left, and which entries it stored
+        status.written = [(int(a), int(b)) for a, b in r["written"]]
         return int(r["ret"])
     return emulate
 

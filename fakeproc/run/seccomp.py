@@ -846,6 +846,15 @@ class StatusArray(list):
         return index_runs(self.dirty)
 
 
+class PackedStatus(bytearray):
+    """move_pages' status[] as the caller's bytes (packed mode). An emulation that knows
+    which entries it stored sets ``written`` to their [start, end) runs: exactly those
+    are written back (a read-only array then faults as put_user() would, even where a
+    value did not change); left None, the entries whose bytes changed are."""
+
+    written: list[tuple[int, int]] | None = None
+
+
 def _read_prefix(pid: int, addr: int, count: int, size: int) -> bytes:
     """The readable whole items of an array of ``count`` items of ``size`` bytes."""
     data = read_mem_prefix(pid, addr, count * size) if count else b""
@@ -891,8 +900,9 @@ def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False,
     ints; ``status`` a list updated in place; with ``pass_notif`` also
     ``notif=notif``), writes the assigned status entries back and returns the result.
     With ``packed`` the arrays stay the caller's bytes (pages u64, nodes and status
-    i32, little-endian; status a bytearray) and the entries written back are those
-    whose bytes changed. ``emulate`` may raise OSError(e) for -e.
+    i32, little-endian; status a PackedStatus, a bytearray) and the entries written
+    back are those it names written, else those whose bytes changed. ``emulate`` may
+    raise OSError(e) for -e.
 
     Faults, as 4.20 does them: when only a prefix of pages[] (or nodes[]) is readable,
     emulate sees that prefix (in query mode rounded down to do_pages_stat's chunks of
@@ -908,9 +918,9 @@ def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False,
         notif.check()  # read first, then validate: the pid may have been reused
         n = len(pages) // 8
         kw = {"notif": notif} if pass_notif else {}
-        status: bytearray | StatusArray
+        status: PackedStatus | StatusArray
         if packed:
-            status = bytearray(old)
+            status = PackedStatus(old)
         else:
             status = StatusArray(struct.unpack(f"<{n}i", old))
             pages = list(struct.unpack(f"<{n}Q", pages))
@@ -921,7 +931,10 @@ def move_pages_handler(emulate: Callable[..., int], *, pass_notif: bool = False,
             if not e.errno:
                 raise
             ret = -e.errno
-        runs = changed_runs(old, status) if isinstance(status, bytearray) else status.runs()
+        if isinstance(status, PackedStatus):
+            runs = status.written if status.written is not None else changed_runs(old, status)
+        else:
+            runs = status.runs()
         if runs:
             notif.check()
         for start, end in runs:

@@ -446,6 +446,13 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
                       uint32_t nr_vmas, uint64_t n, const uint64_t *pages, const int32_t *nodes,
                       const int16_t *node_index, const int32_t *node_ids, int32_t vdso_node,
                       uint32_t flags, int32_t caller, int32_t *status, uint64_t *scratch);
+/* Which entries fp_move_pages() wrote (its put_user()s), for a caller whose array
+ * lives elsewhere: it ran on a status array filled with FP_STATUS_UNWRITTEN (no
+ * status value); the entries still holding that get old[i] back, the written ones
+ * are stored as [start, end) pairs in runs (room for n + 1 values). Returns the
+ * number of pairs. */
+#define FP_STATUS_UNWRITTEN -2147483648
+uint64_t fp_status_written(int32_t *status, const int32_t *old, uint64_t n, uint64_t *runs);
 uint32_t fp_lru_list_of(struct fp_kernel *k, uint64_t pfn);
 
 /* per-range page statistics for numa_maps, smaps and migrate_pages (pagewalk.c) */

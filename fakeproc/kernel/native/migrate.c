@@ -294,3 +294,20 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
             status[j] = batch;
     return err ? err : r;
 }
+
+uint64_t fp_status_written(int32_t *status, const int32_t *old, uint64_t n, uint64_t *runs)
+{
+    uint64_t nr = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (status[i] == FP_STATUS_UNWRITTEN) {
+            status[i] = old[i];
+        } else if (nr && runs[2 * nr - 1] == i) {
+            runs[2 * nr - 1] = i + 1;
+        } else {
+            runs[2 * nr] = i;
+            runs[2 * nr + 1] = i + 1;
+            nr++;
+        }
+    }
+    return nr;
+}

@@ -69,6 +69,28 @@ def test_emulated_processes_and_the_real_rest_of_proc():
     assert "4200001" in names and "1" in names         # emulated and real pids side by side
 
 
+ALLOWED_SCRIPT = """
+import os
+lines = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+print(lines["Mems_allowed_list"], lines["Cpus_allowed_list"], lines["Cpus_allowed"])
+print(lines["Mems_allowed"])
+print(lines["Pid"] == str(os.getpid()), lines["Threads"])
+"""
+
+
+def test_the_program_sees_the_emulated_cpuset():
+    """libnuma sizes its node masks from /proc/self/status, hwloc hides the nodes
+    outside its cgroup's cpuset.mems: both are the emulated machine's (4 nodes, CPUs
+    0-7) for the program the runner starts; the rest of its status is its own."""
+    r = run(sys.executable, "-c", ALLOWED_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["0-3 0-7 ff", ",".join(["00000000"] * 31 + ["0000000f"]),
+                                     "True 1"]
+    r = run("lstopo-no-graphics", "--of", "console")
+    assert r.returncode == 0, r.stderr
+    assert len(re.findall(r"NUMANode L#\d+ \(P#\d", r.stdout)) == 4, r.stdout
+
+
 def test_the_sys_cpu_tree_is_emulated_and_cpuinfo_is_real():
     r = run("sh", "-c", "cat /sys/devices/system/cpu/online; head -1 /proc/cpuinfo")
     assert r.returncode == 0, r.stderr

@@ -31,6 +31,7 @@ from .procfs import PROC_ROOT
 from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
+from .hostview import HOSTVIEW
 from .procview import make_procview
 from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
@@ -59,8 +60,9 @@ PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,),
 
 def make_root(realproc: Path | None) -> Dir:
     """The mount's root: proc/, sys/ and, for `fakeproc run`, procview/ (the merged
-    /proc whose other names link into the real procfs at realproc)."""
-    return Dir("", (PROC, SYS) + ((make_procview(realproc),) if realproc else ()))
+    /proc whose other names link into the real procfs at realproc) and hostview/ (the
+    emulated cpuset, laid over the program's real status and cgroup files)."""
+    return Dir("", (PROC, SYS) + ((make_procview(realproc), HOSTVIEW) if realproc else ()))
 
 
 def realproc_dir(mountpoint: str | os.PathLike[str]) -> Path:

@@ -4,7 +4,9 @@ In a forked child, before exec: a new mount namespace (unshare(CLONE_NEWNS)),
 all mounts made private so nothing leaks to the host, the real procfs bound at
 the mount's ``realproc`` directory, then the emulated trees bound over the real
 ones: /sys/devices/system/node, /sys/devices/system/cpu, /sys/bus/node, and the
-merged /proc view (emulated pids + links into the real procfs) over /proc.
+merged /proc view (emulated pids + links into the real procfs) over /proc. Last,
+the emulated cpuset over the files where the program reads its own (its real
+/proc/PID/status and its cgroup's cpuset files; fs/hostview.py).
 Linux: unshare(2), mount(2) with MS_BIND | MS_REC and MS_PRIVATE.
 """
 from __future__ import annotations
@@ -52,3 +54,43 @@ def enter(mountpoint: Path, realproc: Path) -> None:
         if os.path.isdir(dst):
             bind(mountpoint / rel, dst)
     bind(mountpoint / "procview", "/proc")
+    _cover_cpuset(mountpoint / "hostview", realproc)
+
+
+# the cpuset files of a cgroup, v1 and v2, and which emulated file stands for each
+CPUSET_FILES = {"cpuset.cpus": "cpuset.cpus", "cpuset.effective_cpus": "cpuset.cpus",
+                "cpuset.cpus.effective": "cpuset.cpus", "cpuset.mems": "cpuset.mems",
+                "cpuset.effective_mems": "cpuset.mems", "cpuset.mems.effective": "cpuset.mems"}
+
+
+def _cover_cpuset(hostview: Path, realproc: Path) -> None:
+    """Bind the emulated cpuset over this process's status (libnuma reads its
+    Mems_allowed through /proc/self) and its cgroup's cpuset files (hwloc hides the
+    nodes outside cpuset.mems). Processes it forks later see the host's again."""
+    pid = os.getpid()
+    for rel in (f"{pid}/status", f"{pid}/task/{pid}/status"):
+        bind(hostview / "status" / str(pid), realproc / rel)
+    for d in cpuset_dirs(pid, realproc):
+        for name, src in CPUSET_FILES.items():
+            if (d / name).is_file():
+                bind(hostview / src, d / name)
+
+
+def cpuset_dirs(pid: int, proc: Path = Path("/proc")) -> list[Path]:
+    """The cgroup directories holding pid's cpuset files: its cpuset hierarchy's (v1)
+    and its unified one's (v2), from PROC/PID/cgroup and where mountinfo shows them."""
+    with open(proc / str(pid) / "cgroup") as f:
+        groups = [line.rstrip("\n").split(":", 2) for line in f]
+    with open(proc / str(pid) / "mountinfo") as f:
+        mounts = [line.split() for line in f]
+    out = []
+    for fields in mounts:
+        sep = fields.index("-")
+        fstype, root, point, opts = fields[sep + 1], fields[3], fields[4], fields[sep + 3]
+        for _, controllers, path in groups:
+            v1 = fstype == "cgroup" and "cpuset" in controllers.split(",") and \
+                "cpuset" in opts.split(",")
+            v2 = fstype == "cgroup2" and controllers == ""
+            if (v1 or v2) and (path + "/").startswith(root.rstrip("/") + "/"):
+                out.append(Path(point) / path[len(root.rstrip("/")):].lstrip("/"))
+    return out

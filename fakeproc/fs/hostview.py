@@ -1,0 +1,61 @@
+"""What `fakeproc run` lays over the real files in which a program reads its own cpuset.
+
+A program under the runner is a real process: its /proc/self/status and its cgroup's
+cpuset files are the host's, so libnuma (numa_num_task_nodes(), which sizes node masks
+from Mems_allowed) and hwloc (which hides the nodes outside cgroup cpuset.mems) would
+see the host's node 0 and its CPUs only. The runner binds these files over them in its
+namespace (run/namespace.py), so the program sees the emulated machine's cpuset:
+
+  hostview/status/PID   the real /proc/PID/status, with Cpus_allowed, Cpus_allowed_list,
+                        Mems_allowed and Mems_allowed_list of the emulated machine (every
+                        online CPU, every node: the top cpuset's)
+  hostview/cpuset.cpus  the emulated online CPUs, as a cgroup cpuset file prints them
+  hostview/cpuset.mems  the emulated nodes
+
+Linux: fs/proc/array.c task_cpus_allowed(), kernel/cgroup/cpuset.c cpuset_common_seq_show().
+"""
+from __future__ import annotations
+
+import os
+
+from . import formats as fmt
+from .tree import Ctx, Dir, File, Lister, decimal
+
+# the status lines the emulated cpuset replaces, by their label
+ALLOWED = ("Cpus_allowed", "Cpus_allowed_list", "Mems_allowed", "Mems_allowed_list")
+
+
+def _allowed_lines(ctx: Ctx) -> dict[str, str]:
+    k = ctx.kernel
+    cpus, nodes = k.online_cpus, k.node_ids
+    return {"Cpus_allowed": fmt.cpumap(cpus, k.nr_cpu_ids), "Cpus_allowed_list": fmt.node_list(cpus),
+            "Mems_allowed": fmt.cpumap(nodes, fmt.MAX_NUMNODES),
+            "Mems_allowed_list": fmt.node_list(nodes)}
+
+
+def _real_status(ctx: Ctx) -> str:
+    """The host's /proc/PID/status with the emulated machine's allowed CPUs and nodes."""
+    pid = ctx.get("realpid")
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            lines = f.readlines()
+    except (FileNotFoundError, ProcessLookupError):
+        raise LookupError(f"no process {pid}") from None
+    allowed = _allowed_lines(ctx)
+    label = lambda line: line.split(":", 1)[0]  # noqa: E731
+    return "".join(f"{label(line)}:\t{allowed[label(line)]}" if label(line) in allowed else line
+                   for line in lines)
+
+
+def _real_pid(ctx: Ctx, name: str) -> int | None:
+    pid = decimal(name)
+    return pid if pid is not None and os.path.isdir(f"/proc/{pid}") else None
+
+
+HOSTVIEW = Dir("hostview", (
+    File("cpuset.cpus", lambda c: fmt.node_list(c.kernel.online_cpus), mode=0o444, size=0),
+    File("cpuset.mems", lambda c: fmt.node_list(c.kernel.node_ids), mode=0o444, size=0),
+    # listed empty: any real pid can be looked up, none is listed
+    Dir("status", (), lister=Lister("realpid", lambda c: [], _real_pid,
+                                    File("", _real_status, mode=0o444, size=0)), mode=0o555),
+), mode=0o555)

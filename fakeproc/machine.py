@@ -9,6 +9,7 @@ The reference for users is docs/machine-file.md.
 """
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -52,6 +53,13 @@ EPT_STATES: dict[str, tuple[int, int]] = {
     "thp-idle": (3, lib.FP_EPT_R), "thp-accessed": (3, _EA), "thp-dirty": (3, _EA | _ED),
     "pud": (2, lib.FP_EPT_R)}
 
+MAX_LIST_ID = 8191        # CPU ids (NR_CPUS 8192); node ids stop at MAX_NUMNODES - 1
+MAX_NUMNODES = 1024
+MAX_PFNS = (1 << 32) - 2  # PFNs are 32 bits in the LRU links and the free lists: 16 TiB
+MAX_ID = 2**32 - 2        # uid_t / gid_t: (uid_t)-1 means "no change", never an id
+PID_T_MAX = 2**31 - 1
+
+
 _SIZE_T = {"anyOf": [{"type": "integer", "minimum": 0},
                      {"type": "string", "pattern": r"^\s*\d+\s*([kKmMgGtT](i?[bB])?)?\s*$"}]}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
@@ -92,9 +100,10 @@ SCHEMA: dict[str, Any] = {
         "process": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["pid", "name"],
             "properties": {
-                "pid": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                "pid": {"type": "integer", "minimum": 1, "maximum": PID_T_MAX},
                 "name": {"type": "string", "minLength": 1, "maxLength": 15},
-                "uid": {"type": "integer", "minimum": 0}, "gid": {"type": "integer", "minimum": 0},
+                "uid": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                "gid": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                 "ppid": {"type": "integer", "minimum": 0},
                 "threads": {"type": "integer", "minimum": 1, "maximum": 4096},
                 "cpu": {"type": "integer", "minimum": 0},
@@ -212,16 +221,22 @@ def parse_size(value: int | str) -> int:
     return int(m.group(1)) * _SIZE[m.group(2).lower()]
 
 
-def parse_list(text: str) -> list[int]:
-    """'0-3,8' -> [0, 1, 2, 3, 8] (the kernel's list format)."""
+def parse_list(text: str, limit: int = MAX_LIST_ID + 1) -> list[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8] (the kernel's list format). Every number must lie
+    below ``limit``, checked before a range is expanded."""
     out: list[int] = []
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        if hi and int(hi) < int(lo):
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"{part!r} is not a number or a range a-b")
+        a, b = int(lo), int(hi or lo)
+        if b < a:
             raise ValueError(f"range {part!r} runs backwards")
-        out.extend(range(int(lo), int(hi or lo) + 1))
+        if b >= limit:
+            raise ValueError(f"{b} is out of range (the largest is {limit - 1})")
+        out.extend(range(a, b + 1))
     return out
 
 
@@ -341,9 +356,14 @@ def _nodes_from(ck: _Checker, doc: dict[str, Any]) -> tuple[list[NodeConfig], li
             raise ck.error(("node", i, "id"), f"node {nid} is defined twice")
         try:
             size = parse_size(raw["size"])
+        except ValueError as e:
+            raise ck.error(("node", i, "size"), str(e)) from None
+        try:
             cpus = parse_list(raw["cpus"]) if isinstance(raw.get("cpus"), str) else raw.get("cpus", [])
         except ValueError as e:
-            raise ck.error(("node", i), str(e)) from None
+            raise ck.error(("node", i, "cpus"), str(e)) from None
+        if any(c > MAX_LIST_ID for c in cpus):
+            raise ck.error(("node", i, "cpus"), f"CPU ids stop at {MAX_LIST_ID}")
         if size <= 0 or size % PMD_SIZE:
             raise ck.error(("node", i, "size"), f"{size} bytes is not a positive multiple of 2 MiB")
         marks = None
@@ -393,13 +413,16 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
     pids |= set(tids)
     if raw.get("cpu", 0) >= nr_cpus:
         raise ck.error(path + ("cpu",), f"CPU {raw['cpu']} does not exist (the machine has {nr_cpus})")
+    if raw["pid"] + raw.get("threads", 1) - 1 > PID_T_MAX:
+        raise ck.error(path + ("threads",), f"thread ids run past {PID_T_MAX}, the largest pid_t")
     pol = raw.get("policy", "default")
-    if ":" in pol and not set(parse_list(pol.split(":")[1])) <= node_ids:
+    if ":" in pol and not set(_node_list(ck, path + ("policy",), pol.split(":")[1])) <= node_ids:
         raise ck.error(path + ("policy",), f"{pol!r} names a node that does not exist")
     if "fork_of" in raw and ("vma" in raw or "vm" in raw):
         raise ck.error(path + ("fork_of",), "a forked process inherits its parent's VMAs: "
                        "give it no vma or vm tables")
-    if "mems_allowed" in raw and not set(parse_list(raw["mems_allowed"])) <= node_ids:
+    if "mems_allowed" in raw and \
+            not set(_node_list(ck, path + ("mems_allowed",), raw["mems_allowed"])) <= node_ids:
         raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
     vmas: list[_VmaPlan] = []
     for j, vraw in enumerate(raw.get("vma", [])):
@@ -426,6 +449,13 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
         _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
     slots = _plan_slots(ck, path + ("vm",), raw.get("vm"), [v.vma for v in vmas], node_ids)
     return _ProcPlan(raw, path, vmas, slots)
+
+
+def _node_list(ck: _Checker, path: tuple[Any, ...], text: str) -> list[int]:
+    try:
+        return parse_list(text, MAX_NUMNODES)
+    except ValueError as e:
+        raise ck.error(path, str(e)) from None
 
 
 def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, vmas: list[Vma],
@@ -555,9 +585,19 @@ def _build(ck: _Checker, doc: dict[str, Any], progress: Progress | None = None) 
         swap = parse_size(mach.get("swap", 0))
     except ValueError as e:
         raise ck.error(("machine", "swap"), str(e)) from None
-    kernel = Kernel(nodes, dist, nr_cpus, swap_pages=swap // PAGE_SIZE,
-                    min_free_kbytes=mach.get("min_free_kbytes"),
-                    watermark_scale_factor=mach.get("watermark_scale_factor", 10))
+    if swap // PAGE_SIZE > MAX_PFNS:
+        raise ck.error(("machine", "swap"), f"{swap} bytes: swap stops at 16 TiB")
+    total = sum(n.nr_pages for n in nodes)
+    if total > MAX_PFNS:
+        raise ck.error(("node",), f"the nodes hold {total * PAGE_SIZE >> 30} GiB in all: fakeproc "
+                       "emulates up to 16 TiB (32-bit page frame numbers)")
+    try:
+        kernel = Kernel(nodes, dist, nr_cpus, swap_pages=swap // PAGE_SIZE,
+                        min_free_kbytes=mach.get("min_free_kbytes"),
+                        watermark_scale_factor=mach.get("watermark_scale_factor", 10))
+    except MemoryError:
+        raise ck.error(("node",), f"this host cannot hold the page metadata of {total * PAGE_SIZE >> 30} "
+                       f"GiB of emulated memory (about {total * 24 >> 30} GiB)") from None
     kernel.upstream = mach.get("upstream", False)
     if "numa_balancing" in mach:
         if not kernel.upstream:
@@ -664,9 +704,25 @@ def load(text: str, name: str = "<machine>", progress: Progress | None = None) -
     return _build(ck, doc, progress)
 
 
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # 1.0 and 1e300 are not
+
+
+def _is_number(_checker: Any, value: Any) -> bool:
+    """A finite number: TOML's inf and nan (and JSON's 1e400) are refused here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# JSON Schema's own integer accepts 1.0 (and so 1e300); numbers may be inf or nan
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}))
+
+
 def _validate(ck: _Checker, schema: dict[str, Any], doc: Any, toml_hint: bool = True) -> None:
     """The first schema error (in path order), as a MachineFileError naming the field."""
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
+    errors = sorted(_Validator(schema).iter_errors(doc),
                     key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         e = errors[0]
@@ -727,6 +783,8 @@ def _schema_message(e: jsonschema.ValidationError, toml_hint: bool = True) -> st
         return f"{e.message}; allowed keys: {', '.join(allowed)}{hint}"
     if e.validator == "enum":
         return f"{e.instance!r} is not one of {', '.join(map(repr, e.validator_value))}"
+    if e.validator == "type" and isinstance(e.instance, float) and not math.isfinite(e.instance):
+        return f"{e.instance!r} is not a finite number"
     return e.message
 
 

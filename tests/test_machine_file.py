@@ -53,6 +53,25 @@ def err(text: str) -> str:
     (NODE + '[[process]]\npid = 1\nname = "a"\n[process.workload]\nvmas = [0]\n', r"m\.toml:9",
      r"process\[0\]\.workload\.vmas: there is no vma\[0\]"),
     (NODE + '[[process]]\npid = 1\nname = "a-name-longer-than-15"\n', r"m\.toml:7", r"process\[0\]\.name: .* is too long"),
+    # out-of-range and non-finite values: a field error, never a traceback or a hang
+    (NODE.replace('"0-1"', '"1-0"'), r"m\.toml:4", r"node\[0\]\.cpus: range '1-0' runs backwards"),
+    (NODE.replace('"0-1"', '"0-99999999"'), r"m\.toml:4", r"node\[0\]\.cpus: 99999999 is out of range \(the largest is 8191\)"),
+    (NODE.replace('"64MiB"', '"17TiB"'), r"m\.toml", r"node: the nodes hold 17408 GiB in all: fakeproc emulates up to 16 TiB"),
+    ('[machine]\nswap = "17TiB"\n' + NODE, r"m\.toml:2", r"machine\.swap: 18691697672192 bytes: swap stops at 16 TiB"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\npolicy = "prefer:1-0"\n', r"m\.toml:8", r"process\[0\]\.policy: range '1-0' runs backwards"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\nmems_allowed = "0-99999999999"\n', r"m\.toml:8",
+     r"process\[0\]\.mems_allowed: 99999999999 is out of range \(the largest is 1023\)"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[process.workload]\nrate = inf\n', r"m\.toml:9",
+     r"process\[0\]\.workload\.rate: inf is not a finite number"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[process.workload]\nhot = nan\n', r"m\.toml:9",
+     r"process\[0\]\.workload\.hot: nan is not a finite number"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\nexit_at = 1e400\n', r"m\.toml:8", r"process\[0\]\.exit_at: inf is not a finite number"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[process.workload]\nseed = 1e300\n', r"m\.toml:9",
+     r"process\[0\]\.workload\.seed: 1e\+300 is not of type 'integer'"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\nuid = 4294967295\n', r"m\.toml:8",
+     r"process\[0\]\.uid: 4294967295 is greater than the maximum of 4294967294"),
+    (NODE + '[[process]]\npid = 2147483646\nname = "a"\nthreads = 3\n', r"m\.toml:8",
+     r"process\[0\]\.threads: thread ids run past 2147483647, the largest pid_t"),
 ])
 def test_error_names_file_line_and_field(text, where, what):
     msg = err(text)

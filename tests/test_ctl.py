@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -290,6 +291,79 @@ def test_garbage_and_rude_clients_do_not_hurt_the_server(mnt):
     assert mnt.proc.poll() is None
 
 
+@pytest.mark.parametrize("cmd, args, etype, what", [
+    # numbers beyond a double are no JSON value fakeproc takes (1e400 would be inf)
+    ("spawn", '{"name": "e", "exit_at": 1e400}', "bad_request", "out of a double's range"),
+    ("set_workload", '{"pid": 100, "workload": {"rate": -1e999}}', "bad_request", "out of a double's range"),
+    # arrays are checked element by element
+    ("move_pages", '{"pid": 100, "pages": [null]}', "bad_args", "pages: expected array of \\(integer or string\\) or string, got array"),
+    ("move_pages", '{"pid": 100, "pages": [[1]]}', "bad_args", "pages: expected array of"),
+    ("move_pages", '{"pid": 100, "pages": [1e300]}', "bad_args", "pages: expected array of"),
+    ("migrate_pages", '{"pid": 100, "old_nodes": ["x"], "new_nodes": [1]}', "bad_args",
+     "old_nodes: expected array of integer"),
+    # numbers beyond what the kernel keeps them in
+    ("reclaim", '{"node": 0, "pages": -1}', "bad_args", "out of range"),
+    ("reclaim", '{"node": 0, "pages": 18446744073709551616}', "bad_args", "out of range"),
+    ("truth", '{"pid": 100, "start": 18446744073709551616}', "bad_args", "out of range"),
+    ("set_workload", '{"pid": 100, "workload": {"seed": 1e300}}', "bad_args", "seed: 1e\\+300 is not of type 'integer'"),
+    ("spawn", '{"name": "u", "uid": 4294967296}', "bad_args", "uid: 4294967296 is greater than the maximum"),
+    ("spawn", '{"name": "t", "pid": 2147483647, "threads": 2}', "bad_args",
+     "threads: thread ids run past 2147483647"),
+])
+def test_out_of_range_arguments_are_refused_cleanly(mnt, cmd, args, etype, what):
+    """Values a kernel could not hold are answered with an error, never a traceback
+    (internal) or a process half made; the server goes on."""
+    with raw_conn(mnt) as s, s.makefile("rb") as f:
+        s.sendall(b'{"id": 1, "cmd": "%s", "args": %s}\n' % (cmd.encode(), args.encode()))
+        r = read_reply(f)
+        assert r["ok"] is False and r["error"]["type"] == etype, r
+        assert re.search(what, r["error"]["message"]), r
+    with Client(mnt.path) as c:
+        assert [p["name"] for p in c.list()] == ["worked"]
+        assert c.ping()["pong"]
+
+
+def test_a_whole_address_space_truth_costs_its_present_pages_only(mnt, ctl):
+    """truth over [0, 2^64 - 4 KiB): the buffer follows the pages present, not the span."""
+    r = ctl.call("truth", pid=100, start=0, end=(1 << 64) - 4096, reset=False)
+    assert [row[0] for row in r["pages"]] == [0x7F0000000000 + i * 4096 for i in range(10)]
+
+
+def test_huge_rates_slow_the_virtual_clock_and_do_not_wedge_the_mount(mnt, ctl):
+    """A workload of 1e20 touches per virtual second: a running clock makes at most
+    TICK_TOUCHES per tick (virtual time slips), a step that would make more than
+    MAX_STEP_TOUCHES is refused, and the mount answers throughout."""
+    from fakeproc.ctl.clock import MAX_STEP_TOUCHES
+    pid = ctl.spawn({"name": "busy", "vma": [{"start": VMA, "size": "64KiB", "pages": "16 accessed"}]})
+    try:
+        ctl.call("set_workload", pid=pid, workload={"rate": 1e20, "pattern": "uniform"})
+        with pytest.raises(CtlError) as ei:
+            ctl.clock("step", seconds=1)
+        assert ei.value.type == "bad_args" and "step in parts" in str(ei.value)
+        assert f"{MAX_STEP_TOUCHES:.0e}" in str(ei.value)
+        ctl.clock("resume")
+        for _ in range(3):  # each request ticks the clock first
+            r = subprocess.run(["cat", str(mnt.path / f"proc/{pid}/status")], capture_output=True,
+                               timeout=60)
+            assert r.returncode == 0 and r.stdout.startswith(b"Name:\tbusy\n")
+            assert ctl.ping()["pong"]
+    finally:
+        ctl.clock("pause")
+        ctl.kill(pid)
+
+
+def test_spawn_picks_free_ids_below_the_largest_pid_t(mnt, ctl):
+    """Next to a process ending at the largest pid_t, a spawn without a pid takes the
+    lowest free ids above PID_MAX_LIMIT, as the kernel's allocator wraps around."""
+    top = ctl.spawn({"pid": 2147483647 - 3, "name": "top", "threads": 4})
+    try:
+        pid = ctl.spawn({"name": "next"})
+        assert pid == 4194305
+        ctl.kill(pid)
+    finally:
+        ctl.kill(top)
+
+
 # ---- lifecycle ---------------------------------------------------------------------------
 
 def _start(mnt: Path) -> subprocess.Popen:
@@ -356,6 +430,10 @@ def test_cli_list_json_and_table(mnt):
     assert pids == {int(n) for n in os.listdir(mnt.proc_path("")) if n.isdigit()}
     r = ctl_cli(mnt, "list")
     assert r.returncode == 0 and "PID" in r.stdout and "worked" in r.stdout
+    # JSON that no request may carry is the user's error (exit 2), not a traceback
+    for bad in ('{"action": "step", "seconds": Infinity}', '{"action": "step", "seconds": 1e999}'):
+        r = ctl_cli(mnt, "call", "clock", bad)
+        assert r.returncode == 2 and r.stderr.startswith("fakeproc ctl: call args: not JSON: "), r.stderr
 
 
 def test_cli_spawn_workload_clock_kill(mnt):

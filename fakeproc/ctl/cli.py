@@ -14,7 +14,7 @@ import tomllib
 from typing import Any
 
 from .client import Client
-from .protocol import CtlError
+from .protocol import CtlError, loads
 
 DEFAULT_MOUNT_ENV = "FAKEPROC_MOUNT"
 WORKLOAD_OPTS = {"pattern": str, "rate": float, "hot": float, "hot_access": float, "write": float,
@@ -89,7 +89,7 @@ def _parse(text: str, name: str) -> Any:
     """A JSON document, or else a TOML one."""
     if text.lstrip().startswith(("{", "[")) and not text.lstrip().startswith("[["):
         try:
-            return json.loads(text)
+            return loads(text)
         except ValueError as e:
             if text.lstrip().startswith("{"):
                 raise InputError(f"{name}: not valid JSON: {e}") from None
@@ -189,7 +189,7 @@ def _run(c: Client, args: argparse.Namespace) -> int:
         human = f"pid {out['pid']} {'wrote' if args.write else 'read'} {out['addr']:#x}: page on node {out['node']}"
     else:  # call
         try:
-            call_args = json.loads(args.args)
+            call_args = loads(args.args)
         except ValueError as e:
             raise InputError(f"call args: not JSON: {e}") from None
         if not isinstance(call_args, dict):

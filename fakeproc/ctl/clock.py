@@ -21,6 +21,8 @@ STEP_CHUNK = 1.0   # step() advances in chunks of at most this (phases, exit_at 
 MAX_CHUNKS = 10_000
 MAX_TICK = 4 * PERIOD  # wall seconds one tick may account for: an emulator that falls
                        # behind lets virtual time slip instead of taking ever-longer steps
+TICK_TOUCHES = 10_000_000       # touches one tick may make (~50 ms); above, time slips too
+MAX_STEP_TOUCHES = 2_000_000_000  # touches one step may make (10 s to a few minutes)
 
 
 class VirtualClock:
@@ -55,7 +57,11 @@ class VirtualClock:
         now = time.monotonic()
         elapsed, self._last = min(now - self._last, MAX_TICK), now
         if self.running and elapsed > 0:
-            return self.kernel.advance(elapsed * self.rate)
+            seconds = elapsed * self.rate
+            load = self.kernel.workload_rate()
+            if load > 0:  # the workloads' touches bound a tick too, whatever the rates
+                seconds = min(seconds, TICK_TOUCHES / load)
+            return self.kernel.advance(seconds)
         return 0
 
     def pause(self) -> None:
@@ -79,6 +85,11 @@ class VirtualClock:
         Returns the touches the workloads made."""
         if not (seconds >= 0 and math.isfinite(seconds)):
             raise ValueError(f"a step must be a finite number of seconds, 0 or more, not {seconds}")
+        load = self.kernel.workload_rate()
+        if load * seconds > MAX_STEP_TOUCHES:
+            raise ValueError(f"a step of {seconds:g} s makes {load * seconds:.3g} touches (the "
+                             f"workloads run {load:.3g} per second): more than {MAX_STEP_TOUCHES:.0e} "
+                             "in one step; step in parts")
         self.tick()
         target = self.kernel.clock + seconds
         n = max(1, min(MAX_CHUNKS, math.ceil(seconds / STEP_CHUNK)))

@@ -90,13 +90,28 @@ def list_(ctx: Context) -> list[dict[str, Any]]:
 def spawn(ctx: Context, **process: Any) -> dict[str, Any]:
     """Start a process: args are one [[process]] table of the machine file (pid optional).
 
-    Without a pid, the next free id above PID_MAX_LIMIT and every existing id is used.
+    Without a pid, the next free id above PID_MAX_LIMIT and every existing id is used;
+    past the largest pid_t the lowest free ids above PID_MAX_LIMIT (the kernel's pid
+    allocator wraps around too).
     """
     if "pid" not in process:
-        used = [tid for t in ctx.kernel.tasks.values() for tid in t.tids]
-        process = {"pid": max([PID_MAX_LIMIT, *used]) + 1, **process}
+        process = {"pid": _free_pid(ctx, process.get("threads", 1)), **process}
     task = machine.add_process(ctx.kernel, process, "spawn")
     return describe_task(ctx, task)
+
+
+def _free_pid(ctx: Context, threads: Any) -> int:
+    used = sorted(tid for t in ctx.kernel.tasks.values() for tid in t.tids)
+    n = threads if isinstance(threads, int) and threads > 0 else 1
+    nxt = max([PID_MAX_LIMIT, *used]) + 1
+    if nxt + n - 1 <= machine.PID_T_MAX:
+        return nxt
+    start = PID_MAX_LIMIT + 1
+    for tid in used:
+        if tid >= start + n:
+            break
+        start = max(start, tid + 1)
+    return start
 
 
 @command()

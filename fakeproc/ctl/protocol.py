@@ -12,6 +12,7 @@ import binascii
 import errno as errnos
 import hashlib
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -78,7 +79,7 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     """(id, cmd, args) of one request line; CtlError(bad_request) when malformed,
     carrying the id in ``req_id`` when one could be read."""
     try:
-        msg = json.loads(line, parse_constant=_no_constant)
+        msg = loads(line)
     except (UnicodeDecodeError, ValueError) as e:
         raise CtlError(BAD_REQUEST, f"not a JSON object: {e}") from None
     if not isinstance(msg, dict):
@@ -102,8 +103,21 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     return req_id, cmd, args
 
 
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, no number beyond a double (ValueError)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one beyond a double (1e400 would be inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a double's range")
+    return value
 
 
 # ---- where the socket lives ------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import math
 import logging
 import types
 import typing
@@ -105,6 +106,11 @@ def dispatch(ctx: Context, cmd: str, args: dict[str, Any]) -> Any:
         raise CtlError(KERNEL, f"{cmd}: {e.strerror}", e.errno) from None
     except ValueError as e:
         raise CtlError(BAD_ARGS, f"{cmd}: {e}", errno.EINVAL) from None
+    except OverflowError as e:  # a number beyond the C type the kernel keeps it in
+        raise CtlError(BAD_ARGS, f"{cmd}: a number is out of range: {e}", errno.ERANGE) from None
+    except MemoryError:
+        raise CtlError(BAD_ARGS, f"{cmd}: the arguments ask for more memory than this host has",
+                       errno.ENOMEM) from None
     except Exception as e:
         log.exception("control command %s%r failed", cmd, args)
         raise CtlError(INTERNAL, f"{cmd}: {type(e).__name__}: {e} (a fakeproc bug; see the server log)") from None
@@ -125,10 +131,17 @@ def _conforms(value: Any, hint: Any) -> bool:
         return value is None
     base = origin or hint
     if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, base)
+    if not isinstance(value, base):
+        return False
+    args = typing.get_args(hint)
+    if base is list and args:  # every element
+        return all(_conforms(v, args[0]) for v in value)
+    if base is dict and len(args) == 2:
+        return all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+    return True
 
 
 def _hint_name(hint: Any) -> str:
@@ -142,6 +155,10 @@ def _hint_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
     base = origin or hint
+    args = typing.get_args(hint)
+    if base is list and args:
+        item = _hint_name(args[0])
+        return f"array of ({item})" if " or " in item else f"array of {item}"
     return {dict: "object", list: "array", str: "string", int: "integer", float: "number",
             bool: "boolean"}.get(base, getattr(base, "__name__", str(base)))
 

@@ -323,6 +323,11 @@ class Kernel:
             self.generation += 1
         return done
 
+    def workload_rate(self) -> float:
+        """Touches per virtual second that the running workloads make together."""
+        return sum(wl.rate for t in self.tasks.values() if t.alive
+                   for wl in (t.workload, t.vm.workload if t.vm else None) if wl is not None)
+
     def record(self, window: float = 1.0) -> Any:
         """Start recording ground truth every ``window`` virtual seconds (score.py)."""
         from .score import Recorder
@@ -446,10 +451,15 @@ class Kernel:
         """(address, PFN) of every present leaf in [start, end) (a THP once)."""
         if task.mm_id is None:
             return []
-        cap = max(1, (end - start) // PAGE_SIZE)
-        addrs, pfns = ffi.new("uint64_t[]", cap), ffi.new("uint64_t[]", cap)
-        n = check(lib.fp_range_pages(self.native, task.mm_id, start, end, addrs, pfns, cap))
-        return [(int(addrs[i]), int(pfns[i])) for i in range(n)]
+        # a buffer for the range's pages, up to 64 Ki of them: a huge sparse range (the
+        # whole address space) must not cost one slot per absent page
+        cap = max(1, min((max(end, start) - start) // PAGE_SIZE, 1 << 16))
+        while True:
+            addrs, pfns = ffi.new("uint64_t[]", cap), ffi.new("uint64_t[]", cap)
+            n = check(lib.fp_range_pages(self.native, task.mm_id, start, end, addrs, pfns, cap))
+            if n <= cap:
+                return [(int(addrs[i]), int(pfns[i])) for i in range(n)]
+            cap = n  # more leaves than the buffer held: once more, with room for all
 
     def truth(self, task: Task, start: int, end: int, *, reset: bool = False) -> list[tuple[int, int | None, int]]:
         """Ground truth no real machine gives: (address, node, CPU accesses since the

@@ -76,10 +76,14 @@ class Recorder:
         return max(cap, 0)
 
     def tick(self) -> None:
-        """Call after the clock advanced; samples every window boundary passed."""
-        while self.kernel.clock + 1e-9 >= self._next:
-            self.sample(self._next)
-            self._next += self.window
+        """Call after the clock advanced; samples at the window boundary passed. An
+        advance across many windows (a long step) gives one sample at the last of them,
+        covering them all: its counts are deltas since the sample before."""
+        passed = (self.kernel.clock + 1e-9 - self._next) // self.window
+        if passed >= 0:
+            at = self._next + passed * self.window
+            self.sample(at)
+            self._next = at + self.window
 
     def _mm_counters(self, t: "Task") -> tuple[int, int, int, int]:
         c = self.kernel.native.mms[t.mm_id]

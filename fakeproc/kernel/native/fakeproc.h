@@ -472,8 +472,9 @@ struct fp_range_stats {
 };
 int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
                        struct fp_range_stats *out);
-/* present leaf pages in [start, end): addresses and PFNs, THPs once; returns the count
- * stored (at most max), or -errno */
+/* present leaf pages in [start, end): addresses and PFNs, THPs once; the first max
+ * are stored; returns how many there are (above max: call again with more room), or
+ * -errno */
 int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
                        uint64_t *addrs, uint64_t *pfns, uint64_t max);
 

@@ -120,5 +120,5 @@ int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_
 {
     struct page_list l = {addrs, pfns, max, 0};
     int r = walk_range(k, id, start, end, list_leaf, NULL, &l);
-    return r < 0 ? r : (int64_t)(l.n < max ? l.n : max);
+    return r < 0 ? r : (int64_t)l.n; /* all of them: more than max says "call again" */
 }

@@ -124,6 +124,39 @@ def test_the_emulator_dying_ends_the_command_and_the_mount():
     assert proc.returncode == 70 and "the emulator died" in err
 
 
+def test_a_killed_runner_takes_its_emulator_and_command_along(tmp_path):
+    """SIGKILL leaves the runner no time to clean up: its emulator gets SIGTERM and
+    unmounts, CMD gets SIGKILL (PR_SET_PDEATHSIG), so nothing is left behind."""
+    mnt = tmp_path / "mnt"
+    proc = subprocess.Popen([sys.executable, "-m", "fakeproc", "run", "--paused", "--mount", str(mnt),
+                             "--", "sleep", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (is_mounted(str(mnt)) and _children(proc.pid, "sleep")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    server, (cmd,) = _children(proc.pid, "mount"), _children(proc.pid, "sleep")
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while is_mounted(str(mnt)) or _alive(cmd) or any(_alive(p) for p in server):
+        assert time.monotonic() < deadline, "the runner's emulator or CMD outlived it"
+        time.sleep(0.1)
+
+
+def _children(pid: int, word: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-a", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if word in line.split()[1:]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 # ---- memory syscalls on emulated pids, answered by the emulator (seccomp) ----------
 
 TIERING = str(__import__("pathlib").Path(__file__).parent.parent / "examples" / "tiering.toml")

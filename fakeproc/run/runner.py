@@ -8,6 +8,7 @@ runs, it kills CMD and cleans the stale mount.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -31,6 +32,16 @@ from .lseek import lseek_handler
 INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl")  # the last two: idle_pages
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
+PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int, sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): this (just forked) process gets sig when the runner
+    that forked it dies, even by SIGKILL, so neither the emulator it started nor CMD
+    outlives it; if it died already, now."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
 
 
 class Machine:
@@ -56,8 +67,10 @@ class Machine:
                 "--rate", str(rate)] + (["--paused"] if paused else [])
         argv += ["--machine", machine] if machine else []
         log = open(mnt.parent / f".{mnt.name}.log", "w")  # noqa: SIM115 - lives with the server
+        runner = os.getpid()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True,  # SIGTERM: it unmounts on its way out
+                                preexec_fn=lambda: die_with(runner, signal.SIGTERM))
         log.close()
         m = cls(mnt, proc, tmp)
         deadline = time.monotonic() + 60
@@ -159,9 +172,11 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     (seccomp user notification), and wait for it."""
     realproc = realproc_dir(m.mountpoint)
     parent_sock, child_sock = socket.socketpair()
+    runner = os.getpid()
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
+        die_with(runner, signal.SIGKILL)  # without its supervisor CMD's syscalls would fail
         _child(argv, m.mountpoint, realproc, child_sock)
     child_sock.close()
     _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)  # nothing if the child failed

@@ -2,9 +2,12 @@
 syscalls and tools: the errnos of 4.20's VFS over kernfs (/sys) and procfs (/proc).
 
 Neither has ->create, ->mknod, ->link, ->symlink or ->unlink; kernfs's ->mkdir,
-->rmdir and ->rename refuse without syscall_ops (sysfs has none). So open(O_CREAT)
-of a new name is EACCES (lookup_open), mknod(S_IFREG) EACCES (vfs_create), and the
-rest EPERM. Attributes: kernfs_iop_setattr() keeps mode, owner and times and ignores
+->rmdir and ->rename refuse without syscall_ops (sysfs has none). So on /sys
+open(O_CREAT) of a new name is EACCES (lookup_open), mknod(S_IFREG) EACCES
+(vfs_create), and the rest EPERM. procfs's ->lookup() answers a name it lacks with
+-ENOENT instead of a negative dentry, so every new name there fails with ENOENT
+before the operation is tried (measured on this host's /proc too); what acts on
+existing names (unlink, rmdir, rename over a name) is EPERM. Attributes: kernfs_iop_setattr() keeps mode, owner and times and ignores
 a size; proc_setattr() (/proc/PID) refuses a mode; proc_notify_change() (/proc's own
 files) keeps them. Expected values are written by hand from those rules and the
 default machine (pid 4200001 runs as uid 999, gid 999).
@@ -39,16 +42,20 @@ def run(*argv: str) -> tuple[int, str]:
     return r.returncode, r.stderr
 
 
-def test_creating_a_file_is_eacces(mnt):
-    for rel in (NODE, f"{NODE}/node0", "sys/bus/node", "proc", PID, f"{PID}/task/4200002"):
-        new = mnt.path / rel / "newfile"
-        for flags in (os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL,
-                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
-            assert errno_of(lambda: os.open(new, flags, 0o644)) == errno.EACCES, (rel, flags)
-        assert errno_of(lambda: os.mknod(new, stat.S_IFREG | 0o644)) == errno.EACCES, rel
-        code, err = run("touch", str(new))
-        assert code == 1 and "Permission denied" in err, (rel, err)
-        assert errno_of(lambda: os.stat(new)) == errno.ENOENT
+@pytest.mark.parametrize("rel, want, message", [
+    (NODE, errno.EACCES, "Permission denied"), (f"{NODE}/node0", errno.EACCES, "Permission denied"),
+    ("sys/bus/node", errno.EACCES, "Permission denied"),
+    ("proc", errno.ENOENT, "No such file or directory"), (PID, errno.ENOENT, "No such file or directory"),
+    (f"{PID}/task/4200002", errno.ENOENT, "No such file or directory")])
+def test_creating_a_file_is_refused(mnt, rel, want, message):
+    new = mnt.path / rel / "newfile"
+    for flags in (os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+        assert errno_of(lambda: os.open(new, flags, 0o644)) == want, flags
+    assert errno_of(lambda: os.mknod(new, stat.S_IFREG | 0o644)) == want
+    code, err = run("touch", str(new))
+    assert code == 1 and message in err, err
+    assert errno_of(lambda: os.stat(new)) == errno.ENOENT
 
 
 def test_names_cannot_be_made_or_removed(mnt):
@@ -67,7 +74,11 @@ def test_names_cannot_be_made_or_removed(mnt):
             "mkfifo": lambda: os.mkfifo(d / "fifo"),
             "mknod chr": lambda: os.mknod(d / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3)),
         }
-        assert {op: errno_of(fn) for op, fn in ops.items()} == dict.fromkeys(ops, errno.EPERM), rel
+        want = dict.fromkeys(ops, errno.EPERM)
+        if rel.startswith("proc"):  # a new name: procfs's lookup fails first
+            want.update(dict.fromkeys(("mkdir", "rename", "rename over", "symlink", "link", "mkfifo",
+                                       "mknod chr"), errno.ENOENT))
+        assert {op: errno_of(fn) for op, fn in ops.items()} == want, rel
         # what the VFS answers before asking the file system
         assert errno_of(lambda: os.mkdir(d / subdir)) == errno.EEXIST
         assert errno_of(lambda: os.open(d / file, os.O_WRONLY | os.O_CREAT | os.O_EXCL)) == errno.EEXIST
@@ -101,14 +112,16 @@ def renameat2(old, new, flags: int) -> int:
 
 def test_renameat2_flags(mnt):
     # kernfs_iop_rename() refuses any flag (EINVAL) before it looks for syscall_ops;
-    # procfs has no ->rename (EPERM); NOREPLACE onto a name is the VFS's EEXIST
+    # procfs has no ->rename (EPERM) but a new name fails its lookup first (ENOENT);
+    # NOREPLACE onto a name is the VFS's EEXIST
     node0, pid = mnt.path.joinpath(f"{NODE}/node0"), mnt.path / PID
     assert [renameat2(node0 / "type", node0 / "new", RENAME_NOREPLACE),
             renameat2(node0 / "type", node0 / "cpulist", RENAME_EXCHANGE),
             renameat2(node0 / "type", node0 / "cpulist", RENAME_NOREPLACE),
             renameat2(pid / "status", pid / "new", RENAME_NOREPLACE),
-            renameat2(pid / "status", pid / "maps", RENAME_EXCHANGE)] == \
-        [errno.EINVAL, errno.EINVAL, errno.EEXIST, errno.EPERM, errno.EPERM]
+            renameat2(pid / "status", pid / "maps", RENAME_EXCHANGE),
+            renameat2(pid / "status", pid / "maps", RENAME_NOREPLACE)] == \
+        [errno.EINVAL, errno.EINVAL, errno.EEXIST, errno.ENOENT, errno.EPERM, errno.EEXIST]
 
 
 def test_links_and_renames_between_sys_and_proc_are_exdev(mnt):
@@ -192,3 +205,21 @@ def test_proc_files_keep_chmod(mnt):
     st = os.stat(vmstat)
     assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | 0o400, 5, 6)
     assert vmstat.read_bytes().startswith(b"nr_free_pages ")
+
+
+def test_o_direct_is_einval_and_no_xattrs_are_set(mnt):
+    """do_dentry_open(): no ->direct_IO in procfs or kernfs, so O_DIRECT is EINVAL
+    after ->open()'s own checks. No xattr is set anywhere: listxattr is empty; kernfs
+    keeps security.* and trusted.* (ENODATA), anything else has no handler
+    (EOPNOTSUPP), on procfs every name. Measured the same on this host."""
+    # (under /sys/devices/system no open reaches the server: deviation v)
+    for rel in (f"{PID}/status", "proc/meminfo", "sys/bus/node/drivers_autoprobe", f"{PID}/maps"):
+        assert errno_of(lambda: os.open(mnt.path / rel, os.O_RDONLY | os.O_DIRECT)) == errno.EINVAL, rel
+    for rel, kept in ((f"{PID}/status", False), ("proc", False), ("sys/bus/node", True),
+                      ("sys/bus/node/drivers_autoprobe", True), (f"{NODE}/online", True),
+                      (NODE, True)):
+        path = mnt.path / rel
+        assert os.listxattr(path) == [], rel
+        for name in ("security.selinux", "trusted.x", "user.x"):
+            want = errno.ENODATA if kept and not name.startswith("user.") else errno.EOPNOTSUPP
+            assert errno_of(lambda: os.getxattr(path, name)) == want, (rel, name)

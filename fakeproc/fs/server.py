@@ -246,6 +246,20 @@ class FakeprocFS(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
 
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        """None set: kernfs's simple_xattr_list() and procfs's security hook list none."""
+        self._resolve(self._path(inode))
+        return []
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        """kernfs (4.20) handles security.* and trusted.*: none set (ENODATA); other
+        names, and every name on procfs, have no handler (EOPNOTSUPP)."""
+        path = self._path(inode)
+        self._resolve(path)
+        if path[:1] == ("sys",) and name.startswith((b"security.", b"trusted.")):
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
@@ -264,6 +278,8 @@ class FakeprocFS(pyfuse3.Operations):
             ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
             if getattr(entry, "ptrace_read", False):
                 _ptrace_read_check(ctx, entry, ectx)
+        if flags & os.O_DIRECT:  # do_dentry_open(), after ->open(): no ->direct_IO here
+            raise pyfuse3.FUSEError(errno.EINVAL)
         handle: Any
         keep_cache = False
         try:
@@ -341,24 +357,33 @@ class FakeprocFS(pyfuse3.Operations):
         self._resolve(path)
         return path
 
+    def _new_name(self, parent_inode: int) -> tuple[str, ...]:
+        """The directory a name is to be made in. procfs's ->lookup() answers a name it
+        does not have with -ENOENT (proc_pident_lookup, proc_lookup_de, proc_sys_lookup),
+        not a negative dentry, so making any new name there fails with ENOENT before
+        the operation is tried; kernfs gives a negative dentry (the caller goes on)."""
+        path = self._parent(parent_inode)
+        if _kept_key(path)[:1] == ("proc",):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return path
+
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         """open(O_CREAT) of a new name: lookup_open() finds no ->create() on a kernfs
-        or procfs directory and answers EACCES."""
-        self._parent(parent_inode)
+        directory and answers EACCES."""
+        self._new_name(parent_inode)
         raise pyfuse3.FUSEError(errno.EACCES)
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any) -> pyfuse3.EntryAttributes:
         """mknod(S_IFREG) is vfs_create() (no ->create(): EACCES); a FIFO, socket or
         device node is vfs_mknod() (no ->mknod(): EPERM)."""
-        self._parent(parent_inode)
+        self._new_name(parent_inode)
         raise pyfuse3.FUSEError(errno.EACCES if stat.S_ISREG(mode) else errno.EPERM)
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        """procfs has no ->mkdir() (vfs_mkdir: EPERM); kernfs_iop_mkdir() without
-        syscall_ops (sysfs has none): EPERM."""
-        self._parent(parent_inode)
+        """kernfs_iop_mkdir() without syscall_ops (sysfs has none): EPERM."""
+        self._new_name(parent_inode)
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -373,8 +398,8 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Any) -> pyfuse3.EntryAttributes:
-        """No ->symlink() on either: vfs_symlink() says EPERM."""
-        self._parent(parent_inode)
+        """No ->symlink() on kernfs: vfs_symlink() says EPERM."""
+        self._new_name(parent_inode)
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
@@ -382,14 +407,21 @@ class FakeprocFS(pyfuse3.Operations):
         """linkat() across /sys and /proc is EXDEV (two mounts there); else no
         ->link(): vfs_link() says EPERM."""
         _same_mount(self._path(inode), self._parent(new_parent_inode))
+        self._new_name(new_parent_inode)
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         """renameat2() across /sys and /proc is EXDEV; kernfs_iop_rename() refuses any
-        flag (EINVAL), then has no syscall_ops (EPERM); procfs has no ->rename() (EPERM)."""
-        old = self._parent(parent_inode_old)
-        _same_mount(old, self._parent(parent_inode_new))
+        flag (EINVAL), then has no syscall_ops (EPERM); procfs has no ->rename() (EPERM),
+        but a new target name fails its lookup first (ENOENT)."""
+        old, new = self._parent(parent_inode_old), self._parent(parent_inode_new)
+        _same_mount(old, new)
+        if _kept_key(new)[:1] == ("proc",):
+            try:
+                self._resolve(new + (os.fsdecode(name_new),))
+            except pyfuse3.FUSEError:
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
         raise pyfuse3.FUSEError(errno.EINVAL if flags and old[:1] == ("sys",) else errno.EPERM)
 
 
@@ -417,7 +449,7 @@ def _guarded(handler: Any) -> Any:
 
 for _name in ("lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "statfs",
               "open", "read", "write", "release", "setattr", "create", "mknod", "mkdir", "rmdir",
-              "unlink", "symlink", "link", "rename"):
+              "unlink", "symlink", "link", "rename", "listxattr", "getxattr"):
     setattr(FakeprocFS, _name, _guarded(getattr(FakeprocFS, _name)))
 
 

@@ -159,6 +159,25 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fp_op_statfs(req, ino);
 }
 
+/* sysfs (4.20 kernfs) keeps security.* and trusted.* xattrs, none of them set here;
+ * it has no handler for other names. Nothing to list. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    (void)ino;
+    (void)size;
+    int kept = !strncmp(name, "security.", 9) || !strncmp(name, "trusted.", 8);
+    fuse_reply_err(req, kept ? ENODATA : EOPNOTSUPP);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    (void)ino;
+    if (size == 0)
+        fuse_reply_xattr(req, 0);
+    else
+        fuse_reply_buf(req, NULL, 0);
+}
+
 static const struct fuse_lowlevel_ops ops = {
     .lookup = op_lookup, .forget = op_forget, .forget_multi = op_forget_multi,
     .getattr = op_getattr, .setattr = op_setattr, .readlink = op_readlink,
@@ -166,7 +185,8 @@ static const struct fuse_lowlevel_ops ops = {
     .symlink = op_symlink, .rename = op_rename, .link = op_link, .create = op_create,
     .open = op_open, .read = op_read, .write = op_write, .flush = op_flush,
     .release = op_release, .opendir = op_opendir, .readdir = op_readdir,
-    .releasedir = op_releasedir, .statfs = op_statfs,
+    .releasedir = op_releasedir, .statfs = op_statfs, .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
 };
 
 /* ---- the session ------------------------------------------------------------------- */

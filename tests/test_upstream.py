@@ -10,6 +10,8 @@ import subprocess
 import pytest
 
 from fakeproc.ctl.client import Client
+from fakeproc.kernel.native import lib
+from fakeproc.machine import load
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -34,8 +36,8 @@ pages = "2 accessed, 1 idle@1, 1 swap"
 """
 # node 0 holds PFNs 0-1023, node 1 1024-2047. The first PTE set-up builds the page
 # tables from node 0 (PGD 0, PUD 1, PMD 2, PTE 3), then the pages: 4, 5 and, on node 1, 1024.
-LRU, ACTIVE, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 5, 6, 11, 12, 14, 25, 26
-ANON_PAGE = sum(1 << b for b in (LRU, ACTIVE, MMAP, ANON, SWAPBACKED))
+UPTODATE, LRU, ACTIVE, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 3, 5, 6, 11, 12, 14, 25, 26
+ANON_PAGE = sum(1 << b for b in (UPTODATE, LRU, ACTIVE, MMAP, ANON, SWAPBACKED))
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +65,49 @@ def test_memory_tiers_and_demotion_enabled(m):
     assert knob.read_bytes() == b"true\n"
     knob.write_bytes(b"false\n")
     assert knob.read_bytes() == b"false\n"
-    with pytest.raises(OSError) as e:
-        knob.write_bytes(b"maybe\n")
-    assert e.value.errno == errno.EINVAL
+    # 5.15's store compares prefixes: "true"/"1" on, "false"/"0" off, else EINVAL
+    for word, after in ((b"maybe\n", None), (b"Y\n", None), (b" false\n", None), (b"10\n", b"true\n"),
+                        (b"0x1\n", b"false\n"), (b"truest\n", b"true\n"), (b"falsehood", b"false\n")):
+        if after is None:
+            with pytest.raises(OSError) as e:
+                knob.write_bytes(word)
+            assert e.value.errno == errno.EINVAL, word
+        else:
+            knob.write_bytes(word)
+            assert knob.read_bytes() == after, word
     knob.write_bytes(b"1")
     assert knob.read_bytes() == b"true\n"
 
 
 def test_pagemap(m):
-    # present|soft-dirty|exclusive|PFN for the three pages, swapped|soft-dirty for the fourth
-    got = u64s(pread(m.proc_path("4300001/pagemap"), 32, BASE // 4096 * 8))
-    assert [hex(v) for v in got] == ["0x8180000000000004", "0x8180000000000005",
-                                     "0x8180000000000400", "0x4080000000000000"]
+    # present|soft-dirty|exclusive|PFN for the three pages, swapped|soft-dirty for the
+    # fourth; a page of no VMA is 0 (the one before the VMA, the one after it)
+    got = u64s(pread(m.proc_path("4300001/pagemap"), 48, BASE // 4096 * 8 - 8))
+    assert [hex(v) for v in got] == ["0x0", "0x8180000000000004", "0x8180000000000005",
+                                     "0x8180000000000400", "0x4080000000000000", "0x0"]
     with pytest.raises(OSError) as e:
         pread(m.proc_path("4300001/pagemap"), 8, BASE // 4096 * 8 + 3)
     assert e.value.errno == errno.EINVAL
+
+
+def test_pagemap_holes_in_a_vma_are_soft_dirty_and_an_exited_process_reads_nothing(m):
+    """Every VMA starts with VM_SOFTDIRTY: pagemap_pte_hole() and an empty PTE give
+    PM_SOFT_DIRTY (bit 55) inside it. After the process is gone pagemap_read() finds
+    no mm and returns 0 bytes, before its alignment check."""
+    with Client(m.path) as c:
+        pid = c.call("spawn", name="holes", vma=[{"start": BASE, "size": "16KiB",
+                                                   "pages": "1 none, 1 accessed"}])["pid"]
+        path = m.proc_path(f"{pid}/pagemap")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got = u64s(os.pread(fd, 40, BASE // 4096 * 8))
+            assert got[0] == got[2] == got[3] == 1 << 55 and got[4] == 0
+            assert got[1] >> 55 == 0x103  # present, exclusive, soft-dirty
+            c.call("kill", pid=pid)
+            assert os.pread(fd, 8, BASE // 4096 * 8) == b""
+            assert os.pread(fd, 4, 3) == b""
+        finally:
+            os.close(fd)
 
 
 def test_kpageflags_and_the_page_idle_bitmap(m):
@@ -104,6 +134,47 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
         assert os.pread(fd, 8, 32 * 8) == b""               # PFN 2048 and up: nothing
     finally:
         os.close(fd)
+
+
+def test_reading_the_bitmap_looks_only_at_pages_marked_idle(m):
+    """page_idle_bitmap_read() clears references only of a page marked idle: a reader
+    of the bitmap must not take accessed bits from the idle_pages scans (nor reclaim)."""
+    with Client(m.path) as c:
+        pid = c.call("spawn", name="twin", vma=[{"start": BASE, "size": "8KiB",
+                                                  "pages": "2 accessed"}])["pid"]
+        try:
+            fd = os.open(m.sys("kernel/mm/page_idle/bitmap"), os.O_RDONLY)
+            try:
+                os.pread(fd, 256, 0)  # every PFN: none of these two was marked
+            finally:
+                os.close(fd)
+            idle = os.open(m.proc_path(f"{pid}/idle_pages"), os.O_RDONLY)
+            try:  # both still accessed: one PTE_ACCESSED unit of 2
+                assert os.pread(idle, 4096, BASE)[9:10] == b"\x02"
+            finally:
+                os.close(idle)
+        finally:
+            c.call("kill", pid=pid)
+
+
+BIG = MACHINE.replace('size = "4MiB"\ncpus', 'size = "256MiB"\ncpus')
+
+
+def test_a_bitmap_read_or_write_moves_at_most_a_page():
+    """kernfs hands a bin attribute at most PAGE_SIZE per read(2) or write(2); a write
+    takes the words up to the last PFN. 256 + 4 MiB = 66560 PFNs: 8320 bytes."""
+    with mounted(BIG) as mnt:
+        fd = os.open(mnt.sys("kernel/mm/page_idle/bitmap"), os.O_RDWR)
+        try:
+            assert len(os.pread(fd, 1 << 16, 0)) == 4096
+            assert os.pwrite(fd, bytes(1 << 16), 0) == 4096
+            assert len(os.pread(fd, 4096, 8192)) == 128       # the last 1024 PFNs
+            assert os.pwrite(fd, bytes(16), 8312) == 8        # one word left
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, bytes(8), 8320)
+            assert e.value.errno == errno.ENXIO
+        finally:
+            os.close(fd)
 
 
 def test_absent_on_an_rfc_machine():
@@ -194,3 +265,74 @@ def test_writable_files_take_echo_and_truncate(m):
     assert os.stat(bitmap).st_size == 0  # page_idle_attr: a bin_attribute of size 0
     demotion.write_bytes(b"true\n")
     balancing.write_bytes(b"0\n")
+
+
+TWINS = """
+[machine]
+upstream = true
+[[node]]
+type = "dram"
+size = "16MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "16MiB"
+[[process]]
+pid = 600
+name = "plain"
+[[process.vma]]
+start = 0x7f0000000000
+size = "24KiB"
+pages = "6 idle"
+[[process]]
+pid = 601
+name = "watched"
+[[process.vma]]
+start = 0x7f0000000000
+size = "24KiB"
+pages = "6 idle"
+"""
+
+
+def test_the_accessed_bit_page_idle_takes_still_counts_for_reclaim():
+    """page_idle_clear_pte_refs_one() keeps a young PTE it clears as PG_young, and
+    page_referenced() counts it: marking pages idle must not make reclaim demote pages
+    that were just used. Two twins, pages 0-3 used; only 601's are then marked idle;
+    reclaim keeps the used pages of both on DRAM (node 0), demotes the rest."""
+    from fakeproc.kernel import migrate
+    k = load(TWINS)
+    k.age_active(0)  # everything to the inactive list, references cleared
+    for pid in (600, 601):
+        for i in range(4):
+            k.touch(k.task(pid), BASE + i * 4096)
+    pfns = [(k.entry(k.task(601), BASE + i * 4096)[1] >> 12) & 0xFFFFFFFFFF for i in range(6)]
+    for pfn in pfns:
+        k.page_idle_write(pfn // 64 * 64, struct.pack("<Q", 1 << pfn % 64))
+    k.shrink_node(0, 100000)
+    nodes = {}
+    for pid in (600, 601):
+        status = [0] * 6
+        migrate.move_pages(k, pid, [BASE + i * 4096 for i in range(6)], None, status, 0)
+        nodes[pid] = status
+    assert nodes == {600: [0, 0, 0, 0, 1, 1], 601: [0, 0, 0, 0, 1, 1]}
+    assert k.check() == []
+
+
+def test_page_idle_sees_and_clears_guest_accesses():
+    """ptep_clear_young_notify() reaches KVM (kvm_age_hva): marking a VM's host pages
+    idle clears their EPT accessed bits too, and a guest access afterwards ends the
+    mark. QEMU's slot 0: 6 guest pages (3 accessed, 2 idle, 1 dirty) at gpa 0."""
+    from fakeproc.kernel import kvm
+    from test_kvm import QEMU, RAM
+    k = load(QEMU.replace("[[node]]", "[machine]\nupstream = true\n[[node]]", 1))
+    t = k.task(500)
+    pfns = [(k.entry(t, RAM + i * 4096)[1] >> 12) & 0xFFFFFFFFFF for i in range(6)]
+    for pfn in pfns:
+        k.page_idle_write(pfn // 64 * 64, struct.pack("<Q", 1 << pfn % 64))
+    assert not kvm.ept_entry(k, t, 0)[1] & lib.FP_EPT_ACCESSED
+
+    def idle(pfn: int) -> bool:
+        return bool(struct.unpack("<Q", k.page_idle_read(pfn // 64 * 64, 1))[0] >> pfn % 64 & 1)
+    assert [idle(p) for p in pfns] == [True] * 6
+    kvm.guest_touch(k, t, 0x1000)  # the guest reads its page 1
+    assert [idle(p) for p in pfns] == [True, False, True, True, True, True]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..kernel.task import Task
 
 TASK_SIZE = 0x7FFFFFFFF000
+PAGE_SIZE = 4096  # kernfs moves at most a page per read(2) or write(2) of a bin attribute
 DRAM_TIER, PMEM_TIER = 4, 22  # the default adistance tiers of DRAM and of dax/PMEM nodes
 
 
@@ -48,12 +49,15 @@ class _Binary:
 
 
 class PageIdleBitmap(_Binary):
-    """/sys/kernel/mm/page_idle/bitmap: bit pfn % 64 of word pfn / 64; 1 = idle."""
+    """/sys/kernel/mm/page_idle/bitmap: bit pfn % 64 of word pfn / 64; 1 = idle. Each
+    read(2) or write(2) moves at most a page (kernfs's bin attribute buffer), and a
+    write takes the words up to the last PFN (page_idle_bitmap_write's return)."""
 
     def _words(self, off: int, size: int) -> tuple[int, int]:
         self._check(off, size)
         pfn = off // 8 * 64
         total = self.kernel.nr_pfns
+        size = min(size, PAGE_SIZE)
         return pfn, max(0, min(size // 8, (total - pfn + 63) // 64)) if pfn < total else 0
 
     def read(self, off: int, size: int) -> bytes:
@@ -65,7 +69,7 @@ class PageIdleBitmap(_Binary):
         if not n:
             raise OSError(errno.ENXIO, "past the last PFN")
         self.kernel.page_idle_write(pfn, data[:n * 8])
-        return len(data)
+        return n * 8
 
 
 class KPageFlags(_Binary):
@@ -86,6 +90,8 @@ class PageMap(_Binary):
         self.task = task
 
     def read(self, off: int, size: int) -> bytes:
+        if self.task.mm_id is None:  # pagemap_read(): no mm to get, 0 bytes, checks after
+            return b""
         self._check(off, size)
         addr = off // 8 * 4096
         if addr >= TASK_SIZE:
@@ -94,11 +100,12 @@ class PageMap(_Binary):
         try:
             return self.kernel.pagemap(self.task, addr, n)
         except OSError:
-            raise OSError(errno.ESRCH, "the process is gone") from None
+            return b""  # gone meanwhile
 
 
 class DemotionEnabled:
-    """/sys/kernel/mm/numa/demotion_enabled: `true\\n`/`false\\n`; takes true/1/false/0."""
+    """/sys/kernel/mm/numa/demotion_enabled: `true\\n`/`false\\n`. 5.15's store compares
+    prefixes: what starts with `true` or `1` turns it on, `false` or `0` off."""
 
     direct_io = True
 
@@ -109,10 +116,9 @@ class DemotionEnabled:
         return (b"true\n" if self.kernel.demotion_enabled else b"false\n")[off:off + size]
 
     def write(self, off: int, data: bytes) -> int:
-        word = data.strip().lower()
-        if word in (b"true", b"1", b"y", b"yes", b"on"):
+        if data.startswith((b"true", b"1")):
             self.kernel.demotion_enabled = True
-        elif word in (b"false", b"0", b"n", b"no", b"off"):
+        elif data.startswith((b"false", b"0")):
             self.kernel.demotion_enabled = False
         else:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))

@@ -398,7 +398,8 @@ class Kernel:
         out = ffi.new("uint64_t[]", max(n, 1))
         if task.mm_id is None:
             raise KernelError(errno.ESRCH, "no address space")
-        check(lib.fp_pagemap(self.native, task.mm_id, addr, n, out))
+        vmas, nr_vmas = self.mm(task.mm_id).move_spans()
+        check(lib.fp_pagemap(self.native, task.mm_id, vmas, nr_vmas, addr, n, out))
         return bytes(ffi.buffer(out, 8 * n))
 
     def kpageflags(self, pfn: int, n: int) -> bytes:

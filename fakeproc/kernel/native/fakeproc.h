@@ -42,6 +42,7 @@
 #define FP_PG_EXECMAP      2048   /* mapped by a VM_EXEC VMA (the rmap's vm_flags) */
 #define FP_PG_PINNED       4096   /* an extra reference (GUP pin): migration fails -EAGAIN */
 #define FP_PG_IDLE         8192   /* page_idle: marked idle, not accessed since */
+#define FP_PG_YOUNG        16384  /* page_idle took an accessed bit away: reclaim counts it */
 
 /* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
 #define FP_NR_FREE_PAGES      0
@@ -506,7 +507,8 @@ int32_t fp_heat(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, 
 
 /* Later upstream interfaces (pageidle.c): /proc/PID/pagemap entries for n virtual
  * pages from addr; /proc/kpageflags for n PFNs; the page_idle bitmap (64 PFNs a word) */
-int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, uint64_t *out);
+int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
+                   uint32_t nr_vmas, uint64_t addr, uint64_t n, uint64_t *out);
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out);
 void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out);
 void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in);

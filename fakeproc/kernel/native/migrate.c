@@ -12,7 +12,7 @@
 #include "internal.h"
 
 #define MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
-                      FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED | FP_PG_IDLE)
+                      FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED | FP_PG_IDLE | FP_PG_YOUNG)
 
 /* remove_migration_ptes() for one mapper: the new frame, accessed bit clear; and
  * invalidate_range for a VM: the guest re-faults onto the new page */

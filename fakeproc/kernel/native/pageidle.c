@@ -15,14 +15,20 @@
 #define PM_PRESENT       (1ULL << 63)
 
 /* /proc/PID/pagemap: present pages show their PFN (the reader is root), swap entries
- * the swap bit; new mappings are soft-dirty (CONFIG_MEM_SOFT_DIRTY) */
-int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, uint64_t *out)
+ * the swap bit; every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
+ * CONFIG_MEM_SOFT_DIRTY: pagemap_pte_hole and pte_to_pagemap_entry), outside 0.
+ * vmas: the mm's VMAs in address order. */
+int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
+                   uint32_t nr_vmas, uint64_t addr, uint64_t n, uint64_t *out)
 {
     const struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
     if (!mm)
         return -ESRCH;
+    uint32_t vi = 0;
     for (uint64_t i = 0; i < n; i++, addr += FP_PAGE_SIZE) {
-        uint64_t v = 0, table = mm->pgd;
+        while (vi < nr_vmas && vmas[vi].end <= addr)
+            vi++;
+        uint64_t v = vi < nr_vmas && vmas[vi].start <= addr ? PM_SOFT_DIRTY : 0, table = mm->pgd;
         for (int l = 1; table && l <= 4; l++) {
             uint64_t e = fp_table(k, table)[fp_index(addr, l)];
             if (!e)
@@ -52,7 +58,7 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t n, 
 }
 
 /* include/uapi/linux/kernel-page-flags.h */
-enum { KPF_REFERENCED = 2, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_MMAP = 11,
+enum { KPF_REFERENCED = 2, KPF_UPTODATE = 3, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_MMAP = 11,
        KPF_ANON = 12, KPF_SWAPBACKED = 14, KPF_COMPOUND_HEAD = 15, KPF_COMPOUND_TAIL = 16,
        KPF_NOPAGE = 20, KPF_THP = 22, KPF_IDLE = 25, KPF_PGTABLE = 26 };
 
@@ -95,57 +101,77 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
             f |= 1ULL << KPF_IDLE;
         if ((h & FP_PG_UNEVICTABLE) && !head->mapcount && !(h & FP_PG_LRU))
             f |= 1ULL << KPF_PGTABLE;
+        else /* anon, page cache and shmem pages are read or zeroed before use */
+            f |= 1ULL << KPF_UPTODATE;
         out[i] = f;
     }
 }
 
+/* page_idle_clear_pte_refs_one(): ptep_clear_young_notify(), so the guest's EPT
+ * accessed bits of a VM's memory count and are cleared too (kvm_age_hva) */
 static void clear_young(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                         void *arg)
 {
-    (void)mm;
-    (void)addr;
+    int young = 0;
     if (*e & FP_PAGE_ACCESSED) {
         *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-        *(int *)arg = 1;
+        young = 1;
     }
-    (void)k;
+    if (mm->vm)
+        young |= fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(&k->pages[fp_entry_addr(*e)])) != 0;
+    *(int *)arg |= young;
 }
 
-/* page_idle_clear_pte_refs(): an access since the page was marked clears PG_idle */
+/* page_idle_get_page(): LRU pages only (a THP by its head) */
 static struct fp_page *idle_page(struct fp_kernel *k, uint64_t pfn)
 {
     if (pfn >= k->nr_pfns)
         return NULL;
     struct fp_page *p = &k->pages[pfn];
     if (!(p->flags & FP_PG_ALLOCATED) || !(p->flags & FP_PG_LRU) || (p->flags & FP_PG_TAIL))
-        return NULL; /* page_idle_get_page(): LRU pages only */
-    int young = 0;
-    fp_rmap_walk(k, pfn, clear_young, &young);
-    if (young)
-        p->flags &= ~FP_PG_IDLE;
+        return NULL;
     return p;
 }
 
+/* page_idle_clear_pte_refs(): an access found since the page was marked ends the
+ * mark; the accessed bit taken away is kept as PG_young for reclaim */
+static void clear_refs(struct fp_kernel *k, uint64_t pfn, struct fp_page *p)
+{
+    int young = 0;
+    fp_rmap_walk(k, pfn, clear_young, &young);
+    if (young)
+        p->flags = (uint16_t)((p->flags & ~FP_PG_IDLE) | FP_PG_YOUNG);
+}
+
+/* page_idle_bitmap_read(): only a page marked idle has its references looked at */
 void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out)
 {
     for (uint64_t w = 0; w < nwords; w++) {
         uint64_t word = 0;
         for (int b = 0; b < 64; b++) {
-            struct fp_page *p = idle_page(k, pfn + w * 64 + (uint64_t)b);
-            if (p && (p->flags & FP_PG_IDLE))
+            uint64_t q = pfn + w * 64 + (uint64_t)b;
+            struct fp_page *p = idle_page(k, q);
+            if (!p || !(p->flags & FP_PG_IDLE))
+                continue;
+            clear_refs(k, q, p);
+            if (p->flags & FP_PG_IDLE)
                 word |= 1ULL << b;
         }
         out[w] = word;
     }
 }
 
+/* page_idle_bitmap_write(): clear the references, then mark idle */
 void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in)
 {
     for (uint64_t w = 0; w < nwords; w++)
         for (int b = 0; b < 64; b++)
             if (in[w] >> b & 1) {
-                struct fp_page *p = idle_page(k, pfn + w * 64 + (uint64_t)b);
-                if (p)
+                uint64_t q = pfn + w * 64 + (uint64_t)b;
+                struct fp_page *p = idle_page(k, q);
+                if (p) {
+                    clear_refs(k, q, p);
                     p->flags |= FP_PG_IDLE;
+                }
             }
 }

@@ -35,11 +35,20 @@ static void referenced_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, u
 }
 
 /* page_referenced(): test-and-clear the accessed bit of every entry mapping the page
- * (rmap_walk); returns how many were referenced. */
+ * (rmap_walk); returns how many were referenced. As page_referenced_one(), a
+ * reference ends page_idle's mark, and the accessed bit page_idle took away
+ * (PG_young) counts once. */
 static int page_referenced(struct fp_kernel *k, uint64_t pfn)
 {
     struct referenced r = {0};
     fp_rmap_walk(k, pfn, referenced_one, &r);
+    struct fp_page *p = &k->pages[pfn];
+    if (r.ptes)
+        p->flags &= ~FP_PG_IDLE;
+    if (p->flags & FP_PG_YOUNG) {
+        p->flags &= ~FP_PG_YOUNG;
+        r.ptes++;
+    }
     return r.ptes;
 }
 

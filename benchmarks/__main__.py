@@ -418,6 +418,7 @@ def prepare(addrs, nodes):
             (ctypes.c_int * n)())
 def call(pid, args):
     n, pages, nodes, status = args
+    status[0] = -1000  # so status[0] == node says this call stored it
     ret = libc.syscall(279, pid, n, pages, nodes, status, 2)
     return (ret if ret >= 0 else -ctypes.get_errno()), status[0]
 """

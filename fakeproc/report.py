@@ -24,7 +24,7 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
         served = sum(s["dram"] + s["pmem"] for s in ss)
         counted = sum(s["total"] for s in ss)
         rows.append({
-            "pid": pid, "name": ss[-1]["name"], "windows": len(ss), "accesses": served,
+            "pid": pid, "name": ss[-1]["name"], "windows": sum(s.get("windows", 1) for s in ss), "accesses": served,
             "dram_hit": sum(s["dram"] for s in ss) / served if served else 0.0,
             "oracle_hit": sum(s["oracle_dram"] for s in ss) / counted if counted else 0.0,
             "demoted_reclaim": sum(s["demoted_reclaim"] for s in ss),

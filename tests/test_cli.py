@@ -212,3 +212,19 @@ def test_workloads_run_on_the_virtual_clock():
         _hot_scan(m)
         time.sleep(0.5)
         assert _accessed_units(_hot_scan(m)) == 0
+
+
+def test_a_mount_point_that_is_no_utf8_does_not_break_the_mount_table_readers(tmp_path):
+    """/proc/mounts names mount points in bytes: one that is not UTF-8 (another
+    program's) must not make is_mounted() or mounts_below() raise. In a private mount
+    namespace, so the host's table is untouched."""
+    odd = os.fsencode(tmp_path) + b"/odd\xff"
+    script = (f"import os, subprocess\nos.makedirs({odd!r})\n"
+              f"subprocess.run(['mount', '-t', 'tmpfs', 'none', {odd!r}], check=True)\n"
+              "from fakeproc.fs.server import is_mounted, mounts_below\n"
+              f"print(is_mounted({os.fsdecode(odd)!r}), mounts_below({str(tmp_path)!r}))\n")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "True"  # and mounts_below lists only fakeproc's: none here
+    assert r.stdout.split()[1] == "[]"

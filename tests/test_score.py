@@ -71,3 +71,17 @@ def test_dram_hit_oracle_and_the_daemons_traffic():
     # in hindsight every page touched in a window (819 hot + ~1700 cold) fits in DRAM
     assert second.oracle_hit == 1.0 and second.total == 20000
     assert k.check() == []
+
+
+def test_an_advance_across_windows_is_one_sample_that_says_how_many():
+    """Sampling each of the windows a long advance crosses cost ~2 ms apiece (a step of
+    1e9 s froze the mount): one sample covers them all, with the accesses of them all,
+    and the report counts windows, not samples."""
+    from fakeproc.report import summarize
+    k = load(MACHINE)
+    rec = k.record(window=1.0)
+    k.advance(5.0)                # windows 1-5 in one advance: 5 x 20000 touches
+    k.advance(1.0)                # window 6
+    assert [(s.t, s.windows, s.pmem) for s in rec.samples] == [(5.0, 5, 100000), (6.0, 1, 20000)]
+    (row,) = summarize(rec.report())
+    assert row["windows"] == 6 and row["accesses"] == 120000

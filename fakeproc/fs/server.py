@@ -404,10 +404,11 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: Any) -> pyfuse3.EntryAttributes:
-        """linkat() across /sys and /proc is EXDEV (two mounts there); else no
-        ->link(): vfs_link() says EPERM."""
-        _same_mount(self._path(inode), self._parent(new_parent_inode))
+        """do_linkat() looks the new name up first (procfs: ENOENT), then refuses a
+        link across /sys and /proc (EXDEV, two mounts there); else no ->link():
+        vfs_link() says EPERM."""
         self._new_name(new_parent_inode)
+        _same_mount(self._path(inode), self._parent(new_parent_inode))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -618,7 +619,7 @@ def is_stale(mountpoint: str) -> bool:
 
 def is_mounted(mountpoint: str) -> bool:
     target = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mounts", errors="surrogateescape") as f:
         return any(_unescape_mount_field(line.split()[1]) == target for line in f)
 
 
@@ -632,7 +633,7 @@ def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
     must be unmounted in: /sys/devices/system sits inside the main mount)."""
     top = os.path.realpath(mountpoint)
     found = []
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mounts", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             target = _unescape_mount_field(fields[1])

@@ -39,6 +39,7 @@ class Sample:
     promoted_syscall: int  # pages move_pages/migrate_pages moved PMEM -> DRAM
     idle_missed: int       # present pages idle_pages reads skipped without a report
     heat: list[list[float]] = field(default_factory=list)  # per bucket [accesses, dram share]
+    windows: int = 1       # windows it covers (an advance across several gives one sample)
 
     @property
     def dram_hit(self) -> float:
@@ -82,7 +83,7 @@ class Recorder:
         passed = (self.kernel.clock + 1e-9 - self._next) // self.window
         if passed >= 0:
             at = self._next + passed * self.window
-            self.sample(at)
+            self.sample(at, int(passed) + 1)
             self._next = at + self.window
 
     def _mm_counters(self, t: "Task") -> tuple[int, int, int, int]:
@@ -105,7 +106,7 @@ class Recorder:
         return [[int(acc[i]), (int(dram[i]) / int(pages[i])) if pages[i] else -1.0]
                 for i in range(HEAT_BUCKETS)]
 
-    def sample(self, t_now: float) -> None:
+    def sample(self, t_now: float, windows: int = 1) -> None:
         k = self.kernel
         tasks = [t for t in k.tasks.values() if t.alive and (t.workload or (t.vm and t.vm.workload))]
         heat = {t.pid: self._heat(t) for t in tasks}
@@ -130,7 +131,7 @@ class Recorder:
                 pmem=sum(n for nid, n in delta.items() if nid is not None and types[nid] == "pmem"),
                 oracle_dram=int(oracle[t.mm_id]), total=int(total[t.mm_id]),
                 demoted_reclaim=d_mm[0], demoted_syscall=d_mm[1], promoted_syscall=d_mm[2],
-                idle_missed=d_mm[3], heat=heat[t.pid]))
+                idle_missed=d_mm[3], heat=heat[t.pid], windows=windows))
         del self.samples[:-MAX_SAMPLES]
 
     def flush(self) -> None:

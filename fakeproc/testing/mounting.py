@@ -56,7 +56,7 @@ def is_mounted(path: os.PathLike | str) -> bool:
     # Resolve only the parent: a lookup of the mount point itself would reach the server.
     path = os.path.abspath(path)
     target = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mounts", errors="surrogateescape") as f:
         for line in f:
             mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
             if mp == target:

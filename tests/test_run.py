@@ -304,3 +304,14 @@ def test_run_on_a_live_mount_uses_it_and_says_which_options_it_ignores():
         assert other.returncode == 0 and other.stdout == "0-3\n"  # still the default machine
         assert "is already serving a machine; --machine, --rate apply only" in other.stderr
         assert is_mounted(m.path)
+
+
+def test_a_cpuset_file_that_cannot_be_covered_is_said_and_left():
+    """The cpuset cover is best effort: binds that fail (here: no source) are reported
+    on stderr and the program still runs. In a private mount namespace."""
+    script = ("from pathlib import Path\nfrom fakeproc.run.namespace import _cover_cpuset\n"
+              "_cover_cpuset(Path('/nonexistent/hostview'), Path('/proc'))\nprint('ran')\n")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+    assert re.search(r"^fakeproc run: /proc/\d+/status keeps the host's cpuset: ", r.stderr, re.M)

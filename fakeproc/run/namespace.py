@@ -66,14 +66,22 @@ CPUSET_FILES = {"cpuset.cpus": "cpuset.cpus", "cpuset.effective_cpus": "cpuset.c
 def _cover_cpuset(hostview: Path, realproc: Path) -> None:
     """Bind the emulated cpuset over this process's status (libnuma reads its
     Mems_allowed through /proc/self) and its cgroup's cpuset files (hwloc hides the
-    nodes outside cpuset.mems). Processes it forks later see the host's again."""
+    nodes outside cpuset.mems). Processes it forks later see the host's again. Best
+    effort: a file that cannot be covered (a host that refuses the bind) is said
+    once on stderr and left as the host's."""
     pid = os.getpid()
-    for rel in (f"{pid}/status", f"{pid}/task/{pid}/status"):
-        bind(hostview / "status" / str(pid), realproc / rel)
-    for d in cpuset_dirs(pid, realproc):
-        for name, src in CPUSET_FILES.items():
-            if (d / name).is_file():
-                bind(hostview / src, d / name)
+    covers = [(hostview / "status" / str(pid), realproc / rel)
+              for rel in (f"{pid}/status", f"{pid}/task/{pid}/status")]
+    try:
+        covers += [(hostview / src, d / name) for d in cpuset_dirs(pid, realproc)
+                   for name, src in CPUSET_FILES.items() if (d / name).is_file()]
+    except OSError:
+        pass  # no cgroup information: the status files are covered still
+    for src, dst in covers:
+        try:
+            bind(src, dst)
+        except OSError as e:
+            os.write(2, f"fakeproc run: {dst} keeps the host's cpuset: {e}\n".encode())
 
 
 def cpuset_dirs(pid: int, proc: Path = Path("/proc")) -> list[Path]:

@@ -91,6 +91,37 @@ def test_the_program_sees_the_emulated_cpuset():
     assert len(re.findall(r"NUMANode L#\d+ \(P#\d", r.stdout)) == 4, r.stdout
 
 
+MEMS_ALLOWED_SCRIPT = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def call(maxnode, nmask=True):
+    mode, mask = ctypes.c_int(-1), (ctypes.c_ulong * 32)(*([0xdead] * 32))
+    r = libc.syscall(239, ctypes.byref(mode), mask if nmask else None, ctypes.c_ulong(maxnode),
+                     None, ctypes.c_ulong(4))  # MPOL_F_MEMS_ALLOWED
+    print(r, ctypes.get_errno() if r else 0, mode.value, *[hex(x) for x in mask[:3]])
+for maxnode in (1025, 2, 65, 70000):
+    call(maxnode)
+call(1025, nmask=False)
+"""
+
+
+def test_get_mempolicy_mems_allowed_is_the_emulated_cpuset():
+    """get_mempolicy(MPOL_F_MEMS_ALLOWED), libnuma's numa_get_mems_allowed(), answers
+    with the machine's nodes 0-3 in every process of the runner (the filter is
+    inherited), by 4.20's rules: nr_node_ids 4, so maxnode 2 is EINVAL; maxnode - 1
+    bits rounded up to longs are written, the first long the bitmap and the rest
+    zeros; more than a page of them EINVAL after the mode was stored. Values by hand."""
+    r = run("sh", "-c", f"{sys.executable} -c '{MEMS_ALLOWED_SCRIPT}'")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "0 0 0 0xf 0x0 0x0",              # 1024 bits: 16 longs, the first 0xf
+        "-1 22 -1 0xdead 0xdead 0xdead",  # maxnode < nr_node_ids
+        "0 0 0 0xf 0xdead 0xdead",        # 64 bits: one long
+        "-1 22 0 0xdead 0xdead 0xdead",   # 8752 bytes > a page, after put_user(mode)
+        "0 0 0 0xdead 0xdead 0xdead",     # no nmask: the mode only
+    ]
+
+
 def test_the_sys_cpu_tree_is_emulated_and_cpuinfo_is_real():
     r = run("sh", "-c", "cat /sys/devices/system/cpu/online; head -1 /proc/cpuinfo")
     assert r.returncode == 0, r.stderr

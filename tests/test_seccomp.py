@@ -289,6 +289,23 @@ def test_real_pids_reach_the_real_kernel(probe, tmp_path):
     assert seen == []
 
 
+def test_get_mems_allowed_intercepts_that_form_only(tmp_path):
+    """The intercept name get_mems_allowed stops get_mempolicy only when its flags are
+    MPOL_F_MEMS_ALLOWED; every other get_mempolicy goes to the real kernel."""
+    code_ = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); mode = ctypes.c_int(-1)\n"
+             "for flags in (0, 4, 0):\n"
+             "    r = libc.syscall(239, ctypes.byref(mode), None, 0, None, flags)\n"
+             "    print(r, ctypes.get_errno() if r else 0, mode.value)")
+    seen = []
+
+    def handler(notif):
+        seen.append(notif.name)
+        return S.Return(-errno.EACCES)
+    _, out, _ = run_under([sys.executable, "-I", "-c", code_], handler, tmp_path,
+                          intercept=["get_mems_allowed"])
+    assert out.splitlines() == ["0 0 0", "-1 13 0", "0 0 0"] and seen == ["get_mempolicy"]
+
+
 def test_intercept_set_is_a_parameter(tmp_path):
     """get_mempolicy acts on the caller: intercepted only on request, and then always;
     Continue() hands it to the real kernel."""

@@ -29,7 +29,8 @@ from .lseek import lseek_handler
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
-INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl")  # the last two: idle_pages
+# lseek and fcntl: idle_pages positions and flags; get_mems_allowed: the caller's cpuset
+INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl", "get_mems_allowed")
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 PR_SET_PDEATHSIG = 1
@@ -191,6 +192,7 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
         "fcntl": fcntl_handler(lambda opener, pid, pos, flags: client.call(
             "idle_setfl", opener=opener, pid=pid, fuse_pos=pos, flags=flags)),
+        "get_mems_allowed": _mems_allowed(m.mountpoint),
     }))
     sup.start()
     try:
@@ -198,6 +200,27 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     finally:
         sup.stop()
         client.close()
+
+
+def _mems_allowed(mnt: Path) -> seccomp.Handler:
+    """get_mempolicy(MPOL_F_MEMS_ALLOWED) answered with the mounted machine's top
+    cpuset: its nodes with memory (has_memory) on a kernel whose nr_node_ids is the
+    last possible node + 1, read from its node tree at the first call (an emulator
+    gone by then leaves the call to the real kernel; the runner says it died)."""
+    from ..machine import parse_list
+    handler: list[seccomp.Handler] = []
+
+    def answer(notif: seccomp.Notification) -> seccomp.Response:
+        if not handler:
+            node = mnt / "sys/devices/system/node"
+            try:
+                possible = parse_list((node / "possible").read_text().strip())
+                nodes = parse_list((node / "has_memory").read_text().strip())
+            except OSError:
+                return seccomp.Continue()
+            handler.append(seccomp.mems_allowed_handler(nodes, max(possible) + 1))
+        return handler[0](notif)
+    return answer
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback

@@ -23,6 +23,9 @@ The BPF program (:func:`build_filter`), in words::
     if nr == fcntl and fcntl is intercepted:
         if (int)args[1] == F_SETFL:            USER_NOTIF  (status flags: scan flags)
         else:                                  ALLOW
+    if nr == get_mempolicy and get_mems_allowed (not get_mempolicy) is intercepted:
+        if (int)args[4] == MPOL_F_MEMS_ALLOWED: USER_NOTIF (the caller's cpuset)
+        else:                                  ALLOW
     if nr in the other intercepted syscalls:   USER_NOTIF  (they act on the caller)
     otherwise:                                 ALLOW
 
@@ -115,6 +118,10 @@ PID_ARG_SYSCALLS = frozenset({NR_MOVE_PAGES, NR_MIGRATE_PAGES})
 # make many of both; only some need the runner (fakeproc.run.lseek, fakeproc.run.fcntl):
 # lseek with SEEK_CUR or SEEK_END, fcntl with F_SETFL (4).
 ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True)}
+MPOL_F_MEMS_ALLOWED = 4
+# intercept names for one form of a syscall: name -> (nr, rule as in ARG_RULES).
+# get_mems_allowed: get_mempolicy(..., flags == MPOL_F_MEMS_ALLOWED), the caller's cpuset
+NAMED_RULES = {"get_mems_allowed": (NR_GET_MEMPOLICY, (4, MPOL_F_MEMS_ALLOWED, True))}
 DEFAULT_INTERCEPT = ("move_pages", "migrate_pages")
 
 AUDIT_ARCH_X86_64 = 0xC000003E  # EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
@@ -185,12 +192,17 @@ def _check_host() -> None:
         raise NotImplementedError(f"seccomp interception is written for x86_64, not {platform.machine()}")
 
 
+def _syscall_number(s: str | int) -> int:
+    nr = (SYSCALLS.get(s) or NAMED_RULES.get(s, (None,))[0]) if isinstance(s, str) else int(s)
+    if nr is None:
+        raise ValueError(f"unknown syscall {s!r} (known: {', '.join(sorted([*SYSCALLS, *NAMED_RULES]))})")
+    return nr
+
+
 def _syscall_numbers(intercept: Iterable[str | int]) -> list[int]:
     nrs = []
     for s in intercept:
-        nr = SYSCALLS.get(s) if isinstance(s, str) else int(s)
-        if nr is None:
-            raise ValueError(f"unknown syscall {s!r} (known: {', '.join(sorted(SYSCALLS))})")
+        nr = _syscall_number(s)
         if nr not in nrs:
             nrs.append(nr)
     return nrs
@@ -205,10 +217,14 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
     docstring. ``intercept`` names syscalls (or x86_64 numbers); move_pages and
     migrate_pages notify only when their pid argument, as an int, exceeds ``pid_above``;
     the others notify unconditionally."""
+    intercept = list(intercept)
     nrs = _syscall_numbers(intercept)
+    plain = {SYSCALLS[s] if isinstance(s, str) and s in SYSCALLS else s for s in intercept}
+    rules = {**ARG_RULES, **{nr: rule for name, (nr, rule) in NAMED_RULES.items()
+                             if name in intercept and nr not in plain}}  # the whole call wins
     pid_nrs = [nr for nr in nrs if nr in PID_ARG_SYSCALLS]
-    arg_nrs = [nr for nr in nrs if nr in ARG_RULES]
-    other_nrs = [nr for nr in nrs if nr not in PID_ARG_SYSCALLS and nr not in ARG_RULES]
+    arg_nrs = [nr for nr in nrs if nr in rules]
+    other_nrs = [nr for nr in nrs if nr not in PID_ARG_SYSCALLS and nr not in rules]
     # instructions as (code, jt-label, jf-label, k); labels resolve to relative offsets
     prog: list[tuple[int, Any, Any, int]] = []
     labels: dict[str, int] = {}
@@ -233,7 +249,7 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
         emit(BPF_JSET_K, 0x80000000, "allow", 0)  # a negative pid: not ours
         emit(BPF_JGT_K, pid_above, "notify", "allow")
     for nr in arg_nrs:
-        index, value, notify_equal = ARG_RULES[nr]
+        index, value, notify_equal = rules[nr]
         labels[f"arg{nr}"] = len(prog)
         emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index)  # the low word: an int argument
         if notify_equal:
@@ -1010,10 +1026,45 @@ def migrate_pages_handler(emulate: Callable[..., int], *, max_numnodes: int = 10
     return handler
 
 
+def mems_allowed_handler(nodes: Iterable[int], nr_node_ids: int) -> Handler:
+    """A handler for get_mempolicy(mode, nmask, maxnode, addr, MPOL_F_MEMS_ALLOWED):
+    the caller's cpuset is ``nodes`` (the emulated machine's), on a kernel whose
+    nr_node_ids is ``nr_node_ids``. As 4.20's kernel_get_mempolicy(): EINVAL when
+    nmask is given and maxnode < nr_node_ids; mode 0; then copy_nodes_to_user():
+    ALIGN(maxnode - 1, 64) / 8 bytes, the bitmap in BITS_TO_LONGS(nr_node_ids) longs
+    and zeros after it (EINVAL past a page), EFAULT where a write faults."""
+    mask = sum(1 << n for n in nodes)
+    nbytes = (nr_node_ids + 63) // 64 * 8
+    bitmap = mask.to_bytes(nbytes, "little")
+
+    def handler(notif: Notification) -> Response:
+        mode_p, nmask_p, maxnode = notif.args[0], notif.args[1], notif.args[2]
+        if nmask_p and maxnode < nr_node_ids:
+            return Return(-errno.EINVAL)
+        try:
+            if mode_p:
+                write_mem(notif.pid, mode_p, struct.pack("<i", 0))
+            if nmask_p:
+                copy = ((maxnode - 1) % (1 << 64) + 63) % (1 << 64) // 64 * 8
+                if copy > nbytes:
+                    if copy > 4096:
+                        return Return(-errno.EINVAL)
+                    write_mem(notif.pid, nmask_p + nbytes, bytes(copy - nbytes))
+                    copy = nbytes
+                write_mem(notif.pid, nmask_p, bitmap[:copy])
+        except OSError as e:
+            if e.errno != errno.EFAULT:
+                raise
+            return Return(-errno.EFAULT)
+        return Return(0)
+
+    return handler
+
+
 def dispatch(handlers: dict[str | int, Handler], default: Handler | None = None) -> Handler:
     """One handler from per-syscall ones (keys: names or numbers); others -> ``default``
     or Continue()."""
-    table = {(SYSCALLS[k] if isinstance(k, str) else k): h for k, h in handlers.items()}
+    table = {_syscall_number(k): h for k, h in handlers.items()}
 
     def handler(notif: Notification) -> Any:
         h = table.get(notif.nr, default)

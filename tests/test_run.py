@@ -94,31 +94,38 @@ def test_the_program_sees_the_emulated_cpuset():
 MEMS_ALLOWED_SCRIPT = """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
-def call(maxnode, nmask=True):
+def call(maxnode, nmask=True, flags=4):  # MPOL_F_MEMS_ALLOWED
     mode, mask = ctypes.c_int(-1), (ctypes.c_ulong * 32)(*([0xdead] * 32))
     r = libc.syscall(239, ctypes.byref(mode), mask if nmask else None, ctypes.c_ulong(maxnode),
-                     None, ctypes.c_ulong(4))  # MPOL_F_MEMS_ALLOWED
-    print(r, ctypes.get_errno() if r else 0, mode.value, *[hex(x) for x in mask[:3]])
-for maxnode in (1025, 2, 65, 70000):
+                     None, ctypes.c_ulong(flags))
+    print(r, ctypes.get_errno() if r else 0, mode.value, *[hex(mask[i]) for i in (0, 1, 15, 16, 31)])
+for maxnode in (1025, 2, 1023, 1024, 2049, 70000):
     call(maxnode)
 call(1025, nmask=False)
+call(1025, flags=0x100000004)
 """
 
 
 def test_get_mempolicy_mems_allowed_is_the_emulated_cpuset():
     """get_mempolicy(MPOL_F_MEMS_ALLOWED), libnuma's numa_get_mems_allowed(), answers
     with the machine's nodes 0-3 in every process of the runner (the filter is
-    inherited), by 4.20's rules: nr_node_ids 4, so maxnode 2 is EINVAL; maxnode - 1
-    bits rounded up to longs are written, the first long the bitmap and the rest
-    zeros; more than a page of them EINVAL after the mode was stored. Values by hand."""
+    inherited), by 4.20's rules (MAX_NUMNODES 1024; 5.1 moved them to nr_node_ids, so
+    the host kernel answers otherwise): maxnode below 1024 is EINVAL; ALIGN(maxnode - 1,
+    64) / 8 bytes are written, zeros past the first 128 bytes and then the bitmap (0xf
+    and zeros); more than a page EINVAL after the mode was stored. A flags word with
+    high bits set is not MPOL_F_MEMS_ALLOWED: the real kernel's EINVAL. By hand."""
+    dead = "0xdead 0xdead 0xdead 0xdead 0xdead"
     r = run("sh", "-c", f"{sys.executable} -c '{MEMS_ALLOWED_SCRIPT}'")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        "0 0 0 0xf 0x0 0x0",              # 1024 bits: 16 longs, the first 0xf
-        "-1 22 -1 0xdead 0xdead 0xdead",  # maxnode < nr_node_ids
-        "0 0 0 0xf 0xdead 0xdead",        # 64 bits: one long
-        "-1 22 0 0xdead 0xdead 0xdead",   # 8752 bytes > a page, after put_user(mode)
-        "0 0 0 0xdead 0xdead 0xdead",     # no nmask: the mode only
+        "0 0 0 0xf 0x0 0x0 0xdead 0xdead",  # 1024 bits: 128 bytes, words 0-15
+        f"-1 22 -1 {dead}",                 # maxnode < MAX_NUMNODES
+        f"-1 22 -1 {dead}",
+        "0 0 0 0xf 0x0 0x0 0xdead 0xdead",  # 1023 bits: 128 bytes too
+        "0 0 0 0xf 0x0 0x0 0x0 0x0",        # 2048 bits: 256 bytes, the last 128 cleared
+        f"-1 22 0 {dead}",                  # 8752 bytes > a page, after put_user(mode)
+        f"0 0 0 {dead}",                    # no nmask: the mode only
+        f"-1 22 -1 {dead}",                 # flags 0x100000004: the real kernel's EINVAL
     ]
 
 

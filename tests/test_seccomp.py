@@ -511,3 +511,23 @@ async def test_trio_serve(probe, tmp_path):
     assert code == 0 and sup.handled == 1
     (row,) = parse(out_path.read_text())
     assert (row["ret"], row["status"]) == (0, [3, -1001])
+
+
+def test_mems_allowed_writes_nothing_for_a_caller_that_is_gone():
+    """The caller may have died and its pid been reused: the handler checks the
+    notification is still valid before it writes (this process stands for the caller)."""
+    import ctypes
+
+    class Gone:
+        def id_valid(self, _id):
+            return False
+
+    mode, mask = ctypes.c_int(-1), (ctypes.c_ulong * 16)(*([0xdead] * 16))
+    notif = S.Notification(1, os.getpid(), 0, S.NR_GET_MEMPOLICY, S.AUDIT_ARCH_X86_64, 0,
+                           (ctypes.addressof(mode), ctypes.addressof(mask), 1025, 0, 4, 0), Gone())
+    with pytest.raises(S.NotificationGone):
+        S.mems_allowed_handler([0, 1, 2, 3])(notif)
+    assert mode.value == -1 and list(mask) == [0xdead] * 16
+    notif.supervisor = None  # a caller still waiting: mode 0, 128 bytes of bitmap
+    assert S.mems_allowed_handler([0, 1, 2, 3])(notif) == S.Return(0)
+    assert mode.value == 0 and list(mask) == [0xF] + [0] * 15

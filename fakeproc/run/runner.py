@@ -204,21 +204,19 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 
 def _mems_allowed(mnt: Path) -> seccomp.Handler:
     """get_mempolicy(MPOL_F_MEMS_ALLOWED) answered with the mounted machine's top
-    cpuset: its nodes with memory (has_memory) on a kernel whose nr_node_ids is the
-    last possible node + 1, read from its node tree at the first call (an emulator
-    gone by then leaves the call to the real kernel; the runner says it died)."""
+    cpuset, its nodes with memory (has_memory), read from its node tree at the first
+    call (an emulator gone by then leaves the call to the real kernel; the runner
+    says it died)."""
     from ..machine import parse_list
     handler: list[seccomp.Handler] = []
 
     def answer(notif: seccomp.Notification) -> seccomp.Response:
         if not handler:
-            node = mnt / "sys/devices/system/node"
             try:
-                possible = parse_list((node / "possible").read_text().strip())
-                nodes = parse_list((node / "has_memory").read_text().strip())
+                nodes = parse_list((mnt / "sys/devices/system/node/has_memory").read_text().strip())
             except OSError:
                 return seccomp.Continue()
-            handler.append(seccomp.mems_allowed_handler(nodes, max(possible) + 1))
+            handler.append(seccomp.mems_allowed_handler(nodes))
         return handler[0](notif)
     return answer
 

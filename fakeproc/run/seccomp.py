@@ -24,7 +24,7 @@ The BPF program (:func:`build_filter`), in words::
         if (int)args[1] == F_SETFL:            USER_NOTIF  (status flags: scan flags)
         else:                                  ALLOW
     if nr == get_mempolicy and get_mems_allowed (not get_mempolicy) is intercepted:
-        if (int)args[4] == MPOL_F_MEMS_ALLOWED: USER_NOTIF (the caller's cpuset)
+        if args[4] == MPOL_F_MEMS_ALLOWED (all 64 bits): USER_NOTIF (the caller's cpuset)
         else:                                  ALLOW
     if nr in the other intercepted syscalls:   USER_NOTIF  (they act on the caller)
     otherwise:                                 ALLOW
@@ -119,9 +119,10 @@ PID_ARG_SYSCALLS = frozenset({NR_MOVE_PAGES, NR_MIGRATE_PAGES})
 # lseek with SEEK_CUR or SEEK_END, fcntl with F_SETFL (4).
 ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True)}
 MPOL_F_MEMS_ALLOWED = 4
-# intercept names for one form of a syscall: name -> (nr, rule as in ARG_RULES).
+# intercept names for one form of a syscall: name -> (nr, (index, value, notify when
+# equal, the argument is an unsigned long: its high word must be 0 too)).
 # get_mems_allowed: get_mempolicy(..., flags == MPOL_F_MEMS_ALLOWED), the caller's cpuset
-NAMED_RULES = {"get_mems_allowed": (NR_GET_MEMPOLICY, (4, MPOL_F_MEMS_ALLOWED, True))}
+NAMED_RULES = {"get_mems_allowed": (NR_GET_MEMPOLICY, (4, MPOL_F_MEMS_ALLOWED, True, True))}
 DEFAULT_INTERCEPT = ("move_pages", "migrate_pages")
 
 AUDIT_ARCH_X86_64 = 0xC000003E  # EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
@@ -249,10 +250,15 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
         emit(BPF_JSET_K, 0x80000000, "allow", 0)  # a negative pid: not ours
         emit(BPF_JGT_K, pid_above, "notify", "allow")
     for nr in arg_nrs:
-        index, value, notify_equal = rules[nr]
+        index, value, notify_equal, *wide = rules[nr]
         labels[f"arg{nr}"] = len(prog)
         emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index)  # the low word: an int argument
-        if notify_equal:
+        if wide and wide[0]:  # a long equal to value: the high word is 0 as well
+            assert notify_equal
+            emit(BPF_JEQ_K, value, 0, "allow")
+            emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index + 4)
+            emit(BPF_JEQ_K, 0, "notify", "allow")
+        elif notify_equal:
             emit(BPF_JEQ_K, value, "notify", "allow")
         else:
             emit(BPF_JEQ_K, value, "allow", "notify")
@@ -1026,21 +1032,23 @@ def migrate_pages_handler(emulate: Callable[..., int], *, max_numnodes: int = 10
     return handler
 
 
-def mems_allowed_handler(nodes: Iterable[int], nr_node_ids: int) -> Handler:
+def mems_allowed_handler(nodes: Iterable[int], max_numnodes: int = 1024) -> Handler:
     """A handler for get_mempolicy(mode, nmask, maxnode, addr, MPOL_F_MEMS_ALLOWED):
-    the caller's cpuset is ``nodes`` (the emulated machine's), on a kernel whose
-    nr_node_ids is ``nr_node_ids``. As 4.20's kernel_get_mempolicy(): EINVAL when
-    nmask is given and maxnode < nr_node_ids; mode 0; then copy_nodes_to_user():
-    ALIGN(maxnode - 1, 64) / 8 bytes, the bitmap in BITS_TO_LONGS(nr_node_ids) longs
-    and zeros after it (EINVAL past a page), EFAULT where a write faults."""
+    the caller's cpuset is ``nodes`` (the emulated machine's). As 4.20's
+    kernel_get_mempolicy() (MAX_NUMNODES; 5.1 moved both to nr_node_ids): EINVAL when
+    nmask is given and maxnode < MAX_NUMNODES; mode 0; then copy_nodes_to_user():
+    ALIGN(maxnode - 1, 64) / 8 bytes, zeros past BITS_TO_LONGS(MAX_NUMNODES) longs
+    first (EINVAL past a page), then the bitmap; EFAULT where a write faults, after
+    the bytes before it."""
     mask = sum(1 << n for n in nodes)
-    nbytes = (nr_node_ids + 63) // 64 * 8
+    nbytes = (max_numnodes + 63) // 64 * 8
     bitmap = mask.to_bytes(nbytes, "little")
 
     def handler(notif: Notification) -> Response:
         mode_p, nmask_p, maxnode = notif.args[0], notif.args[1], notif.args[2]
-        if nmask_p and maxnode < nr_node_ids:
+        if nmask_p and maxnode < max_numnodes:
             return Return(-errno.EINVAL)
+        notif.check()  # the caller may be gone and its pid reused: write nothing then
         try:
             if mode_p:
                 write_mem(notif.pid, mode_p, struct.pack("<i", 0))

@@ -267,7 +267,8 @@ def test_writable_files_take_echo_and_truncate(m):
     balancing.write_bytes(b"0\n")
 
 
-TWINS = """
+# an upstream machine of a 16 MiB DRAM node and a 16 MiB PMEM node
+TWO_TIERS = """
 [machine]
 upstream = true
 [[node]]
@@ -277,6 +278,8 @@ cpus = "0"
 [[node]]
 type = "pmem"
 size = "16MiB"
+"""
+TWINS = TWO_TIERS + """
 [[process]]
 pid = 600
 name = "plain"
@@ -336,3 +339,95 @@ def test_page_idle_sees_and_clears_guest_accesses():
     assert [idle(p) for p in pfns] == [True] * 6
     kvm.guest_touch(k, t, 0x1000)  # the guest reads its page 1
     assert [idle(p) for p in pfns] == [True, False, True, True, True, True]
+
+
+FLAGS = TWO_TIERS + """
+[[process]]
+pid = 700
+name = "flags"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+pages = "2 accessed"
+[[process.vma]]
+start = 0x7f0000200000
+size = "8KiB"
+perms = "rw-p"
+path = "/data/file"
+pages = "1 idle"
+[[process.vma]]
+start = 0x7f0000400000
+size = "2MiB"
+thp = true
+pages = "1 thp-accessed"
+"""
+FILE_VA, THP_VA = 0x7F0000200000, 0x7F0000400000
+REFERENCED, THP, TAIL = 2, 22, 16
+
+
+def _pfn(k, addr: int) -> int:
+    return (k.entry(k.task(700), addr)[1] >> 12) & 0xFFFFFFFFFF
+
+
+def _mark_idle(k, pfn: int) -> None:
+    k.page_idle_write(pfn // 64 * 64, struct.pack("<Q", 1 << pfn % 64))
+
+
+def _kpf(k, pfn: int) -> int:
+    return struct.unpack("<Q", k.kpageflags(pfn, 1))[0]
+
+
+def test_page_idle_young_counts_once_per_mapping_and_smaps_sees_it():
+    """page_referenced_one(): a mapping is referenced once whatever made it young
+    (its PTE, PG_young), so a file page touched, marked idle and touched again is
+    kept (PG_referenced set), not activated, as without the mark (page_check_references:
+    one reference, PageReferenced clear). smaps' Referenced counts PG_young."""
+    k = load(FLAGS)
+    t = k.task(700)
+    # anon page 0: its accessed bit taken by page_idle, kept as PG_young: still
+    # Referenced, as page 1 whose accessed bit is set
+    _mark_idle(k, _pfn(k, BASE))
+    assert k.range_stats(t, BASE, BASE + 8192)["referenced"] == 2
+    k.touch(t, FILE_VA)
+    pfn = _pfn(k, FILE_VA)
+    _mark_idle(k, pfn)
+    k.touch(t, FILE_VA)
+    k.shrink_node(0, 100000)
+    assert _kpf(k, pfn) & (1 << ACTIVE | 1 << REFERENCED) == 1 << REFERENCED
+
+
+def test_a_reference_ends_the_idle_mark_and_migration_keeps_idle_and_young():
+    """Reclaim's page_referenced() clears PG_idle on a reference (the bitmap then says
+    not idle, though the accessed bit is gone); migrate_page_states() copies PG_idle
+    and PG_young to the new page."""
+    k = load(FLAGS)
+    t = k.task(700)
+    a, b = _pfn(k, BASE), _pfn(k, BASE + 4096)
+    _mark_idle(k, a)
+    _mark_idle(k, b)
+    k.touch(t, BASE)
+    k.age_active(0)  # anon pages start active: aging runs page_referenced() on them
+    word = struct.unpack("<Q", k.page_idle_read(a // 64 * 64, 1))[0]
+    assert (word >> a % 64 & 1, word >> b % 64 & 1) == (0, 1)
+    # page 1: touched, then marked idle: idle and young (page_idle took its bit); move it
+    k.touch(t, BASE + 4096)
+    _mark_idle(k, b)
+    assert k.range_stats(t, BASE + 4096, BASE + 8192)["referenced"] == 1
+    status = [0]
+    from fakeproc.kernel import migrate
+    assert migrate.move_pages(k, 700, [BASE + 4096], [1], status, 2) == 0 and status == [1]
+    new = _pfn(k, BASE + 4096)
+    assert new != b and _kpf(k, new) & 1 << IDLE
+    assert k.range_stats(t, BASE + 4096, BASE + 8192)["referenced"] == 1  # PG_young kept
+    assert k.check() == []
+
+
+def test_a_thp_tail_shows_only_its_own_flags():
+    """stable_page_flags() of a tail: its own page->flags hold none of the head's; the
+    compound page gives MMAP and ANON, and THP; the head shows the rest."""
+    k = load(FLAGS)
+    head = _pfn(k, THP_VA)
+    assert head % 512 == 0
+    _mark_idle(k, head)
+    assert _kpf(k, head + 5) == (1 << TAIL | 1 << THP | 1 << MMAP | 1 << ANON)
+    assert _kpf(k, head) & (1 << IDLE | 1 << UPTODATE | 1 << LRU) == 1 << IDLE | 1 << UPTODATE | 1 << LRU

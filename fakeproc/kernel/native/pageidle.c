@@ -71,12 +71,23 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
         }
         const struct fp_page *p = &k->pages[pfn];
         const struct fp_page *head = p;
-        if (p->flags & FP_PG_TAIL) /* flags of the compound page are the head's */
+        if (p->flags & FP_PG_TAIL)
             head = &k->pages[pfn & ~(uint64_t)(FP_PAGES_PER_HUGE - 1)];
         uint64_t f = 0;
         uint16_t h = head->flags;
         if (!(p->flags & FP_PG_ALLOCATED)) {
             out[i] = 0; /* free page (a real buddy page would show KPF_BUDDY) */
+            continue;
+        }
+        if (p->flags & FP_PG_TAIL) {
+            /* stable_page_flags() copies the tail's own page->flags, which hold none
+             * of the head's; page_mapped() and PageAnon() look at the compound page */
+            f = (1ULL << KPF_COMPOUND_TAIL) | (1ULL << KPF_THP);
+            if (head->mapcount)
+                f |= 1ULL << KPF_MMAP;
+            if (h & FP_PG_ANON)
+                f |= 1ULL << KPF_ANON;
+            out[i] = f;
             continue;
         }
         if (head->mapcount)
@@ -95,8 +106,6 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
             f |= 1ULL << KPF_SWAPBACKED;
         if (p->flags & FP_PG_HEAD)
             f |= (1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_THP);
-        if (p->flags & FP_PG_TAIL)
-            f |= (1ULL << KPF_COMPOUND_TAIL) | (1ULL << KPF_THP);
         if (h & FP_PG_IDLE)
             f |= 1ULL << KPF_IDLE;
         if ((h & FP_PG_UNEVICTABLE) && !head->mapcount && !(h & FP_PG_LRU))

@@ -73,8 +73,8 @@ static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t
         s->dirty += nr;
     if (p->flags & (FP_PG_ACTIVE | FP_PG_UNEVICTABLE))
         s->active += nr;
-    if ((*e & FP_PAGE_ACCESSED) || (p->flags & FP_PG_REFERENCED))
-        s->referenced += nr; /* smaps: pte_young() || PageReferenced() */
+    if ((*e & FP_PAGE_ACCESSED) || (p->flags & (FP_PG_REFERENCED | FP_PG_YOUNG)))
+        s->referenced += nr; /* smaps: pte_young() || page_is_young() || PageReferenced() */
     if ((p->flags & FP_PG_HEAD) && (p->flags & FP_PG_ANON))
         s->thp += nr;
     if (p->mapcount > s->mapmax)

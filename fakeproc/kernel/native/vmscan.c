@@ -21,34 +21,34 @@ struct referenced {
     int ptes;
 };
 
+/* page_referenced_one(), one mapping: ptep_clear_flush_young_notify() ORs the
+ * entry's accessed bit with the guest's EPT bits (kvm_age_hva); a reference ends
+ * page_idle's mark; then the bit page_idle took away (PG_young) counts, once per
+ * page (test-and-clear); the mapping adds 1 to the count whatever made it young. */
 static void referenced_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                            void *arg)
 {
     struct referenced *r = arg;
-    const struct fp_page *p = &k->pages[fp_entry_addr(*e)];
-    if (*e & FP_PAGE_ACCESSED) {
-        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-        r->ptes++;
+    struct fp_page *p = &k->pages[fp_entry_addr(*e)];
+    int young = (*e & FP_PAGE_ACCESSED) != 0;
+    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+    if (mm->vm)
+        young |= fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(p)) != 0;
+    if (young)
+        p->flags &= ~FP_PG_IDLE;
+    if (p->flags & FP_PG_YOUNG) {
+        p->flags &= ~FP_PG_YOUNG;
+        young = 1;
     }
-    if (mm->vm) /* mmu_notifier_clear_flush_young(): the guest's EPT accessed bits */
-        r->ptes += fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(p));
+    r->ptes += young;
 }
 
 /* page_referenced(): test-and-clear the accessed bit of every entry mapping the page
- * (rmap_walk); returns how many were referenced. As page_referenced_one(), a
- * reference ends page_idle's mark, and the accessed bit page_idle took away
- * (PG_young) counts once. */
+ * (rmap_walk); returns how many mappings were referenced. */
 static int page_referenced(struct fp_kernel *k, uint64_t pfn)
 {
     struct referenced r = {0};
     fp_rmap_walk(k, pfn, referenced_one, &r);
-    struct fp_page *p = &k->pages[pfn];
-    if (r.ptes)
-        p->flags &= ~FP_PG_IDLE;
-    if (p->flags & FP_PG_YOUNG) {
-        p->flags &= ~FP_PG_YOUNG;
-        r.ptes++;
-    }
     return r.ptes;
 }
 

@@ -431,3 +431,35 @@ def test_a_thp_tail_shows_only_its_own_flags():
     _mark_idle(k, head)
     assert _kpf(k, head + 5) == (1 << TAIL | 1 << THP | 1 << MMAP | 1 << ANON)
     assert _kpf(k, head) & (1 << IDLE | 1 << UPTODATE | 1 << LRU) == 1 << IDLE | 1 << UPTODATE | 1 << LRU
+
+
+SPECIAL = TWO_TIERS + """
+[[process]]
+pid = 800
+name = "special"
+[[process.vma]]
+start = 0x7f0000600000
+size = "8KiB"
+perms = "r--p"
+kind = "vvar"
+pages = "1 accessed"
+[[process.vma]]
+start = 0x7f0000800000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "1 accessed"
+"""
+
+
+def test_pagemap_of_vvar_and_vdso():
+    """[vvar] is VM_PFNMAP: walk_page_test() hands it to pagemap_pte_hole(), so its
+    mapped frame reads as a soft-dirty hole; a [vdso] page is present, a kernel page
+    (not anonymous: PM_FILE) that every process maps (never PM_MMAP_EXCLUSIVE)."""
+    k = load(SPECIAL)
+    t = k.task(800)
+    vvar = struct.unpack("<2Q", k.pagemap(t, 0x7F0000600000, 2))
+    assert vvar == (1 << 55, 1 << 55)
+    vdso = struct.unpack("<2Q", k.pagemap(t, 0x7F0000800000, 2))
+    pfn = (k.entry(t, 0x7F0000800000)[1] >> 12) & 0xFFFFFFFFFF
+    assert vdso == (1 << 63 | 1 << 61 | 1 << 55 | pfn, 1 << 55)

@@ -17,7 +17,8 @@
 /* /proc/PID/pagemap: present pages show their PFN (the reader is root), swap entries
  * the swap bit; every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
  * CONFIG_MEM_SOFT_DIRTY: pagemap_pte_hole and pte_to_pagemap_entry), outside 0.
- * vmas: the mm's VMAs in address order. */
+ * [vvar] is VM_PFNMAP, which the walk skips as a hole (walk_page_test); a [vdso]
+ * page is a kernel page, not anonymous: PM_FILE. vmas: the mm's VMAs in order. */
 int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
                    uint32_t nr_vmas, uint64_t addr, uint64_t n, uint64_t *out)
 {
@@ -28,7 +29,10 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
     for (uint64_t i = 0; i < n; i++, addr += FP_PAGE_SIZE) {
         while (vi < nr_vmas && vmas[vi].end <= addr)
             vi++;
-        uint64_t v = vi < nr_vmas && vmas[vi].start <= addr ? PM_SOFT_DIRTY : 0, table = mm->pgd;
+        const struct fp_move_vma *vma = vi < nr_vmas && vmas[vi].start <= addr ? &vmas[vi] : NULL;
+        uint64_t v = vma ? PM_SOFT_DIRTY : 0, table = mm->pgd;
+        if (vma && vma->kind == FP_MV_VVAR)
+            table = 0;
         for (int l = 1; table && l <= 4; l++) {
             uint64_t e = fp_table(k, table)[fp_index(addr, l)];
             if (!e)
@@ -47,6 +51,8 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
                         v |= PM_FILE;
                     if (p->mapcount == 1)
                         v |= PM_MMAP_EXCLUSIVE;
+                } else if (vma && vma->kind == FP_MV_VDSO) {
+                    v |= PM_FILE; /* mapped by every process: never exclusive */
                 }
                 break;
             }

@@ -185,6 +185,9 @@ void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr);
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */
 void fp_kvm_unmap_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);
 int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hva, uint64_t nr);
+/* ptep_clear_flush_young_notify(): test-and-clear the accessed bit of entry e (mapping
+ * addr in mm) and, through the MMU notifier, the guest's EPT bits of that memory */
+int fp_clear_young_notify(struct fp_kernel *k, const struct fp_mm *mm, uint64_t *e, uint64_t addr);
 const struct fp_memslot *fp_vm_slot_of_hva(const struct fp_vm *vm, uint64_t hva);
 uint64_t fp_vm_next_slot_hva(const struct fp_vm *vm, uint64_t hva);
 

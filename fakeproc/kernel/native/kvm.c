@@ -293,3 +293,12 @@ int fp_kvm_test_age_hva(struct fp_kernel *k, const struct fp_mm *mm, uint64_t hv
 {
     return ept_leaves(k, mm, hva, nr, 0);
 }
+
+int fp_clear_young_notify(struct fp_kernel *k, const struct fp_mm *mm, uint64_t *e, uint64_t addr)
+{
+    int young = (*e & FP_PAGE_ACCESSED) != 0;
+    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+    if (mm->vm)
+        young |= fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(&k->pages[fp_entry_addr(*e)])) != 0;
+    return young;
+}

@@ -127,14 +127,7 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
 static void clear_young(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                         void *arg)
 {
-    int young = 0;
-    if (*e & FP_PAGE_ACCESSED) {
-        *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-        young = 1;
-    }
-    if (mm->vm)
-        young |= fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(&k->pages[fp_entry_addr(*e)])) != 0;
-    *(int *)arg |= young;
+    *(int *)arg |= fp_clear_young_notify(k, mm, e, addr);
 }
 
 /* page_idle_get_page(): LRU pages only (a THP by its head) */

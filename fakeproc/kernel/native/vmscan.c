@@ -30,10 +30,7 @@ static void referenced_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, u
 {
     struct referenced *r = arg;
     struct fp_page *p = &k->pages[fp_entry_addr(*e)];
-    int young = (*e & FP_PAGE_ACCESSED) != 0;
-    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
-    if (mm->vm)
-        young |= fp_kvm_test_age_hva(k, mm, addr, fp_page_nr(p)) != 0;
+    int young = fp_clear_young_notify(k, mm, e, addr);
     if (young)
         p->flags &= ~FP_PG_IDLE;
     if (p->flags & FP_PG_YOUNG) {

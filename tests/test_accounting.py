@@ -5,8 +5,11 @@ hand from it (the tallies are in the comments), never read back from fakeproc.
 
 Page tables: a table is one 4 KiB page, allocated from the task's zonelist (its
 preferred node first) when the first page of its range is mapped. 4-level x86_64:
-PGD, PUD, PMD and PTE tables; a THP is a PMD entry and needs no PTE table. VmPTE counts
-PUD + PMD + PTE tables (mm_pgtables_bytes), not the PGD.
+PGD, PUD, PMD and PTE tables; a THP is a PMD entry that needs no PTE table, but its
+PMD keeps one in reserve for a later split (4.20's __do_huge_pmd_anonymous_page():
+pte_alloc_one() + pgtable_trans_huge_deposit()), allocated and counted like the
+others. VmPTE counts PUD + PMD + PTE tables and the deposits (mm_pgtables_bytes), not
+the PGD.
 
 NUMA counters (mm/page_alloc.c zone_statistics() in 4.20): one count per allocation,
 whatever its order (a THP counts once): on the node that supplied the page, numa_hit
@@ -133,8 +136,10 @@ populate = true
 # node 0 (256 MiB = 65536 pages)
 #   anon: alpha 16 (10 accessed + 6 dirty) + alpha 2 THPs (1024)   = 1040, all active
 #   file: alpha 4 (libalpha.so, inactive file, mapped)              =    4
-#   page tables: alpha PGD, PUD, PMD, PTE(0x7f0000000000), PTE(0x7f0000200000) = 5
-#   free: 65536 - 1040 - 4 - 5 = 64487
+#   page tables: alpha PGD, PUD, PMD, PTE(0x7f0000000000), PTE(0x7f0000200000)
+#                + 3 deposited with its THPs (the one on node 3 too: tables follow
+#                the task's policy, not the VMA's node) = 8
+#   free: 65536 - 1040 - 4 - 8 = 64484
 #   numa: hit = alpha 16 + 4 + 2 THPs = 22, local 22
 #         foreign = alpha's 5@2 + 3@1 + the THP on node 3 = 9
 # node 1 (65536 pages)
@@ -154,10 +159,10 @@ populate = true
 #   free: 131072 - 515 = 130557
 #   numa: miss = alpha 1 (THP) + gamma 3 = 4, other 4
 #
-# machine: anon 1040 + 267 + 16 + 515 = 1838 pages; file 4; tables 18; THPs 3
-#   free 64487 + 65260 + 131052 + 130557 = 391356 pages = 1565424 kB
-#   MemTotal 1536 MiB = 1572864 kB = 1565424 + 7352 (anon) + 16 (file) + 72 (tables)
-#   pgalloc_normal = 1838 + 4 + 18 = 1860 pages (nothing is ever freed)
+# machine: anon 1040 + 267 + 16 + 515 = 1838 pages; file 4; tables 21; THPs 3
+#   free 64484 + 65260 + 131052 + 130557 = 391353 pages = 1565412 kB
+#   MemTotal 1536 MiB = 1572864 kB = 1565412 + 7352 (anon) + 16 (file) + 84 (tables)
+#   pgalloc_normal = 1838 + 4 + 21 = 1863 pages (nothing is ever freed)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,7 @@ def status(m, pid: int) -> dict[str, str]:
 
 # node -> (AnonPages, Active(anon), AnonHugePages, FilePages, PageTables, MemFree) in kB
 NODE_KB = {
-    0: (4160, 4160, 4096, 16, 20, 257948),
+    0: (4160, 4160, 4096, 16, 32, 257936),
     1: (1068, 1068, 0, 0, 36, 261040),
     2: (64, 64, 0, 0, 16, 524208),
     3: (2060, 2060, 2048, 0, 0, 522228),
@@ -228,8 +233,8 @@ def test_node_meminfo(m, nid):
 # node 0 as a whole file: the numbers above in the 2.2 layout
 NODE0_MEMINFO = """\
 Node 0 MemTotal:         262144 kB
-Node 0 MemFree:          257948 kB
-Node 0 MemUsed:            4196 kB
+Node 0 MemFree:          257936 kB
+Node 0 MemUsed:            4208 kB
 Node 0 Active:             4160 kB
 Node 0 Inactive:             16 kB
 Node 0 Active(anon):       4160 kB
@@ -245,7 +250,7 @@ Node 0 Mapped:               16 kB
 Node 0 AnonPages:          4160 kB
 Node 0 Shmem:                 0 kB
 Node 0 KernelStack:           0 kB
-Node 0 PageTables:           20 kB
+Node 0 PageTables:           32 kB
 Node 0 NFS_Unstable:          0 kB
 Node 0 Bounce:                0 kB
 Node 0 WritebackTmp:          0 kB
@@ -269,7 +274,7 @@ def test_node0_meminfo_whole_file(m):
 # node -> pages: nr_anon_pages, nr_active_anon, nr_anon_transparent_hugepages,
 # nr_free_pages, nr_page_table_pages, nr_file_pages
 NODE_PAGES = {
-    0: (1040, 1040, 2, 64487, 5, 4),
+    0: (1040, 1040, 2, 64484, 8, 4),
     1: (267, 267, 0, 65260, 9, 0),
     2: (16, 16, 0, 131052, 4, 0),
     3: (515, 515, 1, 130557, 0, 0),
@@ -329,10 +334,10 @@ def test_numa_hit_on_a_node_without_page_tables(m):
 
 def test_page_table_allocations_are_counted(m):
     # tables come from the task's preferred node, allocated on the task's CPU:
-    # node 0 +5 hit/local (alpha), node 1 +9 hit/local (beta 5, delta 4),
+    # node 0 +8 hit/local (alpha 5 + 3 deposits), node 1 +9 hit/local (beta 5, delta 4),
     # node 2 +4 hit/other (gamma runs on node 0, prefers node 2)
     want = {
-        0: (22 + 5, 0, 9, 0, 22 + 5, 0),
+        0: (22 + 8, 0, 9, 0, 22 + 8, 0),
         1: (264 + 9, 3, 4, 0, 264 + 9, 3),
         2: (7 + 4, 9, 3, 0, 0, 16 + 4),
         3: (0, 4, 0, 0, 0, 4),
@@ -345,12 +350,12 @@ def test_page_table_allocations_are_counted(m):
 def test_proc_meminfo_sums_the_nodes(m):
     mi = kv(m.read("proc/meminfo").decode(), ":")
     assert mi["MemTotal"] == 1572864
-    assert mi["MemFree"] == 1565424
+    assert mi["MemFree"] == 1565412
     assert mi["AnonPages"] == 7352 == sum(v[0] for v in NODE_KB.values())
     assert mi["Active(anon)"] == 7352
     assert mi["Inactive(anon)"] == 0
     assert mi["AnonHugePages"] == 6144
-    assert mi["PageTables"] == 72
+    assert mi["PageTables"] == 84
     assert mi["Cached"] == 16
     assert mi["Mapped"] == 16
     assert mi["Inactive(file)"] == 16
@@ -369,11 +374,11 @@ def test_proc_vmstat_sums_the_nodes(m):
     assert vs["nr_inactive_anon"] == 0
     assert vs["nr_isolated_anon"] == 0
     assert vs["nr_anon_transparent_hugepages"] == 3
-    assert vs["nr_free_pages"] == 391356
-    assert vs["nr_page_table_pages"] == 18
+    assert vs["nr_free_pages"] == 391353
+    assert vs["nr_page_table_pages"] == 21
     assert vs["nr_file_pages"] == vs["nr_mapped"] == 4
     assert vs["numa_miss"] == vs["numa_foreign"] == 16
-    assert vs["pgalloc_normal"] == 1860
+    assert vs["pgalloc_normal"] == 1863
     assert vs["pgfree"] == 0
     assert vs["pgfault"] == 256  # delta's MAP_POPULATE; pinned pages take no fault
     nodes = [node_vmstat(m, n) for n in range(4)]
@@ -384,11 +389,12 @@ def test_proc_vmstat_sums_the_nodes(m):
 
 
 # pid -> (RssAnon, RssFile, VmPTE) in kB
-#   alpha: 16 + 5 + 3 + 1024 + 512 = 1560 anon pages, 4 file; tables PUD, PMD, 2 PTE
+#   alpha: 16 + 5 + 3 + 1024 + 512 = 1560 anon pages, 4 file; tables PUD, PMD, 2 PTE,
+#          3 deposited with the THPs
 #   beta:  8 + 4 = 12;          PUD, PMD, 2 PTE
 #   gamma: 7 + 3 = 10;          PUD, PMD, PTE
 #   delta: 256;                 PUD, PMD, PTE
-STATUS_KB = {1000: (6240, 16, 16), 2000: (48, 0, 16), 3000: (40, 0, 12), 4000: (1024, 0, 12)}
+STATUS_KB = {1000: (6240, 16, 28), 2000: (48, 0, 16), 3000: (40, 0, 12), 4000: (1024, 0, 12)}
 
 
 @pytest.mark.parametrize("pid", sorted(STATUS_KB))

@@ -42,10 +42,10 @@ def test_bytes_per_page_from_the_allocators_accounting():
     # aligned 8-byte record (a touch updates both: one cache line, never two)
     assert use["truth"] == nr_pfns * 8
     # slot 0 of the arena (it means "none"), one PGD, PUD and PMD table, and 32 PTE
-    # tables for 63 MiB, each 4 KiB with its PFN, free-stack slot, base address (8 B
-    # each) and owner (4 B)
+    # tables for 63 MiB, each 4 KiB with its PFN, free-stack slot, base address and
+    # deposit-array pointer (8 B each) and owner (4 B); no THP, so no deposit array
     tables = 1 + 3 + 32
-    assert use["page_tables"] == tables * (PAGE + 28)
+    assert use["page_tables"] == tables * (PAGE + 36)
     # the free-block stack: 4 bytes per 2 MiB block; free 4 KiB pages cost nothing
     assert use["free_lists"] == 32 * 4
     assert use["rmap_ext"] == 0

@@ -75,8 +75,9 @@ pages = "2 thp-accessed"
 # Free memory by hand (pages of 4 KiB; MB = kB // 1024, as numactl prints free >> 20):
 #   node 0: 262144 - 1000 - 5 tables (PGD, PUD, PMD, 2 PTE: the 1000 pages span two
 #           2 MiB regions) = 261139 pages = 1044556 kB -> 1020 MB
-#   node 1: 262144 - 300 - 4 tables (PGD, PUD, PMD, PTE; THPs need no PTE table)
-#           = 261840 pages = 1047360 kB -> 1022 MB
+#   node 1: 262144 - 300 - 6 tables (PGD, PUD, PMD, PTE, and a page table deposited
+#           with each THP's PMD, from the task's node) = 261838 pages = 1047352 kB
+#           -> 1022 MB
 #   node 2: untouched: 2048 MB
 #   node 3: 524288 - 2 THPs (1024) = 523264 pages = 2093056 kB -> 2044 MB
 # NUMA: the two THPs of on-node1 (preferred node 1) land on node 3: numa_miss 2 and
@@ -181,8 +182,8 @@ def test_numastat_meminfo(m):
             if line.split() and line.split()[0] in ("MemTotal", "MemFree", "AnonPages")}
     # MB with two decimals per node, then the total
     assert rows["MemTotal"] == ["1024.00", "1024.00", "2048.00", "2048.00", "6144.00"]
-    # 1044556 kB = 1020.07 MB, 1047360 kB = 1022.81 MB, 2093056 kB = 2044.00 MB
-    assert rows["MemFree"][:4] == ["1020.07", "1022.81", "2048.00", "2044.00"]
+    # 1044556 kB = 1020.07 MB, 1047352 kB = 1022.80 MB, 2093056 kB = 2044.00 MB
+    assert rows["MemFree"][:4] == ["1020.07", "1022.80", "2048.00", "2044.00"]
     # 1000 pages = 3.91 MB, 300 pages = 1.17 MB, the two THPs on node 3 = 4.00 MB
     assert rows["AnonPages"][:4] == ["3.91", "1.17", "0.00", "4.00"]
 

@@ -7,7 +7,9 @@
  * found again through its reverse map; every present leaf maps an allocated
  * page that maps back to it; per-node counters equal the sums of page states;
  * the LRU lists hold exactly the LRU pages, on the right list, in both
- * directions; mm RSS, table and swap counts equal what the page tables hold.
+ * directions; mm RSS, table and swap counts equal what the page tables hold;
+ * every huge PMD (or its migration entry) has a page table deposited, and
+ * nothing else has.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,16 +69,39 @@ static void check_leaf(struct checker *c, struct fp_mm *mm, uint64_t e, uint64_t
         rss[1] += nr;
 }
 
+static void check_deposit(struct checker *c, const struct fp_mm *mm, uint64_t pfn, uint64_t addr,
+                          int huge, uint64_t *tables)
+{
+    int nid = fp_pfn_to_node(c->k, pfn);
+    const struct fp_page *p = nid >= 0 ? &c->k->pages[pfn] : NULL;
+    if (!huge || !p || !(p->flags & FP_PG_ALLOCATED) || !(p->flags & FP_PG_UNEVICTABLE) ||
+        p->mapcount || (p->flags & FP_PG_LRU)) {
+        problem(c, "mm %u: a page table (pfn %lu) is deposited at %#lx, %s", mm->id,
+                (unsigned long)pfn, (unsigned long)addr,
+                huge ? "but that page is not a page table" : "where no huge PMD is");
+        return;
+    }
+    (*tables)++;
+    cstat(c, nid)[FP_NR_PAGETABLE]++;
+}
+
 static void check_table(struct checker *c, struct fp_mm *mm, uint64_t table, int level,
                         uint64_t base, uint64_t *rss, uint64_t *tables, uint64_t *swaps)
 {
     struct fp_kernel *k = c->k;
     const uint64_t *t = fp_table(k, table);
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    const uint64_t *deposit = level == 3 ? k->table_deposit[table] : NULL;
     (*tables)++;
     cstat(c, fp_pfn_to_node(k, k->table_pfn[table]))[FP_NR_PAGETABLE]++;
     for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
         uint64_t e = t[i], addr = base + i * span;
+        int huge = level == 3 && e && (!fp_entry_present(e) || (e & FP_PAGE_PSE));
+        if (deposit && deposit[i]) /* the page table deposited with a huge PMD */
+            check_deposit(c, mm, deposit[i] - 1, addr, huge, tables);
+        else if (huge)
+            problem(c, "mm %u: the huge PMD at %#lx has no deposited page table", mm->id,
+                    (unsigned long)addr);
         if (!e)
             continue;
         if (!fp_entry_present(e)) {

@@ -259,6 +259,10 @@ struct fp_kernel {
     uint64_t *table_pfn;   /* the node page backing each table (PageTables) */
     uint64_t *table_base;  /* per table: the first address it maps | its level (1-4) */
     uint32_t *table_mm;    /* per table: the mm it belongs to */
+    uint64_t **table_deposit; /* per PMD table, made at its first huge entry: for each
+                            * entry the PFN + 1 of the page table deposited with it
+                            * (pgtable_trans_huge_deposit), 0 = none */
+    uint64_t nr_deposit_arrays;
     uint64_t *free_tables; /* stack of freed table indices */
     uint64_t nr_free_tables;
     uint64_t free_tables_cap;

@@ -115,37 +115,110 @@ static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t a
 
 /* ---- the table arena ---------------------------------------------------- */
 
-int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+/* pte_alloc_one(): a page-table page from the page allocator under the task's
+ * policy, counted in its node's PageTables. */
+static int64_t pgtable_page_alloc(struct fp_kernel *k, const struct fp_mm *mm)
 {
-    uint64_t idx;
     int32_t nid;
-    /* page tables come from the page allocator under the task's policy */
     int64_t pfn = alloc_in_order(k, mm, mm->zonelist, mm->nr_zonelist, preferred_node(mm), 0, &nid);
     if (pfn < 0)
         return -ENOMEM;
-    if (k->nr_free_tables) {
-        idx = k->free_tables[--k->nr_free_tables];
-    } else {
-        if (k->tables_used >= k->tables_cap) {
-            fp_free_page(k, (uint64_t)pfn);
-            return -ENOMEM;
-        }
-        idx = k->tables_used++;
-    }
-    k->table_pfn[idx] = (uint64_t)pfn;
     k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, never on an LRU */
     k->nodes[nid].stat[FP_NR_PAGETABLE]++;
+    return pfn;
+}
+
+static void pgtable_page_free(struct fp_kernel *k, uint64_t pfn)
+{
+    k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
+    fp_free_page(k, pfn);
+}
+
+/* An arena slot for the page-table page pfn. */
+static int64_t table_slot(struct fp_kernel *k, uint64_t pfn)
+{
+    uint64_t idx;
+    if (k->nr_free_tables)
+        idx = k->free_tables[--k->nr_free_tables];
+    else if (k->tables_used < k->tables_cap)
+        idx = k->tables_used++;
+    else
+        return -ENOMEM;
+    k->table_pfn[idx] = pfn;
     return (int64_t)idx;
+}
+
+int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+{
+    int64_t pfn = pgtable_page_alloc(k, mm);
+    if (pfn < 0)
+        return pfn;
+    int64_t idx = table_slot(k, (uint64_t)pfn);
+    if (idx < 0)
+        pgtable_page_free(k, (uint64_t)pfn);
+    return idx;
 }
 
 void fp_table_free(struct fp_kernel *k, uint64_t idx)
 {
     k->tlb_gen++; /* a TLB may hold entries of this table */
-    uint64_t pfn = k->table_pfn[idx];
     memset(fp_table(k, idx), 0, FP_PTRS_PER_TABLE * sizeof(uint64_t));
-    k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
-    fp_free_page(k, pfn);
+    if (k->table_deposit[idx]) { /* its huge entries were zapped with their deposits */
+        free(k->table_deposit[idx]);
+        k->table_deposit[idx] = NULL;
+        k->nr_deposit_arrays--;
+    }
+    pgtable_page_free(k, k->table_pfn[idx]);
     k->free_tables[k->nr_free_tables++] = idx;
+}
+
+/* ---- deposited page tables ------------------------------------------------ */
+
+/* An anonymous huge PMD keeps the page table a split would need in reserve:
+ * 4.20's THP fault and fork allocate it with pte_alloc_one() and
+ * pgtable_trans_huge_deposit() it, counted in the mm's page tables (VmPTE) and
+ * the node's PageTables; a split withdraws it as the PTE table
+ * (__split_huge_pmd_locked), a zap frees it (zap_deposited_table). */
+static uint64_t *deposit_slot(struct fp_kernel *k, const uint64_t *pmd, int create)
+{
+    uint64_t idx = fp_entry_index(k, pmd), table = idx / FP_PTRS_PER_TABLE;
+    if (!k->table_deposit[table] && create &&
+        (k->table_deposit[table] = calloc(FP_PTRS_PER_TABLE, sizeof(uint64_t))))
+        k->nr_deposit_arrays++;
+    return k->table_deposit[table] ? &k->table_deposit[table][idx % FP_PTRS_PER_TABLE] : NULL;
+}
+
+static int deposit_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *pmd)
+{
+    uint64_t *slot = deposit_slot(k, pmd, 1);
+    if (!slot)
+        return -ENOMEM;
+    int64_t pfn = pgtable_page_alloc(k, mm);
+    if (pfn < 0)
+        return -ENOMEM;
+    *slot = (uint64_t)pfn + 1;
+    mm->nr_tables++;
+    return 0;
+}
+
+/* The deposited page's PFN, taken off the PMD (still counted), or -1 for none. */
+int64_t fp_withdraw_table(struct fp_kernel *k, const uint64_t *pmd)
+{
+    uint64_t *slot = deposit_slot(k, pmd, 0);
+    if (!slot || !*slot)
+        return -1;
+    int64_t pfn = (int64_t)*slot - 1;
+    *slot = 0;
+    return pfn;
+}
+
+static void zap_deposited_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *pmd)
+{
+    int64_t pfn = fp_withdraw_table(k, pmd);
+    if (pfn >= 0) {
+        pgtable_page_free(k, (uint64_t)pfn);
+        mm->nr_tables--;
+    }
 }
 
 /* ---- mapping and unmapping pages ---------------------------------------- */
@@ -213,9 +286,13 @@ uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level
 }
 
 /* Allocate and account the page that will map addr: on `node` when >= 0 (scenario
- * set-up), else by the task's policy. Special mappings get kernel frames. */
+ * set-up), else by the task's policy. Special mappings get kernel frames. A new
+ * THP for the empty PMD entry `pmd` first gets its deposited page table (after the
+ * THP, before it is mapped, as __do_huge_pmd_anonymous_page() does); without one
+ * the THP is freed: NO_PGTABLE (VM_FAULT_OOM, where a failed THP falls back). */
+#define NO_PGTABLE (-ENOMEM - 1000)
 static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int32_t node,
-                        int huge, uint32_t vma_flags, int write)
+                        int huge, uint32_t vma_flags, int write, const uint64_t *pmd)
 {
     int64_t pfn;
     int32_t nid = node;
@@ -231,6 +308,10 @@ static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
     }
     if (pfn < 0)
         return -ENOMEM;
+    if (pmd && deposit_table(k, mm, pmd)) {
+        fp_free_page(k, (uint64_t)pfn);
+        return NO_PGTABLE;
+    }
     page_add_rmap(k, mm, (uint64_t)pfn, huge ? addr & ~(FP_PMD_SIZE - 1) : addr, kind, write,
                   (vma_flags & FP_VMA_EXEC) != 0);
     return pfn;
@@ -261,15 +342,36 @@ static struct fp_mm *get_mm(struct fp_kernel *k, uint32_t id)
 /* A new page table for mm at `level` (1 = PGD ... 4 = PTE) covering addr, counted
  * in its nr_tables (the checker recounts them); its owner and base address are
  * recorded for the reverse map. */
+static void table_owner(struct fp_kernel *k, int64_t t, const struct fp_mm *mm, uint64_t addr,
+                        int level)
+{
+    uint64_t span = 1ULL << (12 + 9 * (4 - level) + 9); /* what the whole table maps */
+    k->table_base[t] = (addr & ~(span - 1)) | (uint64_t)level;
+    k->table_mm[t] = mm->id;
+}
+
 int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level)
 {
     int64_t t = fp_table_alloc(k, mm);
     if (t < 0)
         return t;
     mm->nr_tables++;
-    uint64_t span = 1ULL << (12 + 9 * (4 - level) + 9); /* what the whole table maps */
-    k->table_base[t] = (addr & ~(span - 1)) | (uint64_t)level;
-    k->table_mm[t] = mm->id;
+    table_owner(k, t, mm, addr, level);
+    return t;
+}
+
+/* The PTE table that replaces the huge PMD pmd of mm when it is split: the page
+ * deposited with it (already counted in the mm's tables), or a new one. */
+int64_t fp_mm_split_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *pmd)
+{
+    uint64_t addr = fp_entry_vaddr(k, fp_entry_index(k, pmd));
+    if (!k->nr_free_tables && k->tables_used >= k->tables_cap)
+        return -ENOMEM;
+    int64_t pfn = fp_withdraw_table(k, pmd);
+    if (pfn < 0)
+        return fp_mm_table_new(k, mm, addr, 4);
+    int64_t t = table_slot(k, (uint64_t)pfn);
+    table_owner(k, t, mm, addr, 4);
     return t;
 }
 
@@ -362,7 +464,7 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     }
     if (!bits)
         return 0;
-    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, (bits & FP_PAGE_DIRTY) != 0);
+    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, (bits & FP_PAGE_DIRTY) != 0, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits;
@@ -410,13 +512,15 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         return err;
     if (!fp_entry_none(*e))
         return -EEXIST;
-    if (bits & FP_PAGE_SWPENTRY) { /* a THP migration entry */
+    if (bits & FP_PAGE_SWPENTRY) { /* a THP migration entry: a huge PMD still */
+        if (deposit_table(k, mm, e))
+            return -ENOMEM;
         *e = bits;
         return 0;
     }
-    int64_t pfn = new_page(k, mm, addr, node, 1, FP_VMA_ANON, 0);
+    int64_t pfn = new_page(k, mm, addr, node, 1, FP_VMA_ANON, 0, e);
     if (pfn < 0)
-        return (int32_t)pfn;
+        return -ENOMEM;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
     return 0;
 }
@@ -473,13 +577,15 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         if (!pmd)
             return err == -EEXIST ? 0 : err;
         if (fp_entry_none(*pmd)) {
-            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0);
+            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd);
             if (pfn >= 0) {
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
                        FP_PAGE_USER | FP_PAGE_PSE;
                 k->events[FP_EV_THP_FAULT_ALLOC]++;
                 return 0;
             }
+            if (pfn == NO_PGTABLE)
+                return -ENOMEM;
             k->events[FP_EV_THP_FAULT_FALLBACK]++;
         } else if (*pmd & FP_PAGE_PSE) {
             return 0;
@@ -490,7 +596,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         return err == -EEXIST ? 0 : err;
     if (fp_entry_present(*pte))
         return 0;
-    int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write);
+    int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
     if (*pte & FP_PAGE_SWPENTRY) {
@@ -523,7 +629,7 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1);
     k->events[FP_EV_PGFAULT]++;
-    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1);
+    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1, NULL);
     if (np < 0)
         return (int32_t)np;
     fp_page_remove_rmap(k, mm, pfn, base);
@@ -617,6 +723,8 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
         uint64_t *ce = walk_to(k, cm, addr, level, 1, &err);
         if (!ce)
             return err;
+        if (level == 3 && (err = deposit_table(k, cm, ce)))
+            return err; /* copy_huge_pmd(): the child's PMD gets its own deposit */
         if (!fp_entry_present(e)) {
             if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP)) {
                 cm->nr_swap++;
@@ -686,7 +794,11 @@ static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, i
                 mm->nr_tables--;
                 t[i] = 0;
             }
-        } else if (lo >= start && hi <= end) {
+            continue;
+        }
+        if (level == 3)
+            zap_deposited_table(k, mm, &t[i]); /* a huge PMD or its migration entry goes */
+        if (lo >= start && hi <= end) {
             drop_entry(k, mm, &t[i], lo);
         } else if (level < 4 && !fp_entry_present(t[i])) {
             t[i] = 0; /* a partial unmap of a huge migration entry drops it */

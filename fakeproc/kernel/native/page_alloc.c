@@ -65,8 +65,9 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->table_pfn = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_base = zalloc_big(max_tables * sizeof(uint64_t));
     k->table_mm = zalloc_big(max_tables * sizeof(uint32_t));
+    k->table_deposit = zalloc_big(max_tables * sizeof(uint64_t *));
     if (!k->pages || !k->truth || !k->tables || !k->free_tables ||
-        !k->table_pfn || !k->table_base || !k->table_mm)
+        !k->table_pfn || !k->table_base || !k->table_mm || !k->table_deposit)
         goto fail;
     k->tables_used = 1;
     k->nr_nodes = nr_nodes;
@@ -112,6 +113,10 @@ void fp_kernel_free(struct fp_kernel *k)
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
     free_big(k->table_base, k->tables_cap * sizeof(uint64_t));
     free_big(k->table_mm, k->tables_cap * sizeof(uint32_t));
+    if (k->table_deposit)
+        for (uint64_t t = 0; t < k->tables_used; t++)
+            free(k->table_deposit[t]);
+    free_big(k->table_deposit, k->tables_cap * sizeof(uint64_t *));
     free(k);
 }
 
@@ -222,7 +227,8 @@ void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
     memset(out, 0, sizeof(*out));
     out->pages = k->nr_pfns * sizeof(struct fp_page);
     out->page_tables = k->tables_used * (FP_PTRS_PER_TABLE * sizeof(uint64_t) + 3 * sizeof(uint64_t) +
-                                         sizeof(uint32_t));
+                                         sizeof(uint32_t) + sizeof(uint64_t *)) +
+                       k->nr_deposit_arrays * FP_PTRS_PER_TABLE * sizeof(uint64_t);
     out->truth = k->nr_pfns * sizeof(struct fp_truth);
     for (int n = 0; n < k->nr_nodes; n++)
         out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t);

@@ -111,7 +111,7 @@ static enum pageref check_references(struct fp_kernel *k, uint64_t pfn)
 }
 
 /* A THP's PMD becomes a table of 512 swap entries (4.20 swaps a THP whole, then
- * splits its mapping into swap PTEs). */
+ * splits its mapping into swap PTEs, in the page table deposited with the PMD). */
 static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, int level,
                             uint64_t nr)
 {
@@ -120,7 +120,7 @@ static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, 
         *e = swp;
         return 0;
     }
-    int64_t t = fp_mm_table_new(k, mm, fp_entry_vaddr(k, fp_entry_index(k, e)), 4);
+    int64_t t = fp_mm_split_table(k, mm, e);
     if (t < 0)
         return (int)t;
     uint64_t *ptes = fp_table(k, (uint64_t)t);

@@ -113,7 +113,7 @@ def test_get_mempolicy_mems_allowed_is_the_emulated_cpuset():
     the host kernel answers otherwise): maxnode below 1024 is EINVAL; ALIGN(maxnode - 1,
     64) / 8 bytes are written, zeros past the first 128 bytes and then the bitmap (0xf
     and zeros); more than a page EINVAL after the mode was stored. A flags word with
-    high bits set is not MPOL_F_MEMS_ALLOWED: the real kernel's EINVAL. By hand."""
+    high bits set has unknown flags: EINVAL (do_get_mempolicy). By hand."""
     dead = "0xdead 0xdead 0xdead 0xdead 0xdead"
     r = run("sh", "-c", f"{sys.executable} -c '{MEMS_ALLOWED_SCRIPT}'")
     assert r.returncode == 0, r.stderr
@@ -125,7 +125,7 @@ def test_get_mempolicy_mems_allowed_is_the_emulated_cpuset():
         "0 0 0 0xf 0x0 0x0 0x0 0x0",        # 2048 bits: 256 bytes, the last 128 cleared
         f"-1 22 0 {dead}",                  # 8752 bytes > a page, after put_user(mode)
         f"0 0 0 {dead}",                    # no nmask: the mode only
-        f"-1 22 -1 {dead}",                 # flags 0x100000004: the real kernel's EINVAL
+        f"-1 22 -1 {dead}",                 # flags 0x100000004: unknown flags, EINVAL
     ]
 
 
@@ -353,3 +353,223 @@ def test_a_cpuset_file_that_cannot_be_covered_is_said_and_left():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
     assert re.search(r"^fakeproc run: /proc/\d+/status keeps the host's cpuset: ", r.stderr, re.M)
+
+
+AFFINITY_SCRIPT = """
+import ctypes, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def get(pid=0, length=128):
+    buf = (ctypes.c_ubyte * 256)(*([0xAA] * 256))
+    r = libc.syscall(204, pid, length, buf)
+    return r, ctypes.get_errno() if r < 0 else 0, bytes(buf[:10]).hex()
+def put(cpus, pid=0, length=8, ptr=None):
+    m = ctypes.c_ulong(sum(1 << c for c in cpus))
+    r = libc.syscall(203, pid, length, ctypes.byref(m) if ptr is None else ctypes.c_void_p(ptr))
+    return r, ctypes.get_errno() if r < 0 else 0
+def say(*a):
+    print(*a, flush=True)
+say(*get())
+say(*get(length=4), *get(length=0), *get(length=0x20000000))
+say(*put([5]), *get())
+say(*put([9]), *put([1, 63]), *get())
+say(*put([], length=0), *put([3], ptr=8), *get())
+say(*get(pid=4200001), *get(pid=4299999), *put([1], pid=4200001))
+say(*put([2]))
+seen = []
+def worker():
+    seen.extend([*get(), *put([3]), *get()])
+th = threading.Thread(target=worker)
+th.start()
+th.join()
+say(*seen, *get())
+child = os.fork()
+if child == 0:
+    say(*get())
+    os._exit(0)
+os.waitpid(child, 0)
+say(*get(pid=1))
+"""
+
+
+def _host_getaffinity_of_init() -> str:
+    """What the host kernel answers sched_getaffinity(1, 128, buf) here: the call a
+    program under the runner makes on a task outside it goes to the host."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = (ctypes.c_ubyte * 256)(*([0xAA] * 256))
+    r = libc.syscall(204, 1, 128, buf)
+    return f"{r} 0 {bytes(buf[:10]).hex()}"
+
+
+def test_sched_affinity_is_over_the_emulated_cpus():
+    """sched_getaffinity/sched_setaffinity of the program's tasks are answered over the
+    machine's 8 CPUs by 4.20's rules, by hand: cpumask_size() is one long (8 bytes
+    written of the caller's 128, the rest keeps 0xaa); len 4 (not a multiple of 8), 0
+    and 0x20000000 (len * 8 wraps to 0 as an unsigned int) are EINVAL; CPU 9 lies past
+    nr_cpu_ids and is cut, leaving nothing: EINVAL; {1, 63} keeps 1; len 0 clears the
+    mask: EINVAL; an unreadable mask EFAULT. An emulated pid reads its task's mask
+    (every CPU), a missing one ESRCH; setting an emulated task's mask goes to the host:
+    ESRCH. A thread created after the leader chose {2}
+    starts with {2} and sets its own {3}; the leader keeps {2}; a forked child inherits
+    {2}. init lies outside the runner: the host answers."""
+    aa = "aa" * 2
+    r = run(sys.executable, "-c", AFFINITY_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"8 0 ff00000000000000{aa}",
+        f"-1 22 {'aa' * 10} -1 22 {'aa' * 10} -1 22 {'aa' * 10}",
+        f"0 0 8 0 2000000000000000{aa}",
+        f"-1 22 0 0 8 0 0200000000000000{aa}",
+        f"-1 22 -1 14 8 0 0200000000000000{aa}",
+        f"8 0 ff00000000000000{aa} -1 3 {'aa' * 10} -1 3",
+        "0 0",
+        f"8 0 0400000000000000{aa} 0 0 8 0 0800000000000000{aa} 8 0 0400000000000000{aa}",
+        f"8 0 0400000000000000{aa}",
+        _host_getaffinity_of_init(),
+    ]
+
+
+def test_taskset_and_numactl_bind_to_emulated_cpus_and_nodes():
+    """The tools' own calls: taskset -c 5 leaves the program on CPU 5 (it sees one CPU);
+    numactl binding to node 1's CPUs (4-7) and node 3's memory shows both, as 4.20
+    would (the host has neither CPU 4 nor node 3)."""
+    r = run("taskset", "-c", "5", sys.executable, "-c",
+            "import os; print(sorted(os.sched_getaffinity(0)), os.cpu_count())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "[5] 8\n"
+    r = run("numactl", "--cpunodebind=1", "--membind=3", "numactl", "--show")
+    assert r.returncode == 0, r.stderr
+    show = dict(line.split(":", 1) for line in r.stdout.splitlines())
+    assert {k: v.strip() for k, v in show.items() if k in ("policy", "physcpubind", "cpubind",
+                                                             "nodebind", "membind")} == {
+        "policy": "bind", "physcpubind": "4 5 6 7", "cpubind": "1", "nodebind": "1",
+        "membind": "3"}
+
+
+MEMPOLICY_SCRIPT = """
+import ctypes, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def setpol(mode, nodes, maxnode=1025):
+    m = (ctypes.c_ulong * 16)()
+    for n in nodes:
+        m[n // 64] |= 1 << (n % 64)
+    r = libc.syscall(238, mode, m, ctypes.c_ulong(maxnode))
+    return f"{r} {ctypes.get_errno() if r else 0}"
+def getpol(flags=0, maxnode=1025, addr=0):
+    mode, mask = ctypes.c_int(-1), (ctypes.c_ulong * 32)(*([0xdead] * 32))
+    r = libc.syscall(239, ctypes.byref(mode), mask, ctypes.c_ulong(maxnode), ctypes.c_ulong(addr),
+                     ctypes.c_ulong(flags))
+    return f"{r} {ctypes.get_errno() if r else 0} {mode.value} {mask[0]:#x} {mask[16]:#x}"
+def say(*a):
+    print(*a, sep=" | ", flush=True)
+say(getpol())
+say(setpol(2, [2, 3]), getpol(), getpol(flags=1))
+say(setpol(3, [1, 3]), getpol(flags=1), getpol())
+say(setpol(1, [3]), getpol(), setpol(1, []), getpol())
+say(setpol(4, []), getpol(), setpol(4, [1]))
+say(setpol(0, [1]), setpol(0, []), getpol())
+say(setpol(2, []), setpol(2, [7]), setpol(5, [1]), setpol(2 | 1 << 15 | 1 << 14, [1]))
+say(setpol(2 | 1 << 15, [1, 7]), getpol())
+say(setpol(3 | 1 << 14, [0, 5]), getpol(), getpol(flags=1))
+say(setpol(2, [1], maxnode=2), setpol(2, [0], maxnode=2), getpol())
+say(getpol(maxnode=2), getpol(addr=4096), getpol(flags=8), getpol(flags=5))
+x = ctypes.c_long(1)
+say(getpol(flags=3, addr=ctypes.addressof(x)))
+say(setpol(2, [2]))
+seen = []
+th = threading.Thread(target=lambda: seen.extend([getpol(), setpol(1, [1]), getpol()]))
+th.start()
+th.join()
+say(*seen, getpol())
+child = os.fork()
+if child == 0:
+    say(getpol())
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def test_set_and_get_mempolicy_are_over_the_emulated_nodes():
+    """set_mempolicy/get_mempolicy of the program's tasks over the machine's nodes 0-3,
+    by 4.20's mm/mempolicy.c, by hand (mode numbers: 0 default, 1 preferred, 2 bind,
+    3 interleave, 4 local; MPOL_F_STATIC_NODES 0x8000, MPOL_F_RELATIVE_NODES 0x4000;
+    get flags: 1 NODE, 2 ADDR, 4 MEMS_ALLOWED). maxnode 1025 writes 128 bytes: words
+    0-15 of the caller's 32, word 16 keeps 0xdead.
+    * default: mode 0, no nodes;
+    * bind {2,3}: mode 2, 0xc; MPOL_F_NODE needs interleave: EINVAL;
+    * interleave {1,3}: MPOL_F_NODE gives the next node, the first (nothing here
+      allocates under the policy), with the nodes 0xa;
+    * preferred {3}: 0x8; preferred {} is local: mode 1, no nodes; so is local (mode 4,
+      stored as preferred), which refuses nodes; default refuses nodes, clears;
+    * EINVAL: bind without nodes, bind to node 7 (no memory), mode 5, both mode flags;
+    * STATIC bind {1,7}: uses {1}, reports the mode with its flag (0x8002 = 32770)
+      and the nodes asked (0x82); RELATIVE interleave {0,5}: node i is the (i mod 4)th
+      of 0-3, so {0,1}, reported as asked (0x21) with flag (0x4003 = 16387);
+      MPOL_F_NODE gives its first node used, 0;
+    * maxnode 2 reads one bit: {1} is empty (EINVAL), {0} is kept;
+    * get: maxnode below 1024 with a mask, an addr without MPOL_F_ADDR, flag 8 and
+      MEMS_ALLOWED with NODE are EINVAL; NODE|ADDR on the program's own memory goes to
+      the host: node 0 and the mapping's default policy (no nodes);
+    * a thread created after bind {2} starts with it and sets its own preferred {1};
+      the leader keeps bind {2}; a forked child inherits it."""
+    dead = "0xdead"
+    r = run(sys.executable, "-c", MEMPOLICY_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"0 0 0 0x0 {dead}",
+        f"0 0 | 0 0 2 0xc {dead} | -1 22 -1 {dead} {dead}",
+        f"0 0 | 0 0 1 0xa {dead} | 0 0 3 0xa {dead}",
+        f"0 0 | 0 0 1 0x8 {dead} | 0 0 | 0 0 1 0x0 {dead}",
+        f"0 0 | 0 0 1 0x0 {dead} | -1 22",
+        f"-1 22 | 0 0 | 0 0 0 0x0 {dead}",
+        "-1 22 | -1 22 | -1 22 | -1 22",
+        f"0 0 | 0 0 32770 0x82 {dead}",
+        f"0 0 | 0 0 16387 0x21 {dead} | 0 0 0 0x21 {dead}",
+        f"-1 22 | 0 0 | 0 0 2 0x1 {dead}",
+        f"-1 22 -1 {dead} {dead} | -1 22 -1 {dead} {dead} | -1 22 -1 {dead} {dead} | -1 22 -1 {dead} {dead}",
+        f"0 0 0 0x0 {dead}",
+        "0 0",
+        f"0 0 2 0x4 {dead} | 0 0 | 0 0 1 0x2 {dead} | 0 0 2 0x4 {dead}",
+        f"0 0 2 0x4 {dead}",
+    ]
+
+
+STATUS_SCRIPT = """
+import os
+def lines(flags):
+    fd = os.open("/proc/self/status", flags)
+    try:
+        text = os.read(fd, 1 << 16).decode()
+        try:
+            os.write(fd, b"x")
+            wrote = "wrote"
+        except OSError as e:
+            wrote = e.errno
+    finally:
+        os.close(fd)
+    return dict(l.split(":\\t", 1) for l in text.splitlines()), wrote
+ours, wrote = lines(os.O_RDONLY | os.O_CLOEXEC)
+real, _ = lines(os.O_RDONLY | os.O_NOATIME)  # a flag the filter lets through
+print(ours["Cpus_allowed"], ours["Cpus_allowed_list"], ours["Mems_allowed_list"], wrote)
+print(real["Mems_allowed_list"] == "0", real["Cpus_allowed_list"] == ours["Cpus_allowed_list"])
+print(all(ours[k] == real[k] for k in ("Name", "Pid", "PPid", "Tgid", "Uid", "Threads")))
+"""
+
+
+def test_every_task_under_the_runner_reads_its_emulated_cpuset():
+    """A read-only open of a task's status, by any process under the runner (here a
+    shell's child's child), shows the emulated cpuset: the task's own CPU mask (5
+    after taskset -c 5: 20 hex) and the machine's nodes 0-3; the rest is the real
+    file. An open with a flag outside the filter's set (O_NOATIME) reads the real
+    status: the host's node 0 and the host's CPUs (the real affinity was never
+    changed). The descriptor is read-only (EBADF = 9). numactl in a shell's
+    child binds to emulated node 1 and 3 (libnuma reads Mems_allowed there). init
+    is outside the runner: the host's status."""
+    r = run("sh", "-c", f"taskset -c 5 sh -c '{sys.executable} -c \"$0\"' '{STATUS_SCRIPT}';"
+            " sh -c 'numactl -N 1 -m 3 numactl --show | grep -E \"^(nodebind|membind)\"';"
+            " grep Mems_allowed_list /proc/1/status")
+    assert r.returncode == 0, r.stderr
+    with open("/proc/1/status") as f:
+        init_mems = next(line for line in f if line.startswith("Mems_allowed_list"))
+    assert r.stdout.splitlines() == ["20 5 0-3 9", "True False", "True",
+                                     "nodebind: 1 ", "membind: 3 ", init_mems.rstrip("\n")]

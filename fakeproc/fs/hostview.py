@@ -17,6 +17,7 @@ Linux: fs/proc/array.c task_cpus_allowed(), kernel/cgroup/cpuset.c cpuset_common
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 from . import formats as fmt
 from .tree import Ctx, Dir, File, Lister, decimal
@@ -25,12 +26,20 @@ from .tree import Ctx, Dir, File, Lister, decimal
 ALLOWED = ("Cpus_allowed", "Cpus_allowed_list", "Mems_allowed", "Mems_allowed_list")
 
 
-def _allowed_lines(ctx: Ctx) -> dict[str, str]:
-    k = ctx.kernel
-    cpus, nodes = k.online_cpus, k.node_ids
-    return {"Cpus_allowed": fmt.cpumap(cpus, k.nr_cpu_ids), "Cpus_allowed_list": fmt.node_list(cpus),
+def cpuset_lines(cpus: Iterable[int], nr_cpu_ids: int, nodes: Iterable[int]) -> dict[str, str]:
+    """The four status lines of a task allowed on cpus and nodes (task_cpus_allowed(),
+    cpuset_task_status_allowed()), by label, each value with its newline."""
+    cpus, nodes = list(cpus), list(nodes)
+    return {"Cpus_allowed": fmt.cpumap(cpus, nr_cpu_ids), "Cpus_allowed_list": fmt.node_list(cpus),
             "Mems_allowed": fmt.cpumap(nodes, fmt.MAX_NUMNODES),
             "Mems_allowed_list": fmt.node_list(nodes)}
+
+
+def with_cpuset(status: str, allowed: dict[str, str]) -> str:
+    """A real status text with the lines of ``allowed`` replaced."""
+    label = lambda line: line.split(":", 1)[0]  # noqa: E731
+    return "".join(f"{label(line)}:\t{allowed[label(line)]}" if label(line) in allowed else line
+                   for line in status.splitlines(keepends=True))
 
 
 def _real_status(ctx: Ctx) -> str:
@@ -38,13 +47,11 @@ def _real_status(ctx: Ctx) -> str:
     pid = ctx.get("realpid")
     try:
         with open(f"/proc/{pid}/status") as f:
-            lines = f.readlines()
+            status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise LookupError(f"no process {pid}") from None
-    allowed = _allowed_lines(ctx)
-    label = lambda line: line.split(":", 1)[0]  # noqa: E731
-    return "".join(f"{label(line)}:\t{allowed[label(line)]}" if label(line) in allowed else line
-                   for line in lines)
+    k = ctx.kernel
+    return with_cpuset(status, cpuset_lines(k.online_cpus, k.nr_cpu_ids, k.node_ids))
 
 
 def _real_pid(ctx: Ctx, name: str) -> int | None:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..ctl.client import Client
 from ..ctl.protocol import CtlError, pack_bytes, unpack_bytes
@@ -26,11 +26,18 @@ from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
 from .fcntl import fcntl_handler
 from .lseek import lseek_handler
+from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
+from .procstatus import open_handler
+from .sched import getaffinity_handler, setaffinity_handler
+from .tasks import MachineFacts, TaskStates
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
-# lseek and fcntl: idle_pages positions and flags; get_mems_allowed: the caller's cpuset
-INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl", "get_mems_allowed")
+# lseek and fcntl: idle_pages positions and flags; the memory policy and the CPU mask
+# of the program's tasks, over the emulated nodes and CPUs
+# (and read-only opens: a task's status shows them)
+INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl", "get_mempolicy", "set_mempolicy",
+             "sched_getaffinity", "sched_setaffinity", "open", "openat")
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
 PR_SET_PDEATHSIG = 1
@@ -124,7 +131,8 @@ def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket) 
         os.execvp(argv[0], list(argv))
     except OSError as e:
         os.write(2, f"fakeproc run: {argv[0]}: {e.strerror or e}\n".encode())
-        os._exit(127)
+    except BaseException as e:  # never unwind into the runner's code in this child
+        os.write(2, f"fakeproc run: {argv[0]}: {type(e).__name__}: {e}\n".encode())
     os._exit(127)
 
 
@@ -185,6 +193,10 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     if not fds:
         return _wait(pid, m)
     client = Client(m.mountpoint)
+    facts = _facts(m.mountpoint)
+    policies: TaskStates[Policy | None] = TaskStates(pid)
+    masks: TaskStates[int] = TaskStates(pid)
+    status_open = open_handler(facts, masks)
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
         "move_pages": seccomp.move_pages_handler(_move_pages(client), packed=True),
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
@@ -192,7 +204,12 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
         "fcntl": fcntl_handler(lambda opener, pid, pos, flags: client.call(
             "idle_setfl", opener=opener, pid=pid, fuse_pos=pos, flags=flags)),
-        "get_mems_allowed": _mems_allowed(m.mountpoint),
+        "get_mempolicy": get_mempolicy_handler(facts, policies),
+        "set_mempolicy": set_mempolicy_handler(facts, policies),
+        "sched_getaffinity": getaffinity_handler(
+            facts, masks, lambda p: (m.mountpoint / "proc" / str(p) / "status").exists()),
+        "sched_setaffinity": setaffinity_handler(facts, masks),
+        "open": status_open, "openat": status_open,
     }))
     sup.start()
     try:
@@ -202,23 +219,20 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
         client.close()
 
 
-def _mems_allowed(mnt: Path) -> seccomp.Handler:
-    """get_mempolicy(MPOL_F_MEMS_ALLOWED) answered with the mounted machine's top
-    cpuset, its nodes with memory (has_memory), read from its node tree at the first
-    call (an emulator gone by then leaves the call to the real kernel; the runner
-    says it died)."""
-    from ..machine import parse_list
-    handler: list[seccomp.Handler] = []
+def _facts(mnt: Path) -> Callable[[], MachineFacts | None]:
+    """The mounted machine's CPUs and nodes, read from its trees at the first call
+    that needs them (None while the emulator is gone: the call goes to the real
+    kernel, and the runner says the emulator died)."""
+    got: list[MachineFacts] = []
 
-    def answer(notif: seccomp.Notification) -> seccomp.Response:
-        if not handler:
+    def facts() -> MachineFacts | None:
+        if not got:
             try:
-                nodes = parse_list((mnt / "sys/devices/system/node/has_memory").read_text().strip())
-            except OSError:
-                return seccomp.Continue()
-            handler.append(seccomp.mems_allowed_handler(nodes))
-        return handler[0](notif)
-    return answer
+                got.append(MachineFacts.read(mnt))
+            except (OSError, ValueError):
+                return None
+        return got[0]
+    return facts
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback

@@ -23,6 +23,10 @@ The BPF program (:func:`build_filter`), in words::
     if nr == fcntl and fcntl is intercepted:
         if (int)args[1] == F_SETFL:            USER_NOTIF  (status flags: scan flags)
         else:                                  ALLOW
+    if nr in {open, openat} and it is intercepted:
+        if (int)flags has a bit outside O_CLOEXEC|O_NOCTTY|O_NONBLOCK|O_LARGEFILE:
+                                               ALLOW   (a write, or an unusual open)
+        else:                                  USER_NOTIF  (read-only: maybe a status file)
     if nr == get_mempolicy and get_mems_allowed (not get_mempolicy) is intercepted:
         if args[4] == MPOL_F_MEMS_ALLOWED (all 64 bits): USER_NOTIF (the caller's cpuset)
         else:                                  ALLOW
@@ -93,18 +97,26 @@ log = logging.getLogger(__name__)
 
 PID_MAX_LIMIT = 4194304  # include/linux/threads.h: the largest pid a real task can have
 
+NR_OPEN = 2
 NR_LSEEK = 8
 NR_FCNTL = 72
+NR_SCHED_SETAFFINITY = 203
+NR_SCHED_GETAFFINITY = 204
 NR_MBIND = 237
 NR_SET_MEMPOLICY = 238
 NR_GET_MEMPOLICY = 239
 NR_MIGRATE_PAGES = 256
+NR_OPENAT = 257
 NR_MOVE_PAGES = 279
 NR_SECCOMP = 317
 
 SYSCALLS = {
+    "open": NR_OPEN,
+    "openat": NR_OPENAT,
     "lseek": NR_LSEEK,
     "fcntl": NR_FCNTL,
+    "sched_setaffinity": NR_SCHED_SETAFFINITY,
+    "sched_getaffinity": NR_SCHED_GETAFFINITY,
     "mbind": NR_MBIND,
     "set_mempolicy": NR_SET_MEMPOLICY,
     "get_mempolicy": NR_GET_MEMPOLICY,
@@ -114,10 +126,18 @@ SYSCALLS = {
 SYSCALL_NAMES = {nr: name for name, nr in SYSCALLS.items()}
 # syscalls whose first argument names the target process
 PID_ARG_SYSCALLS = frozenset({NR_MOVE_PAGES, NR_MIGRATE_PAGES})
-# syscalls decided on one argument: (argument index, value, notify when equal). Programs
-# make many of both; only some need the runner (fakeproc.run.lseek, fakeproc.run.fcntl):
-# lseek with SEEK_CUR or SEEK_END, fcntl with F_SETFL (4).
-ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True)}
+# syscalls decided on one argument: (argument index, value, notify when equal), or
+# (argument index, Only(bits)): notify when the argument has no other bit. Programs
+# make many of them; only some need the runner (fakeproc.run.lseek, fcntl, procstatus):
+# lseek with SEEK_CUR or SEEK_END, fcntl with F_SETFL (4), a read-only open (O_RDONLY
+# and no flags but these), which may be of a status file.
+class Only(int):
+    """An argument with no bits outside these (O_RDONLY is 0)."""
+
+
+READ_ONLY_OPEN = Only(os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | 0o100000)  # O_LARGEFILE
+ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True), NR_OPEN: (1, READ_ONLY_OPEN),
+             NR_OPENAT: (2, READ_ONLY_OPEN)}
 MPOL_F_MEMS_ALLOWED = 4
 # intercept names for one form of a syscall: name -> (nr, (index, value, notify when
 # equal, the argument is an unsigned long: its high word must be 0 too)).
@@ -154,6 +174,10 @@ SECCOMP_IOCTL_NOTIF_RECV = _ioc(_IOC_READ | _IOC_WRITE, "!", 0, SECCOMP_NOTIF.si
 SECCOMP_IOCTL_NOTIF_SEND = _ioc(_IOC_READ | _IOC_WRITE, "!", 1, SECCOMP_NOTIF_RESP.size)
 SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(_IOC_WRITE, "!", 2, 8)
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = _ioc(_IOC_WRITE, "!", 4, 8)  # Linux 6.6; the argument is the value
+# struct seccomp_notif_addfd { __u64 id; __u32 flags, srcfd, newfd, newfd_flags; } (Linux 5.9)
+SECCOMP_NOTIF_ADDFD = struct.Struct("<QIIII")
+SECCOMP_IOCTL_NOTIF_ADDFD = _ioc(_IOC_WRITE, "!", 3, SECCOMP_NOTIF_ADDFD.size)
+SECCOMP_ADDFD_FLAG_SEND = 1 << 1  # Linux 5.14: install the fd and answer with its number
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 assert (SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND, SECCOMP_IOCTL_NOTIF_ID_VALID) == (
     0xC0502100, 0xC0182101, 0x40082102)
@@ -250,10 +274,13 @@ def build_filter(intercept: Iterable[str | int] = DEFAULT_INTERCEPT, *,
         emit(BPF_JSET_K, 0x80000000, "allow", 0)  # a negative pid: not ours
         emit(BPF_JGT_K, pid_above, "notify", "allow")
     for nr in arg_nrs:
-        index, value, notify_equal, *wide = rules[nr]
+        index, value, *how = rules[nr]
+        notify_equal, wide = (how[0] if how else True), (len(how) > 1 and how[1])
         labels[f"arg{nr}"] = len(prog)
         emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index)  # the low word: an int argument
-        if wide and wide[0]:  # a long equal to value: the high word is 0 as well
+        if isinstance(value, Only):
+            emit(BPF_JSET_K, ~value & 0xFFFFFFFF, "allow", "notify")
+        elif wide:  # a long equal to value: the high word is 0 as well
             assert notify_equal
             emit(BPF_JEQ_K, value, 0, "allow")
             emit(BPF_LD_W_ABS, OFF_ARG0 + 8 * index + 4)
@@ -576,7 +603,17 @@ class Return:
     value: int
 
 
-Response = Continue | Return
+@dataclass(frozen=True)
+class ReturnFd:
+    """Finish the call with a new descriptor in the caller for this process's open file
+    ``fd`` (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND), close-on-exec when
+    ``cloexec``; the supervisor closes ``fd`` afterwards."""
+
+    fd: int
+    cloexec: bool = False
+
+
+Response = Continue | Return | ReturnFd
 
 
 @dataclass
@@ -678,7 +715,10 @@ class Supervisor:
         return Notification(id_, pid, flags, nr, arch, ip, tuple(args), self)
 
     def respond(self, notif: Notification, response: Response) -> bool:
-        """SECCOMP_IOCTL_NOTIF_SEND; False if the caller is no longer waiting."""
+        """SECCOMP_IOCTL_NOTIF_SEND (NOTIF_ADDFD for a descriptor); False if the caller
+        is no longer waiting."""
+        if isinstance(response, ReturnFd):
+            return self._send_fd(notif, response)
         if isinstance(response, Continue):
             resp = SECCOMP_NOTIF_RESP.pack(notif.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         elif isinstance(response, Return):
@@ -687,9 +727,21 @@ class Supervisor:
                 SECCOMP_NOTIF_RESP.pack(notif.id, v, 0, 0)
         else:
             raise TypeError(f"a handler must return Continue() or Return(value), not {response!r}")
+        return self._answer(SECCOMP_IOCTL_NOTIF_SEND, resp)
+
+    def _send_fd(self, notif: Notification, response: ReturnFd) -> bool:
+        addfd = SECCOMP_NOTIF_ADDFD.pack(notif.id, SECCOMP_ADDFD_FLAG_SEND, response.fd, 0,
+                                         os.O_CLOEXEC if response.cloexec else 0)
+        try:
+            return self._answer(SECCOMP_IOCTL_NOTIF_ADDFD, addfd)
+        finally:
+            os.close(response.fd)
+
+    def _answer(self, request: int, arg: bytes) -> bool:
+        """An ioctl that answers a call; False if the caller is no longer waiting."""
         while True:
             try:
-                fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, resp)
+                fcntl.ioctl(self.fd, request, arg)
                 return True
             except InterruptedError:
                 continue
@@ -1032,39 +1084,53 @@ def migrate_pages_handler(emulate: Callable[..., int], *, max_numnodes: int = 10
     return handler
 
 
+def copy_nodes_to_user(notif: Notification, nmask: int, maxnode: int, nodes: Iterable[int],
+                       max_numnodes: int = 1024) -> int:
+    """mm/mempolicy.c copy_nodes_to_user() of 4.20: ALIGN(maxnode - 1, 64) / 8 bytes,
+    zeros past BITS_TO_LONGS(MAX_NUMNODES) longs first (EINVAL past a page), then the
+    bitmap; 0, or -EFAULT where a write faults (after the bytes before it)."""
+    nbytes = (max_numnodes + 63) // 64 * 8
+    copy = ((maxnode - 1) % (1 << 64) + 63) % (1 << 64) // 64 * 8
+    try:
+        if copy > nbytes:
+            if copy > 4096:
+                return -errno.EINVAL
+            write_mem(notif.pid, nmask + nbytes, bytes(copy - nbytes))
+            copy = nbytes
+        write_mem(notif.pid, nmask, sum(1 << n for n in nodes).to_bytes(nbytes, "little")[:copy])
+    except OSError as e:
+        if e.errno != errno.EFAULT:
+            raise
+        return -errno.EFAULT
+    return 0
+
+
+def put_int(notif: Notification, addr: int, value: int) -> int:
+    """put_user() of an int: 0 or -EFAULT."""
+    try:
+        write_mem(notif.pid, addr, struct.pack("<i", value))
+    except OSError as e:
+        if e.errno != errno.EFAULT:
+            raise
+        return -errno.EFAULT
+    return 0
+
+
 def mems_allowed_handler(nodes: Iterable[int], max_numnodes: int = 1024) -> Handler:
     """A handler for get_mempolicy(mode, nmask, maxnode, addr, MPOL_F_MEMS_ALLOWED):
     the caller's cpuset is ``nodes`` (the emulated machine's). As 4.20's
     kernel_get_mempolicy() (MAX_NUMNODES; 5.1 moved both to nr_node_ids): EINVAL when
-    nmask is given and maxnode < MAX_NUMNODES; mode 0; then copy_nodes_to_user():
-    ALIGN(maxnode - 1, 64) / 8 bytes, zeros past BITS_TO_LONGS(MAX_NUMNODES) longs
-    first (EINVAL past a page), then the bitmap; EFAULT where a write faults, after
-    the bytes before it."""
-    mask = sum(1 << n for n in nodes)
-    nbytes = (max_numnodes + 63) // 64 * 8
-    bitmap = mask.to_bytes(nbytes, "little")
+    nmask is given and maxnode < MAX_NUMNODES; mode 0; then copy_nodes_to_user()."""
+    nodes = list(nodes)
 
     def handler(notif: Notification) -> Response:
         mode_p, nmask_p, maxnode = notif.args[0], notif.args[1], notif.args[2]
         if nmask_p and maxnode < max_numnodes:
             return Return(-errno.EINVAL)
         notif.check()  # the caller may be gone and its pid reused: write nothing then
-        try:
-            if mode_p:
-                write_mem(notif.pid, mode_p, struct.pack("<i", 0))
-            if nmask_p:
-                copy = ((maxnode - 1) % (1 << 64) + 63) % (1 << 64) // 64 * 8
-                if copy > nbytes:
-                    if copy > 4096:
-                        return Return(-errno.EINVAL)
-                    write_mem(notif.pid, nmask_p + nbytes, bytes(copy - nbytes))
-                    copy = nbytes
-                write_mem(notif.pid, nmask_p, bitmap[:copy])
-        except OSError as e:
-            if e.errno != errno.EFAULT:
-                raise
+        if mode_p and put_int(notif, mode_p, 0):
             return Return(-errno.EFAULT)
-        return Return(0)
+        return Return(copy_nodes_to_user(notif, nmask_p, maxnode, nodes, max_numnodes) if nmask_p else 0)
 
     return handler
 

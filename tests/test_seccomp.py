@@ -518,6 +518,9 @@ def test_mems_allowed_writes_nothing_for_a_caller_that_is_gone():
     notification is still valid before it writes (this process stands for the caller)."""
     import ctypes
 
+    from fakeproc.run.mempolicy import get_mempolicy_handler
+    from fakeproc.run.tasks import MachineFacts, TaskStates
+
     class Gone:
         def id_valid(self, _id):
             return False
@@ -525,9 +528,11 @@ def test_mems_allowed_writes_nothing_for_a_caller_that_is_gone():
     mode, mask = ctypes.c_int(-1), (ctypes.c_ulong * 16)(*([0xdead] * 16))
     notif = S.Notification(1, os.getpid(), 0, S.NR_GET_MEMPOLICY, S.AUDIT_ARCH_X86_64, 0,
                            (ctypes.addressof(mode), ctypes.addressof(mask), 1025, 0, 4, 0), Gone())
+    facts = MachineFacts(8, frozenset(range(8)), frozenset(range(4)))
+    handler = get_mempolicy_handler(lambda: facts, TaskStates(os.getpid()))
     with pytest.raises(S.NotificationGone):
-        S.mems_allowed_handler([0, 1, 2, 3])(notif)
+        handler(notif)
     assert mode.value == -1 and list(mask) == [0xdead] * 16
     notif.supervisor = None  # a caller still waiting: mode 0, 128 bytes of bitmap
-    assert S.mems_allowed_handler([0, 1, 2, 3])(notif) == S.Return(0)
+    assert handler(notif) == S.Return(0)
     assert mode.value == 0 and list(mask) == [0xF] + [0] * 15

@@ -1116,25 +1116,6 @@ def put_int(notif: Notification, addr: int, value: int) -> int:
     return 0
 
 
-def mems_allowed_handler(nodes: Iterable[int], max_numnodes: int = 1024) -> Handler:
-    """A handler for get_mempolicy(mode, nmask, maxnode, addr, MPOL_F_MEMS_ALLOWED):
-    the caller's cpuset is ``nodes`` (the emulated machine's). As 4.20's
-    kernel_get_mempolicy() (MAX_NUMNODES; 5.1 moved both to nr_node_ids): EINVAL when
-    nmask is given and maxnode < MAX_NUMNODES; mode 0; then copy_nodes_to_user()."""
-    nodes = list(nodes)
-
-    def handler(notif: Notification) -> Response:
-        mode_p, nmask_p, maxnode = notif.args[0], notif.args[1], notif.args[2]
-        if nmask_p and maxnode < max_numnodes:
-            return Return(-errno.EINVAL)
-        notif.check()  # the caller may be gone and its pid reused: write nothing then
-        if mode_p and put_int(notif, mode_p, 0):
-            return Return(-errno.EFAULT)
-        return Return(copy_nodes_to_user(notif, nmask_p, maxnode, nodes, max_numnodes) if nmask_p else 0)
-
-    return handler
-
-
 def dispatch(handlers: dict[str | int, Handler], default: Handler | None = None) -> Handler:
     """One handler from per-syscall ones (keys: names or numbers); others -> ``default``
     or Continue()."""

@@ -180,6 +180,7 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     """Fork CMD into the namespace, supervise its memory syscalls on emulated pids
     (seccomp user notification), and wait for it."""
     realproc = realproc_dir(m.mountpoint)
+    facts = _facts(m.mountpoint)
     parent_sock, child_sock = socket.socketpair()
     runner = os.getpid()
     pid = os.fork()
@@ -193,7 +194,6 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     if not fds:
         return _wait(pid, m)
     client = Client(m.mountpoint)
-    facts = _facts(m.mountpoint)
     policies: TaskStates[Policy | None] = TaskStates(pid)
     masks: TaskStates[int] = TaskStates(pid)
     status_open = open_handler(facts, masks)
@@ -220,19 +220,14 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 
 
 def _facts(mnt: Path) -> Callable[[], MachineFacts | None]:
-    """The mounted machine's CPUs and nodes, read from its trees at the first call
-    that needs them (None while the emulator is gone: the call goes to the real
-    kernel, and the runner says the emulator died)."""
-    got: list[MachineFacts] = []
-
-    def facts() -> MachineFacts | None:
-        if not got:
-            try:
-                got.append(MachineFacts.read(mnt))
-            except (OSError, ValueError):
-                return None
-        return got[0]
-    return facts
+    """The mounted machine's CPUs and nodes, read from its trees before CMD starts, so
+    no handler waits on the emulator for them (None if they cannot be read: the calls
+    then go to the real kernel)."""
+    try:
+        facts: MachineFacts | None = MachineFacts.read(mnt)
+    except (OSError, ValueError):
+        facts = None
+    return lambda: facts
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback

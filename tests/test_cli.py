@@ -132,6 +132,43 @@ def test_sigterm_while_the_inner_mount_is_being_made_exits_0(tmp_path):
     assert mounts_below(mnt) == []
 
 
+SLOW_DETACH = """
+import pathlib, sys, time
+from fakeproc.fs import sysmount
+real = sysmount.SystemMount.detach
+def slow(self):
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(1.5)  # stopping: the window the second SIGTERM falls into
+    real(self)
+sysmount.SystemMount.detach = slow
+from fakeproc.cli import main
+sys.exit(main(["mount", sys.argv[1], "-f", "--paused"]))
+"""
+
+
+def test_a_second_sigterm_while_stopping_changes_nothing(tmp_path):
+    """A runner killed by SIGKILL sends its server SIGTERM once per thread of it that
+    exits (PR_SET_PDEATHSIG): the second one must not kill the server before it has
+    unmounted (it exits 0, having unmounted, as after one)."""
+    mnt, detaching = tmp_path / "mnt", tmp_path / "detaching"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DETACH, str(mnt), str(detaching)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: is_mounted(mnt) and _ready(mnt))
+        proc.send_signal(signal.SIGTERM)
+        wait_for(detaching.exists)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if is_mounted(mnt):
+            subprocess.run([*FAKEPROC, "umount", str(mnt)], check=False, timeout=30)
+    assert proc.returncode == 0, out
+    assert mounts_below(mnt) == []
+
+
 def test_the_main_mount_serves_the_system_tree_when_its_own_mount_is_gone(tmp_path):
     mnt = tmp_path / "mnt"
     proc = start_foreground(mnt)

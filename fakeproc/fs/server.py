@@ -533,16 +533,34 @@ def _owner_ids(entry: Entry, ectx: Ctx) -> tuple[int, int]:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
 
 
-async def _watch_signals(system: SystemMount) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-        async for _ in sigs:
-            # a mount(2) of the inner mount under way walks the main mount's path: the
-            # main connection must answer until it is done, then the inner one goes
-            # first, while the main one still answers its path
-            await system.fs._settled()
-            await trio.to_thread.run_sync(system.detach)
-            pyfuse3.terminate()
-            return
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _stop_noted(stopping: list[int]) -> Callable[[int, Any], None]:
+    """The stop signals' handler outside _watch_signals' receiver, from serve()'s start
+    on (until Python's own finalization, when all is cleaned up): a stop signal is
+    noted, never fatal. One may come before trio runs (the mount may be made by then:
+    _watch_signals acts on it), and more than one may come: `fakeproc run` sets
+    PR_SET_PDEATHSIG, which the kernel sends once for each thread of the runner that
+    exits while the server is its child (the thread that forked it, then the one it is
+    reparented to: the seccomp supervisor's), so a runner killed by SIGKILL sends two
+    SIGTERMs. With the default action the second one, redelivered by trio when the
+    receiver closes or arriving after, killed the server halfway through its stop,
+    leaving the mount behind."""
+    return lambda signum, _frame: stopping.append(signum)
+
+
+async def _watch_signals(system: SystemMount, stopping: list[int]) -> None:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as sigs:
+        if not stopping:  # none came while mounting
+            async for _ in sigs:
+                break
+        # a mount(2) of the inner mount under way walks the main mount's path: the
+        # main connection must answer until it is done, then the inner one goes
+        # first, while the main one still answers its path
+        await system.fs._settled()
+        await trio.to_thread.run_sync(system.detach)
+        pyfuse3.terminate()
 
 
 async def _serve_system(system: SystemMount) -> None:
@@ -561,9 +579,10 @@ async def _serve_system(system: SystemMount) -> None:
     await system.serve()
 
 
-async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMount) -> None:
+async def _serve(clock: "VirtualClock", ctl: "ControlServer", system: SystemMount,
+                 stopping: list[int]) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, system)
+        nursery.start_soon(_watch_signals, system, stopping)
         nursery.start_soon(clock.run)
         nursery.start_soon(ctl.serve)
         nursery.start_soon(_serve_system, system)
@@ -584,6 +603,9 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
     signalled, unmount. Blocks."""
     from ..ctl.clock import VirtualClock
     from ..ctl.server import ControlServer
+    stopping: list[int] = []  # the stop signals received (_stop_noted)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_noted(stopping))
     kernel.record()  # ground truth for `fakeproc report` and `fakeproc run --report`
     clock = VirtualClock(kernel, rate=rate, paused=paused)
     ctl = ControlServer(mountpoint, kernel, clock).bind()  # before the mount can answer
@@ -595,7 +617,7 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         ops.ready = trio.Event()
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
         try:
-            trio.run(_serve, clock, ctl, system)
+            trio.run(_serve, clock, ctl, system, stopping)
         finally:
             system.close()  # no path walk: nothing answers the main mount any more
             pyfuse3.close(unmount=True)

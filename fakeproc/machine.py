@@ -288,6 +288,10 @@ def _vma_from(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any]) -> Vma:
     if kind == "file" and "path" not in raw:
         raise ck.error(path + ("kind",), "a file mapping needs a path")
     perms = raw.get("perms", "rw-s" if kind == "shm" else "rw-p")
+    if raw.get("thp") and (kind not in ("anon", "heap", "stack") or perms[3:4] == "s"):
+        # the emulated THPs are anonymous pages (no shmem or page-cache THPs)
+        raise ck.error(path + ("thp",), f"THPs need a private anonymous mapping, not a {kind} "
+                       f"{'shared' if perms[3:4] == 's' else 'private'} one")
     dev = raw.get("dev", "00:00")
     major, minor = (int(x, 16) for x in dev.split(":"))
     return Vma(start, end, perms, kind, raw.get("path"), raw.get("offset", 0), (major, minor),

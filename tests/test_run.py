@@ -387,18 +387,16 @@ if child == 0:
     say(*get())
     os._exit(0)
 os.waitpid(child, 0)
-say(*get(pid=1))
+say(*get(pid=int(sys.argv[1])))
 """
 
 
-def _host_getaffinity_of_init() -> str:
-    """What the host kernel answers sched_getaffinity(1, 128, buf) here: the call a
-    program under the runner makes on a task outside it goes to the host."""
+def _host_cpumask_size() -> int:
+    """What the host kernel's sched_getaffinity returns for a 128-byte buffer here
+    (its cpumask_size())."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    buf = (ctypes.c_ubyte * 256)(*([0xAA] * 256))
-    r = libc.syscall(204, 1, 128, buf)
-    return f"{r} 0 {bytes(buf[:10]).hex()}"
+    return libc.syscall(204, 0, 128, (ctypes.c_ubyte * 128)())
 
 
 def test_sched_affinity_is_over_the_emulated_cpus():
@@ -411,10 +409,18 @@ def test_sched_affinity_is_over_the_emulated_cpus():
     (every CPU), a missing one ESRCH; setting an emulated task's mask goes to the host:
     ESRCH. A thread created after the leader chose {2}
     starts with {2} and sets its own {3}; the leader keeps {2}; a forked child inherits
-    {2}. init lies outside the runner: the host answers."""
+    {2}. A process outside the runner, pinned to host CPU 0, is the host's to answer:
+    its mask 01, in the host's cpumask_size() bytes."""
     aa = "aa" * 2
-    r = run(sys.executable, "-c", AFFINITY_SCRIPT)
+    outside = subprocess.Popen(["sleep", "60"])
+    try:
+        os.sched_setaffinity(outside.pid, {0})
+        r = run(sys.executable, "-c", AFFINITY_SCRIPT, str(outside.pid))
+    finally:
+        outside.kill()
+        outside.wait()
     assert r.returncode == 0, r.stderr
+    n = _host_cpumask_size()
     assert r.stdout.splitlines() == [
         f"8 0 ff00000000000000{aa}",
         f"-1 22 {'aa' * 10} -1 22 {'aa' * 10} -1 22 {'aa' * 10}",
@@ -425,7 +431,7 @@ def test_sched_affinity_is_over_the_emulated_cpus():
         "0 0",
         f"8 0 0400000000000000{aa} 0 0 8 0 0800000000000000{aa} 8 0 0400000000000000{aa}",
         f"8 0 0400000000000000{aa}",
-        _host_getaffinity_of_init(),
+        f"{n} 0 {(bytes([1]) + bytes(n - 1) + bytes([0xaa]) * 10)[:10].hex()}",
     ]
 
 
@@ -553,6 +559,37 @@ real, _ = lines(os.O_RDONLY | os.O_NOATIME)  # a flag the filter lets through
 print(ours["Cpus_allowed"], ours["Cpus_allowed_list"], ours["Mems_allowed_list"], wrote)
 print(real["Mems_allowed_list"] == "0", real["Cpus_allowed_list"] == ours["Cpus_allowed_list"])
 print(all(ours[k] == real[k] for k in ("Name", "Pid", "PPid", "Tgid", "Uid", "Threads")))
+import ctypes, threading
+fd = os.open("/proc/self/status", os.O_RDONLY)
+threads = lambda: [l for l in os.pread(fd, 1 << 16, 0).split(b"\\n") if l.startswith(b"Threads")]
+before, ev = threads(), threading.Event()
+th = threading.Thread(target=ev.wait)
+th.start()
+print(before, threads(), os.fstat(fd).st_size)  # read again at offset 0: live
+ev.set()
+th.join()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, b"\\xd0\\xbe" * 7 + b"\\xd0")  # PR_SET_NAME: 15 bytes, the last one half a letter
+name = [l for l in open("/proc/self/status", "rb").read().split(b"\\n") if l.startswith(b"Name")]
+print(name, os.sched_getaffinity(0) == {5})
+try:
+    os.open(f"/proc/0{os.getpid()}/status", os.O_RDONLY)
+except OSError as e:
+    print("leading zero", e.errno)
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fds = []
+try:
+    while True:
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+try:
+    os.open("/proc/self/status", os.O_RDONLY)
+except OSError as e:
+    print("full table", e.errno)
+os.close(fds.pop())
+print(os.read(os.open("/proc/self/status", os.O_RDONLY), 5))
 """
 
 
@@ -562,7 +599,12 @@ def test_every_task_under_the_runner_reads_its_emulated_cpuset():
     after taskset -c 5: 20 hex) and the machine's nodes 0-3; the rest is the real
     file. An open with a flag outside the filter's set (O_NOATIME) reads the real
     status: the host's node 0 and the host's CPUs (the real affinity was never
-    changed). The descriptor is read-only (EBADF = 9). numactl in a shell's
+    changed). The descriptor is read-only (a write: EBADF = 9), stats size 0 and
+    renders again at each read from offset 0, as procfs (a second thread shows). A
+    name that is not UTF-8 (prctl, cut in the middle of a letter) comes back byte for
+    byte and breaks nothing. "/proc/0PID" is no name procfs knows (ENOENT = 2). With
+    the descriptor table full the open fails with EMFILE (24), as it would, and works
+    again once a descriptor is free. numactl in a shell's
     child binds to emulated node 1 and 3 (libnuma reads Mems_allowed there). init
     is outside the runner: the host's status."""
     r = run("sh", "-c", f"taskset -c 5 sh -c '{sys.executable} -c \"$0\"' '{STATUS_SCRIPT}';"
@@ -571,5 +613,40 @@ def test_every_task_under_the_runner_reads_its_emulated_cpuset():
     assert r.returncode == 0, r.stderr
     with open("/proc/1/status") as f:
         init_mems = next(line for line in f if line.startswith("Mems_allowed_list"))
-    assert r.stdout.splitlines() == ["20 5 0-3 9", "True False", "True",
-                                     "nodebind: 1 ", "membind: 3 ", init_mems.rstrip("\n")]
+    assert r.stdout.splitlines() == [
+        "20 5 0-3 9", "True False", "True",
+        "[b'Threads:\\t1'] [b'Threads:\\t2'] 0",
+        "[b'Name:\\t\\xd0\\xbe\\xd0\\xbe\\xd0\\xbe\\xd0\\xbe\\xd0\\xbe\\xd0\\xbe\\xd0\\xbe\\xd0'] True",
+        "leading zero 2", "full table 24", "b'Name:'",
+        "nodebind: 1 ", "membind: 3 ", init_mems.rstrip("\n")]
+
+
+GAPS = """
+distances = [[10, 21], [21, 10]]
+[machine]
+nr_cpus = 8
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "4-5"
+"""
+
+
+def test_affinity_keeps_only_online_cpus(tmp_path):
+    """8 possible CPUs of which 0, 1, 4 and 5 are online: sched_setaffinity keeps the
+    mask's online CPUs (4.20 intersects with the cpuset's, the online ones), so
+    taskset -c 1-3,6 leaves CPU 1; taskset -p ff gives 0,1,4,5 (33 hex); status agrees."""
+    machine = tmp_path / "gaps.toml"
+    machine.write_text(GAPS)
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", str(machine),
+                        "--", "sh", "-c",
+                        "taskset -c 1-3,6 sh -c 'taskset -p $$; grep Cpus_allowed_list /proc/$$/status;"
+                        " taskset -p ff $$ | tail -1'"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["2", "1", "33"], lines

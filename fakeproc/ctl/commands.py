@@ -316,6 +316,15 @@ def idle_setfl(ctx: Context, opener: int, pid: int, fuse_pos: int, flags: int) -
 
 
 @command()
+def task_cpus(ctx: Context, tid: int, cpus: list[int]) -> dict[str, Any]:
+    """For the runner's sched_setaffinity answers: real task `tid` (one under `fakeproc
+    run`) may run on emulated `cpus`, which its status under hostview/ shows."""
+    from ..fs.hostview import set_task_cpus
+    set_task_cpus(tid, cpus)
+    return {}
+
+
+@command()
 def fs_requests(ctx: Context) -> dict[str, int]:
     """FUSE requests the mount has served since it started, by operation (lookup,
     getattr, open, read, ...): what a program's file-system traffic costs, and which

@@ -7,8 +7,11 @@ see the host's node 0 and its CPUs only. The runner binds these files over them 
 namespace (run/namespace.py), so the program sees the emulated machine's cpuset:
 
   hostview/status/PID   the real /proc/PID/status, with Cpus_allowed, Cpus_allowed_list,
-                        Mems_allowed and Mems_allowed_list of the emulated machine (every
-                        online CPU, every node: the top cpuset's)
+                        Mems_allowed and Mems_allowed_list of the emulated machine (the
+                        CPUs the runner gave the task, else every online CPU; every
+                        node: the top cpuset's); PID may be any thread id. The runner
+                        also hands it out for read-only opens of any of its tasks'
+                        status (run/procstatus.py).
   hostview/cpuset.cpus  the emulated online CPUs, as a cgroup cpuset file prints them
   hostview/cpuset.mems  the emulated nodes
 
@@ -42,16 +45,32 @@ def with_cpuset(status: str, allowed: dict[str, str]) -> str:
                    for line in status.splitlines(keepends=True))
 
 
+# the emulated CPUs `fakeproc run` has each of its real tasks on (its answers to their
+# sched_setaffinity, fakeproc.run.sched), by thread id; a task not here: every online CPU
+_TASK_CPUS: dict[int, frozenset[int]] = {}
+
+
+def set_task_cpus(tid: int, cpus: Iterable[int]) -> None:
+    """The runner says which emulated CPUs real task tid may run on."""
+    _TASK_CPUS[tid] = frozenset(cpus)
+    if len(_TASK_CPUS) >= 1024 and len(_TASK_CPUS) & (len(_TASK_CPUS) - 1) == 0:
+        for t in [t for t in _TASK_CPUS if not os.path.isdir(f"/proc/{t}")]:
+            del _TASK_CPUS[t]
+
+
 def _real_status(ctx: Ctx) -> str:
-    """The host's /proc/PID/status with the emulated machine's allowed CPUs and nodes."""
+    """The host's /proc/PID/status with the emulated machine's allowed CPUs (the task's,
+    as the runner set them) and nodes. Read again at each rendering, as procfs does;
+    the bytes of a name that is not UTF-8 come back as they were."""
     pid = ctx.get("realpid")
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/status", errors="surrogateescape") as f:
             status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise LookupError(f"no process {pid}") from None
     k = ctx.kernel
-    return with_cpuset(status, cpuset_lines(k.online_cpus, k.nr_cpu_ids, k.node_ids))
+    cpus = _TASK_CPUS.get(pid, k.online_cpus) & frozenset(k.online_cpus)
+    return with_cpuset(status, cpuset_lines(cpus, k.nr_cpu_ids, k.node_ids))
 
 
 def _real_pid(ctx: Ctx, name: str) -> int | None:

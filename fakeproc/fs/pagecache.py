@@ -34,5 +34,5 @@ class PageCache:
     def bytes(self, inode: int, entry: "File", ctx: "Ctx") -> bytes:
         data = self.pages.get(inode)
         if data is None:
-            data = self.pages[inode] = entry.render(ctx).encode()
+            data = self.pages[inode] = entry.render(ctx).encode("utf-8", "surrogateescape")
         return data

@@ -488,7 +488,7 @@ def _same_mount(a: tuple[str, ...], b: tuple[str, ...]) -> None:
 
 
 def _render_bytes(render: Callable[[Ctx], str], ectx: Ctx) -> bytes:
-    return render(ectx).encode()
+    return render(ectx).encode("utf-8", "surrogateescape")  # raw bytes of real files too
 
 
 def _reaped(ectx: Ctx) -> Callable[[], bool] | None:

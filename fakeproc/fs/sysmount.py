@@ -166,7 +166,7 @@ class SystemMount:
     def render(self, ino: int, entry: File, ectx: Any) -> int:
         """The nodeid of the attribute's current rendering (a new one when its bytes
         differ from the latest)."""
-        data = entry.render(ectx).encode()
+        data = entry.render(ectx).encode("utf-8", "surrogateescape")
         nodeid = self.latest.get(ino)
         if nodeid is None or self.renderings[nodeid].data != data:
             self.retire(ino)

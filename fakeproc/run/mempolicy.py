@@ -96,6 +96,7 @@ def set_mempolicy_handler(facts: Facts, policies: TaskStates[Policy | None]) -> 
             pol = new_policy(mode, flags, nodes, f.mem_nodes)
         except OSError as e:
             return seccomp.Return(-(e.errno or errno.EINVAL))
+        notif.check()  # the caller may be gone and its id reused: keep nothing then
         policies.set(notif.pid, pol)
         return seccomp.Return(0)
     return handler

@@ -196,7 +196,8 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     client = Client(m.mountpoint)
     policies: TaskStates[Policy | None] = TaskStates(pid)
     masks: TaskStates[int] = TaskStates(pid)
-    status_open = open_handler(facts, masks)
+    tell, open_status = _hostview(client, m.mountpoint)
+    status_open = open_handler(facts, masks, open_status)
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
         "move_pages": seccomp.move_pages_handler(_move_pages(client), packed=True),
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
@@ -206,9 +207,8 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
             "idle_setfl", opener=opener, pid=pid, fuse_pos=pos, flags=flags)),
         "get_mempolicy": get_mempolicy_handler(facts, policies),
         "set_mempolicy": set_mempolicy_handler(facts, policies),
-        "sched_getaffinity": getaffinity_handler(
-            facts, masks, lambda p: (m.mountpoint / "proc" / str(p) / "status").exists()),
-        "sched_setaffinity": setaffinity_handler(facts, masks),
+        "sched_getaffinity": getaffinity_handler(facts, masks, _emulated(m.mountpoint)),
+        "sched_setaffinity": setaffinity_handler(facts, masks, tell),
         "open": status_open, "openat": status_open,
     }))
     sup.start()
@@ -220,14 +220,39 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
 
 
 def _facts(mnt: Path) -> Callable[[], MachineFacts | None]:
-    """The mounted machine's CPUs and nodes, read from its trees before CMD starts, so
-    no handler waits on the emulator for them (None if they cannot be read: the calls
-    then go to the real kernel)."""
+    """The mounted machine's CPUs and nodes, read from its trees once, before CMD
+    starts, so no handler waits on the emulator for them (None if they cannot be read
+    then: the calls go to the real kernel)."""
     try:
         facts: MachineFacts | None = MachineFacts.read(mnt)
     except (OSError, ValueError):
         facts = None
     return lambda: facts
+
+
+def _emulated(mnt: Path) -> Callable[[int], bool]:
+    """Does the emulated machine have this pid or thread id?"""
+    def exists(pid: int) -> bool:
+        try:
+            return os.path.exists(mnt / "proc" / str(pid) / "status")
+        except OSError:  # the emulator is gone: the runner says so and ends CMD
+            return False
+    return exists
+
+
+def _hostview(client: Client, mnt: Path) -> tuple[Callable[[int, int], None], Callable[[int, int], int]]:
+    """How the runner's handlers reach the tasks' status files under hostview/: tell
+    the server a task's CPU mask; open a task's file (read-only) after telling."""
+    def tell(tid: int, mask: int) -> None:
+        try:
+            client.call("task_cpus", tid=tid, cpus=[c for c in range(mask.bit_length()) if mask >> c & 1])
+        except (CtlError, OSError):
+            pass  # the emulator is gone: the status cannot be opened either
+
+    def open_status(tid: int, mask: int) -> int:
+        tell(tid, mask)
+        return os.open(mnt / "hostview" / "status" / str(tid), os.O_RDONLY | os.O_CLOEXEC)
+    return tell, open_status
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback

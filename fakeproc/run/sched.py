@@ -17,7 +17,7 @@ import errno
 from typing import Callable
 
 from . import seccomp
-from .tasks import MachineFacts, TaskStates, same_namespace
+from .tasks import MachineFacts, TaskStates, under_runner
 
 Facts = Callable[[], "MachineFacts | None"]
 
@@ -30,10 +30,11 @@ def _mask(cpus: frozenset[int]) -> int:
     return sum(1 << c for c in cpus)
 
 
-def _target(notif: seccomp.Notification, pid: int) -> int | None:
+def _target(notif: seccomp.Notification, pid: int, masks: TaskStates[int]) -> int | None:
     """The real task a call on pid names when it is under the runner, else None."""
     tid = notif.pid if pid == 0 else pid
-    return tid if 0 < tid <= seccomp.PID_MAX_LIMIT and same_namespace(notif.pid, tid) else None
+    return tid if 0 < tid <= seccomp.PID_MAX_LIMIT and under_runner(notif.pid, tid, masks.root) \
+        else None
 
 
 def getaffinity_handler(facts: Facts, masks: TaskStates[int],
@@ -49,12 +50,13 @@ def getaffinity_handler(facts: Facts, masks: TaskStates[int],
         pid, length, ptr = seccomp._s32(notif.args[0]), notif.args[1] & 0xFFFFFFFF, notif.args[2]
         if (length * 8) & 0xFFFFFFFF < f.nr_cpu_ids or length & 7:
             return seccomp.Return(-errno.EINVAL)
+        online = _mask(f.online_cpus)
         if pid > seccomp.PID_MAX_LIMIT:
             if not emulated(pid):
                 return seccomp.Return(-errno.ESRCH)
-            mask = _mask(f.online_cpus)
-        elif (tid := _target(notif, pid)) is not None:
-            mask = masks.get(tid, _mask(f.online_cpus))
+            mask = online
+        elif (tid := _target(notif, pid, masks)) is not None:
+            mask = masks.get(tid, online) & online  # cpus_allowed & cpu_active_mask
         else:
             return seccomp.Continue()
         n = min(length, cpumask_size(f))
@@ -68,18 +70,19 @@ def getaffinity_handler(facts: Facts, masks: TaskStates[int],
     return handler
 
 
-def setaffinity_handler(facts: Facts, masks: TaskStates[int]) -> seccomp.Handler:
+def setaffinity_handler(facts: Facts, masks: TaskStates[int],
+                        changed: Callable[[int, int], None] = lambda tid, mask: None) -> seccomp.Handler:
     """sched_setaffinity(pid, len, user_mask_ptr): the mask is read first (a shorter
     len leaves the rest clear, a longer one is cut to cpumask_size(); EFAULT), then
-    intersected with the cpuset (every CPU); EINVAL when no online CPU is left, else
-    it becomes the task's mask. An emulated pid goes to the host (ESRCH: the emulator
-    has no scheduler to move its tasks)."""
+    intersected with the cpuset (the online CPUs); EINVAL when nothing is left, else
+    it becomes the task's mask and ``changed(tid, mask)`` is told. An emulated pid goes
+    to the host (ESRCH: the emulator has no scheduler to move its tasks)."""
     def handler(notif: seccomp.Notification) -> seccomp.Response:
         f = facts()
         if f is None:
             return seccomp.Continue()
         pid, length, ptr = seccomp._s32(notif.args[0]), notif.args[1] & 0xFFFFFFFF, notif.args[2]
-        tid = _target(notif, pid)
+        tid = _target(notif, pid, masks)
         if tid is None:
             return seccomp.Continue()
         try:
@@ -88,9 +91,10 @@ def setaffinity_handler(facts: Facts, masks: TaskStates[int]) -> seccomp.Handler
             if e.errno != errno.EFAULT:
                 raise
             return seccomp.Return(-errno.EFAULT)
-        new = int.from_bytes(raw, "little") & ((1 << f.nr_cpu_ids) - 1)
-        if not new & _mask(f.online_cpus):
+        new = int.from_bytes(raw, "little") & _mask(f.online_cpus)
+        if not new:
             return seccomp.Return(-errno.EINVAL)
         masks.set(tid, new)
+        changed(tid, new)
         return seccomp.Return(0)
     return handler

@@ -727,27 +727,41 @@ class Supervisor:
                 SECCOMP_NOTIF_RESP.pack(notif.id, v, 0, 0)
         else:
             raise TypeError(f"a handler must return Continue() or Return(value), not {response!r}")
-        return self._answer(SECCOMP_IOCTL_NOTIF_SEND, resp)
+        return self._answer(SECCOMP_IOCTL_NOTIF_SEND, resp) is not None
 
     def _send_fd(self, notif: Notification, response: ReturnFd) -> bool:
-        addfd = SECCOMP_NOTIF_ADDFD.pack(notif.id, SECCOMP_ADDFD_FLAG_SEND, response.fd, 0,
-                                         os.O_CLOEXEC if response.cloexec else 0)
+        """Install the descriptor and answer with its number: atomically with
+        SECCOMP_ADDFD_FLAG_SEND (Linux 5.14), else in two steps (5.9). When it cannot be
+        installed (EMFILE at the caller's RLIMIT_NOFILE, an LSM's refusal) the call
+        fails with that errno, as the open would."""
+        cloexec = os.O_CLOEXEC if response.cloexec else 0
         try:
-            return self._answer(SECCOMP_IOCTL_NOTIF_ADDFD, addfd)
+            for flags in (SECCOMP_ADDFD_FLAG_SEND, 0):
+                arg = bytearray(SECCOMP_NOTIF_ADDFD.pack(notif.id, flags, response.fd, 0, cloexec))
+                try:
+                    newfd = self._answer(SECCOMP_IOCTL_NOTIF_ADDFD, arg)
+                except OSError as e:
+                    if e.errno == errno.EINVAL and flags:
+                        continue  # no SEND flag before Linux 5.14
+                    return self.respond(notif, Return(-(e.errno or errno.EBADF)))
+                if newfd is None or flags:
+                    return newfd is not None
+                return self.respond(notif, Return(newfd))
+            return False
         finally:
             os.close(response.fd)
 
-    def _answer(self, request: int, arg: bytes) -> bool:
-        """An ioctl that answers a call; False if the caller is no longer waiting."""
+    def _answer(self, request: int, arg: bytes | bytearray) -> int | None:
+        """An ioctl about a call: its result, None if the caller is no longer waiting."""
         while True:
             try:
-                fcntl.ioctl(self.fd, request, arg)
-                return True
+                r = fcntl.ioctl(self.fd, request, arg)  # a bytearray gives the result
+                return r if isinstance(r, int) else 0
             except InterruptedError:
                 continue
             except FileNotFoundError:  # ENOENT: the caller died or was interrupted
                 self.gone += 1
-                return False
+                return None
 
     def id_valid(self, notif_id: int) -> bool:
         try:

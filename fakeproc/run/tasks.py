@@ -52,23 +52,33 @@ def start_time(tid: int) -> int | None:
 
 
 def status_field(pid: int, name: str) -> int | None:
-    """An integer field of /proc/PID/status (Tgid, PPid, ...), None when gone."""
+    """An integer field of /proc/PID/status (Tgid, PPid, ...), None when gone. Read as
+    bytes: the Name line is the raw comm, which need not be UTF-8."""
+    key = name.encode() + b":"
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(name + ":"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return None
 
 
-def same_namespace(a: int, b: int) -> bool:
-    """Do tasks a and b share a mount namespace (are both under this runner)?"""
+def under_runner(caller: int, task: int, root: int) -> bool:
+    """Is task under the runner, as the caller is: in its mount namespace, or (a zombie,
+    whose namespace can no longer be read) a descendant of root?"""
     try:
-        return os.readlink(f"/proc/{a}/ns/mnt") == os.readlink(f"/proc/{b}/ns/mnt")
+        return os.readlink(f"/proc/{caller}/ns/mnt") == os.readlink(f"/proc/{task}/ns/mnt")
     except OSError:
-        return False
+        pass
+    for _ in range(MAX_ANCESTORS):
+        if task == root:
+            return True
+        task = status_field(status_field(task, "Tgid") or 0, "PPid") or 0
+        if task <= 1:
+            return False
+    return False
 
 
 class TaskStates(Generic[T]):

@@ -199,3 +199,62 @@ def test_status_vmlib_counts_the_vdso(m):
     lines = m.read("proc/63/status").decode().splitlines()
     assert "VmExe:\t       0 kB" in lines
     assert "VmLib:\t       8 kB" in lines
+
+
+VDSO = MACHINE + """
+[[process]]
+pid = 64
+name = "vdso"
+[[process.vma]]
+start = 0x7ffff7fcc000
+size = "16KiB"
+perms = "r--p"
+kind = "vvar"
+pages = "1 accessed"
+[[process.vma]]
+start = 0x7ffff7fd0000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+pages = "2 accessed"
+
+[[process]]
+pid = 65
+name = "vdso-child"
+fork_of = 64
+"""
+
+
+def _smaps_block(text: str, start: str) -> dict[str, str]:
+    block = text.split(start, 1)[1].split("VmFlags", 1)[0].splitlines()[1:]
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in block)}
+
+
+def test_vdso_pages_count_in_smaps_and_rssfile_and_vvar_pages_do_not():
+    """4.20: a [vdso] page is a kernel-image page that vdso_fault() maps with a normal
+    PTE (finish_fault: MM_FILEPAGES), so vm_normal_page() finds it: smaps counts it
+    (each process maps frames of its own here: private, Pss = Rss), so do RssFile and
+    VmRSS; numa_maps skips it (PageReserved). A [vvar] page is vm_insert_pfn()'s special
+    PTE of a VM_PFNMAP mapping: counted nowhere. By hand, for 2 accessed [vdso] pages
+    and 1 [vvar] page; the forked child maps them too, old (pte_mkold)."""
+    with mounted(VDSO) as mnt:
+        smaps = mnt.read("proc/64/smaps").decode()
+        vdso = _smaps_block(smaps, "7ffff7fd0000-7ffff7fd2000 r-xp 00000000 00:00 0")
+        assert {k: vdso[k] for k in ("Size", "Rss", "Pss", "Shared_Clean", "Private_Clean",
+                                     "Private_Dirty", "Referenced", "Anonymous")} == {
+            "Size": "8 kB", "Rss": "8 kB", "Pss": "8 kB", "Shared_Clean": "0 kB",
+            "Private_Clean": "8 kB", "Private_Dirty": "0 kB", "Referenced": "8 kB",
+            "Anonymous": "0 kB"}
+        vvar = _smaps_block(smaps, "7ffff7fcc000-7ffff7fd0000 r--p 00000000 00:00 0")
+        assert (vvar["Size"], vvar["Rss"], vvar["Pss"], vvar["Referenced"]) == ("16 kB", "0 kB", "0 kB", "0 kB")
+        assert mnt.read("proc/64/numa_maps").decode() == "7ffff7fcc000 default\n7ffff7fd0000 default\n"
+        status = mnt.read("proc/64/status").decode()
+        for line in ("RssAnon:\t       0 kB", "RssFile:\t       8 kB", "VmRSS:\t       8 kB"):
+            assert line in status.splitlines()
+        assert mnt.read("proc/64/smaps_rollup").decode().splitlines()[1] == "Rss:                   8 kB"
+        child = _smaps_block(mnt.read("proc/65/smaps").decode(), "7ffff7fd0000-7ffff7fd2000 r-xp")
+        assert (child["Rss"], child["Referenced"]) == ("8 kB", "0 kB")
+        assert "RssFile:\t       8 kB" in mnt.read("proc/65/status").decode().splitlines()
+        from fakeproc.ctl.client import Client
+        with Client(mnt.path, timeout=30) as c:
+            assert c.call("check")["problems"] == []

@@ -108,13 +108,15 @@ def _numa_maps(ctx: Ctx) -> str:
 
 
 def _smaps_counters(st: dict) -> dict[str, int]:  # noqa: ANN401 - range_stats' dict
-    rss = st["pages"] * KB
+    """smaps_account() over the range's pages; [vdso] pages (kernel_*) count as pages
+    each process maps alone (numa_maps leaves them out: PageReserved)."""
+    rss = (st["pages"] + st["kernel_pages"]) * KB
     shared, shared_dirty = st["shared"] * KB, st["shared_dirty"] * KB
-    private_dirty = st["dirty"] * KB - shared_dirty
-    return {"Rss": rss, "Pss": st["pss_x65536"] * KB // 65536,
+    private_dirty = (st["dirty"] + st["kernel_dirty"]) * KB - shared_dirty
+    return {"Rss": rss, "Pss": st["pss_x65536"] * KB // 65536 + st["kernel_pages"] * KB,
             "Shared_Clean": shared - shared_dirty, "Shared_Dirty": shared_dirty,
             "Private_Clean": rss - shared - private_dirty, "Private_Dirty": private_dirty,
-            "Referenced": st["referenced"] * KB,
+            "Referenced": (st["referenced"] + st["kernel_referenced"]) * KB,
             "Anonymous": st["anon"] * KB, "AnonHugePages": st["thp"] * KB,
             "Swap": st["swap"] * KB, "SwapPss": st["swap"] * KB}
 

@@ -88,6 +88,8 @@ class Vma:
             flags |= lib.FP_VMA_SHMEM
         if self.kind in ("vdso", "vvar"):
             flags |= lib.FP_VMA_SPECIAL
+        if self.kind == "vvar":
+            flags |= lib.FP_VMA_PFNMAP
         if self.kind == "file" and self.writable and not self.shared:
             flags |= lib.FP_VMA_COW
         return flags

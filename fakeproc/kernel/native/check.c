@@ -48,8 +48,10 @@ static void check_leaf(struct checker *c, struct fp_mm *mm, uint64_t e, uint64_t
     struct fp_kernel *k = c->k;
     uint64_t pfn = fp_entry_addr(e);
     int nid = fp_pfn_to_node(k, pfn);
-    if (nid < 0)
-        return; /* device or special frame */
+    if (nid < 0) { /* device or special frame: a [vdso] page counts as a file page */
+        rss[1] += fp_kernel_page(k, e);
+        return;
+    }
     const struct fp_page *p = &k->pages[pfn];
     if (!(p->flags & FP_PG_ALLOCATED) || (p->flags & FP_PG_TAIL)) {
         problem(c, "mm %u maps pfn %lu at %#lx, which is free or a THP tail",

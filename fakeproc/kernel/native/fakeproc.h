@@ -21,6 +21,7 @@
 #define FP_PAGE_DIRTY     64
 #define FP_PAGE_PSE       128
 #define FP_PAGE_PROTNONE  256
+#define FP_PAGE_SPECIAL   512  /* pte_special(): a PFN map's entry ([vvar]), no page behind */
 /* a non-present, non-empty entry: swap or migration entry (bit 62 chosen so it
  * never collides with an address field); the low bits carry a type */
 #define FP_PAGE_SWPENTRY  4611686018427387904
@@ -141,6 +142,7 @@
 #define FP_VMA_SPECIAL    64   /* [vdso], [vvar]: kernel frames, not node RAM */
 #define FP_VMA_COW        128  /* private writable file mapping: a write makes an anon copy */
 #define FP_VMA_EXEC       256
+#define FP_VMA_PFNMAP     512  /* [vvar]: VM_PFNMAP, its entries are special */
 
 /* ---- fault flags: WRITE, THP, and the VMA's FP_VMA_* flags shifted left by 8 ---- */
 #define FP_FAULT_WRITE    1
@@ -473,6 +475,10 @@ struct fp_range_stats {
     uint64_t shared;       /* base pages mapped more than once */
     uint64_t shared_dirty; /* of them dirty */
     uint64_t pss_x65536;   /* proportional set size in pages, 16-bit fixed point */
+    uint64_t kernel_pages; /* [vdso] pages: kernel-image frames smaps counts (each
+                            * process maps its own: private), numa_maps does not */
+    uint64_t kernel_referenced;
+    uint64_t kernel_dirty;
     uint64_t node[64];     /* present base pages per node index */
 };
 int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,

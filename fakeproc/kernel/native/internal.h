@@ -60,6 +60,15 @@ static inline int32_t fp_pfn_to_node(const struct fp_kernel *k, uint64_t pfn)
     return -1;
 }
 
+/* A [vdso] page: a kernel-image frame outside node RAM mapped by a normal PTE, which
+ * vm_normal_page() finds, so it counts in MM_FILEPAGES (RssFile) and in smaps (not a
+ * [vvar] PFN-map entry, which is special, nor a DAX leaf above the PTE level). */
+static inline int fp_kernel_page(const struct fp_kernel *k, uint64_t e)
+{
+    return fp_entry_present(e) && !(e & (FP_PAGE_SPECIAL | FP_PAGE_PSE)) &&
+           fp_pfn_to_node(k, fp_entry_addr(e)) < 0;
+}
+
 static inline uint64_t fp_page_nr(const struct fp_page *p)
 {
     return (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;

@@ -297,8 +297,11 @@ static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
     int64_t pfn;
     int32_t nid = node;
     enum fp_kind kind = huge ? FP_KIND_ANON : fp_page_kind(vma_flags, write);
-    if (kind == FP_KIND_SPECIAL)
+    if (kind == FP_KIND_SPECIAL) { /* a [vdso] page is a file page to the counters */
+        if (!(vma_flags & FP_VMA_PFNMAP))
+            mm->rss_file++;
         return (int64_t)k->device_pfn++;
+    }
     if (node >= 0) {
         pfn = fp_alloc_page(k, node, huge);
         if (pfn >= 0)
@@ -432,8 +435,16 @@ uint64_t *fp_lookup(struct fp_kernel *k, uint32_t id, uint64_t addr, int32_t *le
     return fp_mm_walk(k, get_mm(k, id), addr, level_out);
 }
 
+/* vm_insert_pfn()'s pte_mkspecial(): the entries of a PFN map ([vvar]) */
+static uint64_t special(uint32_t vma_flags)
+{
+    return (vma_flags & FP_VMA_PFNMAP) ? FP_PAGE_SPECIAL : 0;
+}
+
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr)
 {
+    if (fp_kernel_page(k, *e))
+        mm->rss_file--;
     if (fp_entry_present(*e)) {
         fp_page_remove_rmap(k, mm, fp_entry_addr(*e), addr);
     } else if ((*e & FP_PAGE_SWPENTRY) && (*e & FP_SWP_SWAP)) {
@@ -467,7 +478,7 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, (bits & FP_PAGE_DIRTY) != 0, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
-    *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits;
+    *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | special(vma_flags);
     return 0;
 }
 
@@ -605,7 +616,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         drop_entry(k, mm, pte, addr);
     }
     *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
-           ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0);
+           ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0) | special(vma_flags);
     return 0;
 }
 
@@ -747,6 +758,8 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
             if (err)
                 return err;
             *mm_rss(cm, p) += fp_page_nr(p);
+        } else if (fp_kernel_page(k, e)) {
+            cm->rss_file++;
         }
         *ce = e;
     }

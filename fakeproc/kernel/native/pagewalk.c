@@ -62,8 +62,14 @@ static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t
     uint64_t pfn = fp_entry_addr(*e);
     int nid = fp_pfn_to_node(k, pfn);
     (void)addr;
-    if (nid < 0)
-        return; /* device memory (DAX) and special frames have no struct page here */
+    if (nid < 0) { /* device memory (DAX) and special frames have no struct page here */
+        if (fp_kernel_page(k, *e)) {
+            s->kernel_pages += nr;
+            s->kernel_referenced += (*e & FP_PAGE_ACCESSED) ? nr : 0;
+            s->kernel_dirty += (*e & FP_PAGE_DIRTY) ? nr : 0;
+        }
+        return;
+    }
     const struct fp_page *p = &k->pages[pfn];
     s->pages += nr;
     s->node[nid] += nr;

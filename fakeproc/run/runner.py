@@ -29,7 +29,7 @@ from .lseek import lseek_handler
 from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
 from .procstatus import open_handler
 from .sched import getaffinity_handler, setaffinity_handler
-from .tasks import MachineFacts, TaskStates
+from .tasks import MachineFacts, TaskStates, start_time
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
@@ -243,9 +243,15 @@ def _emulated(mnt: Path) -> Callable[[int], bool]:
 def _hostview(client: Client, mnt: Path) -> tuple[Callable[[int, int], None], Callable[[int, int], int]]:
     """How the runner's handlers reach the tasks' status files under hostview/: tell
     the server a task's CPU mask; open a task's file (read-only) after telling."""
+    told: dict[int, tuple[int | None, int]] = {}  # tid -> (start time, mask) the server has
+
     def tell(tid: int, mask: int) -> None:
+        now = (start_time(tid), mask)
+        if told.get(tid) == now:
+            return  # a round trip saved on each open of an unchanged task's status
         try:
             client.call("task_cpus", tid=tid, cpus=[c for c in range(mask.bit_length()) if mask >> c & 1])
+            told[tid] = now
         except (CtlError, OSError):
             pass  # the emulator is gone: the status cannot be opened either
 

@@ -74,19 +74,30 @@ static inline uint64_t fp_page_nr(const struct fp_page *p)
     return (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
 }
 
+/* One access in a PFN's truth record. */
+static inline void fp_truth_count(struct fp_truth *t)
+{
+    t->access++;
+    if (t->window != 65535)
+        t->window++;
+}
+
+/* Count one access to base page pfn; returns the node index that holds it
+ * (FP_NO_NODE for device or special frames). */
+static inline int32_t fp_count_pfn(struct fp_kernel *k, uint64_t pfn)
+{
+    if (pfn >= k->nr_pfns)
+        return FP_NO_NODE;
+    fp_truth_count(&k->truth[pfn]);
+    int32_t nid = fp_pfn_to_node(k, pfn);
+    return nid < 0 ? FP_NO_NODE : nid;
+}
+
 /* Count one access to the base page of leaf entry e that maps addr; returns the
  * node index that holds it (FP_NO_NODE for device or special frames). */
 static inline int32_t fp_count_access(struct fp_kernel *k, uint64_t e, uint64_t addr, int huge)
 {
-    uint64_t pfn = fp_entry_addr(e) + (huge ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
-    if (pfn >= k->nr_pfns)
-        return FP_NO_NODE;
-    struct fp_truth *t = &k->truth[pfn];
-    t->access++;
-    if (t->window != 65535)
-        t->window++;
-    int32_t nid = fp_pfn_to_node(k, pfn);
-    return nid < 0 ? FP_NO_NODE : nid;
+    return fp_count_pfn(k, fp_entry_addr(e) + (huge ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0));
 }
 
 /* The reverse map of struct fp_page: an arena index of an entry, its table's
@@ -162,34 +173,45 @@ static inline void fp_set_bits(uint64_t *e, uint64_t bits)
 }
 
 /* A touch through a software TLB entry t (the workload's entry for addr, or one its
- * pipelined loop filled ahead), inlined into the workload loop: the
- * node index of the access, or -1 for a miss (nothing changed; take fp_tlb_miss()).
+ * pipelined loop filled ahead), inlined into the workload loop: the PFN of the base
+ * page accessed (not counted yet, see fp_tlb_hit()), or -1 for a miss (nothing
+ * changed; take fp_tlb_miss()).
  * A hit skips the PGD and PUD levels: their accessed bits were set by the walk that
  * filled the entry and only fp_set_table_bits() clears them, which flushes
  * (tlb_gen). The PMD and the PTE are read and marked exactly as fp_touch() marks
- * them; anything else (not present, write-protected, a changed PMD) is a miss. */
-static inline __attribute__((always_inline)) int32_t
-fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *t, uint64_t addr, int write)
+ * them; anything else (not present, write-protected, a changed PMD) is a miss.
+ * tables and gen are k->tables and k->tlb_gen: the workload loop passes its copies
+ * in registers (the stores here could alias k's fields, so k's would be reloaded). */
+static inline __attribute__((always_inline)) int64_t
+fp_tlb_hit_pfn(uint64_t *tables, uint64_t gen, const struct fp_tlb_entry *t, uint64_t addr,
+               int write)
 {
-    if (t->tag != (addr >> 21) + 1 || t->gen != k->tlb_gen)
+    if (t->tag != (addr >> 21) + 1 || t->gen != gen)
         return -1;
     uint64_t set = FP_PAGE_ACCESSED | (write ? FP_PAGE_DIRTY : 0);
-    uint64_t *pmd = &k->tables[t->pmd];
-    uint64_t kind = *pmd & (FP_PAGE_PRESENT | FP_PAGE_PSE);
-    if (kind == (FP_PAGE_PRESENT | FP_PAGE_PSE) && !t->pte_table &&
-        (!write || (*pmd & FP_PAGE_RW))) {
+    uint64_t *pmd = &tables[t->pmd], pe = *pmd;
+    uint64_t kind = pe & (FP_PAGE_PRESENT | FP_PAGE_PSE);
+    if (kind == (FP_PAGE_PRESENT | FP_PAGE_PSE) && !t->pte_table && (!write || (pe & FP_PAGE_RW))) {
         fp_set_bits(pmd, set);
-        return fp_count_access(k, *pmd, addr, 1);
+        return (int64_t)(fp_entry_addr(pe) + (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
     }
-    if (kind == FP_PAGE_PRESENT && fp_entry_addr(*pmd) == t->pte_table) {
-        uint64_t *e = &fp_table(k, t->pte_table)[fp_index(addr, 4)];
+    if (kind == FP_PAGE_PRESENT && fp_entry_addr(pe) == t->pte_table) {
+        uint64_t *e = &tables[t->pte_table * FP_PTRS_PER_TABLE + fp_index(addr, 4)];
         if ((*e & FP_PAGE_PRESENT) && (!write || (*e & FP_PAGE_RW))) {
             fp_set_bits(pmd, FP_PAGE_ACCESSED);
             fp_set_bits(e, set);
-            return fp_count_access(k, *e, addr, 0);
+            return (int64_t)fp_entry_addr(*e);
         }
     }
     return -1;
+}
+
+/* The hit counted: the node index of the access, or -1 for a miss. */
+static inline __attribute__((always_inline)) int32_t
+fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *t, uint64_t addr, int write)
+{
+    int64_t pfn = fp_tlb_hit_pfn(k->tables, k->tlb_gen, t, addr, write);
+    return pfn < 0 ? -1 : fp_count_pfn(k, (uint64_t)pfn);
 }
 void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr);
 

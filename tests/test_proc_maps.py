@@ -249,7 +249,8 @@ def test_vdso_pages_count_in_smaps_and_rssfile_and_vvar_pages_do_not():
         assert (vvar["Size"], vvar["Rss"], vvar["Pss"], vvar["Referenced"]) == ("16 kB", "0 kB", "0 kB", "0 kB")
         assert mnt.read("proc/64/numa_maps").decode() == "7ffff7fcc000 default\n7ffff7fd0000 default\n"
         status = mnt.read("proc/64/status").decode()
-        for line in ("RssAnon:\t       0 kB", "RssFile:\t       8 kB", "VmRSS:\t       8 kB"):
+        for line in ("RssAnon:\t       0 kB", "RssFile:\t       8 kB", "VmRSS:\t       8 kB",
+                     "VmHWM:\t       8 kB"):
             assert line in status.splitlines()
         assert mnt.read("proc/64/smaps_rollup").decode().splitlines()[1] == "Rss:                   8 kB"
         child = _smaps_block(mnt.read("proc/65/smaps").decode(), "7ffff7fd0000-7ffff7fd2000 r-xp")

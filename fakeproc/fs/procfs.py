@@ -65,7 +65,8 @@ def _status(ctx: Ctx) -> str:
     if has_mm:
         mem = dict(
             vm_peak=mc["total_vm"] * KB, vm_size=mc["total_vm"] * KB,
-            vm_hwm=mc["hiwater_rss"] * KB,
+            # task_mem(): the peak is never below the current RSS
+            vm_hwm=max(mc["hiwater_rss"], mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"]) * KB,
             vm_rss=(mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"]) * KB,
             rss_anon=mc["rss_anon"] * KB, rss_file=mc["rss_file"] * KB, rss_shmem=mc["rss_shmem"] * KB,
             vm_data=_kb([v for v in vmas if v.writable and not v.shared and v.kind != "stack"]),

@@ -46,8 +46,9 @@ def test_bytes_per_page_from_the_allocators_accounting():
     # deposit-array pointer (8 B each) and owner (4 B); no THP, so no deposit array
     tables = 1 + 3 + 32
     assert use["page_tables"] == tables * (PAGE + 36)
-    # the free-block stack: 4 bytes per 2 MiB block; free 4 KiB pages cost nothing
-    assert use["free_lists"] == 32 * 4
+    # the free-block stack: 4 bytes per 2 MiB block, and a bit per block (whole 64-bit
+    # words, one more than 32 // 64) for the split ones; free 4 KiB pages cost nothing
+    assert use["free_lists"] == 32 * 4 + 8
     assert use["rmap_ext"] == 0
     kernel_bytes = use["pages"] + use["page_tables"] + use["free_lists"]
     # page metadata (with its LRU links) 16 B + the PTE 8 B = 24 B, plus at this small

@@ -36,7 +36,7 @@ pages = "2 accessed, 1 idle@1, 1 swap"
 """
 # node 0 holds PFNs 0-1023, node 1 1024-2047. The first PTE set-up builds the page
 # tables from node 0 (PGD 0, PUD 1, PMD 2, PTE 3), then the pages: 4, 5 and, on node 1, 1024.
-UPTODATE, LRU, ACTIVE, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 3, 5, 6, 11, 12, 14, 25, 26
+UPTODATE, LRU, ACTIVE, BUDDY, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 3, 5, 6, 10, 11, 12, 14, 25, 26
 ANON_PAGE = sum(1 << b for b in (UPTODATE, LRU, ACTIVE, MMAP, ANON, SWAPBACKED))
 
 
@@ -114,7 +114,13 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
     kpf = m.proc_path("kpageflags")
     assert u64s(pread(kpf, 8, 0)) == [1 << PGTABLE]
     assert u64s(pread(kpf, 16, 4 * 8)) == [ANON_PAGE, ANON_PAGE]
-    assert u64s(pread(kpf, 8, 100 * 8)) == [0]              # a free page
+    # free pages: PageBuddy on each free 4 KiB page of a split block (PFN 100, and
+    # 1025 next to node 1's page) and on the first page of a whole free 2 MiB block
+    # (512: node 0's second block; 1536: node 1's), nothing on the rest of one
+    assert u64s(pread(kpf, 8, 100 * 8)) == [1 << BUDDY]
+    assert u64s(pread(kpf, 16, 512 * 8)) == [1 << BUDDY, 0]
+    assert u64s(pread(kpf, 8, 1025 * 8)) == [1 << BUDDY]
+    assert u64s(pread(kpf, 24, 1535 * 8)) == [1 << BUDDY, 1 << BUDDY, 0]
     assert u64s(pread(kpf, 8, 1024 * 8)) == [ANON_PAGE]
     assert pread(kpf, 8, 2048 * 8) == b""                   # past the last PFN
     bitmap = m.sys("kernel/mm/page_idle/bitmap")

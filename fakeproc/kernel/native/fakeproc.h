@@ -168,6 +168,8 @@ struct fp_node {
      * through the pages' lru_next, FP_LRU_NONE at the end */
     uint32_t free_head;
     uint64_t nr_free_pages;
+    uint64_t *split_blocks; /* a bit per 2 MiB block ever split into 4 KiB pages (they
+                             * never merge back): its free pages are order-0 buddies */
     uint64_t stat[21];
     int16_t fallback[64];  /* build_zonelists(): this node, then same-type nodes */
     int32_t nr_fallback;

@@ -78,8 +78,9 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
         node->start_pfn = pfn;
         node->nr_pages = node_pages[n];
         node->free_blocks = zalloc_big(blocks * sizeof(uint32_t));
+        node->split_blocks = zalloc_big((blocks / 64 + 1) * sizeof(uint64_t));
         node->free_head = FP_LRU_NONE;
-        if (!node->free_blocks)
+        if (!node->free_blocks || !node->split_blocks)
             goto fail;
         for (uint64_t b = 0; b < blocks; b++)
             node->free_blocks[b] = (uint32_t)(blocks - 1 - b);
@@ -103,6 +104,7 @@ void fp_kernel_free(struct fp_kernel *k)
     for (int n = 0; n < k->nr_nodes; n++) {
         struct fp_node *node = &k->nodes[n];
         free_big(node->free_blocks, node->nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t));
+        free_big(node->split_blocks, (node->nr_pages / FP_PAGES_PER_HUGE / 64 + 1) * sizeof(uint64_t));
     }
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
     free_big(k->truth, k->nr_pfns * sizeof(struct fp_truth));
@@ -126,7 +128,9 @@ static int64_t take_page(struct fp_kernel *k, struct fp_node *node)
     if (!node->nr_free_pages) {
         if (!node->nr_free_blocks)
             return -1;
-        uint32_t first = node->free_blocks[--node->nr_free_blocks] * FP_PAGES_PER_HUGE;
+        uint32_t block = node->free_blocks[--node->nr_free_blocks];
+        uint32_t first = block * FP_PAGES_PER_HUGE;
+        node->split_blocks[block / 64] |= 1ULL << (block % 64);
         for (uint32_t i = 0; i < FP_PAGES_PER_HUGE; i++)
             k->pages[node->start_pfn + first + i].lru_next =
                 i + 1 < FP_PAGES_PER_HUGE ? first + i + 1 : FP_LRU_NONE;
@@ -230,8 +234,9 @@ void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
                                          sizeof(uint32_t) + sizeof(uint64_t *)) +
                        k->nr_deposit_arrays * FP_PTRS_PER_TABLE * sizeof(uint64_t);
     out->truth = k->nr_pfns * sizeof(struct fp_truth);
-    for (int n = 0; n < k->nr_nodes; n++)
-        out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t);
+    for (int n = 0; n < k->nr_nodes; n++) /* the free-block stack and the split bits */
+        out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t) +
+                           (k->nodes[n].nr_pages / FP_PAGES_PER_HUGE / 64 + 1) * sizeof(uint64_t);
     out->rmap_ext = k->cap_rmap_ext * sizeof(struct fp_rmap_ext) + fp_rmap_index_bytes(k);
     out->other = sizeof(*k);
     for (uint32_t i = 0; i < FP_MAX_MMS; i++)

@@ -64,9 +64,21 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
 }
 
 /* include/uapi/linux/kernel-page-flags.h */
-enum { KPF_REFERENCED = 2, KPF_UPTODATE = 3, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_MMAP = 11,
+enum { KPF_REFERENCED = 2, KPF_UPTODATE = 3, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_BUDDY = 10,
+       KPF_MMAP = 11,
        KPF_ANON = 12, KPF_SWAPBACKED = 14, KPF_COMPOUND_HEAD = 15, KPF_COMPOUND_TAIL = 16,
        KPF_NOPAGE = 20, KPF_THP = 22, KPF_IDLE = 25, KPF_PGTABLE = 26 };
+
+/* PageBuddy(): the first page of each free buddy chunk. Here a free 2 MiB block is one
+ * chunk (order 9) and each free 4 KiB page of a split block another (order 0: split
+ * blocks never merge); there are no per-CPU lists holding free pages back. */
+static int free_page_is_buddy(const struct fp_kernel *k, uint64_t pfn)
+{
+    const struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
+    uint64_t block = (pfn - node->start_pfn) / FP_PAGES_PER_HUGE;
+    return (node->split_blocks[block / 64] >> (block % 64) & 1) ||
+           (pfn - node->start_pfn) % FP_PAGES_PER_HUGE == 0;
+}
 
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
 {
@@ -82,7 +94,7 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
         uint64_t f = 0;
         uint16_t h = head->flags;
         if (!(p->flags & FP_PG_ALLOCATED)) {
-            out[i] = 0; /* free page (a real buddy page would show KPF_BUDDY) */
+            out[i] = free_page_is_buddy(k, pfn) ? 1ULL << KPF_BUDDY : 0;
             continue;
         }
         if (p->flags & FP_PG_TAIL) {

@@ -165,7 +165,9 @@ static inline __attribute__((always_inline)) void draw(const struct fp_workload 
  * prefetch. Prefetches are hints: what a touch does is decided when it runs. */
 #define PIPE_SLOTS 64 /* a power of two above PIPE_AHEAD */
 #define PIPE_AHEAD 48
+#ifndef PIPE_TRUTH
 #define PIPE_TRUTH 16
+#endif
 
 /* GCC 12 deletes a __builtin_prefetch whose address only feeds the prefetch (the
  * truth prefetch below vanished from the object code); an asm statement stays. */
@@ -216,8 +218,9 @@ static inline void prefetch_truth(const struct fp_kernel *k, const struct pick *
         prefetch(&k->truth[pfn]);
 }
 
-/* The generic loop, inlined twice: pipelined is a constant in each copy. It runs
- * guest workloads (vm >= 0) and big ones (pipelined); run_host() the rest. */
+/* The generic loop: pipelined is a constant. It runs guest workloads (vm >= 0),
+ * unpipelined; host workloads take run_host() or run_pipe(), whose pipelined loop is
+ * this one's (pipelined = 1) touch for touch. */
 static inline __attribute__((always_inline)) int64_t
 run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined)
 {
@@ -429,16 +432,211 @@ run_host(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
     return ret;
 }
 
+/* The pipelined loop of a host workload (vm < 0, FP_WL_PIPELINE_PAGES or more): what
+ * run(k, wl, n, 1) does, touch for touch, specialised as run_host() is (pattern and
+ * writes constants, the kernel fields a hit reads in locals, a remembered node range).
+ * Each touch is drawn PIPE_DRAW touches early and its PMD entry prefetched (a walk of
+ * the PGD and PUD that changes nothing); PIPE_AHEAD touches early it is peeked as
+ * run() peeks it (same time, same entry); PIPE_TRUTH early its truth record is
+ * prefetched. */
+#ifndef PIPE_DRAW
+#define PIPE_DRAW 64
+#endif
+#define PIPE_RING 128 /* a power of two above PIPE_DRAW */
+
+struct pipe_pick {
+    uint64_t addr;
+    const struct fp_region *r;
+    uint64_t rng, seq_pos;
+    struct fp_tlb_entry t; /* from the draw: pmd and gen when upper; from the peek: all */
+    uint64_t leaf;         /* the peek's leaf entry (arena index), for the truth prefetch */
+    int write, upper;
+};
+
+/* prefetchw (-DPIPE_PREFETCHW) for the lines a touch stores to: no faster measured */
+static inline void prefetch_w(const void *p)
+{
+#if defined(__x86_64__) && defined(PIPE_PREFETCHW)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    prefetch(p);
+#endif
+}
+
+/* The draw-time walk of the PGD and PUD, read-only: when both entries are present,
+ * not huge and already accessed, remember the PMD entry's index with the generation
+ * and prefetch it. Within one generation such entries stay as they are (their
+ * accessed bits are cleared, and upper tables rewritten or freed, only with a flush,
+ * see fp_tlb_hit_pfn()), so the peek need not read them again. */
+static inline __attribute__((always_inline)) void
+walk_upper(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick *p)
+{
+    const uint64_t want = FP_PAGE_PRESENT | FP_PAGE_ACCESSED;
+    uint64_t table = pgd;
+    p->upper = 0;
+    if (!pgd)
+        return;
+    for (int l = 1; l <= 2; l++) {
+        uint64_t e = tables[table * FP_PTRS_PER_TABLE + fp_index(p->addr, l)];
+        if ((e & (want | FP_PAGE_PSE)) != want)
+            return;
+        table = fp_entry_addr(e);
+    }
+    p->upper = 1;
+    p->t.gen = gen;
+    p->t.pmd = table * FP_PTRS_PER_TABLE + fp_index(p->addr, 3);
+    prefetch(&tables[p->t.pmd]);
+}
+
+/* peek() with the arena and generation in locals: the same entry, from the draw's
+ * walk when the generation has not moved since */
+static inline __attribute__((always_inline)) void
+peek_local(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick *p)
+{
+    if (!(p->upper && p->t.gen == gen))
+        walk_upper(tables, gen, pgd, p);
+    p->t.tag = 0;
+    if (!p->upper)
+        return;
+    uint64_t pmd = p->t.pmd, e = tables[pmd];
+    if (!(e & FP_PAGE_PRESENT))
+        return;
+    p->t.tag = (p->addr >> 21) + 1;
+    p->t.pte_table = (e & FP_PAGE_PSE) ? 0 : fp_entry_addr(e);
+    p->leaf = pmd;
+    if (p->t.pte_table) {
+        p->leaf = p->t.pte_table * FP_PTRS_PER_TABLE + fp_index(p->addr, 4);
+        prefetch_w(&tables[p->leaf]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+prefetch_truth_local(const uint64_t *tables, const struct fp_truth *truth, uint64_t nr_pfns,
+                     const struct pipe_pick *p)
+{
+    if (!p->t.tag)
+        return;
+    uint64_t e = tables[p->leaf];
+    uint64_t pfn = fp_entry_addr(e) + (p->t.pte_table ? 0 : (p->addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
+    if ((e & FP_PAGE_PRESENT) && pfn < nr_pfns)
+        prefetch_w(&truth[pfn]);
+}
+
+static inline __attribute__((always_inline)) void
+draw_pipe(const struct fp_workload *wl, struct stream *s, uint64_t *rng, struct pipe_pick *p,
+          const int pattern, const int writes)
+{
+    locate(wl, pick_page(wl, s, rng, pattern), &p->r, &p->addr);
+    p->write = draw_write(wl, rng, writes);
+    p->rng = *rng;
+    p->seq_pos = s->seq_pos;
+}
+
+static inline __attribute__((always_inline)) int64_t
+run_pipe(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pattern,
+         const int writes)
+{
+    uint64_t rng = wl->rng, on[FP_NO_NODE + 1] = {0}, i, slow = 0, nr_pfns = k->nr_pfns;
+    int64_t ret = (int64_t)n;
+    struct stream s = {.seq_pos = wl->seq_pos};
+    struct view v = {0};
+    struct pipe_pick ring[PIPE_RING];
+    const struct fp_mm *mm = wl->mm < FP_MAX_MMS ? k->mms[wl->mm] : NULL;
+    uint64_t pgd; /* mm->pgd, 0 when peek() would not walk (no mm, no PGD, tlb_off) */
+    if (pattern == FP_WL_ZIPF)
+        zipf_terms(wl->total_pages, wl->zipf_s, &s.zipf_b, &s.zipf_e);
+    view_load(&v, k, on, 0);
+    pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
+    for (i = 0; i < PIPE_DRAW && i < n; i++) {
+        struct pipe_pick *p = &ring[i];
+        draw_pipe(wl, &s, &rng, p, pattern, writes);
+        walk_upper(v.tables, v.gen, pgd, p);
+        if (i < PIPE_AHEAD)
+            peek_local(v.tables, v.gen, pgd, p);
+    }
+    for (i = 0; i < n; i++) {
+        struct pipe_pick *p = &ring[i % PIPE_RING];
+        if (i + PIPE_DRAW < n) {
+            struct pipe_pick *d = &ring[(i + PIPE_DRAW) % PIPE_RING];
+            draw_pipe(wl, &s, &rng, d, pattern, writes);
+            walk_upper(v.tables, v.gen, pgd, d);
+        }
+        if (i + PIPE_AHEAD < n)
+            peek_local(v.tables, v.gen, pgd, &ring[(i + PIPE_AHEAD) % PIPE_RING]);
+        if (i + PIPE_TRUTH < n)
+            prefetch_truth_local(v.tables, v.truth, nr_pfns, &ring[(i + PIPE_TRUTH) % PIPE_RING]);
+        uint64_t addr = p->addr;
+        int64_t pfn = -1;
+        if (p->t.tag)
+            pfn = fp_tlb_hit_pfn(v.tables, v.gen, &p->t, addr, p->write);
+        if (pfn < 0)
+            pfn = fp_tlb_hit_pfn(v.tables, v.gen, &wl->tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)],
+                                 addr, p->write);
+        if (__builtin_expect(pfn >= 0 && (uint64_t)pfn - v.lo < v.span, 1)) {
+            fp_truth_count(&v.truth[pfn]); /* a fast touch */
+            continue;
+        }
+        uint64_t fast = i - slow;
+        int32_t nid;
+        if (pfn >= 0) {
+            nid = fp_count_pfn(k, (uint64_t)pfn);
+        } else {
+            nid = fp_tlb_miss(k, wl->tlb, wl->mm, addr, fault_flags(p->r, addr, p->write));
+            view_load(&v, k, on, fast);
+            nr_pfns = k->nr_pfns;
+            pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
+            if (nid < 0) {
+                if (nid == -ENOMEM) {
+                    wl->faults_failed++; /* see run() */
+                    ret = (int64_t)i;
+                } else {
+                    ret = nid;
+                }
+                rng = p->rng; /* as if nothing had been drawn beyond this touch */
+                s.seq_pos = p->seq_pos;
+                break;
+            }
+        }
+        on[nid]++;
+        if ((k->numa_balancing & 2) && nid < k->nr_nodes && !k->nodes[nid].is_dram) {
+            fp_numa_hint(k, k->mms[wl->mm], addr);
+            view_load(&v, k, on, fast);
+            nr_pfns = k->nr_pfns;
+            pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
+        } else if (pfn >= 0 && nid != FP_NO_NODE) {
+            view_set_node(&v, k, on, fast, nid);
+        }
+        slow++;
+    }
+    view_drop_node(&v, on, i - slow);
+    for (int j = 0; j <= FP_NO_NODE; j++)
+        wl->on_node[j] += on[j];
+    wl->rng = rng;
+    wl->seq_pos = s.seq_pos;
+    wl->touches += i;
+    return ret;
+}
+
 int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 {
     if (!wl->total_pages || !wl->nr_regions)
         return 0;
     if (wl->vm >= 0)
         return run(k, wl, n, 0);
-    if (wl->total_pages >= k->wl_pipeline_pages)
-        return run(k, wl, n, 1);
     /* one copy per pattern and per whether any touch writes */
     int writes = wl->write_frac > 0;
+    if (wl->total_pages >= k->wl_pipeline_pages) {
+        switch (wl->pattern) {
+        case FP_WL_HOTCOLD:
+            return writes ? run_pipe(k, wl, n, FP_WL_HOTCOLD, 1) : run_pipe(k, wl, n, FP_WL_HOTCOLD, 0);
+        case FP_WL_ZIPF:
+            return writes ? run_pipe(k, wl, n, FP_WL_ZIPF, 1) : run_pipe(k, wl, n, FP_WL_ZIPF, 0);
+        case FP_WL_SEQ:
+            return writes ? run_pipe(k, wl, n, FP_WL_SEQ, 1) : run_pipe(k, wl, n, FP_WL_SEQ, 0);
+        default:
+            return writes ? run_pipe(k, wl, n, FP_WL_UNIFORM, 1) : run_pipe(k, wl, n, FP_WL_UNIFORM, 0);
+        }
+    }
     switch (wl->pattern) {
     case FP_WL_HOTCOLD:
         return writes ? run_host(k, wl, n, FP_WL_HOTCOLD, 1) : run_host(k, wl, n, FP_WL_HOTCOLD, 0);

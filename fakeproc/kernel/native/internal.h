@@ -174,7 +174,7 @@ static inline void fp_set_bits(uint64_t *e, uint64_t bits)
 
 /* A touch through a software TLB entry t (the workload's entry for addr, or one its
  * pipelined loop filled ahead), inlined into the workload loop: the PFN of the base
- * page accessed (not counted yet, see fp_tlb_hit()), or -1 for a miss (nothing
+ * page accessed (not counted yet: fp_count_pfn()), or -1 for a miss (nothing
  * changed; take fp_tlb_miss()).
  * A hit skips the PGD and PUD levels: their accessed bits were set by the walk that
  * filled the entry and only fp_set_table_bits() clears them, which flushes
@@ -206,13 +206,6 @@ fp_tlb_hit_pfn(uint64_t *tables, uint64_t gen, const struct fp_tlb_entry *t, uin
     return -1;
 }
 
-/* The hit counted: the node index of the access, or -1 for a miss. */
-static inline __attribute__((always_inline)) int32_t
-fp_tlb_hit(struct fp_kernel *k, const struct fp_tlb_entry *t, uint64_t addr, int write)
-{
-    int64_t pfn = fp_tlb_hit_pfn(k->tables, k->tlb_gen, t, addr, write);
-    return pfn < 0 ? -1 : fp_count_pfn(k, (uint64_t)pfn);
-}
 void fp_numa_hint(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr);
 
 /* kvm.c: the MMU notifier side of KVM, called when host mappings change */

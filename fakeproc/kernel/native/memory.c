@@ -688,8 +688,8 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     return FP_NO_NODE; /* a PROT_NONE page: the access does not complete */
 }
 
-/* A workload TLB miss (fp_tlb_hit() said -1): the full fp_touch(), then the entry
- * for addr's 2 MiB region is refilled from the walk. fp_tlb_hit() explains why a
+/* A workload TLB miss (fp_tlb_hit_pfn() said -1): the full fp_touch(), then the entry
+ * for addr's 2 MiB region is refilled from the walk. fp_tlb_hit_pfn() explains why a
  * hit may skip the PGD and PUD levels. */
 int32_t fp_tlb_miss(struct fp_kernel *k, struct fp_tlb_entry *tlb, uint32_t id, uint64_t addr,
                     uint32_t flags)

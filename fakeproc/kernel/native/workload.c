@@ -99,13 +99,10 @@ pick_page(const struct fp_workload *wl, struct stream *s, uint64_t *rng, const i
     return idx < n ? idx : idx % n;
 }
 
-/* One drawn touch: where, how, and the generator's state right after drawing it
- * (a run that stops early rewinds to the last touch it made). */
+/* One drawn touch of the guest loop: where, and how (FP_FAULT_WRITE). */
 struct pick {
     uint64_t addr;
     uint32_t flags;
-    uint64_t rng, seq_pos;
-    struct fp_tlb_entry t; /* the pipelined loop's walk at draw time (tag 0: none) */
 };
 
 /* A touch's place: the page at idx (region space) is in region *r at *addr. */
@@ -142,32 +139,14 @@ static inline uint32_t fault_flags(const struct fp_region *r, uint64_t addr, int
     return flags;
 }
 
-/* ahead: drawn ahead of its touch (the pipelined loop), so keep the generator's state
- * to rewind to; the plain loop's generator is already there */
 static inline __attribute__((always_inline)) void draw(const struct fp_workload *wl,
                                                        struct stream *s, uint64_t *rng,
-                                                       struct pick *p, const int ahead)
+                                                       struct pick *p)
 {
     const struct fp_region *r;
     locate(wl, pick_page(wl, s, rng, -1), &r, &p->addr);
     p->flags = fault_flags(r, p->addr, draw_write(wl, rng, 1));
-    if (ahead) {
-        p->rng = *rng;
-        p->seq_pos = s->seq_pos;
-    }
 }
-
-/* Big workloads miss the cache twice per touch (the PTE, then the PFN's truth
- * record), and each miss waits for the one before. Their picks are drawn
- * PIPE_AHEAD touches early (the stream does not depend on memory), so the misses
- * of many touches overlap: at draw time a walk that changes nothing prefetches
- * the PTE, PIPE_TRUTH touches before the touch its PTE gives the truth record to
- * prefetch. Prefetches are hints: what a touch does is decided when it runs. */
-#define PIPE_SLOTS 64 /* a power of two above PIPE_AHEAD */
-#define PIPE_AHEAD 48
-#ifndef PIPE_TRUTH
-#define PIPE_TRUTH 16
-#endif
 
 /* GCC 12 deletes a __builtin_prefetch whose address only feeds the prefetch (the
  * truth prefetch below vanished from the object code); an asm statement stays. */
@@ -180,88 +159,19 @@ static inline void prefetch(const void *p)
 #endif
 }
 
-/* The draw-time walk: a TLB entry for p (as fp_tlb_miss() would fill it) when the
- * PGD and PUD entries are present, not huge and already accessed (a hit skips
- * them, fp_tlb_hit()); then the leaf's prefetch. */
-static inline void peek(const struct fp_kernel *k, const struct fp_mm *mm, struct pick *p)
-{
-    uint64_t table, want = FP_PAGE_PRESENT | FP_PAGE_ACCESSED;
-    p->t.tag = 0;
-    if (!mm || !mm->pgd || k->tlb_off)
-        return;
-    table = mm->pgd;
-    for (int l = 1; l <= 2; l++) {
-        uint64_t e = fp_table(k, table)[fp_index(p->addr, l)];
-        if ((e & (want | FP_PAGE_PSE)) != want)
-            return;
-        table = fp_entry_addr(e);
-    }
-    uint64_t *pmd = &fp_table(k, table)[fp_index(p->addr, 3)], e = *pmd;
-    if (!(e & FP_PAGE_PRESENT))
-        return;
-    p->t.tag = (p->addr >> 21) + 1;
-    p->t.gen = k->tlb_gen;
-    p->t.pmd = (uint64_t)(pmd - k->tables);
-    p->t.pte_table = (e & FP_PAGE_PSE) ? 0 : fp_entry_addr(e);
-    if (p->t.pte_table)
-        prefetch(&fp_table(k, p->t.pte_table)[fp_index(p->addr, 4)]);
-}
-
-static inline void prefetch_truth(const struct fp_kernel *k, const struct pick *p)
-{
-    if (!p->t.tag)
-        return;
-    uint64_t e = p->t.pte_table ? fp_table(k, p->t.pte_table)[fp_index(p->addr, 4)]
-                                : k->tables[p->t.pmd];
-    uint64_t pfn = fp_entry_addr(e) + (p->t.pte_table ? 0 : (p->addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
-    if ((e & FP_PAGE_PRESENT) && pfn < k->nr_pfns)
-        prefetch(&k->truth[pfn]);
-}
-
-/* The generic loop: pipelined is a constant. It runs guest workloads (vm >= 0),
- * unpipelined; host workloads take run_host() or run_pipe(), whose pipelined loop is
- * this one's (pipelined = 1) touch for touch. */
-static inline __attribute__((always_inline)) int64_t
-run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined)
+/* The guest loop (vm >= 0): each touch goes through the VM's EPT (fp_ept_touch());
+ * host workloads take run_host() or run_pipe(). */
+static int64_t run_guest(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
 {
     /* rng and the per-node tally stay local: the page-table stores of a touch could
      * alias wl's fields, which would force them through memory every step */
     uint64_t rng = wl->rng, on[FP_NO_NODE + 1] = {0}, i;
     int64_t ret = (int64_t)n;
-    struct pick ring[PIPE_SLOTS];
     struct stream s = {.seq_pos = wl->seq_pos};
-    const struct fp_mm *mm = wl->mm < FP_MAX_MMS ? k->mms[wl->mm] : NULL;
-    if (pipelined)
-        for (i = 0; i < PIPE_AHEAD && i < n; i++) {
-            draw(wl, &s, &rng, &ring[i], 1);
-            peek(k, mm, &ring[i]);
-        }
     for (i = 0; i < n; i++) {
-        struct pick *p = &ring[pipelined ? i % PIPE_SLOTS : 0];
-        if (pipelined) {
-            if (i + PIPE_AHEAD < n) {
-                struct pick *ahead = &ring[(i + PIPE_AHEAD) % PIPE_SLOTS];
-                draw(wl, &s, &rng, ahead, 1);
-                peek(k, mm, ahead);
-            }
-            if (i + PIPE_TRUTH < n)
-                prefetch_truth(k, &ring[(i + PIPE_TRUTH) % PIPE_SLOTS]);
-        } else {
-            draw(wl, &s, &rng, p, 0);
-        }
-        uint64_t addr = p->addr;
-        int write = (p->flags & FP_FAULT_WRITE) != 0;
-        int32_t err = -1;
-        if (wl->vm >= 0)
-            err = fp_ept_touch(k, wl->vm, addr, write);
-        else {
-            if (pipelined && p->t.tag)
-                err = fp_tlb_hit(k, &p->t, addr, write);
-            if (err < 0)
-                err = fp_tlb_hit(k, &wl->tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)], addr, write);
-            if (err < 0)
-                err = fp_tlb_miss(k, wl->tlb, wl->mm, addr, p->flags);
-        }
+        struct pick p;
+        draw(wl, &s, &rng, &p);
+        int32_t err = fp_ept_touch(k, wl->vm, p.addr, (p.flags & FP_FAULT_WRITE) != 0);
         if (err == -ENOMEM) {
             /* out of memory: stop here; the orchestrator OOM-kills and time goes on */
             wl->faults_failed++;
@@ -269,16 +179,9 @@ run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int pipelined
         } else if (err < 0) {
             ret = err;
         }
-        if (err < 0) {
-            if (pipelined) { /* as if nothing had been drawn beyond this touch */
-                rng = p->rng;
-                s.seq_pos = p->seq_pos;
-            }
+        if (err < 0)
             break;
-        }
         on[err]++;
-        if ((k->numa_balancing & 2) && wl->vm < 0 && err < k->nr_nodes && !k->nodes[err].is_dram)
-            fp_numa_hint(k, k->mms[wl->mm], addr);
     }
     for (int j = 0; j <= FP_NO_NODE; j++)
         wl->on_node[j] += on[j];
@@ -359,8 +262,8 @@ static inline __attribute__((always_inline)) void draw_ahead(const struct fp_wor
     a->seq_pos = s->seq_pos;
 }
 
-/* The plain loop of a host workload (vm < 0, below the pipelining size): what run()
- * does for it, touch for touch, specialised. pattern and writes (write_frac > 0) are
+/* The plain loop of a host workload (vm < 0, below the pipelining size), specialised:
+ * each touch as fp_tlb_hit_pfn() or, on a miss, fp_tlb_miss() does it. pattern and writes (write_frac > 0) are
  * constants in each copy, so the per-touch switch and tests fold away (testing
  * write_frac at every touch alone made an in-cache run 14% slower), and the kernel
  * fields a hit reads are in locals (struct view).
@@ -406,7 +309,7 @@ run_host(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
             view_load(&v, k, on, fast);
             if (nid < 0) {
                 if (nid == -ENOMEM) {
-                    wl->faults_failed++; /* see run() */
+                    wl->faults_failed++; /* out of memory: stop; the orchestrator OOM-kills */
                     ret = (int64_t)i;
                 } else {
                     ret = nid;
@@ -432,13 +335,21 @@ run_host(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
     return ret;
 }
 
-/* The pipelined loop of a host workload (vm < 0, FP_WL_PIPELINE_PAGES or more): what
- * run(k, wl, n, 1) does, touch for touch, specialised as run_host() is (pattern and
- * writes constants, the kernel fields a hit reads in locals, a remembered node range).
- * Each touch is drawn PIPE_DRAW touches early and its PMD entry prefetched (a walk of
- * the PGD and PUD that changes nothing); PIPE_AHEAD touches early it is peeked as
- * run() peeks it (same time, same entry); PIPE_TRUTH early its truth record is
- * prefetched. */
+/* The pipelined loop of a host workload (vm < 0, FP_WL_PIPELINE_PAGES or more),
+ * specialised as run_host() is (pattern and writes constants, the kernel fields a hit
+ * reads in locals, a remembered node range). Big workloads miss the cache twice per
+ * touch (the PTE, then the PFN's truth record), and each miss waits for the one
+ * before; the stream does not depend on memory, so touches are drawn early and the
+ * misses of many touches overlap. Each touch is drawn PIPE_DRAW touches early and its
+ * PMD entry prefetched (a walk of the PGD and PUD that changes nothing); PIPE_AHEAD
+ * touches early it is peeked: a TLB entry for it (as fp_tlb_miss() would fill it) when
+ * the PGD and PUD entries are present, not huge and already accessed, and its PTE
+ * prefetched; PIPE_TRUTH early the PFN that PTE names has its truth record
+ * prefetched. Prefetches are hints: what a touch does is decided when it runs. */
+#define PIPE_AHEAD 48
+#ifndef PIPE_TRUTH
+#define PIPE_TRUTH 16
+#endif
 #ifndef PIPE_DRAW
 #define PIPE_DRAW 64
 #endif
@@ -488,8 +399,8 @@ walk_upper(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick 
     prefetch(&tables[p->t.pmd]);
 }
 
-/* peek() with the arena and generation in locals: the same entry, from the draw's
- * walk when the generation has not moved since */
+/* The peek (see run_pipe()), with the arena and generation in locals: the PMD entry
+ * from the draw's walk when the generation has not moved since, else a new walk */
 static inline __attribute__((always_inline)) void
 peek_local(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick *p)
 {
@@ -542,7 +453,7 @@ run_pipe(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
     struct view v = {0};
     struct pipe_pick ring[PIPE_RING];
     const struct fp_mm *mm = wl->mm < FP_MAX_MMS ? k->mms[wl->mm] : NULL;
-    uint64_t pgd; /* mm->pgd, 0 when peek() would not walk (no mm, no PGD, tlb_off) */
+    uint64_t pgd; /* mm->pgd, 0 when nothing is peeked (no mm, no PGD, tlb_off) */
     if (pattern == FP_WL_ZIPF)
         zipf_terms(wl->total_pages, wl->zipf_s, &s.zipf_b, &s.zipf_e);
     view_load(&v, k, on, 0);
@@ -587,7 +498,7 @@ run_pipe(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
             pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
             if (nid < 0) {
                 if (nid == -ENOMEM) {
-                    wl->faults_failed++; /* see run() */
+                    wl->faults_failed++; /* out of memory: stop; the orchestrator OOM-kills */
                     ret = (int64_t)i;
                 } else {
                     ret = nid;
@@ -622,7 +533,7 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
     if (!wl->total_pages || !wl->nr_regions)
         return 0;
     if (wl->vm >= 0)
-        return run(k, wl, n, 0);
+        return run_guest(k, wl, n);
     /* one copy per pattern and per whether any touch writes */
     int writes = wl->write_frac > 0;
     if (wl->total_pages >= k->wl_pipeline_pages) {

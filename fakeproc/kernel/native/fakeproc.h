@@ -252,9 +252,11 @@ struct fp_rmap_slot;
 
 struct fp_truth;
 
-/* the smallest workload (pages) worth the prefetching loop: its PTEs and truth
- * records no longer fit in a core's cache */
-#define FP_WL_PIPELINE_PAGES 131072
+/* the smallest workload (pages) worth the prefetching loop: one page more than the
+ * workload TLB covers (FP_TLB_ENTRIES x 512 pages), beyond which the plain loop misses
+ * it at nearly every touch (at 128-256 Ki pages the plain loop was still 1.2-1.4x
+ * faster; at 512 Ki pages 9x slower) */
+#define FP_WL_PIPELINE_PAGES 262145
 
 struct fp_kernel {
     uint64_t *tables;      /* arena of 512-entry tables, index 0 reserved */

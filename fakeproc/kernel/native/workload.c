@@ -262,6 +262,57 @@ static inline __attribute__((always_inline)) void draw_ahead(const struct fp_wor
     a->seq_pos = s->seq_pos;
 }
 
+/* The rest of a host touch that was not a fast hit (pfn: the hit's PFN, or -1 for
+ * a TLB miss): count a hit outside the remembered node, or take the miss
+ * (fp_tlb_miss()); tally the node, then give a NUMA hint or remember the node. The
+ * node index, or a negative errno (the run stops there). A call that can change the
+ * kernel's fields reloads the view. */
+static inline __attribute__((always_inline)) int32_t
+slow_touch(struct fp_kernel *k, struct fp_workload *wl, struct view *v, uint64_t *on,
+           uint64_t fast, int64_t pfn, const struct ahead *a)
+{
+    int32_t nid;
+    if (pfn >= 0) {
+        nid = fp_count_pfn(k, (uint64_t)pfn);
+    } else {
+        nid = fp_tlb_miss(k, wl->tlb, wl->mm, a->addr, fault_flags(a->r, a->addr, a->write));
+        view_load(v, k, on, fast);
+        if (nid < 0)
+            return nid;
+    }
+    on[nid]++;
+    if ((k->numa_balancing & 2) && nid < k->nr_nodes && !k->nodes[nid].is_dram) {
+        fp_numa_hint(k, k->mms[wl->mm], a->addr);
+        view_load(v, k, on, fast);
+    } else if (pfn >= 0 && nid != FP_NO_NODE) {
+        view_set_node(v, k, on, fast, nid);
+    }
+    return nid;
+}
+
+/* What a run returns when touch i failed with err: out of memory stops the run there
+ * (the orchestrator OOM-kills and time goes on), anything else is the error. */
+static int64_t touch_failed(struct fp_workload *wl, int32_t err, uint64_t i)
+{
+    if (err != -ENOMEM)
+        return err;
+    wl->faults_failed++;
+    return (int64_t)i;
+}
+
+/* The end of a host run of i touches, slow of them slow: the tallies and the stream
+ * (a is the draw of the last touch made) go back to wl. */
+static void finish_host_run(struct fp_workload *wl, struct view *v, uint64_t *on, uint64_t i,
+                            uint64_t slow, const struct ahead *a)
+{
+    view_drop_node(v, on, i - slow);
+    for (int j = 0; j <= FP_NO_NODE; j++)
+        wl->on_node[j] += on[j];
+    wl->rng = a->rng;
+    wl->seq_pos = a->seq_pos;
+    wl->touches += i;
+}
+
 /* The plain loop of a host workload (vm < 0, below the pipelining size), specialised:
  * each touch as fp_tlb_hit_pfn() or, on a miss, fp_tlb_miss() does it. pattern and writes (write_frac > 0) are
  * constants in each copy, so the per-touch switch and tests fold away (testing
@@ -300,38 +351,14 @@ run_host(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
             fp_truth_count(&v.truth[pfn]); /* a fast touch */
             continue;
         }
-        uint64_t fast = i - slow; /* fast touches so far */
-        int32_t nid;
-        if (pfn >= 0) {
-            nid = fp_count_pfn(k, (uint64_t)pfn);
-        } else {
-            nid = fp_tlb_miss(k, wl->tlb, wl->mm, addr, fault_flags(cur.r, addr, cur.write));
-            view_load(&v, k, on, fast);
-            if (nid < 0) {
-                if (nid == -ENOMEM) {
-                    wl->faults_failed++; /* out of memory: stop; the orchestrator OOM-kills */
-                    ret = (int64_t)i;
-                } else {
-                    ret = nid;
-                }
-                break;
-            }
-        }
-        on[nid]++;
-        if ((k->numa_balancing & 2) && nid < k->nr_nodes && !k->nodes[nid].is_dram) {
-            fp_numa_hint(k, k->mms[wl->mm], addr);
-            view_load(&v, k, on, fast);
-        } else if (pfn >= 0 && nid != FP_NO_NODE) {
-            view_set_node(&v, k, on, fast, nid);
+        int32_t nid = slow_touch(k, wl, &v, on, i - slow, pfn, &cur);
+        if (nid < 0) {
+            ret = touch_failed(wl, nid, i);
+            break;
         }
         slow++;
     }
-    view_drop_node(&v, on, i - slow);
-    for (int j = 0; j <= FP_NO_NODE; j++)
-        wl->on_node[j] += on[j];
-    wl->rng = cur.rng;
-    wl->seq_pos = cur.seq_pos;
-    wl->touches += i;
+    finish_host_run(wl, &v, on, i, slow, &cur);
     return ret;
 }
 
@@ -356,12 +383,10 @@ run_host(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
 #define PIPE_RING 128 /* a power of two above PIPE_DRAW */
 
 struct pipe_pick {
-    uint64_t addr;
-    const struct fp_region *r;
-    uint64_t rng, seq_pos;
+    struct ahead a;        /* the draw */
     struct fp_tlb_entry t; /* from the draw: pmd and gen when upper; from the peek: all */
     uint64_t leaf;         /* the peek's leaf entry (arena index), for the truth prefetch */
-    int write, upper;
+    int upper;
 };
 
 /* prefetchw (-DPIPE_PREFETCHW) for the lines a touch stores to: no faster measured */
@@ -388,14 +413,14 @@ walk_upper(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick 
     if (!pgd)
         return;
     for (int l = 1; l <= 2; l++) {
-        uint64_t e = tables[table * FP_PTRS_PER_TABLE + fp_index(p->addr, l)];
+        uint64_t e = tables[table * FP_PTRS_PER_TABLE + fp_index(p->a.addr, l)];
         if ((e & (want | FP_PAGE_PSE)) != want)
             return;
         table = fp_entry_addr(e);
     }
     p->upper = 1;
     p->t.gen = gen;
-    p->t.pmd = table * FP_PTRS_PER_TABLE + fp_index(p->addr, 3);
+    p->t.pmd = table * FP_PTRS_PER_TABLE + fp_index(p->a.addr, 3);
     prefetch(&tables[p->t.pmd]);
 }
 
@@ -412,11 +437,11 @@ peek_local(const uint64_t *tables, uint64_t gen, uint64_t pgd, struct pipe_pick 
     uint64_t pmd = p->t.pmd, e = tables[pmd];
     if (!(e & FP_PAGE_PRESENT))
         return;
-    p->t.tag = (p->addr >> 21) + 1;
+    p->t.tag = (p->a.addr >> 21) + 1;
     p->t.pte_table = (e & FP_PAGE_PSE) ? 0 : fp_entry_addr(e);
     p->leaf = pmd;
     if (p->t.pte_table) {
-        p->leaf = p->t.pte_table * FP_PTRS_PER_TABLE + fp_index(p->addr, 4);
+        p->leaf = p->t.pte_table * FP_PTRS_PER_TABLE + fp_index(p->a.addr, 4);
         prefetch_w(&tables[p->leaf]);
     }
 }
@@ -428,19 +453,9 @@ prefetch_truth_local(const uint64_t *tables, const struct fp_truth *truth, uint6
     if (!p->t.tag)
         return;
     uint64_t e = tables[p->leaf];
-    uint64_t pfn = fp_entry_addr(e) + (p->t.pte_table ? 0 : (p->addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
+    uint64_t pfn = fp_entry_addr(e) + (p->t.pte_table ? 0 : (p->a.addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE);
     if ((e & FP_PAGE_PRESENT) && pfn < nr_pfns)
         prefetch_w(&truth[pfn]);
-}
-
-static inline __attribute__((always_inline)) void
-draw_pipe(const struct fp_workload *wl, struct stream *s, uint64_t *rng, struct pipe_pick *p,
-          const int pattern, const int writes)
-{
-    locate(wl, pick_page(wl, s, rng, pattern), &p->r, &p->addr);
-    p->write = draw_write(wl, rng, writes);
-    p->rng = *rng;
-    p->seq_pos = s->seq_pos;
 }
 
 static inline __attribute__((always_inline)) int64_t
@@ -460,7 +475,7 @@ run_pipe(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
     pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
     for (i = 0; i < PIPE_DRAW && i < n; i++) {
         struct pipe_pick *p = &ring[i];
-        draw_pipe(wl, &s, &rng, p, pattern, writes);
+        draw_ahead(wl, &s, &rng, &p->a, pattern, writes);
         walk_upper(v.tables, v.gen, pgd, p);
         if (i < PIPE_AHEAD)
             peek_local(v.tables, v.gen, pgd, p);
@@ -469,62 +484,37 @@ run_pipe(struct fp_kernel *k, struct fp_workload *wl, uint64_t n, const int patt
         struct pipe_pick *p = &ring[i % PIPE_RING];
         if (i + PIPE_DRAW < n) {
             struct pipe_pick *d = &ring[(i + PIPE_DRAW) % PIPE_RING];
-            draw_pipe(wl, &s, &rng, d, pattern, writes);
+            draw_ahead(wl, &s, &rng, &d->a, pattern, writes);
             walk_upper(v.tables, v.gen, pgd, d);
         }
         if (i + PIPE_AHEAD < n)
             peek_local(v.tables, v.gen, pgd, &ring[(i + PIPE_AHEAD) % PIPE_RING]);
         if (i + PIPE_TRUTH < n)
             prefetch_truth_local(v.tables, v.truth, nr_pfns, &ring[(i + PIPE_TRUTH) % PIPE_RING]);
-        uint64_t addr = p->addr;
+        uint64_t addr = p->a.addr;
         int64_t pfn = -1;
         if (p->t.tag)
-            pfn = fp_tlb_hit_pfn(v.tables, v.gen, &p->t, addr, p->write);
+            pfn = fp_tlb_hit_pfn(v.tables, v.gen, &p->t, addr, p->a.write);
         if (pfn < 0)
             pfn = fp_tlb_hit_pfn(v.tables, v.gen, &wl->tlb[(addr >> 21) & (FP_TLB_ENTRIES - 1)],
-                                 addr, p->write);
+                                 addr, p->a.write);
         if (__builtin_expect(pfn >= 0 && (uint64_t)pfn - v.lo < v.span, 1)) {
             fp_truth_count(&v.truth[pfn]); /* a fast touch */
             continue;
         }
-        uint64_t fast = i - slow;
-        int32_t nid;
-        if (pfn >= 0) {
-            nid = fp_count_pfn(k, (uint64_t)pfn);
-        } else {
-            nid = fp_tlb_miss(k, wl->tlb, wl->mm, addr, fault_flags(p->r, addr, p->write));
-            view_load(&v, k, on, fast);
-            nr_pfns = k->nr_pfns;
-            pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
-            if (nid < 0) {
-                if (nid == -ENOMEM) {
-                    wl->faults_failed++; /* out of memory: stop; the orchestrator OOM-kills */
-                    ret = (int64_t)i;
-                } else {
-                    ret = nid;
-                }
-                rng = p->rng; /* as if nothing had been drawn beyond this touch */
-                s.seq_pos = p->seq_pos;
-                break;
-            }
-        }
-        on[nid]++;
-        if ((k->numa_balancing & 2) && nid < k->nr_nodes && !k->nodes[nid].is_dram) {
-            fp_numa_hint(k, k->mms[wl->mm], addr);
-            view_load(&v, k, on, fast);
-            nr_pfns = k->nr_pfns;
-            pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
-        } else if (pfn >= 0 && nid != FP_NO_NODE) {
-            view_set_node(&v, k, on, fast, nid);
+        int32_t nid = slow_touch(k, wl, &v, on, i - slow, pfn, &p->a);
+        nr_pfns = k->nr_pfns; /* a miss or a hint may have changed them */
+        pgd = (!mm || k->tlb_off) ? 0 : mm->pgd;
+        if (nid < 0) {
+            ret = touch_failed(wl, nid, i);
+            rng = p->a.rng; /* as if nothing had been drawn beyond this touch */
+            s.seq_pos = p->a.seq_pos;
+            break;
         }
         slow++;
     }
-    view_drop_node(&v, on, i - slow);
-    for (int j = 0; j <= FP_NO_NODE; j++)
-        wl->on_node[j] += on[j];
-    wl->rng = rng;
-    wl->seq_pos = s.seq_pos;
-    wl->touches += i;
+    struct ahead last = {.rng = rng, .seq_pos = s.seq_pos};
+    finish_host_run(wl, &v, on, i, slow, &last);
     return ret;
 }
 
@@ -536,26 +526,19 @@ int64_t fp_workload_run(struct fp_kernel *k, struct fp_workload *wl, uint64_t n)
         return run_guest(k, wl, n);
     /* one copy per pattern and per whether any touch writes */
     int writes = wl->write_frac > 0;
-    if (wl->total_pages >= k->wl_pipeline_pages) {
-        switch (wl->pattern) {
-        case FP_WL_HOTCOLD:
-            return writes ? run_pipe(k, wl, n, FP_WL_HOTCOLD, 1) : run_pipe(k, wl, n, FP_WL_HOTCOLD, 0);
-        case FP_WL_ZIPF:
-            return writes ? run_pipe(k, wl, n, FP_WL_ZIPF, 1) : run_pipe(k, wl, n, FP_WL_ZIPF, 0);
-        case FP_WL_SEQ:
-            return writes ? run_pipe(k, wl, n, FP_WL_SEQ, 1) : run_pipe(k, wl, n, FP_WL_SEQ, 0);
-        default:
-            return writes ? run_pipe(k, wl, n, FP_WL_UNIFORM, 1) : run_pipe(k, wl, n, FP_WL_UNIFORM, 0);
-        }
+#define SPECIALISED(loop)                                                                \
+    switch (wl->pattern) {                                                               \
+    case FP_WL_HOTCOLD:                                                                  \
+        return writes ? loop(k, wl, n, FP_WL_HOTCOLD, 1) : loop(k, wl, n, FP_WL_HOTCOLD, 0); \
+    case FP_WL_ZIPF:                                                                     \
+        return writes ? loop(k, wl, n, FP_WL_ZIPF, 1) : loop(k, wl, n, FP_WL_ZIPF, 0);  \
+    case FP_WL_SEQ:                                                                      \
+        return writes ? loop(k, wl, n, FP_WL_SEQ, 1) : loop(k, wl, n, FP_WL_SEQ, 0);    \
+    default:                                                                             \
+        return writes ? loop(k, wl, n, FP_WL_UNIFORM, 1) : loop(k, wl, n, FP_WL_UNIFORM, 0); \
     }
-    switch (wl->pattern) {
-    case FP_WL_HOTCOLD:
-        return writes ? run_host(k, wl, n, FP_WL_HOTCOLD, 1) : run_host(k, wl, n, FP_WL_HOTCOLD, 0);
-    case FP_WL_ZIPF:
-        return writes ? run_host(k, wl, n, FP_WL_ZIPF, 1) : run_host(k, wl, n, FP_WL_ZIPF, 0);
-    case FP_WL_SEQ:
-        return writes ? run_host(k, wl, n, FP_WL_SEQ, 1) : run_host(k, wl, n, FP_WL_SEQ, 0);
-    default:
-        return writes ? run_host(k, wl, n, FP_WL_UNIFORM, 1) : run_host(k, wl, n, FP_WL_UNIFORM, 0);
-    }
+    if (wl->total_pages >= k->wl_pipeline_pages)
+        SPECIALISED(run_pipe)
+    SPECIALISED(run_host)
+#undef SPECIALISED
 }

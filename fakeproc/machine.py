@@ -321,6 +321,8 @@ def _check_pages(ck: _Checker, path: tuple[Any, ...], vma: Vma, runs: list[PageR
         unit = _unit(run)
         if run.node is not None and run.node not in node_ids:
             raise ck.error(path, f"node {run.node} in {run.state!r} does not exist")
+        if run.state == "pinned" and vma.kind in ("vdso", "vvar"):
+            raise ck.error(path, f"{vma.kind} pages are kernel frames: they cannot be pinned")
         if addr % unit:
             raise ck.error(path, f"{run.state!r} at {addr:#x} is not aligned to {unit // 1024} KiB")
         addr += run.count * unit

@@ -10,7 +10,7 @@ import pytest
 from fakeproc.kernel import node as nodemod
 from fakeproc.kernel.kernel import Kernel, NodeConfig
 from fakeproc.kernel.mm import Vma
-from fakeproc.kernel.native import KernelError, lib
+from fakeproc.kernel.native import KernelError, check, lib
 from fakeproc.kernel.task_mmu import llseek
 from fakeproc.kernel.workload import Phase, Workload
 from fakeproc.machine import load
@@ -320,3 +320,36 @@ populate = true
         assert [k.page_node(t, BASE + i * 4096) for i in range(8)] == [0, 1] * 4
         assert k.node_stat(0)[lib.FP_NUMA_INTERLEAVE] == 4
         assert k.node_stat(1)[lib.FP_NUMA_INTERLEAVE] == 4
+
+
+def test_the_rss_peak_counts_vdso_pages():
+    """VmHWM is the RSS peak: 10 anonymous pages and then 2 [vdso] pages make 12, which
+    stays the peak once the anonymous pages are unmapped (4.20 takes it before every
+    unmap: update_hiwater_rss())."""
+    k = rfc_kernel()
+    t = k.spawn(10, "t", cpu=0)
+    k.add_vma(t, Vma(BASE, BASE + 10 * 4096))
+    k.add_vma(t, Vma(BASE + MIB, BASE + MIB + 8192, perms="r-xp", kind="vdso"))
+    for i in range(10):
+        k.touch(t, BASE + i * 4096)
+    k.touch(t, BASE + MIB)
+    k.touch(t, BASE + MIB + 4096)
+    check(lib.fp_unmap_range(k.native, t.mm_id, BASE, BASE + 10 * 4096))
+    mc = k.mm_counters(t)
+    assert (mc["rss_anon"], mc["rss_file"], mc["hiwater_rss"]) == (0, 2, 12)
+    assert k.check() == []
+
+
+def test_kernel_frames_cannot_be_pinned():
+    """[vdso] and [vvar] pages are kernel frames with no struct page here: a machine
+    file that pins one is refused, naming the field (pin_page() refuses one too)."""
+    from fakeproc.machine import MachineFileError
+    text = ('[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0"\n[[process]]\npid = 10\n'
+            'name = "a"\n[[process.vma]]\nstart = 0x7ffff7fd0000\nsize = "8KiB"\n'
+            'perms = "r-xp"\nkind = "vdso"\npages = "2 pinned"\n')
+    with pytest.raises(MachineFileError, match="kernel frames: they cannot be pinned"):
+        load(text)
+    k = load(text.replace("2 pinned", "2 accessed"))
+    with pytest.raises(KernelError) as e:
+        k.pin_page(k.task(10), 0x7ffff7fd0000)
+    assert e.value.errno == errno.EFAULT

@@ -233,7 +233,7 @@ def _smaps_block(text: str, start: str) -> dict[str, str]:
 def test_vdso_pages_count_in_smaps_and_rssfile_and_vvar_pages_do_not():
     """4.20: a [vdso] page is a kernel-image page that vdso_fault() maps with a normal
     PTE (finish_fault: MM_FILEPAGES), so vm_normal_page() finds it: smaps counts it
-    (each process maps frames of its own here: private, Pss = Rss), so do RssFile and
+    (as private, Pss = Rss: kernel frames keep no map count here), so do RssFile and
     VmRSS; numa_maps skips it (PageReserved). A [vvar] page is vm_insert_pfn()'s special
     PTE of a VM_PFNMAP mapping: counted nowhere. By hand, for 2 accessed [vdso] pages
     and 1 [vvar] page; the forked child maps them too, old (pte_mkold)."""

@@ -469,3 +469,32 @@ def test_pagemap_of_vvar_and_vdso():
     vdso = struct.unpack("<2Q", k.pagemap(t, 0x7F0000800000, 2))
     pfn = (k.entry(t, 0x7F0000800000)[1] >> 12) & 0xFFFFFFFFFF
     assert vdso == (1 << 63 | 1 << 61 | 1 << 55 | pfn, 1 << 55)
+
+
+def test_kpageflags_buddy_follows_the_buddy_allocators_chunks():
+    """PageBuddy marks the first page of each free chunk, up to order 10 (4 MiB, MAX_ORDER
+    11 on x86_64), by hand: a fresh 8 MiB node is two order-10 chunks (PFNs 0 and 1024);
+    one 4 KiB allocation splits block 0 (its free pages are order-0 chunks, split
+    blocks never merge back) and leaves block 1 (512) an order-9 chunk of its own; a
+    THP in block 2 leaves block 3 (1536) alone. A node that starts on an odd block
+    (node 1 at PFN 512, after a 2 MiB node 0) cannot merge its first block with PFN 0."""
+    from fakeproc.kernel.kernel import Kernel, NodeConfig
+    from fakeproc.kernel.mm import Vma
+
+    buddy = 1 << BUDDY
+    k = Kernel([NodeConfig(0, "dram", 2048, (0,))], [[10]])
+    assert [_kpf(k, p) for p in (0, 1, 512, 1024, 1536)] == [buddy, 0, 0, buddy, 0]
+    t = k.spawn(10, "t", cpu=0)
+    k.add_vma(t, Vma(BASE, BASE + (4 << 20), thp=True))
+    k.add_vma(t, Vma(BASE + (4 << 20), BASE + (4 << 20) + 4096))
+    k.touch(t, BASE + (4 << 20))  # PGD, PUD, PMD, PTE tables and the page: block 0 split
+    # PFNs 0-4 in use (the tables, the page), 5-511 free order-0 chunks
+    assert [_kpf(k, p) & buddy for p in (4, 5, 511, 512, 513)] == [0, buddy, buddy, buddy, 0]
+    k.touch(t, BASE)  # a THP: the next whole block from the stack, block 1
+    assert k.entry(t, BASE)[1] >> 12 & 0xFFFFFFFFFF == 512
+    k.touch(t, BASE + (2 << 20))  # and block 2
+    assert k.entry(t, BASE + (2 << 20))[1] >> 12 & 0xFFFFFFFFFF == 1024
+    assert [_kpf(k, p) for p in (1536, 1537)] == [buddy, 0]
+    two = Kernel([NodeConfig(0, "dram", 512, (0,)), NodeConfig(1, "dram", 1536, (1,))],
+                 [[10, 20], [20, 10]])
+    assert [_kpf(two, p) for p in (0, 512, 1024, 1536)] == [buddy, buddy, buddy, 0]

@@ -426,9 +426,12 @@ class Kernel:
         """Take an extra reference on the page at addr (as get_user_pages() would):
         migrating it then fails with -EAGAIN."""
         level, entry = self.entry(task, addr)
+        pfn = (entry & 0x000FFFFFFFFFF000) >> 12
         if not entry & lib.FP_PAGE_PRESENT:
             raise KernelError(errno.EFAULT, f"no page at {addr:#x}")
-        self.native.pages[(entry & 0x000FFFFFFFFFF000) >> 12].flags |= lib.FP_PG_PINNED
+        if pfn >= self.native.nr_pfns:  # a kernel frame ([vdso], [vvar]): no struct page here
+            raise KernelError(errno.EFAULT, f"the page at {addr:#x} is a kernel frame")
+        self.native.pages[pfn].flags |= lib.FP_PG_PINNED
 
     def migrate_page_at(self, task: Task, addr: int, nid: int) -> bool:
         """Migrate the page mapped at addr to node nid (mm/migrate.c); False when

@@ -223,6 +223,15 @@ static void zap_deposited_table(struct fp_kernel *k, struct fp_mm *mm, const uin
 
 /* ---- mapping and unmapping pages ---------------------------------------- */
 
+/* The RSS peak follows every increase (4.20 takes it at each unmap and exit,
+ * update_hiwater_rss(): the same peak). */
+static void rss_grew(struct fp_mm *mm)
+{
+    uint64_t rss = mm->rss_anon + mm->rss_file + mm->rss_shmem;
+    if (rss > mm->hiwater_rss)
+        mm->hiwater_rss = rss;
+}
+
 static uint64_t *mm_rss(struct fp_mm *mm, const struct fp_page *p)
 {
     if (p->flags & FP_PG_ANON)
@@ -249,9 +258,7 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
     fp_node_account(k, pfn, +1);
     fp_lru_add(k, pfn, fp_page_lru(p));
     *mm_rss(mm, p) += fp_page_nr(p);
-    uint64_t rss = mm->rss_anon + mm->rss_file + mm->rss_shmem;
-    if (rss > mm->hiwater_rss)
-        mm->hiwater_rss = rss;
+    rss_grew(mm);
 }
 
 /* mm stops mapping pfn at addr; the last unmap frees the page. */
@@ -298,8 +305,10 @@ static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
     int32_t nid = node;
     enum fp_kind kind = huge ? FP_KIND_ANON : fp_page_kind(vma_flags, write);
     if (kind == FP_KIND_SPECIAL) { /* a [vdso] page is a file page to the counters */
-        if (!(vma_flags & FP_VMA_PFNMAP))
+        if (!(vma_flags & FP_VMA_PFNMAP)) {
             mm->rss_file++;
+            rss_grew(mm);
+        }
         return (int64_t)k->device_pfn++;
     }
     if (node >= 0) {

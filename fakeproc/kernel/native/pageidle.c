@@ -69,15 +69,30 @@ enum { KPF_REFERENCED = 2, KPF_UPTODATE = 3, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACT
        KPF_ANON = 12, KPF_SWAPBACKED = 14, KPF_COMPOUND_HEAD = 15, KPF_COMPOUND_TAIL = 16,
        KPF_NOPAGE = 20, KPF_THP = 22, KPF_IDLE = 25, KPF_PGTABLE = 26 };
 
-/* PageBuddy(): the first page of each free buddy chunk. Here a free 2 MiB block is one
- * chunk (order 9) and each free 4 KiB page of a split block another (order 0: split
- * blocks never merge); there are no per-CPU lists holding free pages back. */
+static int block_split(const struct fp_node *node, uint64_t block)
+{
+    return node->split_blocks[block / 64] >> (block % 64) & 1;
+}
+
+/* PageBuddy(): the first page of each free buddy chunk. Each free 4 KiB page of a
+ * split block is a chunk of order 0 (split blocks never merge); a whole free 2 MiB
+ * block is one of order 9, or with its buddy block (PFN ^ 512), when that one is
+ * whole and free in the same node too, half of one of order 10 (MAX_ORDER 11 on
+ * x86_64), marked on the lower half only. No per-CPU lists hold free pages back. */
 static int free_page_is_buddy(const struct fp_kernel *k, uint64_t pfn)
 {
     const struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
     uint64_t block = (pfn - node->start_pfn) / FP_PAGES_PER_HUGE;
-    return (node->split_blocks[block / 64] >> (block % 64) & 1) ||
-           (pfn - node->start_pfn) % FP_PAGES_PER_HUGE == 0;
+    if (block_split(node, block))
+        return 1;
+    if (pfn % FP_PAGES_PER_HUGE)
+        return 0;
+    uint64_t buddy = pfn ^ FP_PAGES_PER_HUGE; /* the other half of its 4 MiB */
+    if (buddy < node->start_pfn || buddy >= node->start_pfn + node->nr_pages ||
+        block_split(node, (buddy - node->start_pfn) / FP_PAGES_PER_HUGE) ||
+        (k->pages[buddy].flags & FP_PG_ALLOCATED))
+        return 1; /* no free buddy: an order-9 chunk of its own */
+    return pfn < buddy;
 }
 
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)

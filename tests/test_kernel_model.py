@@ -353,3 +353,45 @@ def test_kernel_frames_cannot_be_pinned():
     with pytest.raises(KernelError) as e:
         k.pin_page(k.task(10), 0x7ffff7fd0000)
     assert e.value.errno == errno.EFAULT
+
+
+def _wrote(perms: str, pages: int = 64, pattern: str = "seq",
+           piped: bool = False) -> tuple[list[tuple[int, int]], int]:
+    """A workload that stores at every touch, over one file VMA with these perms: each
+    page's (RW, dirty) PTE bits afterwards, and the generator's state."""
+    k = rfc_kernel()
+    if piped:
+        k.native.wl_pipeline_pages = 0  # the pipelined loop, whatever the size
+    t = k.spawn(10, "t", cpu=0)
+    k.add_vma(t, Vma(BASE, BASE + pages * 4096, perms=perms, path="/usr/lib/libx.so"))
+    wl = Workload(pattern=pattern, rate=1, write=1.0, vma_indices=(0,))  # type: ignore[arg-type]
+    k.attach_workload(t, wl)
+    check(lib.fp_workload_run(k.native, wl._c, 32 * pages))  # every page, whatever the pattern
+    bits = [(k.entry(t, BASE + i * 4096)[1] & lib.FP_PAGE_RW, k.entry(t, BASE + i * 4096)[1] & lib.FP_PAGE_DIRTY)
+            for i in range(pages)]
+    assert k.check() == []
+    return bits, int(wl._c.rng)
+
+
+def test_a_workload_only_loads_from_a_mapping_without_write():
+    """A store to a mapping without VM_WRITE would be SIGSEGV: a workload's stores
+    there are loads (the page maps read-only and clean); in a writable private file
+    mapping they are stores (copy-on-write: writable and dirty). The write is drawn
+    all the same, so the generator's stream does not change."""
+    for pattern, piped in (("seq", False), ("uniform", False), ("uniform", True)):
+        ro, rng_ro = _wrote("r-xp", pattern=pattern, piped=piped)
+        rw, rng_rw = _wrote("rw-p", pattern=pattern, piped=piped)
+        assert set(ro) == {(0, 0)}
+        assert set(rw) == {(lib.FP_PAGE_RW, lib.FP_PAGE_DIRTY)}
+        assert rng_ro == rng_rw
+
+
+def test_a_store_to_a_read_only_mapping_is_refused():
+    k = rfc_kernel()
+    t = k.spawn(10, "t", cpu=0)
+    k.add_vma(t, Vma(BASE, BASE + 4096, perms="r--p", path="/usr/lib/libx.so"))
+    with pytest.raises(KernelError) as e:
+        k.touch(t, BASE, write=True)
+    assert e.value.errno == errno.EFAULT
+    k.touch(t, BASE)  # a load maps it
+    assert k.entry(t, BASE)[1] & lib.FP_PAGE_PRESENT

@@ -264,6 +264,8 @@ class Kernel:
         vma = self.mm(task.mm_id).find_vma(addr)
         if vma is None:
             raise KernelError(14, "Bad address")
+        if write and not vma.writable:  # the process would get SIGSEGV (VM_WRITE unset)
+            raise KernelError(errno.EFAULT, f"a store to the read-only mapping at {addr:#x}")
         ret = lib.fp_touch(self.native, task.mm_id, addr, vma.fault_flags(addr, write))
         if ret == -errno.ENOMEM:
             self.oom_kill()

@@ -257,7 +257,9 @@ static inline __attribute__((always_inline)) void draw_ahead(const struct fp_wor
                                                              const int writes)
 {
     locate(wl, pick_page(wl, s, rng, pattern), &a->r, &a->addr);
-    a->write = draw_write(wl, rng, writes);
+    /* a store to a mapping without VM_WRITE would be SIGSEGV: the application only
+     * loads there (the write is still drawn: the stream stays the same) */
+    a->write = draw_write(wl, rng, writes) && (a->r->vma_flags & FP_VMA_WRITE);
     a->rng = *rng;
     a->seq_pos = s->seq_pos;
 }

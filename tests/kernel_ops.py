@@ -8,12 +8,19 @@ import os
 from hypothesis import strategies as st
 
 from fakeproc.kernel import migrate
-from fakeproc.kernel.kernel import Kernel
+from fakeproc.kernel.kernel import Kernel, NodeConfig
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import KernelError
 from fakeproc.kernel.workload import Workload
 
 BASE = 0x7F0000000000
+RFC_DIST = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
+
+
+def rfc_kernel(dram_pages: int = 4096, pmem_pages: int = 8192) -> Kernel:
+    """The RFC's topology: DRAM nodes 0, 1 (CPUs 0-1, 2-3) with PMEM peers 2, 3."""
+    return Kernel([NodeConfig(0, "dram", dram_pages, (0, 1)), NodeConfig(1, "dram", dram_pages, (2, 3)),
+                   NodeConfig(2, "pmem", pmem_pages), NodeConfig(3, "pmem", pmem_pages)], RFC_DIST)
 MACHINE = """
 distances = [[10, 20, 17, 28], [20, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
 [machine]

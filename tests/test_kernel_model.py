@@ -14,15 +14,10 @@ from fakeproc.kernel.native import KernelError, check, lib
 from fakeproc.kernel.task_mmu import llseek
 from fakeproc.kernel.workload import Phase, Workload
 from fakeproc.machine import load
+from kernel_ops import RFC_DIST, rfc_kernel
 
 MIB = 1 << 20
-RFC_DIST = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
 BASE = 0x7F0000000000
-
-
-def rfc_kernel(dram_pages: int = 4096, pmem_pages: int = 8192) -> Kernel:
-    return Kernel([NodeConfig(0, "dram", dram_pages, (0, 1)), NodeConfig(1, "dram", dram_pages, (2, 3)),
-                   NodeConfig(2, "pmem", pmem_pages), NodeConfig(3, "pmem", pmem_pages)], RFC_DIST)
 
 
 class TestPeerRule:

@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import errno
 
-from fakeproc.kernel.kernel import Kernel, NodeConfig
+from fakeproc.kernel.kernel import Kernel
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
+from kernel_ops import rfc_kernel
 
 MIB = 1 << 20
 BASE = 0x7F0000000000
-DIST = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
-
-
-def rfc_kernel() -> Kernel:
-    return Kernel([NodeConfig(0, "dram", 4096, (0, 1)), NodeConfig(1, "dram", 4096, (2, 3)),
-                   NodeConfig(2, "pmem", 8192), NodeConfig(3, "pmem", 8192)], DIST)
 
 
 def tables(k: Kernel, nid: int) -> int:

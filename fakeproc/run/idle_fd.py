@@ -4,10 +4,13 @@ it, and a copy of it in the runner (pidfd_getfd) that shares its file position."
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 from contextlib import contextmanager
 from typing import Iterator
+
+from .tasks import status_field
 
 NR_PIDFD_OPEN = 434
 NR_PIDFD_GETFD = 438
@@ -27,8 +30,10 @@ def idle_pages_pid(tid: int, fd: int) -> int | None:
 
 def tgid_of(tid: int) -> int:
     """The thread-group id of a thread (what an idle_pages handle records as opener)."""
-    with open(f"/proc/{tid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
+    tgid = status_field(tid, "Tgid")
+    if tgid is None:
+        raise FileNotFoundError(errno.ENOENT, f"no task {tid}")  # as open() of its status said
+    return tgid
 
 
 @contextmanager

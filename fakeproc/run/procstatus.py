@@ -18,7 +18,7 @@ import re
 from typing import Callable
 
 from . import seccomp
-from .tasks import MachineFacts, TaskStates, status_field, under_runner
+from .tasks import MachineFacts, TaskStates, cpu_mask, status_field, under_runner
 
 # procfs takes no leading zeros in a pid (name_to_int)
 STATUS = re.compile(rb"^/proc/(self|thread-self|[1-9]\d*)(?:/task/([1-9]\d*))?/status$")
@@ -70,7 +70,7 @@ def open_handler(facts: Facts, masks: TaskStates[int],
         if task is None:
             return seccomp.Continue()
         try:
-            fd = open_status(task, masks.get(task, sum(1 << c for c in f.online_cpus)))
+            fd = open_status(task, masks.get(task, cpu_mask(f.online_cpus)))
         except OSError:
             return seccomp.Continue()  # the emulator is gone, or the task
         try:

@@ -29,7 +29,7 @@ from .lseek import lseek_handler
 from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
 from .procstatus import open_handler
 from .sched import getaffinity_handler, setaffinity_handler
-from .tasks import MachineFacts, TaskStates, start_time
+from .tasks import MachineFacts, TaskStates, mask_cpus, start_time
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
@@ -250,7 +250,7 @@ def _hostview(client: Client, mnt: Path) -> tuple[Callable[[int, int], None], Ca
         if told.get(tid) == now:
             return  # a round trip saved on each open of an unchanged task's status
         try:
-            client.call("task_cpus", tid=tid, cpus=[c for c in range(mask.bit_length()) if mask >> c & 1])
+            client.call("task_cpus", tid=tid, cpus=mask_cpus(mask))
             told[tid] = now
         except (CtlError, OSError):
             pass  # the emulator is gone: the status cannot be opened either

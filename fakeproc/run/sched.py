@@ -17,17 +17,13 @@ import errno
 from typing import Callable
 
 from . import seccomp
-from .tasks import MachineFacts, TaskStates, under_runner
+from .tasks import MachineFacts, TaskStates, cpu_mask, under_runner
 
 Facts = Callable[[], "MachineFacts | None"]
 
 
 def cpumask_size(facts: MachineFacts) -> int:
     return (facts.nr_cpu_ids + 63) // 64 * 8
-
-
-def _mask(cpus: frozenset[int]) -> int:
-    return sum(1 << c for c in cpus)
 
 
 def _target(notif: seccomp.Notification, pid: int, masks: TaskStates[int]) -> int | None:
@@ -50,7 +46,7 @@ def getaffinity_handler(facts: Facts, masks: TaskStates[int],
         pid, length, ptr = seccomp._s32(notif.args[0]), notif.args[1] & 0xFFFFFFFF, notif.args[2]
         if (length * 8) & 0xFFFFFFFF < f.nr_cpu_ids or length & 7:
             return seccomp.Return(-errno.EINVAL)
-        online = _mask(f.online_cpus)
+        online = cpu_mask(f.online_cpus)
         if pid > seccomp.PID_MAX_LIMIT:
             if not emulated(pid):
                 return seccomp.Return(-errno.ESRCH)
@@ -91,7 +87,7 @@ def setaffinity_handler(facts: Facts, masks: TaskStates[int],
             if e.errno != errno.EFAULT:
                 raise
             return seccomp.Return(-errno.EFAULT)
-        new = int.from_bytes(raw, "little") & _mask(f.online_cpus)
+        new = int.from_bytes(raw, "little") & cpu_mask(f.online_cpus)
         if not new:
             return seccomp.Return(-errno.EINVAL)
         masks.set(tid, new)

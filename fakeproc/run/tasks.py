@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Iterable, TypeVar
 
 from ..machine import parse_list
 
@@ -39,6 +39,16 @@ class MachineFacts:
             return parse_list((mnt / "sys/devices/system/cpu" / name).read_text().strip())
         nodes = parse_list((mnt / "sys/devices/system/node/has_memory").read_text().strip())
         return cls(max(cpus("possible")) + 1, frozenset(cpus("online")), frozenset(nodes))
+
+
+def cpu_mask(cpus: Iterable[int]) -> int:
+    """A set of CPUs as the bit mask sched_setaffinity takes."""
+    return sum(1 << c for c in cpus)
+
+
+def mask_cpus(mask: int) -> list[int]:
+    """The CPUs of a bit mask, ascending."""
+    return [c for c in range(mask.bit_length()) if mask >> c & 1]
 
 
 def start_time(tid: int) -> int | None:

@@ -34,7 +34,4 @@ struct idle_ctl {
     uint8_t kbuf[IDLE_KBUF_SIZE];
 };
 
-int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type);
-int idle_copy_user(struct idle_ctl *c, uint64_t start, uint64_t end);
-void idle_begin_pass(struct idle_ctl *c);
 #endif

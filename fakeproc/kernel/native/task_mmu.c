@@ -35,7 +35,7 @@ static void report_addr(struct idle_ctl *c, uint64_t addr)
 }
 
 /* ept_idle_add_page(): append one unit, merging runs up to 15. */
-int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
+static int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
 {
     next = round_up(next, unit_size[type]);
     if (!c->used || addr + c->gpa_to_hva != c->next_hva) {
@@ -68,7 +68,7 @@ int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
 }
 
 /* ept_idle_copy_user(): end of a pass.  Returns 0 to go on, nonzero to stop. */
-int idle_copy_user(struct idle_ctl *c, uint64_t start, uint64_t end)
+static int idle_copy_user(struct idle_ctl *c, uint64_t start, uint64_t end)
 {
     int last = 0;
     if (!c->used) {
@@ -91,7 +91,7 @@ int idle_copy_user(struct idle_ctl *c, uint64_t start, uint64_t end)
     return 0;
 }
 
-void idle_begin_pass(struct idle_ctl *c)
+static void idle_begin_pass(struct idle_ctl *c)
 {
     uint64_t room = c->count - c->copied;
     c->used = 0;
@@ -100,30 +100,76 @@ void idle_begin_pass(struct idle_ctl *c)
 
 /* ---- the task-mode page walk ------------------------------------------------ */
 
+/* idle_add_page() for n consecutive PTE units of one type from addr: the same bytes
+ * and state as n calls, a byte per 15 pages once the run goes on the last record.
+ * Returns the pages added; fewer than n when the staging buffer filled (the restart
+ * is then the first page not added, as the single call leaves it). */
+static uint64_t idle_add_run(struct idle_ctl *c, uint64_t addr, uint64_t n, int type)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        if (c->used && addr + c->gpa_to_hva == c->next_hva) { /* in sequence */
+            while (done < n) {
+                uint8_t *last = &c->kbuf[c->used - 1];
+                uint64_t room = (*last >> 4) == type ? 15 - (*last & 15u) : 0;
+                uint64_t k = n - done < room ? n - done : room;
+                if (!room) {
+                    if (c->used >= c->limit)
+                        break;
+                    c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
+                    k = 1;
+                } else {
+                    *last = (uint8_t)(*last + k);
+                }
+                done += k;
+                addr += k << FP_PAGE_SHIFT;
+                c->next_hva = c->unit_end = addr + c->gpa_to_hva;
+            }
+            c->restart = addr;
+            return done;
+        }
+        if (idle_add_page(c, addr, addr + FP_PAGE_SIZE, type))
+            return done;
+        done++;
+        addr += FP_PAGE_SIZE;
+    }
+    return done;
+}
+
+static inline int pte_unit(uint64_t e, int ept, uint64_t abit)
+{
+    if (!(ept ? fp_ept_present(e) : fp_entry_present(e)))
+        return PTE_HOLE;
+    return (e & abit) ? PTE_ACCESSED : PTE_IDLE;
+}
+
 /* mm_idle_pte_range() and ept_pte_range(): one unit per PTE, accessed bits
  * test-and-cleared before the unit is added (a unit that does not fit has still
- * lost its bit). `ept` selects the EPT's present and accessed bits. */
+ * lost its bit, the ones after it keep theirs). Runs of one unit type are added
+ * at once. `ept` selects the EPT's present and accessed bits. */
 static int pte_range(struct idle_ctl *c, uint64_t *ptes, uint64_t addr, uint64_t next, int ept)
 {
     const uint64_t abit = ept ? FP_EPT_ACCESSED : FP_PAGE_ACCESSED;
-    int err = 0;
-    do {
-        uint64_t *e = &ptes[fp_index(addr, 4)];
-        int type;
-        if (!(ept ? fp_ept_present(*e) : fp_entry_present(*e))) {
-            type = PTE_HOLE;
-        } else if (*e & abit) {
-            *e &= ~abit;
-            type = PTE_ACCESSED;
-        } else {
-            type = PTE_IDLE;
-        }
-        err = idle_add_page(c, addr, addr + FP_PAGE_SIZE, type);
-        if (err)
-            break;
-        addr += FP_PAGE_SIZE;
-    } while (addr != next);
-    return err;
+    uint64_t *e = &ptes[fp_index(addr, 4)];
+    const uint64_t n = (next - addr) >> FP_PAGE_SHIFT;
+    uint64_t i = 0;
+    int type = pte_unit(e[0], ept, abit);
+    while (i < n) {
+        uint64_t j = i + 1;
+        int after = IDLE_NR_TYPES;
+        while (j < n && (after = pte_unit(e[j], ept, abit)) == type)
+            j++;
+        uint64_t added = idle_add_run(c, addr + (i << FP_PAGE_SHIFT), j - i, type);
+        int full = added < j - i;
+        if (type == PTE_ACCESSED)
+            for (uint64_t k = i; k < i + added + (uint64_t)full; k++)
+                e[k] &= ~abit;
+        if (full)
+            return IDLE_KBUF_FULL;
+        i = j;
+        type = after;
+    }
+    return 0;
 }
 
 /* Present base pages mapped by one PMD entry within [addr, next): ground truth
@@ -218,6 +264,11 @@ static uint64_t present_in(struct idle_ctl *c, uint64_t table, int level, uint64
 {
     const uint64_t *t = fp_table(c->k, table);
     uint64_t n = 0, next;
+    if (level == 4) { /* within one PMD: one page per entry */
+        for (unsigned i = fp_index(addr, 4), e = i + (unsigned)((end - addr) >> FP_PAGE_SHIFT); i < e; i++)
+            n += fp_entry_present(t[i]) != 0;
+        return n;
+    }
     do {
         next = slot_end(addr, end, level);
         uint64_t e = t[fp_index(addr, level)];

@@ -81,10 +81,12 @@ def test_memory_tiers_and_demotion_enabled(m):
 
 def test_pagemap(m):
     # present|soft-dirty|exclusive|PFN for the three pages, swapped|soft-dirty for the
-    # fourth; a page of no VMA is 0 (the one before the VMA, the one after it)
+    # fourth with swap type 0 and offset 1 (slot 0 is the swap header: the first slot
+    # handed out is 1) in bits 0-4 and 5-54: 1 << 5 = 0x20; a page of no VMA is 0 (the
+    # one before the VMA, the one after it)
     got = u64s(pread(m.proc_path("4300001/pagemap"), 48, BASE // 4096 * 8 - 8))
     assert [hex(v) for v in got] == ["0x0", "0x8180000000000004", "0x8180000000000005",
-                                     "0x8180000000000400", "0x4080000000000000", "0x0"]
+                                     "0x8180000000000400", "0x4080000000000020", "0x0"]
     with pytest.raises(OSError) as e:
         pread(m.proc_path("4300001/pagemap"), 8, BASE // 4096 * 8 + 3)
     assert e.value.errno == errno.EINVAL

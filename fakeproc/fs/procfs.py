@@ -108,18 +108,30 @@ def _numa_maps(ctx: Ctx) -> str:
     return "".join(out)
 
 
+# smaps_account() keeps Pss in bytes << PSS_SHIFT and prints it >> (PSS_SHIFT + 10)
+PSS_SHIFT = 12
+PSS_FIELDS = ("Pss", "SwapPss")
+
+
 def _smaps_counters(st: dict) -> dict[str, int]:  # noqa: ANN401 - range_stats' dict
-    """smaps_account() over the range's pages; [vdso] pages (kernel_*) count as pages
-    each process maps alone (numa_maps leaves them out: PageReserved)."""
+    """smaps_account() over the range's pages, in kB, but Pss and SwapPss in bytes <<
+    PSS_SHIFT (see _smaps_kb); [vdso] pages (kernel_*) count as pages each process maps
+    alone (numa_maps leaves them out: PageReserved)."""
     rss = (st["pages"] + st["kernel_pages"]) * KB
     shared, shared_dirty = st["shared"] * KB, st["shared_dirty"] * KB
     private_dirty = (st["dirty"] + st["kernel_dirty"]) * KB - shared_dirty
-    return {"Rss": rss, "Pss": st["pss_x65536"] * KB // 65536 + st["kernel_pages"] * KB,
+    return {"Rss": rss, "Pss": st["pss"] + (st["kernel_pages"] * KB << (10 + PSS_SHIFT)),
             "Shared_Clean": shared - shared_dirty, "Shared_Dirty": shared_dirty,
             "Private_Clean": rss - shared - private_dirty, "Private_Dirty": private_dirty,
             "Referenced": (st["referenced"] + st["kernel_referenced"]) * KB,
             "Anonymous": st["anon"] * KB, "AnonHugePages": st["thp"] * KB,
-            "Swap": st["swap"] * KB, "SwapPss": st["swap"] * KB}
+            "Swap": st["swap"] * KB, "SwapPss": st["swap_pss"]}
+
+
+def _smaps_kb(counters: dict[str, int]) -> dict[str, int]:
+    """The printed values: Pss and SwapPss truncated to kB once, after every page's
+    share is summed (smaps_rollup sums the whole address space first)."""
+    return {k: v >> (10 + PSS_SHIFT) if k in PSS_FIELDS else v for k, v in counters.items()}
 
 
 def _smaps(ctx: Ctx) -> str:
@@ -129,7 +141,7 @@ def _smaps(ctx: Ctx) -> str:
                                v.display_path)
         page_kb = 2048 if v.hugetlb else 4
         out.append(fmt.smaps_block(header, (v.end - v.start) >> 10, page_kb, page_kb,
-                                   _smaps_counters(k.range_stats(t, v.start, v.end)), 0,
+                                   _smaps_kb(_smaps_counters(k.range_stats(t, v.start, v.end))), 0,
                                    v.vm_flags))
     return "".join(out)
 
@@ -142,7 +154,7 @@ def _smaps_rollup(ctx: Ctx) -> str:
     for v in vmas:
         for key, val in _smaps_counters(ctx.kernel.range_stats(_task(ctx), v.start, v.end)).items():
             total[key] = total.get(key, 0) + val
-    return fmt.smaps_rollup(vmas[0].start, vmas[-1].end, total)
+    return fmt.smaps_rollup(vmas[0].start, vmas[-1].end, _smaps_kb(total))
 
 
 def _proc_vmstat(ctx: Ctx) -> str:

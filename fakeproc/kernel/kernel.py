@@ -490,7 +490,7 @@ class Kernel:
             check(lib.fp_range_stats(self.native, task.mm_id, start, end, out))
         stats: dict[str, Any] = {f: int(getattr(out, f)) for f in (
             "pages", "anon", "dirty", "active", "referenced", "swap", "thp", "mapmax", "shared",
-            "shared_dirty", "pss_x65536", "kernel_pages", "kernel_referenced", "kernel_dirty")}
+            "shared_dirty", "pss", "swap_pss", "kernel_pages", "kernel_referenced", "kernel_dirty")}
         stats["nodes"] = {n.id: int(out.node[i]) for i, n in enumerate(self.nodes) if out.node[i]}
         return stats
 

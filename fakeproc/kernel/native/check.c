@@ -7,7 +7,8 @@
  * found again through its reverse map; every present leaf maps an allocated
  * page that maps back to it; per-node counters equal the sums of page states;
  * the LRU lists hold exactly the LRU pages, on the right list, in both
- * directions; mm RSS, table and swap counts equal what the page tables hold;
+ * directions; mm RSS, table and swap counts equal what the page tables hold, and
+ * each swap slot's count the swap entries naming it;
  * every huge PMD (or its migration entry) has a page table deposited, and
  * nothing else has.
  */
@@ -24,7 +25,7 @@ struct checker {
     int64_t problems;
     uint64_t *stat;        /* recomputed per-node counters [node][FP_NR_NODE_STATS] */
     uint32_t *seen;        /* mappings found per PFN, to compare with mapcount */
-    uint64_t swap_entries;
+    uint32_t *swap_refs;   /* swap PTEs found per slot, to compare with swap_map */
 };
 
 static void problem(struct checker *c, const char *fmt, ...)
@@ -107,8 +108,16 @@ static void check_table(struct checker *c, struct fp_mm *mm, uint64_t table, int
         if (!e)
             continue;
         if (!fp_entry_present(e)) {
-            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP))
+            if (fp_is_swap(e)) {
+                uint64_t off = fp_entry_addr(e);
                 (*swaps)++;
+                if (off == 0 || off >= k->swap_slots)
+                    problem(c, "mm %u: the swap entry at %#lx names slot %lu, not one of %lu",
+                            mm->id, (unsigned long)addr, (unsigned long)off,
+                            (unsigned long)k->swap_slots);
+                else
+                    c->swap_refs[off]++;
+            }
             continue;
         }
         if (level == 4 || (e & FP_PAGE_PSE))
@@ -134,7 +143,22 @@ static void check_mm(struct checker *c, struct fp_mm *mm)
     if (swaps != mm->nr_swap)
         problem(c, "mm %u: nr_swap %lu, found %lu", mm->id, (unsigned long)mm->nr_swap,
                 (unsigned long)swaps);
-    c->swap_entries += swaps;
+}
+
+/* every slot's count is the swap PTEs naming it; swap_used counts the slots in use */
+static void check_swap(struct checker *c)
+{
+    const struct fp_kernel *k = c->k;
+    uint64_t used = 0;
+    for (uint64_t off = 0; off < k->swap_slots; off++) {
+        if (k->swap_map[off] != c->swap_refs[off])
+            problem(c, "swap slot %lu has count %u, but page tables name it %u times",
+                    (unsigned long)off, k->swap_map[off], c->swap_refs[off]);
+        used += k->swap_map[off] != 0;
+    }
+    if (used != k->swap_used)
+        problem(c, "swap_used %lu, but %lu slots are in use", (unsigned long)k->swap_used,
+                (unsigned long)used);
 }
 
 static void check_pages(struct checker *c, int nid)
@@ -245,14 +269,16 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
         FP_NR_FREE_PAGES, FP_NR_ANON_PAGES, FP_NR_ACTIVE_ANON, FP_NR_INACTIVE_ANON,
         FP_NR_ACTIVE_FILE, FP_NR_INACTIVE_FILE, FP_NR_FILE_PAGES, FP_NR_MAPPED, FP_NR_ANON_THPS,
         FP_NR_DIRTY, FP_NR_PAGETABLE, FP_NR_UNEVICTABLE, FP_NR_SHMEM};
-    struct checker c = {k, msg, (size_t)msglen, 0, NULL, NULL, 0};
+    struct checker c = {k, msg, (size_t)msglen, 0, NULL, NULL, NULL};
     if (msglen)
         msg[0] = 0;
     c.stat = calloc((size_t)k->nr_nodes * FP_NR_NODE_STATS, sizeof(uint64_t));
     c.seen = calloc(k->nr_pfns ? k->nr_pfns : 1, sizeof(uint32_t));
-    if (!c.stat || !c.seen) {
+    c.swap_refs = calloc(k->swap_slots ? k->swap_slots : 1, sizeof(uint32_t));
+    if (!c.stat || !c.seen || !c.swap_refs) {
         free(c.stat);
         free(c.seen);
+        free(c.swap_refs);
         return -12;
     }
     for (uint32_t id = 0; id < FP_MAX_MMS; id++) /* first: the mappings of every page */
@@ -271,14 +297,13 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen)
                 problem(&c, "node %d counter %d is %lu, the pages say %lu", n, compared[i],
                         (unsigned long)k->nodes[n].stat[compared[i]],
                         (unsigned long)cstat(&c, n)[compared[i]]);
-    if (c.swap_entries != k->swap_used)
-        problem(&c, "swap_used %lu, but page tables hold %lu swap entries",
-                (unsigned long)k->swap_used, (unsigned long)c.swap_entries);
+    check_swap(&c);
     char rmap_msg[160];
     uint64_t rmap_bad = fp_rmap_check(k, rmap_msg, sizeof(rmap_msg));
     if (rmap_bad)
         problem(&c, "%s (%lu rmap problems)", rmap_msg, (unsigned long)rmap_bad);
     free(c.stat);
     free(c.seen);
+    free(c.swap_refs);
     return c.problems;
 }

@@ -28,6 +28,10 @@
 #define FP_SWP_SWAP       2
 #define FP_SWP_MIGRATION  4
 
+/* a swap entry's slot offset is in the address bits (12-51) of the entry; the
+ * device's type is 0 (one device). pagemap shows offset << 5 | type. */
+#define FP_SWP_TYPE_SHIFT 5
+
 /* ---- struct page flags (include/linux/page-flags.h, the few we need) ---- */
 #define FP_PG_LRU          1
 #define FP_PG_ACTIVE       2
@@ -298,7 +302,11 @@ struct fp_kernel {
     uint64_t wl_pipeline_pages; /* workloads of this many pages or more run the pipelined
                             * loop (workload.c); fp_kernel_new sets FP_WL_PIPELINE_PAGES */
     uint64_t swap_total;   /* pages of the emulated swap device (0 = none) */
-    uint64_t swap_used;
+    uint64_t swap_used;    /* slots in use (a count above 0) */
+    uint32_t *swap_map;    /* a reference count per slot (swap_map of mm/swapfile.c):
+                            * the swap PTEs naming it; slot 0 is the header's */
+    uint64_t swap_slots;   /* slots in swap_map, the header's included */
+    uint64_t swap_next;    /* where the next slot search starts (cluster_next) */
 };
 
 /* kernel lifetime: node sizes in pages, each a multiple of 512 */
@@ -478,7 +486,9 @@ struct fp_range_stats {
     uint64_t mapmax;       /* largest mapcount */
     uint64_t shared;       /* base pages mapped more than once */
     uint64_t shared_dirty; /* of them dirty */
-    uint64_t pss_x65536;   /* proportional set size in pages, 16-bit fixed point */
+    uint64_t pss;          /* proportional set size in bytes << 12 (PSS_SHIFT): each
+                            * page adds (4096 << 12) / its map count, as smaps_account() */
+    uint64_t swap_pss;     /* the same for swap entries, by the slot's count */
     uint64_t kernel_pages; /* [vdso] pages: kernel-image frames smaps counts (each
                             * process maps its own: private), numa_maps does not */
     uint64_t kernel_referenced;
@@ -535,7 +545,7 @@ struct fp_mem_usage {
     uint64_t truth;        /* ground truth for scoring: access and window counts per PFN */
     uint64_t free_lists;   /* the allocator's stacks of free 2 MiB blocks */
     uint64_t rmap_ext;     /* further mappers of pages shared after fork */
-    uint64_t other;        /* the kernel, mm and VM structures */
+    uint64_t other;        /* the kernel, mm and VM structures, the swap slot counts */
     uint64_t populated;
 };
 void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out);

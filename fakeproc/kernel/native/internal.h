@@ -37,6 +37,20 @@ static inline unsigned fp_index(uint64_t addr, int level)
     return (unsigned)((addr >> (12 + 9 * (4 - level))) & 511);
 }
 
+/* A swap entry (not a migration entry) and its slot (swapfile.c). */
+static inline int fp_is_swap(uint64_t e)
+{
+    return (e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP);
+}
+static inline uint64_t fp_swp_entry(uint64_t off)
+{
+    return FP_PAGE_SWPENTRY | FP_SWP_SWAP | (off << FP_PAGE_SHIFT);
+}
+int64_t fp_swap_alloc(struct fp_kernel *k);
+void fp_swap_duplicate(struct fp_kernel *k, uint64_t off);
+void fp_swap_free(struct fp_kernel *k, uint64_t off);
+uint32_t fp_swap_count(const struct fp_kernel *k, uint64_t off);
+
 /* What a fault or set-up maps: page cache, an anonymous page, shmem, a kernel frame. */
 enum fp_kind { FP_KIND_FILE, FP_KIND_ANON, FP_KIND_SHMEM, FP_KIND_SPECIAL };
 

@@ -456,9 +456,9 @@ static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint6
         mm->rss_file--;
     if (fp_entry_present(*e)) {
         fp_page_remove_rmap(k, mm, fp_entry_addr(*e), addr);
-    } else if ((*e & FP_PAGE_SWPENTRY) && (*e & FP_SWP_SWAP)) {
+    } else if (fp_is_swap(*e)) {
         mm->nr_swap--;
-        k->swap_used--;
+        fp_swap_free(k, fp_entry_addr(*e));
     }
     *e = 0;
 }
@@ -475,11 +475,14 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         return err;
     drop_entry(k, mm, e, addr);
     if (bits & FP_PAGE_SWPENTRY) {
-        *e = bits;
-        if (bits & FP_SWP_SWAP) {
+        if (bits & FP_SWP_SWAP) { /* a swap entry gets a slot of its own */
+            int64_t off = fp_swap_alloc(k);
+            if (off < 0)
+                return (int32_t)off;
+            bits = (bits & ~FP_ADDR_MASK) | ((uint64_t)off << FP_PAGE_SHIFT);
             mm->nr_swap++;
-            k->swap_used++;
         }
+        *e = bits;
         return 0;
     }
     if (!bits)
@@ -533,6 +536,8 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     if (!fp_entry_none(*e))
         return -EEXIST;
     if (bits & FP_PAGE_SWPENTRY) { /* a THP migration entry: a huge PMD still */
+        if (bits & FP_SWP_SWAP)
+            return -EINVAL; /* a THP's swap entries are PTEs (swap_entries_for) */
         if (deposit_table(k, mm, e))
             return -ENOMEM;
         *e = bits;
@@ -746,9 +751,9 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
         if (level == 3 && (err = deposit_table(k, cm, ce)))
             return err; /* copy_huge_pmd(): the child's PMD gets its own deposit */
         if (!fp_entry_present(e)) {
-            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP)) {
+            if (fp_is_swap(e)) { /* copy_one_pte(): swap_duplicate(), the slot is shared */
                 cm->nr_swap++;
-                k->swap_used++;
+                fp_swap_duplicate(k, fp_entry_addr(e));
             }
             *ce = e;
             continue;

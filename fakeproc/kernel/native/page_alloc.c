@@ -110,6 +110,7 @@ void fp_kernel_free(struct fp_kernel *k)
     free_big(k->truth, k->nr_pfns * sizeof(struct fp_truth));
     free(k->rmap_ext);
     free(k->rmap_slots);
+    free(k->swap_map);
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));
     free_big(k->table_pfn, k->tables_cap * sizeof(uint64_t));
@@ -238,7 +239,7 @@ void fp_mem_usage(const struct fp_kernel *k, struct fp_mem_usage *out)
         out->free_lists += k->nodes[n].nr_pages / FP_PAGES_PER_HUGE * sizeof(uint32_t) +
                            (k->nodes[n].nr_pages / FP_PAGES_PER_HUGE / 64 + 1) * sizeof(uint64_t);
     out->rmap_ext = k->cap_rmap_ext * sizeof(struct fp_rmap_ext) + fp_rmap_index_bytes(k);
-    out->other = sizeof(*k);
+    out->other = sizeof(*k) + k->swap_slots * sizeof(uint32_t); /* and the swap map */
     for (uint32_t i = 0; i < FP_MAX_MMS; i++)
         out->other += k->mms[i] ? sizeof(struct fp_mm) : 0;
     for (uint32_t i = 0; i < FP_MAX_VMS; i++)

@@ -15,7 +15,7 @@
 #define PM_PRESENT       (1ULL << 63)
 
 /* /proc/PID/pagemap: present pages show their PFN (the reader is root), swap entries
- * the swap bit; every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
+ * the swap bit with the slot's type (0) and offset; every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
  * CONFIG_MEM_SOFT_DIRTY: pagemap_pte_hole and pte_to_pagemap_entry), outside 0.
  * [vvar] is VM_PFNMAP, which the walk skips as a hole (walk_page_test); a [vdso]
  * page is a kernel page, not anonymous: PM_FILE. vmas: the mm's VMAs in order. */
@@ -38,8 +38,8 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
             if (!e)
                 break;
             if (!fp_entry_present(e)) {
-                if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP))
-                    v = PM_SWAP | PM_SOFT_DIRTY;
+                if (fp_is_swap(e)) /* swp_type | swp_offset << MAX_SWAPFILES_SHIFT (root) */
+                    v = PM_SWAP | PM_SOFT_DIRTY | (fp_entry_addr(e) << FP_SWP_TYPE_SHIFT);
                 break;
             }
             if (l == 4 || (e & FP_PAGE_PSE)) {

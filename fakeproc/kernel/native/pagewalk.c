@@ -8,7 +8,10 @@
 #include "internal.h"
 
 typedef void (*leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg);
-typedef void (*swap_fn)(uint64_t nr, void *arg);
+typedef void (*swap_fn)(const struct fp_kernel *k, uint64_t e, void *arg);
+
+/* a base page in smaps' Pss units (bytes << PSS_SHIFT) */
+#define PSS_PAGE (FP_PAGE_SIZE << 12)
 
 struct walker {
     struct fp_kernel *k;
@@ -27,8 +30,8 @@ static void walk(struct walker *w, uint64_t table, int level, uint64_t base)
         if (!e || lo + span <= w->start || lo >= w->end)
             continue;
         if (!fp_entry_present(e)) {
-            if ((e & FP_PAGE_SWPENTRY) && (e & FP_SWP_SWAP) && w->swap)
-                w->swap(level == 4 ? 1 : span >> FP_PAGE_SHIFT, w->arg);
+            if (fp_is_swap(e) && w->swap)
+                w->swap(w->k, e, w->arg);
             continue;
         }
         if (level == 4 || (e & FP_PAGE_PSE))
@@ -90,12 +93,16 @@ static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t
         if ((*e & FP_PAGE_DIRTY) || (p->flags & FP_PG_DIRTY))
             s->shared_dirty += nr;
     }
-    s->pss_x65536 += nr * 65536 / (p->mapcount ? p->mapcount : 1);
+    s->pss += nr * (PSS_PAGE / (p->mapcount > 1 ? p->mapcount : 1));
 }
 
-static void stats_swap(uint64_t nr, void *arg)
+/* smaps_pte_entry() for a swap entry: SwapPss divides by the slot's count */
+static void stats_swap(const struct fp_kernel *k, uint64_t e, void *arg)
 {
-    ((struct fp_range_stats *)arg)->swap += nr;
+    struct fp_range_stats *s = arg;
+    uint32_t count = fp_swap_count(k, fp_entry_addr(e));
+    s->swap++;
+    s->swap_pss += PSS_PAGE / (count > 1 ? count : 1);
 }
 
 int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,

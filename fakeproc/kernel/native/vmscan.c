@@ -115,17 +115,29 @@ static enum pageref check_references(struct fp_kernel *k, uint64_t pfn)
 static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, int level,
                             uint64_t nr)
 {
-    uint64_t swp = FP_PAGE_SWPENTRY | FP_SWP_SWAP;
+    uint64_t off[FP_PAGES_PER_HUGE];
+    for (uint64_t i = 0; i < nr; i++) { /* the slots first: nothing to undo in the tables */
+        int64_t o = fp_swap_alloc(k);
+        if (o < 0) {
+            while (i--)
+                fp_swap_free(k, off[i]);
+            return (int)o;
+        }
+        off[i] = (uint64_t)o;
+    }
     if (level == 4) {
-        *e = swp;
+        *e = fp_swp_entry(off[0]);
         return 0;
     }
     int64_t t = fp_mm_split_table(k, mm, e);
-    if (t < 0)
+    if (t < 0) {
+        for (uint64_t i = 0; i < nr; i++)
+            fp_swap_free(k, off[i]);
         return (int)t;
+    }
     uint64_t *ptes = fp_table(k, (uint64_t)t);
     for (uint64_t i = 0; i < nr; i++)
-        ptes[i] = swp;
+        ptes[i] = fp_swp_entry(off[i]);
     *e = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
     k->events[FP_EV_THP_SWPOUT]++;
     k->events[FP_EV_THP_SPLIT_PMD]++;
@@ -138,7 +150,7 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn)
     struct fp_page *p = &k->pages[pfn];
     uint64_t nr = fp_page_nr(p);
     int level;
-    if (k->swap_total - k->swap_used < nr)
+    if (k->swap_used + nr > k->swap_total)
         return -ENOSPC;
     if (p->mapcount > 1)
         return -EBUSY; /* a page shared after fork is not swapped in the emulation */
@@ -146,7 +158,6 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn)
     struct fp_mm *mm = k->mms[fp_page_owner(k, p)];
     if (!e || swap_entries_for(k, mm, e, level, nr))
         return -ENOMEM;
-    k->swap_used += nr;
     mm->nr_swap += nr;
     k->events[FP_EV_PSWPOUT] += nr;
     fp_page_remove_rmap(k, mm, pfn, fp_page_vaddr(k, p));

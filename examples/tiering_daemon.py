@@ -163,10 +163,19 @@ def main() -> int:
     p.add_argument("--scans", type=int, default=3)
     p.add_argument("--interval", type=float, default=0.2, help="seconds between scans")
     args = p.parse_args()
-    topo = nodes()
+    try:
+        topo = nodes()
+    except FileNotFoundError as e:
+        print(f"tiering_daemon: {e.filename}: no node types here: this needs the RFC kernel "
+              "(run it under `fakeproc run`)", file=sys.stderr)
+        return 1
     for r in range(args.rounds):
         for pid in args.pid:
-            print(f"round {r}: {one_round(pid, topo, args.scans, args.interval)}", flush=True)
+            try:
+                print(f"round {r}: {one_round(pid, topo, args.scans, args.interval)}", flush=True)
+            except (FileNotFoundError, ProcessLookupError) as e:
+                print(f"tiering_daemon: pid {pid}: {e.strerror}: {e.filename}", file=sys.stderr)
+                return 1
     return 0
 
 

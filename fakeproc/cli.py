@@ -174,12 +174,25 @@ def _report(args: argparse.Namespace) -> int:
     if args.json:
         _Path(args.json).write_text(json.dumps(data))
     if args.plots:
-        for p in report.write_plots(data, _Path(args.plots)):
+        written = report.write_plots(data, _Path(args.plots))
+        for p in written:
             print(f"wrote {p}")
+        if not written:
+            print("fakeproc report: no samples yet, no plots written", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`fakeproc mount MNT | head -1`): whatever was started
+        # stays started; no traceback, and nothing more written to the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "mount":
         return _mount(args)

@@ -4,6 +4,7 @@ Input is the control API's `report` data (a live mount) or a saved JSON of it.
 """
 from __future__ import annotations
 
+import errno
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -59,7 +60,9 @@ def write_plots(report: dict[str, Any], outdir: Path) -> list[Path]:
     by_pid: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for s in report["samples"]:
         by_pid[s["pid"]].append(s)
-    written = []
+    written: list[Path] = []
+    if not by_pid:
+        return written  # no workload has run a window yet: nothing to draw
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for pid, ss in sorted(by_pid.items()):
         t = [s["t"] for s in ss]
@@ -100,6 +103,8 @@ def load(source: str) -> dict[str, Any]:
     path = Path(source)
     if path.is_file():
         return json.loads(path.read_text())
+    if not path.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "neither a saved report nor a mount point")
     from .ctl.client import Client
     with Client(source) as c:
         return c.call("report")

@@ -17,17 +17,22 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """1 node, 2 nodes; 1 process, 0 processes."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def describe(kernel: "Kernel", mountpoint: str | None) -> str:
     """The machine's nodes and processes; with a mount point, how to use and stop it."""
     where = f" on {mountpoint}" if mountpoint else ""
     lines = [f"fakeproc: emulated machine{where}"]
-    lines.append(f"  {len(kernel.nodes)} nodes, {len(kernel.online_cpus)} CPUs:")
+    lines.append(f"  {_count(len(kernel.nodes), 'node')}, {_count(len(kernel.online_cpus), 'CPU')}:")
     for n in kernel.nodes:
         cpus = node_list(n.cpus).strip() or "-"
         dist = " ".join(str(kernel.distance(n.id, m)) for m in kernel.node_ids)
         lines.append(f"    node{n.id}  {n.type}  {_size(n.size_bytes):>9}  cpus {cpus:<8} "
                      f"peer_node {n.peer:>2}  distances {dist}")
-    lines.append(f"  {len(kernel.tasks)} processes:")
+    lines.append(f"  {_count(len(kernel.tasks), 'process', 'processes')}:")
     for t in sorted(kernel.tasks.values(), key=lambda t: t.pid):
         mc = kernel.mm_counters(t)
         rss = (mc.get("rss_anon", 0) + mc.get("rss_file", 0)) * 4096
@@ -35,9 +40,12 @@ def describe(kernel: "Kernel", mountpoint: str | None) -> str:
         lines.append(f"    pid {t.pid:<8} {t.name:<16} threads {len(t.tids):<3} "
                      f"rss {_size(rss):>10}  workload {wl}")
     use = kernel.mem_usage()
-    held = sum(v for k, v in use.items() if k != "populated")
+    # the ground-truth counters are allocated for every PFN but untouched (so not
+    # resident) until the page is first accessed: said apart from the rest
+    held = sum(v for k, v in use.items() if k not in ("populated", "truth"))
     pages = sum(n.size_bytes for n in kernel.nodes) // 4096
     lines.append(f"  host memory held: {_size(held)} ({held / pages:.1f} B per emulated 4 KiB page)")
+    lines.append(f"  and up to {_size(use['truth'])} of access counts, as pages are touched")
     if mountpoint:
         first = kernel.nodes[0].id
         lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node{first}/meminfo")

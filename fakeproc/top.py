@@ -185,8 +185,11 @@ def render(snap: Snapshot, mountpoint: str, plain: bool = False) -> Group:
     latest = snap.latest_by_pid()
     pt = Table(title="processes (RSS in MiB; DRAM hit and oracle of the latest window)",
                title_justify="left", box=style)
+    pid_width = max((len(str(p["pid"])) for p in snap.procs), default=3)
     for col in ("pid", "name", "state", "RSS", *(f"node{i}" for i in node_ids), "DRAM hit", "oracle"):
-        pt.add_column(col, justify="left" if col in ("name", "state") else "right")
+        # a pid is never cut short on a narrow terminal (the name column gives way)
+        pt.add_column(col, justify="left" if col in ("name", "state") else "right",
+                      min_width=pid_width if col == "pid" else None, no_wrap=col == "pid")
     for p in snap.procs:
         s = latest.get(p["pid"])
         per_node = p.get("rss_nodes") or {}

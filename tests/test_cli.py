@@ -265,3 +265,34 @@ def test_a_mount_point_that_is_no_utf8_does_not_break_the_mount_table_readers(tm
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "True"  # and mounts_below lists only fakeproc's: none here
     assert r.stdout.split()[1] == "[]"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """`fakeproc check | head -0`: the summary meets a closed pipe (EPIPE, Python's
+    BrokenPipeError); the command exits 1 without a traceback."""
+    r, w = os.pipe()
+    os.close(r)  # nobody will read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([*FAKEPROC, "check"], stdout=w, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_report_of_a_missing_file_and_plots_of_no_samples(tmp_path):
+    """A path that is neither a saved report nor a mount point is named as such (not
+    taken for a mount without a control socket); a machine that has run no window
+    yet has nothing to plot: no empty figure is written."""
+    proc = subprocess.run([*FAKEPROC, "report", str(tmp_path / "missing.json")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"fakeproc report: {tmp_path / 'missing.json'}: [Errno 2] neither a saved "
+                           "report nor a mount point\n")
+    with mounted() as m:  # paused: no window has closed
+        proc = subprocess.run([*FAKEPROC, "report", str(m.path), "--plots", str(tmp_path / "plots")],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "fakeproc report: no samples yet, no plots written\n"
+    assert not list((tmp_path / "plots").glob("*.png"))

@@ -49,3 +49,18 @@ def test_the_daemon_raises_the_dram_hit_ratio(tmp_path):
     # the pages.
     assert daemon > base
     assert daemon_last >= 3 * base_last and daemon_last - base_last >= 0.2
+
+
+def test_the_daemon_says_what_is_missing_instead_of_a_traceback():
+    """On a kernel without node types (this host) and for a pid that does not exist
+    (under the runner), one line on stderr and exit 1."""
+    daemon = [sys.executable, str(ROOT / "examples" / "tiering_daemon.py"), "--rounds", "1", "--scans", "1"]
+    r = subprocess.run([*daemon, "--pid", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == ("tiering_daemon: /sys/devices/system/node/node0/type: no node types here: this "
+                        "needs the RFC kernel (run it under `fakeproc run`)\n")
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--machine", MACHINE, "--", *daemon,
+                        "--pid", "4399999"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "tiering_daemon: pid 4399999: No such file or directory: /proc/4399999/" in r.stderr
+    assert "Traceback" not in r.stderr

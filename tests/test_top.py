@@ -133,3 +133,14 @@ def test_window_rates_divide_by_the_latest_windows_own_length(window, samples, r
 
 def test_window_rates_without_a_window_are_blank():
     assert set(_window_rates(1.0, []).values()) == {None}
+
+
+def test_top_on_an_80_column_terminal_keeps_pids_whole(running_mount):
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80)
+    assert run_top(str(running_mount.path), interval=0.2, iterations=1, console=console) == 0
+    with Client(running_mount.path) as c:
+        pids = [p["pid"] for p in c.list()]
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    for pid in pids:
+        assert re.search(rf"(^|\s){pid}\s", out, re.M), (pid, out)

@@ -64,8 +64,9 @@ class Machine:
             ignored = [opt for opt, given in (("--machine", machine is not None),
                                               ("--rate", rate != 1.0), ("--paused", paused)) if given]
             if ignored:  # the live machine stays as it is: say so rather than run on it silently
+                verb = "applies" if len(ignored) == 1 else "apply"
                 print(f"fakeproc run: {mount} is already serving a machine; {', '.join(ignored)} "
-                      f"apply only to one the runner starts (its clock: fakeproc ctl --mount "
+                      f"{verb} only to one the runner starts (its clock: fakeproc ctl --mount "
                       f"{mount} clock pause|resume|rate R)", file=sys.stderr)
             return cls(Path(mount).resolve(), None, None)
         tmp = None if mount else Path(tempfile.mkdtemp(prefix="fakeproc-run-"))

@@ -675,6 +675,77 @@ pages = "4 accessed@2"
     assert [k.page_node(k.task(50), A + i * PAGE) for i in range(4)] == [3] * 4
 
 
+FOUR_NODES = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+""" + 3 * """[[node]]
+type = "pmem"
+size = "64MiB"
+""" + """[[process]]
+pid = 50
+name = "target"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "1 accessed@0, 1 accessed@1, 1 accessed@2, 1 accessed@3"
+"""
+
+
+@pytest.mark.parametrize("old, new, pairs", [
+    # equal sizes: the i-th old node to the i-th new one; the last pair first, so each
+    # node is emptied before it is filled
+    ([0, 1, 2], [1, 2, 3], [(2, 3), (1, 2), (0, 1)]),
+    ([0, 2], [2, 3], [(2, 3), (0, 2)]),
+    # unequal: old nodes that are new nodes stay, the rest go to new[i % len(new)]
+    # (a skipped source stays in tmp, so its node counts as "still a source": 2 and 3
+    # here, and no pair breaks the scan early; the last pair that moves is taken)
+    ([0, 1, 2, 3], [2, 3], [(1, 3), (0, 2)]),
+    ([0, 1, 2], [4, 5], [(0, 4), (1, 5), (2, 4)]),
+    # 4.20's own example: [0-7] -> [3,4,5] moves only 0, 1, 2, 6, 7
+    ([0, 1, 2, 3, 4, 5, 6, 7], [3, 4, 5], [(7, 4), (6, 3), (2, 5), (1, 4), (0, 3)]),
+    ([0, 1], [0, 1], []),  # every node to itself
+])
+def test_migrate_pages_node_pairs(old, new, pairs):
+    """do_migrate_pages()'s pairs, worked by hand from its loop and node_remap()."""
+    assert list(migrate.node_pairs(old, new)) == pairs
+
+
+def test_migrate_pages_leaves_old_nodes_that_are_new_nodes_when_the_sets_differ_in_size():
+    """[0, 1, 2, 3] -> [2, 3]: 0 -> 2, 1 -> 3; the pages on 2 and 3 stay (a mapping
+    i -> new[i] with the rest to the last would have sent node 2's page to 3). The
+    lists are sets, as the syscall's masks: [3, 2] is the same call."""
+    k = load(FOUR_NODES)
+    t = k.task(50)
+    assert migrate.migrate_pages(k, 50, [3, 2, 1, 0], [3, 2]) == 0
+    assert [k.page_node(t, A + i * PAGE) for i in range(4)] == [2, 3, 2, 3]
+    k = load(FOUR_NODES)
+    assert migrate.migrate_pages(k, 50, [0, 1, 2], [1, 2, 3]) == 0
+    assert [k.page_node(k.task(50), A + i * PAGE) for i in range(4)] == [1, 2, 3, 3]
+    assert vmstat.global_counters(k)["pgmigrate_success"] == 3  # each page moved once
+    assert k.check() == []
+
+
+def test_migrate_pages_stops_at_the_first_page_without_room():
+    """4.20's migrate_pages(): -ENOMEM from the allocation ends the call with -ENOMEM
+    (the rest of the list is put back, pgmigrate_fail counts that one page), and
+    do_migrate_pages() returns it. Node 1 has 512 free pages (2 MiB, nothing else on
+    it), the process 600 pages on node 0, queued in address order."""
+    k = load(FOUR_NODES.replace('size = "64MiB"\n[[process]]', 'size = "2MiB"\n[[process]]')
+             .replace('size = "16KiB"', 'size = "2400KiB"')
+             .replace('pages = "1 accessed@0, 1 accessed@1, 1 accessed@2, 1 accessed@3"',
+                      'pages = "600 accessed@1"'))
+    t = k.task(50)
+    # node ids 0-3 are node indexes 0-3 here; the PMEM node of 2 MiB is node 3
+    assert k.node_stat(3)[lib.FP_NR_FREE_PAGES] == 512
+    assert migrate.migrate_pages(k, 50, [1], [3]) == -errno.ENOMEM
+    assert [k.page_node(t, A + i * PAGE) for i in range(600)] == [3] * 512 + [1] * 88
+    c = vmstat.global_counters(k)
+    assert c["pgmigrate_success"] == 512 and c["pgmigrate_fail"] == 1
+    assert k.check() == []
+
+
 ADDRS = [A + i * PAGE for i in range(14)] + [F, F + 3 * PAGE, S, V, D, T, T + PAGE, 0x1000,
                                              (1 << 64) - PAGE, 1 << 63]
 

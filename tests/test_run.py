@@ -435,6 +435,18 @@ def test_sched_affinity_is_over_the_emulated_cpus():
     ]
 
 
+def test_migratepages_moves_an_emulated_process_node_pair_by_node_pair():
+    """numactl's migratepages(8), unmodified: its migrate_pages(2) on an emulated pid
+    reaches the emulator. The default machine's redis heap (2048 pages on node 0) goes
+    to node 1, then {0, 1} -> {2, 3} sends node 1 to node 3 (the i-th old node to the
+    i-th new one)."""
+    r = run("sh", "-c", "migratepages 4200001 0 1 && grep heap /proc/4200001/numa_maps && "
+                        "migratepages 4200001 0,1 2,3 && grep heap /proc/4200001/numa_maps")
+    assert r.returncode == 0, r.stderr
+    heap = "55d0c1000000 default heap anon=2048 dirty=2048 N{} kernelpagesize_kB=4"
+    assert r.stdout.splitlines() == [heap.format("1=2048"), heap.format("3=2048")]
+
+
 def test_taskset_and_numactl_bind_to_emulated_cpus_and_nodes():
     """The tools' own calls: taskset -c 5 leaves the program on CPU 5 (it sees one CPU);
     numactl binding to node 1's CPUs (4-7) and node 3's memory shows both, as 4.20

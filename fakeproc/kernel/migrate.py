@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 from .native import ffi, lib
 
@@ -171,36 +171,84 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
 
 def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_nodes: Sequence[int],
                   *, capable: bool = True) -> int:
-    """migrate_pages(2): move every page of pid on old_nodes to new_nodes (the i-th
-    old node to the i-th new one, the last new node for the rest); returns the pages
-    that could not be moved, or -errno."""
+    """migrate_pages(2): move pid's pages from the old node set to the new one, node
+    pair by node pair as do_migrate_pages() picks them; returns the pages that could
+    not be moved, or -errno. The node lists are sets, as the syscall's bitmasks."""
     task = _target(kernel, pid, capable)
     if isinstance(task, int):
         return task
     # get_nodes() takes any node below MAX_NUMNODES; an old node without memory has no
-    # pages to move, and the new set is masked with the nodes that have memory
+    # pages to move; the new set is masked with the caller's cpuset (every node here)
+    # and the nodes that have memory
     if any(not 0 <= n < MAX_NUMNODES for n in (*old_nodes, *new_nodes)):
         return -errno.EINVAL
-    new_nodes = [n for n in new_nodes if n in kernel.node_ids]
-    if not new_nodes:
+    old, new = sorted(set(old_nodes)), sorted(set(new_nodes) & set(kernel.node_ids))
+    if not new:
         return -errno.EINVAL
-    # the i-th old node of the mask as given (a node that does not exist keeps its slot)
-    target = {o: new_nodes[min(i, len(new_nodes) - 1)] for i, o in enumerate(sorted(set(old_nodes)))
-              if o in kernel.node_ids}
-    left = 0
-    caller = kernel.node_index(kernel.cpu_node(task.cpu))
+    busy = 0
+    try:
+        for source, dest in node_pairs(old, new):
+            err = _migrate_to_node(kernel, task, source, dest, capable)
+            if err < 0:
+                return err
+            busy += err
+    finally:
+        kernel.generation += 1
+    return busy
+
+
+def node_pairs(old: list[int], new: list[int]) -> Generator[tuple[int, int], None, None]:
+    """do_migrate_pages()'s (source, dest) pairs, in its order, for ascending old and
+    new node sets. Each source maps to new[i % len(new)] for the old set's i-th node
+    (node_remap()); with sets of unequal size a source that is also a new node stays.
+    Each round takes the first source whose destination is no longer a source (so a
+    node is emptied before it is filled), else the last one that moves."""
+    tmp = list(old)
+    while tmp:
+        pair = None
+        for s in tmp:
+            if len(old) != len(new) and s in new:
+                continue
+            d = new[old.index(s) % len(new)]
+            if s == d:
+                continue
+            pair = (s, d)
+            if d not in tmp:
+                break
+        if pair is None:
+            return
+        tmp.remove(pair[0])
+        yield pair
+
+
+def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, capable: bool) -> int:
+    """migrate_to_node(): queue the pages on `source` in address order
+    (queue_pages_range(); with MPOL_MF_MOVE only pages mapped once), then 4.20's
+    migrate_pages() over the list: -ENOMEM ends it at once (the page that met it is the
+    one failure counted), a pinned page is retried and then counted failed. Returns
+    the failures or -ENOMEM."""
+    queued = []
     for vma in kernel.mm(task.mm_id).vmas:
         if vma.kind in ("vvar", "vdso"):  # not vma_migratable(), or kernel frames
             continue
         for addr, pfn in kernel.range_pages(task, vma.start, vma.end):
-            node = kernel.page_node(task, addr)
-            if node is None or node not in target or target[node] == node:
+            if kernel.page_node(task, addr) != source:
                 continue
             if not capable and kernel.native.pages[pfn].mapcount > 1:
-                continue  # MPOL_MF_MOVE: only pages mapped once
-            if lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(target[node]), caller,
-                                   lib.FP_MR_SYSCALL, ffi.NULL):
-                left += 1
-                kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += 1
-    kernel.generation += 1
-    return left
+                continue  # migrate_page_add(): MPOL_MF_MOVE takes pages mapped once
+            queued.append(pfn)
+    caller = kernel.node_index(kernel.cpu_node(task.cpu))
+    failed = retried = 0
+    for pfn in queued:
+        rc = lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(dest), caller,
+                                 lib.FP_MR_SYSCALL, ffi.NULL)
+        if rc == -errno.ENOMEM:
+            kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += failed + 1
+            return -errno.ENOMEM
+        if rc == -errno.EAGAIN:
+            retried += 1  # pinned: still pinned in every later pass of the 10
+        elif rc:
+            failed += 1
+    failed += retried
+    kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += failed
+    return failed

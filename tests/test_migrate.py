@@ -184,14 +184,18 @@ def test_thp_moves_whole_or_the_call_fails_enomem(k):
     assert migrate.move_pages(k, 50, [T], [2], status, 2) == 0
     assert status == [2] and k.page_node(k.task(50), T + 5 * PAGE) == 2
     assert vmstat.global_counters(k)["pgmigrate_success"] == 1  # a THP counts as one
-    # node 3 has exactly one 2 MiB block: the THP fits; then node 3 is full and the
-    # next move there fails the whole call with ENOMEM, its status unwritten
+    # node 3 is one free 2 MiB block, but the allocation must leave its min watermark:
+    # 49664 pages in all, min_free_kbytes = int_sqrt(49664 * 4 * 16) = 1782, 445 pages,
+    # node 3's share 445 * 512 // 49664 = 4; 512 free < 4 + 512: the THP cannot move
+    # there (no compaction, no reclaim frees a whole block), the call fails with
+    # ENOMEM, its status unwritten; a 4 KiB page still fits
+    assert tuple(k.native.nodes[3].wmark) == (4, 5, 6)
     status = [U]
-    assert migrate.move_pages(k, 50, [T], [3], status, 2) == 0
+    assert migrate.move_pages(k, 50, [T], [3], status, 2) == -errno.ENOMEM
+    assert status == [U] and k.page_node(k.task(50), T) == 2
+    status = [U]
+    assert migrate.move_pages(k, 50, [A + PAGE], [3], status, 2) == 0
     assert status == [3]
-    status = [U]
-    assert migrate.move_pages(k, 50, [A + PAGE], [3], status, 2) == -errno.ENOMEM
-    assert status == [U]
     assert k.check() == []
 
 
@@ -477,17 +481,30 @@ def test_a_pinned_page_twice_is_put_back_on_its_lru(k):
     assert k.check() == []
 
 
-def test_enomem_puts_the_rest_of_the_batch_back(k):
-    """Node 3 (one 2 MiB block) is filled by the THP. Then A+1, A+2, A+2 to node 3:
-    entries 0 and 1 are queued; entry 2 finds A+2 isolated -> -EBUSY in status[2];
-    the flush fails on A+1 with ENOMEM: the call returns -ENOMEM at once, status[0..1]
+def test_enomem_puts_the_rest_of_the_batch_back():
+    """Node 3 (one 2 MiB block, min watermark 4: see above) holds 508 pages of another
+    process, so 4 are free and an allocation must leave 4. Then A+1, A+2, A+2 to node
+    3: entries 0 and 1 are queued; entry 2 finds A+2 isolated -> -EBUSY in status[2];
+    the flush fails on A+1 with ENOMEM (direct reclaim of node 3 finds nothing: anon
+    pages on PMEM with no swap): the call returns -ENOMEM at once, status[0..1]
     unwritten, and both queued pages go back on their LRU."""
-    assert migrate.move_pages(k, 50, [T], [3], [U], 2) == 0
+    k = load(MACHINE + """
+[[process]]
+pid = 51
+name = "filler"
+[[process.vma]]
+start = 0x7e0000000000
+size = "2032KiB"
+pages = "508 idle@3"
+""")
+    assert k.node_stat(3)[lib.FP_NR_FREE_PAGES] == 4
     status = [U, U, U]
     pages = [A + PAGE, A + 2 * PAGE, A + 2 * PAGE]
     assert migrate.move_pages(k, 50, pages, [3, 3, 3], status, 2) == -errno.ENOMEM
     assert status == [U, U, -errno.EBUSY]
     assert [k.page_node(k.task(50), a) for a in pages] == [0, 0, 0]
+    c = vmstat.global_counters(k)
+    assert c["allocstall_normal"] == 1 and c["pgmigrate_fail"] == 1
     assert k.check() == []
 
 
@@ -730,8 +747,10 @@ def test_migrate_pages_leaves_old_nodes_that_are_new_nodes_when_the_sets_differ_
 def test_migrate_pages_stops_at_the_first_page_without_room():
     """4.20's migrate_pages(): -ENOMEM from the allocation ends the call with -ENOMEM
     (the rest of the list is put back, pgmigrate_fail counts that one page), and
-    do_migrate_pages() returns it. Node 1 has 512 free pages (2 MiB, nothing else on
-    it), the process 600 pages on node 0, queued in address order."""
+    do_migrate_pages() returns it. Node 3 has 512 free pages (2 MiB, nothing else on
+    it) and a min watermark of 4 pages (64 * 3 + 2 MiB: 49664 pages, min_free_kbytes
+    int_sqrt(49664 * 64) = 1782, 445 pages, 445 * 512 // 49664 = 4): 508 pages move,
+    the 509th of the process's 600 on node 1 (queued in address order) meets ENOMEM."""
     k = load(FOUR_NODES.replace('size = "64MiB"\n[[process]]', 'size = "2MiB"\n[[process]]')
              .replace('size = "16KiB"', 'size = "2400KiB"')
              .replace('pages = "1 accessed@0, 1 accessed@1, 1 accessed@2, 1 accessed@3"',
@@ -739,10 +758,11 @@ def test_migrate_pages_stops_at_the_first_page_without_room():
     t = k.task(50)
     # node ids 0-3 are node indexes 0-3 here; the PMEM node of 2 MiB is node 3
     assert k.node_stat(3)[lib.FP_NR_FREE_PAGES] == 512
+    assert tuple(k.native.nodes[3].wmark) == (4, 5, 6)
     assert migrate.migrate_pages(k, 50, [1], [3]) == -errno.ENOMEM
-    assert [k.page_node(t, A + i * PAGE) for i in range(600)] == [3] * 512 + [1] * 88
+    assert [k.page_node(t, A + i * PAGE) for i in range(600)] == [3] * 508 + [1] * 92
     c = vmstat.global_counters(k)
-    assert c["pgmigrate_success"] == 512 and c["pgmigrate_fail"] == 1
+    assert c["pgmigrate_success"] == 508 and c["pgmigrate_fail"] == 1
     assert k.check() == []
 
 
@@ -792,3 +812,59 @@ def test_packed_arrays_of_different_lengths_are_refused(k):
                            bytearray(8), 2)
     with pytest.raises(ValueError):
         migrate.move_pages(k, 50, struct.pack("<2Q", A, A + PAGE), None, bytearray(4), 0)
+
+
+PROMOTE_INTO_FULL_DRAM = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+
+[[process]]
+pid = 60
+name = "cold"
+[[process.vma]]
+start = 0x7e0000000000
+size = "8MiB"
+pages = "2005 idle@0"
+
+[[process]]
+pid = 61
+name = "hot"
+cpu = 0
+[[process.vma]]
+start = 0x7f0000000000
+size = "256KiB"
+pages = "64 accessed@1"
+"""
+
+
+def test_a_move_into_a_full_dram_node_reclaims_it_first():
+    """alloc_new_node_page() is GFP_HIGHUSER_MOVABLE | __GFP_THISNODE: below its min
+    watermark the target node is reclaimed directly, and a DRAM node's reclaim demotes
+    its cold pages to its PMEM peer, so a promotion into a full DRAM node succeeds.
+    By hand: 18432 pages, min_free_kbytes int_sqrt(18432 * 64) = 1086, 271 pages, node
+    0's min 271 * 2048 // 18432 = 30, low 30 + max(30 >> 2, 2048 * 10 // 10000) = 37.
+    Node 0 holds 2005 cold pages and the page tables of both processes (a PGD, PUD and
+    PMD each, 4 PTE tables for the 2005 pages, 1 for the 64): 2005 + 3 + 4 + 3 + 1 =
+    2016, so 32 free: two pages fit above min, the third needs reclaim. (The tables
+    came from the allocator too: from 36 free on, below low, above min.) Before, the
+    move took the 32 free pages and failed with ENOMEM."""
+    k = load(PROMOTE_INTO_FULL_DRAM)
+    assert tuple(k.native.nodes[0].wmark) == (30, 37, 44)
+    assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] == 32
+    hot = [0x7F0000000000 + i * PAGE for i in range(64)]
+    status = [U] * 64
+    assert migrate.move_pages(k, 61, hot, [0] * 64, status, 2) == 0
+    assert status == [0] * 64
+    assert [k.page_node(k.task(61), a) for a in hot] == [0] * 64
+    c = vmstat.global_counters(k)
+    demoted = sum(k.page_node(k.task(60), 0x7E0000000000 + i * PAGE) == 1 for i in range(2005))
+    assert c["allocstall_normal"] >= 1 and demoted >= 64 - 2
+    assert c["pgmigrate_success"] == 64 + demoted
+    assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] >= 30  # never below min
+    assert k.check() == []

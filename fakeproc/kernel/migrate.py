@@ -223,10 +223,9 @@ def node_pairs(old: list[int], new: list[int]) -> Generator[tuple[int, int], Non
 
 def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, capable: bool) -> int:
     """migrate_to_node(): queue the pages on `source` in address order
-    (queue_pages_range(); with MPOL_MF_MOVE only pages mapped once), then 4.20's
-    migrate_pages() over the list: -ENOMEM ends it at once (the page that met it is the
-    one failure counted), a pinned page is retried and then counted failed. Returns
-    the failures or -ENOMEM."""
+    (queue_pages_range(); with MPOL_MF_MOVE only pages mapped once), then migrate
+    them in C (fp_migrate_to_node: 4.20's migrate_pages() over the isolated list).
+    Returns the pages left behind or -ENOMEM."""
     queued = []
     for vma in kernel.mm(task.mm_id).vmas:
         if vma.kind in ("vvar", "vdso"):  # not vma_migratable(), or kernel frames
@@ -237,18 +236,8 @@ def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, cap
             if not capable and kernel.native.pages[pfn].mapcount > 1:
                 continue  # migrate_page_add(): MPOL_MF_MOVE takes pages mapped once
             queued.append(pfn)
+    if not queued:
+        return 0
     caller = kernel.node_index(kernel.cpu_node(task.cpu))
-    failed = retried = 0
-    for pfn in queued:
-        rc = lib.fp_migrate_page(kernel.native, pfn, kernel.node_index(dest), caller,
-                                 lib.FP_MR_SYSCALL, ffi.NULL)
-        if rc == -errno.ENOMEM:
-            kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += failed + 1
-            return -errno.ENOMEM
-        if rc == -errno.EAGAIN:
-            retried += 1  # pinned: still pinned in every later pass of the 10
-        elif rc:
-            failed += 1
-    failed += retried
-    kernel.native.events[lib.FP_EV_PGMIGRATE_FAIL] += failed
-    return failed
+    return int(lib.fp_migrate_to_node(kernel.native, ffi.new("uint64_t[]", queued), len(queued),
+                                      kernel.node_index(dest), caller, ffi.new("uint64_t[]", len(queued))))

@@ -35,7 +35,7 @@ static int above_wmark(const struct fp_node *node, int mark, uint64_t nr)
     return node->stat[FP_NR_FREE_PAGES] >= node->wmark[mark] + nr;
 }
 
-static int64_t try_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t nid, int32_t preferred,
+static int64_t try_alloc(struct fp_kernel *k, int32_t local, int32_t nid, int32_t preferred,
                          int huge, int mark)
 {
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
@@ -43,34 +43,35 @@ static int64_t try_alloc(struct fp_kernel *k, const struct fp_mm *mm, int32_t ni
         return -1;
     int64_t pfn = fp_alloc_page(k, nid, huge);
     if (pfn >= 0)
-        fp_count_alloc(k, mm->local_node, preferred, nid);
+        fp_count_alloc(k, local, preferred, nid);
     return pfn;
 }
 
 /* __alloc_pages_nodemask() in miniature: the zonelist above the low watermark;
  * then wake kswapd and try above min; then direct reclaim (not for THPs: 4.20's
- * default THP defrag does not reclaim) and try again; else -ENOMEM, which the
- * Python side turns into an OOM kill. */
-static int64_t alloc_in_order(struct fp_kernel *k, const struct fp_mm *mm, const int16_t *order,
-                              int n, int32_t preferred, int huge, int32_t *nid)
+ * default THP defrag does not reclaim, and 2 MiB blocks are never compacted) and
+ * try again; else -ENOMEM, which a fault's caller turns into an OOM kill. `local` is
+ * the allocating CPU's node (the numa_local/numa_other counters). */
+int64_t fp_alloc_in_order(struct fp_kernel *k, int32_t local, const int16_t *order, int n,
+                          int32_t preferred, int huge, int32_t *nid)
 {
     int64_t pfn;
     if (k->in_reclaim) { /* PF_MEMALLOC: no watermarks, no recursion into reclaim */
         for (int i = 0; i < n; i++)
             if ((pfn = fp_alloc_page(k, order[i], huge)) >= 0) {
-                fp_count_alloc(k, mm->local_node, preferred, order[i]);
+                fp_count_alloc(k, local, preferred, order[i]);
                 goto found;
             }
         return -ENOMEM;
     }
     for (int i = 0; i < n; i++)
-        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_LOW)) >= 0)
+        if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_LOW)) >= 0)
             goto found;
     for (int i = 0; i < n; i++)
         if (!above_wmark(&k->nodes[order[i]], FP_WMARK_HIGH, 0))
             k->nodes[order[i]].kswapd_wake = 1;
     for (int i = 0; i < n; i++)
-        if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
+        if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
             goto found;
     if (huge)
         return -ENOMEM;
@@ -78,7 +79,7 @@ static int64_t alloc_in_order(struct fp_kernel *k, const struct fp_mm *mm, const
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < n; i++) {
             fp_shrink_node(k, order[i], 32, FP_RECLAIM_DIRECT);
-            if ((pfn = try_alloc(k, mm, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
+            if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
                 goto found;
         }
         /* throttled: the kswapds woken meanwhile (a full demotion target's among them)
@@ -105,12 +106,12 @@ static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t a
     if (mm->nr_interleave) {
         int32_t target = mm->interleave[(addr >> (huge ? 21 : 12)) % (uint64_t)mm->nr_interleave];
         const struct fp_node *t = &k->nodes[target];
-        int64_t pfn = alloc_in_order(k, mm, t->fallback, t->nr_fallback, target, huge, nid);
+        int64_t pfn = fp_alloc_in_order(k, mm->local_node, t->fallback, t->nr_fallback, target, huge, nid);
         if (pfn >= 0 && *nid == target)
             k->nodes[target].stat[FP_NUMA_INTERLEAVE]++;
         return pfn;
     }
-    return alloc_in_order(k, mm, mm->zonelist, mm->nr_zonelist, preferred_node(mm), huge, nid);
+    return fp_alloc_in_order(k, mm->local_node, mm->zonelist, mm->nr_zonelist, preferred_node(mm), huge, nid);
 }
 
 /* ---- the table arena ---------------------------------------------------- */
@@ -120,7 +121,7 @@ static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t a
 static int64_t pgtable_page_alloc(struct fp_kernel *k, const struct fp_mm *mm)
 {
     int32_t nid;
-    int64_t pfn = alloc_in_order(k, mm, mm->zonelist, mm->nr_zonelist, preferred_node(mm), 0, &nid);
+    int64_t pfn = fp_alloc_in_order(k, mm->local_node, mm->zonelist, mm->nr_zonelist, preferred_node(mm), 0, &nid);
     if (pfn < 0)
         return -ENOMEM;
     k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, never on an LRU */

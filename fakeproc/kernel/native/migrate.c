@@ -39,19 +39,32 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     int huge = (old->flags & FP_PG_HEAD) != 0;
     struct fp_node *target = &k->nodes[dst];
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
-    if (reason == FP_MR_RECLAIM && target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_MIN] + nr) {
-        target->kswapd_wake = 1; /* the peer is short too: let its kswapd swap */
-        return -ENOMEM;
+    int64_t np;
+    if (reason == FP_MR_SYSCALL) {
+        /* alloc_new_node_page(): GFP_HIGHUSER_MOVABLE | __GFP_THISNODE, the page
+         * allocator on dst alone: watermarks, kswapd, direct reclaim of dst, never an
+         * OOM kill. The page is isolated, so reclaim does not see it; the entry
+         * looked up above is not used again (reclaim may move the table arena). */
+        int16_t only = (int16_t)dst;
+        int32_t got;
+        np = fp_alloc_in_order(k, caller_node, &only, 1, dst, huge, &got);
+        if (np < 0)
+            return -ENOMEM;
+    } else {
+        if (reason == FP_MR_RECLAIM && target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_MIN] + nr) {
+            target->kswapd_wake = 1; /* the peer is short too: let its kswapd swap */
+            return -ENOMEM;
+        }
+        np = fp_alloc_page(k, dst, huge);
+        if (np < 0) {
+            target->kswapd_wake = 1;
+            return -ENOMEM;
+        }
+        if (target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_LOW])
+            target->kswapd_wake = 1; /* as any allocation below low would */
+        /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
+        fp_count_alloc(k, caller_node, dst, dst);
     }
-    int64_t np = fp_alloc_page(k, dst, huge);
-    if (np < 0) {
-        target->kswapd_wake = 1;
-        return -ENOMEM;
-    }
-    if (target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_LOW])
-        target->kswapd_wake = 1; /* as any allocation below low would */
-    /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
-    fp_count_alloc(k, caller_node, dst, dst);
     struct fp_page *new = &k->pages[np];
     struct fp_mm *mm = k->mms[fp_page_owner(k, old)];
     if (old->flags & FP_PG_LRU) /* else reclaim or move_pages(2) has it isolated */
@@ -202,26 +215,51 @@ static void putback(struct fp_kernel *k, uint64_t pfn)
     fp_lru_add(k, pfn, fp_page_lru(&k->pages[pfn]));
 }
 
-/* do_move_pages_to_node(): 0, the count left unmigrated, or -ENOMEM; every
- * queued page that did not move is put back */
+/* 4.20's migrate_pages() over isolated pages (do_move_pages_to_node(),
+ * migrate_to_node()): 0, the count left unmigrated, or -ENOMEM, which ends it at
+ * that page. A pinned page (-EAGAIN) is retried in nine more passes, still pinned,
+ * and counted failed at the end; pgmigrate_fail counts the failures (on -ENOMEM: the
+ * others so far and that page, not the retried ones). Every page that did not move
+ * is put back on its LRU. */
 static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
                            int32_t caller)
 {
-    int64_t failed = 0;
+    int64_t failed = 0, retried = 0;
     for (uint64_t i = 0; i < n; i++) {
         int32_t r = fp_migrate_page(k, queued[i], dst, caller, FP_MR_SYSCALL, NULL);
         if (!r)
             continue;
-        k->events[FP_EV_PGMIGRATE_FAIL]++;
-        if (r == -ENOMEM) { /* migrate_pages() stops: the rest stay on the list */
+        if (r == -ENOMEM) { /* the rest stay on the list, then go back */
+            k->events[FP_EV_PGMIGRATE_FAIL] += (uint64_t)failed + 1;
             for (uint64_t j = i; j < n; j++)
                 putback(k, queued[j]);
             return -ENOMEM;
         }
         putback(k, queued[i]);
-        failed++;
+        if (r == -EAGAIN)
+            retried++;
+        else
+            failed++;
     }
+    failed += retried;
+    k->events[FP_EV_PGMIGRATE_FAIL] += (uint64_t)failed;
     return failed;
+}
+
+/* migrate_to_node(): the pages queue_pages_range() found on the source node, in
+ * address order; each is isolated (one off its LRU is skipped, as
+ * migrate_page_add() does) and the list migrated to dst. scratch: n entries. */
+int64_t fp_migrate_to_node(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, int32_t dst,
+                           int32_t caller, uint64_t *scratch)
+{
+    uint64_t nq = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (pfns[i] >= k->nr_pfns || !(k->pages[pfns[i]].flags & FP_PG_LRU))
+            continue;
+        fp_lru_del(k, pfns[i]);
+        scratch[nq++] = pfns[i];
+    }
+    return flush_batch(k, scratch, nq, dst, caller);
 }
 
 int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,

@@ -179,23 +179,49 @@ def test_vvar_and_vdso_cannot_move(k):
     assert status == [-errno.EFAULT, -errno.EBUSY]
 
 
-def test_thp_moves_whole_or_the_call_fails_enomem(k):
+def test_a_thp_moves_whole_or_is_split_when_the_target_has_no_block(k):
     status = [U]
     assert migrate.move_pages(k, 50, [T], [2], status, 2) == 0
     assert status == [2] and k.page_node(k.task(50), T + 5 * PAGE) == 2
     assert vmstat.global_counters(k)["pgmigrate_success"] == 1  # a THP counts as one
     # node 3 is one free 2 MiB block, but the allocation must leave its min watermark:
     # 49664 pages in all, min_free_kbytes = int_sqrt(49664 * 4 * 16) = 1782, 445 pages,
-    # node 3's share 445 * 512 // 49664 = 4; 512 free < 4 + 512: the THP cannot move
-    # there (no compaction, no reclaim frees a whole block), the call fails with
-    # ENOMEM, its status unwritten; a 4 KiB page still fits
+    # node 3's share 445 * 512 // 49664 = 4; 512 free < 4 + 512: no THP there (no
+    # compaction, and reclaim frees no whole block). 4.20's migrate_pages() then splits
+    # the THP: the head is retried at once as a base page, the tails are appended to
+    # the list from 511 down to 1 (lru_add_page_tail). 508 pages fit above min: the
+    # head and the 507 tails 511..5; tail 4 meets ENOMEM, which ends the call, its
+    # status unwritten; tails 1..4 stay on node 2, mapped by 4 KiB PTEs now.
     assert tuple(k.native.nodes[3].wmark) == (4, 5, 6)
     status = [U]
     assert migrate.move_pages(k, 50, [T], [3], status, 2) == -errno.ENOMEM
-    assert status == [U] and k.page_node(k.task(50), T) == 2
+    assert status == [U]
+    t = k.task(50)
+    assert [k.page_node(t, T + i * PAGE) for i in range(512)] == [3] + [2] * 4 + [3] * 507
+    assert k.entry(t, T + 5 * PAGE)[0] == 4  # a PTE: the PMD points to the deposited table
+    c = vmstat.global_counters(k)
+    assert (c["thp_split_page"], c["thp_split_pmd"]) == (1, 1)
+    assert c["pgmigrate_success"] == 1 + 508 and c["pgmigrate_fail"] == 1
+    assert k.node_stat(3)[lib.FP_NR_FREE_PAGES] == 4
+    assert k.node_stat(2)[lib.FP_NR_ANON_THPS] == 0
+    assert k.check() == []
+    # the base pages move one by one from now on
     status = [U]
-    assert migrate.move_pages(k, 50, [A + PAGE], [3], status, 2) == 0
-    assert status == [3]
+    assert migrate.move_pages(k, 50, [T + PAGE], [0], status, 2) == 0
+    assert status == [0] and k.page_node(t, T + PAGE) == 0 and k.page_node(t, T + 2 * PAGE) == 2
+    assert k.check() == []
+
+
+def test_a_pinned_thp_cannot_be_split_and_the_call_fails_ebusy():
+    """can_split_huge_page() refuses a THP with an extra reference: split_huge_page()
+    returns -EBUSY (thp_split_page_failed) and 4.20's migrate_pages() returns that rc."""
+    k = load(MACHINE)
+    k.pin_page(k.task(50), T)
+    status = [U]
+    assert migrate.move_pages(k, 50, [T], [3], status, 2) == -errno.EBUSY
+    assert status == [U] and k.page_node(k.task(50), T) == 0
+    c = vmstat.global_counters(k)
+    assert c["thp_split_page_failed"] == 1 and c["pgmigrate_fail"] == 1
     assert k.check() == []
 
 

@@ -66,6 +66,8 @@ _EVENT_NAMES = {
     lib.FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY: "kswapd_high_wmark_hit_quickly",
     lib.FP_EV_PGROTATED: "pgrotated",
     lib.FP_EV_THP_SPLIT_PMD: "thp_split_pmd",
+    lib.FP_EV_THP_SPLIT_PAGE: "thp_split_page",
+    lib.FP_EV_THP_SPLIT_PAGE_FAILED: "thp_split_page_failed",
     lib.FP_EV_NUMA_PAGES_MIGRATED: "numa_pages_migrated",
     lib.FP_EV_NUMA_HINT_FAULTS: "numa_hint_faults",
     lib.FP_EV_PGPROMOTE_SUCCESS: "pgpromote_success",

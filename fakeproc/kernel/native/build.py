@@ -12,7 +12,7 @@ import re
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCES = ["page_alloc.c", "lru.c", "memory.c", "vmscan.c", "migrate.c", "task_mmu.c", "workload.c", "check.c", "pagewalk.c", "kvm.c", "truth.c", "rmap.c", "pageidle.c", "swapfile.c"]
+SOURCES = ["page_alloc.c", "lru.c", "memory.c", "vmscan.c", "migrate.c", "task_mmu.c", "workload.c", "check.c", "pagewalk.c", "kvm.c", "truth.c", "rmap.c", "pageidle.c", "swapfile.c", "huge_memory.c"]
 
 
 def cdef_text() -> str:

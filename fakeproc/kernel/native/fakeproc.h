@@ -123,7 +123,9 @@
 #define FP_EV_PGPROMOTE_CANDIDATE 28
 #define FP_EV_PGDEMOTE_KSWAPD 29
 #define FP_EV_PGDEMOTE_DIRECT 30
-#define FP_NR_EVENTS          32
+#define FP_EV_THP_SPLIT_PAGE  31
+#define FP_EV_THP_SPLIT_PAGE_FAILED 32
+#define FP_NR_EVENTS          40
 
 #define FP_MAX_NODES      64
 #define FP_NO_NODE        64   /* fp_touch()'s answer for a frame outside node RAM */
@@ -283,7 +285,7 @@ struct fp_kernel {
     int32_t nr_nodes;
     struct fp_node nodes[64];
     struct fp_mm *mms[65536];
-    uint64_t events[32];
+    uint64_t events[40];
     int32_t in_reclaim;    /* PF_MEMALLOC: reclaim's own allocations skip watermarks */
     int32_t demotion_disabled; /* /sys/kernel/mm/numa/demotion_enabled = false (upstream mode) */
     int32_t numa_balancing;    /* /proc/sys/kernel/numa_balancing: bit 1 = memory tiering */

@@ -48,6 +48,7 @@ static inline uint64_t fp_swp_entry(uint64_t off)
 }
 int64_t fp_alloc_in_order(struct fp_kernel *k, int32_t local, const int16_t *order, int n,
                           int32_t preferred, int huge, int32_t *nid);
+int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails);
 int64_t fp_swap_alloc(struct fp_kernel *k);
 void fp_swap_duplicate(struct fp_kernel *k, uint64_t off);
 void fp_swap_free(struct fp_kernel *k, uint64_t off);

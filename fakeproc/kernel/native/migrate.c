@@ -8,6 +8,7 @@
  * (INTERFACES.md 4). Migration counters count a THP as one.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
@@ -34,8 +35,6 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     uint64_t *e = fp_rmap_entry(k, old, &level);
     if (!e)
         return -EFAULT;
-    if (old->flags & FP_PG_PINNED)
-        return -EAGAIN; /* migrate_page_move_mapping(): the refcount is not what it expects */
     int huge = (old->flags & FP_PG_HEAD) != 0;
     struct fp_node *target = &k->nodes[dst];
     uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
@@ -64,6 +63,12 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
             target->kswapd_wake = 1; /* as any allocation below low would */
         /* __GFP_THISNODE: dst is the preferred node; the caller's node decides local */
         fp_count_alloc(k, caller_node, dst, dst);
+    }
+    if (old->flags & FP_PG_PINNED) {
+        /* unmap_and_move() allocated first; migrate_page_move_mapping() then finds a
+         * reference it does not expect: the new page is freed again */
+        fp_free_page(k, (uint64_t)np);
+        return -EAGAIN;
     }
     struct fp_page *new = &k->pages[np];
     struct fp_mm *mm = k->mms[fp_page_owner(k, old)];
@@ -216,34 +221,80 @@ static void putback(struct fp_kernel *k, uint64_t pfn)
 }
 
 /* 4.20's migrate_pages() over isolated pages (do_move_pages_to_node(),
- * migrate_to_node()): 0, the count left unmigrated, or -ENOMEM, which ends it at
- * that page. A pinned page (-EAGAIN) is retried in nine more passes, still pinned,
- * and counted failed at the end; pgmigrate_fail counts the failures (on -ENOMEM: the
- * others so far and that page, not the retried ones). Every page that did not move
- * is put back on its LRU. */
+ * migrate_to_node()): up to ten passes over the list. A page that moves or fails
+ * leaves it; a pinned one (-EAGAIN) stays for the next pass. No room for a THP
+ * (-ENOMEM): it is split, the head retried at once as a base page and the tails
+ * appended to the list; a THP that cannot be split (pinned) ends the call with the
+ * split's -EBUSY, and no room for a base page with -ENOMEM. Returns 0, the pages
+ * left unmigrated (those still pinned after ten passes count), or that -errno;
+ * pgmigrate_fail counts the failures (when the call ends early: not the pinned ones
+ * waiting for a pass). Every page that did not move is put back on its LRU. */
 static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
                            int32_t caller)
 {
-    int64_t failed = 0, retried = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        int32_t r = fp_migrate_page(k, queued[i], dst, caller, FP_MR_SYSCALL, NULL);
-        if (!r)
-            continue;
-        if (r == -ENOMEM) { /* the rest stay on the list, then go back */
-            k->events[FP_EV_PGMIGRATE_FAIL] += (uint64_t)failed + 1;
-            for (uint64_t j = i; j < n; j++)
-                putback(k, queued[j]);
-            return -ENOMEM;
-        }
-        putback(k, queued[i]);
-        if (r == -EAGAIN)
-            retried++;
-        else
-            failed++;
+    uint64_t *list = malloc((n ? n : 1) * sizeof(uint64_t)), cap = n ? n : 1;
+    if (!list) {
+        for (uint64_t i = 0; i < n; i++)
+            putback(k, queued[i]);
+        return -ENOMEM;
     }
-    failed += retried;
+    memcpy(list, queued, n * sizeof(uint64_t));
+    int64_t failed = 0, retry = 1, err = 0;
+    uint64_t i = 0, kept = 0;
+    for (int pass = 0; pass < 10 && retry; pass++) {
+        retry = 0;
+        kept = 0;
+        for (i = 0; i < n; i++) {
+            int32_t r = fp_migrate_page(k, list[i], dst, caller, FP_MR_SYSCALL, NULL);
+            if (r == -ENOMEM && (k->pages[list[i]].flags & FP_PG_HEAD)) {
+                int split = -EOPNOTSUPP;
+                if (cap < n + FP_PAGES_PER_HUGE) { /* room for the tails at the end */
+                    uint64_t *grown = realloc(list, (n + FP_PAGES_PER_HUGE) * sizeof(uint64_t));
+                    if (grown) {
+                        list = grown;
+                        cap = n + FP_PAGES_PER_HUGE;
+                    }
+                }
+                if (cap >= n + FP_PAGES_PER_HUGE)
+                    split = fp_split_huge_page(k, list[i], list + n);
+                if (!split) {
+                    n += FP_PAGES_PER_HUGE - 1;
+                    r = fp_migrate_page(k, list[i], dst, caller, FP_MR_SYSCALL, NULL);
+                } else if (split == -EBUSY) {
+                    r = -EBUSY;
+                }
+            }
+            if (!r)
+                continue;
+            if (r == -EAGAIN) {
+                list[kept++] = list[i];
+                retry++;
+                continue;
+            }
+            failed++;
+            if (r == -ENOMEM || r == -EBUSY) {
+                err = r;
+                break;
+            }
+            putback(k, list[i]);
+        }
+        if (err)
+            break;
+        n = kept;
+    }
+    if (err) { /* the pages kept for a next pass, this one and the rest go back */
+        for (uint64_t j = 0; j < kept; j++)
+            putback(k, list[j]);
+        for (uint64_t j = i; j < n; j++)
+            putback(k, list[j]);
+    } else {
+        for (uint64_t j = 0; j < n; j++)
+            putback(k, list[j]);
+        failed += retry;
+    }
+    free(list);
     k->events[FP_EV_PGMIGRATE_FAIL] += (uint64_t)failed;
-    return failed;
+    return err ? err : failed;
 }
 
 /* migrate_to_node(): the pages queue_pages_range() found on the source node, in

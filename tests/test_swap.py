@@ -4,15 +4,18 @@ the slot's count; pagemap shows the slot. Expected values derived by hand from 4
 mm/swapfile.c and fs/proc/task_mmu.c (smaps_account, smaps_pte_entry, PSS_SHIFT 12)."""
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
 import pytest
 
-from fakeproc.machine import load
+from fakeproc.kernel.native import KernelError
+from fakeproc.machine import SWAP_ENTRY, load
 from mountutil import mounted
 
 BASE = 0x7F0000000000
+PAGE = 4096
 ONE_PAGE_VMAS = [0x7F0000100000 + i * 0x10000 for i in range(4)]
 
 MACHINE = """
@@ -165,4 +168,60 @@ def test_machine_file_swap_entries_past_the_device_take_slots_past_its_end():
     assert swap_slots(k, 80, 3) == [1, 2, 3]
     assert k.shrink_node(0, 32) == 0  # no room: the idle pages stay
     assert k.swap_pages() == (1, 3)
+    assert k.check() == []
+
+
+def test_the_slot_map_grows_with_the_slots_used_not_with_the_device():
+    """A 1 TiB device with one swap entry holds a map of 1024 slots (the first
+    growth), 4 KiB, not 2^28 counts; past a full device, slots are handed out in
+    order and the map doubles."""
+    text = RECLAIM.replace('"16KiB"', '"1TiB"', 1).replace('"5 idle"', '"1 swap, 4 idle"')
+    k = load(text)
+    assert k.swap_pages() == (1 << 28, 1) and k.native.swap_slots == 1024
+    text = RECLAIM.replace('"16KiB"', '"4KiB"', 1).replace('size = "20KiB"', 'size = "8MiB"') \
+        .replace('"5 idle"', '"2000 swap"')
+    k = load(text)
+    assert k.swap_pages() == (1, 2000) and k.native.swap_slots == 2048
+    assert swap_slots(k, 80, 4) == [1, 2, 3, 4]
+    k.touch(k.task(80), BASE + 2 * PAGE)  # slot 3 (past the device) is free again
+    k.set_ptes(k.task(80), BASE + 2 * PAGE, 1, SWAP_ENTRY, None, k.mm(k.task(80).mm_id).vmas[0])
+    assert swap_slots(k, 80, 4) == [1, 2, 3, 4]  # and taken again first
+    assert k.check() == []
+
+
+def test_a_fork_that_runs_out_of_memory_leaves_no_child_and_no_slot_reference():
+    """dup_mmap() failing half-way makes fork() fail and mmput() tears down what was
+    copied: no child, and the swap entry it had copied gives its slot reference back.
+    Node 0 (4 MiB) is full of the filler's pages: the child's first page tables fit,
+    the copy of the second VMA finds no page for its tables."""
+    k = load("""
+[machine]
+swap = "4KiB"
+[[node]]
+type = "dram"
+size = "4MiB"
+cpus = "0"
+[[process]]
+pid = 10
+name = "p"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+pages = "1 swap"
+[[process.vma]]
+start = 0x7f8000000000
+size = "4KiB"
+pages = "1 dirty"
+[[process]]
+pid = 20
+name = "filler"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+pages = "1010 dirty@0"
+""")
+    with pytest.raises(KernelError) as e:
+        k.fork(10, 11)
+    assert e.value.errno == errno.ENOMEM
+    assert k.task(11) is None and k.native.swap_map[1] == 1
     assert k.check() == []

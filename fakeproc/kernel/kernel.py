@@ -179,10 +179,14 @@ class Kernel:
         child.mems_allowed = parent.mems_allowed
         self.set_policy(child, child.policy)
         assert child.mm_id is not None
-        for v in self.mm(parent.mm_id).vmas:
-            self.mm(child.mm_id).add_vma(dataclasses.replace(v))
-            check(lib.fp_mm_fork_vma(self.native, parent.mm_id, child.mm_id, v.start, v.end,
-                                     lib.FP_FORK_SHARED if v.shared else 0))
+        try:
+            for v in self.mm(parent.mm_id).vmas:
+                self.mm(child.mm_id).add_vma(dataclasses.replace(v))
+                check(lib.fp_mm_fork_vma(self.native, parent.mm_id, child.mm_id, v.start, v.end,
+                                         lib.FP_FORK_SHARED if v.shared else 0))
+        except KernelError:
+            self.exit(child.pid)  # dup_mmap() failed: mmput() tears down what was copied
+            raise
         self.generation += 1
         return child
 

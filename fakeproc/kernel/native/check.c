@@ -149,16 +149,18 @@ static void check_mm(struct checker *c, struct fp_mm *mm)
 static void check_swap(struct checker *c)
 {
     const struct fp_kernel *k = c->k;
-    uint64_t used = 0;
+    uint64_t used = 0, dev_used = 0;
     for (uint64_t off = 0; off < k->swap_slots; off++) {
         if (k->swap_map[off] != c->swap_refs[off])
             problem(c, "swap slot %lu has count %u, but page tables name it %u times",
                     (unsigned long)off, k->swap_map[off], c->swap_refs[off]);
         used += k->swap_map[off] != 0;
+        dev_used += k->swap_map[off] != 0 && off >= 1 && off <= k->swap_total;
     }
-    if (used != k->swap_used)
-        problem(c, "swap_used %lu, but %lu slots are in use", (unsigned long)k->swap_used,
-                (unsigned long)used);
+    if (used != k->swap_used || dev_used != k->swap_dev_used)
+        problem(c, "swap_used %lu (%lu on the device), but %lu slots are in use (%lu)",
+                (unsigned long)k->swap_used, (unsigned long)k->swap_dev_used, (unsigned long)used,
+                (unsigned long)dev_used);
 }
 
 static void check_pages(struct checker *c, int nid)

@@ -307,8 +307,11 @@ struct fp_kernel {
     uint64_t swap_used;    /* slots in use (a count above 0) */
     uint32_t *swap_map;    /* a reference count per slot (swap_map of mm/swapfile.c):
                             * the swap PTEs naming it; slot 0 is the header's */
-    uint64_t swap_slots;   /* slots in swap_map, the header's included */
+    uint64_t swap_slots;   /* slots in swap_map, the header's included (it grows with
+                            * the highest slot used; slots past it are free) */
     uint64_t swap_next;    /* where the next slot search starts (cluster_next) */
+    uint64_t swap_dev_used; /* slots in use on the device (swap_used counts those past it too) */
+    uint64_t swap_past_next; /* where a search past the device's end starts */
 };
 
 /* kernel lifetime: node sizes in pages, each a multiple of 512 */

@@ -222,22 +222,19 @@ def node_pairs(old: list[int], new: list[int]) -> Generator[tuple[int, int], Non
 
 
 def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, capable: bool) -> int:
-    """migrate_to_node(): queue the pages on `source` in address order
-    (queue_pages_range(); with MPOL_MF_MOVE only pages mapped once), then migrate
-    them in C (fp_migrate_to_node: 4.20's migrate_pages() over the isolated list).
-    Returns the pages left behind or -ENOMEM."""
-    queued = []
-    for vma in kernel.mm(task.mm_id).vmas:
-        if vma.kind in ("vvar", "vdso"):  # not vma_migratable(), or kernel frames
-            continue
-        for addr, pfn in kernel.range_pages(task, vma.start, vma.end):
-            if kernel.page_node(task, addr) != source:
-                continue
-            if not capable and kernel.native.pages[pfn].mapcount > 1:
-                continue  # migrate_page_add(): MPOL_MF_MOVE takes pages mapped once
-            queued.append(pfn)
-    if not queued:
+    """migrate_to_node(): the task's present pages in address order go to C
+    (fp_migrate_to_node), which queues those on `source` (queue_pages_range(); with
+    MPOL_MF_MOVE only pages mapped once), isolates them and runs 4.20's
+    migrate_pages() over the list. Returns the pages left behind, or -ENOMEM (no
+    room) or -EBUSY (a pinned THP that could not be split)."""
+    if source not in kernel.node_ids:
+        return 0  # a node without memory has no pages
+    pfns = [pfn for vma in kernel.mm(task.mm_id).vmas
+            if vma.kind not in ("vvar", "vdso")  # not vma_migratable(), or kernel frames
+            for _, pfn in kernel.range_pages(task, vma.start, vma.end)]
+    if not pfns:
         return 0
     caller = kernel.node_index(kernel.cpu_node(task.cpu))
-    return int(lib.fp_migrate_to_node(kernel.native, ffi.new("uint64_t[]", queued), len(queued),
-                                      kernel.node_index(dest), caller, ffi.new("uint64_t[]", len(queued))))
+    return int(lib.fp_migrate_to_node(kernel.native, ffi.new("uint64_t[]", pfns), len(pfns),
+                                      kernel.node_index(source), kernel.node_index(dest), caller,
+                                      capable))

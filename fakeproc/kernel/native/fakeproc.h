@@ -466,10 +466,11 @@ struct fp_move_vma {
     uint32_t kind;
     uint32_t pad;
 };
-/* migrate_pages(2)'s migrate_to_node(): isolate pfns (the source node's pages in
- * address order), migrate them to node index dst; 0, the pages left, or -ENOMEM */
-int64_t fp_migrate_to_node(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, int32_t dst,
-                           int32_t caller, uint64_t *scratch);
+/* migrate_pages(2)'s migrate_to_node(): of pfns (an mm's present pages in address
+ * order; the array is reused) those on node index src (mapped once unless move_all)
+ * are isolated and migrated to node index dst; 0, the pages left, -ENOMEM or -EBUSY */
+int64_t fp_migrate_to_node(struct fp_kernel *k, uint64_t *pfns, uint64_t n, int32_t src,
+                           int32_t dst, int32_t caller, int32_t move_all);
 int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
                       uint32_t nr_vmas, uint64_t n, const uint64_t *pages, const int32_t *nodes,
                       const int16_t *node_index, const int32_t *node_ids, int32_t vdso_node,

@@ -229,16 +229,10 @@ static void putback(struct fp_kernel *k, uint64_t pfn)
  * left unmigrated (those still pinned after ten passes count), or that -errno;
  * pgmigrate_fail counts the failures (when the call ends early: not the pinned ones
  * waiting for a pass). Every page that did not move is put back on its LRU. */
-static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t n, int32_t dst,
+static int64_t flush_batch(struct fp_kernel *k, uint64_t *list, uint64_t n, int32_t dst,
                            int32_t caller)
 {
-    uint64_t *list = malloc((n ? n : 1) * sizeof(uint64_t)), cap = n ? n : 1;
-    if (!list) {
-        for (uint64_t i = 0; i < n; i++)
-            putback(k, queued[i]);
-        return -ENOMEM;
-    }
-    memcpy(list, queued, n * sizeof(uint64_t));
+    uint64_t *heap = NULL, cap = n; /* list is the caller's scratch until a split needs room */
     int64_t failed = 0, retry = 1, err = 0;
     uint64_t i = 0, kept = 0;
     for (int pass = 0; pass < 10 && retry; pass++) {
@@ -248,14 +242,18 @@ static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t
             int32_t r = fp_migrate_page(k, list[i], dst, caller, FP_MR_SYSCALL, NULL);
             if (r == -ENOMEM && (k->pages[list[i]].flags & FP_PG_HEAD)) {
                 int split = -EOPNOTSUPP;
-                if (cap < n + FP_PAGES_PER_HUGE) { /* room for the tails at the end */
-                    uint64_t *grown = realloc(list, (n + FP_PAGES_PER_HUGE) * sizeof(uint64_t));
+                if (cap < n + FP_PAGES_PER_HUGE - 1) { /* room for the tails at the end */
+                    uint64_t want = 2 * cap > n + FP_PAGES_PER_HUGE ? 2 * cap : n + FP_PAGES_PER_HUGE;
+                    uint64_t *grown = heap ? realloc(heap, want * sizeof(uint64_t))
+                                           : malloc(want * sizeof(uint64_t));
                     if (grown) {
-                        list = grown;
-                        cap = n + FP_PAGES_PER_HUGE;
+                        if (!heap)
+                            memcpy(grown, list, n * sizeof(uint64_t));
+                        list = heap = grown;
+                        cap = want;
                     }
                 }
-                if (cap >= n + FP_PAGES_PER_HUGE)
+                if (cap >= n + FP_PAGES_PER_HUGE - 1)
                     split = fp_split_huge_page(k, list[i], list + n);
                 if (!split) {
                     n += FP_PAGES_PER_HUGE - 1;
@@ -292,25 +290,29 @@ static int64_t flush_batch(struct fp_kernel *k, const uint64_t *queued, uint64_t
             putback(k, list[j]);
         failed += retry;
     }
-    free(list);
+    free(heap);
     k->events[FP_EV_PGMIGRATE_FAIL] += (uint64_t)failed;
     return err ? err : failed;
 }
 
-/* migrate_to_node(): the pages queue_pages_range() found on the source node, in
- * address order; each is isolated (one off its LRU is skipped, as
- * migrate_page_add() does) and the list migrated to dst. scratch: n entries. */
-int64_t fp_migrate_to_node(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, int32_t dst,
-                           int32_t caller, uint64_t *scratch)
+/* migrate_to_node(): pfns are the mm's present leaves in address order; those on
+ * node index src (with move_all clear: mapped once) are isolated, in place (one off
+ * its LRU is skipped, as migrate_page_add() does), and migrated to dst. */
+int64_t fp_migrate_to_node(struct fp_kernel *k, uint64_t *pfns, uint64_t n, int32_t src,
+                           int32_t dst, int32_t caller, int32_t move_all)
 {
     uint64_t nq = 0;
     for (uint64_t i = 0; i < n; i++) {
-        if (pfns[i] >= k->nr_pfns || !(k->pages[pfns[i]].flags & FP_PG_LRU))
+        uint64_t pfn = pfns[i];
+        if (pfn >= k->nr_pfns || fp_pfn_to_node(k, pfn) != src)
             continue;
-        fp_lru_del(k, pfns[i]);
-        scratch[nq++] = pfns[i];
+        const struct fp_page *p = &k->pages[pfn];
+        if ((!move_all && p->mapcount > 1) || !(p->flags & FP_PG_LRU))
+            continue;
+        fp_lru_del(k, pfn);
+        pfns[nq++] = pfn;
     }
-    return flush_batch(k, scratch, nq, dst, caller);
+    return nq ? flush_batch(k, pfns, nq, dst, caller) : 0;
 }
 
 int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,

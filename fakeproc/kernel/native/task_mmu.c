@@ -34,33 +34,51 @@ static void report_addr(struct idle_ctl *c, uint64_t addr)
         c->kbuf[c->used++] = (uint8_t)(addr >> (8 * i));
 }
 
+/* The merge rule of ept_idle_add_page() for n units of one type that follow the
+ * last one added (the first from addr to first_end, each further one `unit` bytes
+ * long): each goes on the last record while it holds fewer than 15 of its type,
+ * else on a new record while the staging buffer has room. Returns the units added;
+ * on a full buffer the restart is the first unit not added. */
+static uint64_t idle_extend(struct idle_ctl *c, uint64_t addr, uint64_t first_end, uint64_t unit,
+                            uint64_t n, int type)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint8_t *last = &c->kbuf[c->used - 1];
+        uint64_t room = (*last >> 4) == type ? 15 - (*last & 15u) : 0;
+        uint64_t k = n - done < room ? n - done : room;
+        if (!room) {
+            if (c->used >= c->limit)
+                break;
+            c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
+            k = 1;
+        } else {
+            *last = (uint8_t)(*last + k);
+        }
+        done += k;
+    }
+    uint64_t end = done ? first_end + (done - 1) * unit : addr;
+    if (done)
+        c->next_hva = c->unit_end = end + c->gpa_to_hva;
+    c->restart = end;
+    return done;
+}
+
 /* ept_idle_add_page(): append one unit, merging runs up to 15. */
 static int idle_add_page(struct idle_ctl *c, uint64_t addr, uint64_t next, int type)
 {
     next = round_up(next, unit_size[type]);
-    if (!c->used || addr + c->gpa_to_hva != c->next_hva) {
-        if (type == PTE_HOLE || type == PMD_HOLE) {
-            c->restart = next; /* leading holes never appear */
-            return 0;
-        }
-        if (c->used + 10 >= c->limit) {
-            c->restart = addr;
-            return IDLE_KBUF_FULL;
-        }
-        report_addr(c, round_down(addr, unit_size[type]) + c->gpa_to_hva);
-    } else {
-        uint8_t *last = &c->kbuf[c->used - 1];
-        if ((*last >> 4) == type && (*last & 15) < 15) {
-            c->next_hva = c->unit_end = next + c->gpa_to_hva;
-            (*last)++;
-            c->restart = next;
-            return 0;
-        }
-        if (c->used >= c->limit) {
-            c->restart = addr;
-            return IDLE_KBUF_FULL;
-        }
+    if (c->used && addr + c->gpa_to_hva == c->next_hva)
+        return idle_extend(c, addr, next, 0, 1, type) ? 0 : IDLE_KBUF_FULL;
+    if (type == PTE_HOLE || type == PMD_HOLE) {
+        c->restart = next; /* leading holes never appear */
+        return 0;
     }
+    if (c->used + 10 >= c->limit) {
+        c->restart = addr;
+        return IDLE_KBUF_FULL;
+    }
+    report_addr(c, round_down(addr, unit_size[type]) + c->gpa_to_hva);
     c->next_hva = c->unit_end = next + c->gpa_to_hva;
     c->restart = next;
     c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
@@ -101,33 +119,15 @@ static void idle_begin_pass(struct idle_ctl *c)
 /* ---- the task-mode page walk ------------------------------------------------ */
 
 /* idle_add_page() for n consecutive PTE units of one type from addr: the same bytes
- * and state as n calls, a byte per 15 pages once the run goes on the last record.
+ * and state as n calls, a byte per 15 pages once the run follows the last unit.
  * Returns the pages added; fewer than n when the staging buffer filled (the restart
  * is then the first page not added, as the single call leaves it). */
 static uint64_t idle_add_run(struct idle_ctl *c, uint64_t addr, uint64_t n, int type)
 {
     uint64_t done = 0;
     while (done < n) {
-        if (c->used && addr + c->gpa_to_hva == c->next_hva) { /* in sequence */
-            while (done < n) {
-                uint8_t *last = &c->kbuf[c->used - 1];
-                uint64_t room = (*last >> 4) == type ? 15 - (*last & 15u) : 0;
-                uint64_t k = n - done < room ? n - done : room;
-                if (!room) {
-                    if (c->used >= c->limit)
-                        break;
-                    c->kbuf[c->used++] = (uint8_t)((type << 4) | 1);
-                    k = 1;
-                } else {
-                    *last = (uint8_t)(*last + k);
-                }
-                done += k;
-                addr += k << FP_PAGE_SHIFT;
-                c->next_hva = c->unit_end = addr + c->gpa_to_hva;
-            }
-            c->restart = addr;
-            return done;
-        }
+        if (c->used && addr + c->gpa_to_hva == c->next_hva) /* in sequence */
+            return done + idle_extend(c, addr, addr + FP_PAGE_SIZE, FP_PAGE_SIZE, n - done, type);
         if (idle_add_page(c, addr, addr + FP_PAGE_SIZE, type))
             return done;
         done++;
@@ -172,6 +172,15 @@ static int pte_range(struct idle_ctl *c, uint64_t *ptes, uint64_t addr, uint64_t
     return 0;
 }
 
+/* Present PTEs of one leaf table within [addr, next) (inside one PMD). */
+static uint64_t present_ptes(const uint64_t *ptes, uint64_t addr, uint64_t next)
+{
+    uint64_t n = 0;
+    for (unsigned i = fp_index(addr, 4), e = i + (unsigned)((next - addr) >> FP_PAGE_SHIFT); i < e; i++)
+        n += fp_entry_present(ptes[i]) != 0;
+    return n;
+}
+
 /* Present base pages mapped by one PMD entry within [addr, next): ground truth
  * for what a skipped slot held. */
 static uint64_t present_in_pmd(struct idle_ctl *c, uint64_t pmd, uint64_t addr, uint64_t next)
@@ -180,11 +189,7 @@ static uint64_t present_in_pmd(struct idle_ctl *c, uint64_t pmd, uint64_t addr, 
         return 0;
     if (pmd & FP_PAGE_PSE)
         return (next - addr) >> FP_PAGE_SHIFT;
-    const uint64_t *ptes = fp_table(c->k, fp_entry_addr(pmd));
-    uint64_t n = 0;
-    for (uint64_t a = addr; a < next; a += FP_PAGE_SIZE)
-        n += fp_entry_present(ptes[fp_index(a, 4)]) != 0;
-    return n;
+    return present_ptes(fp_table(c->k, fp_entry_addr(pmd)), addr, next);
 }
 
 /* mm_idle_pmd_entry() */
@@ -264,16 +269,13 @@ static uint64_t present_in(struct idle_ctl *c, uint64_t table, int level, uint64
 {
     const uint64_t *t = fp_table(c->k, table);
     uint64_t n = 0, next;
-    if (level == 4) { /* within one PMD: one page per entry */
-        for (unsigned i = fp_index(addr, 4), e = i + (unsigned)((end - addr) >> FP_PAGE_SHIFT); i < e; i++)
-            n += fp_entry_present(t[i]) != 0;
-        return n;
-    }
+    if (level == 4) /* within one PMD: one page per entry */
+        return present_ptes(t, addr, end);
     do {
         next = slot_end(addr, end, level);
         uint64_t e = t[fp_index(addr, level)];
         if (fp_entry_present(e)) {
-            if (level == 4 || (e & FP_PAGE_PSE))
+            if (e & FP_PAGE_PSE)
                 n += (next - addr) >> FP_PAGE_SHIFT;
             else
                 n += present_in(c, fp_entry_addr(e), level + 1, addr, next);

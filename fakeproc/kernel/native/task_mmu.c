@@ -39,7 +39,8 @@ static void report_addr(struct idle_ctl *c, uint64_t addr)
  * long): each goes on the last record while it holds fewer than 15 of its type,
  * else on a new record while the staging buffer has room. Returns the units added;
  * on a full buffer the restart is the first unit not added. */
-static uint64_t idle_extend(struct idle_ctl *c, uint64_t addr, uint64_t first_end, uint64_t unit,
+static inline __attribute__((always_inline)) uint64_t
+idle_extend(struct idle_ctl *c, uint64_t addr, uint64_t first_end, uint64_t unit,
                             uint64_t n, int type)
 {
     uint64_t done = 0;

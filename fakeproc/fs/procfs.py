@@ -13,6 +13,7 @@ from .tree import Ctx, Dir, File, Lister, Special, decimal
 from ..kernel import vmstat
 from ..kernel.mm import Vma
 from ..kernel.task import Task
+from ..kernel.task_mmu import PSS_SHIFT
 
 PROC_WRITE_ERRNO = 22  # EINVAL: a proc file without a write method
 KB = 4  # kB per page
@@ -109,7 +110,6 @@ def _numa_maps(ctx: Ctx) -> str:
 
 
 # smaps_account() keeps Pss in bytes << PSS_SHIFT and prints it >> (PSS_SHIFT + 10)
-PSS_SHIFT = 12
 PSS_FIELDS = ("Pss", "SwapPss")
 
 

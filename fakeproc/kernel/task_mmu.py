@@ -16,6 +16,8 @@ TASK_SIZE = 0x00007FFFFFFFF000
 IDLE_BUF_MIN = 19
 MAX_RW_COUNT = 0x7FFFF000
 NO_MM = 0xFFFFFFFF
+# smaps: Pss and SwapPss come in bytes << PSS_SHIFT (Kernel.range_stats)
+PSS_SHIFT = lib.FP_PSS_SHIFT
 U64 = (1 << 64) - 1
 ALL_PASSES = 0xFFFFFFFF  # a step that walks the whole read
 

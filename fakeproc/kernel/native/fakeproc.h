@@ -32,6 +32,9 @@
  * device's type is 0 (one device). pagemap shows offset << 5 | type. */
 #define FP_SWP_TYPE_SHIFT 5
 
+/* smaps keeps Pss in bytes << PSS_SHIFT (fs/proc/task_mmu.c) */
+#define FP_PSS_SHIFT 12
+
 /* ---- struct page flags (include/linux/page-flags.h, the few we need) ---- */
 #define FP_PG_LRU          1
 #define FP_PG_ACTIVE       2

@@ -7,11 +7,6 @@
 #include <errno.h>
 #include "internal.h"
 
-/* what a tail takes from its head (__split_huge_page_tail()'s flag copy, and the
- * page_ext idle/young bits) */
-#define TAIL_KEEPS (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
-                    FP_PG_DIRTY | FP_PG_UNEVICTABLE | FP_PG_EXECMAP | FP_PG_IDLE | FP_PG_YOUNG)
-
 /* split_huge_page_to_list() for an isolated anonymous THP that one PMD maps: the PMD
  * becomes the page table deposited with it, one PTE per base page with the PMD's
  * bits (__split_huge_pmd_locked()), and head and tails become base pages, each
@@ -36,17 +31,17 @@ int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails)
         return -EOPNOTSUPP;
     struct fp_mm *mm = k->mms[fp_page_owner(k, head)];
     uint64_t addr = fp_page_vaddr(k, head), e = *pmd;
-    int64_t t = fp_mm_split_table(k, mm, pmd); /* withdraws the deposit */
+    int64_t t = fp_split_pmd(k, mm, pmd); /* the deposited table now maps the 512 pages */
     if (t < 0)
         return -EOPNOTSUPP;
-    pmd = fp_mm_walk(k, mm, addr, &level); /* the arena may have moved */
     if (mm->vm)
         fp_kvm_unmap_hva(k, mm, addr, FP_PAGES_PER_HUGE); /* the guest's 2 MiB leaf goes */
     uint64_t *ptes = fp_table(k, (uint64_t)t);
     uint64_t bits = e & (FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER | FP_PAGE_ACCESSED |
                          FP_PAGE_DIRTY | FP_PAGE_PROTNONE);
-    fp_node_account(k, pfn, -1); /* one THP of 512 pages out, 512 base pages in */
-    uint16_t keep = head->flags & TAIL_KEEPS;
+    struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
+    fp_page_kind_add(node->stat, head, -1); /* one THP of 512 pages out, 512 base pages in */
+    uint16_t keep = head->flags & FP_SPLIT_KEEP;
     for (uint64_t i = 0; i < FP_PAGES_PER_HUGE; i++) {
         struct fp_page *p = &k->pages[pfn + i];
         p->flags = (uint16_t)(FP_PG_ALLOCATED | keep);
@@ -54,17 +49,12 @@ int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails)
         p->pte = (uint32_t)((uint64_t)t * FP_PTRS_PER_TABLE + i);
         p->lru_prev = p->lru_next = FP_LRU_NONE;
         ptes[i] = ((pfn + i) << FP_PAGE_SHIFT) | bits;
-        fp_node_account(k, pfn + i, +1);
+        fp_page_kind_add(node->stat, p, +1);
     }
-    *pmd = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
-    /* the block's pages are 4 KiB pages now: freed one by one, they are order-0 buddies */
-    struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
-    uint64_t block = (pfn - node->start_pfn) / FP_PAGES_PER_HUGE;
-    node->split_blocks[block / 64] |= 1ULL << (block % 64);
+    fp_mark_block_split(node, pfn);
     for (uint64_t i = 1; i < FP_PAGES_PER_HUGE; i++)
         tails[i - 1] = pfn + FP_PAGES_PER_HUGE - i;
     k->tlb_gen++; /* an upper-level entry was rewritten: TLBs flush */
-    k->events[FP_EV_THP_SPLIT_PMD]++;
     k->events[FP_EV_THP_SPLIT_PAGE]++;
     return 0;
 }

@@ -37,6 +37,20 @@ static inline unsigned fp_index(uint64_t addr, int level)
     return (unsigned)((addr >> (12 + 9 * (4 - level))) & 511);
 }
 
+/* The page flags a migrated page keeps, and those a THP's tails take from its head
+ * when it is split (__split_huge_page_tail(); the page_ext idle/young bits too). */
+#define FP_MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
+                         FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED | FP_PG_IDLE | FP_PG_YOUNG)
+#define FP_SPLIT_KEEP ((FP_MIGRATE_KEEP & ~FP_PG_PINNED) | FP_PG_UNEVICTABLE)
+
+/* A 2 MiB block of node n now holds 4 KiB pages: freed, they are order-0 buddies
+ * (blocks never merge back). */
+static inline void fp_mark_block_split(struct fp_node *n, uint64_t pfn)
+{
+    uint64_t block = (pfn - n->start_pfn) / FP_PAGES_PER_HUGE;
+    n->split_blocks[block / 64] |= 1ULL << (block % 64);
+}
+
 /* A swap entry (not a migration entry) and its slot (swapfile.c). */
 static inline int fp_is_swap(uint64_t e)
 {
@@ -161,7 +175,7 @@ typedef void (*fp_rmap_fn)(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, u
                            void *arg);
 int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg);
 int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level);
-int64_t fp_mm_split_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *pmd);
+int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd);
 int64_t fp_withdraw_table(struct fp_kernel *k, const uint64_t *pmd);
 uint64_t *fp_mm_walk(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int32_t *level);
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level);

@@ -373,18 +373,25 @@ int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
     return t;
 }
 
-/* The PTE table that replaces the huge PMD pmd of mm when it is split: the page
- * deposited with it (already counted in the mm's tables), or a new one. */
-int64_t fp_mm_split_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *pmd)
+/* __split_huge_pmd_locked(): the huge PMD pmd of mm becomes a PTE table, the page
+ * deposited with it (already counted in the mm's tables) or else a new one, which
+ * the caller fills (swap entries, or the THP's base pages); thp_split_pmd. Returns
+ * the table's index or -ENOMEM (pmd unchanged). */
+int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
 {
     uint64_t addr = fp_entry_vaddr(k, fp_entry_index(k, pmd));
     if (!k->nr_free_tables && k->tables_used >= k->tables_cap)
         return -ENOMEM;
-    int64_t pfn = fp_withdraw_table(k, pmd);
-    if (pfn < 0)
-        return fp_mm_table_new(k, mm, addr, 4);
-    int64_t t = table_slot(k, (uint64_t)pfn);
-    table_owner(k, t, mm, addr, 4);
+    int64_t pfn = fp_withdraw_table(k, pmd), t;
+    if (pfn < 0) {
+        if ((t = fp_mm_table_new(k, mm, addr, 4)) < 0)
+            return t;
+    } else {
+        t = table_slot(k, (uint64_t)pfn);
+        table_owner(k, t, mm, addr, 4);
+    }
+    *pmd = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
+    k->events[FP_EV_THP_SPLIT_PMD]++;
     return t;
 }
 

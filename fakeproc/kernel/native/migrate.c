@@ -12,8 +12,6 @@
 #include <string.h>
 #include "internal.h"
 
-#define MIGRATE_KEEP (FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE | FP_PG_REFERENCED | \
-                      FP_PG_DIRTY | FP_PG_EXECMAP | FP_PG_PINNED | FP_PG_IDLE | FP_PG_YOUNG)
 
 /* remove_migration_ptes() for one mapper: the new frame, accessed bit clear; and
  * invalidate_range for a VM: the guest re-faults onto the new page */
@@ -42,8 +40,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     if (reason == FP_MR_SYSCALL) {
         /* alloc_new_node_page(): GFP_HIGHUSER_MOVABLE | __GFP_THISNODE, the page
          * allocator on dst alone: watermarks, kswapd, direct reclaim of dst, never an
-         * OOM kill. The page is isolated, so reclaim does not see it; the entry
-         * looked up above is not used again (reclaim may move the table arena). */
+         * OOM kill. The page is isolated, so reclaim does not see it. */
         int16_t only = (int16_t)dst;
         int32_t got;
         np = fp_alloc_in_order(k, caller_node, &only, 1, dst, huge, &got);
@@ -75,7 +72,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     if (old->flags & FP_PG_LRU) /* else reclaim or move_pages(2) has it isolated */
         fp_lru_del(k, pfn);
     fp_node_account(k, pfn, -1);
-    new->flags |= old->flags & MIGRATE_KEEP;
+    new->flags |= old->flags & FP_MIGRATE_KEEP;
     new->mapcount = old->mapcount;
     new->pte = old->pte;
     fp_node_account(k, (uint64_t)np, +1);

@@ -131,7 +131,7 @@ static int64_t take_page(struct fp_kernel *k, struct fp_node *node)
             return -1;
         uint32_t block = node->free_blocks[--node->nr_free_blocks];
         uint32_t first = block * FP_PAGES_PER_HUGE;
-        node->split_blocks[block / 64] |= 1ULL << (block % 64);
+        fp_mark_block_split(node, node->start_pfn + first);
         for (uint32_t i = 0; i < FP_PAGES_PER_HUGE; i++)
             k->pages[node->start_pfn + first + i].lru_next =
                 i + 1 < FP_PAGES_PER_HUGE ? first + i + 1 : FP_LRU_NONE;

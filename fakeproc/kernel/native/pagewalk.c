@@ -11,7 +11,7 @@ typedef void (*leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_
 typedef void (*swap_fn)(const struct fp_kernel *k, uint64_t e, void *arg);
 
 /* a base page in smaps' Pss units (bytes << PSS_SHIFT) */
-#define PSS_PAGE (FP_PAGE_SIZE << 12)
+#define PSS_PAGE (FP_PAGE_SIZE << FP_PSS_SHIFT)
 
 struct walker {
     struct fp_kernel *k;

@@ -129,7 +129,7 @@ static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, 
         *e = fp_swp_entry(off[0]);
         return 0;
     }
-    int64_t t = fp_mm_split_table(k, mm, e);
+    int64_t t = fp_split_pmd(k, mm, e);
     if (t < 0) {
         for (uint64_t i = 0; i < nr; i++)
             fp_swap_free(k, off[i]);
@@ -138,9 +138,7 @@ static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, 
     uint64_t *ptes = fp_table(k, (uint64_t)t);
     for (uint64_t i = 0; i < nr; i++)
         ptes[i] = fp_swp_entry(off[i]);
-    *e = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
     k->events[FP_EV_THP_SWPOUT]++;
-    k->events[FP_EV_THP_SPLIT_PMD]++;
     return 0;
 }
 

@@ -92,14 +92,15 @@ pages = "1 thp-idle"
 """
 
 
-def test_swapping_a_thp_out_splits_its_pmd_into_the_deposited_table():
+def test_a_thp_split_for_swap_takes_the_deposited_table_as_its_pte_table():
     k = load(SWAP_MACHINE)
     t = k.task(10)
     # PGD, PUD, PMD and the THP's deposit, all from the task's node 0
     assert (k.mm_counters(t)["nr_tables"], tables(k, 0), tables(k, 1)) == (4, 4, 0)
     k.age_active(1)
     assert k.shrink_node(1, 512) == 512
-    assert k.event(lib.FP_EV_THP_SWPOUT) == 1 and k.event(lib.FP_EV_THP_SPLIT_PMD) == 1
+    # the THP is split for swap (a rotational device: test_thp_swapout.py)
+    assert k.event(lib.FP_EV_THP_SWPOUT_FALLBACK) == 1 and k.event(lib.FP_EV_THP_SPLIT_PMD) == 1
     level, entry = k.entry(t, BASE)
     assert level == 4 and entry & lib.FP_PAGE_SWPENTRY
     # the PTE table of 512 swap entries is the deposited page: no new table

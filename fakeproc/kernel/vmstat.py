@@ -61,7 +61,7 @@ _EVENT_NAMES = {
     lib.FP_EV_ALLOCSTALL_NORMAL: "allocstall_normal",
     lib.FP_EV_PAGEOUTRUN: "pageoutrun",
     lib.FP_EV_OOM_KILL: "oom_kill",
-    lib.FP_EV_THP_SWPOUT: "thp_swpout",
+    lib.FP_EV_THP_SWPOUT_FALLBACK: "thp_swpout_fallback",
     lib.FP_EV_KSWAPD_LOW_WMARK_HIT_QUICKLY: "kswapd_low_wmark_hit_quickly",
     lib.FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY: "kswapd_high_wmark_hit_quickly",
     lib.FP_EV_PGROTATED: "pgrotated",

@@ -2,7 +2,8 @@
  * Splitting a transparent huge page into 512 base pages.
  * Linux: mm/huge_memory.c (split_huge_page_to_list, __split_huge_page,
  * __split_huge_page_tail, __split_huge_pmd_locked) and mm/swap.c
- * (lru_add_page_tail), as migrate_pages() uses them when a THP finds no room.
+ * (lru_add_page_tail), as migrate_pages() uses them when a THP finds no room and
+ * shrink_page_list() when a rotational swap device has no cluster for one.
  */
 #include <errno.h>
 #include "internal.h"

@@ -545,7 +545,7 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         return -EEXIST;
     if (bits & FP_PAGE_SWPENTRY) { /* a THP migration entry: a huge PMD still */
         if (bits & FP_SWP_SWAP)
-            return -EINVAL; /* a THP's swap entries are PTEs (swap_entries_for) */
+            return -EINVAL; /* swap-out splits a THP first: its swap entries are PTEs */
         if (deposit_table(k, mm, e))
             return -ENOMEM;
         *e = bits;

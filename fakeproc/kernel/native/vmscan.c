@@ -6,7 +6,7 @@
  * chosen for reclaim on a DRAM node whose peer is online migrates to the peer
  * instead of going to swap (INTERFACES.md 4).
  *
- * Simplified on purpose: one mapper per page (no fork), no memcg, no writeback
+ * Simplified on purpose: a page shared after fork is not swapped, no memcg, no writeback
  * delay (dirty page cache is written back at once), no mlock, priorities
  * scan len >> priority pages from each evictable list as get_scan_count() would
  * with swappiness balanced.
@@ -110,54 +110,37 @@ static enum pageref check_references(struct fp_kernel *k, uint64_t pfn)
     return PAGEREF_RECLAIM; /* PG_referenced alone never saves a page here */
 }
 
-/* A THP's PMD becomes a table of 512 swap entries (4.20 swaps a THP whole, then
- * splits its mapping into swap PTEs, in the page table deposited with the PMD). */
-static int swap_entries_for(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, int level,
-                            uint64_t nr)
-{
-    uint64_t off[FP_PAGES_PER_HUGE];
-    for (uint64_t i = 0; i < nr; i++) { /* the slots first: nothing to undo in the tables */
-        int64_t o = fp_swap_alloc(k);
-        if (o < 0) {
-            while (i--)
-                fp_swap_free(k, off[i]);
-            return (int)o;
-        }
-        off[i] = (uint64_t)o;
-    }
-    if (level == 4) {
-        *e = fp_swp_entry(off[0]);
-        return 0;
-    }
-    int64_t t = fp_split_pmd(k, mm, e);
-    if (t < 0) {
-        for (uint64_t i = 0; i < nr; i++)
-            fp_swap_free(k, off[i]);
-        return (int)t;
-    }
-    uint64_t *ptes = fp_table(k, (uint64_t)t);
-    for (uint64_t i = 0; i < nr; i++)
-        ptes[i] = fp_swp_entry(off[i]);
-    k->events[FP_EV_THP_SWPOUT]++;
-    return 0;
-}
-
-/* pageout() for a swap-backed page: to swap if there is room. 0 when freed. */
-static int swap_out(struct fp_kernel *k, uint64_t pfn)
+/* pageout() for a swap-backed page: to swap if there is room. 0 when freed.
+ * The device is rotational, where 4.20 has no cluster to give a THP (add_to_swap()
+ * fails): shrink_page_list() splits it onto its page list (thp_swpout_fallback;
+ * can_split_huge_page() refuses a pinned one, which is activated) and swaps the head
+ * as a base page. The tails go on `tails` (512 - 1 down to 1), for the caller to
+ * reclaim after the pages it isolated, as they follow them on 4.20's list. */
+static int swap_out(struct fp_kernel *k, uint64_t pfn, uint64_t *tails, uint64_t *ntails)
 {
     struct fp_page *p = &k->pages[pfn];
-    uint64_t nr = fp_page_nr(p);
     int level;
-    if (k->swap_used + nr > k->swap_total)
-        return -ENOSPC;
     if (p->mapcount > 1)
         return -EBUSY; /* a page shared after fork is not swapped in the emulation */
+    if (p->flags & FP_PG_HEAD) {
+        if (p->flags & FP_PG_PINNED)
+            return -EBUSY;
+        int err = fp_split_huge_page(k, pfn, tails);
+        if (err)
+            return err;
+        k->events[FP_EV_THP_SWPOUT_FALLBACK]++;
+        *ntails = FP_PAGES_PER_HUGE - 1;
+    }
+    if (k->swap_used >= k->swap_total)
+        return -ENOSPC;
     uint64_t *e = fp_rmap_entry(k, p, &level);
     struct fp_mm *mm = k->mms[fp_page_owner(k, p)];
-    if (!e || swap_entries_for(k, mm, e, level, nr))
+    int64_t off = e && level == 4 ? fp_swap_alloc(k) : -ENOMEM;
+    if (off < 0)
         return -ENOMEM;
-    mm->nr_swap += nr;
-    k->events[FP_EV_PSWPOUT] += nr;
+    *e = fp_swp_entry((uint64_t)off);
+    mm->nr_swap++;
+    k->events[FP_EV_PSWPOUT]++;
     fp_page_remove_rmap(k, mm, pfn, fp_page_vaddr(k, p));
     return 0;
 }
@@ -177,55 +160,77 @@ static void drop_file_page(struct fp_kernel *k, uint64_t pfn)
     fp_rmap_walk(k, pfn, unmap_one, NULL);
 }
 
-/* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node */
+struct page_list_result {
+    uint64_t reclaimed, stolen;
+    uint64_t tails[FP_PAGES_PER_HUGE - 1]; /* a THP split for swap: its tails, to do last */
+    uint64_t ntails;
+};
+
+/* shrink_page_list() for one isolated page of inactive list `lru` */
+static void shrink_page(struct fp_kernel *k, int32_t nid, int lru, uint64_t pfn, int demote,
+                        int mode, struct page_list_result *r)
+{
+    struct fp_node *node = &k->nodes[nid];
+    struct fp_page *p = &k->pages[pfn];
+    uint64_t n = fp_page_nr(p);
+    enum pageref ref = check_references(k, pfn);
+    if (ref == PAGEREF_KEEP) {
+        fp_lru_add(k, pfn, lru);
+        return;
+    }
+    if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED) && demote) {
+        /* anonymous, shmem or THP: the RFC migrates it to the peer instead of swap */
+        if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
+            r->reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
+            k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGDEMOTE_KSWAPD : FP_EV_PGDEMOTE_DIRECT] += n;
+        } else {
+            k->events[FP_EV_PGMIGRATE_FAIL]++;
+            fp_lru_add(k, pfn, lru); /* back on the LRU, not activated */
+        }
+        return;
+    }
+    if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED)) {
+        if (swap_out(k, pfn, r->tails, &r->ntails) == 0) {
+            r->reclaimed++;
+            r->stolen++;
+            return;
+        }
+        ref = PAGEREF_ACTIVATE; /* activate_locked: no swap for it */
+        n = fp_page_nr(p);      /* a THP split for swap stays split */
+    }
+    if (ref == PAGEREF_ACTIVATE) {
+        p->flags |= FP_PG_ACTIVE;
+        fp_lru_add(k, pfn, lru + 1);
+        k->events[FP_EV_PGACTIVATE] += n;
+        return;
+    }
+    drop_file_page(k, pfn);
+    r->reclaimed += n;
+    r->stolen += n;
+}
+
+/* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node.
+ * Pages are taken from the tail one at a time; the tails of a THP split for swap
+ * follow the page that ended the batch (a THP counts 512, so it always ends it). */
 static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint64_t nr, int mode)
 {
     struct fp_node *node = &k->nodes[nid];
-    uint64_t scanned = 0, reclaimed = 0, stolen = 0;
+    struct page_list_result r = {0};
+    uint64_t scanned = 0;
     int demote = node->is_dram && node->peer >= 0 && !k->demotion_disabled;
-    while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE) {
+    while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE && !r.ntails) {
         uint64_t pfn = node->lru_tail[lru];
-        struct fp_page *p = &k->pages[pfn];
-        uint64_t n = fp_page_nr(p);
+        scanned += fp_page_nr(&k->pages[pfn]);
         fp_lru_del(k, pfn);
-        scanned += n;
-        enum pageref ref = check_references(k, pfn);
-        if (ref == PAGEREF_KEEP) {
-            fp_lru_add(k, pfn, lru);
-            continue;
-        }
-        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED) && demote) {
-            /* anonymous, shmem or THP: the RFC migrates it to the peer instead of swap */
-            if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
-                reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
-                k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGDEMOTE_KSWAPD : FP_EV_PGDEMOTE_DIRECT] += n;
-            } else {
-                k->events[FP_EV_PGMIGRATE_FAIL]++;
-                fp_lru_add(k, pfn, lru); /* back on the LRU, not activated */
-            }
-            continue;
-        }
-        if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED)) {
-            if (swap_out(k, pfn) == 0) {
-                reclaimed += n;
-                stolen += n;
-                continue;
-            }
-            ref = PAGEREF_ACTIVATE; /* activate_locked: no swap for it */
-        }
-        if (ref == PAGEREF_ACTIVATE) {
-            p->flags |= FP_PG_ACTIVE;
-            fp_lru_add(k, pfn, lru + 1);
-            k->events[FP_EV_PGACTIVATE] += n;
-            continue;
-        }
-        drop_file_page(k, pfn);
-        reclaimed += n;
-        stolen += n;
+        shrink_page(k, nid, lru, pfn, demote, mode, &r);
     }
+    uint64_t ntails = r.ntails;
+    r.ntails = 0;
+    for (uint64_t i = 0; i < ntails; i++)
+        shrink_page(k, nid, lru, r.tails[i], demote, mode, &r);
     k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSCAN_KSWAPD : FP_EV_PGSCAN_DIRECT] += scanned;
-    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSTEAL_KSWAPD : FP_EV_PGSTEAL_DIRECT] += stolen;
-    return reclaimed;
+    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSTEAL_KSWAPD : FP_EV_PGSTEAL_DIRECT] += r.stolen;
+    return r.reclaimed;
 }
 
 /* shrink_node(): priorities from DEF_PRIORITY down, each scanning len >> priority

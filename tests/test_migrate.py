@@ -199,6 +199,13 @@ def test_a_thp_moves_whole_or_is_split_when_the_target_has_no_block(k):
     t = k.task(50)
     assert [k.page_node(t, T + i * PAGE) for i in range(512)] == [3] + [2] * 4 + [3] * 507
     assert k.entry(t, T + 5 * PAGE)[0] == 4  # a PTE: the PMD points to the deposited table
+    # the split went through migration entries (unmap_page()'s freeze) and
+    # remove_migration_pte() put each page back old and clean: the accessed PMD's bit
+    # is gone from the tails left behind
+    for i in range(1, 5):
+        level, entry = k.entry(t, T + i * PAGE)
+        assert level == 4 and entry & lib.FP_PAGE_PRESENT
+        assert not entry & (lib.FP_PAGE_ACCESSED | lib.FP_PAGE_DIRTY)
     c = vmstat.global_counters(k)
     assert (c["thp_split_page"], c["thp_split_pmd"]) == (1, 1)
     assert c["pgmigrate_success"] == 1 + 508 and c["pgmigrate_fail"] == 1
@@ -209,6 +216,20 @@ def test_a_thp_moves_whole_or_is_split_when_the_target_has_no_block(k):
     status = [U]
     assert migrate.move_pages(k, 50, [T + PAGE], [0], status, 2) == 0
     assert status == [0] and k.page_node(t, T + PAGE) == 0 and k.page_node(t, T + 2 * PAGE) == 2
+    assert k.check() == []
+
+
+def test_a_split_moves_a_dirty_pmd_to_the_page_flags():
+    """__split_huge_pmd_locked(): pmd_dirty() -> SetPageDirty() on the head, which
+    __split_huge_page_tail() copies to every tail; the PTEs themselves are clean."""
+    k = load(MACHINE.replace('"1 thp-accessed@0"', '"1 thp-dirty@0"'))
+    assert migrate.move_pages(k, 50, [T], [3], [U], 2) == -errno.ENOMEM
+    t = k.task(50)
+    for i in range(1, 5):  # the tails the call left behind (on node 0)
+        entry = k.entry(t, T + i * PAGE)[1]
+        pfn = (entry & 0x000FFFFFFFFFF000) >> 12
+        assert not entry & (lib.FP_PAGE_ACCESSED | lib.FP_PAGE_DIRTY)
+        assert k.native.pages[pfn].flags & lib.FP_PG_DIRTY
     assert k.check() == []
 
 

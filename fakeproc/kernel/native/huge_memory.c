@@ -38,8 +38,13 @@ int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails)
     if (mm->vm)
         fp_kvm_unmap_hva(k, mm, addr, FP_PAGES_PER_HUGE); /* the guest's 2 MiB leaf goes */
     uint64_t *ptes = fp_table(k, (uint64_t)t);
-    uint64_t bits = e & (FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER | FP_PAGE_ACCESSED |
-                         FP_PAGE_DIRTY | FP_PAGE_PROTNONE);
+    /* the split freezes the mapping into migration entries (pmd_dirty() ->
+     * SetPageDirty(), pmd_write() -> a write entry) and remap_page() installs
+     * each PTE as remove_migration_pte() does: old, clean, writable when the PMD
+     * was, with the VMA's protection (a NUMA-hinting PROT_NONE is gone) */
+    uint64_t bits = FP_PAGE_PRESENT | (e & (FP_PAGE_RW | FP_PAGE_USER));
+    if (e & FP_PAGE_DIRTY)
+        head->flags |= FP_PG_DIRTY;
     struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
     fp_page_kind_add(node->stat, head, -1); /* one THP of 512 pages out, 512 base pages in */
     uint16_t keep = head->flags & FP_SPLIT_KEEP;

@@ -151,6 +151,15 @@ def test_kill_as_zombie(mnt, ctl):
     status = mnt.read(f"proc/{pid}/status").decode()
     # task_state() reads max_fds from p->files, which exit_files() has cleared: 0
     assert "State:\tZ (zombie)\n" in status and "\nFDSize:\t0\n" in status
+    # no mm left: maps and smaps are empty (m_start() finds none), smaps_rollup's
+    # show_smaps_rollup() fails with ESRCH
+    assert mnt.read(f"proc/{pid}/maps") == b"" and mnt.read(f"proc/{pid}/smaps") == b""
+    fd = os.open(mnt.proc_path(f"{pid}/smaps_rollup"), os.O_RDONLY)
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.read(fd, 4096)
+    finally:
+        os.close(fd)
     ctl.kill(pid)  # reap
     assert not mnt.proc_path(str(pid)).exists()
 

@@ -147,6 +147,10 @@ def _smaps(ctx: Ctx) -> str:
 
 
 def _smaps_rollup(ctx: Ctx) -> str:
+    """show_smaps_rollup(): a process without an address space (a zombie) is -ESRCH
+    (maps and smaps are empty instead: m_start() finds no mm)."""
+    if _task(ctx).mm_id is None:
+        raise LookupError("no address space")
     vmas = _vmas(ctx)
     if not vmas:
         return ""

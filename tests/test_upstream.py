@@ -62,6 +62,9 @@ def test_memory_tiers_and_demotion_enabled(m):
     assert m.read("sys/devices/virtual/memory_tiering/memory_tier4/nodelist") == b"0\n"
     assert m.read("sys/devices/virtual/memory_tiering/memory_tier22/nodelist") == b"1\n"
     knob = m.sys("kernel/mm/numa/demotion_enabled")
+    # a text attribute stats as one page (sysfs_create_file: PAGE_SIZE); the
+    # page_idle bitmap, a binary attribute of size 0, as 0
+    assert os.stat(knob).st_size == 4096 and os.stat(m.sys("kernel/mm/page_idle/bitmap")).st_size == 0
     assert knob.read_bytes() == b"true\n"
     knob.write_bytes(b"false\n")
     assert knob.read_bytes() == b"false\n"

@@ -185,7 +185,7 @@ class FakeprocFS(pyfuse3.Operations):
         a.st_mode = file_mode(entry)
         a.st_nlink = 2 if isinstance(entry, Dir) else 1
         a.st_uid, a.st_gid = _owner_ids(entry, ctx)
-        a.st_size = entry.size if isinstance(entry, File) else 0
+        a.st_size = entry.size if isinstance(entry, (File, Special)) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
             a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
         a.st_blksize = 4096

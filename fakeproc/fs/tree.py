@@ -75,13 +75,15 @@ class File:
 @dataclass(frozen=True)
 class Special:
     """A file with its own handle class (``opener(ctx, flags) -> handle``);
-    ``ptrace_read`` as for File."""
+    ``ptrace_read`` as for File; ``size`` what stat shows (a sysfs text attribute:
+    4096, a proc file or binary attribute: 0)."""
 
     name: str
     opener: Callable[[Ctx, int], Any]
     mode: int = 0o600
     owner: Callable[[Ctx], tuple[int, int]] | None = None
     ptrace_read: bool = False
+    size: int = 0
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,8 @@ PROC_SYS = Dir("sys", (Dir("kernel", (
     Special("numa_balancing", lambda c, f: NumaBalancing(c.kernel), mode=0o644),)),), mode=0o555)
 
 SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
-    Dir("numa", (Special("demotion_enabled", lambda c, f: DemotionEnabled(c.kernel), mode=0o644),)),
+    Dir("numa", (Special("demotion_enabled", lambda c, f: DemotionEnabled(c.kernel), mode=0o644,
+                         size=4096),)),  # a kobj_attribute: a page, as every text attribute
     Dir("page_idle", (Special("bitmap", lambda c, f: PageIdleBitmap(c.kernel), mode=0o600),)),
 )),))
 KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400)

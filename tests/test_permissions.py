@@ -188,3 +188,54 @@ def test_other_uid_without_allow_other_sees_nothing():
         assert owner["mount_stat"] in denied and owner["idle"] in denied, owner
         # root still reads
         assert m.read("sys/devices/system/node/online") == b"0-3\n"
+
+
+PAGEMAP_MACHINE = """
+[machine]
+upstream = true
+swap = "1MiB"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+
+[[process]]
+pid = 4300001
+name = "owned"
+uid = 1000
+gid = 1000
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+pages = "1 accessed, 1 swap"
+"""
+
+READ_PAGEMAP = ("import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                "print(os.pread(fd, 16, 0x7f0000000000 // 4096 * 8).hex())")
+
+
+def pagemap_as(m, *prefix: str) -> tuple[int, int]:
+    r = subprocess.run([*prefix, PYTHON, "-c", READ_PAGEMAP, str(m.proc_path("4300001/pagemap"))],
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    raw = bytes.fromhex(r.stdout.strip())
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def test_pagemap_shows_pfns_only_to_cap_sys_admin():
+    """pagemap_read(): pm.show_pfn = file_ns_capable(file, &init_user_ns,
+    CAP_SYS_ADMIN), the opener's credentials; without it a present page reads as
+    PM_PRESENT | PM_MMAP_EXCLUSIVE | PM_SOFT_DIRTY with frame 0. 4.20 still shows a
+    swap entry's offset to everyone (slot 1: 1 << 5)."""
+    with mounted(PAGEMAP_MACHINE, extra_args=["--allow-other"]) as m:
+        open_up(m)
+        present, swapped = pagemap_as(m)  # root: the PFN
+        flags = (1 << 63) | (1 << 56) | (1 << 55)
+        assert present & ~((1 << 55) - 1) == flags and present & ((1 << 55) - 1) != 0
+        assert swapped == (1 << 62) | (1 << 55) | (1 << 5)
+        # the process's owner opens its 0400 file: no CAP_SYS_ADMIN, no PFN
+        owner = pagemap_as(m, "setpriv", "--reuid=1000", "--regid=1000", "--clear-groups")
+        assert owner == (flags, swapped)
+        # root without CAP_SYS_ADMIN (dropped from the bounding set before exec): none
+        # either, so the check is the capability, not the uid
+        assert pagemap_as(m, "setpriv", "--bounding-set=-sys_admin") == (flags, swapped)

@@ -74,17 +74,31 @@ def realproc_dir(mountpoint: str | os.PathLike[str]) -> Path:
 
 
 def _caller(ctx: Any, ectx: Ctx) -> Ctx:
-    """Bind the FUSE caller (its thread id and thread-group id) for /proc/self."""
+    """Bind the FUSE caller: its thread id and thread-group id (for /proc/self) and its
+    effective capabilities (``caller_cap_eff``, a mask: pagemap shows PFNs only to
+    CAP_SYS_ADMIN). A caller whose status cannot be read counts as capable when root."""
     tid = getattr(ctx, "pid", 0)
+    all_caps = -1 if getattr(ctx, "uid", 0) == 0 else 0
     if not tid:
-        return ectx
-    tgid = tid
+        return ectx.bind("caller_cap_eff", all_caps)
+    fields: dict[str, str] = {}
     try:
         with open(f"/proc/{tid}/status") as f:
-            tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
-    except (OSError, StopIteration, ValueError):
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("Tgid", "CapEff"):
+                    fields[key] = value.strip()
+    except OSError:
         pass
-    return ectx.bind("caller_tid", tid).bind("caller_tgid", tgid)
+    try:
+        tgid = int(fields["Tgid"])
+    except (KeyError, ValueError):
+        tgid = tid
+    try:
+        cap_eff = int(fields["CapEff"], 16)
+    except (KeyError, ValueError):
+        cap_eff = all_caps
+    return ectx.bind("caller_tid", tid).bind("caller_tgid", tgid).bind("caller_cap_eff", cap_eff)
 
 
 @dataclass

@@ -83,11 +83,14 @@ class KPageFlags(_Binary):
 
 
 class PageMap(_Binary):
-    """/proc/PID/pagemap: one u64 per virtual page (present, swapped, file, PFN)."""
+    """/proc/PID/pagemap: one u64 per virtual page (present, swapped, file, PFN). The
+    PFNs are shown only to an opener with CAP_SYS_ADMIN (pagemap_read() checks the
+    file's credentials, so the opener's, since 4.2), 0 to others."""
 
-    def __init__(self, kernel: "Kernel", task: "Task") -> None:
+    def __init__(self, kernel: "Kernel", task: "Task", show_pfn: bool = True) -> None:
         super().__init__(kernel)
         self.task = task
+        self.show_pfn = show_pfn
 
     def read(self, off: int, size: int) -> bytes:
         if self.task.mm_id is None:  # pagemap_read(): no mm to get, 0 bytes, checks after
@@ -98,7 +101,7 @@ class PageMap(_Binary):
             return b""
         n = min(size // 8, (TASK_SIZE - addr) // 4096)
         try:
-            return self.kernel.pagemap(self.task, addr, n)
+            return self.kernel.pagemap(self.task, addr, n, show_pfn=self.show_pfn)
         except OSError:
             return b""  # gone meanwhile
 
@@ -155,8 +158,16 @@ SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
 KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400)
 
 
+CAP_SYS_ADMIN = 21
+
+
+def _cap_sys_admin(ctx: Ctx) -> bool:
+    """The opener's CapEff has CAP_SYS_ADMIN (bound by the server at open)."""
+    return bool(ctx.get_or("caller_cap_eff", -1) >> CAP_SYS_ADMIN & 1)
+
+
 def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
-    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c)), mode=0o400,
+    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c), _cap_sys_admin(c)), mode=0o400,
                    owner=lambda c: (task_of(c).uid, task_of(c).gid), ptrace_read=True)
 
 

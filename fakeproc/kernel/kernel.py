@@ -399,13 +399,14 @@ class Kernel:
     def nr_pfns(self) -> int:
         return int(self.native.nr_pfns)
 
-    def pagemap(self, task: Task, addr: int, n: int) -> bytes:
-        """/proc/PID/pagemap entries of n pages from addr (little-endian u64s)."""
+    def pagemap(self, task: Task, addr: int, n: int, *, show_pfn: bool = True) -> bytes:
+        """/proc/PID/pagemap entries of n pages from addr (little-endian u64s); without
+        show_pfn (a reader lacking CAP_SYS_ADMIN) present pages show PFN 0."""
         out = ffi.new("uint64_t[]", max(n, 1))
         if task.mm_id is None:
             raise KernelError(errno.ESRCH, "no address space")
         vmas, nr_vmas = self.mm(task.mm_id).move_spans()
-        check(lib.fp_pagemap(self.native, task.mm_id, vmas, nr_vmas, addr, n, out))
+        check(lib.fp_pagemap(self.native, task.mm_id, vmas, nr_vmas, addr, n, show_pfn, out))
         return bytes(ffi.buffer(out, 8 * n))
 
     def kpageflags(self, pfn: int, n: int) -> bytes:

@@ -14,13 +14,14 @@
 #define PM_SWAP          (1ULL << 62)
 #define PM_PRESENT       (1ULL << 63)
 
-/* /proc/PID/pagemap: present pages show their PFN (the reader is root), swap entries
- * the swap bit with the slot's type (0) and offset; every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
+/* /proc/PID/pagemap: present pages show their PFN to a reader with CAP_SYS_ADMIN
+ * (show_pfn; 0 to others, pagemap_read()'s pm.show_pfn), swap entries the swap bit
+ * with the slot's type (0) and offset, to every reader (as in 4.20); every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
  * CONFIG_MEM_SOFT_DIRTY: pagemap_pte_hole and pte_to_pagemap_entry), outside 0.
  * [vvar] is VM_PFNMAP, which the walk skips as a hole (walk_page_test); a [vdso]
  * page is a kernel page, not anonymous: PM_FILE. vmas: the mm's VMAs in order. */
 int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
-                   uint32_t nr_vmas, uint64_t addr, uint64_t n, uint64_t *out)
+                   uint32_t nr_vmas, uint64_t addr, uint64_t n, int32_t show_pfn, uint64_t *out)
 {
     const struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
     if (!mm)
@@ -44,7 +45,7 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
             }
             if (l == 4 || (e & FP_PAGE_PSE)) {
                 uint64_t pfn = fp_entry_addr(e) + (l == 3 ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
-                v = PM_PRESENT | PM_SOFT_DIRTY | (pfn & PM_PFRAME_MASK);
+                v = PM_PRESENT | PM_SOFT_DIRTY | (show_pfn ? pfn & PM_PFRAME_MASK : 0);
                 if (pfn < k->nr_pfns) {
                     const struct fp_page *p = &k->pages[fp_entry_addr(e)];
                     if (!(p->flags & FP_PG_ANON))

@@ -9,7 +9,9 @@ PGD, PUD, PMD and PTE tables; a THP is a PMD entry that needs no PTE table, but 
 PMD keeps one in reserve for a later split (4.20's __do_huge_pmd_anonymous_page():
 pte_alloc_one() + pgtable_trans_huge_deposit()), allocated and counted like the
 others. VmPTE counts PUD + PMD + PTE tables and the deposits (mm_pgtables_bytes), not
-the PGD.
+the PGD. PageTables (NR_PAGETABLE) counts only the PTE tables and the deposits, which
+pte_alloc_one() makes (pgtable_page_ctor()); the PGD, PUD and PMD pages are plain
+kernel pages in 4.20: used, so not free, but in no counter.
 
 NUMA counters (mm/page_alloc.c zone_statistics() in 4.20): one count per allocation,
 whatever its order (a THP counts once): on the node that supplied the page, numa_hit
@@ -138,19 +140,21 @@ populate = true
 #   file: alpha 4 (libalpha.so, inactive file, mapped)              =    4
 #   page tables: alpha PGD, PUD, PMD, PTE(0x7f0000000000), PTE(0x7f0000200000)
 #                + 3 deposited with its THPs (the one on node 3 too: tables follow
-#                the task's policy, not the VMA's node) = 8
+#                the task's policy, not the VMA's node) = 8, PageTables 2 + 3 = 5
 #   free: 65536 - 1040 - 4 - 8 = 64484
 #   numa: hit = alpha 16 + 4 + 2 THPs = 22, local 22
 #         foreign = alpha's 5@2 + 3@1 + the THP on node 3 = 9
 # node 1 (65536 pages)
 #   anon: alpha 3@1 + beta 8 + delta 256 = 267, all active
-#   page tables: beta 5 (PGD, PUD, PMD, 2 PTE) + delta 4 (PGD, PUD, PMD, PTE) = 9
+#   page tables: beta 5 (PGD, PUD, PMD, 2 PTE) + delta 4 (PGD, PUD, PMD, PTE) = 9,
+#                PageTables 2 + 1 = 3
 #   free: 65536 - 267 - 9 = 65260
 #   numa: hit = beta 8 + delta 256 = 264, local 264
 #         miss = alpha 3 (other: alpha runs on node 0), foreign = beta's 4 on node 2
 # node 2 (512 MiB = 131072 pages)
 #   anon: alpha 5 + beta 4 + gamma 7 = 16
-#   page tables: gamma 4 (PGD, PUD, PMD, PTE; prefer:2 puts them on node 2)
+#   page tables: gamma 4 (PGD, PUD, PMD, PTE; prefer:2 puts them on node 2),
+#                PageTables 1
 #   free: 131072 - 16 - 4 = 131052
 #   numa: hit = gamma 7, miss = alpha 5 + beta 4 = 9, foreign = gamma's 3@3
 #         other = 7 + 5 + 4 = 16 (no task runs on node 2)
@@ -159,9 +163,11 @@ populate = true
 #   free: 131072 - 515 = 130557
 #   numa: miss = alpha 1 (THP) + gamma 3 = 4, other 4
 #
-# machine: anon 1040 + 267 + 16 + 515 = 1838 pages; file 4; tables 21; THPs 3
+# machine: anon 1040 + 267 + 16 + 515 = 1838 pages; file 4; tables 21 (PageTables
+#   5 + 3 + 1 = 9, and 12 PGD/PUD/PMD pages); THPs 3
 #   free 64484 + 65260 + 131052 + 130557 = 391353 pages = 1565412 kB
-#   MemTotal 1536 MiB = 1572864 kB = 1565412 + 7352 (anon) + 16 (file) + 84 (tables)
+#   MemTotal 1536 MiB = 1572864 kB = 1565412 + 7352 (anon) + 16 (file) + 84 (tables:
+#   36 PageTables + 48 upper levels)
 #   pgalloc_normal = 1838 + 4 + 21 = 1863 pages (nothing is ever freed)
 
 
@@ -199,11 +205,13 @@ def status(m, pid: int) -> dict[str, str]:
 
 # node -> (AnonPages, Active(anon), AnonHugePages, FilePages, PageTables, MemFree) in kB
 NODE_KB = {
-    0: (4160, 4160, 4096, 16, 32, 257936),
-    1: (1068, 1068, 0, 0, 36, 261040),
-    2: (64, 64, 0, 0, 16, 524208),
+    0: (4160, 4160, 4096, 16, 20, 257936),
+    1: (1068, 1068, 0, 0, 12, 261040),
+    2: (64, 64, 0, 0, 4, 524208),
     3: (2060, 2060, 2048, 0, 0, 522228),
 }
+# node -> the PGD, PUD and PMD pages on it, in kB: used, in no counter
+UPPER_TABLES_KB = {0: 12, 1: 24, 2: 12, 3: 0}
 NODE_TOTAL_KB = {0: 262144, 1: 262144, 2: 524288, 3: 524288}
 
 
@@ -224,7 +232,8 @@ def test_node_meminfo(m, nid):
     assert mi["Inactive"] == file_
     assert mi["PageTables"] == tables
     assert mi["MemFree"] == free
-    assert mi["MemFree"] == mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["FilePages"]
+    assert mi["MemFree"] == (mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["FilePages"]
+                             - UPPER_TABLES_KB[nid])
     assert mi["MemUsed"] == mi["MemTotal"] - mi["MemFree"]
     assert mi["Unevictable"] == mi["Mlocked"] == mi["Dirty"] == mi["Shmem"] == 0
     assert mi["HugePages_Total"] == mi["HugePages_Free"] == mi["HugePages_Surp"] == 0
@@ -250,7 +259,7 @@ Node 0 Mapped:               16 kB
 Node 0 AnonPages:          4160 kB
 Node 0 Shmem:                 0 kB
 Node 0 KernelStack:           0 kB
-Node 0 PageTables:           32 kB
+Node 0 PageTables:           20 kB
 Node 0 NFS_Unstable:          0 kB
 Node 0 Bounce:                0 kB
 Node 0 WritebackTmp:          0 kB
@@ -274,9 +283,9 @@ def test_node0_meminfo_whole_file(m):
 # node -> pages: nr_anon_pages, nr_active_anon, nr_anon_transparent_hugepages,
 # nr_free_pages, nr_page_table_pages, nr_file_pages
 NODE_PAGES = {
-    0: (1040, 1040, 2, 64484, 8, 4),
-    1: (267, 267, 0, 65260, 9, 0),
-    2: (16, 16, 0, 131052, 4, 0),
+    0: (1040, 1040, 2, 64484, 5, 4),
+    1: (267, 267, 0, 65260, 3, 0),
+    2: (16, 16, 0, 131052, 1, 0),
     3: (515, 515, 1, 130557, 0, 0),
 }
 
@@ -355,11 +364,12 @@ def test_proc_meminfo_sums_the_nodes(m):
     assert mi["Active(anon)"] == 7352
     assert mi["Inactive(anon)"] == 0
     assert mi["AnonHugePages"] == 6144
-    assert mi["PageTables"] == 84
+    assert mi["PageTables"] == 36
     assert mi["Cached"] == 16
     assert mi["Mapped"] == 16
     assert mi["Inactive(file)"] == 16
-    assert mi["MemFree"] == mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["Cached"]
+    assert mi["MemFree"] == (mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["Cached"]
+                             - sum(UPPER_TABLES_KB.values()))
     assert mi["SwapTotal"] == mi["SwapFree"] == mi["SwapCached"] == 0
     nodes = [node_meminfo(m, n) for n in range(4)]
     for k in ("MemTotal", "MemFree", "AnonPages", "AnonHugePages", "PageTables",
@@ -375,7 +385,7 @@ def test_proc_vmstat_sums_the_nodes(m):
     assert vs["nr_isolated_anon"] == 0
     assert vs["nr_anon_transparent_hugepages"] == 3
     assert vs["nr_free_pages"] == 391353
-    assert vs["nr_page_table_pages"] == 21
+    assert vs["nr_page_table_pages"] == 9
     assert vs["nr_file_pages"] == vs["nr_mapped"] == 4
     assert vs["numa_miss"] == vs["numa_foreign"] == 16
     assert vs["pgalloc_normal"] == 1863

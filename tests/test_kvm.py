@@ -279,3 +279,17 @@ def test_an_ept_read_that_fills_ends_at_end():
     k = load(FULL_SLOT)
     r = k.idle_pages_read(k.task(1), base, 19, os.O_RDWR)
     assert r.data == b"\xa0" + (base + 19 * 32 * 1024).to_bytes(8, "big")
+
+
+def test_ept_pages_are_not_page_tables():
+    """kvm_mmu_alloc_page() takes EPT pages from KVM's own cache (__get_free_page()):
+    not PageTable, not in NR_PAGETABLE. The host's PGD, PUD and PMD are not counted
+    either: PageTables is the host's one PTE table (the 1 MiB VMA), while the host's
+    other 3 tables and the EPT's 4 (PML4, PDPT, PD, PT for guest page 0-255) are used
+    memory in no counter."""
+    k = load(GUEST_WORKLOAD)
+    st = k.node_stat(0)
+    assert st[lib.FP_NR_PAGETABLE] == 1
+    assert st[lib.FP_NR_ANON_PAGES] == 256
+    assert st[lib.FP_NR_FREE_PAGES] == 16384 - 256 - 1 - 3 - 4
+    assert k.check() == []

@@ -78,7 +78,7 @@ static void check_deposit(struct checker *c, const struct fp_mm *mm, uint64_t pf
     int nid = fp_pfn_to_node(c->k, pfn);
     const struct fp_page *p = nid >= 0 ? &c->k->pages[pfn] : NULL;
     if (!huge || !p || !(p->flags & FP_PG_ALLOCATED) || !(p->flags & FP_PG_UNEVICTABLE) ||
-        p->mapcount || (p->flags & FP_PG_LRU)) {
+        !(p->flags & FP_PG_TABLE) || p->mapcount || (p->flags & FP_PG_LRU)) {
         problem(c, "mm %u: a page table (pfn %lu) is deposited at %#lx, %s", mm->id,
                 (unsigned long)pfn, (unsigned long)addr,
                 huge ? "but that page is not a page table" : "where no huge PMD is");
@@ -86,6 +86,17 @@ static void check_deposit(struct checker *c, const struct fp_mm *mm, uint64_t pf
     }
     (*tables)++;
     cstat(c, nid)[FP_NR_PAGETABLE]++;
+}
+
+/* A table's page: PageTable (and in its node's PageTables) exactly when it is a PTE
+ * table. */
+static void table_page(struct checker *c, uint64_t pfn, int pte_table)
+{
+    if (!(c->k->pages[pfn].flags & FP_PG_TABLE) != !pte_table)
+        problem(c, "page-table page pfn %lu is %sPageTable, but it is %s table", (unsigned long)pfn,
+                pte_table ? "not " : "", pte_table ? "a PTE" : "an upper-level or EPT");
+    if (pte_table)
+        cstat(c, fp_pfn_to_node(c->k, pfn))[FP_NR_PAGETABLE]++;
 }
 
 static void check_table(struct checker *c, struct fp_mm *mm, uint64_t table, int level,
@@ -96,7 +107,7 @@ static void check_table(struct checker *c, struct fp_mm *mm, uint64_t table, int
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
     const uint64_t *deposit = level == 3 ? k->table_deposit[table] : NULL;
     (*tables)++;
-    cstat(c, fp_pfn_to_node(k, k->table_pfn[table]))[FP_NR_PAGETABLE]++;
+    table_page(c, k->table_pfn[table], level == 4);
     for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
         uint64_t e = t[i], addr = base + i * span;
         int huge = level == 3 && e && (!fp_entry_present(e) || (e & FP_PAGE_PSE));
@@ -254,7 +265,7 @@ static void count_ept(struct checker *c, const struct fp_vm *vm, uint64_t table,
 {
     const uint64_t *t = fp_table(c->k, table);
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
-    cstat(c, fp_pfn_to_node(c->k, c->k->table_pfn[table]))[FP_NR_PAGETABLE]++;
+    table_page(c, c->k->table_pfn[table], 0);
     for (int i = 0; i < FP_PTRS_PER_TABLE; i++) {
         if (!fp_ept_present(t[i]))
             continue;

@@ -51,6 +51,7 @@
 #define FP_PG_PINNED       4096   /* an extra reference (GUP pin): migration fails -EAGAIN */
 #define FP_PG_IDLE         8192   /* page_idle: marked idle, not accessed since */
 #define FP_PG_YOUNG        16384  /* page_idle took an accessed bit away: reclaim counts it */
+#define FP_PG_TABLE        32768  /* PageTable: a PTE table (pgtable_page_ctor), in NR_PAGETABLE */
 
 /* ---- per-node counters (NR_* of include/linux/mmzone.h, in pages) ---- */
 #define FP_NR_FREE_PAGES      0

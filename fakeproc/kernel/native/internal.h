@@ -183,7 +183,7 @@ int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint
 void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn);
 uint64_t fp_rmap_index_bytes(const struct fp_kernel *k);
 uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len);
-int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm);
+int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm, int pte_table);
 uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level);
 void fp_table_free(struct fp_kernel *k, uint64_t idx);
 

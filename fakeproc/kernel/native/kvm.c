@@ -101,7 +101,7 @@ static uint64_t *ept_walk(struct fp_kernel *k, struct fp_vm *vm, uint64_t gpa, i
     const struct fp_mm *mm = k->mms[vm->mm];
     *err = 0;
     if (!vm->eptp) {
-        int64_t t = alloc ? fp_table_alloc(k, mm) : -ENOENT;
+        int64_t t = alloc ? fp_table_alloc(k, mm, 0) : -ENOENT; /* not PageTables */
         if (t < 0) {
             *err = (int)t;
             return NULL;
@@ -112,7 +112,7 @@ static uint64_t *ept_walk(struct fp_kernel *k, struct fp_vm *vm, uint64_t gpa, i
     for (int l = 1; l < level; l++) {
         uint64_t *e = &fp_table(k, table)[fp_index(gpa, l)];
         if (!fp_ept_present(*e)) {
-            int64_t t = alloc ? fp_table_alloc(k, mm) : -ENOENT;
+            int64_t t = alloc ? fp_table_alloc(k, mm, 0) : -ENOENT; /* not PageTables */
             if (t < 0) {
                 *err = (int)t;
                 return NULL;

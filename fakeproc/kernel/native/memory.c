@@ -116,22 +116,28 @@ static int64_t alloc_for_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t a
 
 /* ---- the table arena ---------------------------------------------------- */
 
-/* pte_alloc_one(): a page-table page from the page allocator under the task's
- * policy, counted in its node's PageTables. */
-static int64_t pgtable_page_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+/* A page-table page from the page allocator under the task's policy. A PTE table
+ * (pte_alloc_one() -> pgtable_page_ctor()) is PageTable and counted in its node's
+ * PageTables; 4.20 counts no other level there (pgd_alloc(), pud_alloc_one() and
+ * pmd_alloc_one() take plain pages), nor KVM's EPT pages. */
+static int64_t pgtable_page_alloc(struct fp_kernel *k, const struct fp_mm *mm, int pte_table)
 {
     int32_t nid;
     int64_t pfn = fp_alloc_in_order(k, mm->local_node, mm->zonelist, mm->nr_zonelist, preferred_node(mm), 0, &nid);
     if (pfn < 0)
         return -ENOMEM;
     k->pages[pfn].flags |= FP_PG_UNEVICTABLE; /* a kernel page, never on an LRU */
-    k->nodes[nid].stat[FP_NR_PAGETABLE]++;
+    if (pte_table) {
+        k->pages[pfn].flags |= FP_PG_TABLE;
+        k->nodes[nid].stat[FP_NR_PAGETABLE]++;
+    }
     return pfn;
 }
 
 static void pgtable_page_free(struct fp_kernel *k, uint64_t pfn)
 {
-    k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
+    if (k->pages[pfn].flags & FP_PG_TABLE)
+        k->nodes[fp_pfn_to_node(k, pfn)].stat[FP_NR_PAGETABLE]--;
     fp_free_page(k, pfn);
 }
 
@@ -149,9 +155,9 @@ static int64_t table_slot(struct fp_kernel *k, uint64_t pfn)
     return (int64_t)idx;
 }
 
-int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm)
+int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm, int pte_table)
 {
-    int64_t pfn = pgtable_page_alloc(k, mm);
+    int64_t pfn = pgtable_page_alloc(k, mm, pte_table);
     if (pfn < 0)
         return pfn;
     int64_t idx = table_slot(k, (uint64_t)pfn);
@@ -177,8 +183,8 @@ void fp_table_free(struct fp_kernel *k, uint64_t idx)
 
 /* An anonymous huge PMD keeps the page table a split would need in reserve:
  * 4.20's THP fault and fork allocate it with pte_alloc_one() and
- * pgtable_trans_huge_deposit() it, counted in the mm's page tables (VmPTE) and
- * the node's PageTables; a split withdraws it as the PTE table
+ * pgtable_trans_huge_deposit() it, counted in the mm's page tables (VmPTE) and,
+ * a PTE table, in the node's PageTables; a split withdraws it as the PTE table
  * (__split_huge_pmd_locked), a zap frees it (zap_deposited_table). */
 static uint64_t *deposit_slot(struct fp_kernel *k, const uint64_t *pmd, int create)
 {
@@ -194,7 +200,7 @@ static int deposit_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *
     uint64_t *slot = deposit_slot(k, pmd, 1);
     if (!slot)
         return -ENOMEM;
-    int64_t pfn = pgtable_page_alloc(k, mm);
+    int64_t pfn = pgtable_page_alloc(k, mm, 1);
     if (pfn < 0)
         return -ENOMEM;
     *slot = (uint64_t)pfn + 1;
@@ -365,7 +371,7 @@ static void table_owner(struct fp_kernel *k, int64_t t, const struct fp_mm *mm, 
 
 int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level)
 {
-    int64_t t = fp_table_alloc(k, mm);
+    int64_t t = fp_table_alloc(k, mm, level == 4);
     if (t < 0)
         return t;
     mm->nr_tables++;

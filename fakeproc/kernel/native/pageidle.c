@@ -142,10 +142,11 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
             f |= (1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_THP);
         if (h & FP_PG_IDLE)
             f |= 1ULL << KPF_IDLE;
-        if ((h & FP_PG_UNEVICTABLE) && !head->mapcount && !(h & FP_PG_LRU))
+        if (h & FP_PG_TABLE)
             f |= 1ULL << KPF_PGTABLE;
-        else /* anon, page cache and shmem pages are read or zeroed before use */
-            f |= 1ULL << KPF_UPTODATE;
+        else if (!((h & FP_PG_UNEVICTABLE) && !head->mapcount && !(h & FP_PG_LRU)))
+            f |= 1ULL << KPF_UPTODATE; /* anon, page cache and shmem are read or zeroed first */
+        /* (an upper-level or EPT table is a plain kernel page: no flag) */
         out[i] = f;
     }
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pathlib
 
 from fakeproc.kernel import migrate
+from fakeproc.kernel.native import lib
 from fakeproc.machine import load
 
 BASE = 0x7F0000000000
@@ -85,3 +86,14 @@ def test_an_advance_across_windows_is_one_sample_that_says_how_many():
     assert [(s.t, s.windows, s.pmem) for s in rec.samples] == [(5.0, 5, 100000), (6.0, 1, 20000)]
     (row,) = summarize(rec.report())
     assert row["windows"] == 6 and row["accesses"] == 120000
+
+
+def test_dram_capacity_leaves_out_every_table_page_and_the_high_reserve():
+    # DRAM node 0: 16 MiB = 4096 pages; app's tables come from node 0 (its CPU's
+    # node): PGD, PUD, PMD and 16 PTE tables (32 MiB of 4 KiB pages) = 19 pages, of
+    # which only the 16 PTE tables are PageTables; the capacity must not count any
+    k = load(MACHINE)
+    rec = k.record(window=1.0)
+    high = k.watermarks(0)[2]
+    assert k.node_stat(0)[lib.FP_NR_PAGETABLE] == 16
+    assert rec.dram_capacity() == 4096 - 19 - high

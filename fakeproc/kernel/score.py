@@ -68,12 +68,15 @@ class Recorder:
         self._next = kernel.clock + window
 
     def dram_capacity(self) -> int:
-        """Pages the processes could hold in DRAM: DRAM nodes minus page tables and
-        the high watermark reserve."""
+        """Pages the processes could hold in DRAM: DRAM nodes less their kernel pages
+        (page tables of every level, EPT) and the high watermark reserve, i.e. the
+        free pages and those anonymous memory and page cache hold."""
         k, cap = self.kernel, 0
         for n in k.nodes:
             if n.type == "dram":
-                cap += n.nr_pages - k.node_stat(n.id)[lib.FP_NR_PAGETABLE] - k.watermarks(n.id)[2]
+                st = k.node_stat(n.id)
+                cap += (st[lib.FP_NR_FREE_PAGES] + st[lib.FP_NR_ANON_PAGES] + st[lib.FP_NR_FILE_PAGES]
+                        - k.watermarks(n.id)[2])
         return max(cap, 0)
 
     def tick(self) -> None:

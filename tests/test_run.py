@@ -2,6 +2,7 @@
 emulated machine; everything else in /proc is the real kernel's; cleanup."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -342,6 +343,48 @@ def test_run_on_a_live_mount_uses_it_and_says_which_options_it_ignores():
         assert other.returncode == 0 and other.stdout == "0-3\n"  # still the default machine
         assert "is already serving a machine; --machine, --rate apply only" in other.stderr
         assert is_mounted(m.path)
+
+
+def test_spawn_refuses_a_low_pid_while_a_runner_is_attached():
+    """Under the runner a pid at or below 4194304 is a real process's (/proc/1, a
+    move_pages(1, ...) go to the host), so while a runner is attached to the mount spawn
+    refuses one, forks included, and takes it again once the runner is gone. A low pid
+    spawned before makes the runner refuse to start, saying how to undo a spawn too."""
+    from fakeproc.ctl.client import Client
+    from fakeproc.ctl.protocol import CtlError
+    from mountutil import mounted
+    with mounted(None) as m, Client(m.path) as c:
+        base = [sys.executable, "-m", "fakeproc", "run", "--mount", str(m.path), "--"]
+        c.spawn({"name": "low", "pid": 1})
+        r = subprocess.run([*base, "true"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1
+        assert f"have pid 1); kill 1 (fakeproc ctl --mount {m.path.resolve()} kill PID) and " \
+               "spawn again without a pid, or renumber 1 in the machine file" in r.stderr
+        c.kill(1)
+        runner = subprocess.Popen([*base, "sh", "-c", "echo ready; read x; head -1 /proc/1/status"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert runner.stdout.readline() == "ready\n"
+            for table in ({"name": "low", "pid": 1}, {"name": "child", "pid": 2, "fork_of": 4200001}):
+                with pytest.raises(CtlError) as e:
+                    c.spawn(table)
+                assert e.value.type == "bad_args" and e.value.errno == errno.EINVAL
+                assert f"spawn: pid {table['pid']}: a `fakeproc run` is attached to this mount, " \
+                       "and under it emulated pids must be above 4194304" in e.value.message
+            out, _ = runner.communicate("\n", timeout=60)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+        assert runner.returncode == 0 and out.startswith("Name:\t") and out != "Name:\tlow\n"
+        deadline = time.monotonic() + 10
+        while True:  # the server sees the runner's connection close soon after it exits
+            try:
+                assert c.spawn({"name": "low", "pid": 1}) == 1
+                break
+            except CtlError:
+                assert time.monotonic() < deadline, "spawn still refused after the runner ended"
+                time.sleep(0.05)
 
 
 def test_a_cpuset_file_that_cannot_be_covered_is_said_and_left():

@@ -92,10 +92,15 @@ def spawn(ctx: Context, **process: Any) -> dict[str, Any]:
 
     Without a pid, the next free id above PID_MAX_LIMIT and every existing id is used;
     past the largest pid_t the lowest free ids above PID_MAX_LIMIT (the kernel's pid
-    allocator wraps around too).
+    allocator wraps around too). While a runner is attached (attach_runner), a pid at or
+    below PID_MAX_LIMIT is refused: the runner would take it for a real process.
     """
     if "pid" not in process:
         process = {"pid": _free_pid(ctx, process.get("threads", 1)), **process}
+    elif ctx.runners and type(process["pid"]) is int and process["pid"] <= PID_MAX_LIMIT:
+        raise bad_args(f"spawn: pid {process['pid']}: a `fakeproc run` is attached to this mount, "
+                       f"and under it emulated pids must be above {PID_MAX_LIMIT} (a real process "
+                       f"could have pid {process['pid']}); leave pid out to get a free one")
     task = machine.add_process(ctx.kernel, process, "spawn")
     return describe_task(ctx, task)
 
@@ -112,6 +117,15 @@ def _free_pid(ctx: Context, threads: Any) -> int:
             break
         start = max(start, tid + 1)
     return start
+
+
+@command()
+def attach_runner(ctx: Context) -> dict[str, Any]:
+    """For `fakeproc run`: a runner works on this mount while this connection lasts, so
+    spawn refuses pids at or below PID_MAX_LIMIT (its seccomp filter sends a call on
+    such a pid to the host's kernel, and its /proc would show the emulated one)."""
+    ctx.runners.add(ctx.conn)
+    return {}
 
 
 @command()

@@ -13,7 +13,7 @@ import math
 import logging
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..kernel.native import KernelError
@@ -30,10 +30,13 @@ log = logging.getLogger("fakeproc.ctl")
 
 @dataclass
 class Context:
-    """What a handler may use: the kernel and the clock that drives it."""
+    """What a handler may use: the kernel and the clock that drives it, and which
+    connection asks (a runner's connection marks the mount as run on while it lasts)."""
 
     kernel: "Kernel"
     clock: "VirtualClock"
+    conn: int = 0  # the connection whose command runs now
+    runners: set[int] = field(default_factory=set)  # connections of attached `fakeproc run`s
 
     def task(self, pid: Any, *, alive: bool = False) -> "Task":
         """The process pid, or no_such_process (ESRCH); alive=True also rejects zombies."""

@@ -159,6 +159,7 @@ class ControlServer:
         except Exception:
             log.exception("control connection %d failed; closing it", conn)
         finally:
+            self.ctx.runners.discard(conn)  # a runner that went away (even killed) detaches
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
@@ -206,6 +207,7 @@ class ControlServer:
         try:
             req_id, cmd, args = parse_request(line)
             self.ctx.clock.tick()  # the command sees the kernel as of now (see fs/server._guarded)
+            self.ctx.conn = conn
             reply = reply_ok(req_id, dispatch(self.ctx, cmd, args))
         except CtlError as e:
             if e.req_id is not None:

@@ -144,8 +144,9 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
     its table printed to stderr when CMD ends."""
     m = Machine.start(machine, mount, rate, paused)
     try:
-        _refuse_low_pids(m)
-        status = _run_in(m, argv)
+        with Client(m.mountpoint) as client:  # attached while it is open
+            _refuse_low_pids(m, client)
+            status = _run_in(m, argv, client)
         if report_dir is not None and m.alive:
             save_report(m.mountpoint, Path(report_dir))
         return status
@@ -153,15 +154,21 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
         m.stop()
 
 
-def _refuse_low_pids(m: Machine) -> None:
+def _refuse_low_pids(m: Machine, client: Client) -> None:
     """Emulated pids must lie above PID_MAX_LIMIT: a lower one could be a real process,
-    and a move_pages(2) meant for it would move that process's real pages."""
-    with Client(m.mountpoint) as c:
-        low = [p["pid"] for p in c.call("list") if p["pid"] <= seccomp.PID_MAX_LIMIT]
-    if low:
-        raise RuntimeError(f"emulated pids must be above {seccomp.PID_MAX_LIMIT} under "
-                           f"`fakeproc run` (a real process could have pid {low[0]}); "
-                           f"renumber {', '.join(map(str, low))} in the machine file")
+    and a move_pages(2) meant for it would move that process's real pages. Attached
+    first, so no spawn can add one after the check; a live mount's low pid may come
+    from its machine file or from a spawn, and the message says what to do for both."""
+    client.call("attach_runner")
+    low = [p["pid"] for p in client.call("list") if p["pid"] <= seccomp.PID_MAX_LIMIT]
+    if not low:
+        return
+    pids = ", ".join(map(str, low))
+    fix = f"renumber {pids} in the machine file" if m.proc is not None else (
+        f"kill {pids} (fakeproc ctl --mount {m.mountpoint} kill PID) and spawn again without "
+        f"a pid, or renumber {pids} in the machine file {m.mountpoint} was mounted with")
+    raise RuntimeError(f"emulated pids must be above {seccomp.PID_MAX_LIMIT} under "
+                       f"`fakeproc run` (a real process could have pid {low[0]}); {fix}")
 
 
 def save_report(mountpoint: Path, outdir: Path) -> None:
@@ -177,9 +184,9 @@ def save_report(mountpoint: Path, outdir: Path) -> None:
     report.write_plots(data, outdir)
 
 
-def _run_in(m: Machine, argv: Sequence[str]) -> int:
+def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     """Fork CMD into the namespace, supervise its memory syscalls on emulated pids
-    (seccomp user notification), and wait for it."""
+    (seccomp user notification) with the runner's control connection, and wait for it."""
     realproc = realproc_dir(m.mountpoint)
     facts = _facts(m.mountpoint)
     parent_sock, child_sock = socket.socketpair()
@@ -194,7 +201,6 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
     parent_sock.close()
     if not fds:
         return _wait(pid, m)
-    client = Client(m.mountpoint)
     policies: TaskStates[Policy | None] = TaskStates(pid)
     masks: TaskStates[int] = TaskStates(pid)
     tell, open_status = _hostview(client, m.mountpoint)
@@ -217,7 +223,6 @@ def _run_in(m: Machine, argv: Sequence[str]) -> int:
         return _wait(pid, m)
     finally:
         sup.stop()
-        client.close()
 
 
 def _facts(mnt: Path) -> Callable[[], MachineFacts | None]:

@@ -466,6 +466,28 @@ def test_cli_spawn_workload_clock_kill(mnt):
     assert r.returncode == 2 and "not valid JSON" in r.stderr
 
 
+def test_cli_spawn_json_takes_hex_address_strings(mnt):
+    """JSON has no hex literals: spawn takes a VMA's start and end and a VM slot's gpa
+    and hva as "0x..." strings, as touch and move_pages take addresses; a string that is
+    no address names its field."""
+    doc = {"pid": 5600, "name": "j", "vma": [{"start": "0x7f1000000000", "size": "2MiB"},
+                                             {"start": "0x7f2000000000", "end": "0x7f2000010000"}],
+           "vm": {"slot": [{"gpa": "0x100000000", "size": "2MiB", "hva": "0x7f1000000000"}]}}
+    r = ctl_cli(mnt, "spawn", "-", stdin=json.dumps(doc))
+    assert (r.returncode, r.stdout) == (0, "spawned pid 5600 (j)\n"), r.stderr
+    maps = mnt.read("proc/5600/maps").decode().splitlines()
+    assert [line.split()[0] for line in maps[:2]] == ["7f1000000000-7f1000200000", "7f2000000000-7f2000010000"]
+    assert ctl_cli(mnt, "kill", "5600").returncode == 0
+    for table, what in (({"vma": [{"start": "0x7f1000000000"}, {"start": "0xzz"}]},
+                         "vma[1].start: not an address: '0xzz'"),
+                        ({"vma": [{"start": 0x7F1000000000, "size": "2MiB"}],
+                          "vm": {"slot": [{"gpa": 0, "size": "2MiB", "hva": "-0x1"}]}},
+                         "vm.slot[0].hva: not an address: -1")):
+        r = ctl_cli(mnt, "spawn", "-", stdin=json.dumps({"pid": 5601, "name": "bad", **table}))
+        assert (r.returncode, r.stderr) == (1, f"fakeproc ctl: bad_args: spawn: {what}\n")
+    assert not mnt.proc_path("5601").exists()
+
+
 # ---- kernel calls through the control API (issue 3) ---------------------------------
 
 MIGRATE_MACHINE = """

@@ -21,16 +21,36 @@ if TYPE_CHECKING:
 PID_MAX_LIMIT = 4194304  # pids fakeproc picks are above the kernel's, like the built-in ones
 
 
-def parse_addr(value: int | str) -> int:
-    """An address as a JSON integer or a "0x..." / decimal string."""
+def parse_addr(value: int | str, field: str = "") -> int:
+    """An address as a JSON integer or a "0x..." / decimal string (field: its name in
+    the message)."""
+    where = f"{field}: " if field else ""
     if isinstance(value, str):
         try:
             value = int(value, 0)
         except ValueError:
-            raise bad_args(f"not an address: {value!r}") from None
+            raise bad_args(f"{where}not an address: {value!r}") from None
     if value < 0:
-        raise bad_args(f"not an address: {value}")
+        raise bad_args(f"{where}not an address: {value}")
     return value
+
+
+def _parse_addrs(process: dict[str, Any]) -> dict[str, Any]:
+    """spawn's process table with its address strings parsed: JSON has no hex literals
+    (a TOML file has), so vma start/end and a VM slot's gpa/hva may be "0x..." too.
+    The rest is left to the machine file's checks."""
+    def tables(ts: Any, where: str, keys: tuple[str, ...]) -> Any:
+        if not isinstance(ts, list):
+            return ts
+        return [{k: parse_addr(v, f"spawn: {where}[{i}].{k}") if k in keys and isinstance(v, str)
+                 else v for k, v in t.items()} if isinstance(t, dict) else t
+                for i, t in enumerate(ts)]
+    out = dict(process)
+    if "vma" in out:
+        out["vma"] = tables(out["vma"], "vma", ("start", "end"))
+    if isinstance(out.get("vm"), dict) and "slot" in out["vm"]:
+        out["vm"] = {**out["vm"], "slot": tables(out["vm"]["slot"], "vm.slot", ("gpa", "hva"))}
+    return out
 
 
 def describe_workload(wl: "Workload | None") -> dict[str, Any] | None:
@@ -88,7 +108,8 @@ def list_(ctx: Context) -> list[dict[str, Any]]:
 
 @command()
 def spawn(ctx: Context, **process: Any) -> dict[str, Any]:
-    """Start a process: args are one [[process]] table of the machine file (pid optional).
+    """Start a process: args are one [[process]] table of the machine file (pid optional;
+    addresses may be "0x..." strings).
 
     Without a pid, the next free id above PID_MAX_LIMIT and every existing id is used;
     past the largest pid_t the lowest free ids above PID_MAX_LIMIT (the kernel's pid
@@ -101,7 +122,7 @@ def spawn(ctx: Context, **process: Any) -> dict[str, Any]:
         raise bad_args(f"spawn: pid {process['pid']}: a `fakeproc run` is attached to this mount, "
                        f"and under it emulated pids must be above {PID_MAX_LIMIT} (a real process "
                        f"could have pid {process['pid']}); leave pid out to get a free one")
-    task = machine.add_process(ctx.kernel, process, "spawn")
+    task = machine.add_process(ctx.kernel, _parse_addrs(process), "spawn")
     return describe_task(ctx, task)
 
 

@@ -3,8 +3,8 @@
 In a forked child, before exec: a new mount namespace (unshare(CLONE_NEWNS)),
 all mounts made private so nothing leaks to the host, the real procfs bound at
 the mount's ``realproc`` directory, then the emulated trees bound over the real
-ones: /sys/devices/system/node, /sys/devices/system/cpu, /sys/bus/node, and the
-merged /proc view (emulated pids + links into the real procfs) over /proc. Last,
+ones: /sys/devices/system/node, /sys/devices/system/cpu, /sys/devices/system/memory,
+/sys/bus/node, and the merged /proc view (emulated pids + links into the real procfs) over /proc. Last,
 the emulated cpuset over the files where the program reads its own (its real
 /proc/PID/status and its cgroup's cpuset files; fs/hostview.py).
 Linux: unshare(2), mount(2) with MS_BIND | MS_REC and MS_PRIVATE.
@@ -29,6 +29,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 BINDS = (
     ("sys/devices/system/node", "/sys/devices/system/node"),
     ("sys/devices/system/cpu", "/sys/devices/system/cpu"),
+    ("sys/devices/system/memory", "/sys/devices/system/memory"),  # the nodes' memoryN links
     ("sys/bus/node", "/sys/bus/node"),
 )
 

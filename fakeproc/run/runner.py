@@ -1,8 +1,8 @@
 """`fakeproc run -- CMD`: an unmodified program against the emulated machine.
 
 The runner mounts the machine (or attaches to a mounted one), forks, puts the
-child in a private mount namespace where /sys's node and CPU trees and /proc
-are the emulated ones (run/namespace.py), and execs CMD there. It returns CMD's
+child in a private mount namespace where /sys's node, CPU and memory-block
+trees and /proc are the emulated ones (run/namespace.py), and execs CMD there. It returns CMD's
 exit status; it stops a machine it started, and if the emulator dies while CMD
 runs, it kills CMD and cleans the stale mount.
 """

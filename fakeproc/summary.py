@@ -35,7 +35,7 @@ def describe(kernel: "Kernel", mountpoint: str | None) -> str:
     lines.append(f"  {_count(len(kernel.tasks), 'process', 'processes')}:")
     for t in sorted(kernel.tasks.values(), key=lambda t: t.pid):
         mc = kernel.mm_counters(t)
-        rss = (mc.get("rss_anon", 0) + mc.get("rss_file", 0)) * 4096
+        rss = sum(mc.get(key, 0) for key in ("rss_anon", "rss_file", "rss_shmem")) * 4096  # VmRSS
         wl = t.workload.pattern if t.workload else "none"
         lines.append(f"    pid {t.pid:<8} {t.name:<16} threads {len(t.tids):<3} "
                      f"rss {_size(rss):>10}  workload {wl}")

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from fakeproc.ctl.client import Client
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -259,3 +260,90 @@ def test_vdso_pages_count_in_smaps_and_rssfile_and_vvar_pages_do_not():
         from fakeproc.ctl.client import Client
         with Client(mnt.path, timeout=30) as c:
             assert c.call("check")["problems"] == []
+
+
+SHARED_WRITES = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+
+[[process]]
+pid = 60
+name = "writer"
+[[process.vma]]
+start = 0x7f3a00000000
+size = "12KiB"
+kind = "shm"
+path = "/SYSV00000000"
+pages = "2 dirty, 1 accessed"
+[[process.vma]]
+start = 0x7f3b00000000
+size = "8KiB"
+kind = "file"
+path = "/data/shared.db"
+perms = "rw-s"
+pages = "2 accessed"
+
+[[process]]
+pid = 61
+name = "child"
+fork_of = 60
+"""
+
+
+def test_a_store_dirties_shared_pages_as_4_20_does():
+    """do_shared_fault() -> fault_dirty_shared_page(): a shmem page a store faulted in
+    is PG_dirty, so a forked child, whose copied PTEs are clean (copy_one_pte() cleans
+    shared mappings), still counts it dirty (numa_maps' and smaps' pte_dirty() ||
+    PageDirty()); the read-faulted third is clean in both. A store to a clean
+    read-faulted page of a shared file mapping goes through wp_page_shared(): PG_dirty
+    and one more page in the node's Dirty."""
+    with mounted(SHARED_WRITES) as m:
+        for pid in (60, 61):
+            shm = m.read(f"proc/{pid}/numa_maps").decode().splitlines()[0]
+            assert shm == ("7f3a00000000 default file=/SYSV00000000 dirty=2 mapped=3 mapmax=2 "
+                           "active=0 N0=3 kernelpagesize_kB=4"), pid
+            first = m.read(f"proc/{pid}/smaps").decode().split("VmFlags", 1)[0]
+            assert "Shared_Clean:          4 kB" in first and "Shared_Dirty:          8 kB" in first
+        node = "sys/devices/system/node/node0/meminfo"
+        assert "Node 0 Dirty:                 0 kB" in m.read(node).decode()
+        with Client(m.path) as c:
+            c.touch(60, 0x7F3B00000000, write=True)
+        assert "Node 0 Dirty:                 4 kB" in m.read(node).decode()
+        line = m.read("proc/60/numa_maps").decode().splitlines()[1]
+        assert line == ("7f3b00000000 default file=/data/shared.db dirty=1 mapped=2 mapmax=2 "
+                        "active=0 N0=2 kernelpagesize_kB=4")
+
+
+def test_a_clean_page_cache_page_is_mapped_read_only_and_a_private_store_copies_it():
+    """A machine file's clean page of a private writable file mapping is page cache,
+    mapped read-only as 4.20 maps it: a store faults (do_wp_page()) and gets an
+    anonymous copy, which RssAnon counts, instead of writing the page cache."""
+    from fakeproc.kernel.native import lib
+    from fakeproc.machine import load
+    k = load(SHARED_WRITES.replace('perms = "rw-s"', 'perms = "rw-p"').split("[[process]]\npid = 61")[0])
+    t = k.task(60)
+    addr = 0x7F3B00000000
+    before = k.entry(t, addr)[1]
+    assert not before & lib.FP_PAGE_RW
+    k.touch(t, addr, write=True)
+    after = k.entry(t, addr)[1]
+    assert after & lib.FP_PAGE_RW and after & lib.FP_PAGE_DIRTY
+    assert (after >> 12) != (before >> 12)
+    counters = k.mm_counters(t)
+    assert (counters["rss_anon"], counters["rss_file"]) == (1, 1)
+    assert k.check() == []
+
+
+def test_the_summary_shows_vmrss_with_shmem(tmp_path):
+    """`fakeproc check` (and mount) print each process's VmRSS: RssAnon + RssFile +
+    RssShmem, here 3 shmem pages and 2 page-cache pages = 20 KiB for both."""
+    import subprocess
+    import sys
+    path = tmp_path / "m.toml"
+    path.write_text(SHARED_WRITES)
+    out = subprocess.run([sys.executable, "-m", "fakeproc", "check", str(path)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert "pid 60       writer           threads 1   rss     20 KiB  workload none" in out
+    assert "pid 61       child            threads 1   rss     20 KiB  workload none" in out

@@ -248,7 +248,9 @@ static uint64_t *mm_rss(struct fp_mm *mm, const struct fp_page *p)
 
 /* A freshly allocated page (or THP head) mapped once by mm at addr: page_add_new_anon_rmap()
  * + lru_cache_add(). New anon pages start active (4.20's
- * lru_cache_add_active_or_unevictable()); page cache and shmem pages start inactive. */
+ * lru_cache_add_active_or_unevictable()); page cache and shmem pages start inactive.
+ * A page-cache or shmem page a store faulted in is PG_dirty (do_shared_fault()'s
+ * fault_dirty_shared_page(); a dirty machine-file page stands for one). */
 static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
                           uint64_t addr, enum fp_kind kind, int dirty, int exec)
 {
@@ -257,7 +259,7 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
     if (kind == FP_KIND_ANON)
         p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE;
     else if (kind == FP_KIND_SHMEM)
-        p->flags |= FP_PG_SWAPBACKED;
+        p->flags |= FP_PG_SWAPBACKED | (dirty ? FP_PG_DIRTY : 0);
     else if (dirty)
         p->flags |= FP_PG_DIRTY;
     if (exec)
@@ -464,6 +466,20 @@ static uint64_t special(uint32_t vma_flags)
     return (vma_flags & FP_VMA_PFNMAP) ? FP_PAGE_SPECIAL : 0;
 }
 
+/* The write bit 4.20 gives a present entry: none in a VMA without VM_WRITE; an
+ * anonymous page (a private copy included) and shmem, which is mapped without
+ * write-notify, are writable; a page-cache page only in a shared mapping and once
+ * dirty (write-notify maps a clean one read-only, so the first store faults and
+ * dirties it), never in a private one (a store copies it). */
+static uint64_t write_bit(uint32_t vma_flags, enum fp_kind kind, int dirty)
+{
+    if (!(vma_flags & FP_VMA_WRITE) || kind == FP_KIND_SPECIAL)
+        return 0;
+    if (kind == FP_KIND_FILE)
+        return dirty && !(vma_flags & FP_VMA_COW) ? FP_PAGE_RW : 0;
+    return FP_PAGE_RW;
+}
+
 static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr)
 {
     if (fp_kernel_page(k, *e))
@@ -501,9 +517,11 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     }
     if (!bits)
         return 0;
-    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, (bits & FP_PAGE_DIRTY) != 0, NULL);
+    int dirty = (bits & FP_PAGE_DIRTY) != 0;
+    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, dirty, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
+    bits = (bits & ~(uint64_t)FP_PAGE_RW) | write_bit(vma_flags, fp_page_kind(vma_flags, dirty), dirty);
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | special(vma_flags);
     return 0;
 }
@@ -660,10 +678,25 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
         *e |= FP_PAGE_RW; /* special frames are not copied */
         return 0;
     }
-    const struct fp_page *p = &k->pages[pfn];
+    struct fp_page *p = &k->pages[pfn];
     int anon = (p->flags & FP_PG_ANON) != 0;
-    if ((anon && p->mapcount == 1) || (!anon && !(vma_flags & FP_VMA_COW))) {
+    if (anon && p->mapcount == 1) {
         *e |= FP_PAGE_RW; /* reuse: nobody else sees this page */
+        return 0;
+    }
+    if (!anon && !(vma_flags & FP_VMA_COW)) {
+        /* wp_page_shared(): the page cache's page becomes writable and dirty
+         * (fault_dirty_shared_page() -> set_page_dirty(): NR_FILE_DIRTY counts a page
+         * newly dirtied). shmem is mapped without write-notify in 4.20 (no
+         * page_mkwrite, no dirty accounting): its store never faults here, the PTE
+         * alone goes dirty, so its page flags stay. */
+        if (!(p->flags & (FP_PG_DIRTY | FP_PG_SWAPBACKED))) {
+            uint64_t *st = k->nodes[fp_pfn_to_node(k, pfn)].stat;
+            fp_page_kind_add(st, p, -1);
+            p->flags |= FP_PG_DIRTY;
+            fp_page_kind_add(st, p, +1);
+        }
+        *e |= FP_PAGE_RW;
         return 0;
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1);

@@ -205,7 +205,11 @@ def _main(argv: list[str] | None) -> int:
         if not cmd:
             print("fakeproc run: give a command after --", file=sys.stderr)
             return 2
-        from .run.runner import run
+        from .run.runner import report_dir_problem, run
+        problem = args.report and report_dir_problem(Path(args.report))
+        if problem:
+            print(f"fakeproc run: --report {args.report}: {problem}", file=sys.stderr)
+            return 2
         try:
             return run(cmd, machine=args.machine, mount=args.mount, rate=args.rate,
                        paused=args.paused, report_dir=args.report)

@@ -167,6 +167,29 @@ def test_exit_status_and_a_missing_command():
     assert run("sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
 
 
+def test_a_report_dir_that_cannot_be_written_is_refused_before_the_command(tmp_path):
+    """Exit 2 (a usage error) and CMD never runs: no run that ends in a traceback."""
+    afile, ran = tmp_path / "afile", tmp_path / "ran"
+    afile.write_text("")
+    for bad, why in ((afile, "not a directory"),
+                     ("/proc/nope", "cannot create it: No such file or directory")):
+        r = subprocess.run([*RUN[:-2], "--report", str(bad), "--", "touch", str(ran)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2
+        assert r.stderr == f"fakeproc run: --report {bad}: {why}\n"
+        assert not ran.exists()
+
+
+def test_a_report_that_cannot_be_saved_at_the_end_keeps_the_commands_status(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([*RUN[:-1], "--report", str(out), "--", "sh", "-c",
+                        f"rmdir {out} && touch {out}; exit 3"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert f"fakeproc run: the report could not be saved in {out}: File exists: {out}\n" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_the_emulator_dying_ends_the_command_and_the_mount():
     proc = subprocess.Popen([*RUN, "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

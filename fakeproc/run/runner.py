@@ -141,14 +141,19 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
         rate: float = 1.0, paused: bool = False, report_dir: str | None = None) -> int:
     """Run argv against the emulated machine; returns its exit status (128+N if killed).
     With report_dir, the recorded ground truth is saved there (report.json, plots) and
-    its table printed to stderr when CMD ends."""
+    its table printed to stderr when CMD ends; a report that cannot be saved is said
+    on stderr and CMD's status is still returned."""
     m = Machine.start(machine, mount, rate, paused)
     try:
         with Client(m.mountpoint) as client:  # attached while it is open
             _refuse_low_pids(m, client)
             status = _run_in(m, argv, client)
         if report_dir is not None and m.alive:
-            save_report(m.mountpoint, Path(report_dir))
+            try:
+                save_report(m.mountpoint, Path(report_dir))
+            except (OSError, CtlError) as e:
+                print(f"fakeproc run: the report could not be saved in {report_dir}: {_why(e)}",
+                      file=sys.stderr)
         return status
     finally:
         m.stop()
@@ -171,6 +176,31 @@ def _refuse_low_pids(m: Machine, client: Client) -> None:
                        f"`fakeproc run` (a real process could have pid {low[0]}); {fix}")
 
 
+def report_dir_problem(outdir: Path) -> str | None:
+    """Why the report cannot be saved in outdir (created here if missing), or None:
+    checked before CMD starts, so a long run does not end in an unsaved report."""
+    if outdir.exists() and not outdir.is_dir():
+        return "not a directory"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create it: {e.strerror}"
+    try:
+        fd, probe = tempfile.mkstemp(dir=outdir, prefix=".fakeproc-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot create a file in it: {e.strerror}"
+    return None
+
+
+def _why(e: OSError | CtlError) -> str:
+    """An error in one line: 'strerror: file' rather than '[Errno N] ...'."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e)
+
+
 def save_report(mountpoint: Path, outdir: Path) -> None:
     import json
 
@@ -178,9 +208,9 @@ def save_report(mountpoint: Path, outdir: Path) -> None:
 
     from .. import report
     data = report.load(str(mountpoint))
+    report.print_table(data, Console(stderr=True, width=140))  # first: shown even if DIR fails
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "report.json").write_text(json.dumps(data))
-    report.print_table(data, Console(stderr=True, width=140))
     report.write_plots(data, outdir)
 
 

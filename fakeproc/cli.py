@@ -172,9 +172,17 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     report.print_table(data)
     if args.json:
-        _Path(args.json).write_text(json.dumps(data))
+        try:
+            _Path(args.json).write_text(json.dumps(data))
+        except OSError as e:
+            print(f"fakeproc report: --json {args.json}: cannot write: {e.strerror}", file=sys.stderr)
+            return 1
     if args.plots:
-        written = report.write_plots(data, _Path(args.plots))
+        try:
+            written = report.write_plots(data, _Path(args.plots))
+        except OSError as e:
+            print(f"fakeproc report: --plots {args.plots}: cannot write: {e.strerror}", file=sys.stderr)
+            return 1
         for p in written:
             print(f"wrote {p}")
         if not written:

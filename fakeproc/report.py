@@ -98,11 +98,36 @@ def write_plots(report: dict[str, Any], outdir: Path) -> list[Path]:
     return written
 
 
+SAMPLE_KEYS = ("t", "pid", "name", "dram", "pmem", "oracle_dram", "total", "demoted_reclaim",
+               "demoted_syscall", "promoted_syscall", "idle_missed", "dram_hit", "oracle_hit", "heat")
+
+
+def check(data: Any) -> dict[str, Any]:
+    """data, if it has the shape the table and plots read; else ValueError (another JSON
+    file given by mistake would end in a KeyError deep inside them)."""
+    if not isinstance(data, dict) or not isinstance(data.get("samples"), list) \
+            or not isinstance(data.get("window"), (int, float)):
+        raise ValueError("not a fakeproc report (no 'window' and 'samples')")
+    for i, s in enumerate(data["samples"]):
+        missing = [k for k in SAMPLE_KEYS if not isinstance(s, dict) or k not in s]
+        if missing:
+            raise ValueError(f"not a fakeproc report (samples[{i}] has no {missing[0]!r})")
+    try:
+        summarize(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not a fakeproc report ({e})") from None
+    return data
+
+
 def load(source: str) -> dict[str, Any]:
     """A saved report (JSON file), or the live one of the machine mounted at source."""
     path = Path(source)
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e}") from None
+        return check(data)
     if not path.is_dir():
         raise FileNotFoundError(errno.ENOENT, "neither a saved report nor a mount point")
     from .ctl.client import Client

@@ -296,3 +296,33 @@ def test_report_of_a_missing_file_and_plots_of_no_samples(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "fakeproc report: no samples yet, no plots written\n"
     assert not list((tmp_path / "plots").glob("*.png"))
+
+
+def test_report_of_json_that_is_no_report_and_outputs_that_cannot_be_written(tmp_path):
+    """Another JSON file, and --json/--plots where nothing can be written: one line
+    on stderr and exit 1, no traceback. A saved report still loads."""
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*FAKEPROC, "report", *args], capture_output=True, text=True, timeout=60)
+
+    saved = tmp_path / "saved.json"
+    with mounted() as m:
+        subprocess.run([*FAKEPROC, "ctl", "-m", str(m.path), "clock", "step", "2"], check=True,
+                       capture_output=True, timeout=60)
+        assert report(str(m.path), "--json", str(saved)).returncode == 0
+    r = report(str(saved))
+    assert r.returncode == 0 and f"{REDIS}" in r.stdout, r.stderr
+    for text, why in (('{"x": 1}', "not a fakeproc report (no 'window' and 'samples')"),
+                      ("[1, 2]", "not a fakeproc report (no 'window' and 'samples')"),
+                      ('{"window": 1, "samples": [{"t": 1}]}',
+                       "not a fakeproc report (samples[0] has no 'pid')"),
+                      ("nope", "not JSON: Expecting value: line 1 column 1 (char 0)")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        r = report(str(bad))
+        assert (r.returncode, r.stderr) == (1, f"fakeproc report: {bad}: {why}\n")
+    r = report(str(saved), "--json", "/nonexistent/dir/x.json")
+    assert (r.returncode, r.stderr) == (
+        1, "fakeproc report: --json /nonexistent/dir/x.json: cannot write: No such file or directory\n")
+    r = report(str(saved), "--plots", "/proc/nope")
+    assert (r.returncode, r.stderr) == (
+        1, "fakeproc report: --plots /proc/nope: cannot write: No such file or directory\n")

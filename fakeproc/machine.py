@@ -797,10 +797,24 @@ def _schema_message(e: jsonschema.ValidationError, toml_hint: bool = True) -> st
 def load_file(path: str | Path, progress: Progress | None = None) -> Kernel:
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise MachineFileError(f"{p}: cannot read: {e.strerror}") from None
-    return load(text, str(p), progress)
+    return load(decode(data, str(p)), str(p), progress)
+
+
+def decode(data: bytes, name: str) -> str:
+    """A machine file's text: TOML is UTF-8 whatever the locale says; a byte that is
+    not is reported at its line (and the field defined there), as any other error."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        fields = {n: path for path, n in _line_index(data.decode("utf-8", "replace")).items()}
+        raise MachineFileError(f"{name}:{line}: {_field_name(fields.get(line, ()))}: byte "
+                               f"{data[e.start]:#04x} at column {column} is not UTF-8 (save the "
+                               "file as UTF-8)") from None
 
 
 def default_text() -> str:

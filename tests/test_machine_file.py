@@ -121,3 +121,20 @@ def test_vm_slot_errors_and_populate_that_does_not_fit():
     msg = err(NODE + '[[process]]\npid = 1\nname = "q"\n[[process.vma]]\nstart = 0x7f0000000000\n'
               'size = "128MiB"\npopulate = true\n')
     assert "cannot map these pages: " in msg and "could not be faulted in" in msg
+
+
+def test_a_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(tmp_path):
+    """check and mount --machine: exit 2 and FILE:LINE: FIELD: message, no traceback."""
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[machine]\nname = "caf\xe9"\n[[node]]\ntype = "dram"\nsize = "2GiB"\n')
+    msg = f"fakeproc: {latin}:2: machine.name: byte 0xe9 at column 12 is not UTF-8 (save the file as UTF-8)\n"
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "check", str(latin)], capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, msg)
+    latin.write_bytes(b'# caf\xe9 machine\n[[node]]\ntype = "dram"\nsize = "2GiB"\n')
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "mount", str(mnt), "-f", "--machine", str(latin)],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, msg.replace(":2: machine.name:", ":1: (top level):")
+                                        .replace("column 12", "column 6"))
+    assert not os.path.ismount(mnt)

@@ -75,9 +75,10 @@ def _summary(kernel, mountpoint: str | None) -> str:  # noqa: ANN001
 
 
 def cleanup_stale(mountpoint: str) -> bool:
-    """Unmount a mount left by a killed daemon; True when one was cleaned."""
-    from .fs.server import is_stale
-    if not is_stale(mountpoint):
+    """Unmount a fakeproc mount left by a killed daemon; True when one was cleaned.
+    Another file system's dead mount is not ours to remove."""
+    from .fs.server import is_stale, mounts_below
+    if not is_stale(mountpoint) or os.path.realpath(mountpoint) not in mounts_below(mountpoint):
         return False
     subprocess.run(["fusermount3", "-uz", mountpoint], check=False, capture_output=True)
     return True
@@ -144,8 +145,14 @@ def _umount(args: argparse.Namespace) -> int:
     if cleanup_stale(args.mountpoint):
         print(f"fakeproc: cleaned a stale mount on {args.mountpoint}")
         return 0
-    from .fs.server import unmount
-    return unmount(args.mountpoint)
+    from .fs.server import mounts_below, unmount
+    mnt, below = args.mountpoint, mounts_below(args.mountpoint)
+    if os.path.realpath(mnt) not in below:  # say so: a silent 0 reads as "unmounted"
+        why = "does not exist" if not os.path.lexists(mnt) else "is not a fakeproc mount"
+        hint = f" (one is mounted below it: {below[-1]})" if below else ""
+        print(f"fakeproc: {mnt} {why}{hint}", file=sys.stderr)
+        return 1
+    return unmount(mnt)
 
 
 def _check(args: argparse.Namespace) -> int:

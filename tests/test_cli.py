@@ -326,3 +326,29 @@ def test_report_of_json_that_is_no_report_and_outputs_that_cannot_be_written(tmp
     r = report(str(saved), "--plots", "/proc/nope")
     assert (r.returncode, r.stderr) == (
         1, "fakeproc report: --plots /proc/nope: cannot write: No such file or directory\n")
+
+
+def test_umount_of_what_is_no_fakeproc_mount_says_so_and_fails(tmp_path):
+    """A missing path, a plain directory, and a directory with a mount below it: exit
+    1 and one line, nothing unmounted; a stale mount is still cleaned (exit 0)."""
+    def umount(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*FAKEPROC, "umount", str(path)], capture_output=True, text=True,
+                              timeout=60)
+
+    r = umount(tmp_path / "missing")
+    assert (r.returncode, r.stderr) == (1, f"fakeproc: {tmp_path / 'missing'} does not exist\n")
+    r = umount(tmp_path)
+    assert (r.returncode, r.stderr) == (1, f"fakeproc: {tmp_path} is not a fakeproc mount\n")
+    mnt = tmp_path / "mnt"
+    proc = start_foreground(mnt)
+    try:
+        r = umount(tmp_path)
+        assert (r.returncode, r.stderr) == (
+            1, f"fakeproc: {tmp_path} is not a fakeproc mount (one is mounted below it: {mnt})\n")
+        assert is_serving(mnt)
+    finally:
+        proc.kill()
+        proc.communicate()
+    r = umount(mnt)
+    assert (r.returncode, r.stdout) == (0, f"fakeproc: cleaned a stale mount on {mnt}\n")
+    assert not is_mounted(mnt)

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--rate", type=_rate, default=1.0,
                    help="virtual seconds per wall-clock second (default 1.0)")
     m.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    m.add_argument("--log", help=argparse.SUPPRESS)  # the background server's log: removed on a clean stop
     u = sub.add_parser("umount", help="unmount (also cleans a stale mount)")
     u.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     c = sub.add_parser("check", help="validate a machine file and print what it builds")
@@ -112,7 +113,20 @@ def _mount(args: argparse.Namespace) -> int:
         print(f"fakeproc: control socket: {e}", file=sys.stderr)
         return 1
     print(f"fakeproc: unmounted {mnt}", flush=True)
+    if args.log:
+        _remove_log(args.log)
     return 0
+
+
+def _remove_log(log: str) -> None:
+    """Remove the background server's log after a clean stop (one per mount would pile
+    up), only if it is this process's stdout: never another file of that name."""
+    try:
+        st, out = os.stat(log), os.fstat(sys.stdout.fileno())
+        if (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino):
+            os.unlink(log)
+    except OSError:
+        pass
 
 
 def _mount_background(args: argparse.Namespace) -> int:
@@ -122,6 +136,7 @@ def _mount_background(args: argparse.Namespace) -> int:
     argv += ["--paused"] if args.paused else []
     argv += ["--allow-other"] if args.allow_other else []
     log = Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / f"fakeproc-{os.getpid()}.log"
+    argv += ["--log", str(log)]
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -130,6 +145,10 @@ def _mount_background(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.stderr.write(log.read_text())
+            if proc.returncode == 2:  # bad input (the machine file): its message, just shown, is all
+                log.unlink()
+            else:
+                print(f"fakeproc: the server failed; its log is kept: {log}", file=sys.stderr)
             return proc.returncode or 1
         if is_serving(args.mountpoint):
             sys.stdout.write(log.read_text())
@@ -137,7 +156,7 @@ def _mount_background(args: argparse.Namespace) -> int:
             return 0
         time.sleep(0.05)
     proc.kill()
-    print("fakeproc: the mount did not come up in 60 s", file=sys.stderr)
+    print(f"fakeproc: the mount did not come up in 60 s; its log is kept: {log}", file=sys.stderr)
     return 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fakeproc.ctl.protocol import runtime_dir
 from fakeproc.fs.server import is_serving, mounts_below
 from mountutil import is_mounted, mounted
 
@@ -352,3 +354,26 @@ def test_umount_of_what_is_no_fakeproc_mount_says_so_and_fails(tmp_path):
     r = umount(mnt)
     assert (r.returncode, r.stdout) == (0, f"fakeproc: cleaned a stale mount on {mnt}\n")
     assert not is_mounted(mnt)
+
+
+def test_a_background_mounts_log_goes_with_a_clean_stop_and_stays_when_it_failed(tmp_path):
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = Path(re.search(r"; log: (\S+)$", r.stdout, re.M).group(1))
+    try:
+        assert log.exists()
+    finally:
+        subprocess.run([*FAKEPROC, "umount", str(mnt)], check=True, timeout=60)
+    wait_for(lambda: not log.exists())  # the server removes it once it has unmounted
+    blocked = runtime_dir(tmp_path / "failing")  # a file where the control socket's directory goes
+    blocked.write_text("")
+    try:
+        r = subprocess.run([*FAKEPROC, "mount", str(tmp_path / "failing"), "--paused"],
+                           capture_output=True, text=True, timeout=60)
+        log = Path(re.search(r"its log is kept: (\S+)$", r.stderr, re.M).group(1))
+        assert r.returncode == 1 and "fakeproc: control socket:" in log.read_text()
+        log.unlink()
+    finally:
+        blocked.unlink()

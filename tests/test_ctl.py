@@ -21,7 +21,7 @@ import pytest
 
 from fakeproc.ctl.client import Client
 from fakeproc.ctl.protocol import MAX_LINE, CtlError, socket_path
-from fakeproc.fs.server import is_serving
+from fakeproc.fs.server import is_serving, realproc_dir
 from fakeproc.idle_format import decode, page_counts
 from mountutil import is_mounted, mounted
 
@@ -423,6 +423,39 @@ def test_stale_socket_is_replaced_and_a_clean_exit_removes_it(tmp_path):
             proc.communicate()
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+def test_a_starting_mount_removes_the_realproc_dirs_of_dead_servers_only(tmp_path):
+    """A killed server leaves <key>/ and <key>.proc/; the next mount (of any path)
+    removes both, and an orphan <key>.proc/, but never a live server's, nor a
+    directory whose name is not a key's."""
+    (tmp_path / "m.toml").write_text(MACHINE)
+    live, dead, new = tmp_path / "live", tmp_path / "dead", tmp_path / "new"
+    procs = [_start(live)]
+    try:
+        killed = _start(dead)
+        killed.kill()
+        killed.communicate(timeout=30)
+        subprocess.run(["fusermount3", "-uz", str(dead)], check=True)
+        base = realproc_dir(live).parent
+        left = [realproc_dir(dead), socket_path(dead).parent]
+        orphan, foreign = base / "0123456789abcde1.proc", base / "not-a-key.proc"
+        orphan.mkdir()
+        foreign.mkdir()
+        try:
+            assert all(p.exists() for p in left)
+            procs.append(_start(new))
+            assert not any(p.exists() for p in [*left, orphan])
+            assert realproc_dir(live).is_dir() and socket_path(live).exists() and foreign.is_dir()
+            assert realproc_dir(new).is_dir()
+        finally:
+            foreign.rmdir()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
+    assert not realproc_dir(live).exists() and not realproc_dir(new).exists()
 
 
 # ---- the command line --------------------------------------------------------------------

@@ -11,6 +11,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import socket
 import stat
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .clock import VirtualClock
 
 log = logging.getLogger("fakeproc.ctl")
+REALPROC_NAME = re.compile(r"[0-9a-f]{16}\.proc")  # fs.server.realproc_dir() of a mount key
 RECV_SIZE = 65536
 
 
@@ -74,7 +76,9 @@ def _replace_stale(path: Path) -> None:
 
 def _sweep(base: Path, keep: Path) -> None:
     """Remove the directories that killed servers left under base: those whose
-    mountpoint file exists (written after listen()) and whose socket refuses."""
+    mountpoint file exists (written after listen()) and whose socket refuses, then
+    the empty <key>.proc directories without a <key> directory (a live server makes
+    <key> first and removes it last)."""
     try:
         entries = list(base.iterdir())
     except OSError:
@@ -91,6 +95,31 @@ def _sweep(base: Path, keep: Path) -> None:
                 log.info("removed %s, left by a killed server", d)
         except OSError:
             continue
+    for d in entries:
+        _sweep_realproc(d)
+
+
+def _sweep_realproc(d: Path) -> None:
+    """rmdir d, an empty <key>.proc of ours whose server is gone (no <key>); if a server
+    of that key made <key> meanwhile, its <key>.proc is made again (it may have found
+    d and be about to use it)."""
+    if not REALPROC_NAME.fullmatch(d.name):
+        return
+    owner = d.with_name(d.name.removesuffix(".proc"))
+    try:
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or os.path.lexists(owner):
+            return
+        os.rmdir(d)  # only if empty: it stays empty on the host
+    except OSError:
+        return
+    if os.path.lexists(owner):
+        try:
+            d.mkdir(mode=0o755)
+        except OSError:
+            pass
+        return
+    log.info("removed %s, left by a killed server", d)
 
 
 class ControlServer:

@@ -85,6 +85,18 @@ def cleanup_stale(mountpoint: str) -> bool:
     return True
 
 
+def mountpoint_problem(mnt: str) -> str | None:
+    """Why mnt cannot be a mount point (it is created here if missing), or None. Call
+    after cleanup_stale(): a stale mount cannot be looked at."""
+    if os.path.lexists(mnt) and not os.path.isdir(mnt):
+        return "not a directory"
+    try:
+        Path(mnt).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create it: {e.strerror}"
+    return None
+
+
 def _mount(args: argparse.Namespace) -> int:
     from .machine import MachineFileError
     mnt = args.mountpoint
@@ -95,6 +107,10 @@ def _mount(args: argparse.Namespace) -> int:
         print(f"fakeproc: {mnt} is already mounted; stop it first: fakeproc umount {mnt}",
               file=sys.stderr)
         return 1
+    problem = mountpoint_problem(mnt)
+    if problem:
+        print(f"fakeproc: {mnt}: {problem}", file=sys.stderr)
+        return 2
     if not args.foreground:
         return _mount_background(args)
     try:
@@ -102,7 +118,6 @@ def _mount(args: argparse.Namespace) -> int:
     except MachineFileError as e:
         print(f"fakeproc: {e}", file=sys.stderr)
         return 2
-    Path(mnt).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     from .ctl.server import ControlSocketError
     from .fs.server import serve
@@ -244,6 +259,13 @@ def _main(argv: list[str] | None) -> int:
         if problem:
             print(f"fakeproc run: --report {args.report}: {problem}", file=sys.stderr)
             return 2
+        if args.mount and cleanup_stale(args.mount):
+            print(f"fakeproc run: cleaned a stale mount left on {args.mount} by a killed daemon",
+                  file=sys.stderr)
+        problem = args.mount and mountpoint_problem(args.mount)
+        if problem:
+            print(f"fakeproc run: --mount {args.mount}: {problem}", file=sys.stderr)
+            return 2
         try:
             return run(cmd, machine=args.machine, mount=args.mount, rate=args.rate,
                        paused=args.paused, report_dir=args.report)
@@ -258,5 +280,9 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd == "ctl":
         from .ctl.cli import run as run_ctl
         return run_ctl(args)
+    problem = mountpoint_problem(args.mountpoint)
+    if problem:
+        print(f"fakeproc demo: {args.mountpoint}: {problem}", file=sys.stderr)
+        return 2
     from .demo import run_demo
     return run_demo(args.mountpoint)

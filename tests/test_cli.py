@@ -377,3 +377,16 @@ def test_a_background_mounts_log_goes_with_a_clean_stop_and_stays_when_it_failed
         log.unlink()
     finally:
         blocked.unlink()
+
+
+def test_a_mount_point_that_cannot_be_one_is_said_in_one_line(tmp_path):
+    """A regular file, or a path that cannot be made: exit 2, no traceback, for mount
+    (either mode), run --mount and demo."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for argv, msg in ((["mount", str(afile), "-f"], f"fakeproc: {afile}: not a directory"),
+                      (["mount", "/proc/nope"], "fakeproc: /proc/nope: cannot create it: No such file or directory"),
+                      (["run", "--mount", str(afile), "--", "true"], f"fakeproc run: --mount {afile}: not a directory"),
+                      (["demo", str(afile)], f"fakeproc demo: {afile}: not a directory")):
+        r = subprocess.run([*FAKEPROC, *argv], capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stderr) == (2, msg + "\n"), argv

@@ -643,13 +643,17 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
         kernel.add_vma(task, vplan.vma)
         try:
             _apply_pages(kernel, task, vplan, report)
-            if vplan.raw.get("populate"):
-                kernel.populate(task, vplan.vma, report=report)
         except KernelError as e:
             raise ck.error(plan.path + ("vma", j, "pages"),
                            f"cannot map these pages: {e.strerror} (is the node large enough?)") from None
         except _MarkerError as e:
             raise ck.error(plan.path + ("vma", j, "pages"), str(e)) from None
+        if vplan.raw.get("populate"):
+            try:
+                kernel.populate(task, vplan.vma, report=report)
+            except KernelError as e:  # named apart from pages: that field may not be there at all
+                raise ck.error(plan.path + ("vma", j, "populate"),
+                               f"{e.strerror} (is the node large enough?)") from None
     if "workload" in raw:
         wl = _workload_from(raw["workload"], seed + raw["pid"])
         if wl.vma_indices is not None:  # file order -> the address order of mm.vmas

@@ -294,7 +294,9 @@ class Kernel:
                 report(n)
         self.generation += 1
         if wl.faults_failed:
-            raise KernelError(errno.ENOMEM, f"{wl.faults_failed} pages of {vma.start:#x} could not be faulted in")
+            n = wl.faults_failed
+            raise KernelError(errno.ENOMEM, f"{n} page{'s' if n != 1 else ''} of {vma.start:#x} could "
+                              "not be faulted in")
 
     def attach_workload(self, task: Task, wl: Workload) -> None:
         """Start wl on task over the chosen VMAs (default: its anonymous ones)."""

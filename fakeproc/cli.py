@@ -13,7 +13,11 @@ DEFAULT_MOUNTPOINT = "mount"
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    """A --rate value; argparse would name the function in its error ("invalid _rate value")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"the rate must be 0 or more, not {text}")
     return value

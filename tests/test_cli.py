@@ -390,3 +390,10 @@ def test_a_mount_point_that_cannot_be_one_is_said_in_one_line(tmp_path):
                       (["demo", str(afile)], f"fakeproc demo: {afile}: not a directory")):
         r = subprocess.run([*FAKEPROC, *argv], capture_output=True, text=True, timeout=60)
         assert (r.returncode, r.stderr) == (2, msg + "\n"), argv
+
+
+def test_a_rate_that_is_no_number_is_named_by_its_option():
+    for cmd in (["run", "--rate", "abc", "--", "true"], ["mount", "--rate", "abc"]):
+        r = subprocess.run([*FAKEPROC, *cmd], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2
+        assert r.stderr.splitlines()[-1] == f"fakeproc {cmd[0]}: error: argument --rate: not a number: 'abc'"

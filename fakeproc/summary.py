@@ -1,6 +1,7 @@
 """The text `fakeproc mount` and `fakeproc check` print: what was mounted, how to stop it."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .fs.formats import node_list
@@ -48,6 +49,7 @@ def describe(kernel: "Kernel", mountpoint: str | None) -> str:
     lines.append(f"  and up to {_size(use['truth'])} of access counts, as pages are touched")
     if mountpoint:
         first = kernel.nodes[0].id
-        lines.append(f"  try: cat {mountpoint}/sys/devices/system/node/node{first}/meminfo")
+        meminfo = os.path.join(mountpoint, f"sys/devices/system/node/node{first}/meminfo")  # MNT/ too
+        lines.append(f"  try: cat {meminfo}")
         lines.append(f"  stop: fakeproc umount {mountpoint}   (or Ctrl-C / SIGTERM in the foreground)")
     return "\n".join(lines)

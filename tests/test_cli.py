@@ -397,3 +397,14 @@ def test_a_rate_that_is_no_number_is_named_by_its_option():
         r = subprocess.run([*FAKEPROC, *cmd], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2
         assert r.stderr.splitlines()[-1] == f"fakeproc {cmd[0]}: error: argument --rate: not a number: 'abc'"
+
+
+def test_a_mount_point_given_with_a_slash_gives_a_path_to_paste(tmp_path):
+    mnt = tmp_path / "mnt"
+    proc = subprocess.Popen([*FAKEPROC, "mount", f"{mnt}/", "-f", "--paused"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: _ready(mnt))
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"  try: cat {mnt}/sys/devices/system/node/node0/meminfo\n" in out

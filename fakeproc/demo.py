@@ -5,6 +5,7 @@ Every step reads the mount with real syscalls or real tools, as a user would.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ REDIS_HEAP_VMA = 0x7F3A00000000  # 2 GiB, its first 10% hot
 def _run(console: Console, title: str, argv: list[str], env: dict[str, str] | None = None,
          max_lines: int = 40) -> bool:
     console.rule(f"[bold]{title}")
-    console.print(f"$ {' '.join(argv)}", style="dim", markup=False)
+    console.print(f"$ {shlex.join(argv)}", style="dim", markup=False)  # pastable into a shell
     if shutil.which(argv[0]) is None:
         console.print(f"({argv[0]} is not installed; skipped)")
         return True
@@ -37,7 +38,7 @@ def _run(console: Console, title: str, argv: list[str], env: dict[str, str] | No
 
 
 def _show_file(console: Console, path: Path, max_lines: int = 12) -> None:
-    console.print(f"$ cat {path}", style="dim", markup=False)
+    console.print(f"$ cat {shlex.quote(str(path))}", style="dim", markup=False)
     text = path.read_text()
     for line in text.splitlines()[:max_lines]:
         console.print(line, markup=False, highlight=False)
@@ -122,7 +123,7 @@ def run_demo(mountpoint: str) -> int:
                   "node0/cpumap", "has_cpu", "has_memory"):
             console.print(f"{f:<18} {(node / f).read_text()!r}", markup=False, highlight=False)
         _show_file(console, node / "node0/meminfo", max_lines=17)
-        bind = (f"mount --make-rprivate / && mount --bind {node} /sys/devices/system/node && ")
+        bind = f"mount --make-rprivate / && mount --bind {shlex.quote(str(node))} /sys/devices/system/node && "
         ok &= _run(console, "numactl --hardware (private mount namespace, node tree bound)",
                    ["unshare", "-m", "sh", "-c", bind + "numactl --hardware"])
         ok &= _run(console, "numastat", ["unshare", "-m", "sh", "-c", bind + "numastat"])

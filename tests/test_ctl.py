@@ -663,3 +663,13 @@ def test_another_user_gets_a_runtime_dir_beside_roots_private_one():
     shutil.rmtree(xdg)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"{xdg}/fakeproc/"), out.stdout
+
+
+def test_cli_clock_resumed_at_rate_0_says_stopped_and_the_rate_once(mnt):
+    try:
+        assert ctl_cli(mnt, "clock", "rate", "0").returncode == 0
+        r = ctl_cli(mnt, "clock", "resume")
+        assert r.returncode == 0 and re.fullmatch(r"virtual time \d+\.\d{3} s, stopped, rate 0\n", r.stdout)
+    finally:
+        ctl_cli(mnt, "clock", "pause")
+        ctl_cli(mnt, "clock", "rate", "1")

@@ -180,7 +180,7 @@ def _run(c: Client, args: argparse.Namespace) -> int:
         elif args.value is not None:
             raise InputError(f"clock {args.action} takes no number")
         out = c.clock(args.action, **extra)
-        state = "paused" if out["paused"] else ("stopped (rate 0)" if not out["running"] else "running")
+        state = "paused" if out["paused"] else ("stopped" if not out["running"] else "running")  # the rate follows
         human = f"virtual time {out['now']:.3f} s, {state}, rate {out['rate']:g}"
         if "touches" in out:
             human += f" ({out['touches']} touches)"

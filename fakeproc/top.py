@@ -169,7 +169,7 @@ def render(snap: Snapshot, mountpoint: str, plain: bool = False) -> Group:
         f"demotions/s (reclaim) {_rate(wr['demoted_reclaim'])}   "
         f"promotions/s (daemon) {_rate(wr['promoted_syscall'])}   "
         f"demotions/s (daemon) {_rate(wr['demoted_syscall'])}   "
-        f"[pages; window ending t={'-' if t is None else f'{t:g}'}]")
+        f"[pages; window ending t={'-' if t is None else f'{t:.2f}'}]")  # as the virtual time
 
     nt = Table(title="nodes (MiB)", title_justify="left", box=style)
     for col in ("node", "type", "total", "free", "anon", "active(anon)", "inactive(anon)",

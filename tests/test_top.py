@@ -13,7 +13,7 @@ from rich.console import Console
 
 from fakeproc.ctl.client import Client
 from fakeproc.testing.mounting import mounted
-from fakeproc.top import Snapshot, read_meminfo, run_top
+from fakeproc.top import Snapshot, read_meminfo, render, run_top
 
 pytestmark = pytest.mark.fuse
 
@@ -133,6 +133,17 @@ def test_window_rates_divide_by_the_latest_windows_own_length(window, samples, r
 
 def test_window_rates_without_a_window_are_blank():
     assert set(_window_rates(1.0, []).values()) == {None}
+
+
+def test_the_window_end_is_shown_to_hundredths_as_the_virtual_time():
+    """`report` closes a window at any moment: its end reads 10.42, not 10.4218."""
+    sample = {"t": 10.4218, "pid": 1, "demoted_reclaim": 0, "promoted_syscall": 0, "demoted_syscall": 0}
+    snap = Snapshot(clock={"now": 10.4218, "paused": False, "rate": 1.0}, nodes=[], vmstat={}, procs=[],
+                    report={"window": 1.0, "samples": [sample]})
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(render(snap, "/m", plain=True))
+    assert "virtual time 10.42 s (running, rate 1)" in buf.getvalue()
+    assert "[pages; window ending t=10.42]" in buf.getvalue()
 
 
 def test_top_on_an_80_column_terminal_keeps_pids_whole(running_mount):

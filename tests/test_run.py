@@ -190,6 +190,15 @@ def test_a_report_that_cannot_be_saved_at_the_end_keeps_the_commands_status(tmp_
     assert "Traceback" not in r.stderr
 
 
+def test_a_paused_run_says_why_its_report_is_empty(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([*RUN[:-1], "--report", str(out), "--", "true"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.endswith("fakeproc run: no samples (no workload ran while CMD did), no plots written\n")
+    assert (out / "report.json").exists() and not list(out.glob("*.png"))
+
+
 def test_the_emulator_dying_ends_the_command_and_the_mount():
     proc = subprocess.Popen([*RUN, "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

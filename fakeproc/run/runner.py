@@ -211,7 +211,9 @@ def save_report(mountpoint: Path, outdir: Path) -> None:
     report.print_table(data, Console(stderr=True, width=140))  # first: shown even if DIR fails
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "report.json").write_text(json.dumps(data))
-    report.write_plots(data, outdir)
+    if not report.write_plots(data, outdir):  # say why the table is empty (--paused, say)
+        print("fakeproc run: no samples (no workload ran while CMD did), no plots written",
+              file=sys.stderr)
 
 
 def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:

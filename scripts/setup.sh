@@ -19,7 +19,7 @@ done
 [[ -n $PY ]] || { say "error: need python3.11 or a python3 >= 3.11 on PATH"; exit 1; }
 
 # --- system packages -----------------------------------------------------------
-pkgs=(libfuse3-dev fuse3 pkg-config numactl hwloc-nox util-linux gcc)
+pkgs=(libfuse3-dev fuse3 pkg-config numactl hwloc-nox util-linux procps gcc)
 # Debian's own python ships venv/ensurepip and the C headers separately.
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 "$PY" -c 'import os, sys, sysconfig

@@ -487,3 +487,76 @@ def proc_status(info: StatusInfo) -> str:
             f"voluntary_ctxt_switches:\t{i.voluntary_ctxt_switches}\n",
             f"nonvoluntary_ctxt_switches:\t{i.nonvoluntary_ctxt_switches}\n"]
     return "".join(out)
+
+
+RLIM_INFINITY = (1 << 64) - 1
+USER_HZ = 100  # clock_t ticks per second
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskStat:
+    """What /proc/PID/stat prints that varies for an emulated task; the rest is what a
+    task that never ran, has no tty, no signals, no children and no real-time policy
+    shows. Addresses are the mm's (0 with no mm); ``permitted`` is
+    ptrace_may_access() for the reader, without which the code, stack and data
+    addresses read 1, 1, 0, 0 and the exit code 0."""
+
+    pid: int
+    comm: str
+    state: str  # a letter of task_state_array
+    ppid: int
+    pgrp: int
+    session: int
+    flags: int  # task->flags (PF_*)
+    num_threads: int
+    start_time: int  # clock ticks since boot
+    has_mm: bool
+    permitted: bool
+    vsize: int = 0  # bytes
+    rss: int = 0  # pages
+    start_code: int = 0
+    end_code: int = 0
+    start_stack: int = 0
+    exit_signal: int = 17  # SIGCHLD; -1 for a thread that is not the group leader
+    processor: int = 0
+    start_data: int = 0
+    end_data: int = 0
+    start_brk: int = 0
+    arg_start: int = 0
+    arg_end: int = 0
+    env_start: int = 0
+    env_end: int = 0
+
+
+def proc_pid_stat(s: TaskStat) -> str:
+    """/proc/PID/stat and /proc/PID/task/TID/stat: 52 fields on one line.
+
+    Linux: fs/proc/array.c do_task_stat() of 4.20 (tty_nr 0 and tpgid -1 without a
+    tty; priority 20 and nice 0 for SCHED_OTHER at nice 0; rsslim RLIM_INFINITY;
+    esp and eip 0 unless the task is exiting or dumping core; the signal words, wchan
+    and nswap 0)."""
+    mm, ok = s.has_mm, s.permitted
+    code = (s.start_code, s.end_code) if ok else (1, 1)
+    fields = [
+        s.ppid, s.pgrp, s.session, 0, -1, s.flags,
+        0, 0, 0, 0,  # minflt, cminflt, majflt, cmajflt
+        0, 0, 0, 0,  # utime, stime, cutime, cstime
+        20, 0, s.num_threads, 0, s.start_time,
+        s.vsize if mm else 0, s.rss if mm else 0, RLIM_INFINITY,
+        code[0] if mm else 0, code[1] if mm else 0, s.start_stack if mm and ok else 0,
+        0, 0,  # esp, eip
+        0, 0, 0, 0,  # signal, blocked, sigignore, sigcatch
+        0, 0, 0,  # wchan, nswap, cnswap
+        s.exit_signal, s.processor, 0, 0,  # rt_priority, policy
+        0, 0, 0,  # delayacct_blkio_ticks, guest_time, cguest_time
+        *((s.start_data, s.end_data, s.start_brk, s.arg_start, s.arg_end, s.env_start,
+           s.env_end) if mm and ok else (0,) * 7),
+        0,  # exit_code
+    ]
+    return f"{s.pid} ({s.comm}) {s.state} " + " ".join(map(str, fields)) + "\n"
+
+
+def proc_pid_statm(size: int, resident: int, shared: int, text: int, data: int) -> str:
+    """/proc/PID/statm in pages: size resident shared text lib data dt, lib and dt
+    always 0 (fs/proc/array.c proc_pid_statm(), task_statm()); all 0 without an mm."""
+    return f"{size} {resident} {shared} {text} 0 {data} 0\n"

@@ -6,6 +6,9 @@ entry: its handle (fs/idle_pages.py) keeps the per-open continuation state.
 """
 from __future__ import annotations
 
+import errno
+import os
+
 from . import formats as fmt
 from .idle_pages import IdlePagesHandle
 from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
@@ -54,9 +57,15 @@ def _sigpending_limit(ctx: Ctx) -> int:
     return max(20, pages // 32) // 2
 
 
-def _status(ctx: Ctx) -> str:
+def _tid(ctx: Ctx) -> int:
+    """The thread a file is read for: TID under task/, else the PID (a hidden /proc/TID
+    of a thread included)."""
+    return dict(ctx.values).get("tid", ctx.get("pid"))
+
+
+def _status_info(ctx: Ctx) -> fmt.StatusInfo:
     k, t = ctx.kernel, _task(ctx)
-    tid = dict(ctx.values).get("tid", ctx.get("pid"))  # /proc/PID and the hidden /proc/TID
+    tid = _tid(ctx)
     mc = k.mm_counters(t)
     vmas = _vmas(ctx)
     exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
@@ -87,7 +96,73 @@ def _status(ctx: Ctx) -> str:
         fdsize=64 if has_mm else 0,  # task_state(): max_fds stays 0 once exit_files() ran
         cap_prm=0x3FFFFFFFFF if t.uid == 0 else 0, cap_eff=0x3FFFFFFFFF if t.uid == 0 else 0,
         voluntary_ctxt_switches=t.nvcsw, nonvoluntary_ctxt_switches=t.nivcsw, **mem)
-    return fmt.proc_status(info)
+    return info
+
+
+def _status(ctx: Ctx) -> str:
+    return fmt.proc_status(_status_info(ctx))
+
+
+CAP_SYS_PTRACE = 19
+PF_RANDOMIZE, PF_EXITING = 0x00400000, 0x00000004
+
+
+def _ptrace_permitted(ctx: Ctx, t: Task) -> bool:
+    """ptrace_may_access(PTRACE_MODE_READ_FSCREDS) for the reader: CAP_SYS_PTRACE, or
+    its fsuid and fsgid are the task's (an emulated task is dumpable, one uid, one gid)."""
+    if ctx.get_or("caller_cap_eff", -1) >> CAP_SYS_PTRACE & 1:
+        return True
+    return ctx.get_or("caller_ids") == (t.uid, t.gid)
+
+
+def _stat(ctx: Ctx) -> str:
+    """do_task_stat(): the status's ids and sizes, the text, data, heap and stack
+    addresses of the maps; a task never ran (no CPU time, no faults of its own)."""
+    t, info, vmas = _task(ctx), _status_info(ctx), _vmas(ctx)
+    tid = _tid(ctx)
+    exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
+    text = [v for v in exe if v.path == exe[0].path] if exe else []
+    data = [v for v in vmas if text and v.path == text[0].path and v.writable]
+    heap = [v for v in vmas if v.kind == "heap"]
+    stack = [v for v in vmas if v.kind == "stack"]
+    top = stack[0].end if stack else 0  # start_stack: argv and envp sit at the top
+    args = len(_cmdline(ctx))
+    return fmt.proc_pid_stat(fmt.TaskStat(
+        pid=tid, comm=t.name, state=info.state, ppid=t.ppid, pgrp=info.pgid, session=info.sid,
+        flags=PF_RANDOMIZE | (PF_EXITING if t.state == "zombie" else 0),
+        num_threads=len(t.tids), start_time=int(t.start_time * fmt.USER_HZ),
+        has_mm=t.alive, permitted=_ptrace_permitted(ctx, t), vsize=info.vm_size * 1024,
+        rss=info.vm_rss // KB, start_code=text[0].start if text else 0,
+        end_code=text[0].end if text else 0, start_stack=top,
+        exit_signal=17 if tid == t.pid else -1, processor=t.cpu,
+        start_data=data[0].start if data else 0, end_data=data[0].end if data else 0,
+        start_brk=heap[0].start if heap else 0, arg_start=top, arg_end=top + args,
+        env_start=top + args, env_end=top + args))
+
+
+def _statm(ctx: Ctx) -> str:
+    """task_statm(): VmSize, VmRSS, RssFile + RssShmem, VmExe, VmData + VmStk, in pages."""
+    i = _status_info(ctx)
+    return fmt.proc_pid_statm(i.vm_size // KB, i.vm_rss // KB, (i.rss_file + i.rss_shmem) // KB,
+                              i.vm_exe // KB, (i.vm_data + i.vm_stk) // KB)
+
+
+def _cmdline(ctx: Ctx) -> str:
+    """get_cmdline(): argv, each NUL-terminated; an emulated process's argv is its name
+    alone; empty once the mm is gone."""
+    t = _task(ctx)
+    return f"{t.name}\0" if t.alive else ""
+
+
+def _comm(ctx: Ctx) -> str:
+    return f"{_task(ctx).name}\n"
+
+
+def _comm_write(ctx: Ctx, data: bytes) -> None:
+    """comm_write(): only a thread of the task's own group may rename it, and no
+    reader is one: EINVAL (ESRCH once the task is gone)."""
+    _task(ctx)
+    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
 
 
 def _policy(ctx: Ctx) -> str:
@@ -177,6 +252,13 @@ def _tid_entries() -> tuple:
     return (
         _proc_file("maps", _maps, ptrace_read=True),
         _proc_file("status", _status),
+        _proc_file("stat", _stat),
+        _proc_file("statm", _statm),
+        _proc_file("cmdline", _cmdline),
+        # comm_write(): a writer outside the task's thread group gets EINVAL (the
+        # owner may open it for writing: mode 0644)
+        File("comm", _comm, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner, mode=0o644,
+             store=_comm_write),
         _proc_file("numa_maps", _numa_maps, ptrace_read=True),
         _proc_file("smaps", _smaps, ptrace_read=True),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),

@@ -74,11 +74,14 @@ def realproc_dir(mountpoint: str | os.PathLike[str]) -> Path:
 
 
 def _caller(ctx: Any, ectx: Ctx) -> Ctx:
-    """Bind the FUSE caller: its thread id and thread-group id (for /proc/self) and its
-    effective capabilities (``caller_cap_eff``, a mask: pagemap shows PFNs only to
-    CAP_SYS_ADMIN). A caller whose status cannot be read counts as capable when root."""
+    """Bind the FUSE caller: its thread id and thread-group id (for /proc/self), its
+    fsuid and fsgid (``caller_ids``) and its effective capabilities (``caller_cap_eff``,
+    a mask: pagemap shows PFNs only to CAP_SYS_ADMIN). A caller whose status cannot be
+    read counts as capable when root."""
     tid = getattr(ctx, "pid", 0)
-    all_caps = -1 if getattr(ctx, "uid", 0) == 0 else 0
+    ids = (getattr(ctx, "uid", 0), getattr(ctx, "gid", 0))
+    all_caps = -1 if ids[0] == 0 else 0
+    ectx = ectx.bind("caller_ids", ids)
     if not tid:
         return ectx.bind("caller_cap_eff", all_caps)
     fields: dict[str, str] = {}

@@ -4,6 +4,7 @@ Linux: include/linux/sched.h (task_struct), the parts /proc/PID/status shows.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -46,6 +47,10 @@ class Task:
     mems_allowed: tuple[int, ...] | None = None  # its cpuset's mems (None: every node)
     nvcsw: int = 0
     nivcsw: int = 0
+    # when it was created, on the host's CLOCK_BOOTTIME (task_struct's real_start_time:
+    # /proc/PID/stat's starttime, which ps turns into a wall-clock START with the
+    # host's btime)
+    start_time: float = field(default_factory=lambda: time.clock_gettime(time.CLOCK_BOOTTIME))
 
     @property
     def tids(self) -> tuple[int, ...]:

@@ -347,3 +347,52 @@ def test_the_summary_shows_vmrss_with_shmem(tmp_path):
                          text=True, timeout=60, check=True).stdout
     assert "pid 60       writer           threads 1   rss     20 KiB  workload none" in out
     assert "pid 61       child            threads 1   rss     20 KiB  workload none" in out
+
+
+DENYWRITE = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+
+[[process]]
+pid = 70
+name = "app"
+[[process.vma]]
+start = 0x400000
+size = "4KiB"
+kind = "file"
+path = "/usr/bin/app"
+perms = "r-xp"
+[[process.vma]]
+start = 0x600000
+size = "4KiB"
+kind = "file"
+path = "/usr/bin/app"
+perms = "rw-p"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+kind = "file"
+path = "/lib/x86_64-linux-gnu/libc-2.28.so"
+perms = "r-xp"
+[[process.vma]]
+start = 0x7f0000200000
+size = "4KiB"
+kind = "file"
+path = "/lib/x86_64-linux-gnu/ld-2.28.so"
+perms = "r-xp"
+"""
+
+
+def test_the_executable_and_its_interpreter_are_denywrite():
+    """binfmt_elf maps the executable's segments and the interpreter with
+    MAP_DENYWRITE (VM_DENYWRITE, bit 11: `dw`); ld.so maps the libraries with
+    mmap(2), which drops the flag."""
+    with mounted(DENYWRITE) as m:
+        flags = [line for line in m.read("proc/70/smaps").decode().splitlines()
+                 if line.startswith("VmFlags:")]
+    assert flags == ["VmFlags: rd ex mr mw me dw sd ",
+                     "VmFlags: rd wr mr mw me dw ac sd ",
+                     "VmFlags: rd ex mr mw me sd ",
+                     "VmFlags: rd ex mr mw me dw sd "]

@@ -57,6 +57,24 @@ def _sigpending_limit(ctx: Ctx) -> int:
     return max(20, pages // 32) // 2
 
 
+def _text(vmas: list[Vma]) -> list[Vma]:
+    """The executable's text: the executable file VMAs of the first such path (what
+    mm->start_code..end_code spans, VmExe)."""
+    exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
+    return [v for v in exe if v.path == exe[0].path] if exe else []
+
+
+VM_DENYWRITE = 1 << 11
+
+
+def _denywrite(vmas: list[Vma]) -> set[str]:
+    """The paths binfmt_elf mapped with MAP_DENYWRITE (VM_DENYWRITE, smaps' `dw`): the
+    executable and its interpreter (ld.so); mmap(2) drops the flag for the libraries."""
+    text = _text(vmas)
+    return {v.path for v in vmas if v.kind == "file" and v.path and (
+        (text and v.path == text[0].path) or os.path.basename(v.path).startswith("ld-"))}
+
+
 def _tid(ctx: Ctx) -> int:
     """The thread a file is read for: TID under task/, else the PID (a hidden /proc/TID
     of a thread included)."""
@@ -68,8 +86,7 @@ def _status_info(ctx: Ctx) -> fmt.StatusInfo:
     tid = _tid(ctx)
     mc = k.mm_counters(t)
     vmas = _vmas(ctx)
-    exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
-    first_path = exe[0].path if exe else None
+    text = _text(vmas)
     has_mm = t.alive
     mem = {}
     if has_mm:
@@ -81,10 +98,10 @@ def _status_info(ctx: Ctx) -> fmt.StatusInfo:
             rss_anon=mc["rss_anon"] * KB, rss_file=mc["rss_file"] * KB, rss_shmem=mc["rss_shmem"] * KB,
             vm_data=_kb([v for v in vmas if v.writable and not v.shared and v.kind != "stack"]),
             vm_stk=_kb([v for v in vmas if v.kind == "stack"]),
-            vm_exe=_kb([v for v in exe if v.path == first_path]),
+            vm_exe=_kb(text),
             # exec_vm (VM_EXEC, not VM_WRITE, not VM_STACK: [vdso] too) less the text
             vm_lib=_kb([v for v in vmas if v.perms[2] == "x" and not v.writable and v.kind != "stack"])
-            - _kb([v for v in exe if v.path == first_path]),
+            - _kb(text),
             vm_pte=max(0, mc["nr_tables"] - 1) * KB, vm_swap=mc["swap"] * KB)
     info = fmt.StatusInfo(
         name=t.name, state=t.state[0].upper() if t.state != "zombie" else "Z",
@@ -120,8 +137,7 @@ def _stat(ctx: Ctx) -> str:
     addresses of the maps; a task never ran (no CPU time, no faults of its own)."""
     t, info, vmas = _task(ctx), _status_info(ctx), _vmas(ctx)
     tid = _tid(ctx)
-    exe = [v for v in vmas if v.perms[2] == "x" and v.kind == "file"]
-    text = [v for v in exe if v.path == exe[0].path] if exe else []
+    text = _text(vmas)
     data = [v for v in vmas if text and v.path == text[0].path and v.writable]
     heap = [v for v in vmas if v.kind == "heap"]
     stack = [v for v in vmas if v.kind == "stack"]
@@ -211,13 +227,14 @@ def _smaps_kb(counters: dict[str, int]) -> dict[str, int]:
 
 def _smaps(ctx: Ctx) -> str:
     k, t, out = ctx.kernel, _task(ctx), []
+    denywrite = _denywrite(_vmas(ctx))
     for v in _vmas(ctx):
         header = fmt.maps_line(v.start, v.end, v.perms, v.offset, v.dev[0], v.dev[1], v.inode,
                                v.display_path)
         page_kb = 2048 if v.hugetlb else 4
         out.append(fmt.smaps_block(header, (v.end - v.start) >> 10, page_kb, page_kb,
                                    _smaps_kb(_smaps_counters(k.range_stats(t, v.start, v.end))), 0,
-                                   v.vm_flags))
+                                   v.vm_flags | (VM_DENYWRITE if v.path in denywrite else 0)))
     return "".join(out)
 
 

@@ -381,6 +381,32 @@ def test_pages_shared_after_fork_need_move_all():
     assert k.check() == []
 
 
+def test_a_thp_shared_after_fork_is_split_in_every_mapping():
+    """split_huge_page() unmaps a THP from every process (unmap_page()) and maps its
+    pages back (remap_page()), so a THP the child shares with its parent splits in
+    both: each PMD becomes its deposited table (thp_split_pmd twice), every page is
+    mapped twice. Node 3 takes 508 pages above min (test above): the head and tails
+    511..5 move in both mappings; tail 4 meets ENOMEM; tails 1..4 stay on node 0, each
+    still shared."""
+    k = load(FORKED)
+    parent, child = k.task(50), k.task(51)
+    status = [U]
+    assert migrate.move_pages(k, 51, [T], [3], status, 4) == -errno.ENOMEM  # MOVE_ALL
+    want = [3] + [0] * 4 + [3] * 507
+    assert [k.page_node(parent, T + i * PAGE) for i in range(512)] == want
+    assert [k.page_node(child, T + i * PAGE) for i in range(512)] == want
+    for t in (parent, child):
+        assert k.entry(t, T + PAGE)[0] == 4  # PTEs now, in both
+    pfns = {t.pid: (k.entry(t, T + PAGE)[1] >> 12) & 0xFFFFFFFFFF for t in (parent, child)}
+    assert pfns[50] == pfns[51] and k.native.pages[pfns[50]].mapcount == 2
+    c = vmstat.global_counters(k)
+    assert (c["thp_split_page"], c["thp_split_pmd"]) == (1, 2)
+    assert c["pgmigrate_success"] == 508 and c["pgmigrate_fail"] == 1
+    assert k.check() == []
+    k.exit(50)
+    assert k.native.pages[pfns[51]].mapcount == 1 and k.check() == []
+
+
 def test_a_write_breaks_the_sharing_copy_on_write():
     k = load(FORKED)
     parent, child = k.task(50), k.task(51)
@@ -556,7 +582,7 @@ pages = "508 idle@3"
 
 
 def test_a_vdso_page_on_the_target_node_is_in_place(k2):
-    """[vdso] page 0 is a kernel-image page, taken to be on node 0 (deviation n).
+    """[vdso] page 0 is a kernel-image page, taken to be on node 0 (deviation m).
     To node 0: already there -> success, not queued; the final batch has nothing
     queued -> return 0, status[0] unwritten. To node 1: on no LRU, isolation fails
     -> -EBUSY. Page 1 was never touched: ->fault exists (special_mapping_vmops), so

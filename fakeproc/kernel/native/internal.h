@@ -176,6 +176,8 @@ typedef void (*fp_rmap_fn)(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, u
 int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg);
 int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level);
 int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd);
+int fp_has_deposit(struct fp_kernel *k, const uint64_t *pmd);
+int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries);
 int64_t fp_withdraw_table(struct fp_kernel *k, const uint64_t *pmd);
 uint64_t *fp_mm_walk(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int32_t *level);
 uint64_t *fp_mm_leaf(struct fp_kernel *k, const struct fp_mm *mm, uint64_t addr, int *level);

@@ -208,6 +208,13 @@ static int deposit_table(struct fp_kernel *k, struct fp_mm *mm, const uint64_t *
     return 0;
 }
 
+/* Whether a huge PMD keeps a page table in reserve (a split then needs no new one). */
+int fp_has_deposit(struct fp_kernel *k, const uint64_t *pmd)
+{
+    const uint64_t *slot = deposit_slot(k, pmd, 0);
+    return slot && *slot;
+}
+
 /* The deposited page's PFN, taken off the PMD (still counted), or -1 for none. */
 int64_t fp_withdraw_table(struct fp_kernel *k, const uint64_t *pmd)
 {

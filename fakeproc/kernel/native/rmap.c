@@ -58,16 +58,18 @@ static struct fp_rmap_slot *slot_put(struct fp_kernel *k, uint64_t pfn, uint32_t
     return &k->rmap_slots[i];
 }
 
-/* room for one more chain: at most half the slots in use */
-static int slots_reserve(struct fp_kernel *k)
+/* room for n more chains: at most half the slots in use */
+static int slots_reserve(struct fp_kernel *k, uint64_t n)
 {
-    if (2 * (k->rmap_slots_used + 1) <= k->rmap_slots_cap)
+    if (2 * (k->rmap_slots_used + n) <= k->rmap_slots_cap)
         return 0;
     uint64_t old_cap = k->rmap_slots_cap, cap = old_cap ? 2 * old_cap : 64;
-    struct fp_rmap_slot *old = k->rmap_slots, *n = calloc(cap, sizeof(*n));
-    if (!n)
+    while (2 * (k->rmap_slots_used + n) > cap)
+        cap *= 2;
+    struct fp_rmap_slot *old = k->rmap_slots, *fresh = calloc(cap, sizeof(*fresh));
+    if (!fresh)
         return -ENOMEM;
-    k->rmap_slots = n;
+    k->rmap_slots = fresh;
     k->rmap_slots_cap = cap;
     k->rmap_slots_used = 0;
     for (uint64_t i = 0; i < old_cap; i++)
@@ -153,7 +155,7 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
     } else {
         struct fp_rmap_slot *s = slot_of(k, pfn);
         if (!s) {
-            if (slots_reserve(k))
+            if (slots_reserve(k, 1))
                 return -ENOMEM;
             s = slot_put(k, pfn, 0);
         }
@@ -167,6 +169,30 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
         s->head = (uint32_t)idx + 1;
     }
     p->mapcount++;
+    return 0;
+}
+
+/* Room for `chains` new chains and `entries` side-table entries, so that as many
+ * fp_rmap_add() calls cannot fail (a THP split maps 511 new pages in every mapper
+ * but the first). 0 or -ENOMEM, with nothing changed but capacity. */
+int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries)
+{
+    int err = slots_reserve(k, chains);
+    if (err)
+        return err;
+    uint64_t want = k->nr_rmap_ext + entries;
+    if (want > k->cap_rmap_ext) {
+        uint64_t cap = k->cap_rmap_ext ? k->cap_rmap_ext : 64;
+        while (cap < want)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            return -ENOMEM; /* links are 32-bit */
+        struct fp_rmap_ext *n = realloc(k->rmap_ext, cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        k->rmap_ext = n;
+        k->cap_rmap_ext = cap;
+    }
     return 0;
 }
 
@@ -228,7 +254,7 @@ int64_t fp_rmap_slots_selftest(uint64_t seed, uint64_t steps)
     struct fp_kernel *k = calloc(1, sizeof(*k));
     uint32_t head[256] = {0};
     uint64_t used = 0, bad = 0;
-    if (!k || slots_reserve(k)) {
+    if (!k || slots_reserve(k, 1)) {
         free(k);
         return -ENOMEM;
     }

@@ -117,6 +117,24 @@ static void ext_remove(struct fp_kernel *k, uint64_t idx)
     k->rmap_ext_free = (uint32_t)idx + 1;
 }
 
+/* room for n more side-table entries at the end (the capacity doubles) */
+static int ext_reserve(struct fp_kernel *k, uint64_t n)
+{
+    uint64_t want = k->nr_rmap_ext + n, cap = k->cap_rmap_ext ? k->cap_rmap_ext : 64;
+    if (want <= k->cap_rmap_ext)
+        return 0;
+    while (cap < want)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        return -ENOMEM; /* links are 32-bit */
+    struct fp_rmap_ext *grown = realloc(k->rmap_ext, cap * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    k->rmap_ext = grown;
+    k->cap_rmap_ext = cap;
+    return 0;
+}
+
 /* a side-table entry for a new mapper: a freed one, else one more at the end */
 static int64_t ext_alloc(struct fp_kernel *k)
 {
@@ -125,17 +143,8 @@ static int64_t ext_alloc(struct fp_kernel *k)
         k->rmap_ext_free = k->rmap_ext[idx].next;
         return (int64_t)idx;
     }
-    if (k->nr_rmap_ext == k->cap_rmap_ext) {
-        uint64_t cap = k->cap_rmap_ext ? 2 * k->cap_rmap_ext : 64;
-        if (cap > UINT32_MAX)
-            return -ENOMEM; /* links are 32-bit */
-        struct fp_rmap_ext *n = realloc(k->rmap_ext, cap * sizeof(*n));
-        if (!n)
-            return -ENOMEM;
-        k->rmap_ext = n;
-        k->cap_rmap_ext = cap;
-    }
-    return (int64_t)k->nr_rmap_ext++;
+    int err = ext_reserve(k, 1);
+    return err ? err : (int64_t)k->nr_rmap_ext++;
 }
 
 /* the arena index of the entry that maps (or will map) addr in mm: a PTE, or for a
@@ -178,22 +187,7 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
 int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries)
 {
     int err = slots_reserve(k, chains);
-    if (err)
-        return err;
-    uint64_t want = k->nr_rmap_ext + entries;
-    if (want > k->cap_rmap_ext) {
-        uint64_t cap = k->cap_rmap_ext ? k->cap_rmap_ext : 64;
-        while (cap < want)
-            cap *= 2;
-        if (cap > UINT32_MAX)
-            return -ENOMEM; /* links are 32-bit */
-        struct fp_rmap_ext *n = realloc(k->rmap_ext, cap * sizeof(*n));
-        if (!n)
-            return -ENOMEM;
-        k->rmap_ext = n;
-        k->cap_rmap_ext = cap;
-    }
-    return 0;
+    return err ? err : ext_reserve(k, entries);
 }
 
 /* the side-table index of mapper (mm, vpn) of pfn, or with mm < 0 of any; -1 none */

@@ -76,6 +76,7 @@ thp = true
 pages = "1 thp-accessed@0"
 """
 PAGE = 4096
+USER = migrate.Caller(1000, 1000, 0)  # an unprivileged caller of another uid
 
 
 @pytest.fixture
@@ -167,7 +168,7 @@ def test_up_front_errors(k):
     assert migrate.move_pages(k, 50, [A], [2], s, 0x8) == -errno.EINVAL
     assert migrate.move_pages(k, 50, [A], [2], s, 0x100) == -errno.EINVAL
     assert migrate.move_pages(k, 999, [A], [2], s, 2) == -errno.ESRCH
-    assert migrate.move_pages(k, 50, [A], [2], s, 4, capable=False) == -errno.EPERM
+    assert migrate.move_pages(k, 50, [A], [2], s, 4, caller=USER) == -errno.EPERM
     assert s == [U]
     k.exit(50, zombie=True)
     assert migrate.move_pages(k, 50, [A], [2], s, 2) == -errno.EINVAL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -758,3 +759,78 @@ def test_affinity_keeps_only_online_cpus(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert [line.split()[-1] for line in lines] == ["2", "1", "33"], lines
+
+
+PERM_MACHINE = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+
+[[process]]
+pid = 4300001
+name = "rootapp"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "4 accessed@1"
+
+[[process]]
+pid = 4300101
+name = "userapp"
+uid = 1000
+gid = 1000
+mems_allowed = "0"
+[[process.vma]]
+start = 0x7f0000000000
+size = "16KiB"
+pages = "4 accessed@1"
+"""
+
+MIGRATE_SCRIPT = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def migrate(pid, old, new):
+    o, n = ctypes.c_ulong(old), ctypes.c_ulong(new)
+    r = libc.syscall(256, pid, 64, ctypes.byref(o), ctypes.byref(n))
+    return f"{r} {ctypes.get_errno() if r < 0 else 0}"
+print(migrate(4300001, 2, 1), migrate(4300101, 2, 2), migrate(4300101, 2, 1))
+"""
+
+
+def test_an_unprivileged_caller_gets_the_kernels_eperm(mp, tmp_path):
+    """kernel_move_pages() and kernel_migrate_pages() check the caller: ptrace access
+    (real uid and gid those of the target, or CAP_SYS_PTRACE), CAP_SYS_NICE for
+    MPOL_MF_MOVE_ALL and for new nodes outside the target's cpuset. Run as uid 1000
+    without capabilities: root's process is EPERM to both calls; its own process
+    answers, but migrate_pages to node 1, outside its mems_allowed (0), is EPERM, and
+    to node 0 moves its 4 pages (returns 0). As root both calls work."""
+    shutil.copy(mp, tmp_path / "mp")
+    script = tmp_path / "migrate.py"
+    script.write_text(MIGRATE_SCRIPT)
+    for p in (tmp_path, *tmp_path.parents):
+        if str(p).startswith("/tmp/") or p == tmp_path:
+            os.chmod(p, os.stat(p).st_mode | 0o755)
+    machine = tmp_path / "perm.toml"
+    machine.write_text(PERM_MACHINE)
+    user = "setpriv --reuid=1000 --regid=1000 --clear-groups"
+    py = shutil.which("python3", path="/usr/bin:/bin")
+    cmd = (f"{user} {tmp_path}/mp 4300001 query 0x7f0000000000; "
+           f"{user} {tmp_path}/mp 4300101 query 0x7f0000000000; "
+           f"{user} {py} {script}; "
+           f"{tmp_path}/mp 4300101 query 0x7f0000000000; "
+           f"{py} {script}")
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", str(machine),
+                        "--", "sh", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "ret=-1 errno=1 status=-1000",    # root's process: EPERM, status untouched
+        "ret=0 errno=0 status=1",         # its own: on PMEM node 1
+        "-1 1 -1 1 0 0",                  # root's: EPERM; node 1 not in its cpuset: EPERM; node 0: moved
+        "ret=0 errno=0 status=0",         # (root sees the pages on node 0 now)
+        "0 0 0 0 0 0",                    # root may do all three (the last two move nothing)
+    ]

@@ -211,20 +211,34 @@ def touch(ctx: Context, pid: int, addr: int | str, write: bool = False) -> dict[
     return {"pid": task.pid, "addr": a, "node": ctx.kernel.page_node(task, a)}
 
 
+def _caller(caller: dict[str, int] | None) -> migrate.Caller | None:
+    """The credentials a syscall checks, as `fakeproc run` sends its caller's ({"uid",
+    "gid", "cap_eff"}: real ids, CapEff mask); none: a caller with every capability."""
+    if caller is None:
+        return None
+    try:
+        return migrate.Caller(int(caller["uid"]), int(caller["gid"]), int(caller["cap_eff"]))
+    except KeyError as e:
+        raise bad_args(f"caller: missing {e.args[0]}") from None
+
+
 @command()
 def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list[int] | str | None = None,
                flags: int = 2, status: list[int] | str | None = None,
-               packed: bool = False, written: bool = False) -> dict[str, Any]:
+               packed: bool = False, written: bool = False,
+               caller: dict[str, int] | None = None) -> dict[str, Any]:
     """move_pages(2) on an emulated process (INTERFACES.md 3): the return value (0, a
     positive count not migrated, or -errno) and the status array as the kernel left it
     (`status` is the caller's initial array, default all 0). pages, nodes and status
     may each be packed (base64 of little-endian u64 / i32 / i32); `packed` packs the
     status of the reply the same way. `written` adds the [start, end) runs of the
     entries the kernel stored (a caller copying them back into a read-only array
-    faults on each, whatever its value)."""
+    faults on each, whatever its value). `caller` ({"uid", "gid", "cap_eff"}) is the
+    calling process the permission checks see; without it, one with every capability."""
     runs: list[tuple[int, int]] | None = [] if written else None
+    who = _caller(caller)
     if isinstance(pages, str) and not isinstance(nodes, list) and not isinstance(status, list):
-        return _move_packed(ctx, pid, pages, nodes, flags, status, packed, runs)
+        return _move_packed(ctx, pid, pages, nodes, flags, status, packed, runs, who)
     pages = unpack_array(pages, "Q", "pages")
     if all(type(p) is int and p >= 0 for p in pages):  # the common case, without a call each
         addrs = list(pages)
@@ -239,7 +253,7 @@ def move_pages(ctx: Context, pid: int, pages: list[int | str] | str, nodes: list
     if any(type(x) is not int for x in (*(nodes or ()), *st)) or \
             any(not -(1 << 31) <= x < 1 << 31 for x in st):
         raise bad_args("nodes and status must be arrays of C ints")
-    ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags, written=runs)
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, nodes, st, flags, written=runs, caller=who)
     return _move_reply(ret, pack_array(st, "i") if packed else st, runs)
 
 
@@ -251,8 +265,8 @@ def _move_reply(ret: int, status: Any, runs: list[tuple[int, int]] | None) -> di
 
 
 def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: int,
-                 status: str | None, packed: bool,
-                 runs: list[tuple[int, int]] | None) -> dict[str, Any]:
+                 status: str | None, packed: bool, runs: list[tuple[int, int]] | None,
+                 who: migrate.Caller | None) -> dict[str, Any]:
     """move_pages with every array packed: the bytes go to the kernel as they came (any
     u64 is a pointer and any i32 a node or status, so there is nothing to check)."""
     addrs = unpack_bytes(pages, 8, "pages")
@@ -263,7 +277,7 @@ def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: i
     st = bytearray(4 * n) if status is None else bytearray(unpack_bytes(status, 4, "status"))
     if len(st) != 4 * n:
         raise bad_args("pages and status differ in length")
-    ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags, written=runs)
+    ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags, written=runs, caller=who)
     return _move_reply(ret, pack_bytes(st) if packed else list(memoryview(st).cast("i")), runs)
 
 
@@ -275,10 +289,11 @@ def get_mempolicy(ctx: Context, pid: int, addr: int | str) -> dict[str, Any]:
 
 
 @command()
-def migrate_pages(ctx: Context, pid: int, old_nodes: list[int], new_nodes: list[int]) -> dict[str, Any]:
+def migrate_pages(ctx: Context, pid: int, old_nodes: list[int], new_nodes: list[int],
+                  caller: dict[str, int] | None = None) -> dict[str, Any]:
     """migrate_pages(2): every page of pid on old_nodes to new_nodes; `ret` is the count
-    left behind, or -errno."""
-    return {"ret": migrate.migrate_pages(ctx.kernel, pid, old_nodes, new_nodes)}
+    left behind, or -errno; `caller` as for move_pages."""
+    return {"ret": migrate.migrate_pages(ctx.kernel, pid, old_nodes, new_nodes, caller=_caller(caller))}
 
 
 @command()

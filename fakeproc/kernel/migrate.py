@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 from .native import ffi, lib
@@ -28,6 +29,35 @@ MPOL_MF_SW_YOUNG = 0x80  # the RFC's flag
 MPOL_F_NODE = 1
 MPOL_F_ADDR = 2
 MAX_NUMNODES = 1024
+CAP_SYS_PTRACE = 19
+CAP_SYS_NICE = 23
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The calling process's credentials, as the syscalls check them: its real uid and
+    gid (PTRACE_MODE_READ_REALCREDS) and its effective capabilities (a CapEff mask).
+    None where a caller is expected stands for one with every capability (the
+    control socket's own commands)."""
+
+    uid: int
+    gid: int
+    cap_eff: int
+
+    def capable(self, cap: int) -> bool:
+        return bool(self.cap_eff >> cap & 1)
+
+
+def _capable(caller: Caller | None, cap: int) -> bool:
+    return caller is None or caller.capable(cap)
+
+
+def _ptrace_may_access(caller: Caller | None, task: "Task") -> bool:
+    """__ptrace_may_access(PTRACE_MODE_READ_REALCREDS): the caller's real uid and gid are
+    every id of the task's (an emulated task has one uid and one gid), or it has
+    CAP_SYS_PTRACE; emulated tasks are dumpable, and Yama restricts only attaching."""
+    return caller is None or (caller.uid, caller.gid) == (task.uid, task.gid) or \
+        caller.capable(CAP_SYS_PTRACE)
 
 
 def _node_ok(kernel: "Kernel", node: int) -> bool:
@@ -39,23 +69,23 @@ Ints = Sequence[int] | bytes | bytearray | memoryview  # a list, or packed littl
 
 def move_pages(kernel: "Kernel", pid: int, pages: Ints, nodes: Ints | None,
                status: list[int] | bytearray, flags: int, *, caller_node: int | None = None,
-               capable: bool = True, written: list[tuple[int, int]] | None = None) -> int:
+               caller: Caller | None = None, written: list[tuple[int, int]] | None = None) -> int:
     """The syscall: returns 0, a positive count of pages not migrated, or -errno.
 
     ``status`` is the caller's array, updated in place exactly where 4.20 writes it.
     Each array is a list of ints or packed (u64 pages, i32 nodes and status, the
     host's little-endian layout, as the syscall's user arrays): packed ones go to C
     without a copy, which is what a daemon's bulk calls need.
-    ``caller_node`` is the node of the calling CPU (numa local/other); ``capable``
-    stands for CAP_SYS_NICE (MPOL_MF_MOVE_ALL) and the ptrace check. ``written``, when
+    ``caller_node`` is the node of the calling CPU (numa local/other); ``caller`` the
+    calling process's credentials (CAP_SYS_NICE for MPOL_MF_MOVE_ALL, the ptrace check). ``written``, when
     given, receives the [start, end) runs of the entries the kernel stored (put_user
     faults on any of them in a read-only array, whatever the value).
     """
     if flags & ~(MPOL_MF_MOVE | MPOL_MF_MOVE_ALL | MPOL_MF_SW_YOUNG):
         return -errno.EINVAL
-    if flags & MPOL_MF_MOVE_ALL and not capable:
+    if flags & MPOL_MF_MOVE_ALL and not _capable(caller, CAP_SYS_NICE):
         return -errno.EPERM
-    task = _target(kernel, pid, capable)
+    task = _target(kernel, pid, caller)
     if isinstance(task, int):
         return task
     return _move_native(kernel, task, pages, nodes, status, flags, caller_node, written)
@@ -134,12 +164,13 @@ _NODE_TABLES: "weakref.WeakKeyDictionary[Kernel, dict[tuple[int, ...], tuple[Any
     weakref.WeakKeyDictionary()
 
 
-def _target(kernel: "Kernel", pid: int, capable: bool) -> "Task | int":
-    """find_mm_struct(): the target task, or -ESRCH / -EPERM (ptrace) / -EINVAL (no mm)."""
+def _target(kernel: "Kernel", pid: int, caller: Caller | None) -> "Task | int":
+    """kernel_move_pages()'s lookup: the target task, or -ESRCH / -EPERM (the ptrace
+    check) / -EINVAL (no mm)."""
     task = kernel.thread(pid)
     if task is None:
         return -errno.ESRCH
-    if not capable:
+    if not _ptrace_may_access(caller, task):
         return -errno.EPERM
     if task.mm_id is None:
         return -errno.EINVAL
@@ -170,25 +201,32 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
 
 
 def migrate_pages(kernel: "Kernel", pid: int, old_nodes: Sequence[int], new_nodes: Sequence[int],
-                  *, capable: bool = True) -> int:
+                  *, caller: Caller | None = None) -> int:
     """migrate_pages(2): move pid's pages from the old node set to the new one, node
     pair by node pair as do_migrate_pages() picks them; returns the pages that could
-    not be moved, or -errno. The node lists are sets, as the syscall's bitmasks."""
-    task = _target(kernel, pid, capable)
-    if isinstance(task, int):
-        return task
-    # get_nodes() takes any node below MAX_NUMNODES; an old node without memory has no
-    # pages to move; the new set is masked with the caller's cpuset (every node here)
-    # and the nodes that have memory
+    not be moved, or -errno. The node lists are sets, as the syscall's bitmasks.
+    kernel_migrate_pages()'s order: get_nodes() (any node below MAX_NUMNODES), the
+    task (-ESRCH), the ptrace check (-EPERM), new nodes outside the task's cpuset
+    without CAP_SYS_NICE (-EPERM), the new set masked with the caller's cpuset (every
+    node here) and the nodes with memory (empty: -EINVAL), the mm (-EINVAL); without
+    CAP_SYS_NICE only pages mapped once move (MPOL_MF_MOVE)."""
     if any(not 0 <= n < MAX_NUMNODES for n in (*old_nodes, *new_nodes)):
         return -errno.EINVAL
+    task = kernel.thread(pid)
+    if task is None:
+        return -errno.ESRCH
+    if not _ptrace_may_access(caller, task):
+        return -errno.EPERM
+    move_all = _capable(caller, CAP_SYS_NICE)
+    if not set(new_nodes) <= set(kernel.mems_allowed(task)) and not move_all:
+        return -errno.EPERM
     old, new = sorted(set(old_nodes)), sorted(set(new_nodes) & set(kernel.node_ids))
-    if not new:
+    if not new or task.mm_id is None:
         return -errno.EINVAL
     busy = 0
     try:
         for source, dest in node_pairs(old, new):
-            err = _migrate_to_node(kernel, task, source, dest, capable)
+            err = _migrate_to_node(kernel, task, source, dest, move_all)
             if err < 0:
                 return err
             busy += err
@@ -221,7 +259,7 @@ def node_pairs(old: list[int], new: list[int]) -> Generator[tuple[int, int], Non
         yield pair
 
 
-def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, capable: bool) -> int:
+def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, move_all: bool) -> int:
     """migrate_to_node(): the task's present pages in address order go to C
     (fp_migrate_to_node), which queues those on `source` (queue_pages_range(); with
     MPOL_MF_MOVE only pages mapped once), isolates them and runs 4.20's
@@ -237,4 +275,4 @@ def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, cap
     caller = kernel.node_index(kernel.cpu_node(task.cpu))
     return int(lib.fp_migrate_to_node(kernel.native, ffi.new("uint64_t[]", pfns), len(pfns),
                                       kernel.node_index(source), kernel.node_index(dest), caller,
-                                      capable))
+                                      move_all))

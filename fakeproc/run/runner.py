@@ -238,8 +238,8 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     tell, open_status = _hostview(client, m.mountpoint)
     status_open = open_handler(facts, masks, open_status)
     sup = seccomp.Supervisor(fds[0], seccomp.dispatch({
-        "move_pages": seccomp.move_pages_handler(_move_pages(client), packed=True),
-        "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client)),
+        "move_pages": seccomp.move_pages_handler(_move_pages(client), packed=True, pass_notif=True),
+        "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client), pass_notif=True),
         "lseek": lseek_handler(lambda opener, pid, pos: client.call(
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
         "fcntl": fcntl_handler(lambda opener, pid, pos, flags: client.call(
@@ -299,15 +299,29 @@ def _hostview(client: Client, mnt: Path) -> tuple[Callable[[int, int], None], Ca
     return tell, open_status
 
 
+def _caller(notif: seccomp.Notification) -> dict[str, int]:
+    """The calling thread's credentials as the syscall checks them: real uid and gid,
+    effective capabilities (its /proc/TID/status, read while the call waits)."""
+    fields: dict[str, str] = {}
+    with open(f"/proc/{notif.pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    notif.check()  # the thread is still the one that made the call
+    return {"uid": int(fields["Uid"].split()[0]), "gid": int(fields["Gid"].split()[0]),
+            "cap_eff": int(fields["CapEff"], 16)}
+
+
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
     """move_pages on an emulated pid, answered by the emulator over the control socket;
-    the caller's arrays travel packed, as the syscall read them."""
+    the caller's arrays travel packed, as the syscall read them, with its credentials."""
     def emulate(pid: int, pages: bytes, nodes: bytes | None, status: seccomp.PackedStatus,
-                flags: int) -> int:
+                flags: int, notif: seccomp.Notification) -> int:
         try:
             r = client.call("move_pages", pid=pid, pages=pack_bytes(pages),
                             nodes=None if nodes is None else pack_bytes(nodes), flags=flags,
-                            status=pack_bytes(status), packed=True, written=True)
+                            status=pack_bytes(status), packed=True, written=True,
+                            caller=_caller(notif))
         except CtlError as e:
             return -(e.errno or errno.EINVAL)
         left = unpack_bytes(r["status"], 4, "status")
@@ -320,9 +334,10 @@ def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
 
 
 def _migrate_pages(client: Client):  # noqa: ANN202
-    def emulate(pid: int, old: list[int], new: list[int]) -> int:
+    def emulate(pid: int, old: list[int], new: list[int], notif: seccomp.Notification) -> int:
         try:
-            return int(client.call("migrate_pages", pid=pid, old_nodes=old, new_nodes=new)["ret"])
+            return int(client.call("migrate_pages", pid=pid, old_nodes=old, new_nodes=new,
+                                   caller=_caller(notif))["ret"])
         except CtlError as e:
             return -(e.errno or errno.EINVAL)
     return emulate

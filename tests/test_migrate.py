@@ -234,6 +234,25 @@ def test_a_split_moves_a_dirty_pmd_to_the_page_flags():
     assert k.check() == []
 
 
+def test_migration_leaves_entries_old_and_clean_moved_or_not():
+    """__unmap_and_move(): try_to_unmap(TTU_MIGRATION) makes a dirty page PG_dirty and
+    remove_migration_ptes() installs pte_mkold(mk_pte()): old and clean, whether the
+    page moved (the new frame) or migrate_page_move_mapping() found the pinned page's
+    extra reference (-EAGAIN, the old frame back)."""
+    k = load(MACHINE.replace('"4 accessed@0, 4 idle@2, 2 none, 2 pinned@0"',
+                             '"3 accessed@0, 1 dirty@0, 4 idle@2, 2 none, 2 pinned@0"'))
+    t = k.task(50)
+    k.touch(t, A + 10 * PAGE, write=True)  # the pinned page: accessed and dirty
+    assert migrate.move_pages(k, 50, [A + 3 * PAGE, A + 10 * PAGE], [1, 1], [U, U], 2) == 1
+    for addr, node in ((A + 3 * PAGE, 1), (A + 10 * PAGE, 0)):
+        entry = k.entry(t, addr)[1]
+        assert k.page_node(t, addr) == node
+        assert entry & lib.FP_PAGE_PRESENT and entry & lib.FP_PAGE_RW
+        assert not entry & (lib.FP_PAGE_ACCESSED | lib.FP_PAGE_DIRTY)
+        assert k.native.pages[(entry >> 12) & 0xFFFFFFFFFF].flags & lib.FP_PG_DIRTY
+    assert k.check() == []
+
+
 def test_a_pinned_thp_cannot_be_split_and_the_call_fails_ebusy():
     """can_split_huge_page() refuses a THP with an extra reference: split_huge_page()
     returns -EBUSY (thp_split_page_failed) and 4.20's migrate_pages() returns that rc."""

@@ -5,7 +5,8 @@
  *
  * The new page takes the old one's state (anon/file, active, PG_referenced,
  * dirty) and LRU list; its PTE is installed old, with the accessed bit clear
- * (INTERFACES.md 4). Migration counters count a THP as one.
+ * (INTERFACES.md 4), and clean: try_to_unmap() moved a dirty bit to PG_dirty.
+ * Migration counters count a THP as one.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,14 +14,38 @@
 #include "internal.h"
 
 
-/* remove_migration_ptes() for one mapper: the new frame, accessed bit clear; and
- * invalidate_range for a VM: the guest re-faults onto the new page */
+struct remap {
+    uint64_t pfn;  /* the frame the mappings get back: the new page, or the old one */
+    int dirty;     /* some entry was dirty */
+};
+
+/* try_to_unmap(TTU_MIGRATION) + remove_migration_ptes() for one mapper: a dirty entry
+ * makes the page PG_dirty; the entry comes back old and clean (pte_mkold(mk_pte()) with
+ * the write bit of the migration entry); for a VM the unmap's invalidate_range zaps
+ * the guest's entry, which re-faults onto the page */
 static void remap_one(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr, void *arg)
 {
-    uint64_t np = (uint64_t)*(int64_t *)arg;
-    *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED)) | (np << FP_PAGE_SHIFT);
+    struct remap *r = arg;
+    r->dirty |= (*e & FP_PAGE_DIRTY) != 0;
+    *e = (*e & ~(FP_ADDR_MASK | FP_PAGE_ACCESSED | FP_PAGE_DIRTY)) | (r->pfn << FP_PAGE_SHIFT);
     if (mm->vm)
-        fp_kvm_unmap_hva(k, mm, addr, fp_page_nr(&k->pages[np]));
+        fp_kvm_unmap_hva(k, mm, addr, fp_page_nr(&k->pages[r->pfn]));
+}
+
+/* Every mapping of pfn through a migration and back to frame `to` (pfn itself when the
+ * migration failed after unmapping); PG_dirty on `to` if an entry was dirty, counted
+ * as set_page_dirty() counts it (dirty page cache in NR_FILE_DIRTY). */
+static void remap(struct fp_kernel *k, uint64_t pfn, uint64_t to)
+{
+    struct remap r = {to, 0};
+    fp_rmap_walk(k, pfn, remap_one, &r);
+    struct fp_page *p = &k->pages[to];
+    if (r.dirty && !(p->flags & FP_PG_DIRTY)) {
+        uint64_t *st = k->nodes[fp_pfn_to_node(k, to)].stat;
+        fp_page_kind_add(st, p, -1);
+        p->flags |= FP_PG_DIRTY;
+        fp_page_kind_add(st, p, +1);
+    }
 }
 
 int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t caller_node,
@@ -62,9 +87,11 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
         fp_count_alloc(k, caller_node, dst, dst);
     }
     if (old->flags & FP_PG_PINNED) {
-        /* unmap_and_move() allocated first; migrate_page_move_mapping() then finds a
-         * reference it does not expect: the new page is freed again */
+        /* unmap_and_move() allocated first and unmapped the page; then
+         * migrate_page_move_mapping() finds a reference it does not expect: the new
+         * page is freed again and the mappings come back to the old one, old */
         fp_free_page(k, (uint64_t)np);
+        remap(k, pfn, pfn);
         return -EAGAIN;
     }
     struct fp_page *new = &k->pages[np];
@@ -77,7 +104,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     new->pte = old->pte;
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
-    fp_rmap_walk(k, pfn, remap_one, &np); /* every mapper's entry, installed old */
+    remap(k, pfn, (uint64_t)np); /* every mapper's entry, installed old */
     fp_rmap_move(k, pfn, (uint64_t)np); /* the side table follows the page */
 
     /* ground truth follows */

@@ -296,8 +296,9 @@ def test_sw_young_does_not_change_which_pages_reclaim_demotes(sw_young):
     PG_referenced alone never saves an anonymous page. Pages 0-3 are moved node 0 -> 1
     -> 0 with the flags under test, then pages 4-15 without SW_YOUNG, so 0-3 are the
     oldest of node 0's inactive list, accessed bits clear. Node 0's peer is node 2
-    (distance 17 < 21). Reclaiming two pages demotes the two at the tail, 0 and 1,
-    marked or not; had PG_referenced kept them, 4 and 5 would go instead."""
+    (distance 17 < 21). A kswapd that needs two pages (high = free + 2) demotes the
+    two at the tail, 0 and 1 (priority 4: 16 >> 4 = 1 page, then priority 3: 15 >> 3
+    = 1), marked or not; had PG_referenced kept them, 4 and 5 would go instead."""
     k = load(SW_YOUNG_MACHINE)
     t = k.task(50)
     k.age_active(0)
@@ -312,7 +313,9 @@ def test_sw_young_does_not_change_which_pages_reclaim_demotes(sw_young):
                        & lib.FP_PG_REFERENCED) for a in first]
     assert referenced == [sw_young] * 4
     assert [k.page_node(t, A + i * PAGE) for i in range(16)] == [0] * 16
-    k.shrink_node(0, 2)
+    k.native.nodes[0].wmark[2] = k.node_stat(0)[lib.FP_NR_FREE_PAGES] + 2
+    k.native.nodes[0].kswapd_wake = 1
+    k.run_kswapd()
     assert [i for i in range(16) if k.page_node(t, A + i * PAGE) == 2] == [0, 1]
     assert k.check() == []
 

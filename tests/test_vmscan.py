@@ -57,6 +57,17 @@ def test_watermarks_and_peer():
     assert k2.watermarks(0) == (15, 18, 21)
 
 
+def kswapd(k, nid: int) -> int:
+    """Wake node nid's kswapd and let it run (balance_pgdat())."""
+    k.native.nodes[nid].kswapd_wake = 1
+    return k.run_kswapd()
+
+
+# kswapd on DRAM_PMEM after aging, by hand: 1024 - 896 - 5 page tables (PGD, PUD, PMD,
+# 2 PTE) = 123 free, high 256, nr_to_reclaim = 256. The inactive list's tail is page 0
+# (aging moved page 0 first, each to the head). Each priority scans inactive >> prio
+# pages; demoted pages are not reclaimed pages (the RFC counts them nowhere), so the
+# priority drops every round until the node is balanced at a round's start.
 def test_cold_pages_are_demoted_before_hot_ones_and_hot_pages_stay_active():
     k = load(DRAM_PMEM)
     t = k.task(10)
@@ -67,25 +78,45 @@ def test_cold_pages_are_demoted_before_hot_ones_and_hot_pages_stay_active():
     # pages 0..99 are hot: touched again after aging; the rest are not
     for i in range(100):
         k.touch(t, BASE + i * PAGE)
-    reclaimed = k.shrink_node(0, 300)
-    assert reclaimed >= 300
+    assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] == 123
+    # priorities 12-10 scan 0 pages; 9: 1 (page 0), 8: 3, 7: 6, 6: 13, 5: 27 -> pages
+    # 0..49, all hot, activated; 4: 846 >> 4 = 52 -> 50..99 activated, 100 and 101
+    # demoted (free 125); 3: 794 >> 3 = 99 -> 102..200 (free 224); 2: 695 >> 2 = 173
+    # -> 201..373 (free 397); balanced at the next round's start
+    assert kswapd(k, 0) == 0  # nothing reclaimed: every page that left was demoted
     demoted = pages_on(k, t, 1, 0, 896)
-    assert len(demoted) == reclaimed
-    assert not set(demoted) & set(range(100))          # no hot page demoted
-    st = k.node_stat(0)
-    hot_active = [i for i in range(100) if k.page_node(t, BASE + i * PAGE) == 0]
-    assert len(hot_active) == 100
-    assert st[lib.FP_NR_ACTIVE_ANON] >= 100             # referenced anon pages were activated
+    assert demoted == list(range(100, 374))
+    assert [k.page_node(t, BASE + i * PAGE) for i in range(100)] == [0] * 100
     c = counters(k)
-    assert c["pgmigrate_success"] == len(demoted)
-    assert c["pgsteal_kswapd"] == 0                      # demotion is not counted as stolen
-    assert c["pgscan_kswapd"] >= len(demoted)
+    assert (c["pgdemote_kswapd"], c["pgmigrate_success"], c["pgactivate"]) == (274, 274, 100)
+    assert c["pgscan_kswapd"] == 1 + 3 + 6 + 13 + 27 + 52 + 99 + 173 == 374
+    assert c["pgsteal_kswapd"] == 0 and c["pageoutrun"] == 1
+    st = k.node_stat(0)
+    assert st[lib.FP_NR_FREE_PAGES] == 397 and st[lib.FP_NR_ACTIVE_ANON] == 100
     # AnonPages moved from node 0's meminfo to node 1's
-    assert k.node_stat(1)[lib.FP_NR_ANON_PAGES] == len(demoted)
-    assert k.node_stat(0)[lib.FP_NR_ANON_PAGES] == 896 - len(demoted)
+    assert k.node_stat(1)[lib.FP_NR_ANON_PAGES] == 274
+    assert st[lib.FP_NR_ANON_PAGES] == 896 - 274
     # the demoted copies are inactive and were installed old (accessed bit clear)
     _, entry = k.entry(t, BASE + demoted[0] * PAGE)
     assert not entry & lib.FP_PAGE_ACCESSED
+    assert k.check() == []
+
+
+def test_direct_reclaim_demotes_down_to_priority_zero():
+    """The RFC migrates the chosen pages after shrink_page_list()'s loop and adds them
+    to no count: do_try_to_free_pages() never reaches nr_to_reclaim on a node whose
+    reclaimable memory is anonymous, so it goes on to priority 0, where the whole
+    inactive list is scanned: every cold page is demoted, the hot ones (activated on
+    the way, then deactivated by the rebalance as their bits were cleared) too."""
+    k = load(DRAM_PMEM)
+    t = k.task(10)
+    k.age_active(0)
+    for i in range(100):
+        k.touch(t, BASE + i * PAGE)
+    assert k.shrink_node(0, 32, direct=True) == 0
+    assert pages_on(k, t, 1, 100, 796) == list(range(100, 896))  # every cold page
+    c = counters(k)
+    assert c["pgdemote_direct"] == c["pgmigrate_success"] >= 796 and c["pgsteal_direct"] == 0
     assert k.check() == []
 
 
@@ -96,8 +127,13 @@ def test_pg_referenced_alone_never_saves_an_anonymous_page():
     for i in range(896):  # PG_referenced set (what MPOL_MF_SW_YOUNG does), PTEs stay old
         pfn = (k.entry(t, BASE + i * PAGE)[1] >> 12) & 0xFFFFFFFFFF
         k.native.pages[pfn].flags |= lib.FP_PG_REFERENCED
-    assert k.shrink_node(0, 64) >= 64
-    assert len(pages_on(k, t, 1, 0, 896)) >= 64
+    # kswapd as in the test above, but no page is referenced through a PTE: priority
+    # 9 demotes page 0, 8 pages 1-3, 7: 4-9, 6: 10-22, 5: 23-49, 4: 50-101, 3: 794 >> 3
+    # = 99 -> 102..200; free 123 + 201 = 324 >= 256
+    kswapd(k, 0)
+    assert pages_on(k, t, 1, 0, 896) == list(range(201))
+    c = counters(k)
+    assert c["pgactivate"] == 0 and c["pgdemote_kswapd"] == 201
     assert k.check() == []
 
 
@@ -110,9 +146,9 @@ def test_idle_pages_scans_make_pages_demotable():
             k.touch(t, BASE + i * PAGE)  # every page referenced again
         if scan:
             k.idle_pages_read(t, BASE, 1 << 16, 0)  # clears the accessed bits
-        assert k.shrink_node(0, 64) >= 64
+        kswapd(k, 0)
         assert k.check() == []
-        return counters(k)
+        return counters(k) | {"free": k.node_stat(0)[lib.FP_NR_FREE_PAGES]}
 
     without, with_scan = referenced_then_reclaim(False), referenced_then_reclaim(True)
     # without a scan the second-chance check activates referenced pages first, and only
@@ -120,6 +156,10 @@ def test_idle_pages_scans_make_pages_demotable():
     # looked at are demoted at once
     assert without["pgactivate"] > 0 and with_scan["pgactivate"] == 0
     assert with_scan["pgscan_kswapd"] < without["pgscan_kswapd"]
+    # after the scan kswapd balances the node (201 pages, as in the test above); without
+    # it, the pages kswapd deactivates again are too few before priority 1
+    assert with_scan["free"] == 123 + 201 and with_scan["pgdemote_kswapd"] == 201
+    assert without["free"] < 256 and without["pgdemote_kswapd"] < 201
 
 
 def test_allocation_pressure_wakes_kswapd_which_reclaims_to_high():
@@ -133,7 +173,11 @@ def test_allocation_pressure_wakes_kswapd_which_reclaims_to_high():
     assert free >= k.watermarks(0)[2]
     assert all(k.page_node(t, BASE + i * PAGE) in (0, 1) for i in range(1900))
     c = counters(k)
-    assert c["pageoutrun"] >= 1 and c["allocstall_normal"] >= 1
+    # the first fault below low woke kswapd; faults below min reclaimed directly,
+    # and direct reclaim demotes down to priority 0 (the test above), so the kswapd
+    # that runs afterwards finds the node balanced
+    assert c["allocstall_normal"] >= 1 and c["pgdemote_direct"] > 0
+    assert c["pageoutrun"] + c["kswapd_high_wmark_hit_quickly"] >= 1
     assert k.check() == []
 
 
@@ -217,14 +261,23 @@ size = "24MiB"
     assert k.check() == []
 
 
-def test_shmem_on_dram_is_demoted_too():
+def test_shmem_on_dram_is_not_demoted():
+    """The RFC diverts PageAnon() pages; shmem is swap-backed but not anonymous: it
+    goes to swap as on any node (here there is none: it is activated)."""
     text = DRAM_PMEM.replace('size = "3584KiB"\nnode = 0\npages = "896 accessed"',
                              'size = "3584KiB"\nkind = "shm"\npath = "/SYSV0"\nnode = 0\npages = "896 idle"')
     k = load(text)
     assert k.node_stat(0)[lib.FP_NR_SHMEM] == 896
-    assert k.shrink_node(0, 64) >= 64
-    assert k.node_stat(1)[lib.FP_NR_SHMEM] >= 64   # swap-backed pages go to the peer
-    assert counters(k)["pswpout"] == 0
+    assert k.shrink_node(0, 64) == 0
+    c = counters(k)
+    assert k.node_stat(1)[lib.FP_NR_SHMEM] == 0 and k.node_stat(0)[lib.FP_NR_SHMEM] == 896
+    assert c["pgmigrate_success"] == c["pswpout"] == 0 and c["pgactivate"] > 0
+    assert k.check() == []
+    k = load(text.replace('swap = "0"', 'swap = "8MiB"'))
+    # swapped pages are reclaimed pages: priority 5 swaps 896 >> 5 = 28, priority 4
+    # 868 >> 4 = 54 in batches of 32 and 22 (60 < 64 after the first): 82
+    assert k.shrink_node(0, 64) == 82
+    assert counters(k)["pswpout"] == 82 and k.node_stat(1)[lib.FP_NR_SHMEM] == 0
     assert k.check() == []
 
 

@@ -62,6 +62,8 @@ static inline uint64_t fp_swp_entry(uint64_t off)
 }
 int64_t fp_alloc_in_order(struct fp_kernel *k, int32_t local, const int16_t *order, int n,
                           int32_t preferred, int huge, int32_t *nid);
+int64_t fp_migrate_list(struct fp_kernel *k, uint64_t *list, uint64_t n, int32_t dst,
+                        int32_t caller, int32_t reason, uint64_t *moved);
 int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails);
 int64_t fp_swap_alloc(struct fp_kernel *k);
 void fp_swap_duplicate(struct fp_kernel *k, uint64_t off);

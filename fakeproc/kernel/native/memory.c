@@ -50,31 +50,35 @@ static int64_t try_alloc(struct fp_kernel *k, int32_t local, int32_t nid, int32_
 /* __alloc_pages_nodemask() in miniature: the zonelist above the low watermark;
  * then wake kswapd and try above min; then direct reclaim (not for THPs: 4.20's
  * default THP defrag does not reclaim, and 2 MiB blocks are never compacted) and
- * try again; else -ENOMEM, which a fault's caller turns into an OOM kill. `local` is
- * the allocating CPU's node (the numa_local/numa_other counters). */
+ * try again; else -ENOMEM, which a fault's caller turns into an OOM kill. Inside
+ * reclaim (PF_MEMALLOC: a demotion's allocation) a base page takes the reserves
+ * below min instead of reclaiming (ALLOC_NO_WATERMARKS). `local` is the allocating
+ * CPU's node (the numa_local/numa_other counters). */
 int64_t fp_alloc_in_order(struct fp_kernel *k, int32_t local, const int16_t *order, int n,
                           int32_t preferred, int huge, int32_t *nid)
 {
     int64_t pfn;
-    if (k->in_reclaim) { /* PF_MEMALLOC: no watermarks, no recursion into reclaim */
-        for (int i = 0; i < n; i++)
-            if ((pfn = fp_alloc_page(k, order[i], huge)) >= 0) {
-                fp_count_alloc(k, local, preferred, order[i]);
-                goto found;
-            }
-        return -ENOMEM;
-    }
     for (int i = 0; i < n; i++)
         if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_LOW)) >= 0)
             goto found;
-    for (int i = 0; i < n; i++)
+    /* a THP asks with GFP_TRANSHUGE_LIGHT's flags less __GFP_KSWAPD_RECLAIM when reclaim
+     * itself allocates it (a demotion's alloc_new_node_page(): GFP_TRANSHUGE) */
+    for (int i = 0; i < n && !(huge && k->in_reclaim); i++)
         if (!above_wmark(&k->nodes[order[i]], FP_WMARK_HIGH, 0))
             k->nodes[order[i]].kswapd_wake = 1;
     for (int i = 0; i < n; i++)
         if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_MIN)) >= 0)
             goto found;
     if (huge)
+        return -ENOMEM; /* __GFP_NOMEMALLOC: no reserves either */
+    if (k->in_reclaim) { /* PF_MEMALLOC: ALLOC_NO_WATERMARKS, and no recursion into reclaim */
+        for (int i = 0; i < n; i++)
+            if ((pfn = fp_alloc_page(k, order[i], 0)) >= 0) {
+                fp_count_alloc(k, local, preferred, order[i]);
+                goto found;
+            }
         return -ENOMEM;
+    }
     k->events[FP_EV_ALLOCSTALL_NORMAL]++;
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < n; i++) {
@@ -675,7 +679,8 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
 
 /* do_wp_page(): a store to a write-protected page. An anonymous page mapped once is
  * reused; one shared after fork (or a page-cache page of a private mapping) is
- * copied into a new anonymous page of this mm, the copy mapped writable. */
+ * copied into a new anonymous page of this mm, the copy mapped writable. 0, 1 when
+ * the entry changed under the copy (the caller walks again), or -errno. */
 static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                         int huge, uint32_t flags)
 {
@@ -706,11 +711,17 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
         *e |= FP_PAGE_RW;
         return 0;
     }
-    uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1);
+    uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1), orig = *e;
     k->events[FP_EV_PGFAULT]++;
     int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1, NULL);
     if (np < 0)
         return (int32_t)np;
+    if (*e != orig) {
+        /* wp_page_copy()'s pte_same(): the allocation's reclaim migrated, split or
+         * unmapped the page meanwhile; the copy is dropped and the access retried */
+        fp_page_remove_rmap(k, mm, (uint64_t)np, base);
+        return 1;
+    }
     fp_page_remove_rmap(k, mm, pfn, base);
     *e = ((uint64_t)np << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
          FP_PAGE_ACCESSED | FP_PAGE_DIRTY | (huge ? FP_PAGE_PSE : 0);
@@ -725,7 +736,9 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     struct fp_mm *mm = get_mm(k, id);
     if (!mm)
         return -ESRCH;
+    int copies = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
+    walk:
         if (!mm->pgd)
             goto fault;
         uint64_t table = mm->pgd;
@@ -739,6 +752,11 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
                     int32_t r = wp_fault(k, mm, e, addr, l < 4, flags);
                     if (r < 0)
                         return r;
+                    if (r > 0) /* the entry changed under the copy: walk again */
+                        if (copies++ < 8)
+                            goto walk;
+                    if (r > 0)
+                        return FP_NO_NODE; /* (never seen) the access does not complete */
                 }
                 if (flags & FP_FAULT_WRITE)
                     *e |= FP_PAGE_DIRTY;

@@ -60,22 +60,19 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
         return -EFAULT;
     int huge = (old->flags & FP_PG_HEAD) != 0;
     struct fp_node *target = &k->nodes[dst];
-    uint64_t nr = huge ? FP_PAGES_PER_HUGE : 1;
     int64_t np;
-    if (reason == FP_MR_SYSCALL) {
-        /* alloc_new_node_page(): GFP_HIGHUSER_MOVABLE | __GFP_THISNODE, the page
-         * allocator on dst alone: watermarks, kswapd, direct reclaim of dst, never an
-         * OOM kill. The page is isolated, so reclaim does not see it. */
+    if (reason != FP_MR_PROMOTE) {
+        /* alloc_new_node_page() (move_pages, migrate_pages and the RFC's demotion):
+         * GFP_HIGHUSER_MOVABLE | __GFP_THISNODE, or GFP_TRANSHUGE for a THP, the page
+         * allocator on dst alone: watermarks, kswapd, direct reclaim of dst (inside
+         * reclaim: the reserves instead, for a base page), never an OOM kill. The
+         * page is isolated, so reclaim does not see it. */
         int16_t only = (int16_t)dst;
         int32_t got;
         np = fp_alloc_in_order(k, caller_node, &only, 1, dst, huge, &got);
         if (np < 0)
             return -ENOMEM;
     } else {
-        if (reason == FP_MR_RECLAIM && target->stat[FP_NR_FREE_PAGES] < target->wmark[FP_WMARK_MIN] + nr) {
-            target->kswapd_wake = 1; /* the peer is short too: let its kswapd swap */
-            return -ENOMEM;
-        }
         np = fp_alloc_page(k, dst, huge);
         if (np < 0) {
             target->kswapd_wake = 1;
@@ -252,9 +249,11 @@ static void putback(struct fp_kernel *k, uint64_t pfn)
  * split's -EBUSY, and no room for a base page with -ENOMEM. Returns 0, the pages
  * left unmigrated (those still pinned after ten passes count), or that -errno;
  * pgmigrate_fail counts the failures (when the call ends early: not the pinned ones
- * waiting for a pass). Every page that did not move is put back on its LRU. */
-static int64_t flush_batch(struct fp_kernel *k, uint64_t *list, uint64_t n, int32_t dst,
-                           int32_t caller)
+ * waiting for a pass). Every page that did not move is put back on its LRU.
+ * `reason` is the caller's (FP_MR_SYSCALL, or FP_MR_RECLAIM for the RFC's demotion,
+ * which calls migrate_pages() too); `moved`, when given, gets the base pages moved. */
+int64_t fp_migrate_list(struct fp_kernel *k, uint64_t *list, uint64_t n, int32_t dst,
+                        int32_t caller, int32_t reason, uint64_t *moved)
 {
     uint64_t *heap = NULL, cap = n; /* list is the caller's scratch until a split needs room */
     int64_t failed = 0, retry = 1, err = 0;
@@ -263,7 +262,8 @@ static int64_t flush_batch(struct fp_kernel *k, uint64_t *list, uint64_t n, int3
         retry = 0;
         kept = 0;
         for (i = 0; i < n; i++) {
-            int32_t r = fp_migrate_page(k, list[i], dst, caller, FP_MR_SYSCALL, NULL);
+            uint64_t nr = fp_page_nr(&k->pages[list[i]]);
+            int32_t r = fp_migrate_page(k, list[i], dst, caller, reason, NULL);
             if (r == -ENOMEM && (k->pages[list[i]].flags & FP_PG_HEAD)) {
                 int split = -EOPNOTSUPP;
                 if (cap < n + FP_PAGES_PER_HUGE - 1) { /* room for the tails at the end */
@@ -281,13 +281,17 @@ static int64_t flush_batch(struct fp_kernel *k, uint64_t *list, uint64_t n, int3
                     split = fp_split_huge_page(k, list[i], list + n);
                 if (!split) {
                     n += FP_PAGES_PER_HUGE - 1;
-                    r = fp_migrate_page(k, list[i], dst, caller, FP_MR_SYSCALL, NULL);
+                    nr = 1;
+                    r = fp_migrate_page(k, list[i], dst, caller, reason, NULL);
                 } else if (split == -EBUSY) {
                     r = -EBUSY;
                 }
             }
-            if (!r)
+            if (!r) {
+                if (moved)
+                    *moved += nr;
                 continue;
+            }
             if (r == -EAGAIN) {
                 list[kept++] = list[i];
                 retry++;
@@ -336,7 +340,7 @@ int64_t fp_migrate_to_node(struct fp_kernel *k, uint64_t *pfns, uint64_t n, int3
         fp_lru_del(k, pfn);
         pfns[nq++] = pfn;
     }
-    return nq ? flush_batch(k, pfns, nq, dst, caller) : 0;
+    return nq ? fp_migrate_list(k, pfns, nq, dst, caller, FP_MR_SYSCALL, NULL) : 0;
 }
 
 int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
@@ -377,7 +381,7 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
             batch = node;
             start = i;
         } else if (batch != node) {
-            int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+            int64_t r = fp_migrate_list(k, scratch, nq, node_index[batch], caller, FP_MR_SYSCALL, NULL);
             if (r)
                 return r;
             for (uint64_t j = start; j < i; j++)
@@ -392,7 +396,7 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
             nq++;
         } else if (q < 0) {
             status[i] = q;
-            int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+            int64_t r = fp_migrate_list(k, scratch, nq, node_index[batch], caller, FP_MR_SYSCALL, NULL);
             if (r)
                 return r;
             for (uint64_t j = start; j < i; j++)
@@ -403,7 +407,7 @@ int64_t fp_move_pages(struct fp_kernel *k, uint32_t id, const struct fp_move_vma
     }
     if (batch < 0 || !nq)
         return err;
-    int64_t r = flush_batch(k, scratch, nq, node_index[batch], caller);
+    int64_t r = fp_migrate_list(k, scratch, nq, node_index[batch], caller, FP_MR_SYSCALL, NULL);
     if (r == 0)
         for (uint64_t j = start; j < i; j++)
             status[j] = batch;

@@ -164,13 +164,14 @@ struct page_list_result {
     uint64_t reclaimed, stolen;
     uint64_t tails[FP_PAGES_PER_HUGE - 1]; /* a THP split for swap: its tails, to do last */
     uint64_t ntails;
+    uint64_t demote[SWAP_CLUSTER_MAX]; /* the RFC's move_pages list (one batch's pages) */
+    uint64_t ndemote;
 };
 
 /* shrink_page_list() for one isolated page of inactive list `lru` */
-static void shrink_page(struct fp_kernel *k, int32_t nid, int lru, uint64_t pfn, int demote,
-                        int mode, struct page_list_result *r)
+static void shrink_page(struct fp_kernel *k, int lru, uint64_t pfn, int demote,
+                        struct page_list_result *r)
 {
-    struct fp_node *node = &k->nodes[nid];
     struct fp_page *p = &k->pages[pfn];
     uint64_t n = fp_page_nr(p);
     enum pageref ref = check_references(k, pfn);
@@ -178,15 +179,10 @@ static void shrink_page(struct fp_kernel *k, int32_t nid, int lru, uint64_t pfn,
         fp_lru_add(k, pfn, lru);
         return;
     }
-    if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED) && demote) {
-        /* anonymous, shmem or THP: the RFC migrates it to the peer instead of swap */
-        if (fp_migrate_page(k, pfn, node->peer, nid, FP_MR_RECLAIM, NULL) == 0) {
-            r->reclaimed += n; /* demoted: DRAM freed, not counted as stolen */
-            k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGDEMOTE_KSWAPD : FP_EV_PGDEMOTE_DIRECT] += n;
-        } else {
-            k->events[FP_EV_PGMIGRATE_FAIL]++;
-            fp_lru_add(k, pfn, lru); /* back on the LRU, not activated */
-        }
+    if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_ANON) && demote) {
+        /* PageAnon() && (PageSwapBacked() || PageTransHuge()), not shmem: the RFC puts
+         * it on a list that migrate_pages() takes to the peer after the loop */
+        r->demote[r->ndemote++] = pfn;
         return;
     }
     if (ref == PAGEREF_RECLAIM && (p->flags & FP_PG_SWAPBACKED)) {
@@ -209,70 +205,95 @@ static void shrink_page(struct fp_kernel *k, int32_t nid, int lru, uint64_t pfn,
     r->stolen += n;
 }
 
-/* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node.
+/* shrink_inactive_list() + shrink_page_list(): returns base pages freed from this node
+ * by swap and page-cache reclaim (`*scanned` += base pages taken from the list).
  * Pages are taken from the tail one at a time; the tails of a THP split for swap
- * follow the page that ended the batch (a THP counts 512, so it always ends it). */
-static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint64_t nr, int mode)
+ * follow the page that ended the batch (a THP counts 512, so it always ends it).
+ * The anonymous pages chosen on a DRAM node then go to the peer in one
+ * migrate_pages() call (MIGRATE_ASYNC, alloc_new_node_page()), as the RFC does after
+ * the loop: the pages that move are counted nowhere in the reclaim (not in
+ * nr_reclaimed, not in pgsteal), those that do not go back on the LRU. */
+static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint64_t nr, int mode,
+                                uint64_t *scanned)
 {
     struct fp_node *node = &k->nodes[nid];
     struct page_list_result r = {0};
-    uint64_t scanned = 0;
+    uint64_t taken = 0;
     int demote = node->is_dram && node->peer >= 0 && !k->demotion_disabled;
-    while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE && !r.ntails) {
+    while (taken < nr && node->lru_tail[lru] != FP_LRU_NONE && !r.ntails) {
         uint64_t pfn = node->lru_tail[lru];
-        scanned += fp_page_nr(&k->pages[pfn]);
+        taken += fp_page_nr(&k->pages[pfn]);
         fp_lru_del(k, pfn);
-        shrink_page(k, nid, lru, pfn, demote, mode, &r);
+        shrink_page(k, lru, pfn, demote, &r);
     }
     uint64_t ntails = r.ntails;
     r.ntails = 0;
     for (uint64_t i = 0; i < ntails; i++)
-        shrink_page(k, nid, lru, r.tails[i], demote, mode, &r);
-    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSCAN_KSWAPD : FP_EV_PGSCAN_DIRECT] += scanned;
+        shrink_page(k, lru, r.tails[i], demote, &r);
+    if (r.ndemote) {
+        uint64_t moved = 0;
+        fp_migrate_list(k, r.demote, r.ndemote, node->peer, nid, FP_MR_RECLAIM, &moved);
+        k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGDEMOTE_KSWAPD : FP_EV_PGDEMOTE_DIRECT] += moved;
+    }
+    k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSCAN_KSWAPD : FP_EV_PGSCAN_DIRECT] += taken;
     k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSTEAL_KSWAPD : FP_EV_PGSTEAL_DIRECT] += r.stolen;
+    *scanned += taken;
     return r.reclaimed;
 }
 
-/* shrink_node(): priorities from DEF_PRIORITY down, each scanning len >> priority
- * base pages of every evictable list in SWAP_CLUSTER_MAX batches. Anonymous lists
- * are scanned when there is swap, and always on DRAM nodes (the RFC). */
-int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode)
+/* shrink_node() at one priority (shrink_node_memcg()): len >> priority base pages
+ * of every evictable list, in SWAP_CLUSTER_MAX batches, until nr_to_reclaim pages
+ * are reclaimed; then the anon lists' rebalance. Anonymous lists are scanned when
+ * there is swap, and always on DRAM nodes (the RFC). Returns base pages reclaimed;
+ * `*scanned` gets those taken from the inactive lists (sc->nr_scanned). */
+static uint64_t shrink_node_prio(struct fp_kernel *k, int32_t nid, int prio, uint64_t nr_to_reclaim,
+                                 int mode, uint64_t *scanned)
 {
     static const int stat[] = {FP_NR_INACTIVE_ANON, FP_NR_ACTIVE_ANON,
                                FP_NR_INACTIVE_FILE, FP_NR_ACTIVE_FILE};
-    if (nid < 0 || nid >= k->nr_nodes)
-        return -EINVAL;
     struct fp_node *node = &k->nodes[nid];
     int scan_anon = node->is_dram || k->swap_used < k->swap_total;
-    uint64_t reclaimed = 0;
-    int outer = k->in_reclaim;
-    k->in_reclaim = 1;
-    for (int prio = DEF_PRIORITY; prio >= 0 && reclaimed < nr_to_reclaim; prio--) {
-        uint64_t target[4] = {0};
-        for (int l = scan_anon ? 0 : 2; l < 4; l++)
-            target[l] = node->stat[stat[l]] >> prio;
-        int left = 1;
-        while (left && reclaimed < nr_to_reclaim) {
-            left = 0;
-            for (int l = 0; l < 4; l++) {
-                if (!target[l])
-                    continue;
-                uint64_t batch = target[l] < SWAP_CLUSTER_MAX ? target[l] : SWAP_CLUSTER_MAX;
-                target[l] -= batch;
-                left |= target[l] != 0;
-                if (l & 1) {
-                    if (inactive_is_low(node, l - 1))
-                        shrink_active(k, node, l, batch);
-                } else {
-                    reclaimed += shrink_inactive(k, nid, l, batch, mode);
-                }
+    uint64_t reclaimed = 0, target[4] = {0};
+    for (int l = scan_anon ? 0 : 2; l < 4; l++)
+        target[l] = node->stat[stat[l]] >> prio;
+    int left = 1;
+    while (left && reclaimed < nr_to_reclaim) {
+        left = 0;
+        for (int l = 0; l < 4; l++) {
+            if (!target[l])
+                continue;
+            uint64_t batch = target[l] < SWAP_CLUSTER_MAX ? target[l] : SWAP_CLUSTER_MAX;
+            target[l] -= batch;
+            left |= target[l] != 0;
+            if (l & 1) {
+                if (inactive_is_low(node, l - 1))
+                    shrink_active(k, node, l, batch);
+            } else {
+                reclaimed += shrink_inactive(k, nid, l, batch, mode, scanned);
             }
         }
-        /* the rebalance at the end of shrink_node_memcg(): inactive_list_is_low()
-         * asks whether swap exists (total_swap_pages), not whether it has room */
-        if ((node->is_dram || k->swap_total) && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
-            shrink_active(k, node, FP_LRU_ACTIVE_ANON, SWAP_CLUSTER_MAX);
     }
+    /* the rebalance at the end of shrink_node_memcg(): inactive_list_is_low() asks
+     * whether swap exists (total_swap_pages), not whether it has room, and with the
+     * RFC only on PMEM nodes */
+    if ((node->is_dram || k->swap_total) && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
+        shrink_active(k, node, FP_LRU_ACTIVE_ANON, SWAP_CLUSTER_MAX);
+    return reclaimed;
+}
+
+/* do_try_to_free_pages() on one node (direct reclaim, and the control API's): from
+ * DEF_PRIORITY down to 0 until nr_to_reclaim pages are reclaimed. Demoted pages are
+ * not reclaimed pages to it (the RFC counts them nowhere), so a DRAM node whose
+ * reclaimable memory is anonymous is scanned down to priority 0. */
+int64_t fp_shrink_node(struct fp_kernel *k, int32_t nid, uint64_t nr_to_reclaim, int32_t mode)
+{
+    if (nid < 0 || nid >= k->nr_nodes)
+        return -EINVAL;
+    uint64_t reclaimed = 0, scanned = 0;
+    int outer = k->in_reclaim;
+    k->in_reclaim = 1;
+    for (int prio = DEF_PRIORITY; prio >= 0 && reclaimed < nr_to_reclaim; prio--)
+        reclaimed += shrink_node_prio(k, nid, prio, nr_to_reclaim - reclaimed, mode, &scanned);
     k->in_reclaim = outer;
     return (int64_t)reclaimed;
 }
@@ -286,28 +307,37 @@ void fp_age_active(struct fp_kernel *k, int32_t nid)
     shrink_active(k, node, FP_LRU_ACTIVE_FILE, node->stat[FP_NR_ACTIVE_FILE]);
 }
 
-/* kswapd's balance_pgdat(): reclaim until the node is above its high watermark. */
+/* kswapd's balance_pgdat(): from DEF_PRIORITY down to 1 while the node is below its
+ * high watermark, each round aging the anon lists when there is swap
+ * (age_active_anon()) and shrinking the node once at that priority with
+ * nr_to_reclaim = the high watermark (kswapd_shrink_node()); the priority drops
+ * when the round scanned fewer pages than that or reclaimed none, so a DRAM node
+ * whose pages leave by demotion (not reclaimed pages) is scanned harder each round
+ * until it is balanced. Returns base pages reclaimed. */
 int64_t fp_kswapd(struct fp_kernel *k, int32_t nid)
 {
     if (nid < 0 || nid >= k->nr_nodes)
         return -EINVAL;
     struct fp_node *node = &k->nodes[nid];
-    uint64_t total = 0;
+    uint64_t total = 0, high = node->wmark[FP_WMARK_HIGH];
+    uint64_t nr_to_reclaim = high > SWAP_CLUSTER_MAX ? high : SWAP_CLUSTER_MAX;
     node->kswapd_wake = 0;
-    if (node->stat[FP_NR_FREE_PAGES] >= node->wmark[FP_WMARK_HIGH]) {
+    if (node->stat[FP_NR_FREE_PAGES] >= high) {
         k->events[FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY]++;
         return 0;
     }
     k->events[FP_EV_PAGEOUTRUN]++;
-    for (int round = 0; round < 1024; round++) {
-        uint64_t free = node->stat[FP_NR_FREE_PAGES], high = node->wmark[FP_WMARK_HIGH];
-        if (free >= high)
-            break;
-        uint64_t want = high - free < SWAP_CLUSTER_MAX ? SWAP_CLUSTER_MAX : high - free;
-        int64_t got = fp_shrink_node(k, nid, want, FP_RECLAIM_KSWAPD);
-        if (got <= 0)
-            break;
-        total += (uint64_t)got;
+    int outer = k->in_reclaim;
+    k->in_reclaim = 1;
+    for (int prio = DEF_PRIORITY; prio >= 1 && node->stat[FP_NR_FREE_PAGES] < high;) {
+        if (k->swap_total && inactive_is_low(node, FP_LRU_INACTIVE_ANON))
+            shrink_active(k, node, FP_LRU_ACTIVE_ANON, SWAP_CLUSTER_MAX);
+        uint64_t scanned = 0;
+        uint64_t got = shrink_node_prio(k, nid, prio, nr_to_reclaim, FP_RECLAIM_KSWAPD, &scanned);
+        total += got;
+        if (scanned < nr_to_reclaim || !got)
+            prio--;
     }
+    k->in_reclaim = outer;
     return (int64_t)total;
 }

@@ -48,6 +48,65 @@ def test_fallback_lists_stay_within_a_type():
     assert [n.fallback for n in k.nodes] == [(0, 1), (1, 0), (2, 3), (3, 2)]
 
 
+def test_dram_fallback_takes_turns_among_equal_nodes_and_pmem_goes_by_id():
+    """The RFC's build_zonelists(), by hand. Four DRAM nodes 21 apart, each with a CPU,
+    and four PMEM nodes: find_next_best_node()'s value for a DRAM node is (distance +
+    [lower id] + [has CPUs]) * 8 * 1024 + node_load, and the first node placed at a new
+    distance gets node_load = the nodes left to place (7). PMEM nodes list themselves,
+    then the other PMEM nodes by id, whatever the distances."""
+    n = 8
+    ids = list(range(n))
+    types = ["dram"] * 4 + ["pmem"] * 4
+    dist = [[10 if i == j else (21 if (i < 4) == (j < 4) else 17) for j in range(n)] for i in range(n)]
+    dist[7][6] = dist[6][7] = 30  # farther than node 4 or 5: the order stays by id
+    fb = nodemod.compute_fallback(ids, types, dist, [True] * 4 + [False] * 4)
+    # node 0: 1, 2, 3 tie at 22*8192: 1 (load[1] = 7), 2, 3; node 1: 2 and 3 at 22*8192
+    # before 0 at 23*8192: 2 (load[2] = 7), 3, 0; node 2: 3 (22*8192, load[3] = 7),
+    # then 0 (23*8192) before 1 (23*8192 + 7); node 3: 0 (23*8192, load[0] = 7), then
+    # 1 and 2 tie at 23*8192 + 7: the lower id first
+    assert fb[0] == (0, 1, 2, 3) and fb[1] == (1, 2, 3, 0)
+    assert fb[2] == (2, 3, 0, 1) and fb[3] == (3, 0, 1, 2)
+    assert fb[7] == (7, 4, 5, 6) and fb[5] == (5, 4, 6, 7)
+
+
+MIXED_BIND = """
+distances = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "0"
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "1"
+[[node]]
+type = "pmem"
+size = "16MiB"
+[[node]]
+type = "pmem"
+size = "16MiB"
+[[process]]
+pid = 5
+name = "p"
+policy = "bind:{nodes}"
+"""
+
+
+@pytest.mark.parametrize("nodes,zonelist", [
+    ("0,2", [0]),       # mixed: node 0's zonelist (DRAM only) filtered by the bind
+    ("1,3", [1]),       # mixed, no local node: the DRAM node of the bind
+    ("2,3", [2, 3]),    # PMEM only: the peer's (node 2's) zonelist
+    ("3", [3]),
+    ("0,1", [0, 1]),    # DRAM only: node 0's zonelist
+])
+def test_a_bind_takes_the_zonelist_policy_node_picks(nodes, zonelist):
+    """The RFC's policy_node(): a bind whose nodes are all of the other type (PMEM from
+    a DRAM CPU) starts from the CPU node's peer, else from the CPU's node; its zonelist
+    holds one type, so a bind that mixes types never allocates on the PMEM nodes."""
+    k = load(MIXED_BIND.format(nodes=nodes))
+    assert k.zonelist(k.task(5)) == zonelist
+
+
 def spawn_with_vma(k: Kernel, pid: int = 10, cpu: int = 0, size: int = 8 * MIB, thp: bool = False):
     t = k.spawn(pid, "t", cpu=cpu)
     v = Vma(BASE, BASE + size, thp=thp)

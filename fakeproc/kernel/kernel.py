@@ -45,7 +45,7 @@ class Kernel:
         types = [n.type for n in nodes]
         dist = [list(r) for r in distances] if distances is not None else nodemod.default_distances(ids)
         peers = nodemod.compute_peers(ids, dist)
-        fallback = nodemod.compute_fallback(ids, types, dist)
+        fallback = nodemod.compute_fallback(ids, types, dist, [bool(n.cpus) for n in nodes])
         self.nodes: list[nodemod.Node] = [
             nodemod.Node(n.id, n.type, n.nr_pages, tuple(sorted(n.cpus)), peers[n.id], fallback[n.id])
             for n in nodes
@@ -131,14 +131,17 @@ class Kernel:
         pol = task.policy
         if pol.mode == "prefer" and pol.nodes:
             order = list(self.node(pol.nodes[0]).fallback)
-        elif pol.mode in ("bind", "interleave") and pol.nodes:  # interleave: for page tables
+        elif pol.mode == "bind" and pol.nodes:
+            # the RFC's policy_node(): the local node's zonelist filtered by the bind's
+            # nodes, but the peer's when they are all of the other type (PMEM from a
+            # DRAM CPU); a zonelist holds one type only, so a bind that mixes types
+            # uses only the local type's nodes
+            nd, peer = local, self.node(local).peer
+            if peer >= 0 and all(self.node(n).type != self.node(local).type for n in pol.nodes):
+                nd = peer
+            order = [n for n in self.node(nd).fallback if n in pol.nodes]
+        elif pol.mode == "interleave" and pol.nodes:  # the order page tables take
             order = sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
-            peer = self.node(local).peer
-            if pol.mode == "bind" and peer >= 0 and not set(pol.nodes) & set(self.node(local).fallback):
-                # the RFC: a bind to nodes of the other type only (PMEM from a DRAM CPU)
-                # follows the local node's peer's fallback list, so it prefers the peer
-                via_peer = [n for n in self.node(peer).fallback if n in pol.nodes]
-                order = via_peer + [n for n in order if n not in via_peer]
         else:
             order = list(self.node(local).fallback)
         allowed = set(self.mems_allowed(task))

@@ -63,12 +63,32 @@ def compute_peers(ids: Sequence[int], dist: Sequence[Sequence[int]]) -> dict[int
     return peers
 
 
-def compute_fallback(ids: Sequence[int], types: Sequence[NodeType],
-                     dist: Sequence[Sequence[int]]) -> dict[int, tuple[int, ...]]:
-    """Zonelist per node: itself, then same-type nodes by distance (ties by id)."""
+def compute_fallback(ids: Sequence[int], types: Sequence[NodeType], dist: Sequence[Sequence[int]],
+                     has_cpus: Sequence[bool]) -> dict[int, tuple[int, ...]]:
+    """Zonelist per node, as the RFC's build_zonelists() makes them, node by node in id
+    order: a PMEM node lists itself, then the other PMEM nodes in id order; a DRAM node
+    lists the DRAM nodes that find_next_best_node() picks in turn: the smallest
+    (distance + 1 for a lower id + 1 for a node with CPUs) * (nodes * MAX_NUMNODES) +
+    node_load, where the first node of each new distance gets node_load = the nodes
+    still to place, so nodes at equal distance take turns across the lists (4.20's
+    round robin; node_load carries from one node's list to the next)."""
     out: dict[int, tuple[int, ...]] = {}
+    load = [0] * len(ids)
+    scale = len(ids) * 1024  # MAX_NODE_LOAD * MAX_NUMNODES
     for i, nid in enumerate(ids):
-        same = [j for j in range(len(ids)) if j != i and types[j] == types[i]]
-        same.sort(key=lambda j: (dist[i][j], ids[j]))
-        out[nid] = (nid, *(ids[j] for j in same))
+        if types[i] == "pmem":
+            out[nid] = (nid, *(ids[j] for j in range(len(ids)) if j != i and types[j] == "pmem"))
+            continue
+        order, prev, left = [i], i, len(ids) - 1  # load-- after the local node too
+        while True:
+            cands = [j for j in range(len(ids)) if j not in order and types[j] == "dram"]
+            if not cands:
+                break
+            best = min(cands, key=lambda j: ((dist[i][j] + (ids[j] < nid) + has_cpus[j]) * scale
+                                             + load[j], j))
+            if dist[i][best] != dist[i][prev]:
+                load[best] = left
+            order.append(best)
+            prev, left = best, left - 1
+        out[nid] = tuple(ids[j] for j in order)
     return out

@@ -177,7 +177,7 @@ def test_allocation_pressure_wakes_kswapd_which_reclaims_to_high():
     # and direct reclaim demotes down to priority 0 (the test above), so the kswapd
     # that runs afterwards finds the node balanced
     assert c["allocstall_normal"] >= 1 and c["pgdemote_direct"] > 0
-    assert c["pageoutrun"] + c["kswapd_high_wmark_hit_quickly"] >= 1
+    assert c["pageoutrun"] >= 1  # every kswapd run, balanced already or not
     assert k.check() == []
 
 

@@ -307,7 +307,7 @@ void fp_age_active(struct fp_kernel *k, int32_t nid)
     shrink_active(k, node, FP_LRU_ACTIVE_FILE, node->stat[FP_NR_ACTIVE_FILE]);
 }
 
-/* kswapd's balance_pgdat(): from DEF_PRIORITY down to 1 while the node is below its
+/* kswapd's balance_pgdat() (pageoutrun): from DEF_PRIORITY down to 1 while the node is below its
  * high watermark, each round aging the anon lists when there is swap
  * (age_active_anon()) and shrinking the node once at that priority with
  * nr_to_reclaim = the high watermark (kswapd_shrink_node()); the priority drops
@@ -322,11 +322,7 @@ int64_t fp_kswapd(struct fp_kernel *k, int32_t nid)
     uint64_t total = 0, high = node->wmark[FP_WMARK_HIGH];
     uint64_t nr_to_reclaim = high > SWAP_CLUSTER_MAX ? high : SWAP_CLUSTER_MAX;
     node->kswapd_wake = 0;
-    if (node->stat[FP_NR_FREE_PAGES] >= high) {
-        k->events[FP_EV_KSWAPD_HIGH_WMARK_HIT_QUICKLY]++;
-        return 0;
-    }
-    k->events[FP_EV_PAGEOUTRUN]++;
+    k->events[FP_EV_PAGEOUTRUN]++; /* every balance_pgdat(), even one that finds it balanced */
     int outer = k->in_reclaim;
     k->in_reclaim = 1;
     for (int prio = DEF_PRIORITY; prio >= 1 && node->stat[FP_NR_FREE_PAGES] < high;) {

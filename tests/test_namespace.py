@@ -128,7 +128,7 @@ def test_links_and_renames_between_sys_and_proc_are_exdev(mnt):
     # two mounts on a real machine (do_renameat2, do_linkat: EXDEV), except that
     # do_linkat() looks the new name up first, which procfs fails with ENOENT (this
     # host gives the same). /sys/devices/system is a mount of its own here, so a link
-    # from it is EXDEV before any lookup reaches the server (deviation r)
+    # from it is EXDEV before any lookup reaches the server (deviation s)
     src, main = mnt.path.joinpath(f"{NODE}/node0/type"), mnt.path / "sys/bus/node/uevent"
     for fn in (os.rename, os.link):
         assert errno_of(lambda: fn(mnt.path / PID / "status", mnt.path.joinpath(f"{NODE}/x"))) == errno.EXDEV
@@ -217,7 +217,7 @@ def test_o_direct_is_einval_and_no_xattrs_are_set(mnt):
     after ->open()'s own checks. No xattr is set anywhere: listxattr is empty; kernfs
     keeps security.* and trusted.* (ENODATA), anything else has no handler
     (EOPNOTSUPP), on procfs every name. Measured the same on this host."""
-    # (under /sys/devices/system no open reaches the server: deviation r)
+    # (under /sys/devices/system no open reaches the server: deviation s)
     for rel in (f"{PID}/status", "proc/meminfo", "sys/bus/node/drivers_autoprobe", f"{PID}/maps"):
         assert errno_of(lambda: os.open(mnt.path / rel, os.O_RDONLY | os.O_DIRECT)) == errno.EINVAL, rel
     for rel, kept in ((f"{PID}/status", False), ("proc", False), ("sys/bus/node", True),

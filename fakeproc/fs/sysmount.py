@@ -34,7 +34,7 @@ A write or chmod retires the path's latest rendering (the host's page may hold t
 written bytes; the next open must read under the new mode), and a write moves the
 written inode's mtime, so the host drops that page before its next read of it.
 
-What changes for callers (docs/interfaces.md, deviation r): kernfs's EACCES for an
+What changes for callers (docs/interfaces.md, deviation s): kernfs's EACCES for an
 access mode an attribute lacks comes from read()/write() instead of open() (only root
 can open such a file: the kernel checks modes with default_permissions), and a fixed
 attribute already cached stays readable by root after a chmod; st_size is the

@@ -378,3 +378,52 @@ def test_commit_limit_counts_swap():
     k = load(FILE_TEXT.replace('distances = [[10, 17], [17, 10]]\n',
                                'distances = [[10, 17], [17, 10]]\n[machine]\nswap = "4KiB"\n'))
     assert vmstat.meminfo(k)["CommitLimit"] == 65540
+
+
+PAGE_CACHE_FIRST = """
+distances = [[10, 17], [17, 10]]
+[[node]]
+type = "dram"
+size = "16MiB"
+cpus = "0"
+watermarks = ["1MiB", "2MiB", "3MiB"]
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 50
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+pages = "1024 idle@0"
+[[process.vma]]
+start = 0x7f0001000000
+size = "1MiB"
+kind = "file"
+path = "/data/f"
+pages = "256 idle@0"
+"""
+
+
+def test_page_cache_goes_first_when_there_is_enough_of_it():
+    """get_scan_count() (the RFC keeps it, less the no-swap shortcut on DRAM), by hand.
+    After aging: 1024 inactive anon, 256 inactive page cache, 2810 free (high 768);
+    recent scanned/rotated: anon 2048/1024 (1024 new active pages, then aged), file
+    256/0. Priorities 12-9: no cache trap (256 + 2810 > 768) and 256 >> prio = 0
+    inactive file to scan, so SCAN_FRACT: each call halves the stats of a type whose
+    scans exceed a quarter of its pages; anon weighs 60 * (s + 1) / (r + 1) = 119, file
+    140 * (s + 1) / (r + 1) = 18060 at 12, then 9100; 1024 >> 10 = 1 and 1023 >> 9 = 1
+    anon page, rounded up: pages 0 and 1 demoted. From priority 8 (256 >> 8 = 1) the
+    inactive file list is large enough: SCAN_FILE. 1 + 1 + 3 + 7 + 15 + 28 = 55 pages
+    of page cache reclaimed, the last batch at priority 3 passing the 32 asked for."""
+    k = load(PAGE_CACHE_FIRST)
+    t = k.task(50)
+    k.age_active(0)
+    assert list(k.native.nodes[0].recent_scanned) == [2048, 256]
+    assert list(k.native.nodes[0].recent_rotated) == [1024, 0]
+    assert k.shrink_node(0, 32) == 55
+    c = counters(k)
+    assert (c["pgdemote_kswapd"], c["pgsteal_kswapd"], c["pgscan_kswapd"]) == (2, 55, 57)
+    assert pages_on(k, t, 1, 0, 1024) == [0, 1]
+    assert k.check() == []

@@ -191,6 +191,10 @@ struct fp_node {
     int32_t peer;          /* peer_node's index, -1 if none (demotion target) */
     int32_t is_dram;
     int32_t kswapd_wake;   /* set by the allocator, cleared by kswapd */
+    /* zone_reclaim_stat: base pages recently scanned and rotated back to the active
+     * list, [0] anon (swap-backed) [1] page cache, get_scan_count()'s SCAN_FRACT */
+    uint64_t recent_scanned[2];
+    uint64_t recent_rotated[2];
 };
 
 struct fp_mm {

@@ -256,4 +256,17 @@ uint64_t fp_vm_next_slot_hva(const struct fp_vm *vm, uint64_t hva);
 static inline int fp_ept_present(uint64_t e) { return (e & FP_EPT_PRESENT) != 0; }
 int64_t fp_alloc_page(struct fp_kernel *k, int32_t nid, int32_t huge);
 void fp_free_page(struct fp_kernel *k, uint64_t pfn);
+/* update_page_reclaim_stat() as lru_cache_add() and putback_lru_page() count a page
+ * (re)entering an LRU list: scanned, and rotated when it enters an active list */
+static inline void fp_reclaim_stat_add(struct fp_kernel *k, uint64_t pfn)
+{
+    const struct fp_page *p = &k->pages[pfn];
+    struct fp_node *n = &k->nodes[fp_pfn_to_node(k, pfn)];
+    int file = !(p->flags & FP_PG_SWAPBACKED);
+    uint64_t nr = fp_page_nr(p);
+    n->recent_scanned[file] += nr;
+    if (p->flags & FP_PG_ACTIVE)
+        n->recent_rotated[file] += nr;
+}
+
 #endif

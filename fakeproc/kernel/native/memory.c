@@ -277,6 +277,7 @@ static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
         p->flags |= FP_PG_EXECMAP;
     fp_node_account(k, pfn, +1);
     fp_lru_add(k, pfn, fp_page_lru(p));
+    fp_reclaim_stat_add(k, pfn); /* lru_cache_add() */
     *mm_rss(mm, p) += fp_page_nr(p);
     rss_grew(mm);
 }

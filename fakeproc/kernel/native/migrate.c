@@ -101,6 +101,7 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
     new->pte = old->pte;
     fp_node_account(k, (uint64_t)np, +1);
     fp_lru_add(k, (uint64_t)np, fp_page_lru(new)); /* putback: the new page is on an LRU */
+    fp_reclaim_stat_add(k, (uint64_t)np);
     remap(k, pfn, (uint64_t)np); /* every mapper's entry, installed old */
     fp_rmap_move(k, pfn, (uint64_t)np); /* the side table follows the page */
 
@@ -239,6 +240,7 @@ static int queue_page(struct fp_kernel *k, const struct fp_mm *mm, const struct 
 static void putback(struct fp_kernel *k, uint64_t pfn)
 {
     fp_lru_add(k, pfn, fp_page_lru(&k->pages[pfn]));
+    fp_reclaim_stat_add(k, pfn); /* putback_lru_page() */
 }
 
 /* 4.20's migrate_pages() over isolated pages (do_move_pages_to_node(),

@@ -71,7 +71,7 @@ static int inactive_is_low(const struct fp_node *node, int inactive_lru)
 /* shrink_active_list(): age up to nr base pages from the active tail */
 static void shrink_active(struct fp_kernel *k, struct fp_node *node, int lru, uint64_t nr)
 {
-    uint64_t scanned = 0, deactivated = 0;
+    uint64_t scanned = 0, deactivated = 0, rotated = 0;
     while (scanned < nr && node->lru_tail[lru] != FP_LRU_NONE) {
         uint64_t pfn = node->lru_tail[lru];
         struct fp_page *p = &k->pages[pfn];
@@ -80,12 +80,15 @@ static void shrink_active(struct fp_kernel *k, struct fp_node *node, int lru, ui
         if (page_referenced(k, pfn) && (p->flags & FP_PG_EXECMAP) &&
             !(p->flags & FP_PG_SWAPBACKED)) {
             fp_lru_add(k, pfn, lru); /* referenced executable page cache stays active */
+            rotated += fp_page_nr(p);
             continue;
         }
         p->flags &= ~FP_PG_ACTIVE;
         fp_lru_add(k, pfn, lru - 1);
         deactivated += fp_page_nr(p);
     }
+    node->recent_scanned[lru >= FP_LRU_INACTIVE_FILE] += scanned;
+    node->recent_rotated[lru >= FP_LRU_INACTIVE_FILE] += rotated;
     k->events[FP_EV_PGREFILL] += scanned;
     k->events[FP_EV_PGDEACTIVATE] += deactivated;
 }
@@ -198,6 +201,8 @@ static void shrink_page(struct fp_kernel *k, int lru, uint64_t pfn, int demote,
         p->flags |= FP_PG_ACTIVE;
         fp_lru_add(k, pfn, lru + 1);
         k->events[FP_EV_PGACTIVATE] += n;
+        /* putback_inactive_pages(): an active page back is a rotation */
+        k->nodes[fp_pfn_to_node(k, pfn)].recent_rotated[lru >= FP_LRU_INACTIVE_FILE] += n;
         return;
     }
     drop_file_page(k, pfn);
@@ -237,6 +242,7 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
     }
     k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSCAN_KSWAPD : FP_EV_PGSCAN_DIRECT] += taken;
     k->events[mode == FP_RECLAIM_KSWAPD ? FP_EV_PGSTEAL_KSWAPD : FP_EV_PGSTEAL_DIRECT] += r.stolen;
+    node->recent_scanned[lru >= FP_LRU_INACTIVE_FILE] += taken;
     *scanned += taken;
     return r.reclaimed;
 }
@@ -246,16 +252,64 @@ static uint64_t shrink_inactive(struct fp_kernel *k, int32_t nid, int lru, uint6
  * are reclaimed; then the anon lists' rebalance. Anonymous lists are scanned when
  * there is swap, and always on DRAM nodes (the RFC). Returns base pages reclaimed;
  * `*scanned` gets those taken from the inactive lists (sc->nr_scanned). */
-static uint64_t shrink_node_prio(struct fp_kernel *k, int32_t nid, int prio, uint64_t nr_to_reclaim,
-                                 int mode, uint64_t *scanned)
+enum scan_balance { SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE };
+#define SWAPPINESS 60 /* vm.swappiness's default */
+
+/* get_scan_count(): how many pages of each evictable list (inactive anon, active anon,
+ * inactive file, active file) to scan at this priority, each list's size >> priority
+ * taken whole (SCAN_EQUAL: priority 0), from one type only (SCAN_FILE: a PMEM node
+ * with no swap room, the RFC's rule; or enough inactive page cache: not low and
+ * something to scan at this priority. SCAN_ANON: page cache + free pages at or below
+ * the high watermark, the cache trap, with inactive anon to scan), or weighed by
+ * swappiness and how many of each type's recent scans were rotated back (SCAN_FRACT,
+ * rounded up). */
+static void get_scan_count(struct fp_node *node, int prio, int scan_anon, uint64_t target[4])
 {
     static const int stat[] = {FP_NR_INACTIVE_ANON, FP_NR_ACTIVE_ANON,
                                FP_NR_INACTIVE_FILE, FP_NR_ACTIVE_FILE};
+    enum scan_balance balance;
+    uint64_t fraction[2] = {1, 1}, denominator = 1;
+    uint64_t inactive_anon = node->stat[FP_NR_INACTIVE_ANON], inactive_file = node->stat[FP_NR_INACTIVE_FILE];
+    uint64_t anon = inactive_anon + node->stat[FP_NR_ACTIVE_ANON];
+    uint64_t file = inactive_file + node->stat[FP_NR_ACTIVE_FILE];
+    if (!scan_anon)
+        balance = SCAN_FILE;
+    else if (!prio)
+        balance = SCAN_EQUAL;
+    else if (file + node->stat[FP_NR_FREE_PAGES] <= node->wmark[FP_WMARK_HIGH] &&
+             !inactive_is_low(node, FP_LRU_INACTIVE_ANON) && inactive_anon >> prio)
+        balance = SCAN_ANON;
+    else if (!inactive_is_low(node, FP_LRU_INACTIVE_FILE) && inactive_file >> prio)
+        balance = SCAN_FILE;
+    else {
+        balance = SCAN_FRACT;
+        for (int t = 0; t < 2; t++)
+            if (node->recent_scanned[t] > (t ? file : anon) / 4) {
+                node->recent_scanned[t] /= 2;
+                node->recent_rotated[t] /= 2;
+            }
+        fraction[0] = SWAPPINESS * (node->recent_scanned[0] + 1) / (node->recent_rotated[0] + 1);
+        fraction[1] = (200 - SWAPPINESS) * (node->recent_scanned[1] + 1) / (node->recent_rotated[1] + 1);
+        denominator = fraction[0] + fraction[1] + 1;
+    }
+    for (int l = 0; l < 4; l++) {
+        int is_file = l >= 2;
+        uint64_t scan = node->stat[stat[l]] >> prio;
+        if (balance == SCAN_FRACT)
+            scan = (scan * fraction[is_file] + denominator - 1) / denominator;
+        else if ((balance == SCAN_FILE && !is_file) || (balance == SCAN_ANON && is_file))
+            scan = 0;
+        target[l] = scan;
+    }
+}
+
+static uint64_t shrink_node_prio(struct fp_kernel *k, int32_t nid, int prio, uint64_t nr_to_reclaim,
+                                 int mode, uint64_t *scanned)
+{
     struct fp_node *node = &k->nodes[nid];
     int scan_anon = node->is_dram || k->swap_used < k->swap_total;
-    uint64_t reclaimed = 0, target[4] = {0};
-    for (int l = scan_anon ? 0 : 2; l < 4; l++)
-        target[l] = node->stat[stat[l]] >> prio;
+    uint64_t reclaimed = 0, target[4];
+    get_scan_count(node, prio, scan_anon, target);
     int left = 1;
     while (left && reclaimed < nr_to_reclaim) {
         left = 0;

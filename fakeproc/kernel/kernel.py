@@ -139,7 +139,10 @@ class Kernel:
             nd, peer = local, self.node(local).peer
             if peer >= 0 and all(self.node(n).type != self.node(local).type for n in pol.nodes):
                 nd = peer
-            order = [n for n in self.node(nd).fallback if n in pol.nodes]
+            order = [n for n in self.node(nd).fallback if n in pol.nodes] or \
+                sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
+            # (a peer of the CPU node's own type holds none of them: the RFC's
+            # allocations would fail; the bound nodes, nearest first, instead)
         elif pol.mode == "interleave" and pol.nodes:  # the order page tables take
             order = sorted(pol.nodes, key=lambda n: (self.distance(local, n), n))
         else:
@@ -446,8 +449,9 @@ class Kernel:
         self.native.pages[pfn].flags |= lib.FP_PG_PINNED
 
     def migrate_page_at(self, task: Task, addr: int, nid: int) -> bool:
-        """Migrate the page mapped at addr to node nid (mm/migrate.c); False when
-        there is no such page or no room on nid."""
+        """Migrate the page mapped at addr to node nid (mm/migrate.c), isolated from its
+        LRU first as every caller of migrate_pages() does (the allocation may reclaim);
+        False when there is no such page or no room on nid."""
         if task.mm_id is None:
             return False
         level = ffi.new("int32_t *")
@@ -456,12 +460,15 @@ class Kernel:
                 (level[0] < 4 and not e[0] & lib.FP_PAGE_PSE):
             return False
         pfn = (e[0] & 0x000FFFFFFFFFF000) >> 12
-        if self.page_node(task, addr) is None:
+        src = self.page_node(task, addr)
+        if src is None:
             return False
         caller = self._idx[self.cpu_node(task.cpu)]
-        ok = lib.fp_migrate_page(self.native, pfn, self._idx[nid], caller, lib.FP_MR_SYSCALL, ffi.NULL) == 0
+        lib.fp_migrate_to_node(self.native, ffi.new("uint64_t[]", [pfn]), 1, self._idx[src],
+                               self._idx[nid], caller, 1)
         self.generation += 1
-        return ok
+        e = lib.fp_lookup(self.native, task.mm_id, addr, level)
+        return e != ffi.NULL and (e[0] & 0x000FFFFFFFFFF000) >> 12 != pfn  # moved to a new frame
 
     def range_pages(self, task: Task, start: int, end: int) -> list[tuple[int, int]]:
         """(address, PFN) of every present leaf in [start, end) (a THP once)."""

@@ -61,9 +61,9 @@ int64_t fp_alloc_in_order(struct fp_kernel *k, int32_t local, const int16_t *ord
     for (int i = 0; i < n; i++)
         if ((pfn = try_alloc(k, local, order[i], preferred, huge, FP_WMARK_LOW)) >= 0)
             goto found;
-    /* a THP asks with GFP_TRANSHUGE_LIGHT's flags less __GFP_KSWAPD_RECLAIM when reclaim
-     * itself allocates it (a demotion's alloc_new_node_page(): GFP_TRANSHUGE) */
-    for (int i = 0; i < n && !(huge && k->in_reclaim); i++)
+    /* a THP asks without __GFP_KSWAPD_RECLAIM: GFP_TRANSHUGE(_LIGHT) for a migration's
+     * alloc_new_node_page(), and a fault's mask under 4.20's default defrag */
+    for (int i = 0; i < n && !huge; i++)
         if (!above_wmark(&k->nodes[order[i]], FP_WMARK_HIGH, 0))
             k->nodes[order[i]].kswapd_wake = 1;
     for (int i = 0; i < n; i++)
@@ -808,8 +808,10 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
     uint64_t *t = fp_table(k, table);
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
     for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
-        uint64_t e = t[i], addr = base + i * span;
+        uint64_t e, addr = base + i * span;
         int err;
+    again:
+        e = t[i];
         if (!e || addr + span <= start || addr >= end)
             continue;
         if (fp_entry_present(e) && level < 4 && !(e & FP_PAGE_PSE)) {
@@ -818,11 +820,20 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
                 return err;
             continue;
         }
+        /* the child's tables and deposit come from the page allocator, whose reclaim
+         * may demote, swap or split the parent's page meanwhile: the entry is read
+         * again after each allocation, as copy_pte_range() holds the parent's lock */
         uint64_t *ce = walk_to(k, cm, addr, level, 1, &err);
         if (!ce)
             return err;
+        if (t[i] != e)
+            goto again;
         if (level == 3 && (err = deposit_table(k, cm, ce)))
             return err; /* copy_huge_pmd(): the child's PMD gets its own deposit */
+        if (level == 3 && t[i] != e) {
+            zap_deposited_table(k, cm, ce);
+            goto again;
+        }
         if (!fp_entry_present(e)) {
             if (fp_is_swap(e)) { /* copy_one_pte(): swap_duplicate(), the slot is shared */
                 cm->nr_swap++;

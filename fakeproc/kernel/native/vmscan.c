@@ -200,7 +200,7 @@ static void shrink_page(struct fp_kernel *k, int lru, uint64_t pfn, int demote,
     if (ref == PAGEREF_ACTIVATE) {
         p->flags |= FP_PG_ACTIVE;
         fp_lru_add(k, pfn, lru + 1);
-        k->events[FP_EV_PGACTIVATE] += n;
+        k->events[FP_EV_PGACTIVATE]++; /* a page, a THP counting one (4.20; pages from 5.8) */
         /* putback_inactive_pages(): an active page back is a rotation */
         k->nodes[fp_pfn_to_node(k, pfn)].recent_rotated[lru >= FP_LRU_INACTIVE_FILE] += n;
         return;

@@ -10,10 +10,12 @@ import pytest
 from fakeproc.kernel import node as nodemod
 from fakeproc.kernel.kernel import Kernel, NodeConfig
 from fakeproc.kernel.mm import Vma
+from fakeproc.kernel.task import MemPolicy
 from fakeproc.kernel.native import KernelError, check, lib
 from fakeproc.kernel.task_mmu import llseek
 from fakeproc.kernel.workload import Phase, Workload
 from fakeproc.machine import load
+import kernel_ops
 from kernel_ops import RFC_DIST, rfc_kernel
 
 MIB = 1 << 20
@@ -449,3 +451,23 @@ def test_a_store_to_a_read_only_mapping_is_refused():
     assert e.value.errno == errno.EFAULT
     k.touch(t, BASE)  # a load maps it
     assert k.entry(t, BASE)[1] & lib.FP_PAGE_PRESENT
+
+
+def test_a_fork_whose_page_tables_reclaim_copies_the_entries_as_they_are_then():
+    """The child's page tables come from the page allocator; on a DRAM node at its min
+    watermark that means direct reclaim, which demotes the parent's cold pages while
+    fork copies them. copy_pte_range() holds the parent's page-table lock, so the
+    child maps where each page is when its entry is copied, never a freed frame."""
+    k = load(kernel_ops.MACHINE.format(swap="0").replace('"8MiB"', '"4MiB"', 2))
+    a = k.spawn(100, "a", cpu=0)
+    k.set_policy(a, MemPolicy("bind", (0,)))
+    k.add_vma(a, Vma(BASE, BASE + 4 * MIB))
+    i = 0
+    while k.node_stat(0)[lib.FP_NR_FREE_PAGES] > k.watermarks(0)[0] + 1:  # down to min
+        k.touch(a, BASE + i * 4096, write=True)
+        i += 1
+    assert k.check() == []
+    child = k.fork(100, 101)
+    assert k.check() == []
+    for page in range(i):
+        assert k.entry(child, BASE + page * 4096)[1] >> 12 == k.entry(a, BASE + page * 4096)[1] >> 12

@@ -38,7 +38,9 @@ pages = "4 accessed@0"
 
 
 def caller(uid: int = 0, gid: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(uid=uid, gid=gid, pid=1, umask=0o22)
+    """A FUSE request's context from no real process (pid 0): its capabilities follow
+    its uid (all for root, none for another), as the server assumes then."""
+    return SimpleNamespace(uid=uid, gid=gid, pid=0, umask=0o22)
 
 
 async def inode(fs: FakeprocFS, *names: str) -> int:

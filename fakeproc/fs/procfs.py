@@ -15,7 +15,7 @@ from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
 from .tree import Ctx, Dir, File, Lister, Special, decimal
 from ..kernel import vmstat
 from ..kernel.mm import Vma
-from ..kernel.task import Task
+from ..kernel.task import Caller, Task, ptrace_may_access
 from ..kernel.task_mmu import PSS_SHIFT
 
 PROC_WRITE_ERRNO = 22  # EINVAL: a proc file without a write method
@@ -120,16 +120,14 @@ def _status(ctx: Ctx) -> str:
     return fmt.proc_status(_status_info(ctx))
 
 
-CAP_SYS_PTRACE = 19
 PF_RANDOMIZE, PF_EXITING = 0x00400000, 0x00000004
 
 
-def _ptrace_permitted(ctx: Ctx, t: Task) -> bool:
-    """ptrace_may_access(PTRACE_MODE_READ_FSCREDS) for the reader: CAP_SYS_PTRACE, or
-    its fsuid and fsgid are the task's (an emulated task is dumpable, one uid, one gid)."""
-    if ctx.get_or("caller_cap_eff", -1) >> CAP_SYS_PTRACE & 1:
-        return True
-    return ctx.get_or("caller_ids") == (t.uid, t.gid)
+def reader(ctx: Ctx) -> Caller:
+    """The reader as ptrace_may_access(PTRACE_MODE_READ_FSCREDS) sees it: its fsuid,
+    fsgid and effective capabilities, bound by the server at open."""
+    uid, gid = ctx.get_or("caller_ids", (0, 0))
+    return Caller(uid, gid, ctx.get_or("caller_cap_eff", -1))
 
 
 def _stat(ctx: Ctx) -> str:
@@ -147,7 +145,7 @@ def _stat(ctx: Ctx) -> str:
         pid=tid, comm=t.name, state=info.state, ppid=t.ppid, pgrp=info.pgid, session=info.sid,
         flags=PF_RANDOMIZE | (PF_EXITING if t.state == "zombie" else 0),
         num_threads=len(t.tids), start_time=int(t.start_time * fmt.USER_HZ),
-        has_mm=t.alive, permitted=_ptrace_permitted(ctx, t), vsize=info.vm_size * 1024,
+        has_mm=t.alive, permitted=ptrace_may_access(reader(ctx), t), vsize=info.vm_size * 1024,
         rss=info.vm_rss // KB, start_code=text[0].start if text else 0,
         end_code=text[0].end if text else 0, start_stack=top,
         exit_signal=17 if tid == t.pid else -1, processor=t.cpu,

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import pyfuse3
 import trio
 
-from .procfs import PROC_ROOT
+from .procfs import PROC_ROOT, reader
+from ..kernel.task import ptrace_may_access
 from .sysfs import BUS_NODE, NODE_ROOT, kernfs_write
 from .cpu import CPU_ROOT, CPUINFO, MEMORY_ROOT
 from .pagecache import PageCache
@@ -294,7 +295,7 @@ class FakeprocFS(pyfuse3.Operations):
         else:
             ectx = _caller(ctx, ectx)  # /proc/self and the procview need it; it reads /proc
             if getattr(entry, "ptrace_read", False):
-                _ptrace_read_check(ctx, entry, ectx)
+                _ptrace_read_check(entry, ectx)
         if flags & os.O_DIRECT:  # do_dentry_open(), after ->open(): no ->direct_IO here
             raise pyfuse3.FUSEError(errno.EINVAL)
         handle: Any
@@ -527,16 +528,15 @@ def _kernfs_open_check(mode: int, flags: int) -> None:
         raise pyfuse3.FUSEError(errno.EACCES)
 
 
-def _ptrace_read_check(ctx: Any, entry: Any, ectx: Ctx) -> None:
-    """proc_mem_open()'s mm_access(PTRACE_MODE_READ_FSCREDS): root (CAP_SYS_PTRACE),
-    or a caller whose fsuid and fsgid are the process's ids (an emulated process has
-    one uid and one gid), else EACCES. Emulated processes are always dumpable."""
-    uid, gid = getattr(ctx, "uid", 0), getattr(ctx, "gid", 0)
+def _ptrace_read_check(entry: Any, ectx: Ctx) -> None:
+    """proc_mem_open()'s mm_access(PTRACE_MODE_READ_FSCREDS): ptrace_may_access() for
+    the opener (CAP_SYS_PTRACE, or its fsuid and fsgid are the process's), else EACCES;
+    mm_access() checks only a task that still has an mm (a zombie opens for anyone)."""
     pid = ectx.get_or("pid")
     task = ectx.kernel.thread(pid) if pid is not None else None
-    if uid == 0 or (task is not None and task.mm_id is None):
-        return  # mm_access() checks only a task that still has an mm (not a zombie)
-    if (uid, gid) != _owner_ids(entry, ectx):
+    if task is None:
+        _owner_ids(entry, ectx)  # ENOENT: the process is gone
+    elif task.mm_id is not None and not ptrace_may_access(reader(ectx), task):
         raise pyfuse3.FUSEError(errno.EACCES)
 
 

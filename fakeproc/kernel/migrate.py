@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import errno
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 from .native import ffi, lib
+from .task import CAP_SYS_NICE, Caller, capable as _capable, ptrace_may_access as _ptrace_may_access
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -29,35 +29,6 @@ MPOL_MF_SW_YOUNG = 0x80  # the RFC's flag
 MPOL_F_NODE = 1
 MPOL_F_ADDR = 2
 MAX_NUMNODES = 1024
-CAP_SYS_PTRACE = 19
-CAP_SYS_NICE = 23
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The calling process's credentials, as the syscalls check them: its real uid and
-    gid (PTRACE_MODE_READ_REALCREDS) and its effective capabilities (a CapEff mask).
-    None where a caller is expected stands for one with every capability (the
-    control socket's own commands)."""
-
-    uid: int
-    gid: int
-    cap_eff: int
-
-    def capable(self, cap: int) -> bool:
-        return bool(self.cap_eff >> cap & 1)
-
-
-def _capable(caller: Caller | None, cap: int) -> bool:
-    return caller is None or caller.capable(cap)
-
-
-def _ptrace_may_access(caller: Caller | None, task: "Task") -> bool:
-    """__ptrace_may_access(PTRACE_MODE_READ_REALCREDS): the caller's real uid and gid are
-    every id of the task's (an emulated task has one uid and one gid), or it has
-    CAP_SYS_PTRACE; emulated tasks are dumpable, and Yama restricts only attaching."""
-    return caller is None or (caller.uid, caller.gid) == (task.uid, task.gid) or \
-        caller.capable(CAP_SYS_PTRACE)
 
 
 def _node_ok(kernel: "Kernel", node: int) -> bool:

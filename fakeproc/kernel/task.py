@@ -18,6 +18,37 @@ TaskState = Literal["running", "sleeping", "zombie"]
 STATE_TEXT = {"running": "R (running)", "sleeping": "S (sleeping)", "zombie": "Z (zombie)"}
 
 
+CAP_SYS_PTRACE = 19
+CAP_SYS_NICE = 23
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A calling process's credentials, as a permission check sees them: the uid and
+    gid it checks with (real ones for PTRACE_MODE_READ_REALCREDS, fs ones for
+    _FSCREDS) and its effective capabilities (a CapEff mask). None where a caller is
+    expected stands for one with every capability (the control socket's commands)."""
+
+    uid: int
+    gid: int
+    cap_eff: int
+
+    def capable(self, cap: int) -> bool:
+        return bool(self.cap_eff >> cap & 1)
+
+
+def capable(caller: "Caller | None", cap: int) -> bool:
+    return caller is None or caller.capable(cap)
+
+
+def ptrace_may_access(caller: "Caller | None", task: "Task") -> bool:
+    """__ptrace_may_access(): the caller's ids are every id of the task's (an emulated
+    task has one uid and one gid), or it has CAP_SYS_PTRACE; emulated tasks are
+    dumpable, and Yama restricts only attaching."""
+    return caller is None or (caller.uid, caller.gid) == (task.uid, task.gid) or \
+        caller.capable(CAP_SYS_PTRACE)
+
+
 @dataclass(frozen=True)
 class MemPolicy:
     """set_mempolicy() state: mode and nodes (mm/mempolicy.c)."""

@@ -305,6 +305,12 @@ def test_procview_holds_emulated_processes_and_links_for_the_rest(walk):
     assert stat.S_ISLNK(os.lstat(view / "1").st_mode)
     assert os.readlink(view / "1").endswith(".proc/1")
     assert os.readlink(view / "self") == str(os.getpid())  # the caller's own pid
+    # readdir as proc_root_readdir(): the other entries, then every pid in ascending
+    # order, the emulated ones among the real ones (what `ps -e` prints in)
+    listed = os.listdir(view)
+    pids = [n for n in listed if n.isdigit()]
+    assert pids == sorted(pids, key=int) and listed[-len(pids):] == pids
+    assert "4200001" in pids and "1" in pids
 
 
 def test_walks_under_sys_are_answered_from_the_kernels_caches():

@@ -23,7 +23,7 @@ def make_procview(realproc: Path) -> Dir:
 
     def names(ctx: Ctx) -> list[str]:
         try:
-            return sorted(os.listdir("/proc"))
+            return os.listdir("/proc")  # the kernel's readdir order
         except OSError:
             return []
 
@@ -41,5 +41,8 @@ def make_procview(realproc: Path) -> Dir:
         return f"{realproc}/{name}"
 
     assert PROC_ROOT.lister is not None
+    # proc_root_readdir(): the other entries first, then the pids in ascending order,
+    # emulated and real ones together (so `ps -e` lists them in pid order)
     return Dir("procview", PROC_ROOT.children, mode=0o555,
-               lister=(*PROC_ROOT.listers, Lister("real", names, parse, Link("", target))))
+               lister=(*PROC_ROOT.listers, Lister("real", names, parse, Link("", target))),
+               order=lambda name: (1, int(name)) if name.isdigit() else (0, 0))

@@ -94,6 +94,9 @@ class Link:
 
 @dataclass(frozen=True)
 class Dir:
+    """A directory: static children, then what its listers list. ``order``, when
+    given, sorts the listed names (a stable sort by that key) for readdir."""
+
     name: str
     children: Sequence["Entry"] = ()
     lister: "Lister | tuple[Lister, ...] | None" = None
@@ -106,6 +109,7 @@ class Dir:
         return self.lister if isinstance(self.lister, tuple) else (self.lister,)
     mode: int = 0o755
     owner: Callable[[Ctx], tuple[int, int]] | None = None
+    order: Callable[[str], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,17 @@ def list_children(d: Dir, ctx: Ctx) -> list[tuple[str, Entry, Ctx]]:
     """Every child in readdir order: static entries, then dynamic names."""
     out = [(e.name, e, ctx) for e in d.children]
     seen = {e.name for e in d.children}
+    listed = []
     for lister in d.listers:
         for name in lister.names(ctx):
             value = lister.parse(ctx, name)
             if value is not None and name not in seen:
                 seen.add(name)
                 bound = ctx.bind(lister.key, value)
-                out.append((name, lister.entry(bound), bound))
-    return out
+                listed.append((name, lister.entry(bound), bound))
+    if d.order is not None:
+        listed.sort(key=lambda item: d.order(item[0]))
+    return out + listed
 
 
 def resolve(root: Dir, ctx: Ctx, path: Sequence[str]) -> tuple[Entry, Ctx] | None:

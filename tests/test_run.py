@@ -834,3 +834,70 @@ def test_an_unprivileged_caller_gets_the_kernels_eperm(mp, tmp_path):
         "ret=0 errno=0 status=0",         # (root sees the pages on node 0 now)
         "0 0 0 0 0 0",                    # root may do all three (the last two move nothing)
     ]
+
+
+KNOB_PROBE = """
+import os
+for p in ("/proc/sys/kernel/numa_balancing", "/proc/sys/vm/overcommit_memory",
+          "/sys/kernel/mm/transparent_hugepage/enabled"):
+    if not os.path.exists(p):
+        print(p, "absent")
+        continue
+    try:
+        os.close(os.open(p, os.O_WRONLY))  # never written: a failed guard only opens
+        print(p, "WRITABLE")
+    except OSError as e:
+        print(p, e.strerror)
+"""
+
+
+def test_the_hosts_knobs_are_read_only_under_the_runner(tmp_path):
+    """A daemon that sets numa_balancing, THP or DAMON knobs must not change the host:
+    the host's /proc/sys and /sys/kernel/mm are read-only in the runner's namespace
+    (an open for writing fails with EROFS; the probe never writes)."""
+    script = tmp_path / "probe.py"
+    script.write_text(KNOB_PROBE)
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", TIERING,
+                        "--", sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for line in r.stdout.splitlines():
+        assert line.endswith(("Read-only file system", "absent")), line
+
+
+UPSTREAM_RUN = """
+distances = [[10, 17], [17, 10]]
+[machine]
+upstream = true
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[process]]
+pid = 4300001
+name = "app"
+"""
+
+
+def test_an_upstream_machine_lays_its_knobs_over_the_hosts(tmp_path):
+    """/proc/sys/kernel/numa_balancing under the runner is the emulated one (it takes
+    2, memory tiering, and reads it back) while the host's keeps its value; the memory
+    tiers are the emulated machine's (tier 4: DRAM, tier 22: PMEM)."""
+    machine = tmp_path / "up.toml"
+    machine.write_text(UPSTREAM_RUN)
+    with open("/proc/sys/kernel/numa_balancing") as f:
+        host = f.read()
+    script = ("cat /proc/sys/kernel/numa_balancing; echo 2 > /proc/sys/kernel/numa_balancing; "
+              "cat /proc/sys/kernel/numa_balancing; "
+              "cat /sys/devices/virtual/memory_tiering/memory_tier22/nodelist 2>/dev/null || echo -")
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", str(machine),
+                        "--", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["0", "2"]
+    # the host's memory_tiering directory is covered where the host has one
+    assert lines[2] == ("1" if os.path.isdir("/sys/devices/virtual/memory_tiering") else "-")
+    with open("/proc/sys/kernel/numa_balancing") as f:
+        assert f.read() == host

@@ -7,7 +7,12 @@ ones: /sys/devices/system/node, /sys/devices/system/cpu, /sys/devices/system/mem
 /sys/bus/node, and the merged /proc view (emulated pids + links into the real procfs) over /proc. Last,
 the emulated cpuset over the files where the program reads its own (its real
 /proc/PID/status and its cgroup's cpuset files; fs/hostview.py).
-Linux: unshare(2), mount(2) with MS_BIND | MS_REC and MS_PRIVATE.
+The host's knobs stay the host's but read-only there: its /proc/sys and
+/sys/kernel/mm are remounted read-only in the namespace (a write fails with EROFS),
+so a daemon that sets numa_balancing, THP or DAMON knobs cannot change the host; on
+an upstream-mode machine the emulated numa_balancing, demotion_enabled, page_idle
+bitmap and memory tiers are bound over the host's files.
+Linux: unshare(2), mount(2) with MS_BIND | MS_REC, MS_PRIVATE and MS_REMOUNT | MS_RDONLY.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import os
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -46,6 +53,25 @@ def bind(src: str | Path, dst: str | Path, recursive: bool = False) -> None:
            f"bind {src} on {dst}")
 
 
+def read_only(path: str | Path) -> None:
+    """Make path (a directory of the host's) read-only in this namespace: bound onto
+    itself, then that bind remounted MS_RDONLY."""
+    bind(path, path, recursive=True)
+    _check(_libc.mount(None, os.fsencode(path), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None),
+           f"remount {path} read-only")
+
+
+# the host's knobs a daemon might set, and the emulated ones an upstream-mode machine
+# lays over them (path in the mount, where it goes; skipped where either is missing)
+HOST_KNOBS = ("sys", "/sys/kernel/mm")  # "sys": the real procfs's, under realproc
+UPSTREAM_COVERS = (
+    ("proc/sys/kernel/numa_balancing", "sys/kernel/numa_balancing"),  # under realproc
+    ("sys/kernel/mm/numa/demotion_enabled", "/sys/kernel/mm/numa/demotion_enabled"),
+    ("sys/kernel/mm/page_idle/bitmap", "/sys/kernel/mm/page_idle/bitmap"),
+    ("sys/devices/virtual/memory_tiering", "/sys/devices/virtual/memory_tiering"),
+)
+
+
 def enter(mountpoint: Path, realproc: Path) -> None:
     """Make this process's view the emulated machine's. Call in the child only."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
@@ -54,8 +80,29 @@ def enter(mountpoint: Path, realproc: Path) -> None:
     for rel, dst in BINDS:
         if os.path.isdir(dst):
             bind(mountpoint / rel, dst)
+    _protect_host_knobs(mountpoint, realproc)
     bind(mountpoint / "procview", "/proc")
     _cover_cpuset(mountpoint / "hostview", realproc)
+
+
+def _protect_host_knobs(mountpoint: Path, realproc: Path) -> None:
+    """The host's /proc/sys and /sys/kernel/mm read-only here, then the emulated
+    upstream knobs over the host's files. Best effort, said once on stderr: a host
+    that refuses the remount keeps them writable (the program is then warned)."""
+    for knobs in HOST_KNOBS:
+        path = realproc / knobs if not knobs.startswith("/") else Path(knobs)
+        if path.is_dir():
+            try:
+                read_only(path)
+            except OSError as e:
+                os.write(2, f"fakeproc run: the host's {path} stays writable: {e}\n".encode())
+    for rel, dst in UPSTREAM_COVERS:
+        src, target = mountpoint / rel, (Path(dst) if dst.startswith("/") else realproc / dst)
+        if os.path.lexists(src) and os.path.lexists(target):
+            try:
+                bind(src, target)
+            except OSError as e:
+                os.write(2, f"fakeproc run: {target} stays the host's: {e}\n".encode())
 
 
 # the cpuset files of a cgroup, v1 and v2, and which emulated file stands for each

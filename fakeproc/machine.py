@@ -292,6 +292,11 @@ def _vma_from(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any]) -> Vma:
         # the emulated THPs are anonymous pages (no shmem or page-cache THPs)
         raise ck.error(path + ("thp",), f"THPs need a private anonymous mapping, not a {kind} "
                        f"{'shared' if perms[3:4] == 's' else 'private'} one")
+    if kind in ("anon", "heap", "stack") and perms[3:4] == "s":
+        # MAP_SHARED | MAP_ANONYMOUS is a shmem file: its pages are shmem, and idle_pages
+        # skips it; an anonymous VMA is private by definition
+        raise ck.error(path + ("perms",), f"a {kind} mapping is private ('p'); shared anonymous "
+                       f"memory is kind = \"shm\"")
     dev = raw.get("dev", "00:00")
     major, minor = (int(x, 16) for x in dev.split(":"))
     return Vma(start, end, perms, kind, raw.get("path"), raw.get("offset", 0), (major, minor),

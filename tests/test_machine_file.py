@@ -139,3 +139,13 @@ def test_a_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(tmp_path):
     assert (r.returncode, r.stderr) == (2, msg.replace(":2: machine.name:", ":1: (top level):")
                                         .replace("column 12", "column 6"))
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("kind", ["anon", "heap", "stack"])
+def test_shared_anonymous_memory_is_kind_shm(kind):
+    """MAP_SHARED | MAP_ANONYMOUS memory is a shmem file (idle_pages skips it, its pages
+    are shmem): an anonymous VMA spelled shared is refused at its perms, naming shm."""
+    text = ('[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0"\n[[process]]\npid = 1\nname = "a"\n'
+            f'[[process.vma]]\nstart = 0x7f0000000000\nsize = "8KiB"\nkind = "{kind}"\nperms = "rw-s"\n')
+    with pytest.raises(MachineFileError, match=r"vma\[0\]\.perms: a .* mapping is private.*kind = \"shm\""):
+        load(text)

@@ -346,6 +346,36 @@ def test_idle_pages_positions_are_the_kernels_under_the_runner():
     ]
 
 
+THREADED = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[process]]
+pid = 4300001
+name = "app"
+threads = 2
+[[process.vma]]
+start = 0x7f0000000000
+size = "2MiB"
+pages = "512 idle"
+"""
+
+
+def test_a_thread_ids_idle_pages_file_gets_the_same_positions(tmp_path):
+    """/proc/TID/idle_pages of a thread is the process's file (it shows its one address
+    space): the runner answers its lseek(SEEK_CUR) with the cursor too (all pages idle:
+    read(20) at B ends at B + 20 * 32 KiB, as in the test above)."""
+    machine = tmp_path / "threaded.toml"
+    machine.write_text(THREADED)
+    script = LSEEK_SCRIPT.replace("/proc/4300001/", "/proc/4300002/")
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", str(machine),
+                        "--", sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:3] == ["a0" + f"{BASE:016x}" + "5f5f" + "a0" + f"{BASE + 20 * 0x8000:016x}",
+                                         hex(BASE + 20 * 0x8000), "SEEK_END EINVAL"]
+
+
 FCNTL_SCRIPT = """
 import fcntl, os
 B = 0x7F0000000000
@@ -365,6 +395,26 @@ def test_fcntl_o_nonblock_after_open_changes_the_scan_under_the_runner():
     # come back. F_GETFL still sees what was set. read(20) scans [B, B + 640 KiB): the
     # unit takes the cursor to B + 2 MiB, past the end, so that read is 10 bytes.
     r = run_machine(sys.executable, "-c", FCNTL_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    hva = "a0" + f"{BASE:016x}"
+    assert r.stdout.splitlines() == [hva + "5f5f 0", hva + "71 2048", hva + "5f5f 0"]
+
+
+FIONBIO_SCRIPT = """
+import fcntl, os, struct, termios
+B = 0x7F0000000000
+fd = os.open("/proc/4300001/idle_pages", os.O_RDWR)
+for on in (0, 1, 0):
+    fcntl.ioctl(fd, termios.FIONBIO, struct.pack("i", on))
+    os.lseek(fd, B, os.SEEK_SET)
+    print(os.read(fd, 20)[:11].hex(), fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+"""
+
+
+def test_fionbio_after_open_changes_the_scan_under_the_runner():
+    """ioctl(FIONBIO) sets or clears O_NONBLOCK in the file's status flags (the VFS's
+    ioctl_fionbio()), so it changes the scan as F_SETFL does (the test above)."""
+    r = run_machine(sys.executable, "-c", FIONBIO_SCRIPT)
     assert r.returncode == 0, r.stderr
     hva = "a0" + f"{BASE:016x}"
     assert r.stdout.splitlines() == [hva + "5f5f 0", hva + "71 2048", hva + "5f5f 0"]

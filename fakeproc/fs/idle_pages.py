@@ -38,7 +38,8 @@ HANDOFF_CHECKPOINTS = 3
 SCANS: list[IdleScan] = []
 MAX_SPARE_SCANS = 4
 
-# reply ends remembered per open file (a read() continues after this many preads)
+# reply ends remembered per open file: a read() still continues after this many minus
+# one preads at other positions (each pread's reply end is remembered too)
 MAX_CONTINUATIONS = 8
 # every open handle of this mount's server (one mount per process), so the runner can
 # ask for the kernel's file position of one of them (see position_of)
@@ -118,9 +119,14 @@ def position_of(opener: int, pid: int, fuse_pos: int) -> int | None:
     that process `opener` holds at FUSE position `fuse_pos` (pos + bytes after a read):
     the cursor of the read whose reply ended there. None when no such handle (then
     FUSE's is right)."""
-    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid and
-             h.cursor_at(fuse_pos) is not None]
+    found = [h for h in _opened(opener, pid) if h.cursor_at(fuse_pos) is not None]
     return found[0].cursor_at(fuse_pos) if len(found) == 1 else None
+
+
+def _opened(opener: int, pid: int) -> list["IdlePagesHandle"]:
+    """The idle_pages files process `opener` holds of the process that `pid` names (its
+    pid, or one of its thread ids: /proc/TID/idle_pages is the same file)."""
+    return [h for h in OPEN if h.opener == opener and pid in h.task.tids]
 
 
 # the scan flag fcntl(F_SETFL) can change (O_NONBLOCK): O_NOFOLLOW counts only at open,
@@ -133,7 +139,7 @@ def set_status_flags(opener: int, pid: int, fuse_pos: int, flags: int) -> bool:
     reads scan with the new O_NONBLOCK, as the RFC kernel's do. The file is the only one
     the opener holds for pid, else the one with a reply that ended at `fuse_pos`. False
     when none (or more than one) matches."""
-    found = [h for h in OPEN if h.opener == opener and h.task.pid == pid]
+    found = _opened(opener, pid)
     if len(found) > 1:
         found = [h for h in found if h.cursor_at(fuse_pos) is not None]
     if len(found) != 1:

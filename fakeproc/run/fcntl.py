@@ -1,5 +1,5 @@
-"""fcntl(F_SETFL) on an idle_pages file, as the RFC kernel sees it, for programs under
-`fakeproc run` (INTERFACES.md 1.1, 1.9).
+"""fcntl(F_SETFL) and ioctl(FIONBIO) on an idle_pages file, as the RFC kernel sees
+them, for programs under `fakeproc run` (INTERFACES.md 1.1, 1.9).
 
 The RFC kernel takes the scan flags from the file's status flags on every read, so
 O_NONBLOCK (SCAN_HUGE_PAGE) set or cleared with F_SETFL after open changes the next
@@ -10,6 +10,7 @@ kernel, so F_GETFL agrees. Every other fcntl never leaves the kernel.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Any, Callable
 
@@ -28,4 +29,26 @@ def fcntl_handler(set_flags: Callable[[int, int, int, int], Any]) -> Callable[[A
             with shared_file(tgid, fd) as dup:
                 set_flags(tgid, pid, os.lseek(dup, 0, os.SEEK_CUR), flags)
         return seccomp.Continue()  # the real F_SETFL too: F_GETFL must agree
+    return handler
+
+
+def fionbio_handler(set_flags: Callable[[int, int, int, int], Any]) -> Callable[[Any], Any]:
+    """A seccomp handler for ioctl(fd, FIONBIO, &on): the VFS sets or clears O_NONBLOCK
+    in the file's status flags, which are the scan flags; the emulator is told the
+    flags the file will have, then the real ioctl goes on (an unreadable argument is
+    left to it: EFAULT)."""
+    def handler(notif: Any) -> Any:
+        fd = seccomp._s32(notif.args[0])
+        pid = idle_pages_pid(notif.pid, fd)
+        if pid is not None:
+            try:
+                on = int.from_bytes(seccomp.read_mem(notif.pid, notif.args[2], 4), "little")
+            except OSError:
+                return seccomp.Continue()
+            tgid = tgid_of(notif.pid)
+            with shared_file(tgid, fd) as dup:
+                flags = fcntl.fcntl(dup, fcntl.F_GETFL)
+                flags = flags | os.O_NONBLOCK if on else flags & ~os.O_NONBLOCK
+                set_flags(tgid, pid, os.lseek(dup, 0, os.SEEK_CUR), flags)
+        return seccomp.Continue()
     return handler

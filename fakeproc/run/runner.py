@@ -24,7 +24,7 @@ from ..ctl.client import Client
 from ..ctl.protocol import CtlError, pack_bytes, unpack_bytes
 from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
-from .fcntl import fcntl_handler
+from .fcntl import fcntl_handler, fionbio_handler
 from .lseek import lseek_handler
 from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
 from .procstatus import open_handler
@@ -36,7 +36,7 @@ from .tasks import MachineFacts, TaskStates, mask_cpus, start_time
 # lseek and fcntl: idle_pages positions and flags; the memory policy and the CPU mask
 # of the program's tasks, over the emulated nodes and CPUs
 # (and read-only opens: a task's status shows them)
-INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl", "get_mempolicy", "set_mempolicy",
+INTERCEPT = ("move_pages", "migrate_pages", "lseek", "fcntl", "ioctl", "get_mempolicy", "set_mempolicy",
              "sched_getaffinity", "sched_setaffinity", "open", "openat")
 
 EMULATOR_DIED = 70  # EX_SOFTWARE: the emulator went away under CMD
@@ -242,8 +242,9 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
         "migrate_pages": seccomp.migrate_pages_handler(_migrate_pages(client), pass_notif=True),
         "lseek": lseek_handler(lambda opener, pid, pos: client.call(
             "idle_position", opener=opener, pid=pid, fuse_pos=pos)["pos"]),
-        "fcntl": fcntl_handler(lambda opener, pid, pos, flags: client.call(
+        "fcntl": fcntl_handler(setfl := lambda opener, pid, pos, flags: client.call(
             "idle_setfl", opener=opener, pid=pid, fuse_pos=pos, flags=flags)),
+        "ioctl": fionbio_handler(setfl),
         "get_mempolicy": get_mempolicy_handler(facts, policies),
         "set_mempolicy": set_mempolicy_handler(facts, policies),
         "sched_getaffinity": getaffinity_handler(facts, masks, _emulated(m.mountpoint)),

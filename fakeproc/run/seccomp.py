@@ -23,6 +23,9 @@ The BPF program (:func:`build_filter`), in words::
     if nr == fcntl and fcntl is intercepted:
         if (int)args[1] == F_SETFL:            USER_NOTIF  (status flags: scan flags)
         else:                                  ALLOW
+    if nr == ioctl and ioctl is intercepted:
+        if (int)args[1] == FIONBIO:            USER_NOTIF  (O_NONBLOCK: a scan flag)
+        else:                                  ALLOW
     if nr in {open, openat} and it is intercepted:
         if (int)flags has a bit outside O_CLOEXEC|O_NOCTTY|O_NONBLOCK|O_LARGEFILE:
                                                ALLOW   (a write, or an unusual open)
@@ -99,6 +102,7 @@ PID_MAX_LIMIT = 4194304  # include/linux/threads.h: the largest pid a real task 
 
 NR_OPEN = 2
 NR_LSEEK = 8
+NR_IOCTL = 16
 NR_FCNTL = 72
 NR_SCHED_SETAFFINITY = 203
 NR_SCHED_GETAFFINITY = 204
@@ -114,6 +118,7 @@ SYSCALLS = {
     "open": NR_OPEN,
     "openat": NR_OPENAT,
     "lseek": NR_LSEEK,
+    "ioctl": NR_IOCTL,
     "fcntl": NR_FCNTL,
     "sched_setaffinity": NR_SCHED_SETAFFINITY,
     "sched_getaffinity": NR_SCHED_GETAFFINITY,
@@ -136,8 +141,9 @@ class Only(int):
 
 
 READ_ONLY_OPEN = Only(os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | 0o100000)  # O_LARGEFILE
-ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True), NR_OPEN: (1, READ_ONLY_OPEN),
-             NR_OPENAT: (2, READ_ONLY_OPEN)}
+FIONBIO = 0x5421
+ARG_RULES = {NR_LSEEK: (2, 0, False), NR_FCNTL: (1, 4, True), NR_IOCTL: (1, FIONBIO, True),
+             NR_OPEN: (1, READ_ONLY_OPEN), NR_OPENAT: (2, READ_ONLY_OPEN)}
 MPOL_F_MEMS_ALLOWED = 4
 # intercept names for one form of a syscall: name -> (nr, (index, value, notify when
 # equal, the argument is an unsigned long: its high word must be 0 too)).

@@ -29,7 +29,7 @@ from .lseek import lseek_handler
 from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
 from .procstatus import open_handler
 from .sched import getaffinity_handler, setaffinity_handler
-from .tasks import MachineFacts, TaskStates, mask_cpus, start_time
+from .tasks import MachineFacts, TaskStates, mask_cpus, start_time, status_fields
 
 # the memory syscalls that can name another process; calls on real pids never
 # reach the supervisor (the BPF filter lets them through)
@@ -303,14 +303,12 @@ def _hostview(client: Client, mnt: Path) -> tuple[Callable[[int, int], None], Ca
 def _caller(notif: seccomp.Notification) -> dict[str, int]:
     """The calling thread's credentials as the syscall checks them: real uid and gid,
     effective capabilities (its /proc/TID/status, read while the call waits)."""
-    fields: dict[str, str] = {}
-    with open(f"/proc/{notif.pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value
+    fields = status_fields(notif.pid, ("Uid", "Gid", "CapEff"))
     notif.check()  # the thread is still the one that made the call
-    return {"uid": int(fields["Uid"].split()[0]), "gid": int(fields["Gid"].split()[0]),
-            "cap_eff": int(fields["CapEff"], 16)}
+    if len(fields) < 3:
+        raise ProcessLookupError(errno.ESRCH, f"no task {notif.pid}")
+    return {"uid": int(fields["Uid"][0]), "gid": int(fields["Gid"][0]),
+            "cap_eff": int(fields["CapEff"][0], 16)}
 
 
 def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback

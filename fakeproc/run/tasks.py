@@ -61,18 +61,25 @@ def start_time(tid: int) -> int | None:
     return int(stat[stat.rindex(b")") + 2:].split()[19])  # fields 3.. follow the comm
 
 
-def status_field(pid: int, name: str) -> int | None:
-    """An integer field of /proc/PID/status (Tgid, PPid, ...), None when gone. Read as
-    bytes: the Name line is the raw comm, which need not be UTF-8."""
-    key = name.encode() + b":"
+def status_fields(pid: int, names: tuple[str, ...]) -> dict[str, list[bytes]]:
+    """The named fields of /proc/PID/status, each split into its words ({} when gone).
+    Read as bytes: the Name line is the raw comm, which need not be UTF-8."""
+    keys, out = {name.encode() + b":": name for name in names}, {}
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
+                key = line.split(b"\t", 1)[0]
+                if key in keys:
+                    out[keys[key]] = line.split()[1:]
     except OSError:
         pass
-    return None
+    return out
+
+
+def status_field(pid: int, name: str) -> int | None:
+    """An integer field of /proc/PID/status (Tgid, PPid, ...), None when gone."""
+    words = status_fields(pid, (name,)).get(name)
+    return int(words[0]) if words else None
 
 
 def under_runner(caller: int, task: int, root: int) -> bool:

@@ -71,22 +71,8 @@ def test_dram_fallback_takes_turns_among_equal_nodes_and_pmem_goes_by_id():
     assert fb[7] == (7, 4, 5, 6) and fb[5] == (5, 4, 6, 7)
 
 
-MIXED_BIND = """
-distances = [[10, 21, 17, 28], [21, 10, 28, 17], [17, 28, 10, 28], [28, 17, 28, 10]]
-[[node]]
-type = "dram"
-size = "8MiB"
-cpus = "0"
-[[node]]
-type = "dram"
-size = "8MiB"
-cpus = "1"
-[[node]]
-type = "pmem"
-size = "16MiB"
-[[node]]
-type = "pmem"
-size = "16MiB"
+# kernel_ops' two DRAM and two PMEM nodes (peers 0-2, 1-3), a process bound by {nodes}
+MIXED_BIND = kernel_ops.MACHINE.format(swap="0") + """
 [[process]]
 pid = 5
 name = "p"
@@ -105,7 +91,7 @@ def test_a_bind_takes_the_zonelist_policy_node_picks(nodes, zonelist):
     """The RFC's policy_node(): a bind whose nodes are all of the other type (PMEM from
     a DRAM CPU) starts from the CPU node's peer, else from the CPU's node; its zonelist
     holds one type, so a bind that mixes types never allocates on the PMEM nodes."""
-    k = load(MIXED_BIND.format(nodes=nodes))
+    k = load(MIXED_BIND.replace("{nodes}", nodes))
     assert k.zonelist(k.task(5)) == zonelist
 
 

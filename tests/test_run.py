@@ -931,23 +931,49 @@ name = "app"
 """
 
 
+UPSTREAM_PROBE = """
+import os, struct
+print(open("/proc/sys/kernel/numa_balancing").read().strip())
+open("/proc/sys/kernel/numa_balancing", "w").write("2")
+print(open("/proc/sys/kernel/numa_balancing").read().strip())
+print(open("/sys/devices/virtual/memory_tiering/memory_tier22/nodelist").read().strip())
+print(open("/sys/kernel/mm/numa/demotion_enabled").read().strip())
+with open("/proc/4300001/pagemap", "rb") as f:  # the app's two pages
+    f.seek(0x7f0000000000 // 4096 * 8)
+    a, b = (w & ((1 << 55) - 1) for w in struct.unpack("<2Q", f.read(16)))
+fd = os.open("/sys/kernel/mm/page_idle/bitmap", os.O_RDWR)
+os.pwrite(fd, struct.pack("<Q", 1 << a % 64), a // 64 * 8)  # mark the first one idle
+word = lambda pfn: struct.unpack("<Q", os.pread(fd, 8, pfn // 64 * 8))[0]
+print(word(a) >> a % 64 & 1, word(b) >> b % 64 & 1)
+print(" ".join(sorted(os.listdir("/sys/kernel/mm"))))
+try:
+    open("/sys/kernel/mm/new", "w")
+    print("CREATED")
+except OSError as e:
+    print(e.strerror)
+"""
+
+
 def test_an_upstream_machine_lays_its_knobs_over_the_hosts(tmp_path):
     """/proc/sys/kernel/numa_balancing under the runner is the emulated one (it takes
     2, memory tiering, and reads it back) while the host's keeps its value; the memory
-    tiers are the emulated machine's (tier 4: DRAM, tier 22: PMEM)."""
+    tiers, demotion_enabled and the page_idle bitmap are the emulated machine's (tier
+    4: DRAM, tier 22: PMEM), also where the host has no such file (this host's kernel
+    has no CONFIG_IDLE_PAGE_TRACKING): they are grafted in next to the host's entries,
+    and nothing else can be created there."""
     machine = tmp_path / "up.toml"
-    machine.write_text(UPSTREAM_RUN)
+    machine.write_text(UPSTREAM_RUN + '[[process.vma]]\nstart = 0x7f0000000000\nsize = "8KiB"\n'
+                       'pages = "2 accessed"\n')
     with open("/proc/sys/kernel/numa_balancing") as f:
         host = f.read()
-    script = ("cat /proc/sys/kernel/numa_balancing; echo 2 > /proc/sys/kernel/numa_balancing; "
-              "cat /proc/sys/kernel/numa_balancing; "
-              "cat /sys/devices/virtual/memory_tiering/memory_tier22/nodelist 2>/dev/null || echo -")
+    script = tmp_path / "probe.py"
+    script.write_text(UPSTREAM_PROBE)
     r = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine", str(machine),
-                        "--", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+                        "--", sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:2] == ["0", "2"]
-    # the host's memory_tiering directory is covered where the host has one
-    assert lines[2] == ("1" if os.path.isdir("/sys/devices/virtual/memory_tiering") else "-")
+    assert lines[:5] == ["0", "2", "1", "true", "1 0"]  # the page marked idle, the other not
+    assert set(lines[5].split()) == set(os.listdir("/sys/kernel/mm")) | {"numa", "page_idle"}
+    assert lines[6:] == ["Read-only file system"]
     with open("/proc/sys/kernel/numa_balancing") as f:
         assert f.read() == host

@@ -11,7 +11,10 @@ The host's knobs stay the host's but read-only there: its /proc/sys and
 /sys/kernel/mm are remounted read-only in the namespace (a write fails with EROFS),
 so a daemon that sets numa_balancing, THP or DAMON knobs cannot change the host; on
 an upstream-mode machine the emulated numa_balancing, demotion_enabled, page_idle
-bitmap and memory tiers are bound over the host's files.
+bitmap and memory tiers are bound over the host's files, or, where the host has
+none (a kernel without CONFIG_IDLE_PAGE_TRACKING, before 6.1), grafted into the
+host's directory: a read-only tmpfs over it holds the host's entries, each bound
+back, and the emulated one.
 Linux: unshare(2), mount(2) with MS_BIND | MS_REC, MS_PRIVATE and MS_REMOUNT | MS_RDONLY.
 """
 from __future__ import annotations
@@ -22,6 +25,9 @@ from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
@@ -96,13 +102,62 @@ def _protect_host_knobs(mountpoint: Path, realproc: Path) -> None:
                 read_only(path)
             except OSError as e:
                 os.write(2, f"fakeproc run: the host's {path} stays writable: {e}\n".encode())
+    grafts: dict[Path, dict[str, Path]] = {}
     for rel, dst in UPSTREAM_COVERS:
         src, target = mountpoint / rel, (Path(dst) if dst.startswith("/") else realproc / dst)
-        if os.path.lexists(src) and os.path.lexists(target):
+        if not os.path.lexists(src):
+            continue
+        if os.path.lexists(target):
             try:
                 bind(src, target)
             except OSError as e:
                 os.write(2, f"fakeproc run: {target} stays the host's: {e}\n".encode())
+            continue
+        while not os.path.lexists(target.parent):  # graft the highest missing directory
+            src, target = src.parent, target.parent
+        grafts.setdefault(target.parent, {})[target.name] = src
+    for parent, entries in grafts.items():
+        try:
+            graft(parent, entries)
+        except OSError as e:
+            os.write(2, f"fakeproc run: {', '.join(entries)} not added to {parent}: {e}\n".encode())
+
+
+def graft(parent: Path, entries: dict[str, Path]) -> None:
+    """Add entries (name -> what to bind there) to the host's directory `parent`,
+    which lacks them: a tmpfs over it holds an entry of the same type for each of
+    the host's, with the host's bound on it (reached through a descriptor opened
+    before the cover; a bind keeps the read-only flag of the mount it comes from),
+    and the new ones bound from their sources; the tmpfs is then made read-only, so
+    nothing can be created there either."""
+    fd = os.open(parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        names = os.listdir(parent)
+        _check(_libc.mount(b"tmpfs", os.fsencode(parent), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                           b"mode=0755"), f"tmpfs on {parent}")
+        for name in names:
+            host = f"/proc/self/fd/{fd}/{name}"
+            if os.path.islink(host):
+                os.symlink(os.readlink(host), parent / name)
+                continue
+            _placeholder(parent / name, os.path.isdir(host))
+            bind(host, parent / name, recursive=True)
+        for name, src in entries.items():
+            _placeholder(parent / name, os.path.isdir(src))
+            bind(src, parent / name)
+        _check(_libc.mount(None, os.fsencode(parent), None,
+                           MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+               f"remount {parent} read-only")
+    finally:
+        os.close(fd)
+
+
+def _placeholder(path: Path, is_dir: bool) -> None:
+    """An empty directory or file to bind onto."""
+    if is_dir:
+        path.mkdir()
+    else:
+        path.touch()
 
 
 # the cpuset files of a cgroup, v1 and v2, and which emulated file stands for each

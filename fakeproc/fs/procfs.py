@@ -11,12 +11,13 @@ import os
 
 from . import formats as fmt
 from .idle_pages import IdlePagesHandle
+from .sysfs import kstrtoint
 from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
 from .tree import Ctx, Dir, File, Lister, Special, decimal
 from ..kernel import vmstat
 from ..kernel.mm import Vma
 from ..kernel.task import Caller, Task, ptrace_may_access
-from ..kernel.task_mmu import PSS_SHIFT
+from ..kernel.task_mmu import PSS_SHIFT, clear_refs
 
 PROC_WRITE_ERRNO = 22  # EINVAL: a proc file without a write method
 KB = 4  # kB per page
@@ -179,6 +180,23 @@ def _comm_write(ctx: Ctx, data: bytes) -> None:
     raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
 
 
+PROC_NUMBUF = 13
+KERNEL_SPACES = b" \t\n\v\f\r\xa0"  # isspace() of lib/ctype.c (0xa0 included)
+
+
+def _clear_refs_write(ctx: Ctx, data: bytes) -> int:
+    """clear_refs_write(): it reads at most PROC_NUMBUF - 1 bytes and returns that
+    count (a longer write is short), strstrip()s them, kstrtoint()s them; the type
+    is checked before the process (EINVAL, then ESRCH once it is gone)."""
+    count = min(len(data), PROC_NUMBUF - 1)
+    text = data[:count].split(b"\0", 1)[0].strip(KERNEL_SPACES)
+    kind = kstrtoint(text)
+    if not 1 <= kind <= 5:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    clear_refs(ctx.kernel, _task(ctx), kind)
+    return count
+
+
 def _policy(ctx: Ctx) -> str:
     """mpol_to_str() of the task's policy: MPOL_LOCAL (MPOL_PREFERRED with
     MPOL_F_LOCAL inside the kernel) prints `local`."""
@@ -275,6 +293,9 @@ def _tid_entries() -> tuple:
         File("comm", _comm, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner, mode=0o644,
              store=_comm_write),
         _proc_file("numa_maps", _numa_maps, ptrace_read=True),
+        # mode 0200, and only .write (a read is EINVAL: no FMODE_CAN_READ)
+        File("clear_refs", None, size=0, owner=_owner, mode=0o200, store=_clear_refs_write,
+             read_errno=errno.EINVAL),
         _proc_file("smaps", _smaps, ptrace_read=True),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,

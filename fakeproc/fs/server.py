@@ -111,13 +111,14 @@ class TextHandle:
     again by a read at offset 0 or at any offset other than where the last read ended
     (seq_read()'s reset and traverse()), so a descriptor kept open and read again from
     0 sees new values; the reads of one read(2) go on in one rendering. ``render``
-    None: nothing to show (a read is EIO). ``gone``: true once the process the file
-    belongs to has been reaped (a read is then ESRCH, as get_proc_task() fails). A
-    write goes to the file's store() (``store``: the bytes to the count written) or
-    fails with ``write_errno``."""
+    None: nothing to show (a read fails with ``read_errno``). ``gone``: true once the
+    process the file belongs to has been reaped (a read is then ESRCH, as
+    get_proc_task() fails; so is a write). A write goes to the file's store()
+    (``store``: the bytes to the count written) or fails with ``write_errno``."""
 
     render: Callable[[], bytes] | None
     write_errno: int
+    read_errno: int = errno.EIO
     direct_io: bool = True
     store: Any = None
     gone: Callable[[], bool] | None = None
@@ -126,7 +127,7 @@ class TextHandle:
 
     def read(self, off: int, size: int) -> bytes:
         if self.render is None:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
+            raise OSError(self.read_errno, os.strerror(self.read_errno))
         if self.data is None or off == 0 or off != self.next_off:
             if self.gone is not None and self.gone():
                 raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))
@@ -141,7 +142,10 @@ class TextHandle:
     def write(self, off: int, data: bytes) -> int:
         if self.store is None:
             raise OSError(self.write_errno, os.strerror(self.write_errno))
-        return self.store(data)
+        try:
+            return self.store(data)
+        except LookupError:  # the process went away (get_proc_task() fails)
+            raise OSError(errno.ESRCH, os.strerror(errno.ESRCH)) from None
 
 
 class FakeprocFS(pyfuse3.Operations):
@@ -308,7 +312,8 @@ class FakeprocFS(pyfuse3.Operations):
             elif isinstance(entry, File):
                 store = functools.partial(kernfs_write, entry.store, ectx) if entry.store else None
                 render = functools.partial(_render_bytes, entry.render, ectx) if entry.render else None
-                handle = TextHandle(render, entry.write_errno, store=store, gone=_reaped(ectx))
+                handle = TextHandle(render, entry.write_errno, entry.read_errno, store=store,
+                                    gone=_reaped(ectx))
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx, flags)
             else:

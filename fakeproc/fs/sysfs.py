@@ -18,17 +18,19 @@ from ..kernel import vmstat
 
 PAGE_SIZE = 4096
 ULONG_MAX = (1 << 64) - 1
-Store = Callable[[Ctx, bytes], None]
+Store = Callable[[Ctx, bytes], "int | None"]
 
 
 def kernfs_write(store: Store, ctx: Ctx, data: bytes) -> int:
     """One write(2) to a sysfs attribute (kernfs_fop_write, sysfs_kf_write): store()
     gets at most a page, whatever the offset; an empty write stores nothing. Every
-    store() here returns its count on success, so the write returns what it stored."""
+    sysfs store() returns its count on success, so the write returns what it stored;
+    a proc file's .write may return less (its own count)."""
     data = data[:PAGE_SIZE]
     if data:
-        store(ctx, data)
-    return len(data)
+        count = store(ctx, data)
+        return len(data) if count is None else count
+    return 0
 
 
 def fail(err: int) -> OSError:
@@ -46,11 +48,9 @@ def sysfs_streq(data: bytes, word: bytes) -> bool:
     return _c_string(data) in (word, word + b"\n")
 
 
-def kstrtoul(data: bytes) -> int:
-    """kstrtoul(buf, 10): an optional '+', decimal digits and at most one newline;
-    ERANGE above ULONG_MAX (found before trailing junk), EINVAL for the rest."""
-    s = _c_string(data)
-    s = s[1:] if s.startswith(b"+") else s
+def _kstrtoull(s: bytes) -> int:
+    """_kstrtoull(s, 10): decimal digits and at most one newline; ERANGE above
+    ULLONG_MAX (found before trailing junk), EINVAL for the rest."""
     digits = s[:len(s) - len(s.lstrip(b"0123456789"))]
     if not digits:
         raise fail(errno.EINVAL)
@@ -59,6 +59,23 @@ def kstrtoul(data: bytes) -> int:
     if s[len(digits):] not in (b"", b"\n"):
         raise fail(errno.EINVAL)
     return int(digits)
+
+
+def kstrtoul(data: bytes) -> int:
+    """kstrtoul(buf, 10): an optional '+', then _kstrtoull()."""
+    s = _c_string(data)
+    return _kstrtoull(s[1:] if s.startswith(b"+") else s)
+
+
+def kstrtoint(data: bytes) -> int:
+    """kstrtoint(buf, 10): kstrtoll()'s sign ('-', or '+' before the digits only),
+    _kstrtoull(), then ERANGE outside an int."""
+    s = _c_string(data)
+    value = -_kstrtoull(s[1:]) if s.startswith(b"-") else \
+        _kstrtoull(s[1:] if s.startswith(b"+") else s)
+    if not -(1 << 31) <= value < 1 << 31:
+        raise fail(errno.ERANGE)
+    return value
 
 
 def kstrtobool(data: bytes) -> bool:

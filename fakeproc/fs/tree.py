@@ -48,11 +48,13 @@ class File:
     stat 4096 bytes, procfs ones 0.
     ``fixed``: read-only bytes that never change while mounted (the topology), served
     from the host's page cache and stat-ed with their length (fs/pagecache.py).
-    ``render`` None: a write-only sysfs attribute, with no show() (a read is EIO, as
-    dev_attr_show() and bus_attr_show() answer once root has chmod-ed it readable).
+    ``render`` None: a write-only file, with no show(); a read fails with
+    ``read_errno`` (a sysfs attribute: EIO, as dev_attr_show() and bus_attr_show()
+    answer once root has chmod-ed it readable; a proc file without .read: EINVAL).
     ``store``: a sysfs attribute's store(), called once per write(2) with the bytes
-    (fs/sysfs.py kernfs_write); it raises OSError(errno) to fail the write. A file
-    without one fails every write with ``write_errno``. ``ptrace_read``: open needs
+    (fs/sysfs.py kernfs_write); it raises OSError(errno) to fail the write, and may
+    return the count the write returns (a proc file's .write). A file without one
+    fails every write with ``write_errno``. ``ptrace_read``: open needs
     the right to ptrace-read the process (proc_mem_open(), e.g. /proc/PID/maps)."""
 
     name: str
@@ -60,9 +62,10 @@ class File:
     mode: int = 0o444
     size: int = 4096
     write_errno: int = 5  # EIO: a sysfs attribute without store() (dev_attr_store)
+    read_errno: int = 5   # EIO: a sysfs attribute without show() (dev_attr_show)
     owner: Callable[[Ctx], tuple[int, int]] | None = None
     fixed: bool = False
-    store: Callable[[Ctx, bytes], None] | None = None
+    store: Callable[[Ctx, bytes], int | None] | None = None
     ptrace_read: bool = False
 
     def __post_init__(self) -> None:

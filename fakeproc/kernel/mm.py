@@ -34,6 +34,7 @@ class Vma:
     hugetlb: bool = False
     thp: bool = False
     deleted: bool = False
+    soft_dirty: bool = True  # VM_SOFTDIRTY: a new VMA has it, clear_refs 4 takes it away
 
     @property
     def has_file(self) -> bool:
@@ -119,7 +120,7 @@ class Vma:
         elif self.writable and not self.shared and (self.is_anon_memory or self.kind == "file"):
             bits[20] = True  # VM_ACCOUNT
         bits[22] = self.hugetlb
-        bits[27] = True      # VM_SOFTDIRTY: new VMAs carry it (CONFIG_MEM_SOFT_DIRTY)
+        bits[27] = self.soft_dirty  # VM_SOFTDIRTY (CONFIG_MEM_SOFT_DIRTY)
         bits[29] = self.thp  # VM_HUGEPAGE
         return sum(1 << b for b, on in bits.items() if on)
 
@@ -174,8 +175,15 @@ class MmStruct:
                 arr[i].kind = (lib.FP_MV_VVAR if v.kind == "vvar" else lib.FP_MV_VDSO
                                if v.kind == "vdso" else lib.FP_MV_FILE if v.has_file or v.hugetlb
                                else lib.FP_MV_ANON)  # hugetlbfs has ->fault: a hole is ENOENT
+                arr[i].soft_dirty = v.soft_dirty
             self._move_spans = arr
         return self._move_spans, len(self.vmas)
+
+    def clear_soft_dirty(self) -> None:
+        """clear_refs 4: every VMA loses VM_SOFTDIRTY."""
+        for v in self.vmas:
+            v.soft_dirty = False
+        self._spans = self._move_spans = None
 
     @property
     def total_vm_pages(self) -> int:

@@ -1,8 +1,10 @@
-"""/proc/PID/idle_pages: the RFC v2 read, seek and write rules (INTERFACES.md 1).
+"""/proc/PID/idle_pages: the RFC v2 read, seek and write rules (INTERFACES.md 1),
+and /proc/PID/clear_refs.
 
 Linux: the RFC's ept_idle_read()/ept_idle_llseek()/mm_idle_* (fs/proc glue in
-fs/proc/base.c). The walk itself is C (native/task_mmu.c); this module only
-turns file state into arguments and errno results.
+fs/proc/base.c), fs/proc/task_mmu.c clear_refs_write(). The walks themselves are C
+(native/task_mmu.c, native/pagewalk.c); this module only turns file state into
+arguments and errno results.
 """
 from __future__ import annotations
 
@@ -90,3 +92,35 @@ def llseek(pos: int, offset: int, whence: int) -> int:
 def write_errno(readable_only: bool) -> int:
     """write(2) on idle_pages: EBADF on a read-only descriptor, else EINVAL."""
     return errno.EBADF if readable_only else errno.EINVAL
+
+
+# enum clear_refs_types (fs/proc/task_mmu.c)
+CLEAR_REFS_ALL, CLEAR_REFS_ANON, CLEAR_REFS_MAPPED, CLEAR_REFS_SOFT_DIRTY, \
+    CLEAR_REFS_MM_HIWATER_RSS = 1, 2, 3, 4, 5
+
+
+def clear_refs(kernel: "Kernel", task: "Task", kind: int) -> None:  # noqa: F821
+    """clear_refs_write() once its buffer is parsed: 1 clears the accessed bits and
+    PG_referenced/PG_young of every page, 2 of anonymous VMAs only, 3 of VMAs with a
+    file (shmem included); 4 takes VM_SOFTDIRTY from every VMA and write-protects
+    and cleans every entry (soft-dirty tracking starts); 5 resets VmHWM to the RSS.
+    VM_PFNMAP ([vvar]) and hugetlb VMAs are skipped, as the walk skips them. A
+    process without an address space (a zombie): nothing, and success."""
+    if not CLEAR_REFS_ALL <= kind <= CLEAR_REFS_MM_HIWATER_RSS:
+        raise KernelError(errno.EINVAL, os.strerror(errno.EINVAL))
+    if task.mm_id is None:
+        return
+    if kind == CLEAR_REFS_MM_HIWATER_RSS:  # reset_mm_hiwater_rss()
+        c = kernel.native.mms[task.mm_id]
+        c.hiwater_rss = c.rss_anon + c.rss_file + c.rss_shmem
+        return
+    mm = kernel.mm(task.mm_id)
+    if kind == CLEAR_REFS_SOFT_DIRTY:
+        mm.clear_soft_dirty()
+    for v in mm.vmas:
+        if v.kind == "vvar" or v.hugetlb or (kind == CLEAR_REFS_ANON and v.has_file) or \
+                (kind == CLEAR_REFS_MAPPED and not v.has_file):
+            continue
+        check(lib.fp_clear_refs(kernel.native, task.mm_id, v.start, v.end,
+                                kind == CLEAR_REFS_SOFT_DIRTY))
+    kernel.generation += 1

@@ -22,6 +22,10 @@
 #define FP_PAGE_PSE       128
 #define FP_PAGE_PROTNONE  256
 #define FP_PAGE_SPECIAL   512  /* pte_special(): a PFN map's entry ([vvar]), no page behind */
+/* _PAGE_SOFT_DIRTY (bit 11): set where 4.20 calls pte_mkdirty()/pmd_mkdirty() (a
+ * write fault, never the MMU's own dirty bit), cleared by clear_refs; swap and
+ * migration entries carry it in the same bit (x86 keeps it in bit 1 there) */
+#define FP_PAGE_SOFT_DIRTY 2048
 /* a non-present, non-empty entry: swap or migration entry (bit 62 chosen so it
  * never collides with an address field); the low bits carry a type */
 #define FP_PAGE_SWPENTRY  4611686018427387904
@@ -213,6 +217,9 @@ struct fp_mm {
     uint64_t nr_swap;      /* swap entries */
     uint64_t hiwater_rss;
     int32_t vm;            /* index of the VM this process runs + 1, 0 = none */
+    /* clear_refs 4 took VM_SOFTDIRTY from every VMA: vma_wants_writenotify() now
+     * write-protects shared writable mappings, shmem too (its stores fault) */
+    uint32_t track_soft_dirty;
     /* ground truth for scoring: pages moved DRAM->PMEM / PMEM->DRAM by reclaim and by
      * syscalls, and pages idle_pages reads silently skipped (lost rest of a PMD, pages
      * between the last record and the end of a full read) */
@@ -472,7 +479,7 @@ struct fp_move_vma {
     uint64_t start;
     uint64_t end;
     uint32_t kind;
-    uint32_t pad;
+    uint32_t soft_dirty;   /* VM_SOFTDIRTY (pagemap): set on a new VMA, cleared by clear_refs */
 };
 /* migrate_pages(2)'s migrate_to_node(): of pfns (an mm's present pages in address
  * order; the array is reused) those on node index src (mapped once unless move_all)
@@ -515,6 +522,12 @@ struct fp_range_stats {
 };
 int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
                        struct fp_range_stats *out);
+/* /proc/PID/clear_refs over [start, end) of one VMA (fs/proc/task_mmu.c
+ * clear_refs_write(); the caller picks the VMAs by type): soft_dirty 0 clears the
+ * accessed bits and PG_referenced/PG_young (types 1-3), 1 write-protects and clears
+ * the soft-dirty bits (type 4). 0 or -ESRCH. */
+int32_t fp_clear_refs(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                      int32_t soft_dirty);
 /* present leaf pages in [start, end): addresses and PFNs, THPs once; the first max
  * are stored; returns how many there are (above max: call again with more room), or
  * -errno */

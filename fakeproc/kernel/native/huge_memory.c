@@ -78,8 +78,9 @@ int fp_split_huge_page(struct fp_kernel *k, uint64_t pfn, uint64_t *tails)
         /* the split freezes each mapping into migration entries (pmd_dirty() ->
          * SetPageDirty(), pmd_write() -> a write entry) and remap_page() installs
          * each PTE as remove_migration_pte() does: old, clean, writable when the PMD
-         * was, with the VMA's protection (a NUMA-hinting PROT_NONE is gone) */
-        uint64_t bits = FP_PAGE_PRESENT | (e & (FP_PAGE_RW | FP_PAGE_USER)), *ptes = fp_table(k, (uint64_t)t);
+         * was and soft-dirty when it was, with the VMA's protection (a NUMA-hinting
+         * PROT_NONE is gone) */
+        uint64_t bits = FP_PAGE_PRESENT | (e & (FP_PAGE_RW | FP_PAGE_USER | FP_PAGE_SOFT_DIRTY)), *ptes = fp_table(k, (uint64_t)t);
         if (e & FP_PAGE_DIRTY)
             head->flags |= FP_PG_DIRTY;
         for (uint64_t i = 0; i < FP_PAGES_PER_HUGE; i++)

@@ -649,7 +649,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd);
             if (pfn >= 0) {
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
-                       FP_PAGE_USER | FP_PAGE_PSE;
+                       FP_PAGE_USER | FP_PAGE_PSE | (write ? FP_PAGE_SOFT_DIRTY : 0);
                 k->events[FP_EV_THP_FAULT_ALLOC]++;
                 return 0;
             }
@@ -668,13 +668,17 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
+    /* a write fault maps the page pte_mkdirty(): soft-dirty; a swap-in keeps the swap
+     * entry's soft-dirty bit (do_swap_page()) */
+    uint64_t soft_dirty = write ? FP_PAGE_SOFT_DIRTY : 0;
     if (*pte & FP_PAGE_SWPENTRY) {
         k->events[FP_EV_PGMAJFAULT]++; /* a swap-in replaces the swap entry */
         k->events[FP_EV_PSWPIN]++;
+        soft_dirty |= *pte & FP_PAGE_SOFT_DIRTY;
         drop_entry(k, mm, pte, addr);
     }
     *pte = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
-           ((flags & FP_FAULT_WRITE) ? FP_PAGE_RW : 0) | special(vma_flags);
+           (write ? FP_PAGE_RW : 0) | soft_dirty | special(vma_flags);
     return 0;
 }
 
@@ -687,33 +691,39 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
 {
     uint64_t pfn = fp_entry_addr(*e);
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
-    if (fp_pfn_to_node(k, pfn) < 0) {
-        *e |= FP_PAGE_RW; /* special frames are not copied */
+    struct fp_page *p = fp_pfn_to_node(k, pfn) < 0 ? NULL : &k->pages[pfn];
+    int anon = p && (p->flags & FP_PG_ANON);
+    /* handle_mm_fault() counts every write-protect fault. A shmem page is mapped
+     * writable by 4.20's read fault (no write-notify) until clear_refs starts
+     * soft-dirty tracking; here it is mapped read-only and its store comes through
+     * this function, which then is no fault. wp_page_reuse() and wp_page_copy() map
+     * the page pte_mkdirty(): soft-dirty (without tracking the VMA's VM_SOFTDIRTY
+     * shows every page soft-dirty anyway). */
+    if (!p || anon || !(p->flags & FP_PG_SWAPBACKED) || mm->track_soft_dirty)
+        k->events[FP_EV_PGFAULT]++;
+    if (!p) {
+        *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY; /* special frames are not copied */
         return 0;
     }
-    struct fp_page *p = &k->pages[pfn];
-    int anon = (p->flags & FP_PG_ANON) != 0;
     if (anon && p->mapcount == 1) {
-        *e |= FP_PAGE_RW; /* reuse: nobody else sees this page */
+        *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY; /* reuse: nobody else sees this page */
         return 0;
     }
     if (!anon && !(vma_flags & FP_VMA_COW)) {
         /* wp_page_shared(): the page cache's page becomes writable and dirty
          * (fault_dirty_shared_page() -> set_page_dirty(): NR_FILE_DIRTY counts a page
-         * newly dirtied). shmem is mapped without write-notify in 4.20 (no
-         * page_mkwrite, no dirty accounting): its store never faults here, the PTE
-         * alone goes dirty, so its page flags stay. */
+         * newly dirtied). shmem has no page_mkwrite and no dirty accounting (its
+         * store is no fault, above): the PTE alone goes dirty, its page flags stay. */
         if (!(p->flags & (FP_PG_DIRTY | FP_PG_SWAPBACKED))) {
             uint64_t *st = k->nodes[fp_pfn_to_node(k, pfn)].stat;
             fp_page_kind_add(st, p, -1);
             p->flags |= FP_PG_DIRTY;
             fp_page_kind_add(st, p, +1);
         }
-        *e |= FP_PAGE_RW;
+        *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY;
         return 0;
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1), orig = *e;
-    k->events[FP_EV_PGFAULT]++;
     int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1, NULL);
     if (np < 0)
         return (int32_t)np;
@@ -725,7 +735,7 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
     }
     fp_page_remove_rmap(k, mm, pfn, base);
     *e = ((uint64_t)np << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
-         FP_PAGE_ACCESSED | FP_PAGE_DIRTY | (huge ? FP_PAGE_PSE : 0);
+         FP_PAGE_ACCESSED | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY | (huge ? FP_PAGE_PSE : 0);
     return 0;
 }
 

@@ -16,8 +16,9 @@
 
 /* /proc/PID/pagemap: present pages show their PFN to a reader with CAP_SYS_ADMIN
  * (show_pfn; 0 to others, pagemap_read()'s pm.show_pfn), swap entries the swap bit
- * with the slot's type (0) and offset, to every reader (as in 4.20); every address inside a VMA is soft-dirty (a new VMA has VM_SOFTDIRTY,
- * CONFIG_MEM_SOFT_DIRTY: pagemap_pte_hole and pte_to_pagemap_entry), outside 0.
+ * with the slot's type (0) and offset, to every reader (as in 4.20). PM_SOFT_DIRTY:
+ * every address of a VMA with VM_SOFTDIRTY (a new VMA has it, CONFIG_MEM_SOFT_DIRTY:
+ * pagemap_pte_hole and pte_to_pagemap_entry), and a soft-dirty entry; outside 0.
  * [vvar] is VM_PFNMAP, which the walk skips as a hole (walk_page_test); a [vdso]
  * page is a kernel page, not anonymous: PM_FILE. vmas: the mm's VMAs in order. */
 int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
@@ -31,7 +32,7 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
         while (vi < nr_vmas && vmas[vi].end <= addr)
             vi++;
         const struct fp_move_vma *vma = vi < nr_vmas && vmas[vi].start <= addr ? &vmas[vi] : NULL;
-        uint64_t v = vma ? PM_SOFT_DIRTY : 0, table = mm->pgd;
+        uint64_t vma_sd = vma && vma->soft_dirty ? PM_SOFT_DIRTY : 0, v = vma_sd, table = mm->pgd;
         if (vma && vma->kind == FP_MV_VVAR)
             table = 0;
         for (int l = 1; table && l <= 4; l++) {
@@ -40,12 +41,14 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
                 break;
             if (!fp_entry_present(e)) {
                 if (fp_is_swap(e)) /* swp_type | swp_offset << MAX_SWAPFILES_SHIFT (root) */
-                    v = PM_SWAP | PM_SOFT_DIRTY | (fp_entry_addr(e) << FP_SWP_TYPE_SHIFT);
+                    v = PM_SWAP | vma_sd | (e & FP_PAGE_SOFT_DIRTY ? PM_SOFT_DIRTY : 0) |
+                        (fp_entry_addr(e) << FP_SWP_TYPE_SHIFT);
                 break;
             }
             if (l == 4 || (e & FP_PAGE_PSE)) {
                 uint64_t pfn = fp_entry_addr(e) + (l == 3 ? (addr >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0);
-                v = PM_PRESENT | PM_SOFT_DIRTY | (show_pfn ? pfn & PM_PFRAME_MASK : 0);
+                v = PM_PRESENT | vma_sd | (e & FP_PAGE_SOFT_DIRTY ? PM_SOFT_DIRTY : 0) |
+                    (show_pfn ? pfn & PM_PFRAME_MASK : 0);
                 if (pfn < k->nr_pfns) {
                     const struct fp_page *p = &k->pages[fp_entry_addr(e)];
                     if (!(p->flags & FP_PG_ANON))

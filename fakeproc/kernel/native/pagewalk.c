@@ -1,14 +1,17 @@
 /*
- * Range walks over one address space that produce statistics or page lists.
+ * Range walks over one address space that produce statistics or page lists, or
+ * clear reference bits.
  * Linux: mm/pagewalk.c as used by fs/proc/task_mmu.c (smaps_pte_range,
- * gather_pte_stats for numa_maps) and mm/mempolicy.c (queue_pages_range).
+ * gather_pte_stats for numa_maps, clear_refs_pte_range) and mm/mempolicy.c
+ * (queue_pages_range).
  */
 #include <errno.h>
 #include <string.h>
 #include "internal.h"
 
 typedef void (*leaf_fn)(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg);
-typedef void (*swap_fn)(const struct fp_kernel *k, uint64_t e, void *arg);
+/* a swap or migration entry */
+typedef void (*swap_fn)(const struct fp_kernel *k, uint64_t *e, void *arg);
 
 /* a base page in smaps' Pss units (bytes << PSS_SHIFT) */
 #define PSS_PAGE (FP_PAGE_SIZE << FP_PSS_SHIFT)
@@ -30,8 +33,8 @@ static void walk(struct walker *w, uint64_t table, int level, uint64_t base)
         if (!e || lo + span <= w->start || lo >= w->end)
             continue;
         if (!fp_entry_present(e)) {
-            if (fp_is_swap(e) && w->swap)
-                w->swap(w->k, e, w->arg);
+            if ((e & FP_PAGE_SWPENTRY) && w->swap)
+                w->swap(w->k, &t[i], w->arg);
             continue;
         }
         if (level == 4 || (e & FP_PAGE_PSE))
@@ -97,10 +100,12 @@ static void stats_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t
 }
 
 /* smaps_pte_entry() for a swap entry: SwapPss divides by the slot's count */
-static void stats_swap(const struct fp_kernel *k, uint64_t e, void *arg)
+static void stats_swap(const struct fp_kernel *k, uint64_t *e, void *arg)
 {
     struct fp_range_stats *s = arg;
-    uint32_t count = fp_swap_count(k, fp_entry_addr(e));
+    if (!fp_is_swap(*e))
+        return;
+    uint32_t count = fp_swap_count(k, fp_entry_addr(*e));
     s->swap++;
     s->swap_pss += PSS_PAGE / (count > 1 ? count : 1);
 }
@@ -134,4 +139,57 @@ int64_t fp_range_pages(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_
     struct page_list l = {addrs, pfns, max, 0};
     int r = walk_range(k, id, start, end, list_leaf, NULL, &l);
     return r < 0 ? r : (int64_t)l.n; /* all of them: more than max says "call again" */
+}
+
+/* clear_refs_pte_range() for CLEAR_REFS_ALL/ANON/MAPPED: a present entry loses its
+ * accessed bit (ptep_test_and_clear_young(), no MMU notifier: a guest's EPT keeps
+ * its bits), its page PG_young and PG_referenced; vm_normal_page() finds no page
+ * behind a special entry. A 1 GiB device-DAX leaf is left as it is. */
+static void clear_young_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr, void *arg)
+{
+    uint64_t pfn = fp_entry_addr(*e);
+    (void)addr;
+    (void)arg;
+    if ((*e & FP_PAGE_SPECIAL) || nr > FP_PAGES_PER_HUGE)
+        return;
+    *e &= ~(uint64_t)FP_PAGE_ACCESSED;
+    if (fp_pfn_to_node(k, pfn) >= 0)
+        k->pages[pfn].flags &= (uint16_t)~(FP_PG_YOUNG | FP_PG_REFERENCED);
+}
+
+/* clear_soft_dirty() and clear_soft_dirty_pmd() for CLEAR_REFS_SOFT_DIRTY: a present
+ * entry is write-protected and loses its soft-dirty bit (its next store faults and
+ * sets it again), a swap or migration entry loses its soft-dirty bit */
+static void clear_soft_dirty_leaf(struct fp_kernel *k, uint64_t *e, uint64_t addr, uint64_t nr,
+                                  void *arg)
+{
+    (void)k;
+    (void)addr;
+    (void)arg;
+    if (nr <= FP_PAGES_PER_HUGE)
+        *e &= ~(uint64_t)(FP_PAGE_RW | FP_PAGE_SOFT_DIRTY);
+}
+
+static void clear_soft_dirty_swap(const struct fp_kernel *k, uint64_t *e, void *arg)
+{
+    (void)k;
+    (void)arg;
+    *e &= ~(uint64_t)FP_PAGE_SOFT_DIRTY;
+}
+
+int32_t fp_clear_refs(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
+                      int32_t soft_dirty)
+{
+    if (!soft_dirty)
+        return walk_range(k, id, start, end, clear_young_leaf, NULL, NULL);
+    int32_t r = walk_range(k, id, start, end, clear_soft_dirty_leaf, clear_soft_dirty_swap, NULL);
+    if (r == 0) {
+        struct fp_mm *mm = k->mms[id]; /* walk_range() found it */
+        mm->track_soft_dirty = 1;
+        /* mmu_notifier_invalidate_range_start(): KVM zaps the guest's EPT entries
+         * of the range; the guest faults them back in through the host's entries */
+        if (mm->vm)
+            fp_kvm_unmap_hva(k, mm, start, (end - start) >> FP_PAGE_SHIFT);
+    }
+    return r;
 }

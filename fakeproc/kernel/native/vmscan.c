@@ -141,7 +141,7 @@ static int swap_out(struct fp_kernel *k, uint64_t pfn, uint64_t *tails, uint64_t
     int64_t off = e && level == 4 ? fp_swap_alloc(k) : -ENOMEM;
     if (off < 0)
         return -ENOMEM;
-    *e = fp_swp_entry((uint64_t)off);
+    *e = fp_swp_entry((uint64_t)off) | (*e & FP_PAGE_SOFT_DIRTY); /* pte_swp_mksoft_dirty() */
     mm->nr_swap++;
     k->events[FP_EV_PSWPOUT]++;
     fp_page_remove_rmap(k, mm, pfn, fp_page_vaddr(k, p));

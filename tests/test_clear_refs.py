@@ -14,6 +14,7 @@ import pytest
 
 from fakeproc.ctl.client import Client
 from fakeproc.kernel import kvm, task_mmu
+from fakeproc.kernel.native import lib
 from fakeproc.machine import load
 from mountutil import mounted
 from test_kvm import QEMU as KVM_MACHINE
@@ -329,4 +330,42 @@ def test_a_vm_keeps_its_ept_bits_for_types_1_to_3_and_loses_its_ept_for_4():
     assert k.idle_pages_read(t, BASE, 4096, 0).data == b"\xa0" + (BASE + (128 << 20)).to_bytes(8, "big")
     kvm.guest_touch(k, t, 0x1000)  # the guest's page 1: one PTE_ACCESSED unit
     assert k.idle_pages_read(t, BASE, 4096, 0).data[:10] == b"\xa0" + (BASE + PAGE).to_bytes(8, "big") + b"\x01"
+    assert k.check() == []
+
+
+SHM = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[process]]
+pid = 95
+name = "shm"
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+kind = "shm"
+path = "/dev/zero"
+pages = "2 idle"
+"""
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_a_shmem_store_faults_only_under_soft_dirty_tracking(track):
+    """4.20 maps shmem writable on a read fault (a shared writable mapping without
+    write-notify): a store is no fault. Once clear_refs 4 took VM_SOFTDIRTY,
+    vma_wants_writenotify() holds and clear_soft_dirty() write-protected the pages: a
+    store is a write-protect fault (wp_page_shared()), in a child forked since too
+    (its VMAs keep the flags). The store sets the soft-dirty bit either way."""
+    k = load(SHM)
+    parent = k.task(95)
+    if track:
+        task_mmu.clear_refs(k, parent, task_mmu.CLEAR_REFS_SOFT_DIRTY)
+    child = k.fork(95, 96)
+    for task in (parent, child):
+        before = k.event(lib.FP_EV_PGFAULT)
+        k.touch(task, BASE + PAGE * (task is child), write=True)
+        assert k.event(lib.FP_EV_PGFAULT) - before == int(track)
+    sd = [w >> 55 & 1 for w in struct.unpack("<2Q", k.pagemap(child, BASE, 2))]
+    assert sd == [int(not track), 1]  # untracked: the child's VMA keeps VM_SOFTDIRTY
     assert k.check() == []

@@ -185,6 +185,8 @@ class Kernel:
         child.mems_allowed = parent.mems_allowed
         self.set_policy(child, child.policy)
         assert child.mm_id is not None
+        # the VMAs keep their VM_SOFTDIRTY, so the write-notify of soft-dirty tracking
+        self.native.mms[child.mm_id].track_soft_dirty = self.native.mms[parent.mm_id].track_soft_dirty
         try:
             for v in self.mm(parent.mm_id).vmas:
                 self.mm(child.mm_id).add_vma(dataclasses.replace(v))

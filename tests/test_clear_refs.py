@@ -16,6 +16,7 @@ from fakeproc.ctl.client import Client
 from fakeproc.kernel import kvm, task_mmu
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
+from machines import small_machine
 from mountutil import mounted
 from test_kvm import QEMU as KVM_MACHINE
 
@@ -23,18 +24,10 @@ pytestmark = pytest.mark.fuse
 BASE = 0x7F0000000000
 FILE_VA = 0x7F0000100000
 PAGE = 4096
-MACHINE = """
-[machine]
-upstream = true
-swap = "16KiB"
-[[node]]
-type = "dram"
-size = "64MiB"
-cpus = "0"
-"""
-# pagemap bits 55 and up (>> 55): 0x100 present, 0x80 swap, 0x10 file, 0x2 exclusive,
+MACHINE = small_machine(upstream=True, swap="16KiB")
+# pagemap bits 55 and up (>> 55): 0x100 present, 0x80 swap, 0x40 file, 0x2 exclusive,
 # 0x1 soft-dirty
-PRESENT, PRESENT_SD, SWAP, SWAP_SD, HOLE_SD = 0x102, 0x103, 0x80, 0x81, 0x1
+PRESENT, PRESENT_SD, SWAP, SWAP_SD, HOLE_SD, ZERO = 0x102, 0x103, 0x80, 0x81, 0x1, 0x140
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +139,10 @@ def test_soft_dirty_tracking(m):
             touch(0, False, 0)   # a load: no fault, no bit
             touch(1, False, 0)   # nor on the page that was dirty before
             touch(4, True, 1)    # a store fault on an empty entry
-            touch(5, False, 1)   # a load fault: clean (4.20 maps the zero page)
+            touch(5, False, 1)   # a load fault: the zero page, clean (a page cache page to pagemap)
             assert pagemap_top(m, pid, BASE, 6) == [PRESENT, PRESENT, PRESENT_SD, SWAP, PRESENT_SD,
-                                                    PRESENT]
-            touch(5, True, 1)    # then a store: a write-protect fault (4.20: the zero page's COW)
+                                                    ZERO]
+            touch(5, True, 1)    # then a store: a write-protect fault, the zero page's copy
             touch(5, True, 0)    # writable now: the MMU sets the dirty bit alone
             touch(3, False, 1, 1)  # a read swap-in keeps the swap entry's clean bit
             assert pagemap_top(m, pid, BASE, 6) == [PRESENT, PRESENT, PRESENT_SD, PRESENT,
@@ -269,14 +262,7 @@ def test_type_5_resets_the_rss_peak(m):
             c.call("kill", pid=pid)
 
 
-THP_MACHINE = """
-[machine]
-swap = "4MiB"
-upstream = true
-[[node]]
-type = "dram"
-size = "64MiB"
-cpus = "0"
+THP_MACHINE = small_machine(upstream=True, swap="4MiB") + """
 [[process]]
 pid = 90
 name = "thp"
@@ -333,11 +319,7 @@ def test_a_vm_keeps_its_ept_bits_for_types_1_to_3_and_loses_its_ept_for_4():
     assert k.check() == []
 
 
-SHM = """
-[[node]]
-type = "dram"
-size = "64MiB"
-cpus = "0"
+SHM = small_machine() + """
 [[process]]
 pid = 95
 name = "shm"

@@ -131,7 +131,7 @@ class TestFaults:
         t, _ = spawn_with_vma(k, size=8 * MIB)
         placed = []
         for i in range(2048):
-            k.touch(t, BASE + i * 4096)
+            k.touch(t, BASE + i * 4096, write=True)
             placed.append(k.page_node(t, BASE + i * 4096))
         assert set(placed) <= {0, 1}             # a fault never lands on PMEM
         assert placed[0] == 0 and 1 in placed
@@ -146,7 +146,7 @@ class TestFaults:
         small = k.spawn(2, "small")
         k.add_vma(small, Vma(BASE, BASE + 4 * MIB))
         for i in range(1024):  # small asks for more than is left: the big one dies
-            k.touch(small, BASE + i * 4096)
+            k.touch(small, BASE + i * 4096, write=True)
             if k.task(1) is None:
                 break
         assert k.task(1) is None and k.task(2) is not None
@@ -182,13 +182,13 @@ populate = true
     def test_thp_fault_takes_a_huge_page_then_falls_back(self):
         k = rfc_kernel(dram_pages=1024)  # 2 blocks on node 0
         t, _ = spawn_with_vma(k, size=8 * MIB, thp=True)
-        k.touch(t, BASE)
+        k.touch(t, BASE, write=True)
         level, entry = k.entry(t, BASE)
         assert level == 3 and entry & lib.FP_PAGE_PSE
         assert k.node_stat(0)[lib.FP_NR_ANON_THPS] == 1
         assert anon(k, 0) == 512
         # the other block of node 0 went to page tables; node 1 has two free blocks
-        k.touch(t, BASE + 2 * MIB)
+        k.touch(t, BASE + 2 * MIB, write=True)
         assert k.page_node(t, BASE + 2 * MIB) == 1
         assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == 2
 
@@ -373,7 +373,7 @@ def test_the_rss_peak_counts_vdso_pages():
     k.add_vma(t, Vma(BASE, BASE + 10 * 4096))
     k.add_vma(t, Vma(BASE + MIB, BASE + MIB + 8192, perms="r-xp", kind="vdso"))
     for i in range(10):
-        k.touch(t, BASE + i * 4096)
+        k.touch(t, BASE + i * 4096, write=True)
     k.touch(t, BASE + MIB)
     k.touch(t, BASE + MIB + 4096)
     check(lib.fp_unmap_range(k.native, t.mm_id, BASE, BASE + 10 * 4096))

@@ -678,7 +678,7 @@ size = "16KiB"
     assert [k.node(n).peer for n in range(4)] == [2, 3, 0, 1]
     t = k.task(50)
     assert k.zonelist(t) == [3, 2]
-    k.touch(t, A)
+    k.touch(t, A, write=True)
     assert k.page_node(t, A) == 3
 
 

@@ -35,8 +35,8 @@ def free(k: Kernel, nid: int) -> int:
 def two_thps(k: Kernel, pid: int = 10):
     t = k.spawn(pid, "t", cpu=0)
     k.add_vma(t, Vma(BASE, BASE + 8 * MIB, thp=True))
-    k.touch(t, BASE)
-    k.touch(t, BASE + 2 * MIB)
+    k.touch(t, BASE, write=True)
+    k.touch(t, BASE + 2 * MIB, write=True)
     return t
 
 
@@ -138,12 +138,12 @@ def test_a_thp_without_a_page_table_to_deposit_is_freed_and_the_fault_fails():
     # 2 blocks of 512 pages. The first touch splits one for the PGD, PUD, PMD and
     # PTE tables (4) and its page; 507 more pages use up the split block.
     for i in range(508):
-        k.touch(t, BASE + i * 4096)
+        k.touch(t, BASE + i * 4096, write=True)
     assert free(k, 0) == 512
     vma = k.mm(t.mm_id).find_vma(BASE + 2 * MIB)
     # the THP takes the last block, its deposit finds no page: no reclaim can help
     # (one node, no swap), so the THP goes back and the fault is VM_FAULT_OOM
-    ret = lib.fp_touch(k.native, t.mm_id, BASE + 2 * MIB, vma.fault_flags(BASE + 2 * MIB, False))
+    ret = lib.fp_touch(k.native, t.mm_id, BASE + 2 * MIB, vma.fault_flags(BASE + 2 * MIB, True))
     assert ret == -errno.ENOMEM
     assert free(k, 0) == 512
     assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == 0

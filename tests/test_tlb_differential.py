@@ -145,7 +145,7 @@ def test_a_pipelined_run_that_runs_out_of_memory_stops_where_the_plain_one_does(
         k.native.wl_pipeline_pages = 0 if pipelined else 1 << 62
         t = k.spawn(100, "big")
         k.add_vma(t, Vma(BASE, BASE + (12 << 20)))
-        wl = Workload(pattern="seq", rate=1, seed=7)
+        wl = Workload(pattern="seq", rate=1, seed=7, write=1.0)  # stores: no zero page
         k.attach_workload(t, wl)
         # the first run stops part-way, the second fails at its first touch
         done = [lib.fp_workload_run(k.native, wl._c, n) for n in (4096, 64)]

@@ -494,12 +494,12 @@ def test_kpageflags_buddy_follows_the_buddy_allocators_chunks():
     t = k.spawn(10, "t", cpu=0)
     k.add_vma(t, Vma(BASE, BASE + (4 << 20), thp=True))
     k.add_vma(t, Vma(BASE + (4 << 20), BASE + (4 << 20) + 4096))
-    k.touch(t, BASE + (4 << 20))  # PGD, PUD, PMD, PTE tables and the page: block 0 split
+    k.touch(t, BASE + (4 << 20), write=True)  # PGD, PUD, PMD, PTE tables and the page: block 0 split
     # PFNs 0-4 in use (the tables, the page), 5-511 free order-0 chunks
     assert [_kpf(k, p) & buddy for p in (4, 5, 511, 512, 513)] == [0, buddy, buddy, buddy, 0]
-    k.touch(t, BASE)  # a THP: the next whole block from the stack, block 1
+    k.touch(t, BASE, write=True)  # a THP: the next whole block from the stack, block 1
     assert k.entry(t, BASE)[1] >> 12 & 0xFFFFFFFFFF == 512
-    k.touch(t, BASE + (2 << 20))  # and block 2
+    k.touch(t, BASE + (2 << 20), write=True)  # and block 2
     assert k.entry(t, BASE + (2 << 20))[1] >> 12 & 0xFFFFFFFFFF == 1024
     assert [_kpf(k, p) for p in (1536, 1537)] == [buddy, 0]
     two = Kernel([NodeConfig(0, "dram", 512, (0,)), NodeConfig(1, "dram", 1536, (1,))],

@@ -167,7 +167,7 @@ def test_allocation_pressure_wakes_kswapd_which_reclaims_to_high():
     t = k.task(10)
     k.age_active(0)
     for i in range(896, 1900):  # fault beyond DRAM: direct reclaim and kswapd wake-ups
-        k.touch(t, BASE + i * PAGE)
+        k.touch(t, BASE + i * PAGE, write=True)
     k.run_kswapd()
     free = k.node_stat(0)[lib.FP_NR_FREE_PAGES]
     assert free >= k.watermarks(0)[2]

@@ -609,6 +609,15 @@ class Kernel:
                 return n.id
         return None
 
+    def maps_zero_page(self, task: Task, addr: int) -> bool:
+        """addr is mapped by the zero page or the huge zero page (kernel frames)."""
+        if task.mm_id is None:
+            return False
+        e = self.entry(task, addr)[1]
+        present = e & (lib.FP_PAGE_PRESENT | lib.FP_PAGE_PROTNONE) and not e & lib.FP_PAGE_SWPENTRY
+        return bool(present) and (e & 0x000FFFFFFFFFF000) >> 12 in (self.native.zero_pfn,
+                                                                     self.native.huge_zero_pfn)
+
     def entry(self, task: Task, addr: int) -> tuple[int, int]:
         """(level, raw entry) of the leaf or empty slot mapping addr (for tests)."""
         assert task.mm_id is not None

@@ -16,7 +16,7 @@ import errno
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
-from .native import ffi, lib
+from .native import check, ffi, lib
 from .task import CAP_SYS_NICE, Caller, capable as _capable, ptrace_may_access as _ptrace_may_access
 
 if TYPE_CHECKING:
@@ -166,6 +166,8 @@ def get_mempolicy_node(kernel: "Kernel", pid: int, addr: int) -> int:
         return -errno.EFAULT
     if missing:
         kernel.touch(task, addr)
+    if kernel.maps_zero_page(task, addr):  # a load faults in the zero page: the kernel's
+        return kernel.nodes[0].id          # frame, on the node [vdso]'s frames are taken to be
     status = [0]
     _move_native(kernel, task, [addr], None, status, 0, None)  # follow_page as a query does
     return status[0]
@@ -238,9 +240,13 @@ def _migrate_to_node(kernel: "Kernel", task: "Task", source: int, dest: int, mov
     room) or -EBUSY (a pinned THP that could not be split)."""
     if source not in kernel.node_ids:
         return 0  # a node without memory has no pages
-    pfns = [pfn for vma in kernel.mm(task.mm_id).vmas
-            if vma.kind not in ("vvar", "vdso")  # not vma_migratable(), or kernel frames
-            for _, pfn in kernel.range_pages(task, vma.start, vma.end)]
+    vmas = [v for v in kernel.mm(task.mm_id).vmas
+            if v.kind not in ("vvar", "vdso")]  # not vma_migratable(), or kernel frames
+    for vma in vmas:  # queue_pages_pmd() splits every huge zero PMD it meets
+        for addr, pfn in kernel.range_pages(task, vma.start, vma.end):
+            if pfn == kernel.native.huge_zero_pfn:
+                check(lib.fp_split_huge_zero_at(kernel.native, task.mm_id, addr))
+    pfns = [pfn for vma in vmas for _, pfn in kernel.range_pages(task, vma.start, vma.end)]
     if not pfns:
         return 0
     caller = kernel.node_index(kernel.cpu_node(task.cpu))

@@ -133,6 +133,7 @@
 #define FP_EV_PGDEMOTE_DIRECT 30
 #define FP_EV_THP_SPLIT_PAGE  31
 #define FP_EV_THP_SPLIT_PAGE_FAILED 32
+#define FP_EV_THP_ZERO_PAGE_ALLOC 33
 #define FP_NR_EVENTS          40
 
 #define FP_MAX_NODES      64
@@ -161,6 +162,7 @@
 /* ---- fault flags: WRITE, THP, and the VMA's FP_VMA_* flags shifted left by 8 ---- */
 #define FP_FAULT_WRITE    1
 #define FP_FAULT_THP      2
+#define FP_FAULT_NOZERO   4   /* a read fault takes a page, not the zero page (KVM's) */
 #define FP_FAULT_VMA_SHIFT 8
 
 struct fp_page {           /* 16 bytes */
@@ -297,6 +299,11 @@ struct fp_kernel {
     struct fp_truth *truth;/* ground truth per PFN (internal.h): one record, one cache miss */
     uint64_t nr_pfns;
     uint64_t device_pfn;   /* next PFN handed out for device (DAX) memory */
+    /* the shared zero page and huge zero page: kernel frames outside node RAM, in the
+     * gap before the device memory (as [vdso]'s frames are outside it) */
+    uint64_t zero_pfn;
+    uint64_t huge_zero_pfn;
+    int32_t huge_zero_used; /* get_huge_zero_page() has allocated it (thp_zero_page_alloc) */
     int32_t nr_nodes;
     struct fp_node nodes[64];
     struct fp_mm *mms[65536];
@@ -528,6 +535,9 @@ int32_t fp_range_stats(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_
  * the soft-dirty bits (type 4). 0 or -ESRCH. */
 int32_t fp_clear_refs(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end,
                       int32_t soft_dirty);
+/* migrate_pages(2)'s queue_pages_pmd(): split the huge zero PMD mapping addr, if
+ * that is what maps it (1), else 0; -ENOMEM */
+int32_t fp_split_huge_zero_at(struct fp_kernel *k, uint32_t id, uint64_t addr);
 /* present leaf pages in [start, end): addresses and PFNs, THPs once; the first max
  * are stored; returns how many there are (above max: call again with more room), or
  * -errno */

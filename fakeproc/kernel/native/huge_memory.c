@@ -113,3 +113,32 @@ out:
     free(m.addr);
     return err;
 }
+
+/* __split_huge_zero_page_pmd(): the huge zero PMD becomes its deposited table of 512
+ * zero-page PTEs, special, read-only and young (vm_page_prot); thp_split_pmd.
+ * Returns the table's index or -ENOMEM. */
+int64_t fp_split_huge_zero_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
+{
+    int64_t t = fp_split_pmd(k, mm, pmd);
+    if (t < 0)
+        return t;
+    uint64_t *ptes = fp_table(k, (uint64_t)t);
+    for (uint64_t i = 0; i < FP_PAGES_PER_HUGE; i++)
+        ptes[i] = (k->zero_pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
+                  FP_PAGE_ACCESSED | FP_PAGE_SPECIAL;
+    k->tlb_gen++; /* the PMD was rewritten: TLBs flush */
+    return t;
+}
+
+/* queue_pages_pmd() of migrate_pages(2): a huge zero PMD met on the walk is split
+ * (whatever the nodes asked for). 1 when one was split at addr, 0 when none. */
+int32_t fp_split_huge_zero_at(struct fp_kernel *k, uint32_t id, uint64_t addr)
+{
+    struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    int32_t level;
+    uint64_t *e = mm ? fp_mm_walk(k, mm, addr, &level) : NULL;
+    if (!e || level != 3 || !fp_zero_entry(k, *e))
+        return 0;
+    int64_t t = fp_split_huge_zero_pmd(k, mm, e);
+    return t < 0 ? (int32_t)t : 1;
+}

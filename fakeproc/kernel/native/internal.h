@@ -102,6 +102,14 @@ static inline int fp_kernel_page(const struct fp_kernel *k, uint64_t e)
            fp_pfn_to_node(k, fp_entry_addr(e)) < 0;
 }
 
+/* A present entry mapping the zero page or the huge zero page (is_zero_pfn(),
+ * is_huge_zero_pmd()): no struct page here, no rmap, no RSS, not on an LRU. */
+static inline int fp_zero_entry(const struct fp_kernel *k, uint64_t e)
+{
+    uint64_t pfn = fp_entry_addr(e);
+    return fp_entry_present(e) && (pfn == k->zero_pfn || pfn == k->huge_zero_pfn);
+}
+
 static inline uint64_t fp_page_nr(const struct fp_page *p)
 {
     return (p->flags & FP_PG_HEAD) ? FP_PAGES_PER_HUGE : 1;
@@ -178,6 +186,7 @@ typedef void (*fp_rmap_fn)(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, u
 int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg);
 int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int level);
 int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd);
+int64_t fp_split_huge_zero_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd);
 int fp_has_deposit(struct fp_kernel *k, const uint64_t *pmd);
 int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries);
 int64_t fp_withdraw_table(struct fp_kernel *k, const uint64_t *pmd);

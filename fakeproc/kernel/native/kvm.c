@@ -197,7 +197,7 @@ int32_t fp_ept_touch(struct fp_kernel *k, int32_t id, uint64_t gpa, int32_t writ
     uint64_t *leaf = ept_leaf(k, vm, gpa, &level);
     if (!leaf) {
         uint64_t hva = s->hva + (gpa - s->gpa);
-        uint32_t flags = (write ? FP_FAULT_WRITE : 0) | (s->vma_flags << FP_FAULT_VMA_SHIFT);
+        uint32_t flags = (write ? FP_FAULT_WRITE : 0) | FP_FAULT_NOZERO | (s->vma_flags << FP_FAULT_VMA_SHIFT);
         uint64_t base = hva & ~(FP_PMD_SIZE - 1);
         if ((s->vma_flags & FP_VMA_THP) && base >= s->hva &&
             base + FP_PMD_SIZE <= s->hva + (s->npages << FP_PAGE_SHIFT))

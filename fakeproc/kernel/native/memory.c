@@ -632,19 +632,57 @@ int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32
 
 /* ---- faults and accesses -------------------------------------------------- */
 
+static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                        int huge, uint32_t flags);
+
+/* The entry that maps the zero page (or the huge zero page) at addr gives way to a
+ * page of its own, as a store would make it (KVM's faults take no zero page). */
+static int32_t break_zero(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, uint32_t flags)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        int32_t level;
+        uint64_t *e = fp_mm_walk(k, mm, addr, &level);
+        if (!e || !fp_zero_entry(k, *e))
+            return 0;
+        int32_t r = wp_fault(k, mm, e, addr, level < 4, flags);
+        if (r < 0)
+            return r; /* 1: split into zero PTEs, or changed: look again */
+    }
+    return 0;
+}
+
+/* handle_mm_fault() for an entry that is missing: do_anonymous_page() (a read of
+ * private anonymous memory maps the zero page), do_huge_pmd_anonymous_page() (the
+ * huge zero page, use_zero_page being 1), do_fault(), do_swap_page(). */
 int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags)
 {
     struct fp_mm *mm = get_mm(k, id);
     int err;
     int write = (flags & FP_FAULT_WRITE) != 0;
+    int zero_ok = !write && !(flags & FP_FAULT_NOZERO);
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     if (!mm)
         return -ESRCH;
     k->events[FP_EV_PGFAULT]++;
+    if ((flags & FP_FAULT_NOZERO) && (err = break_zero(k, mm, addr, flags)) < 0)
+        return err;
     if (flags & FP_FAULT_THP) {
         uint64_t *pmd = walk_to(k, mm, addr, 3, 1, &err);
         if (!pmd)
             return err == -EEXIST ? 0 : err;
+        if (fp_entry_none(*pmd) && zero_ok) {
+            /* set_huge_zero_page(): read-only and young (vm_page_prot), with a table
+             * deposited; the first use allocates the huge zero page */
+            if (deposit_table(k, mm, pmd))
+                return -ENOMEM;
+            if (!k->huge_zero_used) {
+                k->huge_zero_used = 1;
+                k->events[FP_EV_THP_ZERO_PAGE_ALLOC]++;
+            }
+            *pmd = (k->huge_zero_pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
+                   FP_PAGE_ACCESSED | FP_PAGE_PSE;
+            return 0;
+        }
         if (fp_entry_none(*pmd)) {
             int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd);
             if (pfn >= 0) {
@@ -665,6 +703,13 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         return err == -EEXIST ? 0 : err;
     if (fp_entry_present(*pte))
         return 0;
+    if (fp_entry_none(*pte) && zero_ok && (vma_flags & FP_VMA_ANON)) {
+        /* the zero page: pte_mkspecial(), read-only, young (vm_page_prot); no rmap,
+         * no RSS, no LRU */
+        *pte = (k->zero_pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER |
+               FP_PAGE_ACCESSED | FP_PAGE_SPECIAL;
+        return 0;
+    }
     int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
@@ -684,15 +729,18 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
 
 /* do_wp_page(): a store to a write-protected page. An anonymous page mapped once is
  * reused; one shared after fork (or a page-cache page of a private mapping) is
- * copied into a new anonymous page of this mm, the copy mapped writable. 0, 1 when
- * the entry changed under the copy (the caller walks again), or -errno. */
+ * copied into a new anonymous page of this mm, the copy mapped writable; so is the
+ * zero page (wp_page_copy() of a zeroed page) and the huge zero page
+ * (do_huge_pmd_wp_page(): a THP, else the PMD is split into zero PTEs and the store
+ * faults again there, thp_fault_fallback). 0, 1 when the entry changed under the
+ * copy or was split (the caller walks again), or -errno. */
 static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                         int huge, uint32_t flags)
 {
     uint64_t pfn = fp_entry_addr(*e);
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     struct fp_page *p = fp_pfn_to_node(k, pfn) < 0 ? NULL : &k->pages[pfn];
-    int anon = p && (p->flags & FP_PG_ANON);
+    int anon = p && (p->flags & FP_PG_ANON), zero = fp_zero_entry(k, *e);
     /* handle_mm_fault() counts every write-protect fault. A shmem page is mapped
      * writable by 4.20's read fault (no write-notify) until clear_refs starts
      * soft-dirty tracking; here it is mapped read-only and its store comes through
@@ -701,15 +749,15 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
      * shows every page soft-dirty anyway). */
     if (!p || anon || !(p->flags & FP_PG_SWAPBACKED) || mm->track_soft_dirty)
         k->events[FP_EV_PGFAULT]++;
-    if (!p) {
+    if (!p && !zero) {
         *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY; /* special frames are not copied */
         return 0;
     }
-    if (anon && p->mapcount == 1) {
+    if (!zero && anon && p->mapcount == 1) {
         *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY; /* reuse: nobody else sees this page */
         return 0;
     }
-    if (!anon && !(vma_flags & FP_VMA_COW)) {
+    if (!zero && !anon && !(vma_flags & FP_VMA_COW)) {
         /* wp_page_shared(): the page cache's page becomes writable and dirty
          * (fault_dirty_shared_page() -> set_page_dirty(): NR_FILE_DIRTY counts a page
          * newly dirtied). shmem has no page_mkwrite and no dirty accounting (its
@@ -725,8 +773,15 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1), orig = *e;
     int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1, NULL);
+    if (np < 0 && huge && zero) {
+        k->events[FP_EV_THP_FAULT_FALLBACK]++;
+        int64_t t = fp_split_huge_zero_pmd(k, mm, e);
+        return t < 0 ? (int32_t)t : 1;
+    }
     if (np < 0)
         return (int32_t)np;
+    if (huge && zero)
+        k->events[FP_EV_THP_FAULT_ALLOC]++;
     if (*e != orig) {
         /* wp_page_copy()'s pte_same(): the allocation's reclaim migrated, split or
          * unmapped the page meanwhile; the copy is dropped and the access retried */
@@ -857,6 +912,8 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
             e &= ~(uint64_t)FP_PAGE_RW;
         }
         e &= ~(uint64_t)FP_PAGE_ACCESSED;
+        if (level == 3 && fp_zero_entry(k, e))
+            e |= FP_PAGE_ACCESSED; /* copy_huge_pmd(): set_huge_zero_page(), young */
         if (flags & FP_FORK_SHARED)
             e &= ~(uint64_t)FP_PAGE_DIRTY;
         uint64_t pfn = fp_entry_addr(e);

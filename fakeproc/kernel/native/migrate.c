@@ -198,6 +198,8 @@ static struct page_look follow_page(struct fp_kernel *k, const struct fp_mm *mm,
     } else if (!(entry & (FP_PAGE_PRESENT | FP_PAGE_PROTNONE)) || (entry & FP_PAGE_SWPENTRY)) {
         /* a swap or migration entry: a PMD-level one in anonymous memory is EFAULT */
         r.err = level < 4 && !has_fault ? EFAULT : ENOENT;
+    } else if (fp_zero_entry(k, entry)) {
+        r.err = EFAULT; /* FOLL_DUMP: the zero page and the huge zero page */
     } else {
         r.pfn = fp_entry_addr(entry);
         r.nid = fp_pfn_to_node(k, r.pfn);

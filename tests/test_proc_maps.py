@@ -142,6 +142,27 @@ def test_smaps_anon_vma_and_thp(m):
     assert lines[20] == "VmFlags: rd wr mr mw me ac sd hg "
 
 
+VSYSCALL_SMAPS = (
+    "ffffffffff600000-ffffffffff601000 r-xp 00000000 00:00 0" + " " * 18 + "[vsyscall]\n"
+    "Size:                  4 kB\nKernelPageSize:        4 kB\nMMUPageSize:           4 kB\n"
+    + "".join(f"{k + ':':<16}       0 kB\n" for k in (
+        "Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty",
+        "Referenced", "Anonymous", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
+        "Shared_Hugetlb"))
+    + "Private_Hugetlb:       0 kB\n"  # 17 characters, then %7lu
+    + "".join(f"{k + ':':<16}       0 kB\n" for k in ("Swap", "SwapPss", "Locked"))
+    + "ProtectionKey:         0\nVmFlags: rd ex \n")
+
+
+def test_smaps_ends_with_the_gate_vma(m):
+    """show_smap() runs for get_gate_vma() too (m_next() returns it after the mm's
+    VMAs, as for maps): a walk of nothing (the gate VMA has no mm), VM_READ | VM_EXEC.
+    numa_maps skips it (show_numa_map(): no mm) and smaps_rollup walks only mm->mmap."""
+    text = m.read("proc/60/smaps").decode()
+    assert text.endswith(VSYSCALL_SMAPS) and text.count("[vsyscall]") == 1
+    assert "vsyscall" not in m.read("proc/60/numa_maps").decode()
+
+
 def test_smaps_rollup(m):
     lines = m.read("proc/60/smaps_rollup").decode().splitlines()
     assert lines[0] == "7f0000000000-7ffe00002000 ---p 00000000 00:00 0" + " " * 26 + "[rollup]"
@@ -395,4 +416,5 @@ def test_the_executable_and_its_interpreter_are_denywrite():
     assert flags == ["VmFlags: rd ex mr mw me dw sd ",
                      "VmFlags: rd wr mr mw me dw ac sd ",
                      "VmFlags: rd ex mr mw me sd ",
-                     "VmFlags: rd ex mr mw me dw sd "]
+                     "VmFlags: rd ex mr mw me dw sd ",
+                     "VmFlags: rd ex "]  # the gate VMA

@@ -311,6 +311,12 @@ def smaps_block(maps_header: str, size_kb: int, kernel_page_kb: int, mmu_page_kb
             + _val("ProtectionKey", protection_key, unit="") + vm_flags_line(vm_flags))
 
 
+# the gate VMA (get_gate_vma()) that maps and smaps list last: m_next() returns it
+# after the mm's VMAs; smaps walks nothing there (it has no mm), and its vm_flags are
+# VM_READ | VM_EXEC
+VSYSCALL_SMAPS_BLOCK: str = smaps_block(VSYSCALL_MAPS_LINE, 4, 4, 4, {}, 0, 0b101)
+
+
 def smaps_rollup(start: int, end: int, counters: Mapping[str, int]) -> str:
     """/proc/PID/smaps_rollup: `[rollup]` header from the first VMA's start to the last
     VMA's end, then Rss..Locked. Linux: fs/proc/task_mmu.c:show_smaps_rollup().

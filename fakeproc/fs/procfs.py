@@ -251,6 +251,8 @@ def _smaps(ctx: Ctx) -> str:
         out.append(fmt.smaps_block(header, (v.end - v.start) >> 10, page_kb, page_kb,
                                    _smaps_kb(_smaps_counters(k.range_stats(t, v.start, v.end))), 0,
                                    v.vm_flags | (VM_DENYWRITE if v.path in denywrite else 0)))
+    if t.mm_id is not None:
+        out.append(fmt.VSYSCALL_SMAPS_BLOCK)
     return "".join(out)
 
 

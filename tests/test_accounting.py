@@ -424,3 +424,78 @@ def test_rss_adds_up_to_the_mapped_pages(m):
     # no page is shared: the processes' RssAnon add up to AnonPages
     total = sum(int(status(m, pid)["RssAnon"].split()[0]) for pid in STATUS_KB)
     assert total == kv(m.read("proc/meminfo").decode(), ":")["AnonPages"] == 7352
+
+
+COMMIT = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+[[process]]
+pid = 90
+name = "charged"
+[[process.vma]]
+start = 0x7f0000000000
+size = "32KiB"
+[[process.vma]]
+start = 0x7f0000100000
+size = "16KiB"
+perms = "r--p"
+[[process.vma]]
+start = 0x7f0000200000
+size = "8KiB"
+path = "/data/private"
+[[process.vma]]
+start = 0x7f0000300000
+size = "12KiB"
+perms = "rw-s"
+path = "/data/shared"
+[[process.vma]]
+start = 0x7f0000400000
+size = "20KiB"
+perms = "r--p"
+path = "/usr/lib/libc.so"
+[[process.vma]]
+start = 0x7f0000500000
+size = "24KiB"
+kind = "shm"
+path = "/SYSV00000000"
+[[process.vma]]
+start = 0x7f0000600000
+size = "28KiB"
+kind = "shm"
+path = "/memfd:cache"
+[[process.vma]]
+start = 0x55d000000000
+size = "4KiB"
+kind = "heap"
+[[process.vma]]
+start = 0x7ffe00000000
+size = "8KiB"
+kind = "stack"
+[[process.vma]]
+start = 0x7f0000a00000
+size = "4MiB"
+hugetlb = true
+[[process.vma]]
+start = 0x7fff00000000
+size = "8KiB"
+perms = "r-xp"
+kind = "vdso"
+[[process]]
+pid = 91
+name = "child"
+fork_of = 90
+"""
+
+
+def test_committed_as_counts_what_4_20_charges():
+    """vm_committed_as: the charged pages, by hand. The parent: 8 anonymous + 2 of a
+    private writable file mapping + 6 of the SysV segment + 1 heap + 2 stack = 19;
+    not the read-only anonymous VMA, the shared and the read-only file mappings, the
+    memfd (VM_NORESERVE), hugetlb or [vdso]. The fork charges its copies of the
+    VM_ACCOUNT VMAs again (8 + 2 + 1 + 2 = 13), not the segment it shares: 32 pages."""
+    with mounted(COMMIT) as m:
+        line = next(x for x in m.read("proc/meminfo").decode().splitlines()
+                    if x.startswith("Committed_AS:"))
+    assert line == "Committed_AS:        128 kB"

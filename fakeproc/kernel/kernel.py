@@ -183,6 +183,7 @@ class Kernel:
         child = self.spawn(pid, name or parent.name, uid=parent.uid, gid=parent.gid,
                            ppid=parent.pid, cpu=parent.cpu, policy=parent.policy)
         child.mems_allowed = parent.mems_allowed
+        child.forked = True
         self.set_policy(child, child.policy)
         assert child.mm_id is not None
         # the VMAs keep their VM_SOFTDIRTY, so the write-notify of soft-dirty tracking

@@ -78,6 +78,7 @@ class Task:
     mems_allowed: tuple[int, ...] | None = None  # its cpuset's mems (None: every node)
     nvcsw: int = 0
     nivcsw: int = 0
+    forked: bool = False  # made by fork(): its shared segments are its parent's
     # when it was created, on the host's CLOCK_BOOTTIME (task_struct's real_start_time:
     # /proc/PID/stat's starttime, which ps turns into a wall-clock START with the
     # host's btime)

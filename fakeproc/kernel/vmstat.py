@@ -139,6 +139,26 @@ def node_meminfo(kernel: "Kernel", nid: int) -> dict[str, int]:
     return kb
 
 
+VM_ACCOUNT = 1 << 20
+
+
+def committed_pages(kernel: "Kernel") -> int:
+    """vm_committed_as: what the overcommit account was charged. Every VM_ACCOUNT
+    mapping (private writable memory, the heap and the stack: mmap_region(), brk(),
+    acct_stack_growth(); a fork charges its copy again, dup_mmap()) and each shared
+    anonymous or SysV segment once, at its creation (shmem_acct_size(); a forked
+    child's copy is its parent's segment, and a memfd is VM_NORESERVE). Not file
+    mappings that are shared or read-only, hugetlb, [vdso] or [vvar]."""
+    pages = 0
+    for t in kernel.tasks.values():
+        for v in [] if t.mm_id is None else kernel.mm(t.mm_id).vmas:
+            if v.vm_flags & VM_ACCOUNT:
+                pages += v.nr_pages
+            elif v.kind == "shm" and not t.forked and not (v.path or "").startswith("/memfd:"):
+                pages += v.nr_pages
+    return pages
+
+
 def meminfo(kernel: "Kernel") -> dict[str, int]:
     """/proc/meminfo values in kB. No slab and no vmalloc in the emulation."""
     c = global_counters(kernel)
@@ -150,8 +170,7 @@ def meminfo(kernel: "Kernel") -> dict[str, int]:
     total_swap, used_swap = kernel.swap_pages()
     # vm_commit_limit(): RAM (no hugetlb pool) x overcommit_ratio (50) % + swap, in pages
     kb["CommitLimit"] = (total_pages * 50 // 100 + total_swap) * PAGE_KB
-    kb["Committed_AS"] = sum(
-        kernel.mm_counters(t).get("total_vm", 0) for t in kernel.tasks.values()) * PAGE_KB
+    kb["Committed_AS"] = committed_pages(kernel) * PAGE_KB
     kb["VmallocTotal"] = 34359738367
     kb["SwapTotal"] = total_swap * PAGE_KB
     kb["SwapFree"] = (total_swap - min(used_swap, total_swap)) * PAGE_KB

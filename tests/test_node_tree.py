@@ -529,6 +529,11 @@ def test_a_block_across_a_node_boundary_links_to_both_nodes():
         # sysfs and procfs symlinks stat size 0 (the kernel never sets i_size on them)
         assert os.lstat(m.path / mem / "memory0/node1").st_size == 0
         assert os.lstat(m.path / NODE / "node0/subsystem").st_size == 0
+        # show_valid_zones(): an online block in one zone names it, across two "none";
+        # arch_get_memory_phys_device() is 0 on x86
+        assert m.read(f"{mem}/memory0/valid_zones") == b"none\n"
+        assert m.read(f"{mem}/memory1/valid_zones") == b"Normal\n"
+        assert m.read(f"{mem}/memory1/phys_device") == b"0\n"
 
 
 def test_node_directory_listing(rfc):

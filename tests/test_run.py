@@ -147,17 +147,17 @@ def test_the_memory_block_tree_is_emulated():
     r = run("sh", "-c", "cat /sys/devices/system/node/node0/memory31/phys_index"
             " /sys/devices/system/node/node3/memory319/phys_index;"
             " stat -c %d /sys/devices/system/memory /sys/devices/system/node;"
-            " lsmem -o RANGE,SIZE,STATE,BLOCK,NODE")
+            " lsmem -o RANGE,SIZE,STATE,BLOCK,NODE,ZONES")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0000001f", "0000013f"]
     assert lines[2] == lines[3]
     assert [line.split() for line in lines[4:9]] == [
-        ["RANGE", "SIZE", "STATE", "BLOCK", "NODE"],
-        ["0x0000000000000000-0x00000000ffffffff", "4G", "online", "0-31", "0"],
-        ["0x0000000100000000-0x00000001ffffffff", "4G", "online", "32-63", "1"],
-        ["0x0000000200000000-0x00000005ffffffff", "16G", "online", "64-191", "2"],
-        ["0x0000000600000000-0x00000009ffffffff", "16G", "online", "192-319", "3"]]
+        ["RANGE", "SIZE", "STATE", "BLOCK", "NODE", "ZONES"],
+        ["0x0000000000000000-0x00000000ffffffff", "4G", "online", "0-31", "0", "Normal"],
+        ["0x0000000100000000-0x00000001ffffffff", "4G", "online", "32-63", "1", "Normal"],
+        ["0x0000000200000000-0x00000005ffffffff", "16G", "online", "64-191", "2", "Normal"],
+        ["0x0000000600000000-0x00000009ffffffff", "16G", "online", "192-319", "3", "Normal"]]
     assert re.search(r"^Memory block size: +128M\nTotal online memory: +40G$", r.stdout, re.M)
 
 

@@ -48,7 +48,7 @@ FIXED = {"type", "peer_node", "cpumap", "cpulist", "distance", "possible", "has_
          "has_memory", "has_cpu", "free_hugepages", "surplus_hugepages", "physical_package_id",
          "core_id", "core_siblings", "core_siblings_list", "thread_siblings",
          "thread_siblings_list", "present", "offline", "kernel_max", "phys_index", "removable",
-         "block_size_bytes"}
+         "block_size_bytes", "phys_device", "valid_zones"}
 FIXED_PATHS = {("sys", "devices", "system", "node", "online"), ("sys", "devices", "system", "cpu", "online")}
 
 

@@ -135,11 +135,19 @@ def _block_node_links(ctx: Ctx) -> list[str]:
     return [f"node{n.id}" for n in ctx.kernel.nodes if ctx.get("block") in node_blocks(ctx, n.id)]
 
 
+def _valid_zones(ctx: Ctx) -> str:
+    """show_valid_zones() of an online block: the name of the one zone its pages lie
+    in (every node is one ZONE_NORMAL here), `none` when they span two."""
+    return "Normal\n" if len(_block_node_links(ctx)) == 1 else "none\n"
+
+
 MEMORY_BLOCK = Dir("memoryN", (
     ONLINE,
     File("state", lambda c: "online\n", mode=0o644, store=_state_store),
     File("phys_index", lambda c: f"{c.get('block'):08x}\n", fixed=True),
+    File("phys_device", lambda c: "0\n", fixed=True),  # arch_get_memory_phys_device(): 0
     File("removable", lambda c: "0\n", fixed=True),
+    File("valid_zones", _valid_zones, fixed=True),
 ), lister=Lister("nodelink", _block_node_links,
                  lambda c, n: _block_node_links(c).index(n) if n in _block_node_links(c) else None,
                  Link("", lambda c: f"../../node/{_block_node_links(c)[c.get('nodelink')]}")))

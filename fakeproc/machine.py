@@ -432,6 +432,8 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
     if "fork_of" in raw and ("vma" in raw or "vm" in raw):
         raise ck.error(path + ("fork_of",), "a forked process inherits its parent's VMAs: "
                        "give it no vma or vm tables")
+    if "fork_of" in raw and "ppid" in raw:
+        raise ck.error(path + ("ppid",), "a forked process's parent is its fork_of process")
     if "mems_allowed" in raw and \
             not set(_node_list(ck, path + ("mems_allowed",), raw["mems_allowed"])) <= node_ids:
         raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
@@ -632,19 +634,23 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
         if kernel.task(raw["fork_of"]) is None or kernel.task(raw["fork_of"]).mm_id is None:
             raise ck.error(plan.path + ("fork_of",), f"pid {raw['fork_of']} must be a live process "
                            "listed before this one")
-        task = kernel.fork(raw["fork_of"], raw["pid"], raw["name"])
-        if "workload" in raw:
-            kernel.attach_workload(task, _workload_from(raw["workload"], seed + raw["pid"]))
-        task.exit_at = raw.get("exit_at")
-        return task
-    task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
-                        ppid=raw.get("ppid", 1),
-                        threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
-                        cpu=raw.get("cpu", 0), policy=policy)
+        # the child as fork() leaves it, then what it set since (setuid(), clone(),
+        # sched_setaffinity(), set_mempolicy(), its cpuset)
+        task = kernel.fork(raw["fork_of"], raw["pid"], raw["name"],
+                           threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)))
+        task.uid, task.gid = raw.get("uid", task.uid), raw.get("gid", task.gid)
+        task.cpu = raw.get("cpu", task.cpu)
+        if "policy" in raw:
+            task.policy = policy
+    else:
+        task = kernel.spawn(raw["pid"], raw["name"], uid=raw.get("uid", 0), gid=raw.get("gid", 0),
+                            ppid=raw.get("ppid", 1),
+                            threads=range(raw["pid"], raw["pid"] + raw.get("threads", 1)),
+                            cpu=raw.get("cpu", 0), policy=policy)
     if "mems_allowed" in raw:
         task.mems_allowed = tuple(parse_list(raw["mems_allowed"]))
-        kernel.set_policy(task, task.policy)  # the zonelist honours the cpuset
-    for j, vplan in enumerate(plan.vmas):
+    kernel.set_policy(task, task.policy)  # the zonelist of its CPU, policy and cpuset
+    for j, vplan in enumerate(plan.vmas):  # none for a fork: it has its parent's
         kernel.add_vma(task, vplan.vma)
         try:
             _apply_pages(kernel, task, vplan, report)
@@ -661,7 +667,7 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
                                f"{e.strerror} (is the node large enough?)") from None
     if "workload" in raw:
         wl = _workload_from(raw["workload"], seed + raw["pid"])
-        if wl.vma_indices is not None:  # file order -> the address order of mm.vmas
+        if wl.vma_indices is not None and plan.vmas:  # file order -> address order (a fork: its parent's)
             rank = sorted(range(len(plan.vmas)), key=lambda j: plan.vmas[j].vma.start)
             wl.vma_indices = tuple(rank.index(j) for j in wl.vma_indices)
         kernel.attach_workload(task, wl)

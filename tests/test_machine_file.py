@@ -72,6 +72,8 @@ def err(text: str) -> str:
      r"process\[0\]\.uid: 4294967295 is greater than the maximum of 4294967294"),
     (NODE + '[[process]]\npid = 2147483646\nname = "a"\nthreads = 3\n', r"m\.toml:8",
      r"process\[0\]\.threads: thread ids run past 2147483647, the largest pid_t"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process]]\npid = 2\nname = "b"\nfork_of = 1\nppid = 7\n',
+     r"m\.toml:12", r"process\[1\]\.ppid: a forked process's parent is its fork_of process"),
 ])
 def test_error_names_file_line_and_field(text, where, what):
     msg = err(text)
@@ -149,3 +151,52 @@ def test_shared_anonymous_memory_is_kind_shm(kind):
             f'[[process.vma]]\nstart = 0x7f0000000000\nsize = "8KiB"\nkind = "{kind}"\nperms = "rw-s"\n')
     with pytest.raises(MachineFileError, match=r"vma\[0\]\.perms: a .* mapping is private.*kind = \"shm\""):
         load(text)
+
+
+FORK_SETS = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0-1"
+[[node]]
+type = "pmem"
+size = "64MiB"
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "2-3"
+[[process]]
+pid = 1
+name = "parent"
+threads = 2
+[[process.vma]]
+start = 0x7f0000000000
+size = "8KiB"
+pages = "2 dirty"
+[[process]]
+pid = 10
+name = "child"
+fork_of = 1
+threads = 3
+cpu = 2
+uid = 1000
+gid = 100
+policy = "interleave:0,2"
+mems_allowed = "0,2"
+state = "running"
+"""
+
+
+def test_a_fork_takes_what_it_set_after_the_fork():
+    """fork() copies the parent (one thread, its CPU, policy, ids and cpuset); the
+    child's own threads, cpu, uid/gid, policy, mems_allowed and state are what it set
+    since, not ignored. Its parent is the fork_of process."""
+    k = load(FORK_SETS)
+    parent, child = k.task(1), k.task(10)
+    assert (child.ppid, child.threads, child.cpu, child.uid, child.gid, child.state) == \
+        (1, (10, 11, 12), 2, 1000, 100, "running")
+    assert (child.policy.mode, child.policy.nodes, child.mems_allowed) == ("interleave", (0, 2), (0, 2))
+    assert (parent.threads, parent.cpu, parent.policy.mode) == ((1, 2), 0, "default")
+    assert k.thread(12) is child and k.mm_counters(child)["rss_anon"] == 2
+    assert k.zonelist(child) == [2, 0] and k.zonelist(parent) == [0, 2]
+    assert k.check() == []

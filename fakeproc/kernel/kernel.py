@@ -170,7 +170,8 @@ class Kernel:
         self.generation += 1
         return task
 
-    def fork(self, parent_pid: int, pid: int, name: str | None = None) -> Task:
+    def fork(self, parent_pid: int, pid: int, name: str | None = None, *,
+             threads: Iterable[int] = ()) -> Task:
         """fork(): a child with a copy of the parent's VMAs whose page tables map the
         parent's pages, anonymous ones copy-on-write (their mapcount is 2 now), all of
         them old in the child (copy_one_pte: pte_mkold). Unlike copy_page_range(),
@@ -181,7 +182,7 @@ class Kernel:
         if parent.mm_id is None:
             raise KernelError(errno.EINVAL, f"pid {parent_pid} has no address space")
         child = self.spawn(pid, name or parent.name, uid=parent.uid, gid=parent.gid,
-                           ppid=parent.pid, cpu=parent.cpu, policy=parent.policy)
+                           ppid=parent.pid, threads=threads, cpu=parent.cpu, policy=parent.policy)
         child.mems_allowed = parent.mems_allowed
         child.forked = True
         self.set_policy(child, child.policy)

@@ -316,6 +316,16 @@ def test_a_vm_keeps_its_ept_bits_for_types_1_to_3_and_loses_its_ept_for_4():
     assert k.idle_pages_read(t, BASE, 4096, 0).data == b"\xa0" + (BASE + (128 << 20)).to_bytes(8, "big")
     kvm.guest_touch(k, t, 0x1000)  # the guest's page 1: one PTE_ACCESSED unit
     assert k.idle_pages_read(t, BASE, 4096, 0).data[:10] == b"\xa0" + (BASE + PAGE).to_bytes(8, "big") + b"\x01"
+    # a guest load finds the host page present (get_user_pages(), no fault): it stays
+    # write-protected and clean; a guest store is a write fault on it (do_wp_page()):
+    # writable and soft-dirty again
+    faults = k.event(lib.FP_EV_PGFAULT)
+    assert k.entry(t, BASE + PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == 0
+    kvm.guest_touch(k, t, 0x2000, write=True)
+    assert k.event(lib.FP_EV_PGFAULT) == faults + 1
+    assert k.entry(t, BASE + 2 * PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == \
+        lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY
+    assert k.entry(t, BASE + PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == 0
     assert k.check() == []
 
 

@@ -635,20 +635,32 @@ int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32
 static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
                         int huge, uint32_t flags);
 
-/* The entry that maps the zero page (or the huge zero page) at addr gives way to a
- * page of its own, as a store would make it (KVM's faults take no zero page). */
-static int32_t break_zero(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, uint32_t flags)
+/* A fault where a leaf is present (KVM's EPT violations: get_user_pages() of a host
+ * page; fp_touch() takes its own write faults): usable as it is, no fault; a store
+ * to a write-protected entry, or any access to the zero page (KVM's faults take no
+ * zero page), is do_wp_page(). Returns 1 when a leaf is present, *err then the
+ * result (0 or -errno); 0 when nothing is mapped and the caller faults a page in. */
+static int fault_present(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, uint32_t flags,
+                         int32_t *err)
 {
+    int write = (flags & FP_FAULT_WRITE) != 0;
     for (int tries = 0; tries < 4; tries++) {
         int32_t level;
         uint64_t *e = fp_mm_walk(k, mm, addr, &level);
-        if (!e || !fp_zero_entry(k, *e))
+        if (!e || !fp_entry_present(*e) || (level < 4 && !(*e & FP_PAGE_PSE)))
             return 0;
+        int zero = fp_zero_entry(k, *e);
+        *err = 0;
+        if (!(zero && (flags & FP_FAULT_NOZERO)) && !(write && !(*e & FP_PAGE_RW)))
+            return 1; /* usable as it is: get_user_pages() finds it, no fault */
         int32_t r = wp_fault(k, mm, e, addr, level < 4, flags);
-        if (r < 0)
-            return r; /* 1: split into zero PTEs, or changed: look again */
+        if (r <= 0) {
+            *err = r;
+            return 1;
+        }
+        /* 1: split into zero PTEs, or changed under the copy: look again */
     }
-    return 0;
+    return 1;
 }
 
 /* handle_mm_fault() for an entry that is missing: do_anonymous_page() (a read of
@@ -663,9 +675,10 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     if (!mm)
         return -ESRCH;
+    int32_t done;
+    if (fault_present(k, mm, addr, flags, &done))
+        return done;
     k->events[FP_EV_PGFAULT]++;
-    if ((flags & FP_FAULT_NOZERO) && (err = break_zero(k, mm, addr, flags)) < 0)
-        return err;
     if (flags & FP_FAULT_THP) {
         uint64_t *pmd = walk_to(k, mm, addr, 3, 1, &err);
         if (!pmd)

@@ -109,6 +109,7 @@ SCHEMA: dict[str, Any] = {
                 "cpu": {"type": "integer", "minimum": 0},
                 "state": {"enum": ["running", "sleeping", "zombie"]},
                 "exit_at": {"type": "number", "minimum": 0},
+                "oom_score_adj": {"type": "integer", "minimum": -1000, "maximum": 1000},
                 "fork_of": {"type": "integer", "minimum": 1},
                 "mems_allowed": {"type": "string", "pattern": r"^[0-9,\- ]+$"},
                 "policy": {"type": "string", "pattern": r"^(default|local|(prefer|bind|interleave):[0-9,\-]+)$"},
@@ -674,6 +675,8 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
     if plan.slots:
         _build_vm(ck, kernel, task, plan, seed)
     task.exit_at = raw.get("exit_at")
+    if "oom_score_adj" in raw:  # as root set it: the floor too
+        task.oom_score_adj = task.oom_score_adj_min = raw["oom_score_adj"]
     if raw.get("state", "sleeping") == "zombie":
         kernel.exit(task.pid, zombie=True)
     else:

@@ -141,17 +141,17 @@ class TestFaults:
 
     def test_oom_kills_the_largest_process_when_nothing_can_move(self):
         k = Kernel([NodeConfig(0, "dram", 1024, (0,))])  # no peer, no swap
-        big, _ = spawn_with_vma(k, pid=1, size=3 * MIB)
+        big, _ = spawn_with_vma(k, pid=3, size=3 * MIB)  # not pid 1: init is never a victim
         k.populate(big, k.mm(big.mm_id).vmas[0])
         small = k.spawn(2, "small")
         k.add_vma(small, Vma(BASE, BASE + 4 * MIB))
         for i in range(1024):  # small asks for more than is left: the big one dies
             k.touch(small, BASE + i * 4096, write=True)
-            if k.task(1) is None:
+            if k.task(3) is None:
                 break
-        assert k.task(1) is None and k.task(2) is not None
+        assert k.task(3) is None and k.task(2) is not None
         assert k.event(lib.FP_EV_OOM_KILL) == 1
-        assert k.oom_log[0].startswith("Out of memory: Killed process 1 (t) total-vm:3072kB, anon-rss:3072kB")
+        assert k.oom_log[0].startswith("Out of memory: Killed process 3 (t) total-vm:3072kB, anon-rss:3072kB")
 
     def test_prefer_policy_on_pmem_uses_the_pmem_fallback(self):
         text = """

@@ -134,7 +134,8 @@ def test_directory_modes(walk):
 
 def expected_mode(rel: tuple[str, ...]) -> int:
     if not is_sys(rel):
-        return {"idle_pages": 0o600, "comm": 0o644, "clear_refs": 0o200}.get(rel[-1], 0o444)
+        return {"idle_pages": 0o600, "comm": 0o644, "clear_refs": 0o200, "oom_adj": 0o644,
+                "oom_score_adj": 0o644}.get(rel[-1], 0o444)
     if rel in SYSFS_PATH_MODES:
         return SYSFS_PATH_MODES[rel]
     if rel[-1] == "online" and len(rel) >= 3 and rel[-3] in ONLINE_RW_PARENTS:

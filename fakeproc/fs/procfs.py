@@ -14,7 +14,7 @@ from .idle_pages import IdlePagesHandle
 from .sysfs import kstrtoint
 from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
 from .tree import Ctx, Dir, File, Lister, Special, decimal
-from ..kernel import vmstat
+from ..kernel import oom_kill, vmstat
 from ..kernel.mm import Vma
 from ..kernel.task import Caller, Task, ptrace_may_access
 from ..kernel.task_mmu import PSS_SHIFT, clear_refs
@@ -184,16 +184,37 @@ PROC_NUMBUF = 13
 KERNEL_SPACES = b" \t\n\v\f\r\xa0"  # isspace() of lib/ctype.c (0xa0 included)
 
 
-def _clear_refs_write(ctx: Ctx, data: bytes) -> int:
-    """clear_refs_write(): it reads at most PROC_NUMBUF - 1 bytes and returns that
-    count (a longer write is short), strstrip()s them, kstrtoint()s them; the type
-    is checked before the process (EINVAL, then ESRCH once it is gone)."""
+def _proc_int(data: bytes, base: int) -> tuple[int, int]:
+    """What clear_refs_write(), oom_adj_write() and oom_score_adj_write() take from a
+    write: at most PROC_NUMBUF - 1 bytes, whose count the write returns (a longer
+    write is short), up to a NUL, strstrip()ped, then kstrtoint(, base)."""
     count = min(len(data), PROC_NUMBUF - 1)
-    text = data[:count].split(b"\0", 1)[0].strip(KERNEL_SPACES)
-    kind = kstrtoint(text)
+    return count, kstrtoint(data[:count].split(b"\0", 1)[0].strip(KERNEL_SPACES), base)
+
+
+def _clear_refs_write(ctx: Ctx, data: bytes) -> int:
+    """clear_refs_write(): the type is checked before the process (EINVAL, then ESRCH
+    once it is gone)."""
+    count, kind = _proc_int(data, 10)
     if not 1 <= kind <= 5:
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
     clear_refs(ctx.kernel, _task(ctx), kind)
+    return count
+
+
+def _oom_score_adj_write(ctx: Ctx, data: bytes) -> int:
+    """oom_score_adj_write(): base 0 (0x.. hex, 0.. octal), range, then the process."""
+    count, value = _proc_int(data, 0)
+    oom_kill.check_oom_score_adj(value)
+    oom_kill.set_oom_score_adj(_task(ctx), value, reader(ctx))
+    return count
+
+
+def _oom_adj_write(ctx: Ctx, data: bytes) -> int:
+    """oom_adj_write(), the legacy scale: as oom_score_adj_write()."""
+    count, value = _proc_int(data, 0)
+    oom_kill.check_oom_adj(value)
+    oom_kill.set_oom_adj(_task(ctx), value, reader(ctx))
     return count
 
 
@@ -298,6 +319,12 @@ def _tid_entries() -> tuple:
         # mode 0200, and only .write (a read is EINVAL: no FMODE_CAN_READ)
         File("clear_refs", None, size=0, owner=_owner, mode=0o200, store=_clear_refs_write,
              read_errno=errno.EINVAL),
+        File("oom_score", lambda c: f"{oom_kill.oom_score(c.kernel, _task(c))}\n", size=0,
+             write_errno=PROC_WRITE_ERRNO, owner=_owner),
+        File("oom_adj", lambda c: f"{oom_kill.oom_adj(_task(c))}\n", size=0, owner=_owner,
+             mode=0o644, store=_oom_adj_write),
+        File("oom_score_adj", lambda c: f"{_task(c).oom_score_adj}\n", size=0, owner=_owner,
+             mode=0o644, store=_oom_score_adj_write),
         _proc_file("smaps", _smaps, ptrace_read=True),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,

@@ -48,17 +48,27 @@ def sysfs_streq(data: bytes, word: bytes) -> bool:
     return _c_string(data) in (word, word + b"\n")
 
 
-def _kstrtoull(s: bytes) -> int:
-    """_kstrtoull(s, 10): decimal digits and at most one newline; ERANGE above
-    ULLONG_MAX (found before trailing junk), EINVAL for the rest."""
-    digits = s[:len(s) - len(s.lstrip(b"0123456789"))]
+_DIGITS = {8: b"01234567", 10: b"0123456789", 16: b"0123456789abcdefABCDEF"}
+
+
+def _kstrtoull(s: bytes, base: int = 10) -> int:
+    """_kstrtoull(s, base): _parse_integer_fixup_radix() (base 0: "0x" and a hex digit
+    is hex, a leading 0 octal, else decimal; base 16 skips "0x"), the digits and at
+    most one newline; ERANGE above ULLONG_MAX (found before trailing junk), EINVAL for
+    the rest."""
+    if base == 0:
+        base = 16 if s[:2].lower() == b"0x" and s[2:3] and s[2:3] in _DIGITS[16] else \
+            8 if s[:1] == b"0" else 10
+    if base == 16 and s[:2].lower() == b"0x":
+        s = s[2:]
+    digits = s[:len(s) - len(s.lstrip(_DIGITS[base]))]
     if not digits:
         raise fail(errno.EINVAL)
-    if int(digits) > ULONG_MAX:
+    if int(digits, base) > ULONG_MAX:
         raise fail(errno.ERANGE)
     if s[len(digits):] not in (b"", b"\n"):
         raise fail(errno.EINVAL)
-    return int(digits)
+    return int(digits, base)
 
 
 def kstrtoul(data: bytes) -> int:
@@ -67,12 +77,12 @@ def kstrtoul(data: bytes) -> int:
     return _kstrtoull(s[1:] if s.startswith(b"+") else s)
 
 
-def kstrtoint(data: bytes) -> int:
-    """kstrtoint(buf, 10): kstrtoll()'s sign ('-', or '+' before the digits only),
+def kstrtoint(data: bytes, base: int = 10) -> int:
+    """kstrtoint(buf, base): kstrtoll()'s sign ('-', or '+' before the digits only),
     _kstrtoull(), then ERANGE outside an int."""
     s = _c_string(data)
-    value = -_kstrtoull(s[1:]) if s.startswith(b"-") else \
-        _kstrtoull(s[1:] if s.startswith(b"+") else s)
+    value = -_kstrtoull(s[1:], base) if s.startswith(b"-") else \
+        _kstrtoull(s[1:] if s.startswith(b"+") else s, base)
     if not -(1 << 31) <= value < 1 << 31:
         raise fail(errno.ERANGE)
     return value

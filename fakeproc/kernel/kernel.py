@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable, Sequence
 
 from . import node as nodemod
-from . import vmscan
+from . import oom_kill, vmscan
 from .mm import PAGE_SIZE, MmStruct, Vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
@@ -185,6 +185,7 @@ class Kernel:
                            ppid=parent.pid, threads=threads, cpu=parent.cpu, policy=parent.policy)
         child.mems_allowed = parent.mems_allowed
         child.forked = True
+        child.oom_score_adj, child.oom_score_adj_min = parent.oom_score_adj, parent.oom_score_adj_min
         self.set_policy(child, child.policy)
         assert child.mm_id is not None
         # the VMAs keep their VM_SOFTDIRTY, so the write-notify of soft-dirty tracking
@@ -526,16 +527,11 @@ class Kernel:
         return int(w[0]), int(w[1]), int(w[2])
 
     def oom_kill(self) -> Task | None:
-        """out_of_memory(): kill the task with the largest footprint, log it like the kernel."""
-        victims = [t for t in self.tasks.values() if t.alive]
-        if not victims:
+        """out_of_memory(): kill the task select_bad_process() picks (oom_kill.py), log
+        it like the kernel. None when no process can be killed (4.20 panics)."""
+        victim = oom_kill.select_victim(self)
+        if victim is None:
             return None
-
-        def badness(t: Task) -> int:
-            mc = self.mm_counters(t)
-            return mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"] + mc["swap"] + mc["nr_tables"]
-
-        victim = max(victims, key=badness)
         mc = self.mm_counters(victim)
         self.oom_log.append(
             f"Out of memory: Killed process {victim.pid} ({victim.name}) "

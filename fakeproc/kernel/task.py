@@ -79,6 +79,8 @@ class Task:
     nvcsw: int = 0
     nivcsw: int = 0
     forked: bool = False  # made by fork(): its shared segments are its parent's
+    oom_score_adj: int = 0       # signal->oom_score_adj (kernel/oom_kill.py)
+    oom_score_adj_min: int = 0   # the floor a CAP_SYS_RESOURCE writer set
     # when it was created, on the host's CLOCK_BOOTTIME (task_struct's real_start_time:
     # /proc/PID/stat's starttime, which ps turns into a wall-clock START with the
     # host's btime)

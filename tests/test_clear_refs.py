@@ -27,7 +27,7 @@ PAGE = 4096
 MACHINE = small_machine(upstream=True, swap="16KiB")
 # pagemap bits 55 and up (>> 55): 0x100 present, 0x80 swap, 0x40 file, 0x2 exclusive,
 # 0x1 soft-dirty
-PRESENT, PRESENT_SD, SWAP, SWAP_SD, HOLE_SD, ZERO = 0x102, 0x103, 0x80, 0x81, 0x1, 0x140
+PRESENT, PRESENT_SD, SWAP, SWAP_SD, HOLE_SD, ZERO = 0x102, 0x103, 0x80, 0x81, 0x1, 0x100
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_soft_dirty_tracking(m):
             touch(0, False, 0)   # a load: no fault, no bit
             touch(1, False, 0)   # nor on the page that was dirty before
             touch(4, True, 1)    # a store fault on an empty entry
-            touch(5, False, 1)   # a load fault: the zero page, clean (a page cache page to pagemap)
+            touch(5, False, 1)   # a load fault: the zero page, clean, not exclusive
             assert pagemap_top(m, pid, BASE, 6) == [PRESENT, PRESENT, PRESENT_SD, SWAP, PRESENT_SD,
                                                     ZERO]
             touch(5, True, 1)    # then a store: a write-protect fault, the zero page's copy
@@ -326,6 +326,12 @@ def test_a_vm_keeps_its_ept_bits_for_types_1_to_3_and_loses_its_ept_for_4():
     assert k.entry(t, BASE + 2 * PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == \
         lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY
     assert k.entry(t, BASE + PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == 0
+    # the load mapped page 1's EPT leaf read-only (the host entry was): a store through
+    # it is an EPT violation too, not a store past the host's write protection
+    kvm.guest_touch(k, t, 0x1000, write=True)
+    assert k.entry(t, BASE + PAGE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == \
+        lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY
+    assert k.event(lib.FP_EV_PGFAULT) == faults + 2
     assert k.check() == []
 
 

@@ -64,9 +64,10 @@ def test_a_load_maps_the_zero_page_and_a_store_replaces_it(m):
             assert after["pgfault"] - before["pgfault"] == 1
             assert before["nr_free_pages"] - after["nr_free_pages"] == 4
             assert after["nr_anon_pages"] == before["nr_anon_pages"]
-            # present, a page the process does not own alone (page_mapcount() 0), not
-            # anonymous (PM_FILE), soft-dirty (the VMA's VM_SOFTDIRTY), PFN 32768
-            assert pagemap(m, pid, BASE, 2) == [PRESENT | FILE | SOFT_DIRTY | ZERO_PFN, SOFT_DIRTY]
+            # present with its PFN (32768) and the VMA's soft-dirty bit; no page behind it
+            # for pte_to_pagemap_entry() (_vm_normal_page(): NULL for the zero page), so
+            # neither PM_FILE nor PM_MMAP_EXCLUSIVE
+            assert pagemap(m, pid, BASE, 2) == [PRESENT | SOFT_DIRTY | ZERO_PFN, SOFT_DIRTY]
             assert status(m, pid, "VmRSS") == "0 kB" and status(m, pid, "RssAnon") == "0 kB"
             assert m.read(f"proc/{pid}/numa_maps").decode() == f"{BASE:08x} default\n"
             # FOLL_DUMP: a query and a move both say -EFAULT
@@ -75,7 +76,7 @@ def test_a_load_maps_the_zero_page_and_a_store_replaces_it(m):
             assert (r["ret"], r["status"]) == (0, [-14])
             # lookup_node(): get_user_pages() gives the zero page, a kernel frame: node 0
             assert c.call("get_mempolicy", pid=pid, addr=BASE + PAGE)["node"] == 0
-            assert pagemap(m, pid, BASE + PAGE, 1) == [PRESENT | FILE | SOFT_DIRTY | ZERO_PFN]
+            assert pagemap(m, pid, BASE + PAGE, 1) == [PRESENT | SOFT_DIRTY | ZERO_PFN]
             # the zero PTE is young (vm_page_prot): one PTE_ACCESSED unit of 2
             fd = os.open(m.proc_path(f"{pid}/idle_pages"), os.O_RDONLY)
             try:
@@ -162,10 +163,12 @@ def test_a_store_to_the_huge_zero_page_without_a_thp_splits_it():
     k.touch(blocker, 0x7E0000000000, write=True)
     assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == 1
     split, fallback = k.event(lib.FP_EV_THP_SPLIT_PMD), k.event(lib.FP_EV_THP_FAULT_FALLBACK)
+    faults = k.event(lib.FP_EV_PGFAULT)
     k.touch(t, hz + 3 * PAGE, write=True)
     assert (k.event(lib.FP_EV_THP_SPLIT_PMD) - split, k.event(lib.FP_EV_THP_FAULT_FALLBACK) - fallback) == (1, 1)
+    assert k.event(lib.FP_EV_PGFAULT) - faults == 1  # one handle_mm_fault(): the fallback goes on in it
     words = struct.unpack("<512Q", k.pagemap(t, hz, 512))
-    zero = PRESENT | FILE | SOFT_DIRTY | 1024
+    zero = PRESENT | SOFT_DIRTY | 1024
     assert [w for i, w in enumerate(words) if i != 3] == [zero] * 511
     assert words[3] >> 55 == (PRESENT | EXCLUSIVE | SOFT_DIRTY) >> 55 and k.page_node(t, hz + 3 * PAGE) == 0
     assert k.mm_counters(t)["rss_anon"] == 256 + 1
@@ -217,8 +220,11 @@ def test_fork_copies_the_zero_mappings_and_migrate_pages_splits_the_huge_one():
 
 def test_a_guest_access_takes_a_real_page_even_where_the_host_mapped_the_zero_page():
     """KVM's faults here take no zero page: a load by the guest, or by the host
-    before it, leaves the host a page of its own, which the EPT maps (4.20 maps the
-    zero page read-only in the EPT and copies on the guest's first store)."""
+    before it, leaves the host a page of its own, mapped as a read fault maps one
+    (read-only, clean; 4.20 maps the zero page read-only in the EPT and copies on the
+    guest's first store). The EPT leaf is then read-only too (hva_to_pfn()'s
+    writable), so the guest's store is an EPT violation that write-faults the host
+    entry: writable, dirty, soft-dirty, one pgfault."""
     k = load(QEMU)
     t = k.task(500)
     hva = 0x7F0000000000 + 100 * PAGE  # slot 0, a page the machine file left empty
@@ -226,4 +232,37 @@ def test_a_guest_access_takes_a_real_page_even_where_the_host_mapped_the_zero_pa
     assert k.maps_zero_page(t, hva)
     kvm.guest_touch(k, t, 100 * PAGE)
     assert not k.maps_zero_page(t, hva) and k.page_node(t, hva) == 0
+    bits = lib.FP_PAGE_RW | lib.FP_PAGE_DIRTY | lib.FP_PAGE_SOFT_DIRTY
+    assert k.entry(t, hva)[1] & bits == 0
+    faults = k.event(lib.FP_EV_PGFAULT)
+    kvm.guest_touch(k, t, 100 * PAGE, write=True)
+    assert k.entry(t, hva)[1] & lib.FP_PAGE_RW and k.event(lib.FP_EV_PGFAULT) == faults + 1
+    assert k.check() == []
+
+
+def test_a_fork_zaps_the_parents_ept_so_a_guest_store_copies():
+    """copy_page_range() write-protects the parent's private pages inside
+    mmu_notifier_invalidate_range_start(): KVM zaps the EPT, and the guest's next
+    store write-faults the host page, which is now shared: a copy of its own."""
+    k = load(QEMU)
+    t = k.task(500)
+    before = k.entry(t, 0x7F0000000000)[1] >> 12 & 0xFFFFFFFFFF
+    k.fork(500, 600)
+    assert kvm.ept_entry(k, t, 0)[1] == 0  # zapped
+    kvm.guest_touch(k, t, 0, write=True)
+    after = k.entry(t, 0x7F0000000000)[1] >> 12 & 0xFFFFFFFFFF
+    assert after != before and k.entry(k.task(600), 0x7F0000000000)[1] >> 12 & 0xFFFFFFFFFF == before
+    assert k.check() == []
+
+
+def test_a_store_to_a_shared_thp_counts_thp_fault_alloc():
+    """do_huge_pmd_wp_page() counts THP_FAULT_ALLOC for every THP it allocates, the
+    copy of a THP shared after fork as much as the huge zero page's."""
+    k = load(FORKED)
+    parent = k.task(30)
+    k.touch(parent, THP_VA, write=True)
+    k.fork(30, 31)
+    before = k.event(lib.FP_EV_THP_FAULT_ALLOC)
+    k.touch(parent, THP_VA, write=True)
+    assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == before + 1
     assert k.check() == []

@@ -158,7 +158,9 @@ int64_t fp_ept_entry(struct fp_kernel *k, int32_t id, uint64_t gpa, int32_t *lev
 }
 
 /* Map gpa to the host page behind it: a 2 MiB leaf when the host has a THP there
- * and the 2 MiB guest region lies inside the slot, with the same alignment. */
+ * and the 2 MiB guest region lies inside the slot, with the same alignment;
+ * writable only when the host entry is (hva_to_pfn()'s writable: a store through a
+ * read-only leaf is an EPT violation that write-faults the host page first). */
 static int ept_map(struct fp_kernel *k, struct fp_vm *vm, const struct fp_memslot *s,
                    uint64_t gpa, uint64_t extra_bits)
 {
@@ -169,16 +171,17 @@ static int ept_map(struct fp_kernel *k, struct fp_vm *vm, const struct fp_memslo
     if (!host || !fp_entry_present(*host) || (level < 4 && !(*host & FP_PAGE_PSE)))
         return -EFAULT;
     uint64_t pfn = fp_entry_addr(*host), gbase = gpa & ~(FP_PMD_SIZE - 1);
+    uint64_t perm = FP_EPT_R | FP_EPT_X | ((*host & FP_PAGE_RW) ? FP_EPT_W : 0);
     int large = level == 3 && ((hva - gpa) & (FP_PMD_SIZE - 1)) == 0 && gbase >= s->gpa &&
                 gbase + FP_PMD_SIZE <= s->gpa + (s->npages << FP_PAGE_SHIFT);
     uint64_t *e = ept_walk(k, vm, gpa, large ? 3 : 4, 1, &err);
     if (!e)
         return err;
     if (large)
-        *e = ((pfn) << FP_PAGE_SHIFT) | FP_EPT_PRESENT | FP_EPT_LARGE | extra_bits;
+        *e = ((pfn) << FP_PAGE_SHIFT) | perm | FP_EPT_LARGE | extra_bits;
     else
         *e = ((pfn + (level == 3 ? (hva >> FP_PAGE_SHIFT) % FP_PAGES_PER_HUGE : 0))
-              << FP_PAGE_SHIFT) | FP_EPT_PRESENT | extra_bits;
+              << FP_PAGE_SHIFT) | perm | extra_bits;
     return 0;
 }
 
@@ -195,7 +198,7 @@ int32_t fp_ept_touch(struct fp_kernel *k, int32_t id, uint64_t gpa, int32_t writ
     uint64_t ad = vm->ad_enabled ? FP_EPT_ACCESSED | (write ? FP_EPT_DIRTY : 0) : 0;
     int level;
     uint64_t *leaf = ept_leaf(k, vm, gpa, &level);
-    if (!leaf) {
+    if (!leaf || (write && !(*leaf & FP_EPT_W))) { /* missing, or a store to a read-only leaf */
         uint64_t hva = s->hva + (gpa - s->gpa);
         uint32_t flags = (write ? FP_FAULT_WRITE : 0) | FP_FAULT_NOZERO | (s->vma_flags << FP_FAULT_VMA_SHIFT);
         uint64_t base = hva & ~(FP_PMD_SIZE - 1);

@@ -633,7 +633,7 @@ int32_t fp_set_table_bits(struct fp_kernel *k, uint32_t id, uint64_t addr, int32
 /* ---- faults and accesses -------------------------------------------------- */
 
 static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
-                        int huge, uint32_t flags);
+                        int huge, uint32_t flags, int count);
 
 /* A fault where a leaf is present (KVM's EPT violations: get_user_pages() of a host
  * page; fp_touch() takes its own write faults): usable as it is, no fault; a store
@@ -651,14 +651,17 @@ static int fault_present(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, u
             return 0;
         int zero = fp_zero_entry(k, *e);
         *err = 0;
-        if (!(zero && (flags & FP_FAULT_NOZERO)) && !(write && !(*e & FP_PAGE_RW)))
-            return 1; /* usable as it is: get_user_pages() finds it, no fault */
-        int32_t r = wp_fault(k, mm, e, addr, level < 4, flags);
+        /* usable as it is, get_user_pages() finds it with no fault (a PROT_NONE entry
+         * too: no NUMA hint faults here) */
+        if ((*e & FP_PAGE_PROTNONE) ||
+            (!(zero && (flags & FP_FAULT_NOZERO)) && !(write && !(*e & FP_PAGE_RW))))
+            return 1;
+        int32_t r = wp_fault(k, mm, e, addr, level < 4, flags, 1);
         if (r <= 0) {
             *err = r;
             return 1;
         }
-        /* 1: split into zero PTEs, or changed under the copy: look again */
+        /* 1: changed under the copy, 2: split: look again */
     }
     return 1;
 }
@@ -745,22 +748,24 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
  * copied into a new anonymous page of this mm, the copy mapped writable; so is the
  * zero page (wp_page_copy() of a zeroed page) and the huge zero page
  * (do_huge_pmd_wp_page(): a THP, else the PMD is split into zero PTEs and the store
- * faults again there, thp_fault_fallback). 0, 1 when the entry changed under the
- * copy or was split (the caller walks again), or -errno. */
+ * goes on there in the same fault, thp_fault_fallback). count: the fault counts in
+ * pgfault. 0; 1 when the entry changed under the copy, 2 when the PMD was split (the
+ * caller walks again: to fault again, or to find the new PTE); or -errno. */
 static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
-                        int huge, uint32_t flags)
+                        int huge, uint32_t flags, int count)
 {
     uint64_t pfn = fp_entry_addr(*e);
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     struct fp_page *p = fp_pfn_to_node(k, pfn) < 0 ? NULL : &k->pages[pfn];
     int anon = p && (p->flags & FP_PG_ANON), zero = fp_zero_entry(k, *e);
+    int store = (flags & FP_FAULT_WRITE) != 0; /* else KVM's load of the zero page */
     /* handle_mm_fault() counts every write-protect fault. A shmem page is mapped
      * writable by 4.20's read fault (no write-notify) until clear_refs starts
      * soft-dirty tracking; here it is mapped read-only and its store comes through
      * this function, which then is no fault. wp_page_reuse() and wp_page_copy() map
      * the page pte_mkdirty(): soft-dirty (without tracking the VMA's VM_SOFTDIRTY
      * shows every page soft-dirty anyway). */
-    if (!p || anon || !(p->flags & FP_PG_SWAPBACKED) || mm->track_soft_dirty)
+    if (count && (!p || anon || !(p->flags & FP_PG_SWAPBACKED) || mm->track_soft_dirty))
         k->events[FP_EV_PGFAULT]++;
     if (!p && !zero) {
         *e |= FP_PAGE_RW | FP_PAGE_SOFT_DIRTY; /* special frames are not copied */
@@ -785,16 +790,20 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
         return 0;
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1), orig = *e;
-    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, 1, NULL);
+    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, store, NULL);
     if (np < 0 && huge && zero) {
+        /* VM_FAULT_FALLBACK: the same fault goes on at the PTE level */
         k->events[FP_EV_THP_FAULT_FALLBACK]++;
         int64_t t = fp_split_huge_zero_pmd(k, mm, e);
-        return t < 0 ? (int32_t)t : 1;
+        if (t < 0)
+            return (int32_t)t;
+        int32_t r = wp_fault(k, mm, &fp_table(k, (uint64_t)t)[fp_index(addr, 4)], addr, 0, flags, 0);
+        return r < 0 ? r : 2;
     }
     if (np < 0)
         return (int32_t)np;
-    if (huge && zero)
-        k->events[FP_EV_THP_FAULT_ALLOC]++;
+    if (huge)
+        k->events[FP_EV_THP_FAULT_ALLOC]++; /* do_huge_pmd_wp_page(): every new THP */
     if (*e != orig) {
         /* wp_page_copy()'s pte_same(): the allocation's reclaim migrated, split or
          * unmapped the page meanwhile; the copy is dropped and the access retried */
@@ -802,8 +811,10 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
         return 1;
     }
     fp_page_remove_rmap(k, mm, pfn, base);
-    *e = ((uint64_t)np << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
-         FP_PAGE_ACCESSED | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY | (huge ? FP_PAGE_PSE : 0);
+    /* a store's copy is writable and dirty (pte_mkdirty(): soft-dirty); KVM's load of
+     * the zero page gets a page mapped as a read fault maps one */
+    *e = ((uint64_t)np << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_USER | FP_PAGE_ACCESSED |
+         (store ? FP_PAGE_RW | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY : 0) | (huge ? FP_PAGE_PSE : 0);
     return 0;
 }
 
@@ -828,10 +839,10 @@ int32_t fp_touch(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             *e |= FP_PAGE_ACCESSED;
             if (l == 4 || (*e & FP_PAGE_PSE)) {
                 if ((flags & FP_FAULT_WRITE) && !(*e & FP_PAGE_RW)) {
-                    int32_t r = wp_fault(k, mm, e, addr, l < 4, flags);
+                    int32_t r = wp_fault(k, mm, e, addr, l < 4, flags, 1);
                     if (r < 0)
                         return r;
-                    if (r > 0) /* the entry changed under the copy: walk again */
+                    if (r > 0) /* changed under the copy, or split: walk again */
                         if (copies++ < 8)
                             goto walk;
                     if (r > 0)
@@ -954,6 +965,10 @@ int32_t fp_mm_fork_vma(struct fp_kernel *k, uint32_t parent, uint32_t child, uin
         return 0;
     int err = fork_walk(k, pm, cm, pm->pgd, 1, 0, start, end, flags);
     cm->hiwater_rss = cm->rss_anon + cm->rss_file + cm->rss_shmem;
+    /* copy_page_range() of a private mapping write-protects the parent's entries
+     * inside mmu_notifier_invalidate_range_start(): KVM zaps the guest's EPT there */
+    if (!(flags & FP_FORK_SHARED) && pm->vm)
+        fp_kvm_unmap_hva(k, pm, start, (end - start) >> FP_PAGE_SHIFT);
     return err;
 }
 

@@ -55,11 +55,9 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
                         v |= PM_FILE;
                     if (p->mapcount == 1)
                         v |= PM_MMAP_EXCLUSIVE;
-                } else if ((vma && vma->kind == FP_MV_VDSO) || (l == 4 && fp_zero_entry(k, e))) {
-                    /* mapped by every process: never exclusive; pagemap_pmd_range()
-                     * sets no PM_FILE on the huge zero page */
-                    v |= PM_FILE;
-                }
+                } else if (vma && vma->kind == FP_MV_VDSO) {
+                    v |= PM_FILE; /* mapped by every process: never exclusive */
+                } /* the zero pages: no page to _vm_normal_page(), no PM_FILE either */
                 break;
             }
             table = fp_entry_addr(e);

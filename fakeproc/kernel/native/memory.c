@@ -678,8 +678,8 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     uint32_t vma_flags = flags >> FP_FAULT_VMA_SHIFT;
     if (!mm)
         return -ESRCH;
-    int32_t done;
-    if (fault_present(k, mm, addr, flags, &done))
+    int32_t done; /* only KVM's faults meet a present leaf: fp_touch() faults where it found none */
+    if ((flags & FP_FAULT_NOZERO) && fault_present(k, mm, addr, flags, &done))
         return done;
     k->events[FP_EV_PGFAULT]++;
     if (flags & FP_FAULT_THP) {

@@ -397,7 +397,7 @@ int64_t fp_mm_table_new(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
  * deposited with it (already counted in the mm's tables) or else a new one, which
  * the caller fills (swap entries, or the THP's base pages); thp_split_pmd. Returns
  * the table's index or -ENOMEM (pmd unchanged). */
-int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
+static int64_t pmd_to_table(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
 {
     uint64_t addr = fp_entry_vaddr(k, fp_entry_index(k, pmd));
     if (!k->nr_free_tables && k->tables_used >= k->tables_cap)
@@ -411,7 +411,14 @@ int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
         table_owner(k, t, mm, addr, 4);
     }
     *pmd = ((uint64_t)t << FP_PAGE_SHIFT) | FP_TABLE_BITS;
-    k->events[FP_EV_THP_SPLIT_PMD]++;
+    return t;
+}
+
+int64_t fp_split_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd)
+{
+    int64_t t = pmd_to_table(k, mm, pmd);
+    if (t >= 0)
+        k->events[FP_EV_THP_SPLIT_PMD]++;
     return t;
 }
 
@@ -743,6 +750,50 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
     return 0;
 }
 
+/* do_huge_pmd_wp_page_fallback(): a store to a THP shared after fork found no THP
+ * for its copy: 512 base pages are allocated (from the THP's node on; none of them
+ * mapped until all are there), the PMD gives way to its deposited table mapping
+ * them, each writable, dirty, soft-dirty and young (mk_pte() of vm_page_prot,
+ * pte_mkdirty()), and this mapping of the THP goes (its other mappers keep it).
+ * 0; 1 when the PMD changed meanwhile (pmd_same(): the pages go back, the caller
+ * walks again); -ENOMEM (VM_FAULT_OOM) when the pages cannot be had. */
+static int32_t huge_copy_fallback(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pmd,
+                                  uint64_t addr, uint64_t orig, int exec)
+{
+    uint64_t base = addr & ~(FP_PMD_SIZE - 1), thp = fp_entry_addr(orig), pfns[FP_PAGES_PER_HUGE];
+    const struct fp_node *n = &k->nodes[fp_pfn_to_node(k, thp)];
+    int64_t t = -ENOMEM;
+    uint64_t i;
+    for (i = 0; i < FP_PAGES_PER_HUGE; i++) {
+        int32_t nid;
+        int64_t pfn = fp_alloc_in_order(k, mm->local_node, n->fallback, n->nr_fallback,
+                                        (int32_t)(n - k->nodes), 0, &nid);
+        if (pfn < 0)
+            goto free;
+        pfns[i] = (uint64_t)pfn;
+    }
+    if (*pmd != orig) {
+        t = 1;
+        goto free;
+    }
+    fp_page_remove_rmap(k, mm, thp, base); /* page_remove_rmap(page, true) */
+    t = pmd_to_table(k, mm, pmd);           /* the deposit cannot be missing: a THP's */
+    if (t < 0)
+        goto free;
+    uint64_t *ptes = fp_table(k, (uint64_t)t);
+    for (i = 0; i < FP_PAGES_PER_HUGE; i++) {
+        ptes[i] = (pfns[i] << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
+                  FP_PAGE_ACCESSED | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY;
+        page_add_rmap(k, mm, pfns[i], base + i * FP_PAGE_SIZE, FP_KIND_ANON, 1, exec);
+    }
+    k->tlb_gen++; /* the PMD was rewritten: TLBs flush */
+    return 0;
+free:
+    while (i--)
+        fp_free_page(k, pfns[i]);
+    return (int32_t)t;
+}
+
 /* do_wp_page(): a store to a write-protected page. An anonymous page mapped once is
  * reused; one shared after fork (or a page-cache page of a private mapping) is
  * copied into a new anonymous page of this mm, the copy mapped writable; so is the
@@ -799,6 +850,10 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
             return (int32_t)t;
         int32_t r = wp_fault(k, mm, &fp_table(k, (uint64_t)t)[fp_index(addr, 4)], addr, 0, flags, 0);
         return r < 0 ? r : 2;
+    }
+    if (np < 0 && huge) {
+        k->events[FP_EV_THP_FAULT_FALLBACK]++;
+        return huge_copy_fallback(k, mm, e, addr, orig, (vma_flags & FP_VMA_EXEC) != 0);
     }
     if (np < 0)
         return (int32_t)np;

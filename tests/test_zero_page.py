@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from fakeproc.ctl.client import Client
-from fakeproc.kernel import kvm, migrate
+from fakeproc.kernel import kvm, migrate, task_mmu
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
@@ -265,4 +265,39 @@ def test_a_store_to_a_shared_thp_counts_thp_fault_alloc():
     before = k.event(lib.FP_EV_THP_FAULT_ALLOC)
     k.touch(parent, THP_VA, write=True)
     assert k.event(lib.FP_EV_THP_FAULT_ALLOC) == before + 1
+    assert k.check() == []
+
+
+VM_THP = small_machine() + """
+[[process]]
+pid = 700
+name = "qemu-system-x86"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+thp = true
+[process.vm]
+[[process.vm.slot]]
+gpa = 0
+size = "4MiB"
+hva = 0x7f0000000000
+"""
+
+
+def test_a_guest_load_in_a_thp_region_faults_a_thp_mapped_as_4_20_maps_one():
+    """Where the host would map the huge zero page, KVM's fault here takes a THP:
+    __do_huge_pmd_anonymous_page() maps it maybe_pmd_mkwrite(pmd_mkdirty()), so
+    writable, dirty and soft-dirty; after clear_refs 4 the guest's store write-faults
+    the PMD again (soft-dirty): clear_refs zapped the EPT, and the new leaf follows
+    the host entry."""
+    k = load(VM_THP)
+    t = k.task(700)
+    kvm.guest_touch(k, t, 0x3000)
+    level, e = k.entry(t, BASE)
+    want = lib.FP_PAGE_PSE | lib.FP_PAGE_RW | lib.FP_PAGE_DIRTY | lib.FP_PAGE_SOFT_DIRTY
+    assert level == 3 and e & want == want
+    task_mmu.clear_refs(k, t, task_mmu.CLEAR_REFS_SOFT_DIRTY)
+    assert k.entry(t, BASE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == 0
+    kvm.guest_touch(k, t, 0x5000, write=True)
+    assert k.entry(t, BASE)[1] & (lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY) == lib.FP_PAGE_RW | lib.FP_PAGE_SOFT_DIRTY
     assert k.check() == []

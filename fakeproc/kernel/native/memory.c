@@ -708,9 +708,9 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
         }
         if (fp_entry_none(*pmd)) {
             int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd);
-            if (pfn >= 0) {
+            if (pfn >= 0) { /* __do_huge_pmd_anonymous_page(): maybe_pmd_mkwrite(pmd_mkdirty()) */
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
-                       FP_PAGE_USER | FP_PAGE_PSE | (write ? FP_PAGE_SOFT_DIRTY : 0);
+                       FP_PAGE_USER | FP_PAGE_PSE | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY;
                 k->events[FP_EV_THP_FAULT_ALLOC]++;
                 return 0;
             }

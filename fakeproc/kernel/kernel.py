@@ -590,8 +590,8 @@ class Kernel:
                 "nr_tables": int(c.nr_tables), "swap": int(c.nr_swap),
                 "hiwater_rss": int(c.hiwater_rss), "total_vm": mm.total_vm_pages}
 
-    def page_node(self, task: Task, addr: int) -> int | None:
-        """The node holding the page mapped at addr, or None (ground truth for tests)."""
+    def _leaf_pfn(self, task: Task, addr: int) -> int | None:
+        """The frame a present leaf maps at addr (a THP's head for a huge one), or None."""
         if task.mm_id is None:
             return None
         level = ffi.new("int32_t *")
@@ -601,20 +601,19 @@ class Kernel:
             return None
         if level[0] < 4 and not e[0] & lib.FP_PAGE_PSE:
             return None
-        pfn = (e[0] & 0x000FFFFFFFFFF000) >> 12
-        for n in self.nodes:
+        return (e[0] & 0x000FFFFFFFFFF000) >> 12
+
+    def page_node(self, task: Task, addr: int) -> int | None:
+        """The node holding the page mapped at addr, or None (ground truth for tests)."""
+        pfn = self._leaf_pfn(task, addr)
+        for n in self.nodes if pfn is not None else ():
             if self.node_start_pfn(n.id) <= pfn < self.node_start_pfn(n.id) + n.nr_pages:
                 return n.id
         return None
 
     def maps_zero_page(self, task: Task, addr: int) -> bool:
         """addr is mapped by the zero page or the huge zero page (kernel frames)."""
-        if task.mm_id is None:
-            return False
-        e = self.entry(task, addr)[1]
-        present = e & (lib.FP_PAGE_PRESENT | lib.FP_PAGE_PROTNONE) and not e & lib.FP_PAGE_SWPENTRY
-        return bool(present) and (e & 0x000FFFFFFFFFF000) >> 12 in (self.native.zero_pfn,
-                                                                     self.native.huge_zero_pfn)
+        return self._leaf_pfn(task, addr) in (self.native.zero_pfn, self.native.huge_zero_pfn)
 
     def entry(self, task: Task, addr: int) -> tuple[int, int]:
         """(level, raw entry) of the leaf or empty slot mapping addr (for tests)."""

@@ -129,7 +129,7 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
     assert u64s(pread(kpf, 8, 1025 * 8)) == [1 << BUDDY]
     assert u64s(pread(kpf, 24, 1535 * 8)) == [1 << BUDDY, 1 << BUDDY, 0]
     assert u64s(pread(kpf, 8, 1024 * 8)) == [ANON_PAGE]
-    assert pread(kpf, 8, 2048 * 8) == b""                   # past the last PFN
+    assert pread(kpf, 8, 2048 * 8) == b""                   # at the last PFN's end
     bitmap = m.sys("kernel/mm/page_idle/bitmap")
     fd = os.open(bitmap, os.O_RDWR)
     try:
@@ -147,6 +147,90 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
         assert os.pread(fd, 8, 32 * 8) == b""               # PFN 2048 and up: nothing
     finally:
         os.close(fd)
+
+
+NOPAGE = 20
+# page_mapcount() of typed pages in 4.20: page_type (-1 less the type's bit) + 1
+BUDDY_COUNT = (1 << 64) - 128                  # PG_buddy 0x80: 0xffffff7f + 1
+TABLE_COUNT = (1 << 64) - 512                  # PG_table 0x200: 0xfffffdff + 1
+
+
+def test_kpagecount(m):
+    """page_mapcount() per PFN: upper tables 0, the PTE table and each free buddy
+    chunk's first page their page_type's negative count (4.20 skips only PageSlab),
+    a mapped page 1, the rest of a free chunk 0; past the end nothing."""
+    kpc = m.proc_path("kpagecount")
+    assert os.stat(kpc).st_mode & 0o777 == 0o400
+    assert u64s(pread(kpc, 48, 0)) == [0, 0, 0, TABLE_COUNT, 1, 1]
+    assert u64s(pread(kpc, 16, 6 * 8)) == [BUDDY_COUNT, BUDDY_COUNT]
+    assert u64s(pread(kpc, 16, 512 * 8)) == [BUDDY_COUNT, 0]
+    assert u64s(pread(kpc, 24, 1023 * 8)) == [0, 1, BUDDY_COUNT]  # 1023: inside block 512's chunk
+    assert u64s(pread(kpc, 24, 1535 * 8)) == [BUDDY_COUNT, BUDDY_COUNT, 0]
+    assert pread(kpc, 8, 2048 * 8) == b""
+
+
+@pytest.mark.parametrize("name", ["kpagecount", "kpageflags"])
+def test_kpage_reads_cut_the_count_before_checking_it(m, name):
+    """4.20's readers cut the count to what is left before max_pfn (2048 here), then
+    demand 8-byte multiples; a position past the end wraps the unsigned cut, so the
+    read is whole and reports holes (no page: count 0, flags KPF_NOPAGE)."""
+    path = m.proc_path(name)
+    hole = 0 if name == "kpagecount" else 1 << NOPAGE
+    assert pread(path, 4, 2048 * 8) == b""              # cut to 0 first: no EINVAL
+    assert len(pread(path, 12, 2047 * 8)) == 8          # cut to 8
+    assert u64s(pread(path, 16, 2049 * 8)) == [hole, hole]
+    assert u64s(pread(path, 8, 1 << 40)) == [hole]
+    for n, off in ((4, 0), (8, 4), (4, 2049 * 8), (12, 2046 * 8)):
+        with pytest.raises(OSError) as e:
+            pread(path, n, off)
+        assert e.value.errno == errno.EINVAL, (n, off)
+
+
+FORKED = """
+[machine]
+upstream = true
+[[node]]
+type = "dram"
+size = "8MiB"
+cpus = "0"
+[[process]]
+pid = 10
+name = "parent"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+pages = "1 accessed"
+[[process.vma]]
+start = 0x7f0000200000
+size = "2MiB"
+thp = true
+pages = "1 thp-accessed"
+[[process]]
+pid = 11
+name = "child"
+fork_of = 10
+"""
+
+
+def test_kpagecount_counts_every_mapping_after_fork():
+    """A page shared copy-on-write counts both mappings; a THP's head and tails each
+    count the PMDs mapping it (__page_mapcount()); a store in the child copies, and
+    each copy counts 1 again."""
+    with mounted(FORKED) as mnt, Client(mnt.path) as c:
+        def pfn(pid: int, addr: int) -> int:
+            return u64s(pread(mnt.proc_path(f"{pid}/pagemap"), 8, addr // 4096 * 8))[0] & ((1 << 55) - 1)
+
+        def count(p: int) -> int:
+            return u64s(pread(mnt.proc_path("kpagecount"), 8, p * 8))[0]
+
+        page, thp = pfn(10, BASE), pfn(10, BASE + (2 << 20))
+        assert (pfn(11, BASE), pfn(11, BASE + (2 << 20))) == (page, thp) and thp % 512 == 0
+        assert [count(p) for p in (page, thp, thp + 1, thp + 511)] == [2, 2, 2, 2]
+        c.touch(11, BASE, write=True)
+        c.touch(11, BASE + (2 << 20) + 4096, write=True)
+        copy, thp_copy = pfn(11, BASE), pfn(11, BASE + (2 << 20))
+        assert copy != page and thp_copy != thp
+        assert [count(p) for p in (page, copy, thp, thp + 511, thp_copy, thp_copy + 1)] == [1] * 6
 
 
 def test_reading_the_bitmap_looks_only_at_pages_marked_idle(m):
@@ -192,7 +276,8 @@ def test_a_bitmap_read_or_write_moves_at_most_a_page():
 
 def test_absent_on_an_rfc_machine():
     with mounted(MACHINE.replace("upstream = true", "upstream = false")) as mnt:
-        for rel in ("sys/kernel", "sys/devices/virtual", "proc/kpageflags", "proc/4300001/pagemap"):
+        for rel in ("sys/kernel", "sys/devices/virtual", "proc/kpageflags", "proc/kpagecount",
+                    "proc/4300001/pagemap"):
             assert not (mnt.path / rel).exists(), rel
 
 

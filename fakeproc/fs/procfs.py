@@ -12,7 +12,7 @@ import os
 from . import formats as fmt
 from .idle_pages import IdlePagesHandle
 from .sysfs import kstrtoint
-from .upstream import KPAGEFLAGS, only_upstream, pagemap_entry
+from .upstream import KPAGECOUNT, KPAGEFLAGS, only_upstream, pagemap_entry
 from .tree import Ctx, Dir, File, Lister, Special, decimal
 from ..kernel import oom_kill, vmstat
 from ..kernel.mm import Vma
@@ -363,4 +363,5 @@ PROC_ROOT = Dir("proc", (
     File("meminfo", lambda c: fmt.proc_meminfo(vmstat.meminfo(c.kernel), {}), size=0,
          write_errno=PROC_WRITE_ERRNO),
     File("vmstat", lambda c: _proc_vmstat(c), size=0, write_errno=PROC_WRITE_ERRNO),
-), lister=(Lister("pid", _pids, _parse_pid, PID_DIR), only_upstream(KPAGEFLAGS)), mode=0o555)
+), lister=(Lister("pid", _pids, _parse_pid, PID_DIR), only_upstream(KPAGECOUNT),
+            only_upstream(KPAGEFLAGS)), mode=0o555)

@@ -1,6 +1,6 @@
 """The later upstream interfaces (INTERFACES.md 6), served when the machine file says
 `[machine] upstream = true`: memory tiers, demotion_enabled, the page_idle bitmap,
-/proc/kpageflags and /proc/PID/pagemap.
+/proc/kpageflags, /proc/kpagecount and /proc/PID/pagemap.
 
 Linux: mm/memory-tiers.c, mm/page_idle.c, fs/proc/page.c, fs/proc/task_mmu.c.
 """
@@ -72,14 +72,35 @@ class PageIdleBitmap(_Binary):
         return n * 8
 
 
-class KPageFlags(_Binary):
-    """/proc/kpageflags: one u64 of KPF_* flags per PFN."""
+class _PerPfn(_Binary):
+    """A u64 per PFN, read as 4.20's fs/proc/page.c reads: the count is first cut to
+    what is left before max_pfn in unsigned arithmetic, which a position past the end
+    wraps (4.20 has no end check: such a read returns whole entries for the holes
+    there), and only then must position and count be multiples of 8 (`EINVAL`)."""
+
+    def entries(self, pfn: int, n: int) -> bytes:
+        raise NotImplementedError
 
     def read(self, off: int, size: int) -> bytes:
+        end = self.kernel.nr_pfns * 8
+        if off <= end:
+            size = min(size, end - off)
         self._check(off, size)
-        pfn, total = off // 8, self.kernel.nr_pfns
-        n = max(0, min(size // 8, total - pfn))
-        return self.kernel.kpageflags(pfn, n) if n else b""
+        return self.entries(off // 8, size // 8) if size else b""
+
+
+class KPageFlags(_PerPfn):
+    """/proc/kpageflags: one u64 of KPF_* flags per PFN (KPF_NOPAGE for a hole)."""
+
+    def entries(self, pfn: int, n: int) -> bytes:
+        return self.kernel.kpageflags(pfn, n)
+
+
+class KPageCount(_PerPfn):
+    """/proc/kpagecount: page_mapcount() of each PFN's page, a u64 (0 for a hole)."""
+
+    def entries(self, pfn: int, n: int) -> bytes:
+        return self.kernel.kpagecount(pfn, n)
 
 
 class PageMap(_Binary):
@@ -156,6 +177,7 @@ SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
     Dir("page_idle", (Special("bitmap", lambda c, f: PageIdleBitmap(c.kernel), mode=0o600),)),
 )),))
 KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400)
+KPAGECOUNT = Special("kpagecount", lambda c, f: KPageCount(c.kernel), mode=0o400)
 
 
 CAP_SYS_ADMIN = 21

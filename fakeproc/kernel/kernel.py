@@ -423,8 +423,15 @@ class Kernel:
         return bytes(ffi.buffer(out, 8 * n))
 
     def kpageflags(self, pfn: int, n: int) -> bytes:
+        return self._per_pfn(lib.fp_kpageflags, pfn, n)
+
+    def kpagecount(self, pfn: int, n: int) -> bytes:
+        return self._per_pfn(lib.fp_kpagecount, pfn, n)
+
+    def _per_pfn(self, fn, pfn: int, n: int) -> bytes:  # noqa: ANN001 - a cffi function
+        """n u64s, one per PFN from pfn, as fn (fs/proc/page.c's readers) puts them."""
         out = ffi.new("uint64_t[]", max(n, 1))
-        lib.fp_kpageflags(self.native, pfn, n, out)
+        fn(self.native, pfn, n, out)
         return bytes(ffi.buffer(out, 8 * n))
 
     def page_idle_read(self, pfn: int, nwords: int) -> bytes:

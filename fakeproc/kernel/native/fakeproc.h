@@ -571,10 +571,12 @@ int32_t fp_heat(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end, 
                 uint64_t *accesses, uint64_t *pages, uint64_t *dram_pages);
 
 /* Later upstream interfaces (pageidle.c): /proc/PID/pagemap entries for n virtual
- * pages from addr; /proc/kpageflags for n PFNs; the page_idle bitmap (64 PFNs a word) */
+ * pages from addr; /proc/kpageflags and /proc/kpagecount for n PFNs; the page_idle
+ * bitmap (64 PFNs a word) */
 int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *vmas,
                    uint32_t nr_vmas, uint64_t addr, uint64_t n, int32_t show_pfn, uint64_t *out);
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out);
+void fp_kpagecount(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out);
 void fp_page_idle_read(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, uint64_t *out);
 void fp_page_idle_write(struct fp_kernel *k, uint64_t pfn, uint64_t nwords, const uint64_t *in);
 

@@ -1,8 +1,9 @@
 /*
  * The later upstream page interfaces (INTERFACES.md 6): /proc/PID/pagemap,
- * /proc/kpageflags and /sys/kernel/mm/page_idle/bitmap.
- * Linux: fs/proc/task_mmu.c (pagemap_pmd_range), fs/proc/page.c (stable_page_flags),
- * mm/page_idle.c (page_idle_bitmap_read/write, page_idle_clear_pte_refs).
+ * /proc/kpageflags, /proc/kpagecount and /sys/kernel/mm/page_idle/bitmap.
+ * Linux: fs/proc/task_mmu.c (pagemap_pmd_range), fs/proc/page.c (stable_page_flags,
+ * kpagecount_read), mm/page_idle.c (page_idle_bitmap_read/write,
+ * page_idle_clear_pte_refs).
  */
 #include <errno.h>
 #include "internal.h"
@@ -151,6 +152,37 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
             f |= 1ULL << KPF_UPTODATE; /* anon, page cache and shmem are read or zeroed first */
         /* (an upper-level or EPT table is a plain kernel page: no flag) */
         out[i] = f;
+    }
+}
+
+/* page_mapcount() of a free buddy chunk's first page and of a PTE table: 4.20 keeps
+ * page_type in _mapcount's place, -1 (no type) with the type's bit cleared
+ * (PG_buddy 0x80, PG_table 0x200), so _mapcount + 1 reads -128 and -512 */
+#define FP_BUDDY_MAPCOUNT (-128)
+#define FP_TABLE_MAPCOUNT (-512)
+
+/* /proc/kpagecount: kpagecount_read() puts page_mapcount() of each PFN's page, as a
+ * u64, skipping only PageSlab pages (4.20 has no page_has_type() check there, so a
+ * typed page's negative count shows). A THP's pages, head and tails, each count the
+ * PMDs that map it (__page_mapcount(): the subpage's own count, 0, plus the compound
+ * one); the PGD, PUD, PMD and EPT pages are untyped kernel pages: 0; past the RAM:
+ * no page, 0. */
+void fp_kpagecount(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
+{
+    for (uint64_t i = 0; i < n; i++, pfn++) {
+        int64_t c = 0;
+        if (pfn < k->nr_pfns) {
+            const struct fp_page *p = &k->pages[pfn];
+            if (!(p->flags & FP_PG_ALLOCATED))
+                c = free_page_is_buddy(k, pfn) ? FP_BUDDY_MAPCOUNT : 0;
+            else if (p->flags & FP_PG_TABLE)
+                c = FP_TABLE_MAPCOUNT;
+            else if (p->flags & FP_PG_TAIL)
+                c = k->pages[pfn & ~(uint64_t)(FP_PAGES_PER_HUGE - 1)].mapcount;
+            else
+                c = p->mapcount;
+        }
+        out[i] = (uint64_t)c;
     }
 }
 

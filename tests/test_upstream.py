@@ -152,7 +152,7 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
 NOPAGE = 20
 # page_mapcount() of typed pages in 4.20: page_type (-1 less the type's bit) + 1
 BUDDY_COUNT = (1 << 64) - 128                  # PG_buddy 0x80: 0xffffff7f + 1
-TABLE_COUNT = (1 << 64) - 512                  # PG_table 0x200: 0xfffffdff + 1
+TABLE_COUNT = (1 << 64) - 1024                 # PG_table 0x400: 0xfffffbff + 1
 
 
 def test_kpagecount(m):

@@ -157,9 +157,9 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
 
 /* page_mapcount() of a free buddy chunk's first page and of a PTE table: 4.20 keeps
  * page_type in _mapcount's place, -1 (no type) with the type's bit cleared
- * (PG_buddy 0x80, PG_table 0x200), so _mapcount + 1 reads -128 and -512 */
+ * (PG_buddy 0x80, PG_table 0x400), so _mapcount + 1 reads -128 and -1024 */
 #define FP_BUDDY_MAPCOUNT (-128)
-#define FP_TABLE_MAPCOUNT (-512)
+#define FP_TABLE_MAPCOUNT (-1024)
 
 /* /proc/kpagecount: kpagecount_read() puts page_mapcount() of each PFN's page, as a
  * u64, skipping only PageSlab pages (4.20 has no page_has_type() check there, so a

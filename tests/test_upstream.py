@@ -12,6 +12,7 @@ import pytest
 from fakeproc.ctl.client import Client
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
+from machines import small_machine
 from mountutil import mounted
 
 pytestmark = pytest.mark.fuse
@@ -178,21 +179,15 @@ def test_kpage_reads_cut_the_count_before_checking_it(m, name):
     hole = 0 if name == "kpagecount" else 1 << NOPAGE
     assert pread(path, 4, 2048 * 8) == b""              # cut to 0 first: no EINVAL
     assert len(pread(path, 12, 2047 * 8)) == 8          # cut to 8
-    assert u64s(pread(path, 16, 2049 * 8)) == [hole, hole]
+    assert u64s(pread(path, 16, 2050 * 8)) == [hole, hole]  # (2049 is the zero page)
     assert u64s(pread(path, 8, 1 << 40)) == [hole]
-    for n, off in ((4, 0), (8, 4), (4, 2049 * 8), (12, 2046 * 8)):
+    for n, off in ((4, 0), (8, 4), (4, 2050 * 8), (12, 2046 * 8)):
         with pytest.raises(OSError) as e:
             pread(path, n, off)
         assert e.value.errno == errno.EINVAL, (n, off)
 
 
-FORKED = """
-[machine]
-upstream = true
-[[node]]
-type = "dram"
-size = "8MiB"
-cpus = "0"
+FORKED = small_machine(dram="8MiB", upstream=True) + """
 [[process]]
 pid = 10
 name = "parent"
@@ -231,6 +226,41 @@ def test_kpagecount_counts_every_mapping_after_fork():
         copy, thp_copy = pfn(11, BASE), pfn(11, BASE + (2 << 20))
         assert copy != page and thp_copy != thp
         assert [count(p) for p in (page, copy, thp, thp + 511, thp_copy, thp_copy + 1)] == [1] * 6
+
+
+ZEROS = small_machine(dram="8MiB", upstream=True) + """
+[[process]]
+pid = 12
+name = "reader"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4KiB"
+[[process.vma]]
+start = 0x7f0000200000
+size = "2MiB"
+thp = true
+"""
+
+
+def test_kpageflags_of_the_zero_pages():
+    """A load of untouched private memory maps the zero page (a reserved kernel page:
+    ZERO_PAGE, RESERVED) or the huge zero page (compound, ZERO_PAGE and THP, not
+    anonymous, off the LRU); they lie past the RAM here, readable since 4.20 does not
+    cut reads that start past the end. Neither counts a mapping."""
+    ZERO, RESERVED, HEAD = 24, 32, 15
+    with mounted(ZEROS) as mnt, Client(mnt.path) as c:
+        c.touch(12, BASE)
+        c.touch(12, BASE + (2 << 20) + 8192)
+        pagemap = mnt.proc_path("12/pagemap")
+        zero = u64s(pread(pagemap, 8, BASE // 4096 * 8))[0] & ((1 << 55) - 1)
+        huge = u64s(pread(pagemap, 8, (BASE + (2 << 20)) // 4096 * 8))[0] & ((1 << 55) - 1)
+        assert zero >= 2048 and huge % 512 == 0 and huge > zero
+        kpf, kpc = mnt.proc_path("kpageflags"), mnt.proc_path("kpagecount")
+        assert u64s(pread(kpf, 8, zero * 8)) == [1 << ZERO | 1 << RESERVED]
+        assert u64s(pread(kpf, 24, huge * 8)) == [1 << HEAD | 1 << THP | 1 << ZERO] + \
+            [1 << TAIL | 1 << THP | 1 << ZERO] * 2
+        assert u64s(pread(kpf, 8, (huge + 512) * 8)) == [1 << NOPAGE]
+        assert u64s(pread(kpc, 8, zero * 8)) == u64s(pread(kpc, 8, huge * 8)) == [0]
 
 
 def test_reading_the_bitmap_looks_only_at_pages_marked_idle(m):

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.fuse
 BASE = 0x7F0000000000
 THP_VA = 0x7F0000200000
 PAGE = 4096
-ZERO_PFN, HUGE_ZERO_PFN = 32768, 32768 + 512
+ZERO_PFN, HUGE_ZERO_PFN = 32768 + 1, 32768 + 512  # past the RAM's 32768 PFNs
 MACHINE = small_machine(pmem="64MiB", upstream=True)
 PRESENT, FILE, EXCLUSIVE, SOFT_DIRTY = 1 << 63, 1 << 61, 1 << 56, 1 << 55
 
@@ -168,7 +168,7 @@ def test_a_store_to_the_huge_zero_page_without_a_thp_splits_it():
     assert (k.event(lib.FP_EV_THP_SPLIT_PMD) - split, k.event(lib.FP_EV_THP_FAULT_FALLBACK) - fallback) == (1, 1)
     assert k.event(lib.FP_EV_PGFAULT) - faults == 1  # one handle_mm_fault(): the fallback goes on in it
     words = struct.unpack("<512Q", k.pagemap(t, hz, 512))
-    zero = PRESENT | SOFT_DIRTY | 1024
+    zero = PRESENT | SOFT_DIRTY | 1025  # the RAM's 1024 PFNs, then the zero page
     assert [w for i, w in enumerate(words) if i != 3] == [zero] * 511
     assert words[3] >> 55 == (PRESENT | EXCLUSIVE | SOFT_DIRTY) >> 55 and k.page_node(t, hz + 3 * PAGE) == 0
     assert k.mm_counters(t)["rss_anon"] == 256 + 1

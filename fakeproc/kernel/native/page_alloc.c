@@ -56,7 +56,8 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
     k->nr_pfns = pfn;
     k->wl_pipeline_pages = FP_WL_PIPELINE_PAGES;
     k->device_pfn = pfn + FP_PAGES_PER_HUGE * FP_PTRS_PER_TABLE; /* a gap, then DAX */
-    k->zero_pfn = pfn;                              /* in the gap, past the RAM */
+    k->zero_pfn = pfn + 1;  /* in the gap past the RAM; not at max_pfn itself, where
+                             * /proc/kpageflags' read is cut to nothing */
     k->huge_zero_pfn = pfn + FP_PAGES_PER_HUGE;     /* 2 MiB aligned: the RAM is */
     k->pages = zalloc_big(pfn * sizeof(struct fp_page));
     k->truth = zalloc_big(pfn * sizeof(struct fp_truth));

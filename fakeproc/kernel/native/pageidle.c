@@ -72,7 +72,8 @@ int32_t fp_pagemap(struct fp_kernel *k, uint32_t id, const struct fp_move_vma *v
 enum { KPF_REFERENCED = 2, KPF_UPTODATE = 3, KPF_DIRTY = 4, KPF_LRU = 5, KPF_ACTIVE = 6, KPF_BUDDY = 10,
        KPF_MMAP = 11,
        KPF_ANON = 12, KPF_SWAPBACKED = 14, KPF_COMPOUND_HEAD = 15, KPF_COMPOUND_TAIL = 16,
-       KPF_NOPAGE = 20, KPF_THP = 22, KPF_IDLE = 25, KPF_PGTABLE = 26 };
+       KPF_NOPAGE = 20, KPF_THP = 22, KPF_ZERO_PAGE = 24, KPF_IDLE = 25, KPF_PGTABLE = 26,
+       KPF_RESERVED = 32 };
 
 static int block_split(const struct fp_node *node, uint64_t block)
 {
@@ -100,11 +101,25 @@ static int free_page_is_buddy(const struct fp_kernel *k, uint64_t pfn)
     return pfn < buddy;
 }
 
+/* stable_page_flags() of a frame past the RAM: the zero page is a reserved page of the
+ * kernel image (is_zero_pfn()); the huge zero page, once allocated, a compound page
+ * off the LRU, not anonymous (is_huge_zero_page(): ZERO_PAGE and THP); the rest,
+ * device DAX included, no page */
+static uint64_t kpageflags_past_ram(const struct fp_kernel *k, uint64_t pfn)
+{
+    if (pfn == k->zero_pfn)
+        return (1ULL << KPF_ZERO_PAGE) | (1ULL << KPF_RESERVED);
+    if (k->huge_zero_used && pfn - k->huge_zero_pfn < FP_PAGES_PER_HUGE)
+        return (1ULL << (pfn == k->huge_zero_pfn ? KPF_COMPOUND_HEAD : KPF_COMPOUND_TAIL)) |
+               (1ULL << KPF_THP) | (1ULL << KPF_ZERO_PAGE);
+    return 1ULL << KPF_NOPAGE;
+}
+
 void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
 {
     for (uint64_t i = 0; i < n; i++, pfn++) {
         if (pfn >= k->nr_pfns) {
-            out[i] = 1ULL << KPF_NOPAGE;
+            out[i] = kpageflags_past_ram(k, pfn);
             continue;
         }
         const struct fp_page *p = &k->pages[pfn];

@@ -122,13 +122,14 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
     # is PageTable (pgtable_page_ctor())
     assert u64s(pread(kpf, 32, 0)) == [0, 0, 0, 1 << PGTABLE]
     assert u64s(pread(kpf, 16, 4 * 8)) == [ANON_PAGE, ANON_PAGE]
-    # free pages: PageBuddy on each free 4 KiB page of a split block (PFN 100, and
-    # 1025 next to node 1's page) and on the first page of a whole free 2 MiB block
-    # (512: node 0's second block; 1536: node 1's), nothing on the rest of one
+    # free pages: BUDDY on every one, the first page of a chunk (PageBuddy) and the
+    # rest (is_free_buddy_page()): PFN 100 of the split block 0, node 0's whole second
+    # block (512-1023), 1025 next to node 1's page, node 1's whole block (1536-2047)
     assert u64s(pread(kpf, 8, 100 * 8)) == [1 << BUDDY]
-    assert u64s(pread(kpf, 16, 512 * 8)) == [1 << BUDDY, 0]
+    assert u64s(pread(kpf, 16, 512 * 8)) == [1 << BUDDY, 1 << BUDDY]
     assert u64s(pread(kpf, 8, 1025 * 8)) == [1 << BUDDY]
-    assert u64s(pread(kpf, 24, 1535 * 8)) == [1 << BUDDY, 1 << BUDDY, 0]
+    assert u64s(pread(kpf, 24, 1535 * 8)) == [1 << BUDDY, 1 << BUDDY, 1 << BUDDY]
+    assert u64s(pread(kpf, 8, 2047 * 8)) == [1 << BUDDY]
     assert u64s(pread(kpf, 8, 1024 * 8)) == [ANON_PAGE]
     assert pread(kpf, 8, 2048 * 8) == b""                   # at the last PFN's end
     bitmap = m.sys("kernel/mm/page_idle/bitmap")
@@ -593,30 +594,36 @@ def test_pagemap_of_vvar_and_vdso():
     assert vdso == (1 << 63 | 1 << 61 | 1 << 55 | pfn, 1 << 55)
 
 
-def test_kpageflags_buddy_follows_the_buddy_allocators_chunks():
-    """PageBuddy marks the first page of each free chunk, up to order 10 (4 MiB, MAX_ORDER
-    11 on x86_64), by hand: a fresh 8 MiB node is two order-10 chunks (PFNs 0 and 1024);
-    one 4 KiB allocation splits block 0 (its free pages are order-0 chunks, split
-    blocks never merge back) and leaves block 1 (512) an order-9 chunk of its own; a
-    THP in block 2 leaves block 3 (1536) alone. A node that starts on an odd block
-    (node 1 at PFN 512, after a 2 MiB node 0) cannot merge its first block with PFN 0."""
+def _kpc(k, pfn: int) -> int:
+    return struct.unpack("<Q", k.kpagecount(pfn, 1))[0]
+
+
+def test_kpagecount_marks_the_buddy_allocators_chunks():
+    """PageBuddy (kpagecount's -128) marks the first page of each free chunk, up to order
+    10 (4 MiB, MAX_ORDER 11 on x86_64), by hand: a fresh 8 MiB node is two order-10
+    chunks (PFNs 0 and 1024); one 4 KiB allocation splits block 0 (its free pages are
+    order-0 chunks, split blocks never merge back) and leaves block 1 (512) an order-9
+    chunk of its own; a THP in block 2 leaves block 3 (1536) alone. A node that starts
+    on an odd block (node 1 at PFN 512, after a 2 MiB node 0) cannot merge its first
+    block with PFN 0. kpageflags shows BUDDY on every free page meanwhile."""
     from fakeproc.kernel.kernel import Kernel, NodeConfig
     from fakeproc.kernel.mm import Vma
 
-    buddy = 1 << BUDDY
+    buddy = BUDDY_COUNT
     k = Kernel([NodeConfig(0, "dram", 2048, (0,))], [[10]])
-    assert [_kpf(k, p) for p in (0, 1, 512, 1024, 1536)] == [buddy, 0, 0, buddy, 0]
+    assert [_kpc(k, p) for p in (0, 1, 512, 1024, 1536)] == [buddy, 0, 0, buddy, 0]
     t = k.spawn(10, "t", cpu=0)
     k.add_vma(t, Vma(BASE, BASE + (4 << 20), thp=True))
     k.add_vma(t, Vma(BASE + (4 << 20), BASE + (4 << 20) + 4096))
     k.touch(t, BASE + (4 << 20), write=True)  # PGD, PUD, PMD, PTE tables and the page: block 0 split
     # PFNs 0-4 in use (the tables, the page), 5-511 free order-0 chunks
-    assert [_kpf(k, p) & buddy for p in (4, 5, 511, 512, 513)] == [0, buddy, buddy, buddy, 0]
+    assert [_kpc(k, p) for p in (4, 5, 511, 512, 513)] == [1, buddy, buddy, buddy, 0]
     k.touch(t, BASE, write=True)  # a THP: the next whole block from the stack, block 1
     assert k.entry(t, BASE)[1] >> 12 & 0xFFFFFFFFFF == 512
     k.touch(t, BASE + (2 << 20), write=True)  # and block 2
     assert k.entry(t, BASE + (2 << 20))[1] >> 12 & 0xFFFFFFFFFF == 1024
-    assert [_kpf(k, p) for p in (1536, 1537)] == [buddy, 0]
+    assert [_kpc(k, p) for p in (1536, 1537)] == [buddy, 0]
     two = Kernel([NodeConfig(0, "dram", 512, (0,)), NodeConfig(1, "dram", 1536, (1,))],
                  [[10, 20], [20, 10]])
-    assert [_kpf(two, p) for p in (0, 512, 1024, 1536)] == [buddy, buddy, buddy, 0]
+    assert [_kpc(two, p) for p in (0, 512, 1024, 1536)] == [buddy, buddy, buddy, 0]
+    assert {struct.unpack("<Q", two.kpageflags(p, 1))[0] for p in range(2048)} == {1 << BUDDY}

@@ -85,7 +85,7 @@ static int block_split(const struct fp_node *node, uint64_t block)
  * block is one of order 9, or with its buddy block (PFN ^ 512), when that one is
  * whole and free in the same node too, half of one of order 10 (MAX_ORDER 11 on
  * x86_64), marked on the lower half only. No per-CPU lists hold free pages back. */
-static int free_page_is_buddy(const struct fp_kernel *k, uint64_t pfn)
+static int buddy_chunk_head(const struct fp_kernel *k, uint64_t pfn)
 {
     const struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
     uint64_t block = (pfn - node->start_pfn) / FP_PAGES_PER_HUGE;
@@ -129,7 +129,9 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
         uint64_t f = 0;
         uint16_t h = head->flags;
         if (!(p->flags & FP_PG_ALLOCATED)) {
-            out[i] = free_page_is_buddy(k, pfn) ? 1ULL << KPF_BUDDY : 0;
+            /* PageBuddy() on a chunk's first page, is_free_buddy_page() (4.5+) on
+             * the rest: every free page (no per-CPU lists hold one back) */
+            out[i] = 1ULL << KPF_BUDDY;
             continue;
         }
         if (p->flags & FP_PG_TAIL) {
@@ -189,7 +191,7 @@ void fp_kpagecount(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
         if (pfn < k->nr_pfns) {
             const struct fp_page *p = &k->pages[pfn];
             if (!(p->flags & FP_PG_ALLOCATED))
-                c = free_page_is_buddy(k, pfn) ? FP_BUDDY_MAPCOUNT : 0;
+                c = buddy_chunk_head(k, pfn) ? FP_BUDDY_MAPCOUNT : 0;
             else if (p->flags & FP_PG_TABLE)
                 c = FP_TABLE_MAPCOUNT;
             else if (p->flags & FP_PG_TAIL)

@@ -171,6 +171,17 @@ def test_kpagecount(m):
     assert pread(kpc, 8, 2048 * 8) == b""
 
 
+def test_the_runners_proc_shows_the_emulated_kpage_files_and_hides_the_hosts_kpagecgroup(m):
+    """Under `fakeproc run` /proc is procview: kpageflags and kpagecount are the emulated
+    ones, and the host's kpagecgroup (host PFNs' cgroups) is not mixed in."""
+    view = m.path / "procview"
+    names = os.listdir(view)
+    assert "kpagecount" in names and "kpageflags" in names and "kpagecgroup" not in names
+    assert not os.path.lexists(view / "kpagecgroup")
+    assert not os.path.islink(view / "kpagecount")
+    assert u64s(pread(view / "kpagecount", 8, 4 * 8)) == [1]
+
+
 @pytest.mark.parametrize("name", ["kpagecount", "kpageflags"])
 def test_kpage_reads_cut_the_count_before_checking_it(m, name):
     """4.20's readers cut the count to what is left before max_pfn (2048 here), then

@@ -14,8 +14,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import upstream
 from .procfs import PROC_ROOT
 from .tree import Ctx, Dir, Link, Lister
+
+
+def _hidden(ctx: Ctx) -> frozenset[str]:
+    """Host files that would describe the host's pages next to emulated ones: with the
+    emulated kpageflags and kpagecount, the host's kpagecgroup (the emulated kernel
+    has no memory cgroups, so no kpagecgroup either)."""
+    return frozenset({"kpagecgroup"}) if upstream.enabled(ctx) else frozenset()
 
 
 def make_procview(realproc: Path) -> Dir:
@@ -23,12 +31,13 @@ def make_procview(realproc: Path) -> Dir:
 
     def names(ctx: Ctx) -> list[str]:
         try:
-            return os.listdir("/proc")  # the kernel's readdir order
+            hidden = _hidden(ctx)
+            return [n for n in os.listdir("/proc") if n not in hidden]  # the kernel's readdir order
         except OSError:
             return []
 
     def parse(ctx: Ctx, name: str) -> str | None:
-        if "/" in name or name in (".", ".."):
+        if "/" in name or name in (".", "..") or name in _hidden(ctx):
             return None
         return name if os.path.lexists(os.path.join("/proc", name)) else None
 

@@ -141,7 +141,8 @@ populate = true
 #   page tables: alpha PGD, PUD, PMD, PTE(0x7f0000000000), PTE(0x7f0000200000)
 #                + 3 deposited with its THPs (the one on node 3 too: tables follow
 #                the task's policy, not the VMA's node) = 8, PageTables 2 + 3 = 5
-#   free: 65536 - 1040 - 4 - 8 = 64484
+#   reserved: PFN 0 (x86 reserves it at boot)
+#   free: 65536 - 1 - 1040 - 4 - 8 = 64483
 #   numa: hit = alpha 16 + 4 + 2 THPs = 22, local 22
 #         foreign = alpha's 5@2 + 3@1 + the THP on node 3 = 9
 # node 1 (65536 pages)
@@ -165,8 +166,8 @@ populate = true
 #
 # machine: anon 1040 + 267 + 16 + 515 = 1838 pages; file 4; tables 21 (PageTables
 #   5 + 3 + 1 = 9, and 12 PGD/PUD/PMD pages); THPs 3
-#   free 64484 + 65260 + 131052 + 130557 = 391353 pages = 1565412 kB
-#   MemTotal 1536 MiB = 1572864 kB = 1565412 + 7352 (anon) + 16 (file) + 84 (tables:
+#   free 64483 + 65260 + 131052 + 130557 = 391352 pages = 1565408 kB
+#   MemTotal 1536 MiB = 1572864 kB = 1565408 + 4 (PFN 0) + 7352 (anon) + 16 (file) + 84 (tables:
 #   36 PageTables + 48 upper levels)
 #   pgalloc_normal = 1838 + 4 + 21 = 1863 pages (nothing is ever freed)
 
@@ -205,13 +206,14 @@ def status(m, pid: int) -> dict[str, str]:
 
 # node -> (AnonPages, Active(anon), AnonHugePages, FilePages, PageTables, MemFree) in kB
 NODE_KB = {
-    0: (4160, 4160, 4096, 16, 20, 257936),
+    0: (4160, 4160, 4096, 16, 20, 257932),
     1: (1068, 1068, 0, 0, 12, 261040),
     2: (64, 64, 0, 0, 4, 524208),
     3: (2060, 2060, 2048, 0, 0, 522228),
 }
 # node -> the PGD, PUD and PMD pages on it, in kB: used, in no counter
 UPPER_TABLES_KB = {0: 12, 1: 24, 2: 12, 3: 0}
+RESERVED_KB = {0: 4, 1: 0, 2: 0, 3: 0}  # PFN 0
 NODE_TOTAL_KB = {0: 262144, 1: 262144, 2: 524288, 3: 524288}
 
 
@@ -233,7 +235,7 @@ def test_node_meminfo(m, nid):
     assert mi["PageTables"] == tables
     assert mi["MemFree"] == free
     assert mi["MemFree"] == (mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["FilePages"]
-                             - UPPER_TABLES_KB[nid])
+                             - UPPER_TABLES_KB[nid] - RESERVED_KB[nid])
     assert mi["MemUsed"] == mi["MemTotal"] - mi["MemFree"]
     assert mi["Unevictable"] == mi["Mlocked"] == mi["Dirty"] == mi["Shmem"] == 0
     assert mi["HugePages_Total"] == mi["HugePages_Free"] == mi["HugePages_Surp"] == 0
@@ -242,8 +244,8 @@ def test_node_meminfo(m, nid):
 # node 0 as a whole file: the numbers above in the 2.2 layout
 NODE0_MEMINFO = """\
 Node 0 MemTotal:         262144 kB
-Node 0 MemFree:          257936 kB
-Node 0 MemUsed:            4208 kB
+Node 0 MemFree:          257932 kB
+Node 0 MemUsed:            4212 kB
 Node 0 Active:             4160 kB
 Node 0 Inactive:             16 kB
 Node 0 Active(anon):       4160 kB
@@ -283,7 +285,7 @@ def test_node0_meminfo_whole_file(m):
 # node -> pages: nr_anon_pages, nr_active_anon, nr_anon_transparent_hugepages,
 # nr_free_pages, nr_page_table_pages, nr_file_pages
 NODE_PAGES = {
-    0: (1040, 1040, 2, 64484, 5, 4),
+    0: (1040, 1040, 2, 64483, 5, 4),
     1: (267, 267, 0, 65260, 3, 0),
     2: (16, 16, 0, 131052, 1, 0),
     3: (515, 515, 1, 130557, 0, 0),
@@ -359,7 +361,7 @@ def test_page_table_allocations_are_counted(m):
 def test_proc_meminfo_sums_the_nodes(m):
     mi = kv(m.read("proc/meminfo").decode(), ":")
     assert mi["MemTotal"] == 1572864
-    assert mi["MemFree"] == 1565412
+    assert mi["MemFree"] == 1565408
     assert mi["AnonPages"] == 7352 == sum(v[0] for v in NODE_KB.values())
     assert mi["Active(anon)"] == 7352
     assert mi["Inactive(anon)"] == 0
@@ -369,7 +371,7 @@ def test_proc_meminfo_sums_the_nodes(m):
     assert mi["Mapped"] == 16
     assert mi["Inactive(file)"] == 16
     assert mi["MemFree"] == (mi["MemTotal"] - mi["AnonPages"] - mi["PageTables"] - mi["Cached"]
-                             - sum(UPPER_TABLES_KB.values()))
+                             - sum(UPPER_TABLES_KB.values()) - 4)
     assert mi["SwapTotal"] == mi["SwapFree"] == mi["SwapCached"] == 0
     nodes = [node_meminfo(m, n) for n in range(4)]
     for k in ("MemTotal", "MemFree", "AnonPages", "AnonHugePages", "PageTables",
@@ -384,7 +386,7 @@ def test_proc_vmstat_sums_the_nodes(m):
     assert vs["nr_inactive_anon"] == 0
     assert vs["nr_isolated_anon"] == 0
     assert vs["nr_anon_transparent_hugepages"] == 3
-    assert vs["nr_free_pages"] == 391353
+    assert vs["nr_free_pages"] == 391352
     assert vs["nr_page_table_pages"] == 9
     assert vs["nr_file_pages"] == vs["nr_mapped"] == 4
     assert vs["numa_miss"] == vs["numa_foreign"] == 16

@@ -926,7 +926,7 @@ name = "cold"
 [[process.vma]]
 start = 0x7e0000000000
 size = "8MiB"
-pages = "2005 idle@0"
+pages = "2004 idle@0"
 
 [[process]]
 pid = 61
@@ -945,9 +945,9 @@ def test_a_move_into_a_full_dram_node_reclaims_it_first():
     its cold pages to its PMEM peer, so a promotion into a full DRAM node succeeds.
     By hand: 18432 pages, min_free_kbytes int_sqrt(18432 * 64) = 1086, 271 pages, node
     0's min 271 * 2048 // 18432 = 30, low 30 + max(30 >> 2, 2048 * 10 // 10000) = 37.
-    Node 0 holds 2005 cold pages and the page tables of both processes (a PGD, PUD and
-    PMD each, 4 PTE tables for the 2005 pages, 1 for the 64): 2005 + 3 + 4 + 3 + 1 =
-    2016, so 32 free: two pages fit above min, the third needs reclaim. (The tables
+    Node 0 holds PFN 0 (reserved at boot), 2004 cold pages and the page tables of both
+    processes (a PGD, PUD and PMD each, 4 PTE tables for the 2004 pages, 1 for the 64):
+    1 + 2004 + 3 + 4 + 3 + 1 = 2016, so 32 free: two pages fit above min, the third needs reclaim. (The tables
     came from the allocator too: from 36 free on, below low, above min.) Before, the
     move took the 32 free pages and failed with ENOMEM."""
     k = load(PROMOTE_INTO_FULL_DRAM)
@@ -959,7 +959,7 @@ def test_a_move_into_a_full_dram_node_reclaims_it_first():
     assert status == [0] * 64
     assert [k.page_node(k.task(61), a) for a in hot] == [0] * 64
     c = vmstat.global_counters(k)
-    demoted = sum(k.page_node(k.task(60), 0x7E0000000000 + i * PAGE) == 1 for i in range(2005))
+    demoted = sum(k.page_node(k.task(60), 0x7E0000000000 + i * PAGE) == 1 for i in range(2004))
     assert c["allocstall_normal"] >= 1 and demoted >= 64 - 2
     assert c["pgmigrate_success"] == 64 + demoted
     assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] >= 30  # never below min

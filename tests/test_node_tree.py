@@ -287,8 +287,8 @@ def test_numastat_of_an_idle_node(request, machine, node):
 # HugePages lines pad `Key:` to 17 columns, then %5u.
 RFC_NODE0_MEMINFO = """\
 Node 0 MemTotal:         524288 kB
-Node 0 MemFree:          524288 kB
-Node 0 MemUsed:               0 kB
+Node 0 MemFree:          524284 kB
+Node 0 MemUsed:               4 kB
 Node 0 Active:                0 kB
 Node 0 Inactive:              0 kB
 Node 0 Active(anon):          0 kB
@@ -362,14 +362,16 @@ def test_meminfo_whole_file_of_idle_nodes(rfc):
 
 
 def test_meminfo_sizes_on_every_node(rfc, sparse, wide):
-    # the first two lines of each node: MemTotal = MemFree = the node's size in kB
+    # the first two lines of each node: MemTotal = MemFree = the node's size in kB,
+    # but on node 0, where PFN 0 is reserved at boot (4 kB used)
     cases = [(rfc, 1, 524288), (rfc, 3, 1048576), (sparse, 2, 262144), (sparse, 5, 524288),
              (wide, 0, 1048576), (wide, 2, 2097152)]
     for m, nid, kb in cases:
         lines = m.read(f"{NODE}/node{nid}/meminfo").decode().splitlines()
+        used = 4 if nid == 0 else 0
         assert lines[0] == f"Node {nid} MemTotal:       {kb:8d} kB"
-        assert lines[1] == f"Node {nid} MemFree:        {kb:8d} kB"
-        assert lines[2] == f"Node {nid} MemUsed:               0 kB"
+        assert lines[1] == f"Node {nid} MemFree:        {kb - used:8d} kB"
+        assert lines[2] == f"Node {nid} MemUsed:        {used:8d} kB"
         assert len(lines) == 32
 
 

@@ -4,7 +4,8 @@ all, changing ones with one LOOKUP per open and a READ only when their bytes cha
 every open seeing one whole rendering.
 
 Expected values are worked out by hand from the machine below: one 64 MiB DRAM node
-(16384 pages) with CPU 0, idle at boot (all of it free, every counter 0), and a
+(16384 pages) with CPU 0, idle at boot (all of it free but PFN 0, which x86 reserves:
+16383 pages, every other counter 0), and a
 process the tests spawn or kill whose 40 MiB VMA (10240 pages) is populated.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ def test_attributes_stat_their_length(mnt):
     """INTERFACES.md 2: sysfs files stat 4096 "where the FUSE read path allows it"; the
     page-cache path stops at the size, so each attribute has its rendering's length
     (meminfo: 29 lines; vmstat: 54 "name value" lines, the values all 0 but
-    nr_free_pages 16384 at boot); /sys/bus/node stays on direct_io at 4096."""
+    nr_free_pages 16383 at boot); /sys/bus/node stays on direct_io at 4096."""
     for rel, length in (("cpulist", 2), ("cpumap", 2), ("distance", 3), ("type", 5),
                         ("peer_node", 3), ("meminfo", None), ("vmstat", None)):
         path = mnt.sys(f"devices/system/node/node0/{rel}")
@@ -90,7 +91,7 @@ def test_attributes_stat_their_length(mnt):
             assert os.stat(path).st_size == len(data), rel
             assert length is None or len(data) == length, rel
     vm = mnt.read(f"{NODE0}/vmstat")
-    assert vm.startswith(b"nr_free_pages 16384\nnr_zone_inactive_anon 0\n")
+    assert vm.startswith(b"nr_free_pages 16383\nnr_zone_inactive_anon 0\n")
     assert os.stat(mnt.sys("bus/node/devices/node0/cpulist")).st_size == 2  # the same file
     assert os.stat(mnt.sys("bus/node/drivers_autoprobe")).st_size == 4096
     assert os.stat(mnt.sys("devices/system/node/online")).st_size == 2          # "0\n"
@@ -100,15 +101,15 @@ def test_attributes_stat_their_length(mnt):
 def test_a_changing_attribute_is_read_from_the_server_every_time(mnt):
     before = requests(mnt)
     first = vmstat(mnt.read(f"{NODE0}/vmstat"))
-    assert (first["nr_free_pages"], first["nr_anon_pages"]) == ("16384", "0")
+    assert (first["nr_free_pages"], first["nr_anon_pages"]) == ("16383", "0")
     spawn_filler(mnt)
     second = vmstat(mnt.read(f"{NODE0}/vmstat"))
     assert second["nr_anon_pages"] == "10240"  # 1 digit became 5: the file grew
     free = int(second["nr_free_pages"])
-    assert 16384 - 10240 - 64 < free < 16384 - 10240  # the VMA and its page tables
+    assert 16383 - 10240 - 64 < free < 16383 - 10240  # the VMA and its page tables
     assert second.keys() == first.keys()
     kill_filler(mnt)
-    assert vmstat(mnt.read(f"{NODE0}/vmstat"))["nr_free_pages"] == "16384"
+    assert vmstat(mnt.read(f"{NODE0}/vmstat"))["nr_free_pages"] == "16383"
     assert requests(mnt)["read"] - before.get("read", 0) >= 3
 
 
@@ -192,9 +193,9 @@ def test_a_changing_attribute_costs_one_lookup_per_open_and_a_read_per_change(mn
     spawn_filler(mnt)
     second = path.read_bytes()
     # 40 MiB populated: 40960 kB, plus its page tables: 20 PTE pages (one per 2 MiB)
-    # and one each of PMD, PUD and PGD, 23 pages of 4 kB: 41052 kB used
-    assert b"Node 0 MemFree:           24484 kB\nNode 0 MemUsed:           41052 kB\n" in second
-    assert b"Node 0 MemFree:           65536 kB\nNode 0 MemUsed:               0 kB\n" in first
+    # and one each of PMD, PUD and PGD, 23 pages of 4 kB, and PFN 0: 41056 kB used
+    assert b"Node 0 MemFree:           24480 kB\nNode 0 MemUsed:           41056 kB\n" in second
+    assert b"Node 0 MemFree:           65532 kB\nNode 0 MemUsed:               4 kB\n" in first
     after = requests(mnt)
     assert after["read"] - mid["read"] == 1
 
@@ -216,7 +217,7 @@ def test_an_open_file_keeps_its_rendering_and_a_new_open_sees_the_change(mnt):
         while chunk := os.read(fd, 10):
             rest += chunk
         old = head + rest
-        assert vmstat(old)["nr_anon_pages"] == "0" and vmstat(old)["nr_free_pages"] == "16384"
+        assert vmstat(old)["nr_anon_pages"] == "0" and vmstat(old)["nr_free_pages"] == "16383"
         assert len(old) == os.fstat(fd).st_size != len(fresh)
         assert os.pread(fd, 4096, 0) == old
         assert os.stat(path).st_ino == ino

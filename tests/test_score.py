@@ -91,9 +91,10 @@ def test_an_advance_across_windows_is_one_sample_that_says_how_many():
 def test_dram_capacity_leaves_out_every_table_page_and_the_high_reserve():
     # DRAM node 0: 16 MiB = 4096 pages; app's tables come from node 0 (its CPU's
     # node): PGD, PUD, PMD and 16 PTE tables (32 MiB of 4 KiB pages) = 19 pages, of
-    # which only the 16 PTE tables are PageTables; the capacity must not count any
+    # which only the 16 PTE tables are PageTables; the capacity must not count any,
+    # nor PFN 0, which x86 reserves at boot
     k = load(MACHINE)
     rec = k.record(window=1.0)
     high = k.watermarks(0)[2]
     assert k.node_stat(0)[lib.FP_NR_PAGETABLE] == 16
-    assert rec.dram_capacity() == 4096 - 19 - high
+    assert rec.dram_capacity() == 4096 - 1 - 19 - high

@@ -35,10 +35,12 @@ start = 0x7f0000000000
 size = "16KiB"
 pages = "2 accessed, 1 idle@1, 1 swap"
 """
-# node 0 holds PFNs 0-1023, node 1 1024-2047. The first PTE set-up builds the page
-# tables from node 0 (PGD 0, PUD 1, PMD 2, PTE 3), then the pages: 4, 5 and, on node 1, 1024.
+# node 0 holds PFNs 0-1023, node 1 1024-2047; PFN 0 is reserved at boot (as x86 does).
+# The first PTE set-up builds the page tables from node 0 (PGD 1, PUD 2, PMD 3, PTE 4),
+# then the pages: 5, 6 and, on node 1, 1024.
 UPTODATE, LRU, ACTIVE, BUDDY, MMAP, ANON, SWAPBACKED, IDLE, PGTABLE = 3, 5, 6, 10, 11, 12, 14, 25, 26
 ANON_PAGE = sum(1 << b for b in (UPTODATE, LRU, ACTIVE, MMAP, ANON, SWAPBACKED))
+NOPAGE, RESERVED = 20, 32
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_pagemap(m):
     # handed out is 1) in bits 0-4 and 5-54: 1 << 5 = 0x20; a page of no VMA is 0 (the
     # one before the VMA, the one after it)
     got = u64s(pread(m.proc_path("4300001/pagemap"), 48, BASE // 4096 * 8 - 8))
-    assert [hex(v) for v in got] == ["0x0", "0x8180000000000004", "0x8180000000000005",
+    assert [hex(v) for v in got] == ["0x0", "0x8180000000000005", "0x8180000000000006",
                                      "0x8180000000000400", "0x4080000000000020", "0x0"]
     with pytest.raises(OSError) as e:
         pread(m.proc_path("4300001/pagemap"), 8, BASE // 4096 * 8 + 3)
@@ -118,10 +120,10 @@ def test_pagemap_holes_in_a_vma_are_soft_dirty_and_an_exited_process_reads_nothi
 
 def test_kpageflags_and_the_page_idle_bitmap(m):
     kpf = m.proc_path("kpageflags")
-    # PGD, PUD and PMD (PFNs 0-2) are plain kernel pages: no flag; the PTE table (3)
-    # is PageTable (pgtable_page_ctor())
-    assert u64s(pread(kpf, 32, 0)) == [0, 0, 0, 1 << PGTABLE]
-    assert u64s(pread(kpf, 16, 4 * 8)) == [ANON_PAGE, ANON_PAGE]
+    # PFN 0 is PG_reserved (memblock's); PGD, PUD and PMD (PFNs 1-3) are plain kernel
+    # pages: no flag; the PTE table (4) is PageTable (pgtable_page_ctor())
+    assert u64s(pread(kpf, 40, 0)) == [1 << RESERVED, 0, 0, 0, 1 << PGTABLE]
+    assert u64s(pread(kpf, 16, 5 * 8)) == [ANON_PAGE, ANON_PAGE]
     # free pages: BUDDY on every one, the first page of a chunk (PageBuddy) and the
     # rest (is_free_buddy_page()): PFN 100 of the split block 0, node 0's whole second
     # block (512-1023), 1025 next to node 1's page, node 1's whole block (1536-2047)
@@ -138,11 +140,11 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
         # marking PFNs 0-63 idle clears their pages' accessed bits first
         # (page_idle_clear_pte_refs); page tables and free pages are not LRU pages
         os.pwrite(fd, struct.pack("<Q", (1 << 64) - 1), 0)
-        assert u64s(os.pread(fd, 8, 0)) == [(1 << 4) | (1 << 5)]
-        assert u64s(pread(kpf, 8, 5 * 8)) == [ANON_PAGE | 1 << IDLE]
+        assert u64s(os.pread(fd, 8, 0)) == [(1 << 5) | (1 << 6)]
+        assert u64s(pread(kpf, 8, 6 * 8)) == [ANON_PAGE | 1 << IDLE]
         with Client(m.path) as c:
-            c.call("touch", pid=4300001, addr=BASE)          # page 4 is young again
-        assert u64s(os.pread(fd, 8, 0)) == [1 << 5]
+            c.call("touch", pid=4300001, addr=BASE)          # page 5 is young again
+        assert u64s(os.pread(fd, 8, 0)) == [1 << 6]
         with pytest.raises(OSError) as e:
             os.pread(fd, 4, 0)
         assert e.value.errno == errno.EINVAL
@@ -151,20 +153,20 @@ def test_kpageflags_and_the_page_idle_bitmap(m):
         os.close(fd)
 
 
-NOPAGE = 20
 # page_mapcount() of typed pages in 4.20: page_type (-1 less the type's bit) + 1
 BUDDY_COUNT = (1 << 64) - 128                  # PG_buddy 0x80: 0xffffff7f + 1
 TABLE_COUNT = (1 << 64) - 1024                 # PG_table 0x400: 0xfffffbff + 1
 
 
 def test_kpagecount(m):
-    """page_mapcount() per PFN: upper tables 0, the PTE table and each free buddy
-    chunk's first page their page_type's negative count (4.20 skips only PageSlab),
-    a mapped page 1, the rest of a free chunk 0; past the end nothing."""
+    """page_mapcount() per PFN: the reserved PFN 0 and the upper tables 0, the PTE
+    table and each free buddy chunk's first page their page_type's negative count
+    (4.20 skips only PageSlab), a mapped page 1, the rest of a free chunk 0; past the
+    end nothing."""
     kpc = m.proc_path("kpagecount")
     assert os.stat(kpc).st_mode & 0o777 == 0o400
-    assert u64s(pread(kpc, 48, 0)) == [0, 0, 0, TABLE_COUNT, 1, 1]
-    assert u64s(pread(kpc, 16, 6 * 8)) == [BUDDY_COUNT, BUDDY_COUNT]
+    assert u64s(pread(kpc, 56, 0)) == [0, 0, 0, 0, TABLE_COUNT, 1, 1]
+    assert u64s(pread(kpc, 16, 7 * 8)) == [BUDDY_COUNT, BUDDY_COUNT]
     assert u64s(pread(kpc, 16, 512 * 8)) == [BUDDY_COUNT, 0]
     assert u64s(pread(kpc, 24, 1023 * 8)) == [0, 1, BUDDY_COUNT]  # 1023: inside block 512's chunk
     assert u64s(pread(kpc, 24, 1535 * 8)) == [BUDDY_COUNT, BUDDY_COUNT, 0]
@@ -179,7 +181,7 @@ def test_the_runners_proc_shows_the_emulated_kpage_files_and_hides_the_hosts_kpa
     assert "kpagecount" in names and "kpageflags" in names and "kpagecgroup" not in names
     assert not os.path.lexists(view / "kpagecgroup")
     assert not os.path.islink(view / "kpagecount")
-    assert u64s(pread(view / "kpagecount", 8, 4 * 8)) == [1]
+    assert u64s(pread(view / "kpagecount", 8, 5 * 8)) == [1]
 
 
 @pytest.mark.parametrize("name", ["kpagecount", "kpageflags"])
@@ -259,7 +261,7 @@ def test_kpageflags_of_the_zero_pages():
     ZERO_PAGE, RESERVED) or the huge zero page (compound, ZERO_PAGE and THP, not
     anonymous, off the LRU); they lie past the RAM here, readable since 4.20 does not
     cut reads that start past the end. Neither counts a mapping."""
-    ZERO, RESERVED, HEAD = 24, 32, 15
+    ZERO, HEAD = 24, 15
     with mounted(ZEROS) as mnt, Client(mnt.path) as c:
         c.touch(12, BASE)
         c.touch(12, BASE + (2 << 20) + 8192)
@@ -398,8 +400,8 @@ def test_writable_files_take_echo_and_truncate(m):
     assert (demotion.read_bytes(), balancing.read_bytes()) == (b"false\n", b"2\n")
     fd = os.open(bitmap, os.O_RDWR | os.O_TRUNC)
     try:
-        assert os.pwrite(fd, (1 << 4).to_bytes(8, "little"), 0) == 8  # PFN 4: an LRU page
-        assert u64s(os.pread(fd, 8, 0))[0] & 1 << 4  # idle now (the machine is paused)
+        assert os.pwrite(fd, (1 << 5).to_bytes(8, "little"), 0) == 8  # PFN 5: an LRU page
+        assert u64s(os.pread(fd, 8, 0))[0] & 1 << 5  # idle now (the machine is paused)
     finally:
         os.close(fd)
     assert os.stat(bitmap).st_size == 0  # page_idle_attr: a bin_attribute of size 0
@@ -612,9 +614,9 @@ def _kpc(k, pfn: int) -> int:
 def test_kpagecount_marks_the_buddy_allocators_chunks():
     """PageBuddy (kpagecount's -128) marks the first page of each free chunk, up to order
     10 (4 MiB, MAX_ORDER 11 on x86_64), by hand: a fresh 8 MiB node is two order-10
-    chunks (PFNs 0 and 1024); one 4 KiB allocation splits block 0 (its free pages are
-    order-0 chunks, split blocks never merge back) and leaves block 1 (512) an order-9
-    chunk of its own; a THP in block 2 leaves block 3 (1536) alone. A node that starts
+    chunks (PFNs 0 and 1024), but PFN 0 is reserved at boot: that splits block 0 (its
+    free pages are order-0 chunks, split blocks never merge back) and leaves block 1
+    (512) an order-9 chunk of its own; a THP in block 2 leaves block 3 (1536) alone. A node that starts
     on an odd block (node 1 at PFN 512, after a 2 MiB node 0) cannot merge its first
     block with PFN 0. kpageflags shows BUDDY on every free page meanwhile."""
     from fakeproc.kernel.kernel import Kernel, NodeConfig
@@ -622,13 +624,13 @@ def test_kpagecount_marks_the_buddy_allocators_chunks():
 
     buddy = BUDDY_COUNT
     k = Kernel([NodeConfig(0, "dram", 2048, (0,))], [[10]])
-    assert [_kpc(k, p) for p in (0, 1, 512, 1024, 1536)] == [buddy, 0, 0, buddy, 0]
+    assert [_kpc(k, p) for p in (0, 1, 2, 512, 513, 1024, 1536)] == [0, buddy, buddy, buddy, 0, buddy, 0]
     t = k.spawn(10, "t", cpu=0)
     k.add_vma(t, Vma(BASE, BASE + (4 << 20), thp=True))
     k.add_vma(t, Vma(BASE + (4 << 20), BASE + (4 << 20) + 4096))
-    k.touch(t, BASE + (4 << 20), write=True)  # PGD, PUD, PMD, PTE tables and the page: block 0 split
-    # PFNs 0-4 in use (the tables, the page), 5-511 free order-0 chunks
-    assert [_kpc(k, p) for p in (4, 5, 511, 512, 513)] == [1, buddy, buddy, buddy, 0]
+    k.touch(t, BASE + (4 << 20), write=True)  # PGD, PUD, PMD, PTE tables and the page
+    # PFNs 1-5 in use (the tables, the page), 6-511 free order-0 chunks
+    assert [_kpc(k, p) for p in (5, 6, 511, 512, 513)] == [1, buddy, buddy, buddy, 0]
     k.touch(t, BASE, write=True)  # a THP: the next whole block from the stack, block 1
     assert k.entry(t, BASE)[1] >> 12 & 0xFFFFFFFFFF == 512
     k.touch(t, BASE + (2 << 20), write=True)  # and block 2
@@ -636,5 +638,5 @@ def test_kpagecount_marks_the_buddy_allocators_chunks():
     assert [_kpc(k, p) for p in (1536, 1537)] == [buddy, 0]
     two = Kernel([NodeConfig(0, "dram", 512, (0,)), NodeConfig(1, "dram", 1536, (1,))],
                  [[10, 20], [20, 10]])
-    assert [_kpc(two, p) for p in (0, 512, 1024, 1536)] == [buddy, buddy, buddy, 0]
-    assert {struct.unpack("<Q", two.kpageflags(p, 1))[0] for p in range(2048)} == {1 << BUDDY}
+    assert [_kpc(two, p) for p in (0, 1, 512, 1024, 1536)] == [0, buddy, buddy, buddy, 0]
+    assert {struct.unpack("<Q", two.kpageflags(p, 1))[0] for p in range(1, 2048)} == {1 << BUDDY}

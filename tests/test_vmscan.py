@@ -63,8 +63,8 @@ def kswapd(k, nid: int) -> int:
     return k.run_kswapd()
 
 
-# kswapd on DRAM_PMEM after aging, by hand: 1024 - 896 - 5 page tables (PGD, PUD, PMD,
-# 2 PTE) = 123 free, high 256, nr_to_reclaim = 256. The inactive list's tail is page 0
+# kswapd on DRAM_PMEM after aging, by hand: 1024 - PFN 0 (reserved at boot) - 896 - 5
+# page tables (PGD, PUD, PMD, 2 PTE) = 122 free, high 256, nr_to_reclaim = 256. The inactive list's tail is page 0
 # (aging moved page 0 first, each to the head). Each priority scans inactive >> prio
 # pages; demoted pages are not reclaimed pages (the RFC counts them nowhere), so the
 # priority drops every round until the node is balanced at a round's start.
@@ -78,11 +78,11 @@ def test_cold_pages_are_demoted_before_hot_ones_and_hot_pages_stay_active():
     # pages 0..99 are hot: touched again after aging; the rest are not
     for i in range(100):
         k.touch(t, BASE + i * PAGE)
-    assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] == 123
+    assert k.node_stat(0)[lib.FP_NR_FREE_PAGES] == 122
     # priorities 12-10 scan 0 pages; 9: 1 (page 0), 8: 3, 7: 6, 6: 13, 5: 27 -> pages
     # 0..49, all hot, activated; 4: 846 >> 4 = 52 -> 50..99 activated, 100 and 101
-    # demoted (free 125); 3: 794 >> 3 = 99 -> 102..200 (free 224); 2: 695 >> 2 = 173
-    # -> 201..373 (free 397); balanced at the next round's start
+    # demoted (free 124); 3: 794 >> 3 = 99 -> 102..200 (free 223); 2: 695 >> 2 = 173
+    # -> 201..373 (free 396); balanced at the next round's start
     assert kswapd(k, 0) == 0  # nothing reclaimed: every page that left was demoted
     demoted = pages_on(k, t, 1, 0, 896)
     assert demoted == list(range(100, 374))
@@ -92,7 +92,7 @@ def test_cold_pages_are_demoted_before_hot_ones_and_hot_pages_stay_active():
     assert c["pgscan_kswapd"] == 1 + 3 + 6 + 13 + 27 + 52 + 99 + 173 == 374
     assert c["pgsteal_kswapd"] == 0 and c["pageoutrun"] == 1
     st = k.node_stat(0)
-    assert st[lib.FP_NR_FREE_PAGES] == 397 and st[lib.FP_NR_ACTIVE_ANON] == 100
+    assert st[lib.FP_NR_FREE_PAGES] == 396 and st[lib.FP_NR_ACTIVE_ANON] == 100
     # AnonPages moved from node 0's meminfo to node 1's
     assert k.node_stat(1)[lib.FP_NR_ANON_PAGES] == 274
     assert st[lib.FP_NR_ANON_PAGES] == 896 - 274
@@ -129,7 +129,7 @@ def test_pg_referenced_alone_never_saves_an_anonymous_page():
         k.native.pages[pfn].flags |= lib.FP_PG_REFERENCED
     # kswapd as in the test above, but no page is referenced through a PTE: priority
     # 9 demotes page 0, 8 pages 1-3, 7: 4-9, 6: 10-22, 5: 23-49, 4: 50-101, 3: 794 >> 3
-    # = 99 -> 102..200; free 123 + 201 = 324 >= 256
+    # = 99 -> 102..200; free 122 + 201 = 323 >= 256
     kswapd(k, 0)
     assert pages_on(k, t, 1, 0, 896) == list(range(201))
     c = counters(k)
@@ -158,7 +158,7 @@ def test_idle_pages_scans_make_pages_demotable():
     assert with_scan["pgscan_kswapd"] < without["pgscan_kswapd"]
     # after the scan kswapd balances the node (201 pages, as in the test above); without
     # it, the pages kswapd deactivates again are too few before priority 1
-    assert with_scan["free"] == 123 + 201 and with_scan["pgdemote_kswapd"] == 201
+    assert with_scan["free"] == 122 + 201 and with_scan["pgdemote_kswapd"] == 201
     assert without["free"] < 256 and without["pgdemote_kswapd"] < 201
 
 

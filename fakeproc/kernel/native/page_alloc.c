@@ -91,6 +91,13 @@ struct fp_kernel *fp_kernel_new(int32_t nr_nodes, const uint64_t *node_pages,
         node->stat[FP_NR_FREE_PAGES] = node_pages[n];
         pfn += node_pages[n];
     }
+    /* PFN 0, the BIOS's page, is reserved at boot on x86 (trim_low_memory_range()):
+     * no task ever maps it, so a PFN of 0 keeps meaning "none" to the tools that read
+     * pagemap (page-types skips it). It counts as used memory, as the kernel's own. */
+    if (fp_alloc_page(k, 0, 0) != 0)
+        goto fail;
+    k->pages[0].flags |= FP_PG_UNEVICTABLE;
+    k->events[FP_EV_PGALLOC_NORMAL] = 0;
     return k;
 fail:
     fp_kernel_free(k);

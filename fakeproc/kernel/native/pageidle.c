@@ -122,6 +122,10 @@ void fp_kpageflags(struct fp_kernel *k, uint64_t pfn, uint64_t n, uint64_t *out)
             out[i] = kpageflags_past_ram(k, pfn);
             continue;
         }
+        if (!pfn) { /* reserved at boot */
+            out[i] = 1ULL << KPF_RESERVED;
+            continue;
+        }
         const struct fp_page *p = &k->pages[pfn];
         const struct fp_page *head = p;
         if (p->flags & FP_PG_TAIL)

@@ -1,13 +1,13 @@
 """Random kernel operations for property tests: a small 4-node machine and an
 interpreter of hypothesis-drawn operations (faults, workloads, scans, reclaim,
-migration, fork, exit) over it. Shared by the invariant and TLB differential tests."""
+migration, fork, exit, mmap, munmap, madvise) over it. Shared by the invariant and TLB differential tests."""
 from __future__ import annotations
 
 import os
 
 from hypothesis import strategies as st
 
-from fakeproc.kernel import migrate
+from fakeproc.kernel import migrate, mmap
 from fakeproc.kernel.kernel import Kernel, NodeConfig
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import KernelError
@@ -57,6 +57,12 @@ OPS = st.one_of(
     st.tuples(st.just("move_pages"), st.integers(0, 10),
               st.lists(st.tuples(st.integers(0, 1500), st.integers(0, 4)), max_size=20),
               st.sampled_from([0, 2, 4, 0x82])),
+    # address-space changes around BASE (MAP_FIXED or a hint there), anywhere else
+    st.tuples(st.just("mmap"), st.integers(0, 10), st.integers(1, 1024), st.integers(0, 2047),
+              st.sampled_from(["fixed", "hint", "any"])),
+    st.tuples(st.just("munmap"), st.integers(0, 10), st.integers(0, 2047), st.integers(1, 1024)),
+    st.tuples(st.just("madvise"), st.integers(0, 10), st.integers(0, 2047), st.integers(1, 1024),
+              st.sampled_from([4, 14, 15])),
 )
 
 
@@ -78,8 +84,8 @@ class Interpreter:
             t = k.spawn(self.next_pid, f"p{self.next_pid}", cpu=cpu)
             self.next_pid += 1
             k.add_vma(t, Vma(BASE, BASE + mib * (1 << 20), thp=thp))
-        elif kind == "touch" and (t := pick(op[1])) is not None:
-            vma = k.mm(t.mm_id).vmas[0]
+        elif kind == "touch" and (t := pick(op[1])) is not None and (vmas := k.mm(t.mm_id).vmas):
+            vma = vmas[op[2] % len(vmas)]
             addr = vma.start + (op[2] * 4096) % (vma.end - vma.start)
             try:
                 k.touch(t, addr, write=op[3])
@@ -97,8 +103,8 @@ class Interpreter:
             k.age_active(op[1])
         elif kind == "kswapd":
             k.run_kswapd()
-        elif kind == "migrate" and (t := pick(op[1])) is not None:
-            vma = k.mm(t.mm_id).vmas[0]
+        elif kind == "migrate" and (t := pick(op[1])) is not None and (vmas := k.mm(t.mm_id).vmas):
+            vma = vmas[op[2] % len(vmas)]
             addr = vma.start + (op[2] * 4096) % (vma.end - vma.start)
             k.migrate_page_at(t, addr, op[3])
         elif kind == "move_pages" and (t := pick(op[1])) is not None:
@@ -110,3 +116,11 @@ class Interpreter:
             self.next_pid += 1
         elif kind == "exit" and (t := pick(op[1])) is not None:
             k.exit(t.pid)
+        elif kind == "mmap" and (t := pick(op[1])) is not None:
+            addr = 0 if op[4] == "any" else BASE + op[3] * 4096
+            ret = mmap.mmap(k, t, op[2] * 4096, addr, fixed=op[4] == "fixed")
+            assert ret > 0 and ret % 4096 == 0, ret
+        elif kind == "munmap" and (t := pick(op[1])) is not None:
+            assert mmap.munmap(k, t, BASE + op[2] * 4096, op[3] * 4096) == 0
+        elif kind == "madvise" and (t := pick(op[1])) is not None:
+            mmap.madvise(k, t, BASE + op[2] * 4096, op[3] * 4096, op[4])  # -ENOMEM over holes

@@ -1,5 +1,6 @@
-"""Property test: random sequences of faults, workload steps, scans, reclaim, migration
-and process exits keep the invariant checker (native/check.c) green."""
+"""Property test: random sequences of faults, workload steps, scans, reclaim, migration,
+process exits and address-space changes keep the invariant checker (native/check.c)
+green, and nothing mapped outside the VMAs."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fakeproc.idle_format import decode
+from fakeproc.kernel.mm import TASK_SIZE
 from fakeproc.kernel.task_mmu import IdleScan
 from fakeproc.machine import load
 from kernel_ops import MACHINE, OPS, Interpreter
@@ -22,6 +24,21 @@ def test_operations_keep_the_invariants(swap, ops):
     for op in ops:
         run.apply(op)
         assert k.check() == [], op
+        assert nothing_mapped_outside_the_vmas(k), op
+
+
+def nothing_mapped_outside_the_vmas(k) -> bool:
+    """No page, swap entry or kernel frame mapped where a process has no VMA (a munmap
+    zaps what it removes; a workload touches only what is mapped)."""
+    for t in k.tasks.values():
+        if not t.alive:
+            continue
+        vmas = k.mm(t.mm_id).vmas
+        for lo, hi in zip([0] + [v.end for v in vmas], [v.start for v in vmas] + [TASK_SIZE]):
+            st_ = k.range_stats(t, lo, hi)
+            if lo < hi and (st_["pages"] or st_["swap"] or st_["kernel_pages"]):
+                return False
+    return True
 
 
 BIG_MACHINE = """

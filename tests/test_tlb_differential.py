@@ -15,6 +15,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakeproc.kernel import mmap
 from fakeproc.kernel.kernel import Kernel
 from fakeproc.kernel.mm import Vma
 from fakeproc.kernel.native import KernelError, ffi, lib
@@ -48,8 +49,8 @@ class TlbInterpreter(Interpreter):
             except KernelError:
                 pass
         elif op[0] == "unmap" and (t := self.pick(op[1])) is not None:
-            start = BASE + op[2] * 4096  # frees the page tables it empties
-            lib.fp_unmap_range(k.native, t.mm_id, start, start + op[3] * 4096)
+            start = BASE + op[2] * 4096  # frees the page tables no VMA needs any more
+            assert mmap.munmap(k, t, start, op[3] * 4096) == 0
         else:
             super().apply(op)
 

@@ -7,6 +7,7 @@ server prints ``fakeproc ctl: TYPE: message`` and exits 1; unreadable local inpu
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -70,6 +71,22 @@ def add_parser(sub: Any, default_mount: str) -> None:
     p.add_argument("pid", type=int)
     p.add_argument("addr", help="address, e.g. 0x7f0000000000")
     p.add_argument("--write", action="store_true")
+    p = add("mmap", "map anonymous memory in PID (prints the address)")
+    p.add_argument("pid", type=int)
+    p.add_argument("length", help="bytes or a size, e.g. 2MiB")
+    p.add_argument("--addr", default="0", help="a hint, or the address with --fixed/--noreplace")
+    p.add_argument("--perms", default="rw-p")
+    p.add_argument("--fixed", action="store_true", help="MAP_FIXED: replace what is there")
+    p.add_argument("--noreplace", action="store_true", help="MAP_FIXED_NOREPLACE")
+    p = add("munmap", "unmap [ADDR, ADDR+LENGTH) of PID")
+    p.add_argument("pid", type=int)
+    p.add_argument("addr")
+    p.add_argument("length")
+    p = add("madvise", "madvise(2) on PID: dontneed, hugepage, nohugepage")
+    p.add_argument("pid", type=int)
+    p.add_argument("addr")
+    p.add_argument("length")
+    p.add_argument("advice", choices=["dontneed", "hugepage", "nohugepage"])
     p = add("call", "send any command with JSON args")
     p.add_argument("command", metavar="CMD")
     p.add_argument("args", nargs="?", default="{}", help="a JSON object (default {})")
@@ -187,6 +204,8 @@ def _run(c: Client, args: argparse.Namespace) -> int:
     elif cmd == "touch":
         out = c.call("touch", pid=args.pid, addr=args.addr, write=args.write)
         human = f"pid {out['pid']} {'wrote' if args.write else 'read'} {out['addr']:#x}: page on node {out['node']}"
+    elif cmd in ("mmap", "munmap", "madvise"):
+        return _address_space(c, args)
     else:  # call
         try:
             call_args = loads(args.args)
@@ -203,6 +222,27 @@ def _run(c: Client, args: argparse.Namespace) -> int:
     else:
         print(human)
     return 0
+
+
+def _address_space(c: Client, args: argparse.Namespace) -> int:
+    """mmap, munmap, madvise: prints the address (mmap) or nothing; a -errno is printed
+    as the syscall's error, exit status 1."""
+    if args.ctl_cmd == "mmap":
+        out = c.call("mmap", pid=args.pid, length=args.length, addr=args.addr, perms=args.perms,
+                     fixed=args.fixed, noreplace=args.noreplace)
+    elif args.ctl_cmd == "munmap":
+        out = c.call("munmap", pid=args.pid, addr=args.addr, length=args.length)
+    else:
+        out = c.call("madvise", pid=args.pid, addr=args.addr, length=args.length, advice=args.advice)
+    ret = out["ret"]
+    if args.json:
+        print(json.dumps(out))
+    elif ret < 0:
+        print(f"fakeproc ctl: {args.ctl_cmd}: {errno.errorcode.get(-ret, -ret)}: {os.strerror(-ret)}",
+              file=sys.stderr)
+    elif args.ctl_cmd == "mmap":
+        print(f"{ret:#x}")
+    return 1 if ret < 0 else 0
 
 
 def _print_table(procs: list[dict[str, Any]]) -> None:

@@ -120,3 +120,15 @@ class Client:
 
     def touch(self, pid: int, addr: int, *, write: bool = False) -> dict[str, Any]:
         return self.call("touch", pid=pid, addr=addr, write=write)
+
+    def mmap(self, pid: int, length: int | str, addr: int = 0, **flags: Any) -> int:
+        """mmap(2) of anonymous memory in pid (flags: perms, fixed, noreplace): the
+        address, or -errno."""
+        return self.call("mmap", pid=pid, length=length, addr=addr, **flags)["ret"]
+
+    def munmap(self, pid: int, addr: int, length: int | str) -> int:
+        return self.call("munmap", pid=pid, addr=addr, length=length)["ret"]
+
+    def madvise(self, pid: int, addr: int, length: int | str, advice: str | int) -> int:
+        """advice: "dontneed", "hugepage", "nohugepage" or a MADV_* number."""
+        return self.call("madvise", pid=pid, addr=addr, length=length, advice=advice)["ret"]

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import machine
-from ..kernel import migrate
+from ..kernel import migrate, mmap as mmap_
 from .protocol import PROTOCOL_VERSION, bad_args, pack_array, pack_bytes, unpack_array, unpack_bytes
 from .registry import COMMANDS, Context, command
 
@@ -279,6 +279,52 @@ def _move_packed(ctx: Context, pid: int, pages: str, nodes: str | None, flags: i
         raise bad_args("pages and status differ in length")
     ret = migrate.move_pages(ctx.kernel, pid, addrs, targets, st, flags, written=runs, caller=who)
     return _move_reply(ret, pack_bytes(st) if packed else list(memoryview(st).cast("i")), runs)
+
+
+def _length(value: int | str) -> int:
+    """A length as bytes or a size string ("64KiB")."""
+    try:
+        n = machine.parse_size(value)
+    except ValueError as e:
+        raise bad_args(f"length: {e}") from None
+    if n < 0:
+        raise bad_args(f"length: negative: {n}")
+    return n
+
+
+MADVICE = {"dontneed": mmap_.MADV_DONTNEED, "hugepage": mmap_.MADV_HUGEPAGE,
+           "nohugepage": mmap_.MADV_NOHUGEPAGE}
+
+
+@command()
+def mmap(ctx: Context, pid: int, length: int | str, addr: int | str = 0, perms: str = "rw-p",
+         fixed: bool = False, noreplace: bool = False) -> dict[str, Any]:
+    """mmap(2) of anonymous private memory in pid: `ret` is the address or -errno.
+    addr is a hint, or with `fixed` (MAP_FIXED: what was there goes) or `noreplace`
+    (MAP_FIXED_NOREPLACE: -EEXIST over a mapping) the address."""
+    task = ctx.task(pid, alive=True)
+    return {"ret": mmap_.mmap(ctx.kernel, task, _length(length), parse_addr(addr, "addr"),
+                              perms=perms, fixed=fixed, noreplace=noreplace)}
+
+
+@command()
+def munmap(ctx: Context, pid: int, addr: int | str, length: int | str) -> dict[str, Any]:
+    """munmap(2) in pid: its pages are freed, page tables no mapping needs any more
+    too; `ret` 0 or -errno."""
+    task = ctx.task(pid, alive=True)
+    return {"ret": mmap_.munmap(ctx.kernel, task, parse_addr(addr, "addr"), _length(length))}
+
+
+@command()
+def madvise(ctx: Context, pid: int, addr: int | str, length: int | str,
+            advice: Literal["dontneed", "hugepage", "nohugepage"] | int) -> dict[str, Any]:
+    """madvise(2) in pid: MADV_DONTNEED (the pages go; the next touch faults anew),
+    MADV_HUGEPAGE, MADV_NOHUGEPAGE (by name or number); `ret` 0 or -errno."""
+    task = ctx.task(pid, alive=True)
+    code = MADVICE.get(advice, advice) if isinstance(advice, str) else advice
+    if not isinstance(code, int):
+        raise bad_args(f"advice: not one of {', '.join(MADVICE)} or a number: {advice!r}")
+    return {"ret": mmap_.madvise(ctx.kernel, task, parse_addr(addr, "addr"), _length(length), code)}
 
 
 @command()

@@ -92,7 +92,7 @@ def _status_info(ctx: Ctx) -> fmt.StatusInfo:
     mem = {}
     if has_mm:
         mem = dict(
-            vm_peak=mc["total_vm"] * KB, vm_size=mc["total_vm"] * KB,
+            vm_peak=mc["hiwater_vm"] * KB, vm_size=mc["total_vm"] * KB,
             # task_mem(): the peak is never below the current RSS
             vm_hwm=max(mc["hiwater_rss"], mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"]) * KB,
             vm_rss=(mc["rss_anon"] + mc["rss_file"] + mc["rss_shmem"]) * KB,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable, Sequence
 
 from . import node as nodemod
-from . import oom_kill, vmscan
-from .mm import PAGE_SIZE, MmStruct, Vma
+from . import mmap, oom_kill, vmscan
+from .mm import PAGE_SIZE, MmStruct, Vma, new_anon_vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
 from .task_mmu import ALL_PASSES, IdleRead, IdleScan
@@ -191,8 +191,13 @@ class Kernel:
         # the VMAs keep their VM_SOFTDIRTY, so the write-notify of soft-dirty tracking
         self.native.mms[child.mm_id].track_soft_dirty = self.native.mms[parent.mm_id].track_soft_dirty
         try:
-            for v in self.mm(parent.mm_id).vmas:
-                self.mm(child.mm_id).add_vma(dataclasses.replace(v))
+            pmm = self.mm(parent.mm_id)
+            for v in pmm.vmas:
+                # anon_vma_fork(): the child's VMA gets an anon_vma of its own, chained
+                # to the parent's, when the parent's had one
+                had = bool(mmap.anon_vma_of(self, pmm, v))
+                self.mm(child.mm_id).add_vma(dataclasses.replace(
+                    v, anon_vma=new_anon_vma() if had else 0, anon_vma_cloned=had))
                 check(lib.fp_mm_fork_vma(self.native, parent.mm_id, child.mm_id, v.start, v.end,
                                          lib.FP_FORK_SHARED if v.shared else 0))
         except KernelError:
@@ -313,10 +318,30 @@ class Kernel:
         """Start wl on task over the chosen VMAs (default: its anonymous ones)."""
         assert task.mm_id is not None
         vmas = self.mm(task.mm_id).vmas
-        chosen = ([vmas[i] for i in wl.vma_indices] if wl.vma_indices is not None
-                  else [v for v in vmas if v.is_anon_memory and not v.hugetlb])
-        wl.bind(task.mm_id, [(v.start, v.nr_pages, v.native_flags) for v in chosen])
+        if wl.vma_indices is not None:
+            wl.ranges = tuple((vmas[i].start, vmas[i].end) for i in wl.vma_indices)
+        wl.bind(task.mm_id, self._workload_regions(task, wl))
         task.workload = wl
+
+    def _workload_regions(self, task: Task, wl: Workload) -> list[tuple[int, int, int]]:
+        """The (start, pages, flags) regions wl touches: its task's anonymous VMAs, or
+        what is still mapped of the ranges its VMAs had when it was attached."""
+        assert task.mm_id is not None
+        vmas = self.mm(task.mm_id).vmas
+        if wl.ranges is None:
+            return [(v.start, v.nr_pages, v.native_flags) for v in vmas if v.is_anon_memory and not v.hugetlb]
+        out = []
+        for lo, hi in wl.ranges:
+            for v in vmas:
+                a, b = max(lo, v.start), min(hi, v.end)
+                if a < b:
+                    out.append((a, (b - a) // PAGE_SIZE, v.native_flags))
+        return out
+
+    def rebind_workload(self, task: Task, wl: Workload) -> None:
+        """The address space changed under a running workload: it touches what is
+        mapped now (a program touches only its mappings), its stream carrying on."""
+        wl.set_regions(self._workload_regions(task, wl))
 
     def advance(self, seconds: float) -> int:
         """Move the virtual clock; every workload runs its share, then kswapd runs
@@ -595,7 +620,8 @@ class Kernel:
         return {"rss_anon": int(c.rss_anon), "rss_file": int(c.rss_file),
                 "rss_shmem": int(c.rss_shmem),
                 "nr_tables": int(c.nr_tables), "swap": int(c.nr_swap),
-                "hiwater_rss": int(c.hiwater_rss), "total_vm": mm.total_vm_pages}
+                "hiwater_rss": int(c.hiwater_rss), "total_vm": mm.total_vm_pages,
+                "hiwater_vm": max(mm.hiwater_vm, mm.total_vm_pages)}
 
     def _leaf_pfn(self, task: Task, addr: int) -> int | None:
         """The frame a present leaf maps at addr (a THP's head for a huge one), or None."""

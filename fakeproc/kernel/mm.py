@@ -7,6 +7,7 @@ themselves live in C (native/memory.c); this side keeps the VMA list the walk,
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,12 @@ SPECIAL_NAMES = {"heap": "[heap]", "stack": "[stack]", "vdso": "[vdso]", "vvar":
 PAGE_SIZE = 4096
 PMD_SIZE = 2 << 20
 TASK_SIZE = 0x00007FFFFFFFF000
+_anon_vmas = itertools.count(1)
+
+
+def new_anon_vma() -> int:
+    """A fresh anon_vma identity (anon_vma_prepare(), anon_vma_fork())."""
+    return next(_anon_vmas)
 
 
 @dataclass
@@ -35,6 +42,12 @@ class Vma:
     thp: bool = False
     deleted: bool = False
     soft_dirty: bool = True  # VM_SOFTDIRTY: a new VMA has it, clear_refs 4 takes it away
+    nohugepage: bool = False  # VM_NOHUGEPAGE (madvise MADV_NOHUGEPAGE)
+    # anon_vma: 0 until the first anonymous fault makes one (found lazily, mmap.py);
+    # cloned: its anon_vma_chain holds its parent's too (a fork's copy), which
+    # vma_merge() will not join to a VMA without one
+    anon_vma: int = 0
+    anon_vma_cloned: bool = False
 
     @property
     def has_file(self) -> bool:
@@ -98,8 +111,8 @@ class Vma:
     def fault_flags(self, addr: int, write: bool) -> int:
         """fp_fault()/fp_touch() flags for an access at addr."""
         flags = (lib.FP_FAULT_WRITE if write else 0) | (self.native_flags << lib.FP_FAULT_VMA_SHIFT)
-        base = addr & ~(PMD_SIZE - 1)
-        if self.thp and self.start <= base and base + PMD_SIZE <= self.end:
+        base = addr & ~(PMD_SIZE - 1)  # THPs are anonymous (4.20 has no file THP but shmem's)
+        if self.thp and self.is_anon_memory and self.start <= base and base + PMD_SIZE <= self.end:
             flags |= lib.FP_FAULT_THP
         return flags
 
@@ -122,6 +135,7 @@ class Vma:
         bits[22] = self.hugetlb
         bits[27] = self.soft_dirty  # VM_SOFTDIRTY (CONFIG_MEM_SOFT_DIRTY)
         bits[29] = self.thp  # VM_HUGEPAGE
+        bits[30] = self.nohugepage  # VM_NOHUGEPAGE
         return sum(1 << b for b, on in bits.items() if on)
 
     @property
@@ -135,6 +149,7 @@ class MmStruct:
 
     id: int
     vmas: list[Vma] = field(default_factory=list)
+    hiwater_vm: int = 0  # VmPeak: the most pages mapped before a munmap (update_hiwater_vm())
     _spans: Any = None  # cached cffi array of struct fp_vma_span
     _move_spans: Any = None  # cached cffi array of struct fp_move_vma
 
@@ -147,6 +162,14 @@ class MmStruct:
         ):
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps another mapping")
         self.vmas.insert(i, vma)
+        self._spans = self._move_spans = None
+
+    def remove_vma(self, vma: Vma) -> None:
+        self.vmas.remove(vma)
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """The VMA list or a VMA changed: the C views are built again."""
         self._spans = self._move_spans = None
 
     def find_vma(self, addr: int) -> Vma | None:

@@ -68,6 +68,7 @@ _EVENT_NAMES = {
     lib.FP_EV_THP_SPLIT_PMD: "thp_split_pmd",
     lib.FP_EV_THP_SPLIT_PAGE: "thp_split_page",
     lib.FP_EV_THP_SPLIT_PAGE_FAILED: "thp_split_page_failed",
+    lib.FP_EV_THP_DEFERRED_SPLIT_PAGE: "thp_deferred_split_page",
     lib.FP_EV_THP_ZERO_PAGE_ALLOC: "thp_zero_page_alloc",
     lib.FP_EV_NUMA_PAGES_MIGRATED: "numa_pages_migrated",
     lib.FP_EV_NUMA_HINT_FAULTS: "numa_hint_faults",

@@ -36,31 +36,41 @@ class Workload:
     seed: int = 1
     phases: tuple[Phase, ...] = ()
     vma_indices: tuple[int, ...] | None = None
+    ranges: tuple[tuple[int, int], ...] | None = None  # the address ranges vma_indices chose
     _c: Any = field(default=None, repr=False)
     _regions: Any = field(default=None, repr=False)
     _carry: float = 0.0
+    _phase_time: float = 0.0
 
     def bind(self, mm_id: int, regions: list[tuple[int, int, int]], vm: int = -1) -> None:
         """Build the C descriptor over (start, nr_pages, vma_flags) regions; with a
         VM index the regions are guest-physical and touches go through its EPT."""
-        self._regions = ffi.new("struct fp_region[]", max(1, len(regions)))
-        for i, (start, npages, flags) in enumerate(regions):
-            self._regions[i].start, self._regions[i].nr_pages = start, npages
-            self._regions[i].vma_flags = flags
         c = ffi.new("struct fp_workload *")
         c.pattern = PATTERN_CODES[self.pattern]
         c.mm = mm_id
         c.vm = vm
         c.rng = (self.seed * 0x9E3779B97F4A7C15 + 1) & ((1 << 64) - 1) or 1
-        c.regions = self._regions
-        c.nr_regions = len(regions)
-        c.total_pages = sum(r[1] for r in regions)
-        c.hot_pages = int(c.total_pages * self.hot)
         c.hot_prob = self.hot_access
         c.write_frac = self.write
         c.zipf_s = self.zipf_s
         self._c = c
-        self.set_phase_at(0.0)
+        self.set_regions(regions)
+
+    def set_regions(self, regions: list[tuple[int, int, int]]) -> None:
+        """Touch these (start, nr_pages, vma_flags) regions from now on (the address
+        space changed); the stream, its counters and the phase carry on."""
+        self._regions = ffi.new("struct fp_region[]", max(1, len(regions)))
+        for i, (start, npages, flags) in enumerate(regions):
+            self._regions[i].start, self._regions[i].nr_pages = start, npages
+            self._regions[i].vma_flags = flags
+        c = self._c
+        c.regions = self._regions
+        c.nr_regions = len(regions)
+        c.total_pages = sum(r[1] for r in regions)
+        c.hot_pages = int(c.total_pages * self.hot)
+        if c.seq_pos >= c.total_pages:
+            c.seq_pos = 0
+        self.set_phase_at(self._phase_time)
 
     def served_by_node(self, node_ids: list[int]) -> dict[int | None, int]:
         """Touches served per node id (None: frames outside node RAM), since bind()."""
@@ -80,6 +90,7 @@ class Workload:
 
     def set_phase_at(self, t: float) -> None:
         """Move the hot set to the phase in force at virtual time t."""
+        self._phase_time = t
         offset = 0.0
         for ph in self.phases:
             if ph.at <= t:

@@ -134,6 +134,7 @@
 #define FP_EV_THP_SPLIT_PAGE  31
 #define FP_EV_THP_SPLIT_PAGE_FAILED 32
 #define FP_EV_THP_ZERO_PAGE_ALLOC 33
+#define FP_EV_THP_DEFERRED_SPLIT_PAGE 34
 #define FP_NR_EVENTS          40
 
 #define FP_MAX_NODES      64
@@ -344,7 +345,16 @@ void fp_kernel_free(struct fp_kernel *k);
 /* address spaces */
 int32_t fp_mm_new(struct fp_kernel *k, uint32_t id);
 void fp_mm_destroy(struct fp_kernel *k, uint32_t id);
-int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
+/* munmap() and madvise(MADV_DONTNEED): zap_page_range() over [start, end) (pages,
+ * swap entries; a huge PMD covered in part is split first; tables stay), and
+ * free_pgd_range() of a removed range between floor and ceiling (0: the top) */
+int32_t fp_zap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
+int32_t fp_free_pgd_range(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t end,
+                          uint64_t floor, uint64_t ceiling);
+/* 1 when [start, end) maps an anonymous page, the huge zero page (a THP fault's
+ * anon_vma_prepare() came first) or a swap or migration entry: a VMA that had
+ * anonymous faults has an anon_vma (vma_merge() looks at it) */
+int32_t fp_range_has_anon(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
 /* fork(), one VMA [start, end) at a time (copy_page_range()): the child's page tables
  * map the parent's pages, copy-on-write in a private mapping, old in the child;
  * flags FP_FORK_SHARED: a shared mapping (the child's copies are clean too). */

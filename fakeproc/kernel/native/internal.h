@@ -171,6 +171,7 @@ static inline uint64_t fp_page_vaddr(const struct fp_kernel *k, const struct fp_
 int fp_page_lru(const struct fp_page *p);
 void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru);
 void fp_lru_del(struct fp_kernel *k, uint64_t pfn);
+void fp_lru_add_after(struct fp_kernel *k, uint64_t pfn, int lru, uint32_t prev);
 void fp_page_kind_add(uint64_t *st, const struct fp_page *p, int sign);
 void fp_node_account(struct fp_kernel *k, uint64_t pfn, int sign);
 

@@ -44,6 +44,27 @@ void fp_lru_add(struct fp_kernel *k, uint64_t pfn, int lru)
     node->stat[lru_stat[lru]] += fp_page_nr(p);
 }
 
+/* Add right after `prev` (toward the tail, the older end), which is on list lru;
+ * at the head when prev is FP_LRU_NONE. */
+void fp_lru_add_after(struct fp_kernel *k, uint64_t pfn, int lru, uint32_t prev)
+{
+    if (prev == FP_LRU_NONE) {
+        fp_lru_add(k, pfn, lru);
+        return;
+    }
+    struct fp_page *p = &k->pages[pfn], *q = &k->pages[prev];
+    struct fp_node *node = &k->nodes[fp_pfn_to_node(k, pfn)];
+    p->lru_prev = prev;
+    p->lru_next = q->lru_next;
+    if (q->lru_next != FP_LRU_NONE)
+        k->pages[q->lru_next].lru_prev = (uint32_t)pfn;
+    else
+        node->lru_tail[lru] = (uint32_t)pfn;
+    q->lru_next = (uint32_t)pfn;
+    p->flags |= FP_PG_LRU;
+    node->stat[lru_stat[lru]] += fp_page_nr(p);
+}
+
 void fp_lru_del(struct fp_kernel *k, uint64_t pfn)
 {
     struct fp_page *p = &k->pages[pfn];

@@ -1029,17 +1029,39 @@ int32_t fp_mm_fork_vma(struct fp_kernel *k, uint32_t parent, uint32_t child, uin
 
 /* ---- teardown ---------------------------------------------------------------- */
 
-/* Unmap [start, end) (page aligned) and free tables that become empty. */
-static int table_empty(const uint64_t *t)
+/* ---- munmap() and madvise(MADV_DONTNEED) ---------------------------------------- */
+
+/* The anonymous THP a huge PMD maps, of which a zap takes only part. 4.20's
+ * __split_huge_pmd() maps it with PTEs (thp_split_pmd) and queues the compound page
+ * for the deferred split (thp_deferred_split_page) that its shrinker does later; the
+ * emulation has no PTE-mapped compound page, so it splits the page at once
+ * (split_huge_page(), every mapper's PMD, thp_split_page), the head keeping its place
+ * on its LRU and the tails just before it (lru_add_page_tail()). 0, or the split's
+ * -EBUSY (pinned) or -EOPNOTSUPP (no tables for the other mappers). */
+static int split_thp_for_zap(struct fp_kernel *k, const uint64_t *pmd)
 {
-    for (int i = 0; i < FP_PTRS_PER_TABLE; i++)
-        if (t[i])
-            return 0;
-    return 1;
+    uint64_t pfn = fp_entry_addr(*pmd), tails[FP_PAGES_PER_HUGE - 1];
+    struct fp_page *head = &k->pages[pfn];
+    if (!(head->flags & FP_PG_HEAD) || !(head->flags & FP_PG_ANON) || !(head->flags & FP_PG_LRU))
+        return -EOPNOTSUPP;
+    uint32_t prev = head->lru_prev;
+    fp_lru_del(k, pfn);
+    int err = fp_split_huge_page(k, pfn, tails);
+    fp_lru_add_after(k, pfn, fp_page_lru(head), prev);
+    if (err)
+        return err;
+    k->events[FP_EV_THP_DEFERRED_SPLIT_PAGE]++;
+    for (uint64_t i = 1; i < FP_PAGES_PER_HUGE; i++) /* each right after prev: t511 .. t1, head */
+        fp_lru_add_after(k, pfn + i, fp_page_lru(&k->pages[pfn + i]), prev);
+    return 0;
 }
 
-static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, int level,
-                        uint64_t base, uint64_t start, uint64_t end)
+/* zap_page_range() over [start, end) of one table: every entry goes (pages, swap and
+ * migration entries, huge PMDs with their deposited tables); the tables stay. A huge
+ * PMD the range covers in part is split first (the huge zero PMD into zero PTEs, an
+ * anonymous THP as above); one that cannot be split, or a 1 GiB leaf, goes whole. */
+static void zap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, int level,
+                      uint64_t base, uint64_t start, uint64_t end)
 {
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
     uint64_t *t = fp_table(k, table);
@@ -1048,36 +1070,171 @@ static void unmap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, i
         if (hi <= start || lo >= end || !t[i])
             continue;
         if (level < 4 && fp_entry_present(t[i]) && !(t[i] & FP_PAGE_PSE)) {
-            uint64_t child = fp_entry_addr(t[i]);
-            unmap_level(k, mm, child, level + 1, lo, start, end);
-            if (table_empty(fp_table(k, child))) {
-                fp_table_free(k, child);
-                mm->nr_tables--;
-                t[i] = 0;
-            }
+            zap_level(k, mm, fp_entry_addr(t[i]), level + 1, lo, start, end);
             continue;
         }
-        if (level == 3)
-            zap_deposited_table(k, mm, &t[i]); /* a huge PMD or its migration entry goes */
-        if (lo >= start && hi <= end) {
-            drop_entry(k, mm, &t[i], lo);
-        } else if (level < 4 && !fp_entry_present(t[i])) {
-            t[i] = 0; /* a partial unmap of a huge migration entry drops it */
-        } else {
-            /* partial unmap of a huge leaf: the emulator drops the whole mapping
-             * (the kernel would split it first) */
-            drop_entry(k, mm, &t[i], lo);
+        if (level == 3 && (lo < start || hi > end) && fp_entry_present(t[i])) {
+            int split = fp_zero_entry(k, t[i]) ? (fp_split_huge_zero_pmd(k, mm, &t[i]) < 0 ? -ENOMEM : 0)
+                                               : split_thp_for_zap(k, &t[i]);
+            if (!split) {
+                zap_level(k, mm, fp_entry_addr(t[i]), 4, lo, start, end);
+                continue;
+            }
         }
+        if (level == 3)
+            zap_deposited_table(k, mm, &t[i]);
+        if (fp_entry_present(t[i]) || level == 4)
+            drop_entry(k, mm, &t[i], lo);
+        else
+            t[i] = 0; /* a huge migration entry */
     }
 }
 
-int32_t fp_unmap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end)
+int32_t fp_zap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end)
 {
     struct fp_mm *mm = get_mm(k, id);
     if (!mm)
         return -ESRCH;
     if (mm->pgd)
-        unmap_level(k, mm, mm->pgd, 1, 0, start, end);
+        zap_level(k, mm, mm->pgd, 1, 0, start, end);
+    k->tlb_gen++; /* a TLB may hold a PMD this emptied */
+    return 0;
+}
+
+static int has_anon_level(struct fp_kernel *k, uint64_t table, int level, uint64_t base,
+                          uint64_t start, uint64_t end)
+{
+    uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    const uint64_t *t = fp_table(k, table);
+    for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
+        uint64_t lo = base + i * span, e = t[i];
+        if (lo + span <= start || lo >= end || !e)
+            continue;
+        if (level < 4 && fp_entry_present(e) && !(e & FP_PAGE_PSE)) {
+            if (has_anon_level(k, fp_entry_addr(e), level + 1, lo, start, end))
+                return 1;
+            continue;
+        }
+        if (!fp_entry_present(e) || (level == 3 && fp_zero_entry(k, e)))
+            return 1; /* swap or migration entry, the huge zero page */
+        uint64_t pfn = fp_entry_addr(e);
+        if (pfn < k->nr_pfns && (k->pages[pfn].flags & FP_PG_ANON))
+            return 1;
+    }
+    return 0;
+}
+
+int32_t fp_range_has_anon(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    if (!mm)
+        return -ESRCH;
+    return mm->pgd ? has_anon_level(k, mm->pgd, 1, 0, start, end) : 0;
+}
+
+/* A table entry a free_*_range() walk descends into (pXd_none_or_clear_bad(): empty
+ * and leaf entries are skipped; the zap left no leaf there). */
+static int table_entry(uint64_t e)
+{
+    return fp_entry_present(e) && !(e & FP_PAGE_PSE);
+}
+
+static void free_table_at(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e)
+{
+    fp_table_free(k, fp_entry_addr(*e));
+    mm->nr_tables--;
+    *e = 0;
+}
+
+/* The end of the level-`level` entry's span that holds addr, or end if sooner
+ * (pXd_addr_end()). */
+static uint64_t span_end(uint64_t addr, uint64_t end, int level)
+{
+    uint64_t size = 1ULL << (12 + 9 * (4 - level)), boundary = (addr + size) & ~(size - 1);
+    return boundary - 1 < end - 1 ? boundary : end;
+}
+
+/* A table that maps [start & ~(size - 1), + size) goes only if that lies within
+ * [floor, ceiling) (free_pmd_range()'s and free_pud_range()'s tail checks) */
+static int table_within(uint64_t start, uint64_t end, uint64_t floor, uint64_t ceiling,
+                        uint64_t size)
+{
+    start &= ~(size - 1);
+    if (start < floor)
+        return 0;
+    if (ceiling) {
+        ceiling &= ~(size - 1);
+        if (!ceiling)
+            return 0;
+    }
+    return !(end - 1 > ceiling - 1);
+}
+
+static void free_pmd_range(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pud, uint64_t addr,
+                           uint64_t end, uint64_t floor, uint64_t ceiling)
+{
+    uint64_t start = addr, *pmd = fp_table(k, fp_entry_addr(*pud));
+    do {
+        uint64_t next = span_end(addr, end, 3);
+        uint64_t *e = &pmd[fp_index(addr, 3)];
+        if (table_entry(*e))
+            free_table_at(k, mm, e); /* free_pte_range() */
+        addr = next;
+    } while (addr != end);
+    if (table_within(start, end, floor, ceiling, 1ULL << 30))
+        free_table_at(k, mm, pud);
+}
+
+static void free_pud_range(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pgd, uint64_t addr,
+                           uint64_t end, uint64_t floor, uint64_t ceiling)
+{
+    uint64_t start = addr, *pud = fp_table(k, fp_entry_addr(*pgd));
+    do {
+        uint64_t next = span_end(addr, end, 2);
+        uint64_t *e = &pud[fp_index(addr, 2)];
+        if (table_entry(*e))
+            free_pmd_range(k, mm, e, addr, next, floor, ceiling);
+        addr = next;
+    } while (addr != end);
+    /* four-level paging: the P4D is the PGD entry, p4d_clear() clears it */
+    if (table_within(start, end, floor, ceiling, 1ULL << 39))
+        free_table_at(k, mm, pgd);
+}
+
+/* free_pgd_range(): the page tables of [addr, end) that map nothing outside
+ * [floor, ceiling) (the ends of the neighbouring VMAs; ceiling 0 is the top): a PTE
+ * table whose 2 MiB lie there, a PMD table whose 1 GiB do, a PUD table whose
+ * 512 GiB do. The PGD stays. */
+int32_t fp_free_pgd_range(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t end,
+                          uint64_t floor, uint64_t ceiling)
+{
+    struct fp_mm *mm = get_mm(k, id);
+    const uint64_t pmd_size = 1ULL << 21, pmd_mask = ~(pmd_size - 1);
+    if (!mm)
+        return -ESRCH;
+    addr &= pmd_mask;
+    if (addr < floor) {
+        addr += pmd_size;
+        if (!addr)
+            return 0;
+    }
+    if (ceiling) {
+        ceiling &= pmd_mask;
+        if (!ceiling)
+            return 0;
+    }
+    if (end - 1 > ceiling - 1)
+        end -= pmd_size;
+    if (addr > end - 1 || !mm->pgd)
+        return 0;
+    uint64_t *pgd = fp_table(k, mm->pgd);
+    do {
+        uint64_t next = span_end(addr, end, 1);
+        uint64_t *e = &pgd[fp_index(addr, 1)];
+        if (table_entry(*e))
+            free_pud_range(k, mm, e, addr, next, floor, ceiling);
+        addr = next;
+    } while (addr != end);
     return 0;
 }
 
@@ -1088,8 +1245,9 @@ void fp_mm_destroy(struct fp_kernel *k, uint32_t id)
         return;
     if (mm->vm) /* the VM goes with its QEMU process */
         fp_vm_destroy(k, mm->vm - 1);
-    if (mm->pgd) {
-        unmap_level(k, mm, mm->pgd, 1, 0, 0, 1ULL << 48);
+    if (mm->pgd) { /* exit_mmap(): unmap_vmas() and free_pgtables() over everything */
+        zap_level(k, mm, mm->pgd, 1, 0, 0, 1ULL << 48);
+        fp_free_pgd_range(k, id, 0, 1ULL << 48, 0, 0);
         fp_table_free(k, mm->pgd);
     }
     k->mms[id] = NULL;

@@ -1170,35 +1170,27 @@ static int table_within(uint64_t start, uint64_t end, uint64_t floor, uint64_t c
     return !(end - 1 > ceiling - 1);
 }
 
-static void free_pmd_range(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pud, uint64_t addr,
-                           uint64_t end, uint64_t floor, uint64_t ceiling)
+/* free_pmd_range() (level 3: e points to a PMD table) and free_pud_range() (level 2:
+ * a PUD table) over [addr, end): the tables below first (free_pte_range() frees a PTE
+ * table outright), then the table itself when what it maps lies in [floor, ceiling).
+ * Four-level paging: the P4D is the PGD entry, which p4d_clear() clears. */
+static void free_range(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, int level,
+                       uint64_t addr, uint64_t end, uint64_t floor, uint64_t ceiling)
 {
-    uint64_t start = addr, *pmd = fp_table(k, fp_entry_addr(*pud));
+    uint64_t start = addr, *t = fp_table(k, fp_entry_addr(*e));
     do {
-        uint64_t next = span_end(addr, end, 3);
-        uint64_t *e = &pmd[fp_index(addr, 3)];
-        if (table_entry(*e))
-            free_table_at(k, mm, e); /* free_pte_range() */
+        uint64_t next = span_end(addr, end, level);
+        uint64_t *c = &t[fp_index(addr, level)];
+        if (table_entry(*c)) {
+            if (level == 3)
+                free_table_at(k, mm, c);
+            else
+                free_range(k, mm, c, level + 1, addr, next, floor, ceiling);
+        }
         addr = next;
     } while (addr != end);
-    if (table_within(start, end, floor, ceiling, 1ULL << 30))
-        free_table_at(k, mm, pud);
-}
-
-static void free_pud_range(struct fp_kernel *k, struct fp_mm *mm, uint64_t *pgd, uint64_t addr,
-                           uint64_t end, uint64_t floor, uint64_t ceiling)
-{
-    uint64_t start = addr, *pud = fp_table(k, fp_entry_addr(*pgd));
-    do {
-        uint64_t next = span_end(addr, end, 2);
-        uint64_t *e = &pud[fp_index(addr, 2)];
-        if (table_entry(*e))
-            free_pmd_range(k, mm, e, addr, next, floor, ceiling);
-        addr = next;
-    } while (addr != end);
-    /* four-level paging: the P4D is the PGD entry, p4d_clear() clears it */
-    if (table_within(start, end, floor, ceiling, 1ULL << 39))
-        free_table_at(k, mm, pgd);
+    if (table_within(start, end, floor, ceiling, 1ULL << (12 + 9 * (5 - level))))
+        free_table_at(k, mm, e);
 }
 
 /* free_pgd_range(): the page tables of [addr, end) that map nothing outside
@@ -1232,7 +1224,7 @@ int32_t fp_free_pgd_range(struct fp_kernel *k, uint32_t id, uint64_t addr, uint6
         uint64_t next = span_end(addr, end, 1);
         uint64_t *e = &pgd[fp_index(addr, 1)];
         if (table_entry(*e))
-            free_pud_range(k, mm, e, addr, next, floor, ceiling);
+            free_range(k, mm, e, 2, addr, next, floor, ceiling);
         addr = next;
     } while (addr != end);
     return 0;

@@ -228,3 +228,27 @@ def test_the_command_line(m):
     r = subprocess.run([*cli, "mmap", "10", "4KiB", "--addr", hex(BASE), "--noreplace", "--json"],
                        capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (1, '{"ret": -17}\n')
+
+
+def test_a_vms_guest_memory_keeps_its_mappings_but_takes_a_balloon():
+    """Deviation x: munmap, MAP_FIXED and MADV_(NO)HUGEPAGE over a memory slot's host
+    memory are EBUSY; MADV_DONTNEED frees the host pages, and the EPT leaves with them
+    (the MMU notifier), so the guest's next access faults a new page in."""
+    from fakeproc.kernel import kvm, mmap
+    from fakeproc.machine import load
+    from test_kvm import QEMU
+
+    k = load(QEMU)
+    t = k.task(500)
+    assert mmap.munmap(k, t, 0x7F0000000000, 4096) == -errno.EBUSY
+    assert mmap.mmap(k, t, 4096, 0x7F0000001000, fixed=True) == -errno.EBUSY
+    assert mmap.madvise(k, t, 0x7F0000000000, 4096, mmap.MADV_NOHUGEPAGE) == -errno.EBUSY
+    assert mmap.munmap(k, t, 0x7F0000000000 + 48 * MIB, 4096) == 0  # outside both slots
+    level, leaf = kvm.ept_entry(k, t, 0)
+    assert leaf & 1 and level == 4
+    rss = k.mm_counters(t)["rss_anon"]
+    assert mmap.madvise(k, t, 0x7F0000000000, 4096, mmap.MADV_DONTNEED) == 0
+    assert k.mm_counters(t)["rss_anon"] == rss - 1
+    assert kvm.ept_entry(k, t, 0)[1] == 0  # the EPT leaf went with the host page
+    kvm.guest_touch(k, t, 0)
+    assert k.mm_counters(t)["rss_anon"] == rss and k.check() == []

@@ -8,7 +8,8 @@ mm/khugepaged.c (hugepage_madvise).
 
 The VMA list is Python's (mm.MmStruct); zapping pages and freeing page tables are C
 (native/memory.c: fp_zap_range, fp_free_pgd_range). Every call returns 0 (mmap: the
-address) or -errno, as the syscall would.
+address) or -errno, as the syscall would. The host memory of a VM's memory slots
+keeps its mappings (EBUSY, deviation x): only MADV_DONTNEED reaches it.
 """
 from __future__ import annotations
 
@@ -142,6 +143,13 @@ def _split(mm: MmStruct, v: Vma, addr: int) -> int:
     return 0
 
 
+def _under_memslot(task: "Task", start: int, end: int) -> bool:
+    """[start, end) overlaps the host memory of a KVM memory slot of task's VM, whose
+    mapping is fixed here (deviation x)."""
+    vm = task.vm
+    return vm is not None and any(sl.hva < end and start < sl.hva + sl.size for sl in vm.slots)
+
+
 def _changed(k: "Kernel", task: "Task") -> None:
     """The address space changed: its caches, the generation the files are rendered
     for, and the workload's regions (what a program touches exists)."""
@@ -207,6 +215,8 @@ def munmap(k: "Kernel", task: "Task", addr: int, length: int) -> int:
     length = _page_align(length)
     if not length:
         return -errno.EINVAL
+    if _under_memslot(task, addr, addr + length):
+        return -errno.EBUSY
     ret = _unmap(k, task, addr, addr + length)
     _changed(k, task)
     return ret
@@ -270,6 +280,8 @@ def mmap(k: "Kernel", task: "Task", length: int, addr: int = 0, *, perms: str = 
         return addr
     if noreplace and any(v.start < addr + length and v.end > addr for v in mm.vmas):
         return -errno.EEXIST
+    if _under_memslot(task, addr, addr + length):
+        return -errno.EBUSY
     if any(v.start < addr + length and v.end > addr for v in mm.vmas):
         if _unmap(k, task, addr, addr + length):
             _changed(k, task)
@@ -317,6 +329,8 @@ def madvise(k: "Kernel", task: "Task", addr: int, length: int, advice: int) -> i
         return -errno.EINVAL
     if end == addr:
         return 0
+    if advice != MADV_DONTNEED and _under_memslot(task, addr, end):
+        return -errno.EBUSY  # (MADV_DONTNEED is a balloon's: the EPT follows, as it does in 4.20)
     mm = k.mm(task.mm_id)  # type: ignore[arg-type]
     ret = unmapped = 0
     pos = addr

@@ -132,11 +132,10 @@ def _merge(k: "Kernel", mm: MmStruct, new: Vma, vma: Vma | None) -> Vma | None:
 
 def _split(mm: MmStruct, v: Vma, addr: int) -> int:
     """__split_vma(): v becomes [start, addr) and [addr, end), both with v's anon_vma.
-    A hugetlb VMA splits only at a huge page boundary (hugetlb_vm_op_split())."""
+    A hugetlb VMA splits only at a huge page boundary (hugetlb_vm_op_split()). The
+    callers check vm.max_map_count where 4.20 does."""
     if v.hugetlb and addr % HUGETLB_SIZE:
         return -errno.EINVAL
-    if len(mm.vmas) >= MAX_MAP_COUNT:
-        return -errno.ENOMEM
     mm.remove_vma(v)
     mm.add_vma(dataclasses.replace(v, end=addr))
     mm.add_vma(dataclasses.replace(v, start=addr, offset=v.offset + (addr - v.start) if v.has_file else 0))
@@ -307,6 +306,8 @@ def _behavior(k: "Kernel", mm: MmStruct, vma: Vma, start: int, end: int, advice:
     for cut in (start, end):
         v = mm.find_vma(cut if cut == start else cut - 1)
         if v is not None and v.start < cut < v.end:
+            if len(mm.vmas) >= MAX_MAP_COUNT:
+                return -errno.ENOMEM
             err = _split(mm, v, cut)
             if err:
                 return err

@@ -252,3 +252,22 @@ def test_a_vms_guest_memory_keeps_its_mappings_but_takes_a_balloon():
     assert kvm.ept_entry(k, t, 0)[1] == 0  # the EPT leaf went with the host page
     kvm.guest_touch(k, t, 0)
     assert k.mm_counters(t)["rss_anon"] == rss and k.check() == []
+
+
+def test_splitting_a_vma_across_a_thp_splits_it_and_keeps_its_pages(m):
+    """vma_adjust_trans_huge(): a VMA split inside a huge PMD splits the PMD (here the
+    page too, deviation v); every page stays mapped, now in two VMAs."""
+    with Client(m.path) as c:
+        thp = 0x7F0000200000
+        before = vmstat(m)
+        assert c.call("madvise", pid=10, addr=thp, length=4096, advice="nohugepage")["ret"] == 0
+        after = vmstat(m)
+        assert (after["thp_split_pmd"] - before["thp_split_pmd"],
+                after["thp_split_page"] - before["thp_split_page"]) == (1, 1)
+        assert maps(m)[1:3] == ["7f0000200000-7f0000201000", "7f0000201000-7f0000400000"]
+        assert status(m, 10, "RssAnon") == f"{16 + 2048} kB"
+        assert smaps_field(m, 10, thp, "Rss").strip() == "4 kB"
+        assert smaps_field(m, 10, thp + 4096, "AnonHugePages").strip() == "0 kB"
+        child = c.call("spawn", name="child", fork_of=10)["pid"]  # each PMD maps within one VMA
+        assert status(m, child, "RssAnon") == f"{16 + 2048} kB"
+        assert c.call("check")["problems"] == []

@@ -119,23 +119,25 @@ def _merge(k: "Kernel", mm: MmStruct, new: Vma, vma: Vma | None) -> Vma | None:
         return _join(mm, [prev, *middle, nxt], new)  # type: ignore[list-item]
     if prev_ok:
         if vma is not None and end < vma.end:
-            _split(mm, vma, end)
+            _split(k, mm, vma, end)
             middle = [mm.find_vma(start)]  # type: ignore[list-item]
         return _join(mm, [prev, *middle], new)  # type: ignore[list-item]
     if next_ok:
         if vma is not None and start > vma.start:
-            _split(mm, vma, start)
+            _split(k, mm, vma, start)
             middle = [mm.find_vma(start)]  # type: ignore[list-item]
         return _join(mm, [*middle, nxt], new)  # type: ignore[list-item]
     return None
 
 
-def _split(mm: MmStruct, v: Vma, addr: int) -> int:
-    """__split_vma(): v becomes [start, addr) and [addr, end), both with v's anon_vma.
-    A hugetlb VMA splits only at a huge page boundary (hugetlb_vm_op_split()). The
-    callers check vm.max_map_count where 4.20 does."""
+def _split(k: "Kernel", mm: MmStruct, v: Vma, addr: int) -> int:
+    """__split_vma(): v becomes [start, addr) and [addr, end), both with v's anon_vma,
+    and a huge PMD across addr is split (vma_adjust_trans_huge()). A hugetlb VMA splits
+    only at a huge page boundary (hugetlb_vm_op_split()). The callers check
+    vm.max_map_count where 4.20 does."""
     if v.hugetlb and addr % HUGETLB_SIZE:
         return -errno.EINVAL
+    check(lib.fp_split_huge_pmd_at(k.native, mm.id, addr))
     mm.remove_vma(v)
     mm.add_vma(dataclasses.replace(v, end=addr))
     mm.add_vma(dataclasses.replace(v, start=addr, offset=v.offset + (addr - v.start) if v.has_file else 0))
@@ -174,12 +176,12 @@ def _unmap(k: "Kernel", task: "Task", start: int, end: int) -> int:
     if first.start < start:
         if end < first.end and len(mm.vmas) >= MAX_MAP_COUNT:
             return -errno.ENOMEM
-        err = _split(mm, first, start)
+        err = _split(k, mm, first, start)
         if err:
             return err
     last = next((v for v in mm.vmas if v.end >= end), None)
     if last is not None and last.start < end < last.end:
-        err = _split(mm, last, end)
+        err = _split(k, mm, last, end)
         if err:
             return err
     gone = [v for v in mm.vmas if start <= v.start and v.end <= end]
@@ -308,7 +310,7 @@ def _behavior(k: "Kernel", mm: MmStruct, vma: Vma, start: int, end: int, advice:
         if v is not None and v.start < cut < v.end:
             if len(mm.vmas) >= MAX_MAP_COUNT:
                 return -errno.ENOMEM
-            err = _split(mm, v, cut)
+            err = _split(k, mm, v, cut)
             if err:
                 return err
     v = mm.find_vma(start)

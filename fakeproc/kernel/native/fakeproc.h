@@ -349,6 +349,8 @@ void fp_mm_destroy(struct fp_kernel *k, uint32_t id);
  * swap entries; a huge PMD covered in part is split first; tables stay), and
  * free_pgd_range() of a removed range between floor and ceiling (0: the top) */
 int32_t fp_zap_range(struct fp_kernel *k, uint32_t id, uint64_t start, uint64_t end);
+/* a VMA is split at addr: a huge PMD across it is split (split_huge_pmd_address()) */
+int32_t fp_split_huge_pmd_at(struct fp_kernel *k, uint32_t id, uint64_t addr);
 int32_t fp_free_pgd_range(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t end,
                           uint64_t floor, uint64_t ceiling);
 /* 1 when [start, end) maps an anonymous page, the huge zero page (a THP fault's

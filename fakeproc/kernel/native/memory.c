@@ -1056,10 +1056,43 @@ static int split_thp_for_zap(struct fp_kernel *k, const uint64_t *pmd)
     return 0;
 }
 
+/* __split_huge_pmd() of the huge PMD e (mapping from base): the huge zero PMD becomes
+ * zero PTEs, an anonymous THP base pages (as above). One that cannot be split (a
+ * pinned THP, a huge migration entry) is dropped, its whole 2 MiB. 0 when split. */
+static int split_huge_pmd(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t base)
+{
+    int err = !fp_entry_present(*e) ? -EOPNOTSUPP
+              : fp_zero_entry(k, *e) ? (fp_split_huge_zero_pmd(k, mm, e) < 0 ? -ENOMEM : 0)
+              : split_thp_for_zap(k, e);
+    if (err) {
+        zap_deposited_table(k, mm, e);
+        if (fp_entry_present(*e))
+            drop_entry(k, mm, e, base);
+        else
+            *e = 0;
+    }
+    return err;
+}
+
+/* A VMA is split at addr (vma_adjust_trans_huge(): split_huge_pmd_address()): a huge
+ * PMD across addr is split, so each maps within one VMA. 1 when there was one. */
+int32_t fp_split_huge_pmd_at(struct fp_kernel *k, uint32_t id, uint64_t addr)
+{
+    struct fp_mm *mm = id < FP_MAX_MMS ? k->mms[id] : NULL;
+    const uint64_t pmd_size = FP_PAGES_PER_HUGE * FP_PAGE_SIZE;
+    int32_t level;
+    uint64_t *e = mm && addr % pmd_size ? fp_mm_walk(k, mm, addr, &level) : NULL;
+    if (!e || level != 3 || !*e || (fp_entry_present(*e) && !(*e & FP_PAGE_PSE)))
+        return 0;
+    split_huge_pmd(k, mm, e, addr & ~(pmd_size - 1));
+    k->tlb_gen++;
+    return 1;
+}
+
 /* zap_page_range() over [start, end) of one table: every entry goes (pages, swap and
  * migration entries, huge PMDs with their deposited tables); the tables stay. A huge
- * PMD the range covers in part is split first (the huge zero PMD into zero PTEs, an
- * anonymous THP as above); one that cannot be split, or a 1 GiB leaf, goes whole. */
+ * PMD the range covers in part is split first (or dropped whole, as above); a 1 GiB
+ * leaf goes whole. */
 static void zap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, int level,
                       uint64_t base, uint64_t start, uint64_t end)
 {
@@ -1073,13 +1106,10 @@ static void zap_level(struct fp_kernel *k, struct fp_mm *mm, uint64_t table, int
             zap_level(k, mm, fp_entry_addr(t[i]), level + 1, lo, start, end);
             continue;
         }
-        if (level == 3 && (lo < start || hi > end) && fp_entry_present(t[i])) {
-            int split = fp_zero_entry(k, t[i]) ? (fp_split_huge_zero_pmd(k, mm, &t[i]) < 0 ? -ENOMEM : 0)
-                                               : split_thp_for_zap(k, &t[i]);
-            if (!split) {
+        if (level == 3 && (lo < start || hi > end)) {
+            if (!split_huge_pmd(k, mm, &t[i], lo))
                 zap_level(k, mm, fp_entry_addr(t[i]), 4, lo, start, end);
-                continue;
-            }
+            continue;
         }
         if (level == 3)
             zap_deposited_table(k, mm, &t[i]);

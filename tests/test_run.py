@@ -93,6 +93,22 @@ def test_the_program_sees_the_emulated_cpuset():
     assert len(re.findall(r"NUMANode L#\d+ \(P#\d", r.stdout)) == 4, r.stdout
 
 
+STATUS_AT_SCRIPT = """
+import os
+d = os.open("/proc/self", os.O_RDONLY)
+fd = os.open("status", os.O_RDONLY, dir_fd=d)
+text = os.read(fd, 1 << 16).decode()
+print(dict(l.split(":\t", 1) for l in text.splitlines() if ":\t" in l)["Cpus_allowed_list"])
+"""
+
+
+def test_a_status_opened_relative_to_proc_self_has_the_emulated_cpus():
+    """A program that never set its CPUs nor opened /proc/self/status by its absolute
+    path reads its status through the bind mount: every emulated CPU."""
+    r = run(sys.executable, "-c", STATUS_AT_SCRIPT)
+    assert (r.returncode, r.stdout) == (0, "0-7\n"), r.stderr
+
+
 MEMS_ALLOWED_SCRIPT = """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)

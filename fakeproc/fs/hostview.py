@@ -69,7 +69,7 @@ def _real_status(ctx: Ctx) -> str:
     except (FileNotFoundError, ProcessLookupError):
         raise LookupError(f"no process {pid}") from None
     k = ctx.kernel
-    cpus = _TASK_CPUS.get(pid, k.online_cpus) & frozenset(k.online_cpus)
+    cpus = frozenset(_TASK_CPUS.get(pid, k.online_cpus)) & frozenset(k.online_cpus)
     return with_cpuset(status, cpuset_lines(cpus, k.nr_cpu_ids, k.node_ids))
 
 

@@ -459,7 +459,7 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
         _check_pages(ck, vpath + ("pages",), vma, runs, node_ids, repeat)
         vmas.append(_VmaPlan(vma, vraw, runs, repeat))
     wl = raw.get("workload")
-    if wl is not None:
+    if wl is not None and "fork_of" not in raw:  # a fork's count the VMAs it inherits: at build
         _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
     slots = _plan_slots(ck, path + ("vm",), raw.get("vm"), [v.vma for v in vmas], node_ids)
     return _ProcPlan(raw, path, vmas, slots)
@@ -667,6 +667,9 @@ def _build_process(ck: _Checker, kernel: Kernel, plan: _ProcPlan, seed: int,
                 raise ck.error(plan.path + ("vma", j, "populate"),
                                f"{e.strerror} (is the node large enough?)") from None
     if "workload" in raw:
+        if "fork_of" in raw:
+            _check_workload_vmas(ck, plan.path + ("workload",), raw["workload"],
+                                 len(kernel.mm(task.mm_id).vmas))  # type: ignore[arg-type]
         wl = _workload_from(raw["workload"], seed + raw["pid"])
         if wl.vma_indices is not None and plan.vmas:  # file order -> address order (a fork: its parent's)
             rank = sorted(range(len(plan.vmas)), key=lambda j: plan.vmas[j].vma.start)

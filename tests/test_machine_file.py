@@ -200,3 +200,16 @@ def test_a_fork_takes_what_it_set_after_the_fork():
     assert k.thread(12) is child and k.mm_counters(child)["rss_anon"] == 2
     assert k.zonelist(child) == [2, 0] and k.zonelist(parent) == [0, 2]
     assert k.check() == []
+
+
+FORK_WORKLOAD = FORK_SETS.replace('state = "running"\n', 'state = "running"\n[process.workload]\nvmas = [{}]\n')
+
+
+def test_a_forks_workload_chooses_among_the_vmas_it_inherits():
+    """A fork has no vma tables: its workload's `vmas` count the inherited VMAs (in
+    address order); one past them names the field."""
+    k = load(FORK_WORKLOAD.format(0))
+    wl = k.task(10).workload
+    assert wl is not None and wl.ranges == ((0x7F0000000000, 0x7F0000002000),)
+    with pytest.raises(MachineFileError, match=r"process\[1\]\.workload\.vmas: there is no vma\[1\]"):
+        load(FORK_WORKLOAD.format(1))

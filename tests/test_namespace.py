@@ -145,6 +145,10 @@ def test_sysfs_keeps_mode_owner_and_times(mnt):
     st = os.stat(distance)
     assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | 0o600, 1000, 1001)
     assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_001, 2_000_000_002)
+    # kernfs keeps any timespec64: times past 2262 and before 1678 too (no int64 ns)
+    far, before = 10_000_000_000 * 10**9 + 7, -10_000_000_000 * 10**9 + 9
+    os.utime(distance, ns=(far, before))
+    assert (os.stat(distance).st_atime_ns, os.stat(distance).st_mtime_ns) == (far, before)
     assert distance.read_bytes() == b"21 10 28 17\n"
     node1 = mnt.path.joinpath(f"{NODE}/node1")
     os.chmod(node1, 0o700)

@@ -69,6 +69,7 @@ ROOT_INO = 1  # FUSE_ROOT_ID
 VERSION_BASE = 1 << 48  # nodeids of renderings; below it, the main table's inode numbers
 CHANGING_ATTR_TIMEOUT = 1.0  # an open file's attributes: a dead server shows within 1 s
 PUMP_BATCH = 64  # requests answered before the other tasks (/proc, the clock) get a turn
+NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,15 @@ class SystemMount:
         out.nodeid = self.to_fuse(a.st_ino) if nodeid is None else nodeid
         out.mode, out.nlink, out.uid, out.gid = a.st_mode, a.st_nlink, a.st_uid, a.st_gid
         out.size = a.st_size
-        out.atime_ns, out.mtime_ns, out.ctime_ns = a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns
+        out.atime_sec, out.atime_nsec = divmod(a.st_atime_ns, NS)
+        out.mtime_sec, out.mtime_nsec = divmod(a.st_mtime_ns, NS)
+        out.ctime_sec, out.ctime_nsec = divmod(a.st_ctime_ns, NS)
         out.attr_timeout, out.entry_timeout = a.attr_timeout, a.entry_timeout
         if nodeid is not None:
             r = self.renderings[nodeid]
             out.size = len(r.data)
-            out.mtime_ns = r.written or out.mtime_ns
+            if r.written:
+                out.mtime_sec, out.mtime_nsec = divmod(r.written, NS)
             out.attr_timeout, out.entry_timeout = CHANGING_ATTR_TIMEOUT, 0.0
         return out
 
@@ -360,9 +364,9 @@ def fp_op_setattr(m: SystemMount, req: Any, ino: int, new: Any, to_set: int) -> 
     attr = pyfuse3.EntryAttributes()
     now = time.time_ns()
     attr.st_mode, attr.st_uid, attr.st_gid = new.mode, new.uid, new.gid
-    attr.st_atime_ns = now if to_set & lib.FP_SET_ATIME_NOW else new.atime_ns
-    attr.st_mtime_ns = now if to_set & lib.FP_SET_MTIME_NOW else new.mtime_ns
-    attr.st_ctime_ns = new.ctime_ns
+    attr.st_atime_ns = now if to_set & lib.FP_SET_ATIME_NOW else new.atime_sec * NS + new.atime_nsec
+    attr.st_mtime_ns = now if to_set & lib.FP_SET_MTIME_NOW else new.mtime_sec * NS + new.mtime_nsec
+    attr.st_ctime_ns = new.ctime_sec * NS + new.ctime_nsec
     fields = _SetattrFields(
         update_mode=bool(to_set & lib.FP_SET_MODE), update_uid=bool(to_set & lib.FP_SET_UID),
         update_gid=bool(to_set & lib.FP_SET_GID), update_size=bool(to_set & lib.FP_SET_SIZE),

@@ -63,18 +63,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fp_op_getattr(req, ino);
 }
 
-static int64_t ts_ns(struct timespec ts)
-{
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set,
                        struct fuse_file_info *fi)
 {
     struct fp_attr a = {
         .ino = ino, .mode = st->st_mode, .uid = st->st_uid, .gid = st->st_gid,
-        .size = st->st_size, .atime_ns = ts_ns(st->st_atim), .mtime_ns = ts_ns(st->st_mtim),
-        .ctime_ns = ts_ns(st->st_ctim),
+        .size = st->st_size,
+        .atime_sec = st->st_atim.tv_sec, .atime_nsec = st->st_atim.tv_nsec,
+        .mtime_sec = st->st_mtim.tv_sec, .mtime_nsec = st->st_mtim.tv_nsec,
+        .ctime_sec = st->st_ctim.tv_sec, .ctime_nsec = st->st_ctim.tv_nsec,
     };
     fp_op_setattr(req, ino, &a, to_set);
 }
@@ -273,12 +270,6 @@ void fp_req_ctx(void *req, uint32_t *uid, uint32_t *gid, int32_t *pid)
     *pid = c->pid;
 }
 
-static struct timespec ns_ts(int64_t ns)
-{
-    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
-    return ts;
-}
-
 static void to_stat(const struct fp_attr *a, struct stat *st)
 {
     memset(st, 0, sizeof(*st));
@@ -289,9 +280,9 @@ static void to_stat(const struct fp_attr *a, struct stat *st)
     st->st_gid = a->gid;
     st->st_size = a->size;
     st->st_blksize = 4096;
-    st->st_atim = ns_ts(a->atime_ns);
-    st->st_mtim = ns_ts(a->mtime_ns);
-    st->st_ctim = ns_ts(a->ctime_ns);
+    st->st_atim = (struct timespec){.tv_sec = a->atime_sec, .tv_nsec = a->atime_nsec};
+    st->st_mtim = (struct timespec){.tv_sec = a->mtime_sec, .tv_nsec = a->mtime_nsec};
+    st->st_ctim = (struct timespec){.tv_sec = a->ctime_sec, .tv_nsec = a->ctime_nsec};
 }
 
 int fp_reply_err(void *req, int err)

@@ -29,9 +29,12 @@ struct fp_attr {
     uint32_t uid;
     uint32_t gid;
     int64_t size;
-    int64_t atime_ns;
-    int64_t mtime_ns;
-    int64_t ctime_ns;
+    int64_t atime_sec;     /* struct timespec's fields: a time in int64 ns ends in 2262 */
+    int64_t atime_nsec;
+    int64_t mtime_sec;
+    int64_t mtime_nsec;
+    int64_t ctime_sec;
+    int64_t ctime_nsec;
     double attr_timeout;   /* seconds */
     double entry_timeout;  /* seconds (LOOKUP only) */
 };

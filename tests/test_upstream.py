@@ -385,6 +385,46 @@ def test_numa_balancing_file_and_upstream_vmstat():
                                                       "pgdemote_kswapd", "pgdemote_direct"]
 
 
+def test_numa_balancing_parses_as_proc_dointvec_minmax(m):
+    """Vectors from 4.20's __do_proc_dointvec() and proc_get_long(): base 0, a space, tab
+    or newline after the number, the count less what is left over; nothing at a
+    position past 0 (a read: EOF; a write: ignored, its count returned)."""
+    path = m.proc_path("sys/kernel/numa_balancing")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for data, ret, value in ((b"0x2", 3, b"2"), (b"1 2", 2, b"1"), (b"  3\n\t ", 6, b"3"),
+                                 (b"-0", 2, b"0"), (b"18446744073709551618\n", 21, b"2")):
+            assert os.pwrite(fd, data, 0) == ret, data
+            assert os.pread(fd, 8, 0) == value + b"\n", data
+        for data in (b"+2", b"0_1", b"1\r", b"010", b"4", b"-1", b"  ", b"1\0"):
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, data, 0)
+            assert e.value.errno == errno.EINVAL, data
+        assert os.pwrite(fd, b"0", 1) == 1 and os.pread(fd, 8, 0) == b"2\n"
+        assert (os.pread(fd, 1, 0), os.pread(fd, 8, 1)) == (b"2", b"")
+    finally:
+        os.close(fd)
+
+
+def test_a_page_at_most_moves_through_kernfs(m):
+    """kernfs hands a store and a bin attribute at most PAGE_SIZE of a call, and cuts the
+    count before page_idle checks that it is a multiple of 8."""
+    demotion = m.sys("kernel/mm/numa/demotion_enabled")
+    fd = os.open(demotion, os.O_WRONLY)
+    try:
+        assert os.write(fd, b"true" + b" " * 4996) == 4096
+    finally:
+        os.close(fd)
+    fd = os.open(m.sys("kernel/mm/page_idle/bitmap"), os.O_RDWR)
+    try:
+        assert len(os.pread(fd, 4100, 0)) == 256  # 2048 PFNs: 32 words, cut to them
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 4, 0)
+        assert e.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+
+
 def test_writable_files_take_echo_and_truncate(m):
     # kernfs_iop_setattr and proc_sys_setattr accept and ignore a size; sh's
     # `echo X > file` opens with O_TRUNC

@@ -54,10 +54,10 @@ class PageIdleBitmap(_Binary):
     write takes the words up to the last PFN (page_idle_bitmap_write's return)."""
 
     def _words(self, off: int, size: int) -> tuple[int, int]:
+        size = min(size, PAGE_SIZE)  # kernfs cuts the count before page_idle checks it
         self._check(off, size)
         pfn = off // 8 * 64
         total = self.kernel.nr_pfns
-        size = min(size, PAGE_SIZE)
         return pfn, max(0, min(size // 8, (total - pfn + 63) // 64)) if pfn < total else 0
 
     def read(self, off: int, size: int) -> bytes:
@@ -140,6 +140,7 @@ class DemotionEnabled:
         return (b"true\n" if self.kernel.demotion_enabled else b"false\n")[off:off + size]
 
     def write(self, off: int, data: bytes) -> int:
+        data = data[:PAGE_SIZE]  # kernfs_fop_write() hands the store at most a page
         if data.startswith((b"true", b"1")):
             self.kernel.demotion_enabled = True
         elif data.startswith((b"false", b"0")):
@@ -149,8 +150,49 @@ class DemotionEnabled:
         return len(data)
 
 
+_SPACES = b" \t\n\v\f\r"  # isspace(): proc_skip_spaces()
+_SEPARATORS = b" \t\n"      # proc_wspace_sep: what may follow a number
+TMPBUFLEN = 22
+
+
+def dointvec_minmax(data: bytes, lo: int, hi: int) -> tuple[int, int]:
+    """4.20's proc_dointvec_minmax() write of one int: (the value stored, the count the
+    write returns), or EINVAL as its parse says. Of at most PAGE_SIZE - 1 bytes: spaces;
+    then `-` and digits in simple_strtoul()'s base 0 (`0x2`, `010`; wrapping at 2^64),
+    no more than 20 characters, followed by a space, tab, newline or the end; then
+    spaces. The count is what was consumed, counted from the end of the whole write
+    (`*lenp -= left`): `1 2` stores 1 and returns 2."""
+    left = min(len(data), PAGE_SIZE - 1)
+    buf = data[:left]
+    p = len(buf) - len(buf.lstrip(_SPACES))
+    if p == left:
+        raise OSError(errno.EINVAL, "no number")
+    tmp = buf[p:p + TMPBUFLEN - 1]
+    neg = tmp[:1] == b"-" and left - p > 1
+    digits = tmp[1:] if neg else tmp
+    if not digits[:1].isdigit():
+        raise OSError(errno.EINVAL, "not a number")
+    base, start = (8, 1) if digits[:1] == b"0" else (10, 0)
+    if digits[:2].lower() == b"0x" and digits[2:3].isalnum() and digits[2:3].lower() in b"0123456789abcdef":
+        base, start = 16, 2
+    end = start
+    while end < len(digits) and chr(digits[end]).lower() in "0123456789abcdef"[:base]:
+        end += 1
+    value = int(digits[start:end] or b"0", base) % (1 << 64)
+    used = p + (1 if neg else 0) + end
+    if used - p == TMPBUFLEN - 1 or (used < left and buf[used] not in _SEPARATORS):
+        raise OSError(errno.EINVAL, "not a number")
+    if value > (1 << 31) - 1 + neg or not lo <= (-value if neg else value) <= hi:
+        raise OSError(errno.EINVAL, "out of range")  # do_proc_dointvec_conv(), then minmax
+    rest = buf[used:]
+    consumed = used + len(rest) - len(rest.lstrip(_SPACES))
+    return -value if neg else value, len(data) - (left - consumed)
+
+
 class NumaBalancing:
-    """/proc/sys/kernel/numa_balancing: `N\n`; takes 0-3 (2: memory-tiering promotion)."""
+    """/proc/sys/kernel/numa_balancing: `N\n`; takes 0-3 (2: memory-tiering promotion),
+    parsed as proc_dointvec_minmax() does. A read or a write at a position past 0
+    does nothing (sysctl_writes_strict: the write is ignored, its count returned)."""
 
     direct_io = True
 
@@ -158,14 +200,13 @@ class NumaBalancing:
         self.kernel = kernel
 
     def read(self, off: int, size: int) -> bytes:
-        return f"{self.kernel.numa_balancing}\n".encode()[off:off + size]
+        return b"" if off else f"{self.kernel.numa_balancing}\n".encode()[:size]
 
     def write(self, off: int, data: bytes) -> int:
-        try:
-            self.kernel.numa_balancing = int(data.strip() or b"x")
-        except ValueError:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
-        return len(data)
+        if off or not data:
+            return len(data)
+        self.kernel.numa_balancing, count = dointvec_minmax(data, 0, 3)
+        return count
 
 
 PROC_SYS = Dir("sys", (Dir("kernel", (

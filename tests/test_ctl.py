@@ -673,3 +673,17 @@ def test_cli_clock_resumed_at_rate_0_says_stopped_and_the_rate_once(mnt):
     finally:
         ctl_cli(mnt, "clock", "pause")
         ctl_cli(mnt, "clock", "rate", "1")
+
+
+def test_a_rewound_proc_directory_lists_the_processes_of_now(mnt, ctl):
+    """procfs walks the pid table at each getdents from position 0: the same open
+    directory, rewound, shows a process spawned since and not one killed since."""
+    fd = os.open(mnt.proc_path(""), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        before = set(os.listdir(fd))  # (CPython rewinds the shared offset after listing)
+        pid = ctl.call("spawn", name="late")["pid"]
+        assert str(pid) not in before and str(pid) in set(os.listdir(fd))
+        ctl.call("kill", pid=pid)
+        assert str(pid) not in set(os.listdir(fd))
+    finally:
+        os.close(fd)

@@ -160,7 +160,8 @@ class FakeprocFS(pyfuse3.Operations):
         self.ctx = Ctx(kernel)
         self.inodes = InodeTable()
         self.handles: dict[int, Any] = {}
-        self.dir_handles: dict[int, list[tuple[str, Entry, Ctx, tuple[str, ...]]]] = {}
+        # an open directory: its path and its listing, taken at each read from 0
+        self.dir_handles: dict[int, tuple[tuple[str, ...], list[tuple[str, Entry, Ctx, tuple[str, ...]]]]] = {}
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
         self.page_cache = PageCache()
@@ -245,19 +246,28 @@ class FakeprocFS(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         await self._settled()
         path = self._path(inode)
-        entry, ectx = self._resolve(path)
+        entry, _ = self._resolve(path)
         if not isinstance(entry, Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        try:
-            children = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]
-        except LookupError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
         fh = next(self._fh)
-        self.dir_handles[fh] = children
+        self.dir_handles[fh] = (path, [])
         return fh
 
+    def dir_entries(self, fh: int, start: int) -> list[tuple[str, Entry, Ctx, tuple[str, ...]]]:
+        """The directory's entries, for a getdents at position start: a listing from the
+        start is taken anew (procfs walks the pid table at every getdents from position
+        0, so a rewinddir() sees new processes); later positions continue it."""
+        path, children = self.dir_handles[fh]
+        if start == 0:
+            try:
+                entry, ectx = self._resolve(path)
+                children[:] = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]
+            except LookupError:
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return children
+
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for i, (name, entry, ectx, path) in enumerate(self.dir_handles[fh][start_id:], start_id):
+        for i, (name, entry, ectx, path) in enumerate(self.dir_entries(fh, start_id)[start_id:], start_id):
             try:
                 attrs = self._attrs(path, entry, ectx)
             except pyfuse3.FUSEError:

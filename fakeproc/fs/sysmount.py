@@ -435,7 +435,7 @@ def fp_op_readdir(m: SystemMount, req: Any, ino: int, size: int, off: int, fh: i
     fs.enter("readdir")
     buf = ffi.new("char[]", size)
     used = 0
-    for i, (name, entry, ectx, path) in enumerate(fs.dir_handles[fh][off:], off):
+    for i, (name, entry, ectx, path) in enumerate(fs.dir_entries(fh, off)[off:], off):
         try:
             a = fs._attrs(path, entry, ectx)
         except pyfuse3.FUSEError:

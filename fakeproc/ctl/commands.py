@@ -427,3 +427,12 @@ def fs_requests(ctx: Context) -> dict[str, int]:
     reads the host kernel's caches answered without asking."""
     from ..fs.server import REQUESTS
     return dict(sorted(REQUESTS.items()))
+
+
+@command()
+def fs_inodes(ctx: Context) -> dict[str, int]:
+    """The mount's inode table: `inodes` numbered in all, `per_process` of them under
+    /proc/PID held by the host kernel (freed when it forgets them, so a mount that
+    outlives many processes does not grow), `page_cache` fixed files' bytes kept."""
+    from ..fs.server import inode_counts
+    return inode_counts()

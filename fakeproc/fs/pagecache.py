@@ -36,3 +36,7 @@ class PageCache:
         if data is None:
             data = self.pages[inode] = entry.render(ctx).encode("utf-8", "surrogateescape")
         return data
+
+    def drop(self, inode: int) -> None:
+        """The inode is gone (forgotten by the host): its bytes go with it."""
+        self.pages.pop(inode, None)

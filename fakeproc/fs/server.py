@@ -36,6 +36,7 @@ from .hostview import HOSTVIEW
 from .procview import make_procview
 from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
+from .proc_flush import ProcFlush, fuse_device_fd
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    resolve)
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fakeproc.fs")
 REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests served, by handler
+SERVING: list["FakeprocFS"] = []  # the file system serve() is serving (fs_inodes reads it)
 FSNAME = "fakeproc"
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
@@ -149,7 +151,7 @@ class TextHandle:
 
 
 class FakeprocFS(pyfuse3.Operations):
-    """Serves one Kernel. Inode numbers are interned paths (fs/tree.InodeTable)."""
+    """Serves one Kernel. Inode numbers name paths (fs/tree.InodeTable)."""
 
     def __init__(self, kernel: "Kernel", realproc: Path | None = None,
                  clock: "VirtualClock | None" = None) -> None:
@@ -229,7 +231,9 @@ class FakeprocFS(pyfuse3.Operations):
         if name in (b".", b".."):
             raise pyfuse3.FUSEError(errno.ENOENT)
         entry, ectx = self._resolve(path)
-        return self._attrs(path, entry, ectx)
+        a = self._attrs(path, entry, ectx)
+        self.inodes.looked_up(a.st_ino)
+        return a
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
@@ -273,7 +277,9 @@ class FakeprocFS(pyfuse3.Operations):
             except pyfuse3.FUSEError:
                 continue  # gone since opendir
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+                self.inodes.unused(attrs.st_ino)  # not sent: the host holds no reference
                 break
+            self.inodes.looked_up(attrs.st_ino)  # readdirplus: a lookup of each entry
 
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
@@ -353,7 +359,11 @@ class FakeprocFS(pyfuse3.Operations):
         self.handles.pop(fh, None)
 
     async def forget(self, inode_list: Any) -> None:
-        return None  # inodes are interned for the mount's lifetime
+        """The host evicted these inodes: a per-process path the host no longer holds
+        is freed (fs/tree.InodeTable), so exited processes cost nothing."""
+        for ino, nlookup in inode_list:
+            if self.inodes.forget(ino, nlookup):
+                self.page_cache.drop(ino)
 
     # ---- setattr: chmod, chown, utimes, truncate -----------------------------------
     def _mode(self, path: tuple[str, ...], entry: Entry) -> int:
@@ -645,9 +655,11 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         realproc = realproc_dir(mountpoint)
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
         ops = FakeprocFS(kernel, realproc, clock)
+        SERVING[:] = [ops]
         system = SystemMount(ops, mountpoint, allow_other)
         ops.ready = trio.Event()
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
+        kernel.release_hooks.append(ProcFlush(ops.inodes, fuse_device_fd()))
         try:
             trio.run(_serve, clock, ctl, system, stopping)
         finally:
@@ -659,6 +671,16 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
                 pass
     finally:
         ctl.close()
+
+
+def inode_counts() -> dict[str, int]:
+    """The serving mount's inode table: every path numbered, and the per-process ones
+    the host holds references to (each freed at its FORGET)."""
+    if not SERVING:
+        return {}
+    table = SERVING[0].inodes
+    return {"inodes": len(table.paths), "per_process": len(table.lookups),
+            "page_cache": len(SERVING[0].page_cache.pages)}
 
 
 def is_stale(mountpoint: str) -> bool:

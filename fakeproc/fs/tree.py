@@ -200,21 +200,86 @@ def file_mode(entry: Entry) -> int:
     return stat.S_IFREG | entry.mode
 
 
+def per_process(path: tuple[str, ...]) -> bool:
+    """A path under one process (/proc/PID/..., the runner's procview/PID/... and
+    hostview/status/PID): procfs gives these a new inode at each iget
+    (proc_pid_make_inode(): new_inode(), get_next_ino()), so their numbers may change
+    once the host has forgotten them. Every other path has a fixed number (kernfs's
+    node id, a proc_dir_entry's low_ino)."""
+    if path[:1] in (("proc",), ("procview",)):
+        return len(path) > 1 and path[1].isdigit()
+    return path[:2] == ("hostview", "status") and len(path) > 2
+
+
+def process_dir(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The per-process path's process directory (proc/PID, hostview/status/PID)."""
+    return path[:3] if path[0] == "hostview" else path[:2]
+
+
 @dataclass
 class InodeTable:
-    """Paths <-> inode numbers. Inodes are interned for the mount's lifetime;
-    a path that no longer resolves (an exited PID) answers ENOENT."""
+    """Paths <-> inode numbers. A per-process path is freed when the host forgets its
+    inode (its lookup count back at 0), so a mount that outlives many processes holds
+    only what the host holds; its next lookup gets a new number. Every other path is
+    interned for the mount's lifetime (a fixed tree, which /sys/devices/system's own
+    connection numbers the same way). A path that no longer resolves (an exited PID)
+    answers ENOENT while the host still holds it."""
 
-    paths: list[tuple[str, ...]] = field(default_factory=lambda: [(), ()])
+    paths: dict[int, tuple[str, ...]] = field(default_factory=lambda: {1: ()})
     by_path: dict[tuple[str, ...], int] = field(default_factory=lambda: {(): 1})
+    lookups: dict[int, int] = field(default_factory=dict)  # per-process inodes the host holds
+    # the same inodes by process directory (its path's first two names): what a
+    # released process leaves in the host's caches
+    held: dict[tuple[str, ...], set[int]] = field(default_factory=dict)
+    next_ino: int = 2
 
     def inode(self, path: tuple[str, ...]) -> int:
         ino = self.by_path.get(path)
         if ino is None:
-            ino = len(self.paths)
-            self.paths.append(path)
+            ino = self.next_ino
+            self.next_ino += 1
+            self.paths[ino] = path
             self.by_path[path] = ino
         return ino
 
     def path(self, ino: int) -> tuple[str, ...] | None:
-        return self.paths[ino] if 0 < ino < len(self.paths) else None
+        return self.paths.get(ino)
+
+    def looked_up(self, ino: int) -> None:
+        """A reply that hands the host a reference went out (LOOKUP, a readdirplus
+        entry): count it, as the host's nlookup does."""
+        path = self.paths.get(ino)
+        if path is not None and per_process(path):
+            self.lookups[ino] = self.lookups.get(ino, 0) + 1
+            self.held.setdefault(process_dir(path), set()).add(ino)
+
+    def unused(self, ino: int) -> bool:
+        """Free a per-process inode the host was never handed (a readdir entry that
+        did not fit, a lookup that failed after numbering it); True if freed."""
+        path = self.paths.get(ino)
+        if path is None or not per_process(path) or self.lookups.get(ino, 0) > 0:
+            return False
+        del self.paths[ino], self.by_path[path]
+        self.lookups.pop(ino, None)
+        inos = self.held.get(process_dir(path))
+        if inos is not None:
+            inos.discard(ino)
+            if not inos:
+                del self.held[process_dir(path)]
+        return True
+
+    def held_under(self, top: tuple[str, ...]) -> list[int]:
+        """The inodes the host holds at or below a process directory, deepest first
+        (a dentry can go only after its children)."""
+        inos = self.held.get(top, ())
+        return sorted(inos, key=lambda i: (-len(self.paths[i]), i))
+
+    def forget(self, ino: int, nlookup: int) -> bool:
+        """The host dropped nlookup references (FORGET); True if the inode was freed."""
+        if ino not in self.lookups:
+            return False
+        self.lookups[ino] -= nlookup
+        if self.lookups[ino] > 0:
+            return False
+        del self.lookups[ino]
+        return self.unused(ino)

@@ -84,6 +84,9 @@ class Kernel:
         self._next_mm = 1
         self.clock = 0.0  # virtual seconds
         self.generation = 0  # bumped on every state change the file system may cache
+        # called with (pid, thread ids) when a process is released (release_task(): not
+        # while it is a zombie); the file system's proc_flush_task() hangs here
+        self.release_hooks: list[Callable[[int, tuple[int, ...]], None]] = []
         self._idle = IdleScan()
 
     # ---- topology ----------------------------------------------------------
@@ -235,6 +238,8 @@ class Kernel:
             del self.tasks[pid]
             for t in task.tids:
                 self._threads.pop(t, None)
+            for hook in self.release_hooks:
+                hook(pid, tuple(task.tids))
         self.generation += 1
 
     def add_vma(self, task: Task, vma: Vma) -> None:

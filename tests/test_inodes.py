@@ -1,0 +1,157 @@
+"""The inode table: a per-process path is freed when the host kernel forgets its
+inode, so a mount that outlives many processes does not grow; fixed paths keep
+their numbers. The table's rules by hand, then through a real mount (the host sends
+FORGET when a /proc dentry, whose entry timeout is 0, dies with its last user).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from fakeproc.ctl.client import Client
+from fakeproc.fs.proc_flush import prune_message
+from fakeproc.fs.tree import InodeTable, per_process
+from mountutil import mounted
+
+SMALL = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+"""
+VMA = [{"start": 0x7f0000000000, "size": "16KiB", "pages": "1 accessed"}]
+
+
+@pytest.mark.parametrize("path, want", [
+    (("proc", "4200001"), True), (("proc", "4200001", "task", "4200002", "status"), True),
+    (("procview", "17", "maps"), True), (("hostview", "status", "17"), True),
+    (("proc",), False), (("proc", "meminfo"), False), (("proc", "self"), False),
+    (("proc", "sys", "vm", "numa_balancing"), False), (("hostview", "status"), False),
+    (("sys", "devices", "system", "node", "node0", "meminfo"), False), ((), False)])
+def test_which_paths_are_per_process(path, want):
+    assert per_process(path) is want
+
+
+def test_a_per_process_inode_lives_until_its_last_forget():
+    t = InodeTable()
+    status = ("proc", "5", "status")
+    ino = t.inode(status)
+    assert ino == 2 and t.inode(status) == 2 and t.path(2) == status
+    t.looked_up(ino)
+    t.looked_up(ino)
+    assert not t.forget(ino, 1) and t.path(ino) == status
+    assert t.forget(ino, 1)
+    assert t.path(ino) is None and status not in t.by_path
+    assert t.inode(status) == 3  # a new number, as procfs's next iget gives
+    assert not t.forget(2, 1)    # a stale FORGET changes nothing
+
+
+def test_fixed_paths_are_never_freed():
+    t = InodeTable()
+    meminfo = ("proc", "meminfo")
+    ino = t.inode(meminfo)
+    t.looked_up(ino)
+    assert not t.forget(ino, 1) and not t.unused(ino)
+    assert t.path(ino) == meminfo and t.lookups == {}
+
+
+def test_an_inode_never_handed_out_is_freed_unless_held():
+    t = InodeTable()
+    a, b = t.inode(("proc", "5")), t.inode(("proc", "6"))
+    t.looked_up(b)
+    assert t.unused(a) and t.path(a) is None
+    assert not t.unused(b) and t.path(b) == ("proc", "6")
+
+
+PRUNE = pytest.mark.skipif(
+    tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]) < (6, 18),
+    reason="the host kernel has no FUSE_NOTIFY_PRUNE (Linux 6.18): released processes' "
+           "inodes go only under its memory pressure")
+
+
+@PRUNE
+@pytest.mark.fuse
+def test_processes_that_come_and_go_leave_no_inodes_behind():
+    with mounted(SMALL) as m, Client(m.path) as c:
+        pids = iter(range(5_000_000, 6_000_000))  # new ids: a reused one would reuse its paths
+
+        def cycle(n: int) -> None:
+            for _ in range(n):
+                pid = c.call("spawn", pid=next(pids), name="x", vma=VMA)["pid"]
+                for f in ("status", "maps", "smaps", "numa_maps"):
+                    os.stat(m.proc_path(f"{pid}/{f}"))
+                    with open(m.proc_path(f"{pid}/{f}"), "rb") as fp:
+                        assert fp.read()
+                assert "idle_pages" in os.listdir(m.proc_path(str(pid)))
+                assert str(pid) in os.listdir(m.proc_path(""))
+                c.call("kill", pid=pid)
+
+        cycle(20)
+        warm = settled(c)
+        assert warm["per_process"] == 0, warm
+        cycle(150)  # interned for good, these would add 150 x 16 paths
+        after = settled(c)
+        assert after == warm, (warm, after)
+
+
+def settled(c: Client) -> dict[str, int]:
+    """fs_inodes once the host has forgotten every released process's inodes (the
+    invalidation is sent from a thread of its own, so it may trail the kill)."""
+    deadline = time.monotonic() + 10
+    while (counts := c.call("fs_inodes"))["per_process"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return counts
+
+
+@pytest.mark.fuse
+def test_a_held_directory_keeps_its_inode_through_forgets_of_others():
+    with mounted(SMALL) as m, Client(m.path) as c:
+        pid = c.call("spawn", name="held", vma=VMA)["pid"]
+        dfd = os.open(m.proc_path(str(pid)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for other in range(5_000_000, 5_000_050):  # each listing hands out every pid's inode
+                c.call("spawn", pid=other, name="x", vma=VMA)
+                assert str(pid) in os.listdir(m.proc_path(""))
+                c.call("kill", pid=other)
+            fd = os.open("status", os.O_RDONLY, dir_fd=dfd)
+            try:
+                assert f"Pid:\t{pid}\n".encode() in os.pread(fd, 4096, 0)
+            finally:
+                os.close(fd)
+            ino = os.fstat(dfd).st_ino
+            assert os.stat(m.proc_path(str(pid))).st_ino == ino  # the host still holds it
+            c.call("kill", pid=pid)
+            # released while open: the directory stays the host's, its names are gone
+            with pytest.raises(FileNotFoundError):
+                os.open("status", os.O_RDONLY, dir_fd=dfd)
+            assert c.call("fs_inodes")["per_process"] >= 1
+        finally:
+            os.close(dfd)
+        if PRUNE.args[0]:
+            return
+        c.call("spawn", pid=6_000_000, name="x", vma=VMA)
+        c.call("kill", pid=6_000_000)  # a later release prunes what the closed one left
+        assert settled(c)["per_process"] == 0
+
+
+def test_the_prune_message_bytes():
+    # struct fuse_out_header {len 16 + 16 + 2 x 8 = 48, error FUSE_NOTIFY_PRUNE = 9, unique 0},
+    # struct fuse_notify_prune_out {count 2, padding, spare}, then the two node ids
+    want = bytes.fromhex(
+        "30000000" "09000000" "0000000000000000"
+        "02000000" "00000000" "0000000000000000"
+        "0700000000000000" "0001000000000000")
+    assert prune_message([7, 256]) == want
+
+
+def test_a_process_directory_is_pruned_children_first():
+    t = InodeTable()
+    names = [("proc", "9"), ("proc", "9", "task"), ("proc", "9", "task", "9", "status"),
+             ("proc", "9", "status"), ("proc", "10", "status")]
+    inos = [t.inode(p) for p in names]
+    for ino in inos:
+        t.looked_up(ino)
+    assert t.held_under(("proc", "9")) == [inos[2], inos[1], inos[3], inos[0]]
+    assert t.held_under(("proc", "10")) == [inos[4]]

@@ -123,9 +123,7 @@ def test_a_held_directory_keeps_its_inode_through_forgets_of_others():
             ino = os.fstat(dfd).st_ino
             assert os.stat(m.proc_path(str(pid))).st_ino == ino  # the host still holds it
             c.call("kill", pid=pid)
-            # released while open: the directory stays the host's, its names are gone
-            with pytest.raises(FileNotFoundError):
-                os.open("status", os.O_RDONLY, dir_fd=dfd)
+            assert os.fstat(dfd).st_ino == ino  # released while open: still the host's
             assert c.call("fs_inodes")["per_process"] >= 1
         finally:
             os.close(dfd)
@@ -155,3 +153,34 @@ def test_a_process_directory_is_pruned_children_first():
         t.looked_up(ino)
     assert t.held_under(("proc", "9")) == [inos[2], inos[1], inos[3], inos[0]]
     assert t.held_under(("proc", "10")) == [inos[4]]
+
+
+@pytest.mark.fuse
+def test_fstat_of_a_reaped_process_shows_the_inode_it_had():
+    """generic_fillattr() of the in-core inode; pid_getattr() (/proc/PID and
+    /proc/PID/task/TID) puts root as the owner when the task is gone."""
+    with mounted(SMALL) as m, Client(m.path) as c:
+        pid = 5_000_000
+        c.call("spawn", pid=pid, name="x", uid=999, gid=998, threads=2, vma=VMA)
+        paths = [str(pid), f"{pid}/task", f"{pid}/task/{pid + 1}", f"{pid}/status",
+                 f"{pid}/task/{pid + 1}/maps"]
+        fds = [os.open(m.proc_path(p), os.O_RDONLY) for p in paths]
+        try:
+            before = [os.fstat(fd) for fd in fds]
+            assert [(s.st_uid, s.st_gid) for s in before] == [(999, 998)] * 5
+            c.call("kill", pid=pid)
+            after = [os.fstat(fd) for fd in fds]
+            assert [(s.st_uid, s.st_gid) for s in after] == [
+                (0, 0), (999, 998), (0, 0), (999, 998), (999, 998)]
+            for b, a in zip(before, after):
+                assert (a.st_ino, a.st_mode, a.st_nlink, a.st_size) == \
+                       (b.st_ino, b.st_mode, b.st_nlink, b.st_size)
+            with pytest.raises(FileNotFoundError):
+                os.stat(m.proc_path(paths[3]))  # a path walk finds nothing
+            with pytest.raises(FileNotFoundError):
+                os.open("status", os.O_RDONLY, dir_fd=fds[0])  # nor one from the directory
+            with pytest.raises(ProcessLookupError):
+                os.pread(fds[3], 4096, 0)  # get_proc_task() fails: ESRCH
+        finally:
+            for fd in fds:
+                os.close(fd)

@@ -38,7 +38,7 @@ from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .proc_flush import ProcFlush, fuse_device_fd
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
-                   resolve)
+                   per_process, resolve)
 
 if TYPE_CHECKING:
     from ..ctl.clock import VirtualClock
@@ -49,6 +49,8 @@ log = logging.getLogger("fakeproc.fs")
 REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests served, by handler
 SERVING: list["FakeprocFS"] = []  # the file system serve() is serving (fs_inodes reads it)
 FSNAME = "fakeproc"
+_ATTR_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blksize",
+                "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "entry_timeout", "attr_timeout")
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
 
@@ -223,6 +225,8 @@ class FakeprocFS(pyfuse3.Operations):
         # permissions, so a 0 timeout there cost a GETATTR of each on every open
         timeout = SYS_TIMEOUT if len(path) < 2 or path[0] == "sys" else PROC_TIMEOUT  # procview: 0 too
         a.entry_timeout = a.attr_timeout = timeout
+        if per_process(path):
+            self.inodes.last[a.st_ino] = a
         return a
 
     # ---- metadata ------------------------------------------------------------
@@ -237,8 +241,26 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
-        entry, ectx = self._resolve(path)
+        try:
+            entry, ectx = self._resolve(path)
+        except pyfuse3.FUSEError:
+            return self._gone_attrs(inode, path)
         return self._attrs(path, entry, ectx)
+
+    def _gone_attrs(self, inode: int, path: tuple[str, ...]) -> pyfuse3.EntryAttributes:
+        """getattr of a process's inode the host holds (an open descriptor) after the
+        process was reaped: generic_fillattr() of the in-core inode, its last
+        attributes; pid_getattr() (/proc/PID, /proc/PID/task/TID) then shows root as
+        the owner, having no task to take one from."""
+        last = self.inodes.last.get(inode)
+        if last is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        a = pyfuse3.EntryAttributes()
+        for name in _ATTR_FIELDS:
+            setattr(a, name, getattr(last, name))
+        if len(path) == 2 or (len(path) == 4 and path[2] == "task"):
+            a.st_uid = a.st_gid = 0
+        return a
 
     async def readlink(self, inode: int, ctx: Any) -> bytes:
         entry, ectx = self._resolve(self._path(inode))

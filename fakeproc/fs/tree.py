@@ -231,6 +231,9 @@ class InodeTable:
     # the same inodes by process directory (its path's first two names): what a
     # released process leaves in the host's caches
     held: dict[tuple[str, ...], set[int]] = field(default_factory=dict)
+    # the attributes a per-process inode last showed: the in-core inode's, which an
+    # fstat() of an open descriptor still reads once the process is gone
+    last: dict[int, Any] = field(default_factory=dict)
     next_ino: int = 2
 
     def inode(self, path: tuple[str, ...]) -> int:
@@ -261,6 +264,7 @@ class InodeTable:
             return False
         del self.paths[ino], self.by_path[path]
         self.lookups.pop(ino, None)
+        self.last.pop(ino, None)
         inos = self.held.get(process_dir(path))
         if inos is not None:
             inos.discard(ino)

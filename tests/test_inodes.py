@@ -6,6 +6,7 @@ FORGET when a /proc dentry, whose entry timeout is 0, dies with its last user).
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -184,3 +185,65 @@ def test_fstat_of_a_reaped_process_shows_the_inode_it_had():
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+@pytest.mark.fuse
+def test_a_live_process_never_loses_its_entries_while_others_churn():
+    """Readers walk /proc while processes are spawned and killed (each release prunes,
+    each prune brings FORGETs): a process that stays alive must always be found."""
+    live = 4_500_000
+    errors: list[str] = []
+    with mounted(SMALL) as m, Client(m.path) as c:
+        c.call("spawn", pid=live, name="live", threads=2, vma=VMA)
+        stop = threading.Event()
+
+        def walk() -> None:
+            while not stop.is_set():
+                for name in filter(str.isdigit, os.listdir(m.proc_path(""))):
+                    try:
+                        os.stat(m.proc_path(f"{name}/status"))
+                    except FileNotFoundError:
+                        if name == str(live):
+                            errors.append("listed live pid not found")
+
+        def read_live() -> None:
+            dfd = os.open(m.proc_path(str(live)), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                while not stop.is_set():
+                    for rel in ("status", f"task/{live + 1}/maps", "numa_maps"):
+                        fd = os.open(rel, os.O_RDONLY, dir_fd=dfd)
+                        try:
+                            if not os.pread(fd, 65536, 0) and rel != "numa_maps":
+                                errors.append(f"{rel}: empty")
+                        finally:
+                            os.close(fd)
+                    with open(m.proc_path(f"{live}/smaps"), "rb") as f:
+                        f.read()
+            except OSError as e:
+                errors.append(f"live process: {e!r}")
+            finally:
+                os.close(dfd)
+
+        readers = [threading.Thread(target=f) for f in (walk, walk, read_live)]
+        for t in readers:
+            t.start()
+        try:
+            for pid in range(5_000_000, 5_000_400):
+                c.call("spawn", pid=pid, name="x", vma=VMA)
+                c.call("kill", pid=pid)
+        finally:
+            stop.set()
+            for t in readers:
+                t.join(30)
+        assert not errors, errors[:5]
+        c.call("spawn", pid=6_000_000, name="x", vma=VMA)
+        c.call("kill", pid=6_000_000)
+        held = settled_to(c, lambda n: n["per_process"] <= 24)
+        assert held["per_process"] <= 24, held  # the live process's entries at most
+
+
+def settled_to(c: Client, done) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while not done(counts := c.call("fs_inodes")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return counts

@@ -18,3 +18,10 @@ def test_benchmarks_quick_mode_runs():
     for name in ("idle_pages scan", "longest nodeN/meminfo", "open+read+close", "floor: a C FUSE",
                  "simulated touches", "move_pages", "fork + ", "start-up"):
         assert name in r.stdout
+
+
+def test_the_churn_benchmark_runs():
+    r = subprocess.run([sys.executable, "-m", "benchmarks.churn", "40"], capture_output=True,
+                       text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    assert "new pids:" in r.stdout and "one pid reused:" in r.stdout

@@ -6,13 +6,15 @@ FORGET when a /proc dentry, whose entry timeout is 0, dies with its last user).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from fakeproc.ctl.client import Client
-from fakeproc.fs.proc_flush import prune_message
+from fakeproc.fs.proc_flush import ProcFlush, prune_message
 from fakeproc.fs.tree import InodeTable, per_process
 from mountutil import mounted
 
@@ -98,8 +100,8 @@ def test_processes_that_come_and_go_leave_no_inodes_behind():
 
 
 def settled(c: Client) -> dict[str, int]:
-    """fs_inodes once the host has forgotten every released process's inodes (the
-    invalidation is sent from a thread of its own, so it may trail the kill)."""
+    """fs_inodes once the host has forgotten every released process's inodes (its
+    FORGETs come as requests of their own, after the kill has returned)."""
     deadline = time.monotonic() + 10
     while (counts := c.call("fs_inodes"))["per_process"] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -247,3 +249,85 @@ def settled_to(c: Client, done) -> dict[str, int]:
     while not done(counts := c.call("fs_inodes")) and time.monotonic() < deadline:
         time.sleep(0.02)
     return counts
+
+
+@PRUNE
+@pytest.mark.fuse
+def test_a_listing_read_in_parts_numbers_no_process_that_is_gone():
+    """getdents in several READDIRPLUS requests: processes released between them are
+    skipped without being numbered (they are never handed to the host)."""
+    with mounted(SMALL) as m, Client(m.path) as c:
+        base = settled(c)["inodes"]
+        for _ in range(3):
+            pids = range(5_000_000, 5_000_300)
+            for pid in pids:
+                c.call("spawn", pid=pid, name="x", vma=VMA)
+            with os.scandir(m.proc_path("")) as it:
+                next(it)  # the first request's entries
+                for pid in pids:
+                    c.call("kill", pid=pid)
+                rest = [e.name for e in it]
+            assert len(rest) < 299  # the later requests found them gone
+            assert settled(c)["inodes"] <= base + 2, (base, c.call("fs_inodes"))
+
+
+@pytest.mark.fuse
+def test_a_zombies_files_are_roots():
+    """task_dump_owner(): without an mm, every entry but a mode-0555 directory of the
+    task is root's."""
+    with mounted(SMALL) as m, Client(m.path) as c:
+        pid = 5_000_000
+        c.call("spawn", pid=pid, name="x", uid=999, gid=998, threads=2, vma=VMA)
+        c.call("kill", pid=pid, zombie=True)
+        owners = {rel: (st.st_uid, st.st_gid) for rel in
+                  (str(pid), f"{pid}/status", f"{pid}/maps", f"{pid}/clear_refs", f"{pid}/task",
+                   f"{pid}/task/{pid + 1}", f"{pid}/task/{pid + 1}/comm", f"{pid + 1}")
+                  for st in [os.stat(m.proc_path(rel))]}
+        assert owners == {str(pid): (999, 998), f"{pid}/status": (0, 0), f"{pid}/maps": (0, 0),
+                          f"{pid}/clear_refs": (0, 0), f"{pid}/task": (999, 998),
+                          f"{pid}/task/{pid + 1}": (999, 998),
+                          f"{pid}/task/{pid + 1}/comm": (0, 0), f"{pid + 1}": (999, 998)}
+
+
+def test_what_stays_held_is_tried_again_after_1_2_4_128_releases():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        t = InodeTable()
+        pinned = t.inode(("proc", "9"))
+        t.looked_up(pinned)
+        flush = ProcFlush(t, w)
+        sent_at = []
+        flush(9, (9,))  # release 1
+        for release in range(1, 400):
+            if release > 1:
+                flush.gone([])  # another process's release, nothing of it held
+            try:
+                data = os.read(r, 65536)
+            except BlockingIOError:
+                continue
+            assert data == prune_message([pinned])
+            sent_at.append(release)
+        assert sent_at == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@PRUNE
+@pytest.mark.fuse
+def test_real_processes_listed_under_the_runner_are_pruned_once_a_listing_misses_them():
+    """procview/ (the program's /proc under `fakeproc run`) lists real pids too, whose
+    exits the kernel model never sees: a listing without one prunes its entries."""
+    script = ("for r in $(seq {rounds}); do p=; "
+              "for i in $(seq 40); do sleep 60 & p=\"$p $!\"; done; ls /proc >/dev/null; "
+              "kill $p; wait; done; ls /proc >/dev/null")
+    with mounted(SMALL) as m, Client(m.path) as c:
+        base = [sys.executable, "-m", "fakeproc", "run", "--mount", str(m.path), "--", "sh", "-c"]
+        held = []
+        for rounds in (1, 5):
+            r = subprocess.run([*base, script.format(rounds=rounds)], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            held.append(c.call("fs_inodes")["per_process"])
+        assert held[1] <= held[0] + 20, held  # kept, the 160 more sleeps would be there

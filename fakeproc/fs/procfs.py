@@ -31,8 +31,13 @@ def _task(ctx: Ctx) -> Task:
 
 
 def _owner(ctx: Ctx) -> tuple[int, int]:
-    t = _task(ctx)
-    return t.uid, t.gid
+    """A process's mode-0555 directories (PID, task, TID)."""
+    return _task(ctx).dump_owner(dir_0555=True)
+
+
+def _file_owner(ctx: Ctx) -> tuple[int, int]:
+    """A process's files: root's once it has no mm (task_dump_owner())."""
+    return _task(ctx).dump_owner(dir_0555=False)
 
 
 def _vmas(ctx: Ctx) -> list[Vma]:
@@ -300,7 +305,7 @@ def _proc_vmstat(ctx: Ctx) -> str:
 
 
 def _proc_file(name: str, render, ptrace_read: bool = False) -> File:  # noqa: ANN001
-    return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner,
+    return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_file_owner,
                  ptrace_read=ptrace_read)
 
 
@@ -313,23 +318,23 @@ def _tid_entries() -> tuple:
         _proc_file("cmdline", _cmdline),
         # comm_write(): a writer outside the task's thread group gets EINVAL (the
         # owner may open it for writing: mode 0644)
-        File("comm", _comm, size=0, write_errno=PROC_WRITE_ERRNO, owner=_owner, mode=0o644,
+        File("comm", _comm, size=0, write_errno=PROC_WRITE_ERRNO, owner=_file_owner, mode=0o644,
              store=_comm_write),
         _proc_file("numa_maps", _numa_maps, ptrace_read=True),
         # mode 0200, and only .write (a read is EINVAL: no FMODE_CAN_READ)
-        File("clear_refs", None, size=0, owner=_owner, mode=0o200, store=_clear_refs_write,
+        File("clear_refs", None, size=0, owner=_file_owner, mode=0o200, store=_clear_refs_write,
              read_errno=errno.EINVAL),
         File("oom_score", lambda c: f"{oom_kill.oom_score(c.kernel, _task(c))}\n", size=0,
-             write_errno=PROC_WRITE_ERRNO, owner=_owner),
-        File("oom_adj", lambda c: f"{oom_kill.oom_adj(_task(c))}\n", size=0, owner=_owner,
+             write_errno=PROC_WRITE_ERRNO, owner=_file_owner),
+        File("oom_adj", lambda c: f"{oom_kill.oom_adj(_task(c))}\n", size=0, owner=_file_owner,
              mode=0o644, store=_oom_adj_write),
-        File("oom_score_adj", lambda c: f"{_task(c).oom_score_adj}\n", size=0, owner=_owner,
+        File("oom_score_adj", lambda c: f"{_task(c).oom_score_adj}\n", size=0, owner=_file_owner,
              mode=0o644, store=_oom_score_adj_write),
         _proc_file("smaps", _smaps, ptrace_read=True),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,
                                                              c.get_or("caller_tgid")),
-                owner=_owner, ptrace_read=True),
+                owner=_file_owner, ptrace_read=True),
     )
 
 

@@ -9,6 +9,7 @@ handlers never race.
 from __future__ import annotations
 
 import collections
+import copy
 import errno
 import functools
 import itertools
@@ -36,7 +37,7 @@ from .hostview import HOSTVIEW
 from .procview import make_procview
 from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
-from .proc_flush import ProcFlush, fuse_device_fd
+from .proc_flush import ProcFlush, fuse_fds, session_fd
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    per_process, resolve)
 
@@ -49,8 +50,6 @@ log = logging.getLogger("fakeproc.fs")
 REQUESTS: collections.Counter[str] = collections.Counter()  # FUSE requests served, by handler
 SERVING: list["FakeprocFS"] = []  # the file system serve() is serving (fs_inodes reads it)
 FSNAME = "fakeproc"
-_ATTR_FIELDS = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blksize",
-                "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "entry_timeout", "attr_timeout")
 PROC_TIMEOUT = 0.0    # PIDs come and go: never let the kernel cache /proc entries
 SYS_TIMEOUT = 60.0    # the node tree's shape is fixed for the mount's life (and /, /proc)
 
@@ -169,6 +168,7 @@ class FakeprocFS(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
         self.page_cache = PageCache()
+        self.proc_flush: ProcFlush | None = None  # serve() sets it: prunes released processes' entries
         # what chmod, chown and utimes left on an entry, kept for the mount's life (the
         # kernfs node's iattr, a proc_dir_entry's mode and owner): EntryAttributes
         # fields by path (_kept_key), st_mode holding the permission bits only
@@ -208,10 +208,10 @@ class FakeprocFS(pyfuse3.Operations):
 
     def _attrs(self, path: tuple[str, ...], entry: Entry, ctx: Ctx) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
+        a.st_uid, a.st_gid = _owner_ids(entry, ctx)  # ENOENT for a gone process: number nothing
         a.st_ino = self.inodes.inode(path)
         a.st_mode = file_mode(entry)
         a.st_nlink = 2 if isinstance(entry, Dir) else 1
-        a.st_uid, a.st_gid = _owner_ids(entry, ctx)
         a.st_size = entry.size if isinstance(entry, (File, Special)) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
             a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
@@ -255,9 +255,7 @@ class FakeprocFS(pyfuse3.Operations):
         last = self.inodes.last.get(inode)
         if last is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        a = pyfuse3.EntryAttributes()
-        for name in _ATTR_FIELDS:
-            setattr(a, name, getattr(last, name))
+        a = copy.copy(last)
         if len(path) == 2 or (len(path) == 4 and path[2] == "task"):
             a.st_uid = a.st_gid = 0
         return a
@@ -290,18 +288,34 @@ class FakeprocFS(pyfuse3.Operations):
                 children[:] = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]
             except LookupError:
                 raise pyfuse3.FUSEError(errno.ENOENT) from None
+            if path == ("procview",) and self.proc_flush is not None:
+                self._prune_unlisted(path, {name for name, *_ in children})
         return children
 
+    def _prune_unlisted(self, top: tuple[str, ...], listed: set[str]) -> None:
+        """The runner's procview/ lists the real processes too, whose exits the kernel
+        model never sees: a listing that no longer shows one is its release."""
+        gone = [d for d in self.inodes.held if d[:1] == top and d[1] not in listed]
+        if gone and self.proc_flush is not None:
+            self.proc_flush.gone(gone)
+
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for i, (name, entry, ectx, path) in enumerate(self.dir_entries(fh, start_id)[start_id:], start_id):
-            try:
-                attrs = self._attrs(path, entry, ectx)
-            except pyfuse3.FUSEError:
-                continue  # gone since opendir
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
-                self.inodes.unused(attrs.st_ino)  # not sent: the host holds no reference
-                break
-            self.inodes.looked_up(attrs.st_ino)  # readdirplus: a lookup of each entry
+        counted: list[int] = []  # readdirplus: each entry sent is a lookup
+        try:
+            for i, (name, entry, ectx, path) in enumerate(self.dir_entries(fh, start_id)[start_id:], start_id):
+                try:
+                    attrs = self._attrs(path, entry, ectx)
+                except pyfuse3.FUSEError:
+                    continue  # gone since opendir
+                if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+                    self.inodes.unused(attrs.st_ino)  # not sent: the host holds no reference
+                    break
+                self.inodes.looked_up(attrs.st_ino)
+                counted.append(attrs.st_ino)
+        except BaseException:  # the reply becomes an error: the host links none of them
+            for ino in counted:
+                self.inodes.forget(ino, 1)
+            raise
 
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
@@ -383,9 +397,12 @@ class FakeprocFS(pyfuse3.Operations):
     async def forget(self, inode_list: Any) -> None:
         """The host evicted these inodes: a per-process path the host no longer holds
         is freed (fs/tree.InodeTable), so exited processes cost nothing."""
-        for ino, nlookup in inode_list:
-            if self.inodes.forget(ino, nlookup):
-                self.page_cache.drop(ino)
+        try:
+            for ino, nlookup in inode_list:
+                if self.inodes.forget(ino, nlookup):
+                    self.page_cache.drop(ino)
+        except Exception:  # noqa: BLE001 - forget must not raise (no reply to carry it)
+            log.exception("forget failed")
 
     # ---- setattr: chmod, chown, utimes, truncate -----------------------------------
     def _mode(self, path: tuple[str, ...], entry: Entry) -> int:
@@ -677,15 +694,19 @@ def serve(kernel: "Kernel", mountpoint: str, *, rate: float = 1.0, paused: bool 
         realproc = realproc_dir(mountpoint)
         realproc.mkdir(mode=0o755, parents=True, exist_ok=True)
         ops = FakeprocFS(kernel, realproc, clock)
-        SERVING[:] = [ops]
         system = SystemMount(ops, mountpoint, allow_other)
         ops.ready = trio.Event()
+        before = fuse_fds()
         pyfuse3.init(ops, mountpoint, mount_options(allow_other))
-        kernel.release_hooks.append(ProcFlush(ops.inodes, fuse_device_fd()))
+        ops.proc_flush = ProcFlush(ops.inodes, session_fd(before))
+        kernel.release_hooks.append(ops.proc_flush)
+        SERVING[:] = [ops]
         try:
             trio.run(_serve, clock, ctl, system, stopping)
         finally:
             system.close()  # no path walk: nothing answers the main mount any more
+            SERVING.clear()
+            kernel.release_hooks.remove(ops.proc_flush)
             pyfuse3.close(unmount=True)
             try:
                 realproc.rmdir()  # empty outside runner namespaces

@@ -257,8 +257,8 @@ class InodeTable:
             self.held.setdefault(process_dir(path), set()).add(ino)
 
     def unused(self, ino: int) -> bool:
-        """Free a per-process inode the host was never handed (a readdir entry that
-        did not fit, a lookup that failed after numbering it); True if freed."""
+        """Free a per-process inode the host does not hold (a readdir entry that did
+        not fit, or one its last FORGET left at 0); True if freed."""
         path = self.paths.get(ino)
         if path is None or not per_process(path) or self.lookups.get(ino, 0) > 0:
             return False
@@ -285,5 +285,5 @@ class InodeTable:
         self.lookups[ino] -= nlookup
         if self.lookups[ino] > 0:
             return False
-        del self.lookups[ino]
+        self.lookups[ino] = 0
         return self.unused(ino)

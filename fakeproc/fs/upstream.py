@@ -231,7 +231,7 @@ def _cap_sys_admin(ctx: Ctx) -> bool:
 
 def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
     return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c), _cap_sys_admin(c)), mode=0o400,
-                   owner=lambda c: (task_of(c).uid, task_of(c).gid), ptrace_read=True)
+                   owner=lambda c: task_of(c).dump_owner(dir_0555=False), ptrace_read=True)
 
 
 def enabled(ctx: Ctx) -> bool:

@@ -93,3 +93,11 @@ class Task:
     @property
     def alive(self) -> bool:
         return self.state != "zombie" and self.mm_id is not None
+
+    def dump_owner(self, dir_0555: bool) -> tuple[int, int]:
+        """task_dump_owner(): the owner of the task's /proc entries. Its uid and gid,
+        but for anything other than a mode-0555 directory root's once it has no mm
+        (a zombie): 4.20 makes the files of a task without an mm root-owned."""
+        if not dir_0555 and self.mm_id is None:
+            return 0, 0
+        return self.uid, self.gid

@@ -40,7 +40,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .ctl.client import Client
+from .ctl.client import Client, clock_state
 from .ctl.protocol import CtlError
 
 PAGE_KB = 4
@@ -159,7 +159,7 @@ def _rate(v: float | None, unit: str = "") -> str:
 def render(snap: Snapshot, mountpoint: str, plain: bool = False) -> Group:
     style = box.SIMPLE_HEAD if plain else box.HEAVY_HEAD
     clk = snap.clock
-    state = "paused" if clk.get("paused") else "running"
+    state = clock_state(clk)
     wr = snap.window_rates()
     t, _ = snap.latest_window()
     header = Text(

@@ -409,8 +409,11 @@ def test_stale_socket_is_replaced_and_a_clean_exit_removes_it(tmp_path):
         with socket.socket(socket.AF_UNIX) as s:
             s.bind(str(other / "ctl.sock"))
         (other / "mountpoint").write_text("/nowhere\n")
+        unlinked = path.parent.parent / "0123456789abcdee"  # one whose socket went
+        unlinked.mkdir(mode=0o700)
+        (unlinked / "mountpoint").write_text("/nowhere/else\n")
         proc = _start(mnt)                            # cleans the stale mount and sockets
-        assert socket_path(mnt) == path and not other.exists()
+        assert socket_path(mnt) == path and not other.exists() and not unlinked.exists()
         with Client(mnt) as c:
             assert c.ping()["pid"] == proc.pid != first
         proc.send_signal(signal.SIGTERM)

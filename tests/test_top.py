@@ -155,3 +155,15 @@ def test_top_on_an_80_column_terminal_keeps_pids_whole(running_mount):
     out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
     for pid in pids:
         assert re.search(rf"(^|\s){pid}\s", out, re.M), (pid, out)
+
+
+@pytest.mark.parametrize("clock, shown", [
+    ({"paused": True, "running": False, "rate": 1.0}, "(paused, rate 1)"),
+    ({"paused": False, "running": False, "rate": 0.0}, "(stopped, rate 0)"),  # --rate 0
+    ({"paused": False, "running": True, "rate": 2.0}, "(running, rate 2)"),
+])
+def test_the_header_names_the_clock_as_ctl_clock_does(clock, shown):
+    snap = Snapshot(clock={"now": 1.0, **clock}, nodes=[], vmstat={}, procs=[], report={})
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(render(snap, "/m", plain=True))
+    assert f"virtual time 1.00 s {shown}" in buf.getvalue()

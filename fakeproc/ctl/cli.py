@@ -14,7 +14,7 @@ import sys
 import tomllib
 from typing import Any
 
-from .client import Client
+from .client import Client, clock_state
 from .protocol import CtlError, loads
 
 DEFAULT_MOUNT_ENV = "FAKEPROC_MOUNT"
@@ -197,8 +197,7 @@ def _run(c: Client, args: argparse.Namespace) -> int:
         elif args.value is not None:
             raise InputError(f"clock {args.action} takes no number")
         out = c.clock(args.action, **extra)
-        state = "paused" if out["paused"] else ("stopped" if not out["running"] else "running")  # the rate follows
-        human = f"virtual time {out['now']:.3f} s, {state}, rate {out['rate']:g}"
+        human = f"virtual time {out['now']:.3f} s, {clock_state(out)}, rate {out['rate']:g}"
         if "touches" in out:
             human += f" ({out['touches']} touches)"
     elif cmd == "touch":

@@ -132,3 +132,10 @@ class Client:
     def madvise(self, pid: int, addr: int, length: int | str, advice: str | int) -> int:
         """advice: "dontneed", "hugepage", "nohugepage" or a MADV_* number."""
         return self.call("madvise", pid=pid, addr=addr, length=length, advice=advice)["ret"]
+
+
+def clock_state(clock: dict[str, Any]) -> str:
+    """How a `clock` reply reads: paused, stopped (rate 0) or running."""
+    if clock.get("paused"):
+        return "paused"
+    return "running" if clock.get("running", True) else "stopped"

@@ -76,7 +76,8 @@ def _replace_stale(path: Path) -> None:
 
 def _sweep(base: Path, keep: Path) -> None:
     """Remove the directories that killed servers left under base: those whose
-    mountpoint file exists (written after listen()) and whose socket refuses, then
+    mountpoint file exists (written after listen()) and whose socket refuses or is
+    gone (no server can be reached through that directory any more), then
     the empty <key>.proc directories without a <key> directory (a live server makes
     <key> first and removes it last)."""
     try:
@@ -88,9 +89,10 @@ def _sweep(base: Path, keep: Path) -> None:
             st = os.lstat(d)
             if d == keep or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
                 continue
-            if (d / MOUNTPOINT_NAME).exists() and _is_dead(d / SOCKET_NAME):
-                for name in (SOCKET_NAME, MOUNTPOINT_NAME):
-                    os.unlink(d / name)
+            sock = d / SOCKET_NAME
+            if (d / MOUNTPOINT_NAME).exists() and (not os.path.lexists(sock) or _is_dead(sock)):
+                sock.unlink(missing_ok=True)
+                os.unlink(d / MOUNTPOINT_NAME)
                 os.rmdir(d)
                 log.info("removed %s, left by a killed server", d)
         except OSError:

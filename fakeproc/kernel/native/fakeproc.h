@@ -262,8 +262,8 @@ struct fp_vm {
 };
 
 /* a further mapper of a page mapped more than once (after fork); the first mapper
- * lives in struct fp_page itself. The further mappers of one PFN form a chain, found
- * through a hash of PFNs (rmap.c): rmap_slots. */
+ * lives in struct fp_page itself. The further mappers of one PFN form a chain, whose
+ * head is found by PFN in blocks of FP_RMAP_BLOCK heads (rmap.c): rmap_heads. */
 struct fp_rmap_ext {
     uint64_t pfn;
     uint64_t vpn;
@@ -272,7 +272,8 @@ struct fp_rmap_ext {
                             * 0 at the end */
 };
 #define FP_RMAP_FREE 0xFFFFFFFFFFFFFFFFULL /* the pfn of a side-table entry on the free list */
-struct fp_rmap_slot;
+struct fp_rmap_heads;
+#define FP_RMAP_BLOCK 512 /* chain heads per block: the PFNs of one 2 MiB block */
 
 struct fp_truth;
 
@@ -317,9 +318,11 @@ struct fp_kernel {
     uint64_t nr_rmap_ext;  /* entries handed out so far, free ones included */
     uint64_t cap_rmap_ext;
     uint64_t rmap_ext_free; /* index + 1 of the first free entry, 0 = none */
-    struct fp_rmap_slot *rmap_slots; /* open addressing, a power of two (or 0) of them */
-    uint64_t rmap_slots_cap;
-    uint64_t rmap_slots_used;
+    struct fp_rmap_heads **rmap_heads; /* by PFN / FP_RMAP_BLOCK, NULL while it has no chain */
+    uint64_t rmap_blocks;       /* the directory's length (0 until the first chain) */
+    uint64_t rmap_blocks_used;  /* blocks allocated */
+    uint64_t rmap_chains;       /* PFNs with a chain */
+    struct fp_rmap_heads *rmap_spare; /* an empty block kept for an add that must not fail */
     uint64_t tlb_gen;      /* moves on every table free or upper-level rewrite: TLBs flush */
     int32_t tlb_off;       /* never fill workload TLBs: every touch walks (the reference
                             * path of the differential test; set it before any workload
@@ -562,8 +565,6 @@ int64_t fp_check(struct fp_kernel *k, char *msg, uint64_t msglen);
 /* ground truth: access counts of n PFNs into out (reset them when asked) */
 void fp_access_counts(struct fp_kernel *k, const uint64_t *pfns, uint64_t n, uint32_t *out,
                       int32_t reset);
-/* a self-check of the reverse map's slot table (rmap.c): 0, or the step that failed */
-int64_t fp_rmap_slots_selftest(uint64_t seed, uint64_t steps);
 
 /* ground truth of the n PFNs from start, both counts (struct fp_truth stays internal) */
 void fp_truth_read(const struct fp_kernel *k, uint64_t start, uint64_t n, uint32_t *access,

@@ -951,6 +951,7 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
 {
     uint64_t *t = fp_table(k, table);
     uint64_t span = 1ULL << (12 + 9 * (4 - level));
+    uint64_t *cleaf = NULL; /* the child's PTE table for this one, once it has one */
     for (unsigned i = 0; i < FP_PTRS_PER_TABLE; i++) {
         uint64_t e, addr = base + i * span;
         int err;
@@ -966,12 +967,16 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
         }
         /* the child's tables and deposit come from the page allocator, whose reclaim
          * may demote, swap or split the parent's page meanwhile: the entry is read
-         * again after each allocation, as copy_pte_range() holds the parent's lock */
-        uint64_t *ce = walk_to(k, cm, addr, level, 1, &err);
+         * again after each allocation, as copy_pte_range() holds the parent's lock.
+         * Once the child has this PTE table nothing more is allocated for it: its
+         * entries follow without a walk from the child's pgd. */
+        uint64_t *ce = cleaf ? cleaf + i : walk_to(k, cm, addr, level, 1, &err);
         if (!ce)
             return err;
         if (t[i] != e)
             goto again;
+        if (level == 4)
+            cleaf = ce - i;
         if (level == 3 && (err = deposit_table(k, cm, ce)))
             return err; /* copy_huge_pmd(): the child's PMD gets its own deposit */
         if (level == 3 && t[i] != e) {

@@ -9,7 +9,6 @@
  * Migration counters count a THP as one.
  */
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
@@ -90,6 +89,10 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
         fp_free_page(k, (uint64_t)np);
         remap(k, pfn, pfn);
         return -EAGAIN;
+    }
+    if (fp_rmap_move_room(k, pfn, (uint64_t)np)) { /* the host is out of memory */
+        fp_free_page(k, (uint64_t)np);
+        return -ENOMEM;
     }
     struct fp_page *new = &k->pages[np];
     struct fp_mm *mm = k->mms[fp_page_owner(k, old)];

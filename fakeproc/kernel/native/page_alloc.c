@@ -119,7 +119,7 @@ void fp_kernel_free(struct fp_kernel *k)
     free_big(k->pages, k->nr_pfns * sizeof(struct fp_page));
     free_big(k->truth, k->nr_pfns * sizeof(struct fp_truth));
     free(k->rmap_ext);
-    free(k->rmap_slots);
+    fp_rmap_heads_free(k);
     free(k->swap_map);
     free_big(k->tables, k->tables_cap * FP_PTRS_PER_TABLE * sizeof(uint64_t));
     free_big(k->free_tables, k->free_tables_cap * sizeof(uint64_t));

@@ -4,10 +4,12 @@
  * mapper is kept in struct fp_page as the arena index of its entry (4 bytes: the
  * table's owner and base address give the mm and the address), so the common case
  * costs nothing; further mappers (pages shared after fork) sit in a side table.
- * The side-table entries of one PFN are chained (fp_rmap_ext.next) and a hash of
- * PFNs (open addressing, linear probing) holds each chain's head, so adding,
- * finding and removing a mapper cost the length of one page's chain, not of the
- * table: the child of a big process exits in linear time. A removed entry goes on
+ * The side-table entries of one PFN are chained (fp_rmap_ext.next), and the chain's
+ * head is found by PFN in a block of FP_RMAP_BLOCK heads (a 2 MiB block's PFNs),
+ * allocated with its first chain and freed with its last, so adding, finding and
+ * removing a mapper cost the length of one page's chain, and fork and exit, which
+ * visit a process's pages in address order (mostly PFN order), read the heads in
+ * order: 4 bytes per PFN of a block where pages are shared. A removed entry goes on
  * a free list (through its next, pfn FP_RMAP_FREE) and is reused by the next add;
  * entries never move, so a removal touches only its own chain.
  * invariant: mapcount == 1 + the length of the PFN's chain.
@@ -17,102 +19,96 @@
 #include <stdlib.h>
 #include "internal.h"
 
-struct fp_rmap_slot {
-    uint64_t pfn1;         /* PFN + 1; 0 = empty */
-    uint32_t head;         /* index + 1 of the chain's first side-table entry */
-    uint32_t pad;
+struct fp_rmap_heads {
+    uint32_t used;                  /* heads that are not 0 */
+    uint32_t head[FP_RMAP_BLOCK];   /* index + 1 of the chain's first entry; 0 = none */
 };
 
-/* A PFN's first slot. Runs of 8 consecutive PFNs keep consecutive slots (2 cache
- * lines) and only the runs are scattered: fork and exit visit a process's pages in
- * address order, which is mostly PFN order, so a run costs a miss or two, not eight.
- * (Longer runs make longer clusters, which slot_delete scans: 8 measured best.) */
-#define SLOT_RUN 8
-static uint64_t home(const struct fp_kernel *k, uint64_t pfn)
+/* where pfn's chain head lives, NULL while its block has no chain */
+static uint32_t *head_of(const struct fp_kernel *k, uint64_t pfn)
 {
-    uint64_t run = (pfn / SLOT_RUN * 0x9E3779B97F4A7C15ULL >> 32) * SLOT_RUN;
-    return (run + pfn % SLOT_RUN) & (k->rmap_slots_cap - 1); /* cap: 2^n, at least 64 */
+    uint64_t b = pfn / FP_RMAP_BLOCK;
+    struct fp_rmap_heads *h = b < k->rmap_blocks ? k->rmap_heads[b] : NULL;
+    return h ? &h->head[pfn % FP_RMAP_BLOCK] : NULL;
 }
 
-/* the slot holding pfn's chain, or NULL */
-static struct fp_rmap_slot *slot_of(const struct fp_kernel *k, uint64_t pfn)
+static uint32_t chain_of(const struct fp_kernel *k, uint64_t pfn)
 {
-    if (!k->rmap_slots_cap)
-        return NULL;
-    for (uint64_t i = home(k, pfn);; i = (i + 1) & (k->rmap_slots_cap - 1)) {
-        struct fp_rmap_slot *s = &k->rmap_slots[i];
-        if (s->pfn1 == pfn + 1)
-            return s;
-        if (!s->pfn1)
-            return NULL;
+    const uint32_t *h = head_of(k, pfn);
+    return h ? *h : 0;
+}
+
+/* The directory, and a spare block unless one is kept: what an add that must not
+ * fail needs (a THP split's tails lie in their head's block, which has a chain). */
+static int heads_reserve(struct fp_kernel *k)
+{
+    if (!k->rmap_heads) {
+        uint64_t n = k->nr_pfns / FP_RMAP_BLOCK + 1;
+        k->rmap_heads = calloc(n, sizeof(*k->rmap_heads));
+        if (!k->rmap_heads)
+            return -ENOMEM;
+        k->rmap_blocks = n;
     }
-}
-
-static struct fp_rmap_slot *slot_put(struct fp_kernel *k, uint64_t pfn, uint32_t head)
-{
-    uint64_t i = home(k, pfn);
-    while (k->rmap_slots[i].pfn1)
-        i = (i + 1) & (k->rmap_slots_cap - 1);
-    k->rmap_slots[i] = (struct fp_rmap_slot){pfn + 1, head, 0};
-    k->rmap_slots_used++;
-    return &k->rmap_slots[i];
-}
-
-/* room for n more chains: at most half the slots in use */
-static int slots_reserve(struct fp_kernel *k, uint64_t n)
-{
-    if (2 * (k->rmap_slots_used + n) <= k->rmap_slots_cap)
-        return 0;
-    uint64_t old_cap = k->rmap_slots_cap, cap = old_cap ? 2 * old_cap : 64;
-    while (2 * (k->rmap_slots_used + n) > cap)
-        cap *= 2;
-    struct fp_rmap_slot *old = k->rmap_slots, *fresh = calloc(cap, sizeof(*fresh));
-    if (!fresh)
+    if (!k->rmap_spare && !(k->rmap_spare = calloc(1, sizeof(*k->rmap_spare))))
         return -ENOMEM;
-    k->rmap_slots = fresh;
-    k->rmap_slots_cap = cap;
-    k->rmap_slots_used = 0;
-    for (uint64_t i = 0; i < old_cap; i++)
-        if (old[i].pfn1)
-            slot_put(k, old[i].pfn1 - 1, old[i].head);
-    free(old);
     return 0;
 }
 
-/* Empty slot s; entries after it in its probe run move back where their home
- * would no longer reach them (deletion without tombstones). */
-static void slot_delete(struct fp_kernel *k, struct fp_rmap_slot *s)
+/* pfn's block, allocated (or the spare taken) if it has none. 0 or -ENOMEM. */
+static int block_make(struct fp_kernel *k, uint64_t pfn)
 {
-    uint64_t mask = k->rmap_slots_cap - 1, i = (uint64_t)(s - k->rmap_slots), j = i;
-    k->rmap_slots_used--;
-    for (;;) {
-        k->rmap_slots[i].pfn1 = 0;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!k->rmap_slots[j].pfn1)
-                return;
-            uint64_t h = home(k, k->rmap_slots[j].pfn1 - 1);
-            /* it stays at j when its home lies cyclically in (i, j] */
-            if (i <= j ? (i < h && h <= j) : (i < h || h <= j))
-                continue;
-            k->rmap_slots[i] = k->rmap_slots[j];
-            i = j;
-            break;
-        }
+    uint64_t b = pfn / FP_RMAP_BLOCK;
+    if (b < k->rmap_blocks && k->rmap_heads[b])
+        return 0;
+    if (heads_reserve(k))
+        return -ENOMEM;
+    k->rmap_heads[b] = k->rmap_spare;
+    k->rmap_spare = NULL;
+    k->rmap_blocks_used++;
+    return 0;
+}
+
+/* Set pfn's chain head (its block exists). A block left without a chain is freed,
+ * or kept as the spare. */
+static void head_set(struct fp_kernel *k, uint64_t pfn, uint32_t v)
+{
+    uint64_t b = pfn / FP_RMAP_BLOCK;
+    struct fp_rmap_heads *h = k->rmap_heads[b];
+    uint32_t *p = &h->head[pfn % FP_RMAP_BLOCK];
+    if (!*p != !v) {
+        h->used += v ? 1 : -1;
+        k->rmap_chains += v ? 1 : -1;
     }
+    *p = v;
+    if (h->used)
+        return;
+    k->rmap_heads[b] = NULL;
+    k->rmap_blocks_used--;
+    if (k->rmap_spare)
+        free(h);
+    else
+        k->rmap_spare = h; /* every head 0 again */
+}
+
+void fp_rmap_heads_free(struct fp_kernel *k)
+{
+    for (uint64_t b = 0; b < k->rmap_blocks; b++)
+        free(k->rmap_heads[b]);
+    free(k->rmap_heads);
+    free(k->rmap_spare);
 }
 
 /* Take side-table entry idx out of its chain onto the free list. */
 static void ext_remove(struct fp_kernel *k, uint64_t idx)
 {
     struct fp_rmap_ext *x = &k->rmap_ext[idx];
-    struct fp_rmap_slot *s = slot_of(k, x->pfn);
-    uint32_t *l = &s->head;
+    uint32_t *h = head_of(k, x->pfn), *l = h;
     while (*l != idx + 1)
         l = &k->rmap_ext[*l - 1].next;
-    *l = x->next;
-    if (!s->head)
-        slot_delete(k, s);
+    if (l == h)
+        head_set(k, x->pfn, x->next);
+    else
+        *l = x->next;
     *x = (struct fp_rmap_ext){FP_RMAP_FREE, 0, 0, k->rmap_ext_free};
     k->rmap_ext_free = (uint32_t)idx + 1;
 }
@@ -162,39 +158,34 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
     if (!p->mapcount) {
         p->pte = entry_of(k, mm, addr);
     } else {
-        struct fp_rmap_slot *s = slot_of(k, pfn);
-        if (!s) {
-            if (slots_reserve(k, 1))
-                return -ENOMEM;
-            s = slot_put(k, pfn, 0);
-        }
         int64_t idx = ext_alloc(k);
-        if (idx < 0) {
-            if (!s->head)
-                slot_delete(k, s);
+        if (idx < 0)
             return (int)idx;
+        if (block_make(k, pfn)) { /* the entry goes back on the free list */
+            k->rmap_ext[idx] = (struct fp_rmap_ext){FP_RMAP_FREE, 0, 0, k->rmap_ext_free};
+            k->rmap_ext_free = (uint32_t)idx + 1;
+            return -ENOMEM;
         }
-        k->rmap_ext[idx] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, s->head};
-        s->head = (uint32_t)idx + 1;
+        k->rmap_ext[idx] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, chain_of(k, pfn)};
+        head_set(k, pfn, (uint32_t)idx + 1);
     }
     p->mapcount++;
     return 0;
 }
 
-/* Room for `chains` new chains and `entries` side-table entries, so that as many
- * fp_rmap_add() calls cannot fail (a THP split maps 511 new pages in every mapper
- * but the first). 0 or -ENOMEM, with nothing changed but capacity. */
+/* Room for new chains in one block's PFNs and `entries` side-table entries, so that
+ * as many fp_rmap_add() calls cannot fail (a THP split maps 511 new pages in every
+ * mapper but the first). 0 or -ENOMEM, with nothing changed but capacity. */
 int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries)
 {
-    int err = slots_reserve(k, chains);
+    int err = chains ? heads_reserve(k) : 0;
     return err ? err : ext_reserve(k, entries);
 }
 
 /* the side-table index of mapper (mm, vpn) of pfn, or with mm < 0 of any; -1 none */
 static int64_t find_ext(const struct fp_kernel *k, uint64_t pfn, int64_t mm, uint64_t vpn)
 {
-    const struct fp_rmap_slot *s = slot_of(k, pfn);
-    for (uint32_t x = s ? s->head : 0; x; x = k->rmap_ext[x - 1].next) {
+    for (uint32_t x = chain_of(k, pfn); x; x = k->rmap_ext[x - 1].next) {
         const struct fp_rmap_ext *e = &k->rmap_ext[x - 1];
         if (mm < 0 || (e->mm == (uint32_t)mm && e->vpn == vpn))
             return (int64_t)x - 1;
@@ -227,95 +218,83 @@ int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint
            find_ext(k, pfn, mm, vpn) >= 0;
 }
 
-/* migration: pfn's further mappers now map new_pfn (a fresh page, no chain yet) */
-void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn)
+/* Before a migration changes anything: the block new_pfn's chain will need when
+ * pfn has one. 0, or -ENOMEM with nothing made. */
+int fp_rmap_move_room(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn)
 {
-    struct fp_rmap_slot *s = slot_of(k, pfn);
-    if (!s)
-        return;
-    uint32_t head = s->head;
-    for (uint32_t x = head; x; x = k->rmap_ext[x - 1].next)
-        k->rmap_ext[x - 1].pfn = new_pfn;
-    slot_delete(k, s);
-    slot_put(k, new_pfn, head); /* a slot was just freed: no growth needed */
+    return chain_of(k, pfn) ? block_make(k, new_pfn) : 0;
 }
 
-/* The slot table alone, against a plain membership array (tests/test_rmap.py): random
- * puts and deletes of 256 PFNs in the smallest table (64 slots, at most 32 used), so
- * probe runs cluster and wrap around the end. 0, or the 1-based step that went wrong. */
-int64_t fp_rmap_slots_selftest(uint64_t seed, uint64_t steps)
+/* migration: pfn's further mappers now map new_pfn (a fresh page, no chain yet;
+ * fp_rmap_move_room() made its block) */
+void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn)
 {
-    struct fp_kernel *k = calloc(1, sizeof(*k));
-    uint32_t head[256] = {0};
-    uint64_t used = 0, bad = 0;
-    if (!k || slots_reserve(k, 1)) {
-        free(k);
-        return -ENOMEM;
-    }
-    for (uint64_t step = 1; step <= steps && !bad; step++) {
-        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-        uint64_t pfn = (seed >> 33) % 256;
-        if (head[pfn]) {
-            slot_delete(k, slot_of(k, pfn));
-            head[pfn] = 0;
-            used--;
-        } else if (used < k->rmap_slots_cap / 2) {
-            head[pfn] = (uint32_t)step;
-            slot_put(k, pfn, head[pfn]);
-            used++;
-        }
-        for (uint64_t q = 0; q < 256 && !bad; q++) {
-            const struct fp_rmap_slot *s = slot_of(k, q);
-            if ((s ? s->head : 0) != head[q])
-                bad = step;
-        }
-    }
-    free(k->rmap_slots);
-    free(k);
-    return (int64_t)bad;
+    uint32_t head = chain_of(k, pfn);
+    if (!head)
+        return;
+    for (uint32_t x = head; x; x = k->rmap_ext[x - 1].next)
+        k->rmap_ext[x - 1].pfn = new_pfn;
+    head_set(k, new_pfn, head);
+    head_set(k, pfn, 0);
 }
 
 uint64_t fp_rmap_index_bytes(const struct fp_kernel *k)
 {
-    return k->rmap_slots_cap * sizeof(struct fp_rmap_slot);
+    return k->rmap_blocks * sizeof(*k->rmap_heads) +
+           (k->rmap_blocks_used + (k->rmap_spare != NULL)) * sizeof(struct fp_rmap_heads);
 }
 
-/* For the invariant checker (check.c), in one pass over the slots, chains and free
- * list: each slot is found from its home and belongs to a page mapped more than
- * once, with mapcount - 1 entries on its chain; every entry is on exactly one chain
- * or on the free list; the slot count is right. Returns the number of problems, the
- * first described in msg. (A page mapped more than once without a chain is the page
- * walk's to find: fp_rmap_is_mapper() does not know its further mappers.) */
+/* For the invariant checker (check.c), in one pass over the heads, chains and free
+ * list: each head belongs to a page mapped more than once, with mapcount - 1 entries
+ * on its chain; every entry is on exactly one chain or on the free list; each block's
+ * count of heads, and the counts of blocks and chains, are right. Returns the number
+ * of problems, the first described in msg. (A page mapped more than once without a
+ * chain is the page walk's to find: fp_rmap_is_mapper() does not know its further
+ * mappers.) */
 uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len)
 {
-    uint64_t bad = 0, used = 0, nr = k->nr_rmap_ext;
+    uint64_t bad = 0, chains = 0, blocks = 0, nr = k->nr_rmap_ext;
     uint8_t *seen = calloc(nr ? nr : 1, 1);
     if (!seen)
         return 0;
 #define BAD(...) do { if (!bad++ && len) snprintf(msg, len, __VA_ARGS__); } while (0)
-    for (uint64_t i = 0; i < k->rmap_slots_cap; i++) {
-        const struct fp_rmap_slot *s = &k->rmap_slots[i];
-        if (!s->pfn1)
+    for (uint64_t b = 0; b < k->rmap_blocks; b++) {
+        const struct fp_rmap_heads *h = k->rmap_heads[b];
+        uint32_t used = 0;
+        if (!h)
             continue;
-        uint64_t pfn = s->pfn1 - 1, n = 0;
-        uint32_t want = pfn < k->nr_pfns ? k->pages[pfn].mapcount : 0;
-        used++;
-        if (slot_of(k, pfn) != s)
-            BAD("rmap: pfn %lu's slot is not the one found from its home", (unsigned long)pfn);
-        for (uint32_t x = s->head; x; x = k->rmap_ext[x - 1].next, n++)
-            if (x > nr || seen[x - 1] || k->rmap_ext[x - 1].pfn != pfn) {
-                BAD("rmap: pfn %lu's chain is broken at entry %u", (unsigned long)pfn, x);
-                break;
-            } else {
-                seen[x - 1] = 1;
-            }
-        if (want < 2 || n != want - 1u)
-            BAD("rmap: pfn %lu is mapped %u times, but its chain holds %lu further mappers",
-                (unsigned long)pfn, want, (unsigned long)n);
+        blocks++;
+        for (uint64_t i = 0; i < FP_RMAP_BLOCK; i++) {
+            uint64_t pfn = b * FP_RMAP_BLOCK + i, n = 0;
+            if (!h->head[i])
+                continue;
+            used++;
+            uint32_t want = pfn < k->nr_pfns ? k->pages[pfn].mapcount : 0;
+            for (uint32_t x = h->head[i]; x; x = k->rmap_ext[x - 1].next, n++)
+                if (x > nr || seen[x - 1] || k->rmap_ext[x - 1].pfn != pfn) {
+                    BAD("rmap: pfn %lu's chain is broken at entry %u", (unsigned long)pfn, x);
+                    break;
+                } else {
+                    seen[x - 1] = 1;
+                }
+            if (want < 2 || n != want - 1u)
+                BAD("rmap: pfn %lu is mapped %u times, but its chain holds %lu further mappers",
+                    (unsigned long)pfn, want, (unsigned long)n);
+        }
+        if (used != h->used || !used)
+            BAD("rmap: block %lu holds %u chains, counted %u", (unsigned long)b, used, h->used);
+        chains += used;
     }
-    if (used != k->rmap_slots_used)
-        BAD("rmap: %lu slots in use, %lu counted", (unsigned long)used,
-            (unsigned long)k->rmap_slots_used);
+    if (blocks != k->rmap_blocks_used || chains != k->rmap_chains)
+        BAD("rmap: %lu blocks and %lu chains, counted %lu and %lu", (unsigned long)blocks,
+            (unsigned long)chains, (unsigned long)k->rmap_blocks_used,
+            (unsigned long)k->rmap_chains);
+    if (k->rmap_spare)
+        for (uint64_t i = 0; i < FP_RMAP_BLOCK; i++)
+            if (k->rmap_spare->head[i]) {
+                BAD("rmap: the spare block is not empty");
+                break;
+            }
     for (uint64_t x = k->rmap_ext_free; x; x = k->rmap_ext[x - 1].next)
         if (x > nr || seen[x - 1] || k->rmap_ext[x - 1].pfn != FP_RMAP_FREE) {
             BAD("rmap: the free list is broken at entry %lu", (unsigned long)x);
@@ -355,8 +334,7 @@ int fp_rmap_walk(struct fp_kernel *k, uint64_t pfn, fp_rmap_fn fn, void *arg)
     }
     mms[got] = fp_page_owner(k, p);
     vpns[got++] = fp_page_vaddr(k, p) >> FP_PAGE_SHIFT;
-    const struct fp_rmap_slot *s = slot_of(k, pfn);
-    for (uint32_t x = s ? s->head : 0; x && got < n; x = k->rmap_ext[x - 1].next) {
+    for (uint32_t x = chain_of(k, pfn); x && got < n; x = k->rmap_ext[x - 1].next) {
         mms[got] = k->rmap_ext[x - 1].mm;
         vpns[got++] = k->rmap_ext[x - 1].vpn;
     }

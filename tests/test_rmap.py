@@ -1,5 +1,6 @@
 """The reverse map of pages shared after fork (native/rmap.c). Further mappers sit in a
-side table, chained per PFN behind a hash of PFNs. Forks, exits in every order and
+side table, chained per PFN, each chain's head found by PFN in a block of 512 heads
+(allocated with its first chain, freed with its last). Forks, exits in every order and
 migrations of shared pages must keep the invariant checker green (it walks every
 chain: mapcount == 1 + chain length, every side-table entry on its page's chain), and
 every task that is left must still map its pages."""
@@ -12,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakeproc.kernel.native import lib
 from fakeproc.machine import load
 
 BASE = 0x7F0000000000

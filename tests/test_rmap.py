@@ -115,3 +115,16 @@ def test_random_forks_exits_and_migrations_keep_the_reverse_map(pages, ops):
     # every page is one page, whoever maps it (fork shares, nothing writes)
     views = {pid: k.range_pages(k.task(pid), BASE, BASE + pages * 4096) for pid in alive}
     assert len({tuple(v) for v in views.values()}) <= 1
+
+
+def test_the_checker_finds_a_wrong_count_of_chains_or_mappers():
+    k = load(MACHINE)
+    k.fork(100, 101)
+    assert k.check() == []
+    k.native.rmap_chains += 1
+    assert any(f"1 blocks and {PAGES} chains, counted 1 and {PAGES + 1}" in p for p in k.check())
+    k.native.rmap_chains -= 1
+    pfn = pages_of(k, 100)[0][1]
+    k.native.pages[pfn].mapcount += 1  # the page walk and the chain both disagree now
+    assert k.check() == [f"pfn {pfn}: mapcount 3, but 2 page-table entries map it",
+                         "2 problem(s) in all"]

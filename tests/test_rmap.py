@@ -92,10 +92,9 @@ OPS = st.lists(st.tuples(st.sampled_from(["fork", "exit", "migrate"]), st.intege
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pages=st.sampled_from([24, 1024]), ops=OPS)
 def test_random_forks_exits_and_migrations_keep_the_reverse_map(pages, ops):
-    """Shared pages by the thousand: the hash of chains grows, rehashes and loses whole
-    runs of slots as processes exit, while migrations move chains between PFNs. With
-    24 pages the hash stays at its smallest (64 slots), so probe runs wrap around its
-    end."""
+    """Shared pages by the thousand: blocks of chain heads are made and freed (24
+    pages lie in one block, 1024 span several) as processes exit, while migrations
+    move chains between PFNs and blocks."""
     k = load(sized(pages))
     alive, next_pid = [100], 101
     for kind, who, page in ops:

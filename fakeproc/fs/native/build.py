@@ -35,7 +35,8 @@ ffibuilder.set_source(
     sources=[os.path.relpath(HERE / "fpfuse.c")],
     include_dirs=[str(HERE)] + [f[2:] for f in pkg_config("--cflags-only-I")],
     libraries=[f[2:] for f in pkg_config("--libs-only-l")],
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                        "-Werror=implicit-function-declaration"],
 )
 
 if __name__ == "__main__":

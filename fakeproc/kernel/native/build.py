@@ -29,7 +29,8 @@ ffibuilder.set_source(
     '#include "fakeproc.h"\n',
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[str(HERE)],
-    extra_compile_args=["-O2", "-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    extra_compile_args=["-O2", "-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                        "-Werror=implicit-function-declaration"],
 )
 
 if __name__ == "__main__":

@@ -1004,8 +1004,11 @@ static int fork_walk(struct fp_kernel *k, struct fp_mm *pm, struct fp_mm *cm, ui
         if (fp_pfn_to_node(k, pfn) >= 0) {
             const struct fp_page *p = &k->pages[pfn];
             err = fp_rmap_add(k, pfn, cm->id, addr);
-            if (err)
+            if (err) {
+                if (level == 3)
+                    zap_deposited_table(k, cm, ce); /* the child's PMD stays empty */
                 return err;
+            }
             *mm_rss(cm, p) += fp_page_nr(p);
         } else if (fp_kernel_page(k, e)) {
             cm->rss_file++;

@@ -9,6 +9,7 @@
  * Migration counters count a THP as one.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
@@ -90,7 +91,9 @@ int32_t fp_migrate_page(struct fp_kernel *k, uint64_t pfn, int32_t dst, int32_t 
         remap(k, pfn, pfn);
         return -EAGAIN;
     }
-    if (fp_rmap_move_room(k, pfn, (uint64_t)np)) { /* the host is out of memory */
+    if (fp_rmap_move_room(k, pfn, (uint64_t)np)) {
+        /* the host is out of memory: reported as no room on dst (a shared THP is then
+         * split and its pages tried alone), which only a host without memory sees */
         fp_free_page(k, (uint64_t)np);
         return -ENOMEM;
     }

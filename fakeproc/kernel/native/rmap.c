@@ -14,10 +14,15 @@
  * entries never move, so a removal touches only its own chain.
  * invariant: mapcount == 1 + the length of the PFN's chain.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "internal.h"
+
+/* a THP's 512 PFNs lie in one block: its split adds the tails' chains to the block
+ * its head's chain keeps, so the split's fp_rmap_add() calls need no new block */
+_Static_assert(FP_RMAP_BLOCK % FP_PAGES_PER_HUGE == 0, "a THP spans blocks");
 
 struct fp_rmap_heads {
     uint32_t used;                  /* heads that are not 0 */
@@ -62,6 +67,8 @@ static int block_make(struct fp_kernel *k, uint64_t pfn)
         return 0;
     if (heads_reserve(k))
         return -ENOMEM;
+    if (b >= k->rmap_blocks)
+        return -EINVAL; /* not a page of the machine's RAM */
     k->rmap_heads[b] = k->rmap_spare;
     k->rmap_spare = NULL;
     k->rmap_blocks_used++;
@@ -173,9 +180,10 @@ int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
     return 0;
 }
 
-/* Room for new chains in one block's PFNs and `entries` side-table entries, so that
- * as many fp_rmap_add() calls cannot fail (a THP split maps 511 new pages in every
- * mapper but the first). 0 or -ENOMEM, with nothing changed but capacity. */
+/* Room for new chains of PFNs whose block has a chain already (a THP split maps 511
+ * new pages in every mapper but the first, in its head's block) and for `entries`
+ * side-table entries, so that as many fp_rmap_add() calls cannot fail. 0 or -ENOMEM,
+ * with nothing changed but capacity. */
 int fp_rmap_reserve(struct fp_kernel *k, uint64_t chains, uint64_t entries)
 {
     int err = chains ? heads_reserve(k) : 0;
@@ -232,6 +240,7 @@ void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn)
     uint32_t head = chain_of(k, pfn);
     if (!head)
         return;
+    assert(k->rmap_heads[new_pfn / FP_RMAP_BLOCK]); /* fp_rmap_move_room() */
     for (uint32_t x = head; x; x = k->rmap_ext[x - 1].next)
         k->rmap_ext[x - 1].pfn = new_pfn;
     head_set(k, new_pfn, head);

@@ -197,6 +197,7 @@ int fp_rmap_is_mapper(const struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint
 int fp_rmap_move_room(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn);
 void fp_rmap_move(struct fp_kernel *k, uint64_t pfn, uint64_t new_pfn);
 void fp_rmap_heads_free(struct fp_kernel *k);
+void fp_rmap_add_first(struct fp_kernel *k, uint64_t pfn, const uint64_t *entry);
 uint64_t fp_rmap_index_bytes(const struct fp_kernel *k);
 uint64_t fp_rmap_check(const struct fp_kernel *k, char *msg, size_t len);
 int64_t fp_table_alloc(struct fp_kernel *k, const struct fp_mm *mm, int pte_table);

@@ -263,10 +263,14 @@ static uint64_t *mm_rss(struct fp_mm *mm, const struct fp_page *p)
  * A page-cache or shmem page a store faulted in is PG_dirty (do_shared_fault()'s
  * fault_dirty_shared_page(); a dirty machine-file page stands for one). */
 static void page_add_rmap(struct fp_kernel *k, struct fp_mm *mm, uint64_t pfn,
-                          uint64_t addr, enum fp_kind kind, int dirty, int exec)
+                          uint64_t addr, enum fp_kind kind, int dirty, int exec,
+                          const uint64_t *entry)
 {
     struct fp_page *p = &k->pages[pfn];
-    fp_rmap_add(k, pfn, mm->id, addr); /* the first mapper: no allocation, cannot fail */
+    if (entry) /* the first mapper: no allocation, cannot fail */
+        fp_rmap_add_first(k, pfn, entry);
+    else
+        fp_rmap_add(k, pfn, mm->id, addr);
     if (kind == FP_KIND_ANON)
         p->flags |= FP_PG_ANON | FP_PG_SWAPBACKED | FP_PG_ACTIVE;
     else if (kind == FP_KIND_SHMEM)
@@ -317,10 +321,12 @@ uint64_t *fp_rmap_entry(struct fp_kernel *k, const struct fp_page *p, int *level
  * set-up), else by the task's policy. Special mappings get kernel frames. A new
  * THP for the empty PMD entry `pmd` first gets its deposited page table (after the
  * THP, before it is mapped, as __do_huge_pmd_anonymous_page() does); without one
- * the THP is freed: NO_PGTABLE (VM_FAULT_OOM, where a failed THP falls back). */
+ * the THP is freed: NO_PGTABLE (VM_FAULT_OOM, where a failed THP falls back).
+ * `entry`: the entry that will map it (the PMD of a THP), or NULL to find it. */
 #define NO_PGTABLE (-ENOMEM - 1000)
 static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, int32_t node,
-                        int huge, uint32_t vma_flags, int write, const uint64_t *pmd)
+                        int huge, uint32_t vma_flags, int write, const uint64_t *pmd,
+                        const uint64_t *entry)
 {
     int64_t pfn;
     int32_t nid = node;
@@ -346,7 +352,7 @@ static int64_t new_page(struct fp_kernel *k, struct fp_mm *mm, uint64_t addr, in
         return NO_PGTABLE;
     }
     page_add_rmap(k, mm, (uint64_t)pfn, huge ? addr & ~(FP_PMD_SIZE - 1) : addr, kind, write,
-                  (vma_flags & FP_VMA_EXEC) != 0);
+                  (vma_flags & FP_VMA_EXEC) != 0, entry);
     return pfn;
 }
 
@@ -512,16 +518,10 @@ static void drop_entry(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint6
     *e = 0;
 }
 
-int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
-                   int32_t node, uint32_t vma_flags)
+/* Install the PTE e of addr (a set-up entry: fp_set_pte()). */
+static int32_t set_pte_at(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint64_t addr,
+                          uint64_t bits, int32_t node, uint32_t vma_flags)
 {
-    struct fp_mm *mm = get_mm(k, id);
-    int err;
-    if (!mm || node >= k->nr_nodes)
-        return -EINVAL;
-    uint64_t *e = walk_to(k, mm, addr, 4, 1, &err);
-    if (!e)
-        return err;
     drop_entry(k, mm, e, addr);
     if (bits & FP_PAGE_SWPENTRY) {
         if (bits & FP_SWP_SWAP) { /* a swap entry gets a slot of its own */
@@ -537,7 +537,7 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     if (!bits)
         return 0;
     int dirty = (bits & FP_PAGE_DIRTY) != 0;
-    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, dirty, NULL);
+    int64_t pfn = new_page(k, mm, addr, node, 0, vma_flags, dirty, NULL, e);
     if (pfn < 0)
         return (int32_t)pfn;
     bits = (bits & ~(uint64_t)FP_PAGE_RW) | write_bit(vma_flags, fp_page_kind(vma_flags, dirty), dirty);
@@ -545,11 +545,29 @@ int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
     return 0;
 }
 
+int32_t fp_set_pte(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bits,
+                   int32_t node, uint32_t vma_flags)
+{
+    return fp_set_ptes(k, id, addr, 1, bits, node, vma_flags);
+}
+
+/* nr identical PTEs from addr: a walk from the pgd for the first of each PTE table,
+ * its next entries after it (set-up allocations come from the free lists: nothing
+ * frees or moves a table meanwhile) */
 int32_t fp_set_ptes(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t nr,
                     uint64_t bits, int32_t node, uint32_t vma_flags)
 {
-    for (uint64_t i = 0; i < nr; i++) {
-        int32_t r = fp_set_pte(k, id, addr + i * FP_PAGE_SIZE, bits, node, vma_flags);
+    struct fp_mm *mm = get_mm(k, id);
+    if (!mm || node >= k->nr_nodes)
+        return -EINVAL;
+    uint64_t *e = NULL;
+    for (uint64_t i = 0; i < nr; i++, addr += FP_PAGE_SIZE) {
+        int err;
+        if (e && (addr & (FP_PMD_SIZE - 1)))
+            e++;
+        else if (!(e = walk_to(k, mm, addr, 4, 1, &err)))
+            return err;
+        int32_t r = set_pte_at(k, mm, e, addr, bits, node, vma_flags);
         if (r < 0)
             return r;
     }
@@ -594,7 +612,7 @@ int32_t fp_set_thp(struct fp_kernel *k, uint32_t id, uint64_t addr, uint64_t bit
         *e = bits;
         return 0;
     }
-    int64_t pfn = new_page(k, mm, addr, node, 1, FP_VMA_ANON, 0, e);
+    int64_t pfn = new_page(k, mm, addr, node, 1, FP_VMA_ANON, 0, e, e);
     if (pfn < 0)
         return -ENOMEM;
     *e = ((uint64_t)pfn << FP_PAGE_SHIFT) | bits | FP_PAGE_PSE;
@@ -707,7 +725,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
             return 0;
         }
         if (fp_entry_none(*pmd)) {
-            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd);
+            int64_t pfn = new_page(k, mm, addr, -1, 1, FP_VMA_ANON, 0, pmd, pmd);
             if (pfn >= 0) { /* __do_huge_pmd_anonymous_page(): maybe_pmd_mkwrite(pmd_mkdirty()) */
                 *pmd = ((uint64_t)pfn << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW |
                        FP_PAGE_USER | FP_PAGE_PSE | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY;
@@ -733,7 +751,7 @@ int32_t fp_fault(struct fp_kernel *k, uint32_t id, uint64_t addr, uint32_t flags
                FP_PAGE_ACCESSED | FP_PAGE_SPECIAL;
         return 0;
     }
-    int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write, NULL);
+    int64_t pfn = new_page(k, mm, addr, -1, 0, vma_flags, write, NULL, NULL);
     if (pfn < 0)
         return (int32_t)pfn;
     /* a write fault maps the page pte_mkdirty(): soft-dirty; a swap-in keeps the swap
@@ -784,7 +802,7 @@ static int32_t huge_copy_fallback(struct fp_kernel *k, struct fp_mm *mm, uint64_
     for (i = 0; i < FP_PAGES_PER_HUGE; i++) {
         ptes[i] = (pfns[i] << FP_PAGE_SHIFT) | FP_PAGE_PRESENT | FP_PAGE_RW | FP_PAGE_USER |
                   FP_PAGE_ACCESSED | FP_PAGE_DIRTY | FP_PAGE_SOFT_DIRTY;
-        page_add_rmap(k, mm, pfns[i], base + i * FP_PAGE_SIZE, FP_KIND_ANON, 1, exec);
+        page_add_rmap(k, mm, pfns[i], base + i * FP_PAGE_SIZE, FP_KIND_ANON, 1, exec, NULL);
     }
     k->tlb_gen++; /* the PMD was rewritten: TLBs flush */
     return 0;
@@ -841,7 +859,7 @@ static int32_t wp_fault(struct fp_kernel *k, struct fp_mm *mm, uint64_t *e, uint
         return 0;
     }
     uint64_t base = huge ? addr & ~(FP_PMD_SIZE - 1) : addr & ~(FP_PAGE_SIZE - 1), orig = *e;
-    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, store, NULL);
+    int64_t np = new_page(k, mm, base, -1, huge, FP_VMA_ANON, store, NULL, NULL);
     if (np < 0 && huge && zero) {
         /* VM_FAULT_FALLBACK: the same fault goes on at the PTE level */
         k->events[FP_EV_THP_FAULT_FALLBACK]++;

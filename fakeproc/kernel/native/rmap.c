@@ -159,6 +159,14 @@ static uint32_t entry_of(struct fp_kernel *k, uint32_t mm, uint64_t addr)
     return (uint32_t)fp_entry_index(k, e);
 }
 
+/* the first mapper of pfn, whose entry the caller holds (no walk to find it) */
+void fp_rmap_add_first(struct fp_kernel *k, uint64_t pfn, const uint64_t *entry)
+{
+    struct fp_page *p = &k->pages[pfn];
+    p->pte = (uint32_t)fp_entry_index(k, entry);
+    p->mapcount = 1;
+}
+
 int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
 {
     struct fp_page *p = &k->pages[pfn];

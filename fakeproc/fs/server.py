@@ -288,7 +288,7 @@ class FakeprocFS(pyfuse3.Operations):
                 children[:] = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]
             except LookupError:
                 raise pyfuse3.FUSEError(errno.ENOENT) from None
-            if path == ("procview",) and self.proc_flush is not None:
+            if path == ("procview",):
                 self._prune_unlisted(path, {name for name, *_ in children})
         return children
 

@@ -105,6 +105,13 @@ void fp_rmap_heads_free(struct fp_kernel *k)
     free(k->rmap_spare);
 }
 
+/* Side-table entry idx, on no chain, onto the free list. */
+static void ext_free(struct fp_kernel *k, uint64_t idx)
+{
+    k->rmap_ext[idx] = (struct fp_rmap_ext){FP_RMAP_FREE, 0, 0, k->rmap_ext_free};
+    k->rmap_ext_free = (uint32_t)idx + 1;
+}
+
 /* Take side-table entry idx out of its chain onto the free list. */
 static void ext_remove(struct fp_kernel *k, uint64_t idx)
 {
@@ -116,8 +123,7 @@ static void ext_remove(struct fp_kernel *k, uint64_t idx)
         head_set(k, x->pfn, x->next);
     else
         *l = x->next;
-    *x = (struct fp_rmap_ext){FP_RMAP_FREE, 0, 0, k->rmap_ext_free};
-    k->rmap_ext_free = (uint32_t)idx + 1;
+    ext_free(k, idx);
 }
 
 /* room for n more side-table entries at the end (the capacity doubles) */
@@ -170,20 +176,20 @@ void fp_rmap_add_first(struct fp_kernel *k, uint64_t pfn, const uint64_t *entry)
 int fp_rmap_add(struct fp_kernel *k, uint64_t pfn, uint32_t mm, uint64_t addr)
 {
     struct fp_page *p = &k->pages[pfn];
-    if (!p->mapcount) {
-        p->pte = entry_of(k, mm, addr);
-    } else {
-        int64_t idx = ext_alloc(k);
-        if (idx < 0)
-            return (int)idx;
-        if (block_make(k, pfn)) { /* the entry goes back on the free list */
-            k->rmap_ext[idx] = (struct fp_rmap_ext){FP_RMAP_FREE, 0, 0, k->rmap_ext_free};
-            k->rmap_ext_free = (uint32_t)idx + 1;
-            return -ENOMEM;
-        }
-        k->rmap_ext[idx] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, chain_of(k, pfn)};
-        head_set(k, pfn, (uint32_t)idx + 1);
+    if (!p->mapcount) { /* the entry that maps (or will map) addr: a PTE, or a THP's PMD */
+        int32_t level;
+        fp_rmap_add_first(k, pfn, fp_mm_walk(k, k->mms[mm], addr, &level));
+        return 0;
     }
+    int64_t idx = ext_alloc(k);
+    if (idx < 0)
+        return (int)idx;
+    if (block_make(k, pfn)) {
+        ext_free(k, (uint64_t)idx);
+        return -ENOMEM;
+    }
+    k->rmap_ext[idx] = (struct fp_rmap_ext){pfn, addr >> FP_PAGE_SHIFT, mm, chain_of(k, pfn)};
+    head_set(k, pfn, (uint32_t)idx + 1);
     p->mapcount++;
     return 0;
 }

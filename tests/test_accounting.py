@@ -400,6 +400,20 @@ def test_proc_vmstat_sums_the_nodes(m):
         assert vs[k] == sum(n[k] for n in nodes), k
 
 
+def test_proc_vmstat_dirty_limits(m):
+    """4.20's global_dirty_limits() with the default ratios (20 % and 10 %, as
+    fractions of a page: 819 and 409 / 4096) of the dirtyable memory: free pages less
+    totalreserve_pages, plus the file LRUs, plus one. totalreserve_pages is the sum
+    of the nodes' high watermarks, by hand from __setup_per_zone_wmarks():
+    min_free_kbytes = int_sqrt(1536 MiB in kB * 16) = 5016, so 1254 pages of min,
+    shared by size (209, 209, 418, 418); the gap is max(min / 4, pages * 10 / 10000):
+    65, 65, 131, 131; high = min + 2 gaps = 339 + 339 + 680 + 680 = 2038.
+    Dirtyable: 391352 free - 2038 + 4 file pages + 1 = 389319."""
+    vs = kv(m.read("proc/vmstat").decode())
+    assert vs["nr_dirty_threshold"] == 819 * 389319 // 4096 == 77844
+    assert vs["nr_dirty_background_threshold"] == 409 * 389319 // 4096 == 38874
+
+
 # pid -> (RssAnon, RssFile, VmPTE) in kB
 #   alpha: 16 + 5 + 3 + 1024 + 512 = 1560 anon pages, 4 file; tables PUD, PMD, 2 PTE,
 #          3 deposited with the THPs

@@ -103,10 +103,27 @@ def global_counters(kernel: "Kernel") -> dict[str, int]:
             total[k] = total.get(k, 0) + v
     for i, name in _EVENT_NAMES.items():
         total[name] = kernel.event(i)
-    free = total["nr_free_pages"]
-    total["nr_dirty_background_threshold"] = free // 10
-    total["nr_dirty_threshold"] = free // 5
+    total["nr_dirty_background_threshold"], total["nr_dirty_threshold"] = dirty_limits(kernel, total)
     return total
+
+
+# vm.dirty_background_ratio and vm.dirty_ratio (defaults), as domain_dirty_limits()
+# turns them into fractions of a page: 10 * 4096 / 100 and 20 * 4096 / 100
+_BG_RATIO = 10 * 4096 // 100
+_RATIO = 20 * 4096 // 100
+
+
+def dirty_limits(kernel: "Kernel", total: dict[str, int]) -> tuple[int, int]:
+    """(background, threshold) in pages: 4.20's global_dirty_limits() for a task that is
+    neither real-time nor PF_LESS_THROTTLE. The dirtyable memory is free pages less the
+    reserve (totalreserve_pages: each zone's high watermark, one zone a node, so no
+    lowmem_reserve) plus the file LRUs, plus one (global_dirtyable_memory())."""
+    free = total["nr_free_pages"]
+    reserve = sum(min(kernel.watermarks(n.id)[2], n.nr_pages) for n in kernel.nodes)
+    available = free - min(free, reserve) + total["nr_inactive_file"] + total["nr_active_file"] + 1
+    thresh = _RATIO * available // 4096
+    bg = _BG_RATIO * available // 4096
+    return (thresh // 2 if bg >= thresh else bg), thresh
 
 
 def _meminfo_from(c: dict[str, int], total_pages: int) -> dict[str, int]:

@@ -1,8 +1,12 @@
 """A read larger than one FUSE request: the kernel splits it (INTERFACES.md 1.9).
 
 With direct_io a 4 MiB read(2) arrives as 1 MiB READ requests at byte offsets
-pos, pos + 1 MiB, ...; the handle treats a READ at the end of its last reply as
-a continuation from the cursor that reply left. Expected bytes derived by hand.
+pos, pos + 1 MiB, ...; a 1 MiB read into a buffer that is not page aligned arrives
+as 1 MiB minus the buffer's page offset, then the rest. The handle finds the count
+the blocked read(2) asked for (fs/readcall.py) and scans once with it, as the
+kernel's one read does; a READ it cannot match (a pread of 1 MiB at the end of the
+last reply, from a page-aligned buffer) is a continuation from the cursor the
+reply before left. Expected bytes derived by hand.
 """
 from __future__ import annotations
 
@@ -65,24 +69,64 @@ def big():
         yield m
 
 
-def test_4mib_read_is_split_and_continued_from_the_cursor(big):
+def expected_whole_read(count: int) -> bytes:
+    """read(fd, buf, count) at BASE for a count that covers the whole VMA, by hand
+    from 1.4: 1179648 pages = 144 x 8192, so 144 full passes (A0 + 7982 units, the
+    rest of the last PMD lost); the pass after the last starts inside that PMD,
+    which last_va skips, adds nothing, and the read ends with A0 be64(end)."""
+    out = b"".join(hva(BASE + 8192 * k * PAGE) + b"\x01\x51" * 3991 for k in range(144))
+    return out + hva(BASE + count * 32 * 1024)
+
+
+def test_4mib_read_is_one_scan(big):
     fd = os.open(big.proc_path("400/idle_pages"), os.O_RDWR)
     try:
         os.lseek(fd, BASE, os.SEEK_SET)
-        # a page-aligned buffer: FUSE pins at most 256 user pages per READ, so an
-        # unaligned buffer would make the first request 1 MiB minus its page offset
         buf = mmap.mmap(-1, 4 * MIB)
         n = os.readv(fd, [buf])
-        data = buf[:n]
-        # the first 1 MiB READ is full, so the kernel sends the next at BASE + 1 MiB:
-        # a continuation from the cursor (BASE + 32 GiB, past the VMA): only the EOF
-        # record; that short reply ends the read(2)
-        assert len(data) == MIB + 9
-        assert data[:MIB] == expected_first_request()
-        assert data[MIB:] == hva(TASK_SIZE)
-        assert os.lseek(fd, 0, os.SEEK_CUR) == BASE + MIB + 9  # FUSE: pos + bytes
+        # four READs' worth asked for: the first READ scans with the 4 MiB count and
+        # gets its first 1 MiB, the second the rest (short, so FUSE sends no third)
+        assert buf[:n] == expected_whole_read(4 * MIB)
+        assert n == 144 * 7991 + 9
+        assert os.lseek(fd, 0, os.SEEK_CUR) == BASE + n  # FUSE: pos + bytes
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("page_offset", [48, 4095])
+def test_unaligned_1mib_read_is_one_scan(page_offset):
+    """FUSE pins at most 256 user pages a READ: a 1 MiB buffer at a page offset
+    arrives as 1 MiB minus that offset, then the rest. The read(2) still returns
+    the kernel's 1 MiB, and the next read goes on from its cursor. (A fresh machine:
+    the expected bytes are those of a first scan.)"""
+    with mounted(BIG, timeout=60) as m:
+        fd = os.open(m.proc_path("400/idle_pages"), os.O_RDONLY)
+        try:
+            _unaligned_reads(fd, page_offset)
+        finally:
+            os.close(fd)
+
+
+def _unaligned_reads(fd: int, page_offset: int) -> None:
+    os.lseek(fd, BASE, os.SEEK_SET)
+    area = mmap.mmap(-1, 2 * MIB)
+    view = memoryview(area)[page_offset:page_offset + MIB]
+    assert os.readv(fd, [view]) == MIB
+    assert bytes(view) == expected_first_request()
+    # the next read, a plain read(2) into a Python bytes object (never page
+    # aligned), goes on from the cursor the first left (BASE + 32 GiB, past the
+    # VMA): the EOF record
+    assert os.read(fd, MIB) == hva(TASK_SIZE)
+    # again from BASE: the first read cleared every bit it reported, and the unit
+    # that did not fit (page 7982) lost its bit too: pages 0..7983 are idle (532 x 15
+    # + 4), 7984 keeps its accessed bit. Runs of idle pages fit the whole VMA in
+    # less than 1 MiB now, so the read ends at TASK_SIZE.
+    os.lseek(fd, BASE, os.SEEK_SET)
+    again = os.read(fd, MIB)
+    assert again[:9 + 534] == hva(BASE) + b"\x5f" * 532 + b"\x54\x01"
+    assert len(again) < MIB and again.endswith(hva(TASK_SIZE))
+    del view
+    area.close()
 
 
 def test_same_read_through_pread_chunks_matches():

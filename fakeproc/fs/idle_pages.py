@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator
 
 import trio
 
+from . import readcall
 from ..kernel.task import Task
 from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, write_errno
 
@@ -38,6 +40,24 @@ HANDOFF_CHECKPOINTS = 3
 SCANS: list[IdleScan] = []
 MAX_SPARE_SCANS = 4
 
+# the most one READ carries (FUSE's 256 pinned pages), and the largest read(2) served
+# as one scan when FUSE splits it (its bytes are held until its READs have them all;
+# a larger one is a scan per READ, deviation d)
+REPLY_MAX = 1 << 20
+WHOLE_READ_MAX = 64 << 20
+
+
+@dataclass
+class _Rest:
+    """What is left of a read(2) served as one scan: its bytes from FUSE offset `at`
+    on, the count its READs have still to ask for, and the syscall they belong to."""
+
+    at: int
+    data: memoryview
+    count: int
+    call: readcall.ReadCall
+
+
 # reply ends remembered per open file: a read() still continues after this many minus
 # one preads at other positions (each pread's reply end is remembered too)
 MAX_CONTINUATIONS = 8
@@ -52,35 +72,70 @@ class IdlePagesHandle:
 
     direct_io = True
 
-    def __init__(self, kernel: "Kernel", task: Task, flags: int, opener: int | None = None) -> None:
+    def __init__(self, kernel: "Kernel", task: Task, flags: int, opener: int | None = None,
+                 ino: int | None = None) -> None:
         self.kernel = kernel
         self.task = task
         self.flags = flags
         self.opener = opener
+        self.ino = ino
+        self._threads = readcall.Threads(opener) if opener is not None else None
+        # the rest of a read(2) that arrived as several READs: what its next READ gets
+        self._rest: _Rest | None = None
         OPEN.add(self)
         self._lock = trio.Lock()
         # byte offset where a recent reply ended -> the file position the kernel would
         # hold after it (its cursor), oldest first
         self._continuations: dict[int, int] = {}
 
-    async def read_async(self, off: int, size: int) -> bytes:
+    async def read_async(self, off: int, size: int) -> bytes | memoryview:
         """One FUSE READ, walked in steps of about STEP_SECONDS with trio checkpoints
         between them: a 1 MiB read walks up to 8 Mi pages (~17 ms), and every other
         request of the mount would wait that long otherwise. Raises OSError(errno) as
         the read(2) would fail. Reads of one open file are served one at a time (their
-        positions depend on each other)."""
+        positions depend on each other).
+
+        A READ that may be the first of several (INTERFACES.md 1.9) is matched to the
+        opener's read(2) (fs/readcall.py): when that asked for more, the scan runs with
+        the syscall's count, as the kernel's one read does, and the READs that follow
+        get the rest of its bytes."""
         async with self._lock:
+            rest, self._rest = self._rest, None
+            if rest is not None and rest.at == off and self._threads is not None \
+                    and self._threads.still_in(rest.call):
+                return self._reply_from(rest, off, size)
+            call = self._whole_read(off, size)
+            count = call.count if call else size
             pos = self._continuations.get(off, off)
             scan = SCANS.pop() if SCANS else IdleScan()
             passes = FIRST_STEP_PASSES
             try:
-                steps = self.kernel.idle_pages_steps(scan, self.task, pos, size, self.flags, passes)
+                steps = self.kernel.idle_pages_steps(scan, self.task, pos, count, self.flags, passes)
                 result = await _walk(steps, passes)  # on an error the position stays (1.2)
             finally:
-                if len(SCANS) < MAX_SPARE_SCANS:
+                if len(SCANS) < MAX_SPARE_SCANS and scan.capacity <= REPLY_MAX:
                     SCANS.append(scan)
             self._continue_at(off + len(result.data), result.pos)
-            return result.data
+            if call is None:
+                return result.data
+            return self._reply_from(_Rest(off, memoryview(result.data), count, call), off, size)
+
+    def _whole_read(self, off: int, size: int) -> readcall.ReadCall | None:
+        """The opener's read(2) when this READ is the first of several: it fills a
+        request, and the thread blocked in it asked for more (up to WHOLE_READ_MAX)."""
+        if size <= REPLY_MAX - 4096 or self._threads is None or self.ino is None:
+            return None
+        call = self._threads.find(self.ino, off)
+        return call if call is not None and size < call.count <= WHOLE_READ_MAX else None
+
+    def _reply_from(self, rest: "_Rest", off: int, size: int) -> memoryview:
+        """This READ's part of a whole read's bytes (a view: pyfuse3 replies from any
+        buffer); the next READ, if FUSE sends one (a full reply, with count left), gets
+        what follows."""
+        data = rest.data[:size]
+        if len(data) == size and rest.count > size:
+            self._rest = _Rest(off + size, rest.data[size:], rest.count - size, rest.call)
+        return data
 
     def _continue_at(self, reply_end: int, cursor: int) -> None:
         self._continuations.pop(reply_end, None)
@@ -94,6 +149,11 @@ class IdlePagesHandle:
 
     def write(self, off: int, data: bytes) -> int:
         raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
+
+    def close(self) -> None:
+        """The file's last close (FUSE RELEASE)."""
+        if self._threads is not None:
+            self._threads.close()
 
 
 async def _walk(steps: Generator[None, int | None, IdleRead], passes: int) -> IdleRead:

@@ -333,7 +333,8 @@ def _tid_entries() -> tuple:
         _proc_file("smaps", _smaps, ptrace_read=True),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,
-                                                             c.get_or("caller_tgid")),
+                                                             c.get_or("caller_tgid"),
+                                                             c.get_or("inode")),
                 owner=_file_owner, ptrace_read=True),
     )
 

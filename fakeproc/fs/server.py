@@ -367,7 +367,7 @@ class FakeprocFS(pyfuse3.Operations):
                 handle = TextHandle(render, entry.write_errno, entry.read_errno, store=store,
                                     gone=_reaped(ectx))
             elif isinstance(entry, Special):
-                handle = entry.opener(ectx, flags)
+                handle = entry.opener(ectx.bind("inode", inode), flags)
             else:
                 raise pyfuse3.FUSEError(errno.EISDIR if isinstance(entry, Dir) else errno.ELOOP)
         except LookupError:
@@ -376,7 +376,7 @@ class FakeprocFS(pyfuse3.Operations):
         self.handles[fh] = handle
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=keep_cache)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self.handles[fh]
         try:
             if hasattr(handle, "read_async"):  # a long read that lets others in between
@@ -392,7 +392,9 @@ class FakeprocFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 
     async def release(self, fh: int) -> None:
-        self.handles.pop(fh, None)
+        close = getattr(self.handles.pop(fh, None), "close", None)
+        if close is not None:
+            close()
 
     async def forget(self, inode_list: Any) -> None:
         """The host evicted these inodes: a per-process path the host no longer holds

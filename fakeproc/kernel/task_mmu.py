@@ -55,6 +55,11 @@ class IdleScan:
         if self._scan == ffi.NULL:
             raise MemoryError("fp_idle_scan_new")
 
+    @property
+    def capacity(self) -> int:
+        """The bytes its buffer holds (a read larger than 1 MiB grows it)."""
+        return len(self._buf)
+
     def start(self, kernel: "Kernel", mm_id: int | None, pos: int, count: int,  # noqa: F821
               flags: int) -> None:
         """The checks of read(fd, buf, count) at file position pos; raises KernelError."""

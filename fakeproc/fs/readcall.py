@@ -1,0 +1,135 @@
+"""The read(2) behind a FUSE READ request, from the host's /proc.
+
+FUSE passes a READ's offset and size, not the count of the syscall that caused it: a
+read larger than one request (256 pinned user pages, so 1 MiB, or less when the buffer
+is not page aligned: an `os.read(fd, 1 << 20)` arrives as 1 MiB minus the buffer's
+page offset, then the rest) comes as several. An idle_pages read is one scan whose
+bytes depend on its count (INTERFACES.md 1.2: the range ends at pos + count * 32 KiB),
+so the handle asks the thread that is blocked in it: /proc/TID/syscall shows the
+syscall and its arguments, /proc/PID/fdinfo/FD the file's inode and position (which
+read(2) moves only when it returns).
+
+Linux: fs/proc/base.c proc_pid_syscall(), fs/proc/fd.c seq_show(), fs/read_write.c
+(MAX_RW_COUNT, and import_iovec() cutting a vector's total to it).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+READ, PREAD64, READV, PREADV, PREADV2 = 0, 17, 19, 295, 327
+MAX_RW_COUNT = 0x7FFFF000
+UIO_MAXIOV = 1024
+
+
+@dataclass(frozen=True)
+class ReadCall:
+    """One thread's read syscall: ``line`` is its /proc/TID/syscall line, the same
+    (stack and instruction pointers included) for as long as it stays in that call."""
+
+    tid: str
+    line: bytes
+    count: int
+
+
+class Threads:
+    """The /proc files of one process's threads that say what they are blocked in,
+    kept open: a pread of an open seq file renders it anew, ten times cheaper than an
+    open (an fdinfo file finds its descriptor's file anew at each read, too)."""
+
+    def __init__(self, tgid: int) -> None:
+        self.tgid = tgid
+        self._syscall: dict[str, int] = {}
+        self._fdinfo: dict[int, int] = {}
+
+    def find(self, ino: int, pos: int) -> ReadCall | None:
+        """The one thread blocked in a read of the file with inode `ino` that starts
+        at `pos`; None when there is none or more than one, or the host's /proc does
+        not say (a thread that left meanwhile, an fdinfo without ``ino``)."""
+        try:
+            tids = os.listdir(f"/proc/{self.tgid}/task")
+        except OSError:
+            return None
+        for gone in self._syscall.keys() - set(tids):
+            os.close(self._syscall.pop(gone))
+        found = []
+        for tid in tids:
+            line = self._read(self._syscall, tid, f"task/{tid}/syscall")
+            call = self._read_call(tid, line, ino, pos) if line else None
+            if call is not None:
+                found.append(call)
+        return found[0] if len(found) == 1 else None
+
+    def still_in(self, call: ReadCall) -> bool:
+        """Is the thread still in the same call (not back out and in a new one)?"""
+        return self._read(self._syscall, call.tid, f"task/{call.tid}/syscall") == call.line
+
+    def close(self) -> None:
+        for fd in [*self._syscall.values(), *self._fdinfo.values()]:
+            os.close(fd)
+        self._syscall.clear()
+        self._fdinfo.clear()
+
+    def _read(self, fds: dict, key: object, name: str) -> bytes | None:
+        """The file's bytes now, through a descriptor kept in `fds`; None when it
+        cannot be read (the thread or the descriptor is gone)."""
+        fd = fds.get(key)
+        if fd is None:
+            try:
+                fd = fds[key] = os.open(f"/proc/{self.tgid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        try:
+            return os.pread(fd, 4096, 0)
+        except OSError:
+            os.close(fds.pop(key))
+            return None
+
+    def _read_call(self, tid: str, line: bytes, ino: int, pos: int) -> ReadCall | None:
+        fields = line.split()
+        if len(fields) < 7 or fields[0] not in _READS:
+            return None  # "running", "-1 sp pc" (not in a syscall), another syscall
+        nr = int(fields[0])
+        fd, a1, a2, a3 = (int(x, 16) for x in fields[1:5])
+        info = _fields(self._read(self._fdinfo, fd, f"fdinfo/{fd}") or b"")
+        if info.get(b"ino") != ino:
+            return None
+        # read and readv start at the file position; the p-variants at their argument
+        if (info.get(b"pos") if nr in (READ, READV) else a3) != pos:
+            return None
+        count = a2 if nr in (READ, PREAD64) else _iov_total(self.tgid, a1, a2)
+        return None if count is None else ReadCall(tid, line, min(count, MAX_RW_COUNT))
+
+
+_READS = {str(nr).encode() for nr in (READ, PREAD64, READV, PREADV, PREADV2)}
+
+
+def _fields(text: bytes) -> dict[bytes, int]:
+    """pos and ino of an fdinfo file."""
+    out = {}
+    for row in text.splitlines():
+        key, _, value = row.partition(b":")
+        if key in (b"pos", b"ino"):
+            out[key] = int(value)
+    return out
+
+
+def _iov_total(tgid: int, iov: int, iovcnt: int) -> int | None:
+    """The bytes a vector of `iovcnt` struct iovec at `iov` asks for, read from the
+    process's memory; None when it cannot be read."""
+    if not 0 < iovcnt <= UIO_MAXIOV:
+        return None
+    try:
+        fd = os.open(f"/proc/{tgid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.pread(fd, 16 * iovcnt, iov)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(raw) != 16 * iovcnt:
+        return None
+    return sum(length for _base, length in struct.iter_unpack("<QQ", raw))

@@ -13,13 +13,16 @@ setup:
 demo: setup
 	$(VENV)/bin/fakeproc demo
 
-# Always clean the mounts the tests leave (only theirs: a machine the user mounted
-# elsewhere, such as mount/, stays), and keep pytest's exit code.
+# Always clean the mounts the tests leave, and keep pytest's exit code. The tests get
+# a temporary directory of their own (TMPDIR: pytest's, the harness's, the runner's
+# fakeproc-run-* and the benchmark's), and only mounts below it are cleaned: a
+# machine mounted elsewhere, such as mount/ or another user's `fakeproc run`, stays.
 TMP := $(or $(TMPDIR),/tmp)
-TEST_MOUNT_ROOTS = $(TMP)/pytest-of-$$(id -un) $(TMP)/fakeproc-tests $(TMP)/fakeproc-run-* $(TMP)/fakeproc-bench-*
 test: setup
-	@rc=0; timeout -s KILL $(TEST_TIMEOUT) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/cleanup-mounts.sh $(TEST_MOUNT_ROOTS) || true; \
+	@root=$$(mktemp -d $(TMP)/fakeproc-make-test-XXXXXX) && rc=0; \
+	TMPDIR=$$root timeout -s KILL $(TEST_TIMEOUT) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	bash scripts/cleanup-mounts.sh $$root || true; \
+	rm -rf --one-file-system $$root; \
 	exit $$rc
 
 mount: setup

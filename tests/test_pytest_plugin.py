@@ -51,3 +51,29 @@ def test_plugin_skips_with_a_reason_without_fuse(pytester: pytest.Pytester, monk
     result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*fakeproc mounts need root (running as uid 1000)*"])
+
+
+MACHINE_FILE = """
+[[node]]
+type = "dram"
+size = "64MiB"
+cpus = "0"
+"""
+
+
+def test_marker_reads_a_machine_file_next_to_the_test(pytester: pytest.Pytester):
+    """A relative path is found from the test file's directory whatever the current
+    one; a missing file is named, not parsed as TOML text."""
+    sub = pytester.mkpydir("suite")
+    (sub / "one.toml").write_text(MACHINE_FILE)
+    (sub / "test_user.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.fakeproc_machine('one.toml')\n"
+        "def test_file(fakeproc_machine):\n"
+        "    assert (fakeproc_machine.path / 'sys/devices/system/node/online').read_text() == '0\\n'\n"
+        "@pytest.mark.fakeproc_machine('nosuch.toml')\n"
+        "def test_missing(fakeproc_machine):\n"
+        "    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "suite")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*fakeproc_machine: no machine file 'nosuch.toml' (looked for */suite/nosuch.toml and */nosuch.toml)*"])

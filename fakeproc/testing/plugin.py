@@ -46,13 +46,22 @@ def fuse_unavailable() -> str | None:
     return None
 
 
-def _machine_text(marker: pytest.Mark | None) -> tuple[str | None, bool]:
+def _machine_text(marker: pytest.Mark | None, test_dir: Path) -> tuple[str | None, bool]:
+    """The marker's machine as TOML text, and whether to mount it paused. A path (a
+    Path, or one line with neither `=` nor `[`, which no machine's TOML is) is read:
+    a relative one from the test file's directory, else the current one."""
     if marker is None:
         return None, True
     machine = marker.args[0] if marker.args else marker.kwargs.get("machine")
     paused = marker.kwargs.get("paused", True)
-    if machine is not None and "\n" not in machine and Path(machine).is_file():
-        machine = Path(machine).read_text()
+    if isinstance(machine, Path) or (machine is not None and "\n" not in machine
+                                     and not any(c in machine for c in "=[")):
+        tried = [test_dir / machine, Path(machine)]
+        found = next((p for p in tried if p.is_file()), None)
+        if found is None:
+            raise pytest.UsageError(f"{MARKER}: no machine file {str(machine)!r} (looked for "
+                                    + " and ".join(str(p.absolute()) for p in tried) + ")")
+        machine = found.read_text()
     return machine, paused
 
 
@@ -62,7 +71,7 @@ def fakeproc_machine(request: pytest.FixtureRequest) -> Iterator[Mount]:
     reason = fuse_unavailable()
     if reason:
         pytest.skip(reason)
-    text, paused = _machine_text(request.node.get_closest_marker(MARKER))
+    text, paused = _machine_text(request.node.get_closest_marker(MARKER), request.path.parent)
     with mounted(text, extra_args=() if paused else ("--no-paused",)) as m:
         yield m
 

@@ -2,34 +2,46 @@
 read(2) or readv(2) on a pipe, and the host's /proc says what it asked for."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
 from fakeproc.fs import readcall
 
 
-def _blocked(call: Callable[[int], object]):
-    """Run call(read end of a new pipe) in a thread until it blocks; yields
-    (pipe's inode, write end), then unblocks it."""
+@contextlib.contextmanager
+def blocked(call: Callable[[int], object]) -> Iterator[tuple[int, threading.Thread]]:
+    """Run call(read end of a new pipe) in a thread until it blocks; yields the
+    pipe's inode and the thread, then unblocks it (one byte) and closes the pipe."""
     r, w = os.pipe()
     t = threading.Thread(target=call, args=(r,), daemon=True)
     t.start()
-    tid = None
-    deadline = time.monotonic() + 5
-    while tid is None and time.monotonic() < deadline:
-        for entry in os.listdir(f"/proc/{os.getpid()}/task"):
-            with open(f"/proc/{os.getpid()}/task/{entry}/syscall") as f:
-                fields = f.read().split()
-            if fields[0] in ("0", "19") and int(fields[1], 16) == r:
-                tid = entry
-        time.sleep(0.01)
-    assert tid is not None, "the thread never blocked"
-    return os.fstat(r).st_ino, r, w, t
+    try:
+        deadline = time.monotonic() + 5
+        while not _waits_in(r) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _waits_in(r), "the thread never blocked"
+        yield os.fstat(r).st_ino, t
+    finally:
+        os.write(w, b"x")
+        t.join(5)
+        os.close(r)
+        os.close(w)
+
+
+def _waits_in(fd: int) -> bool:
+    """Does a thread of this process wait in read(2) or readv(2) on fd?"""
+    for entry in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{entry}/syscall") as f:
+            fields = f.read().split()
+        if fields[0] in ("0", "19") and int(fields[1], 16) == fd:
+            return True
+    return False
 
 
 @pytest.mark.parametrize("call, count", [
@@ -37,21 +49,19 @@ def _blocked(call: Callable[[int], object]):
     (lambda r: os.readv(r, [bytearray(100), bytearray(200), bytearray(3)]), 303),
 ])
 def test_finds_the_count_of_a_blocked_read(call, count):
-    ino, r, w, t = _blocked(call)
     threads = readcall.Threads(os.getpid())
-    try:
+    kept = readcall._kept
+    with blocked(call) as (ino, t):
         found = threads.find(ino, 0)
         assert found is not None and found.count == count
         assert threads.still_in(found)
         assert threads.find(ino + 1, 0) is None  # another file
         assert threads.find(ino, 4096) is None   # another position
-    finally:
-        os.write(w, b"x")
-        t.join(5)
-        os.close(r)
-        os.close(w)
+    assert not t.is_alive()
     assert not threads.still_in(found)  # back out of that call
+    assert readcall._kept > kept
     threads.close()
+    assert readcall._kept == kept
 
 
 def test_count_is_cut_to_max_rw_count():
@@ -64,17 +74,24 @@ def test_count_is_cut_to_max_rw_count():
         _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
     iov = (Iovec * 2)((ctypes.addressof(buf), 3 << 30), (ctypes.addressof(buf), 1 << 30))
-    ino, r, w, t = _blocked(lambda r: libc.readv(r, iov, 2))
     threads = readcall.Threads(os.getpid())
-    try:
+    with blocked(lambda r: libc.readv(r, iov, 2)) as (ino, _):
         found = threads.find(ino, 0)
-        assert found is not None and found.count == 0x7FFFF000
-    finally:
-        threads.close()
-        os.write(w, b"x")
-        t.join(5)
-        os.close(r)
-        os.close(w)
+    threads.close()
+    assert found is not None and found.count == 0x7FFFF000
+
+
+def test_kept_descriptors_are_capped(monkeypatch):
+    """Past MAX_KEPT a file is opened for each read, and nothing stays open."""
+    monkeypatch.setattr(readcall, "MAX_KEPT", readcall._kept)  # no room left
+    threads = readcall.Threads(os.getpid())
+    with blocked(lambda r: os.read(r, 777)) as (ino, _):
+        before = len(os.listdir("/proc/self/fd"))
+        found = threads.find(ino, 0)
+        assert found is not None and found.count == 777
+        assert threads.still_in(found)
+        assert len(os.listdir("/proc/self/fd")) == before
+    threads.close()
 
 
 def test_no_such_process():

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 READ, PREAD64, READV, PREADV, PREADV2 = 0, 17, 19, 295, 327
 MAX_RW_COUNT = 0x7FFFF000
 UIO_MAXIOV = 1024
+# descriptors all Threads keep open together: past this a file is opened for each
+# read (a daemon with many threads and many open idle_pages files must not take the
+# server to its RLIMIT_NOFILE)
+MAX_KEPT = 256
+_kept = 0
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Threads:
         except OSError:
             return None
         for gone in self._syscall.keys() - set(tids):
-            os.close(self._syscall.pop(gone))
+            _drop(self._syscall, gone)
         found = []
         for tid in tids:
             line = self._read(self._syscall, tid, f"task/{tid}/syscall")
@@ -66,24 +71,33 @@ class Threads:
         return self._read(self._syscall, call.tid, f"task/{call.tid}/syscall") == call.line
 
     def close(self) -> None:
-        for fd in [*self._syscall.values(), *self._fdinfo.values()]:
-            os.close(fd)
-        self._syscall.clear()
-        self._fdinfo.clear()
+        for fds in (self._syscall, self._fdinfo):
+            for key in list(fds):
+                _drop(fds, key)
 
     def _read(self, fds: dict, key: object, name: str) -> bytes | None:
-        """The file's bytes now, through a descriptor kept in `fds`; None when it
-        cannot be read (the thread or the descriptor is gone)."""
+        """The file's bytes now, through a descriptor kept in `fds` (while fewer than
+        MAX_KEPT are); None when it cannot be read (the thread or descriptor is gone)."""
+        global _kept
         fd = fds.get(key)
         if fd is None:
             try:
-                fd = fds[key] = os.open(f"/proc/{self.tgid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(f"/proc/{self.tgid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
+            if _kept >= MAX_KEPT:
+                try:
+                    return os.pread(fd, 4096, 0)
+                except OSError:
+                    return None
+                finally:
+                    os.close(fd)
+            fds[key] = fd
+            _kept += 1
         try:
             return os.pread(fd, 4096, 0)
         except OSError:
-            os.close(fds.pop(key))
+            _drop(fds, key)
             return None
 
     def _read_call(self, tid: str, line: bytes, ino: int, pos: int) -> ReadCall | None:
@@ -103,6 +117,13 @@ class Threads:
 
 
 _READS = {str(nr).encode() for nr in (READ, PREAD64, READV, PREADV, PREADV2)}
+
+
+def _drop(fds: dict, key: object) -> None:
+    """Close a kept descriptor."""
+    global _kept
+    os.close(fds.pop(key))
+    _kept -= 1
 
 
 def _fields(text: bytes) -> dict[bytes, int]:

@@ -14,12 +14,11 @@ DEFAULT_MOUNTPOINT = "mount"
 
 def _rate(text: str) -> float:
     """A --rate value; argparse would name the function in its error ("invalid _rate value")."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"the rate must be 0 or more, not {text}")
+    from .ctl.cli import finite
+    from .ctl.clock import MAX_RATE
+    value = finite(text)
+    if not 0 <= value <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"the rate must be from 0 to {MAX_RATE:g}, not {text}")
     return value
 
 

@@ -725,10 +725,24 @@ def load(text: str, name: str = "<machine>", progress: Progress | None = None) -
     ck = _Checker(Source(text, name))
     try:
         doc = tomllib.loads(text)
+        _validate(ck, SCHEMA, doc)
     except tomllib.TOMLDecodeError as e:
         raise MachineFileError(f"{name}: not valid TOML: {e}") from None
-    _validate(ck, SCHEMA, doc)
+    except RecursionError:
+        raise MachineFileError(f"{name}:{_deep_line(text)}: arrays or tables nested too deeply "
+                               "(a machine file needs only a few levels)") from None
     return _build(ck, doc, progress)
+
+
+def _deep_line(text: str, depth: int = 32) -> int:
+    """The line where `[` and `{` first nest `depth` deep (strings not told apart: it
+    only points at the place after the parser has given up)."""
+    level = 0
+    for i, ch in enumerate(text):
+        level += (ch in "[{") - (ch in "]}")
+        if level >= depth:
+            return text.count("\n", 0, i) + 1
+    return 1
 
 
 def _is_integer(_checker: Any, value: Any) -> bool:

@@ -399,6 +399,14 @@ def test_a_rate_that_is_no_number_is_named_by_its_option():
         assert r.stderr.splitlines()[-1] == f"fakeproc {cmd[0]}: error: argument --rate: not a number: 'abc'"
 
 
+def test_numbers_json_cannot_carry_are_refused_by_the_cli():
+    for cmd, arg in ((["mount", "--rate", "inf"], "--rate"), (["ctl", "clock", "step", "nan"], "value"),
+                     (["ctl", "workload", "1", "--hot", "inf"], "--hot")):
+        r = subprocess.run([*FAKEPROC, *cmd], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines()[-1].endswith(f"argument {arg}: not a finite number: {cmd[-1]}"), r.stderr
+
+
 def test_a_mount_point_given_with_a_slash_gives_a_path_to_paste(tmp_path):
     mnt = tmp_path / "mnt"
     proc = subprocess.Popen([*FAKEPROC, "mount", f"{mnt}/", "-f", "--paused"], stdout=subprocess.PIPE,

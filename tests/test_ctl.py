@@ -271,6 +271,7 @@ def test_garbage_and_rude_clients_do_not_hurt_the_server(mnt):
                             (b'{"id": 5, "cmd": "clock", "args": {"action": "step", "seconds": NaN}}',
                              "bad_request"),
                             (b'\xff\xfe{"id": 6}', "bad_request"),
+                            (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_request"),
                             (b'{"id": 7, "cmd": "fly"}', "unknown_command")):
             s.sendall(line + b"\n")
             r = read_reply(f)
@@ -690,3 +691,16 @@ def test_a_rewound_proc_directory_lists_the_processes_of_now(mnt, ctl):
         assert str(pid) not in set(os.listdir(fd))
     finally:
         os.close(fd)
+
+
+def test_the_virtual_clock_stops_short_of_infinity(mnt):
+    """A step that would pass MAX_CLOCK, or a rate above MAX_RATE, is refused and the
+    clock goes on working (1e308 twice made it inf, and every later step failed)."""
+    with Client(mnt.path) as c:
+        now = c.call("clock")["now"]
+        for args in ({"action": "step", "seconds": 1e308}, {"action": "rate", "rate": 1e308}):
+            with pytest.raises(CtlError) as e:
+                c.call("clock", **args)
+            assert e.value.type == "bad_args"
+        assert c.call("clock")["now"] == now
+        assert c.call("clock", action="step", seconds=1)["now"] == now + 1

@@ -20,6 +20,11 @@ def err(text: str) -> str:
     return str(e.value)
 
 
+def test_deep_nesting_is_named_with_its_line():
+    deep = NODE + "x = " + "[" * 3000 + "]" * 3000 + "\n"
+    assert err(deep) == "m.toml:5: arrays or tables nested too deeply (a machine file needs only a few levels)"
+
+
 @pytest.mark.parametrize("text, where, what", [
     ("[[node]\n", r"m\.toml", r"not valid TOML"),
     (NODE + "colour = 1\n", r"m\.toml:5", r"node\[0\]\.colour: .*'colour' was unexpected.*allowed keys: cpus, id, size, type"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import sys
 import tomllib
@@ -18,8 +19,21 @@ from .client import Client, clock_state
 from .protocol import CtlError, loads
 
 DEFAULT_MOUNT_ENV = "FAKEPROC_MOUNT"
-WORKLOAD_OPTS = {"pattern": str, "rate": float, "hot": float, "hot_access": float, "write": float,
-                 "zipf_s": float, "seed": int}
+
+
+def finite(text: str) -> float:
+    """A number option that JSON can carry (argparse names the type in its errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text}")
+    return value
+
+
+WORKLOAD_OPTS = {"pattern": str, "rate": finite, "hot": finite, "hot_access": finite,
+                 "write": finite, "zipf_s": finite, "seed": int}
 
 
 class InputError(ValueError):
@@ -66,7 +80,7 @@ def add_parser(sub: Any, default_mount: str) -> None:
     p = add("clock", "status, pause, resume, step SECONDS, rate R")
     p.add_argument("action", choices=["status", "pause", "resume", "step", "rate"], nargs="?",
                    default="status")
-    p.add_argument("value", type=float, nargs="?", help="seconds for step, the rate for rate")
+    p.add_argument("value", type=finite, nargs="?", help="seconds for step, the rate for rate")
     p = add("touch", "one CPU access by PID at ADDR (faults the page in)")
     p.add_argument("pid", type=int)
     p.add_argument("addr", help="address, e.g. 0x7f0000000000")

@@ -23,6 +23,10 @@ MAX_TICK = 4 * PERIOD  # wall seconds one tick may account for: an emulator that
                        # behind lets virtual time slip instead of taking ever-longer steps
 TICK_TOUCHES = 10_000_000       # touches one tick may make (~50 ms); above, time slips too
 MAX_STEP_TOUCHES = 2_000_000_000  # touches one step may make (10 s to a few minutes)
+# where virtual time stops (about 31,700 years: uptime and jiffies stay exact, and a
+# clock that reached infinity would break every later step), and the fastest rate
+MAX_CLOCK = 1e12
+MAX_RATE = 1e9
 
 
 class VirtualClock:
@@ -61,7 +65,8 @@ class VirtualClock:
             load = self.kernel.workload_rate()
             if load > 0:  # the workloads' touches bound a tick too, whatever the rates
                 seconds = min(seconds, TICK_TOUCHES / load)
-            return self.kernel.advance(seconds)
+            seconds = min(seconds, MAX_CLOCK - self.kernel.clock)
+            return self.kernel.advance(seconds) if seconds > 0 else 0
         return 0
 
     def pause(self) -> None:
@@ -74,8 +79,8 @@ class VirtualClock:
         self._kick()
 
     def set_rate(self, rate: float) -> None:
-        if not (rate >= 0 and math.isfinite(rate)):
-            raise ValueError(f"the rate must be a finite number, 0 or more, not {rate}")
+        if not 0 <= rate <= MAX_RATE:
+            raise ValueError(f"the rate must be a number from 0 to {MAX_RATE:g}, not {rate}")
         self.tick()
         self.rate = float(rate)
         self._kick()
@@ -85,6 +90,9 @@ class VirtualClock:
         Returns the touches the workloads made."""
         if not (seconds >= 0 and math.isfinite(seconds)):
             raise ValueError(f"a step must be a finite number of seconds, 0 or more, not {seconds}")
+        if self.kernel.clock + seconds > MAX_CLOCK:
+            raise ValueError(f"a step of {seconds:g} s would take the virtual clock past "
+                             f"{MAX_CLOCK:g} s, where it stops")
         load = self.kernel.workload_rate()
         if load * seconds > MAX_STEP_TOUCHES:
             raise ValueError(f"a step of {seconds:g} s makes {load * seconds:.3g} touches (the "

@@ -82,6 +82,8 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
         msg = loads(line)
     except (UnicodeDecodeError, ValueError) as e:
         raise CtlError(BAD_REQUEST, f"not a JSON object: {e}") from None
+    except RecursionError:
+        raise CtlError(BAD_REQUEST, "not a JSON object: nested too deeply") from None
     if not isinstance(msg, dict):
         raise CtlError(BAD_REQUEST, f"a request is a JSON object, not {type(msg).__name__}")
     req_id = msg.get("id")

@@ -23,6 +23,7 @@ from .kernel import kvm
 from .kernel.kernel import Kernel, NodeConfig
 from .kernel.kvm import MemSlot
 from .kernel.mm import PAGE_SIZE, TASK_SIZE, Vma
+from .kernel.mmap import MAX_MAP_COUNT
 from .kernel.native import KernelError, lib
 from .kernel.task import MemPolicy, Task
 from .kernel.workload import Phase, Workload
@@ -439,13 +440,12 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
             not set(_node_list(ck, path + ("mems_allowed",), raw["mems_allowed"])) <= node_ids:
         raise ck.error(path + ("mems_allowed",), f"{raw['mems_allowed']!r} names a node that does not exist")
     vmas: list[_VmaPlan] = []
+    if len(raw.get("vma", [])) > MAX_MAP_COUNT:
+        raise ck.error(path + ("vma", MAX_MAP_COUNT), f"one VMA too many: a process has at most "
+                       f"{MAX_MAP_COUNT} (vm.max_map_count), this file gives it {len(raw['vma'])}")
     for j, vraw in enumerate(raw.get("vma", [])):
         vpath = path + ("vma", j)
         vma = _vma_from(ck, vpath, vraw)
-        for other in (v.vma for v in vmas):
-            if other.start < vma.end and vma.start < other.end:
-                raise ck.error(vpath + ("start",), f"{vma.start:#x}-{vma.end:#x} overlaps "
-                               f"{other.start:#x}-{other.end:#x}")
         if vraw.get("node") is not None and vraw["node"] not in node_ids:
             raise ck.error(vpath + ("node",), f"node {vraw['node']} does not exist")
         try:
@@ -458,6 +458,7 @@ def _plan_process(ck: _Checker, path: tuple[Any, ...], raw: dict[str, Any], node
                            "hugetlb pool yet (idle_pages reports nothing for hugetlb VMAs)")
         _check_pages(ck, vpath + ("pages",), vma, runs, node_ids, repeat)
         vmas.append(_VmaPlan(vma, vraw, runs, repeat))
+    _check_overlaps(ck, path, [v.vma for v in vmas])
     wl = raw.get("workload")
     if wl is not None and "fork_of" not in raw:  # a fork's count the VMAs it inherits: at build
         _check_workload_vmas(ck, path + ("workload",), wl, len(vmas))
@@ -507,6 +508,24 @@ def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, 
             raise ck.error(spath + ("pages",), f"the runs end at gpa {end:#x}, past the slot's end")
         out.append((slot, runs, raw.get("node")))
     return out
+
+
+def _check_overlaps(ck: _Checker, path: tuple[Any, ...], vmas: list[Vma]) -> None:
+    """No two VMAs overlap: a sweep in address order, which names the VMA latest in the
+    file of the first overlapping pair (by that index) and the earlier one it hits."""
+    order = sorted(range(len(vmas)), key=lambda j: vmas[j].start)
+    worst: tuple[int, int] | None = None  # (later index, earlier index)
+    reach = -1  # the VMA ending furthest among those before, in address order
+    for j in order:
+        if reach >= 0 and vmas[j].start < vmas[reach].end:
+            pair = (max(j, reach), min(j, reach))
+            worst = pair if worst is None or pair < worst else worst
+        if reach < 0 or vmas[j].end > vmas[reach].end:
+            reach = j
+    if worst is not None:
+        late, early = (vmas[i] for i in worst)
+        raise ck.error(path + ("vma", worst[0], "start"), f"{late.start:#x}-{late.end:#x} overlaps "
+                       f"{early.start:#x}-{early.end:#x}")
 
 
 def _check_workload_vmas(ck: _Checker, path: tuple[Any, ...], wl: dict[str, Any], nr_vmas: int) -> None:

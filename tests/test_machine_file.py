@@ -45,6 +45,13 @@ def test_deep_nesting_is_named_with_its_line():
     (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\n'
      '[[process.vma]]\nstart = 0x2000\nsize = "8KiB"\n', r"m\.toml:12",
      r"process\[0\]\.vma\[1\]\.start: 0x2000-0x4000 overlaps 0x1000-0x3000"),
+    # a long VMA listed later, over a short one listed first; then two it covers
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x4000\nsize = "4KiB"\n'
+     '[[process.vma]]\nstart = 0x1000\nsize = "32KiB"\n', r"m\.toml:12",
+     r"process\[0\]\.vma\[1\]\.start: 0x1000-0x9000 overlaps 0x4000-0x5000"),
+    (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "32KiB"\n'
+     '[[process.vma]]\nstart = 0x6000\nsize = "4KiB"\n[[process.vma]]\nstart = 0x2000\nsize = "4KiB"\n',
+     r"m\.toml:12", r"process\[0\]\.vma\[1\]\.start: 0x6000-0x7000 overlaps 0x1000-0x9000"),
     (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\npages = "3 idle"\n',
      r"m\.toml:11", r"process\[0\]\.vma\[0\]\.pages: the runs end at 0x4000, past the VMA's end 0x3000"),
     (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\npages = "2 sleepy"\n',
@@ -218,3 +225,12 @@ def test_a_forks_workload_chooses_among_the_vmas_it_inherits():
     assert wl is not None and wl.ranges == ((0x7F0000000000, 0x7F0000002000),)
     with pytest.raises(MachineFileError, match=r"process\[1\]\.workload\.vmas: there is no vma\[1\]"):
         load(FORK_WORKLOAD.format(1))
+
+
+def test_vmas_are_capped_at_max_map_count(monkeypatch):
+    import fakeproc.machine as machine
+    monkeypatch.setattr(machine, "MAX_MAP_COUNT", 2)
+    vmas = "".join(f'[[process.vma]]\nstart = {0x1000 * (2 * i + 1):#x}\nsize = "4KiB"\n' for i in range(3))
+    assert err(NODE + '[[process]]\npid = 1\nname = "a"\n' + vmas) == \
+        "m.toml:14: process[0].vma[2]: one VMA too many: a process has at most 2 " \
+        "(vm.max_map_count), this file gives it 3"

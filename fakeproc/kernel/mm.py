@@ -155,8 +155,7 @@ class MmStruct:
 
     def add_vma(self, vma: Vma) -> None:
         """Insert a VMA; overlapping an existing one is a caller error."""
-        starts = [v.start for v in self.vmas]
-        i = bisect.bisect_left(starts, vma.start)
+        i = bisect.bisect_left(self.vmas, vma.start, key=_start)
         if (i > 0 and self.vmas[i - 1].end > vma.start) or (
             i < len(self.vmas) and self.vmas[i].start < vma.end
         ):
@@ -173,11 +172,9 @@ class MmStruct:
         self._spans = self._move_spans = None
 
     def find_vma(self, addr: int) -> Vma | None:
-        """The VMA containing addr, if any."""
-        for v in self.vmas:
-            if v.start <= addr < v.end:
-                return v
-        return None
+        """The VMA containing addr, if any (the list is sorted and disjoint)."""
+        i = bisect.bisect_right(self.vmas, addr, key=_start) - 1
+        return self.vmas[i] if i >= 0 and addr < self.vmas[i].end else None
 
     def spans(self) -> tuple[Any, int]:
         """The VMA list as the C walk wants it (cached until the list changes)."""
@@ -211,3 +208,7 @@ class MmStruct:
     @property
     def total_vm_pages(self) -> int:
         return sum(v.nr_pages for v in self.vmas)
+
+
+def _start(vma: Vma) -> int:
+    return vma.start

@@ -220,6 +220,29 @@ def test_background_mount_and_umount(tmp_path):
     wait_for(lambda: not is_mounted(mnt))
 
 
+def test_umount_of_a_mount_in_use_leaves_both_mounts(tmp_path):
+    """A file held open in the main mount: the inner /sys/devices/system mount must
+    not go while the outer stays (the guide: a mount in use is left as it was)."""
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        inner_dev = os.stat(mnt / "sys/devices/system").st_dev
+        with open(mnt / "proc/meminfo", "rb"):
+            u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True,
+                               timeout=60)
+            assert u.returncode == 1
+            assert f"fakeproc: {mnt} is in use: a process has a file or its working directory " \
+                f"under it (pid {os.getpid()})" in u.stderr
+            assert is_mounted(mnt) and is_mounted(mnt / "sys/devices/system")
+            assert os.stat(mnt / "sys/devices/system").st_dev == inner_dev
+    finally:
+        u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+    assert u.returncode == 0, u.stderr
+    wait_for(lambda: not is_mounted(mnt))
+
+
 def _hot_scan(m) -> bytes:
     fd = os.open(m.proc_path(f"{REDIS}/idle_pages"), os.O_RDWR)
     try:

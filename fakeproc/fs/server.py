@@ -765,15 +765,67 @@ def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
 
 def unmount(mountpoint: str | os.PathLike[str]) -> int:
     """fusermount3 -u every mount of ours at or below mountpoint, innermost first;
-    the first failing exit code, else 0."""
-    for target in mounts_below(mountpoint):
+    the first failing exit code, else 0. When a process holds something under any of
+    them, nothing is unmounted (the inner mount would go and the outer stay)."""
+    targets = mounts_below(mountpoint)
+    holders = _holders(targets)
+    if holders:
+        return _in_use(str(mountpoint), f" (pid {', '.join(map(str, holders[:5]))})")
+    for target in targets:
         r = subprocess.run(["fusermount3", "-u", target], check=False)
         if r.returncode:
-            print(f"fakeproc: {target} is in use (a process has a file or its working "
-                  f"directory under it: fuser -vm {target}); SIGTERM the server to end it "
-                  "anyway", file=sys.stderr)
-            return r.returncode
+            return _in_use(target, "", r.returncode)
     return 0
+
+
+def _in_use(target: str, who: str, code: int = 1) -> int:
+    print(f"fakeproc: {target} is in use: a process has a file or its working directory "
+          f"under it{who}, see fuser -vm {target}; SIGTERM the server to end it anyway",
+          file=sys.stderr)
+    return code
+
+
+def _holders(targets: list[str]) -> list[int]:
+    """The processes with an open file, a working or root directory under one of the
+    mounts (a scan of /proc as fuser does, by mount id and device; processes in other
+    mount namespaces see other paths and are not told apart: fusermount3 still
+    refuses then)."""
+    ids, devs = set(), set()
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if _unescape_mount_field(fields[4]) in targets:
+                ids.add(fields[0].encode())
+                major, minor = fields[2].split(":")
+                devs.add(os.makedev(int(major), int(minor)))
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        if int(pid) != os.getpid() and _holds(pid, ids, devs):
+            found.append(int(pid))
+    return found
+
+
+def _holds(pid: str, ids: set[bytes], devs: set[int]) -> bool:
+    for link in ("cwd", "root"):
+        try:
+            if os.stat(f"/proc/{pid}/{link}").st_dev in devs:
+                return True
+        except OSError:
+            pass
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+                info = f.read(256)
+        except OSError:
+            continue
+        for row in info.splitlines():
+            if row.startswith(b"mnt_id:") and row.split()[1] in ids:
+                return True
+    return False
 
 
 READY_FILE = "proc/meminfo"  # direct_io on the main connection: only a live server answers it

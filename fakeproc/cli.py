@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -179,17 +180,33 @@ def _mount_background(args: argparse.Namespace) -> int:
 
 
 def _umount(args: argparse.Namespace) -> int:
-    if cleanup_stale(args.mountpoint):
-        print(f"fakeproc: cleaned a stale mount on {args.mountpoint}")
-        return 0
-    from .fs.server import mounts_below, unmount
+    from .fs.server import PROBE_SECONDS, mounts_below, probe, unmount
     mnt, below = args.mountpoint, mounts_below(args.mountpoint)
     if os.path.realpath(mnt) not in below:  # say so: a silent 0 reads as "unmounted"
         why = "does not exist" if not os.path.lexists(mnt) else "is not a fakeproc mount"
         hint = f" (one is mounted below it: {below[-1]})" if below else ""
         print(f"fakeproc: {mnt} {why}{hint}", file=sys.stderr)
         return 1
-    return unmount(mnt)
+    state = probe(mnt)
+    if state == "stale":
+        subprocess.run(["fusermount3", "-uz", mnt], check=False, capture_output=True)
+        print(f"fakeproc: cleaned a stale mount on {mnt}")
+        return 0
+    if state == "live":
+        return unmount(mnt)
+    # hung: unmounting needs no answer from the server; then end it (stopped, it
+    # takes the SIGTERM when continued)
+    from .ctl.client import server_pid
+    pid = server_pid(mnt)
+    rc = unmount(mnt)
+    if rc == 0:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)
+        print(f"fakeproc: the server of {mnt}" + (f" (pid {pid})" if pid else "")
+              + f" did not answer within {PROBE_SECONDS:g} s: unmounted"
+              + (", and sent it SIGTERM" if pid else ""), file=sys.stderr)
+    return rc
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 background mode, and workloads running on the virtual clock while mounted."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -241,6 +242,31 @@ def test_umount_of_a_mount_in_use_leaves_both_mounts(tmp_path):
         u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
     assert u.returncode == 0, u.stderr
     wait_for(lambda: not is_mounted(mnt))
+
+
+def test_umount_of_a_stopped_server_does_not_hang(tmp_path):
+    """A server that cannot answer (SIGSTOP) is unmounted without it, then ended."""
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(re.search(r"serving as pid (\d+)", r.stdout).group(1))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+        assert u.returncode == 0, u.stderr
+        assert u.stderr == f"fakeproc: the server of {mnt} (pid {pid}) did not answer within 5 s: " \
+            "unmounted, and sent it SIGTERM\n"
+        assert not is_mounted(mnt) and not is_mounted(mnt / "sys/devices/system")
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 def _hot_scan(m) -> bytes:

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import socket
+import struct
 from typing import Any
 
 from .protocol import BAD_REQUEST, CONNECT, CtlError, encode, socket_path
@@ -132,6 +133,22 @@ class Client:
     def madvise(self, pid: int, addr: int, length: int | str, advice: str | int) -> int:
         """advice: "dontneed", "hugepage", "nohugepage" or a MADV_* number."""
         return self.call("madvise", pid=pid, addr=addr, length=length, advice=advice)["ret"]
+
+
+def server_pid(mountpoint: str | os.PathLike[str]) -> int | None:
+    """The pid of the server listening on the mount's control socket (SO_PEERCRED),
+    without a request: the kernel completes a connect to a listening socket even when
+    its process is stopped. None when no socket answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(str(socket_path(mountpoint)))
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    return struct.unpack("3i", creds)[0]
 
 
 def clock_state(clock: dict[str, Any]) -> str:

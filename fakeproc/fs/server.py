@@ -728,14 +728,36 @@ def inode_counts() -> dict[str, int]:
             "page_cache": len(SERVING[0].page_cache.pages)}
 
 
+PROBE_SECONDS = 5.0  # how long a live server may take to answer a directory read
+
+
+def probe(mountpoint: str) -> str:
+    """"stale" when the mount's daemon died (every access is ENOTCONN), "hung" when it
+    does not answer within PROBE_SECONDS (stopped, or stuck), else "live". The look
+    is taken in a child process: a FUSE request waits killably, so a child stuck on
+    a hung server can be killed where a thread could not be taken back."""
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status is the answer
+        try:
+            os.stat(mountpoint)
+            os.listdir(mountpoint)  # attributes may be cached; a directory read is not
+        except OSError as e:
+            os._exit(1 if e.errno == errno.ENOTCONN else 0)
+        os._exit(0)
+    deadline = time.monotonic() + PROBE_SECONDS
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return "stale" if os.waitstatus_to_exitcode(status) == 1 else "live"
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "hung"
+
+
 def is_stale(mountpoint: str) -> bool:
     """A mount whose daemon died answers every access with ENOTCONN."""
-    try:
-        os.stat(mountpoint)
-        os.listdir(mountpoint)  # attributes may be cached; a directory read is not
-    except OSError as e:
-        return e.errno == errno.ENOTCONN
-    return False
+    return probe(mountpoint) == "stale"
 
 
 def is_mounted(mountpoint: str) -> bool:
@@ -787,31 +809,30 @@ def _in_use(target: str, who: str, code: int = 1) -> int:
 
 def _holders(targets: list[str]) -> list[int]:
     """The processes with an open file, a working or root directory under one of the
-    mounts (a scan of /proc as fuser does, by mount id and device; processes in other
+    mounts (a scan of /proc as fuser does, by mount id and path; processes in other
     mount namespaces see other paths and are not told apart: fusermount3 still
     refuses then)."""
-    ids, devs = set(), set()
+    ids = set()
     with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             if _unescape_mount_field(fields[4]) in targets:
                 ids.add(fields[0].encode())
-                major, minor = fields[2].split(":")
-                devs.add(os.makedev(int(major), int(minor)))
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        if int(pid) != os.getpid() and _holds(pid, ids, devs):
+        if int(pid) != os.getpid() and _holds(pid, ids, targets):
             found.append(int(pid))
     return found
 
 
-def _holds(pid: str, ids: set[bytes], devs: set[int]) -> bool:
-    for link in ("cwd", "root"):
+def _holds(pid: str, ids: set[bytes], targets: list[str]) -> bool:
+    for link in ("cwd", "root"):  # by path: a stat would ask a server that may hang
         try:
-            if os.stat(f"/proc/{pid}/{link}").st_dev in devs:
-                return True
+            where = os.readlink(f"/proc/{pid}/{link}")
         except OSError:
-            pass
+            continue
+        if any(where == t or where.startswith(t.rstrip("/") + "/") for t in targets):
+            return True
     try:
         fds = os.listdir(f"/proc/{pid}/fdinfo")
     except OSError:

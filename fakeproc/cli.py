@@ -159,6 +159,7 @@ def _mount_background(args: argparse.Namespace) -> int:
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+    from .ctl.client import server_pid  # not another launch's server on the same path
     from .fs.server import is_serving
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -169,7 +170,7 @@ def _mount_background(args: argparse.Namespace) -> int:
             else:
                 print(f"fakeproc: the server failed; its log is kept: {log}", file=sys.stderr)
             return proc.returncode or 1
-        if is_serving(args.mountpoint):
+        if is_serving(args.mountpoint) and server_pid(args.mountpoint) == proc.pid:
             sys.stdout.write(log.read_text())
             print(f"fakeproc: serving as pid {proc.pid}; log: {log}")
             return 0

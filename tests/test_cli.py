@@ -264,6 +264,25 @@ def test_umount_of_a_stopped_server_does_not_hang(tmp_path):
             os.kill(pid, signal.SIGCONT)
 
 
+def test_two_mounts_on_one_path_at_once_one_wins_and_the_other_says_so(tmp_path):
+    """Both launches may pass the 'already mounted' check; the loser's server then
+    finds the control socket taken. Its launcher must not take the winner's mount for
+    its own (it printed 'serving as pid' with a dead pid and exited 0)."""
+    from fakeproc.ctl.client import server_pid
+    for attempt in range(3):
+        mnt = tmp_path / f"mnt{attempt}"
+        procs = [subprocess.Popen([*FAKEPROC, "mount", str(mnt), "--paused"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        try:
+            outs = [p.communicate(timeout=90) for p in procs]
+            codes = sorted(p.returncode for p in procs)
+            assert codes == [0, 1], outs
+            won = next(o for p, o in zip(procs, outs) if p.returncode == 0)[0]
+            assert int(re.search(r"serving as pid (\d+)", won).group(1)) == server_pid(mnt)
+        finally:
+            subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, timeout=60)
+
+
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]

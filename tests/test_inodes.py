@@ -5,6 +5,8 @@ FORGET when a /proc dentry, whose entry timeout is 0, dies with its last user).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -187,6 +189,46 @@ def test_fstat_of_a_reaped_process_shows_the_inode_it_had():
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+def test_a_pid_used_again_gets_new_inodes():
+    """procfs ties a process's inodes to its struct pid: the old ones stay with it."""
+    t = InodeTable()
+    first, second = object(), object()
+    d = ("proc", "5")
+    old = t.inode(d, first)
+    t.looked_up(old)  # held, as an open directory holds it
+    assert t.inode(d, first) == old and t.owned_by(old, first)
+    new = t.inode(d, second)
+    assert new != old and t.inode(d, second) == new
+    assert not t.owned_by(old, second) and t.path(old) == d  # still held, but not its
+    assert t.forget(old, 1) and t.by_path[d] == new  # its FORGET frees only it
+
+
+@pytest.mark.fuse
+def test_a_directory_held_across_pid_reuse_sees_nothing_of_the_new_process():
+    """An open /proc/PID keeps its process: after the pid is used again, an openat()
+    from it is ENOENT and getdents() fails ENOENT (which glibc's readdir() ends the
+    listing on, as for a dead process), while /proc/PID itself is the new one."""
+    getdents64 = ctypes.CDLL(None, use_errno=True).syscall
+    with mounted(SMALL) as m, Client(m.path) as c:
+        pid = 5_000_100
+        c.call("spawn", pid=pid, name="first", vma=VMA)
+        dfd = os.open(m.proc_path(str(pid)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ino = os.fstat(dfd).st_ino
+            c.call("kill", pid=pid)
+            c.call("spawn", pid=pid, name="second", vma=VMA)
+            with pytest.raises(FileNotFoundError):
+                os.open("comm", os.O_RDONLY, dir_fd=dfd)
+            buf = ctypes.create_string_buffer(4096)
+            os.lseek(dfd, 0, os.SEEK_SET)
+            assert getdents64(217, dfd, buf, 4096) == -1 and ctypes.get_errno() == errno.ENOENT
+            assert os.fstat(dfd).st_ino == ino
+            assert m.read(f"proc/{pid}/comm") == b"second\n"
+            assert os.stat(m.proc_path(str(pid))).st_ino != ino
+        finally:
+            os.close(dfd)
 
 
 @pytest.mark.fuse

@@ -164,7 +164,8 @@ class FakeprocFS(pyfuse3.Operations):
         self.inodes = InodeTable()
         self.handles: dict[int, Any] = {}
         # an open directory: its path and its listing, taken at each read from 0
-        self.dir_handles: dict[int, tuple[tuple[str, ...], list[tuple[str, Entry, Ctx, tuple[str, ...]]]]] = {}
+        # per open directory: its inode, path and the listing a getdents from 0 took
+        self.dir_handles: dict[int, tuple[int, tuple[str, ...], list[tuple[str, Entry, Ctx, tuple[str, ...]]]]] = {}
         self._fh = itertools.count(1)
         self.boot_ns = time.time_ns()
         self.page_cache = PageCache()
@@ -201,15 +202,24 @@ class FakeprocFS(pyfuse3.Operations):
         return found
 
     def _path(self, inode: int) -> tuple[str, ...]:
+        """The inode's path; ENOENT when the inode is gone, or was a process's whose
+        pid now names another one."""
         path = self.inodes.path(inode)
-        if path is None:
+        if path is None or not self.inodes.owned_by(inode, self._owner_of(path)):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return path
+
+    def _owner_of(self, path: tuple[str, ...]) -> Any:
+        """The emulated task a per-process path belongs to now (None elsewhere, and
+        for the runner's real processes)."""
+        if per_process(path) and path[0] in ("proc", "procview"):
+            return self.ctx.kernel.thread(int(path[1]))
+        return None
 
     def _attrs(self, path: tuple[str, ...], entry: Entry, ctx: Ctx) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_uid, a.st_gid = _owner_ids(entry, ctx)  # ENOENT for a gone process: number nothing
-        a.st_ino = self.inodes.inode(path)
+        a.st_ino = self.inodes.inode(path, self._owner_of(path))
         a.st_mode = file_mode(entry)
         a.st_nlink = 2 if isinstance(entry, Dir) else 1
         a.st_size = entry.size if isinstance(entry, (File, Special)) else 0
@@ -240,9 +250,11 @@ class FakeprocFS(pyfuse3.Operations):
         return a
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        path = self._path(inode)
+        path = self.inodes.path(inode)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
         try:
-            entry, ectx = self._resolve(path)
+            entry, ectx = self._resolve(self._path(inode))
         except pyfuse3.FUSEError:
             return self._gone_attrs(inode, path)
         return self._attrs(path, entry, ectx)
@@ -274,15 +286,16 @@ class FakeprocFS(pyfuse3.Operations):
         if not isinstance(entry, Dir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._fh)
-        self.dir_handles[fh] = (path, [])
+        self.dir_handles[fh] = (inode, path, [])
         return fh
 
     def dir_entries(self, fh: int, start: int) -> list[tuple[str, Entry, Ctx, tuple[str, ...]]]:
         """The directory's entries, for a getdents at position start: a listing from the
         start is taken anew (procfs walks the pid table at every getdents from position
         0, so a rewinddir() sees new processes); later positions continue it."""
-        path, children = self.dir_handles[fh]
+        inode, path, children = self.dir_handles[fh]
         if start == 0:
+            self._path(inode)  # a process directory whose process is gone (or replaced)
             try:
                 entry, ectx = self._resolve(path)
                 children[:] = [(n, e, c, path + (n,)) for n, e, c in list_children(entry, ectx)]

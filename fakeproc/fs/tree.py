@@ -234,16 +234,31 @@ class InodeTable:
     # the attributes a per-process inode last showed: the in-core inode's, which an
     # fstat() of an open descriptor still reads once the process is gone
     last: dict[int, Any] = field(default_factory=dict)
+    # the process a per-process inode was numbered for (an emulated task): procfs ties
+    # its inodes to a struct pid, so a pid used again gets new ones, and the old ones
+    # answer ENOENT (pid_revalidate(), proc_pid_lookup())
+    owners: dict[int, Any] = field(default_factory=dict)
     next_ino: int = 2
 
-    def inode(self, path: tuple[str, ...]) -> int:
+    def inode(self, path: tuple[str, ...], owner: Any = None) -> int:
+        """The path's number; a per-process path numbered for another owner than
+        `owner` (its pid now names a new process) gets a new one."""
         ino = self.by_path.get(path)
+        if ino is not None and self.owners.get(ino, owner) is not owner:
+            del self.by_path[path]  # the old number stays with the old process
+            ino = None
         if ino is None:
             ino = self.next_ino
             self.next_ino += 1
             self.paths[ino] = path
             self.by_path[path] = ino
+            if owner is not None:
+                self.owners[ino] = owner
         return ino
+
+    def owned_by(self, ino: int, owner: Any) -> bool:
+        """Was the inode numbered for this owner (or for none)?"""
+        return self.owners.get(ino, owner) is owner
 
     def path(self, ino: int) -> tuple[str, ...] | None:
         return self.paths.get(ino)
@@ -262,9 +277,12 @@ class InodeTable:
         path = self.paths.get(ino)
         if path is None or not per_process(path) or self.lookups.get(ino, 0) > 0:
             return False
-        del self.paths[ino], self.by_path[path]
+        del self.paths[ino]
+        if self.by_path.get(path) == ino:
+            del self.by_path[path]
         self.lookups.pop(ino, None)
         self.last.pop(ino, None)
+        self.owners.pop(ino, None)
         inos = self.held.get(process_dir(path))
         if inos is not None:
             inos.discard(ino)

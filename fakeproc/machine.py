@@ -59,10 +59,13 @@ MAX_NUMNODES = 1024
 MAX_PFNS = (1 << 32) - 2  # PFNs are 32 bits in the LRU links and the free lists: 16 TiB
 MAX_ID = 2**32 - 2        # uid_t / gid_t: (uid_t)-1 means "no change", never an id
 PID_T_MAX = 2**31 - 1
+MAX_FILE_BYTES = 256 << 20  # a machine file larger than this is not read (/dev/zero)
 
 
 _SIZE_T = {"anyOf": [{"type": "integer", "minimum": 0},
-                     {"type": "string", "pattern": r"^\s*\d+\s*([kKmMgGtT](i?[bB])?)?\s*$"}]}
+                     {"type": "string", "pattern": r"^\s*\d+\s*([kKmMgGtT](i?[bB])?)?\s*$"}],
+           "description": 'a size: a number of bytes (0 or more) or a string such as "4KiB", '
+                          '"2MiB" or "16GiB"'}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
 _WORKLOAD_T: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {
     "pattern": {"enum": ["uniform", "hotcold", "zipf", "seq"]},
@@ -95,14 +98,18 @@ SCHEMA: dict[str, Any] = {
                 "size": _SIZE_T,
                 "watermarks": {"type": "array", "items": _SIZE_T, "minItems": 3, "maxItems": 3},
                 "cpus": {"anyOf": [{"type": "string", "pattern": r"^[0-9,\- ]*$"},
-                                   {"type": "array", "items": {"type": "integer", "minimum": 0}}]}}}},
+                                   {"type": "array", "items": {"type": "integer", "minimum": 0}}],
+                         "description": 'a CPU list: a string such as "0-3,8" or an array of '
+                                        'CPU numbers'}}}},
         "distances": {"type": "array", "items": {"type": "array", "items": {
             "type": "integer", "minimum": 10, "maximum": 254}}},
         "process": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["pid", "name"],
             "properties": {
                 "pid": {"type": "integer", "minimum": 1, "maximum": PID_T_MAX},
-                "name": {"type": "string", "minLength": 1, "maxLength": 15},
+                "name": {"type": "string", "minLength": 1, "maxLength": 15, "pattern": "^[^\x00\n]*$",
+                         "description": "a name without NUL or newline (the kernel's comm ends "
+                                        "at a NUL; /proc/PID/status is one line per field)"},
                 "uid": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                 "gid": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                 "ppid": {"type": "integer", "minimum": 0},
@@ -746,11 +753,21 @@ def load(text: str, name: str = "<machine>", progress: Progress | None = None) -
         doc = tomllib.loads(text)
         _validate(ck, SCHEMA, doc)
     except tomllib.TOMLDecodeError as e:
-        raise MachineFileError(f"{name}: not valid TOML: {e}") from None
+        raise MachineFileError(f"{name}: not valid TOML: {e}{_quoted_line(text, str(e))}") from None
     except RecursionError:
         raise MachineFileError(f"{name}:{_deep_line(text)}: arrays or tables nested too deeply "
                                "(a machine file needs only a few levels)") from None
     return _build(ck, doc, progress)
+
+
+def _quoted_line(text: str, message: str) -> str:
+    """The line a TOML error names, quoted (tomllib's "Cannot overwrite a value" does
+    not say which key)."""
+    m = re.search(r"at line (\d+)", message)
+    lines = text.splitlines()
+    if m is None or not 0 < int(m.group(1)) <= len(lines):
+        return ""
+    return f": {lines[int(m.group(1)) - 1].strip()}"
 
 
 def _deep_line(text: str, depth: int = 32) -> int:
@@ -790,6 +807,8 @@ def _validate(ck: _Checker, schema: dict[str, Any], doc: Any, toml_hint: bool = 
         if e.validator == "additionalProperties" and isinstance(e.instance, dict):
             extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
             path += tuple(extra[:1])  # point at the offending key's own line
+        elif e.validator == "maxItems":
+            path += (e.validator_value,)  # the first entry too many
         raise ck.error(path, _schema_message(e, toml_hint))
 
 
@@ -845,15 +864,24 @@ def _schema_message(e: jsonschema.ValidationError, toml_hint: bool = True) -> st
         return f"{e.instance!r} is not one of {', '.join(map(repr, e.validator_value))}"
     if e.validator == "type" and isinstance(e.instance, float) and not math.isfinite(e.instance):
         return f"{e.instance!r} is not a finite number"
+    if e.validator in ("anyOf", "pattern") and "description" in e.schema:
+        return f"{e.instance!r} is not {e.schema['description']}"
+    if e.validator in ("maxItems", "minItems"):
+        most = "most" if e.validator == "maxItems" else "least"
+        return f"{len(e.instance)} entries: at {most} {e.validator_value} are allowed"
     return e.message
 
 
 def load_file(path: str | Path, progress: Progress | None = None) -> Kernel:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise MachineFileError(f"{p}: cannot read: {e.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise MachineFileError(f"{p}: more than {MAX_FILE_BYTES >> 20} MiB: not a machine file "
+                               "(65530 VMAs for each of many processes take far less)")
     return load(decode(data, str(p)), str(p), progress)
 
 

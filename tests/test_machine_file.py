@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fakeproc.machine import MachineFileError, load, load_default, parse_pages, parse_size
+from fakeproc.machine import MachineFileError, load, load_default, load_file, parse_pages, parse_size
 
 NODE = '[[node]]\ntype = "dram"\nsize = "64MiB"\ncpus = "0-1"\n'
 
@@ -27,6 +27,15 @@ def test_deep_nesting_is_named_with_its_line():
 
 @pytest.mark.parametrize("text, where, what", [
     ("[[node]\n", r"m\.toml", r"not valid TOML"),
+    ('[[node]]\ntype = "dram"\nsize = "64MiB"\ntype = "pmem"\n', r"m\.toml",
+     r'not valid TOML: Cannot overwrite a value \(at line 4, column 14\): type = "pmem"$'),
+    ('[[node]]\ntype = "dram"\nsize = -4096\n', r"m\.toml:3",
+     r'node\[0\]\.size: -4096 is not a size: a number of bytes \(0 or more\) or a string such as "4KiB"'),
+    (NODE.replace('cpus = "0-1"', "cpus = true"), r"m\.toml:4",
+     r'node\[0\]\.cpus: True is not a CPU list: a string such as "0-3,8" or an array of CPU numbers'),
+    (NODE + '[[process]]\npid = 1\nname = "a\\u0000b"\n', r"m\.toml:7",
+     r"process\[0\]\.name: 'a\\x00b' is not a name without NUL or newline"),
+    (NODE * 65, r"m\.toml:257", r"node\[64\]: 65 entries: at most 64 are allowed$"),
     (NODE + "colour = 1\n", r"m\.toml:5", r"node\[0\]\.colour: .*'colour' was unexpected.*allowed keys: cpus, id, size, type"),
     ('[[node]]\ntype = "ddr"\nsize = "1GiB"\n', r"m\.toml:2", r"node\[0\]\.type: 'ddr' is not one of 'dram', 'pmem'"),
     ('[[node]]\ntype = "dram"\nsize = "3MiB"\n', r"m\.toml:3", r"node\[0\]\.size: 3145728 bytes is not a positive multiple of 2 MiB"),
@@ -234,3 +243,9 @@ def test_vmas_are_capped_at_max_map_count(monkeypatch):
     assert err(NODE + '[[process]]\npid = 1\nname = "a"\n' + vmas) == \
         "m.toml:14: process[0].vma[2]: one VMA too many: a process has at most 2 " \
         "(vm.max_map_count), this file gives it 3"
+
+
+def test_a_file_too_large_is_not_read_to_its_end():
+    """/dev/zero never ends: it is refused after MAX_FILE_BYTES, not read into memory."""
+    with pytest.raises(MachineFileError, match=r"^/dev/zero: more than 256 MiB: not a machine file"):
+        load_file("/dev/zero")

@@ -21,7 +21,13 @@ STEP_CHUNK = 1.0   # step() advances in chunks of at most this (phases, exit_at 
 MAX_CHUNKS = 10_000
 MAX_TICK = 4 * PERIOD  # wall seconds one tick may account for: an emulator that falls
                        # behind lets virtual time slip instead of taking ever-longer steps
-TICK_TOUCHES = 10_000_000       # touches one tick may make (~50 ms); above, time slips too
+TICK_TOUCHES = 10_000_000       # touches one tick may make at most; above, time slips too
+TICK_SECONDS = 0.05             # and no more than the server makes in this much wall time,
+                                # at the pace measured over earlier ticks (uniform touches
+                                # over a large process run ~5x slower than a hot set's)
+REQUEST_TICK_SECONDS = 0.01     # the same for the tick a FUSE request or command takes
+                                # first: a program's open+read+close is several requests
+MIN_TICK_TOUCHES = 10_000
 MAX_STEP_TOUCHES = 2_000_000_000  # touches one step may make (10 s to a few minutes)
 # where virtual time stops (about 31,700 years: uptime and jiffies stay exact, and a
 # clock that reached infinity would break every later step), and the fastest rate
@@ -42,6 +48,7 @@ class VirtualClock:
         self.period = period
         self._last = time.monotonic()  # wall time accounted up to (while running)
         self._wake: trio.Event | None = None
+        self.pace: float | None = None  # touches per wall second, as the last timed tick made them
 
     @property
     def now(self) -> float:
@@ -54,20 +61,41 @@ class VirtualClock:
     def status(self) -> dict[str, Any]:
         return {"now": self.now, "paused": self.paused, "rate": self.rate, "running": self.running}
 
-    def tick(self) -> int:
-        """Advance by rate x the wall time since the last tick (while running). Called
-        every ``period`` by run(), and before every FUSE request and control command, so
-        what they observe is the kernel as of now, not as of the last periodic tick."""
+    def tick(self, work: float = TICK_SECONDS) -> int:
+        """Advance by rate x the wall time since the last tick (while running), making
+        at most about `work` wall seconds of touches. Called every ``period`` by run(),
+        and before every FUSE request and control command (with REQUEST_TICK_SECONDS),
+        so what they observe is the kernel as of now, not as of the last periodic tick."""
         now = time.monotonic()
         elapsed, self._last = min(now - self._last, MAX_TICK), now
         if self.running and elapsed > 0:
             seconds = elapsed * self.rate
             load = self.kernel.workload_rate()
             if load > 0:  # the workloads' touches bound a tick too, whatever the rates
-                seconds = min(seconds, TICK_TOUCHES / load)
+                seconds = min(seconds, self.tick_touches(work) / load)
             seconds = min(seconds, MAX_CLOCK - self.kernel.clock)
-            return self.kernel.advance(seconds) if seconds > 0 else 0
+            if seconds <= 0:
+                return 0
+            t0 = time.perf_counter()
+            touches = self.kernel.advance(seconds)
+            self._measure(touches, time.perf_counter() - t0)
+            return touches
         return 0
+
+    def request_tick(self) -> int:
+        """The tick a FUSE request or a control command takes before it is answered."""
+        return self.tick(REQUEST_TICK_SECONDS)
+
+    def tick_touches(self, work: float = TICK_SECONDS) -> int:
+        """The most touches a tick of `work` wall seconds may make."""
+        if self.pace is None:
+            return TICK_TOUCHES
+        return int(max(MIN_TICK_TOUCHES, min(TICK_TOUCHES, self.pace * work)))
+
+    def _measure(self, touches: int, took: float) -> None:
+        """Keep this tick's pace, when it made enough touches to time."""
+        if touches >= MIN_TICK_TOUCHES and took > 0:
+            self.pace = touches / took
 
     def pause(self) -> None:
         self.tick()

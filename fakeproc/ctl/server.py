@@ -237,7 +237,7 @@ class ControlServer:
         req_id: Any = None
         try:
             req_id, cmd, args = parse_request(line)
-            self.ctx.clock.tick()  # the command sees the kernel as of now (see fs/server._guarded)
+            self.ctx.clock.request_tick()  # the command sees the kernel as of now (see fs/server._guarded)
             self.ctx.conn = conn
             reply = reply_ok(req_id, dispatch(self.ctx, cmd, args))
         except CtlError as e:

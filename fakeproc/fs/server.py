@@ -189,7 +189,7 @@ class FakeprocFS(pyfuse3.Operations):
         is an observation at one wall instant (see _guarded)."""
         REQUESTS[name] += 1
         if self.clock is not None:
-            self.clock.tick()
+            self.clock.request_tick()
 
     # ---- resolution ----------------------------------------------------------
     def _resolve(self, path: tuple[str, ...]) -> tuple[Entry, Ctx]:

@@ -1,11 +1,17 @@
 """Ground truth and scoring (kernel/score.py, native/truth.c): hand-computed cases."""
 from __future__ import annotations
 
+import os
 import pathlib
 
+import pytest
+
+from fakeproc.ctl.client import Client
+from fakeproc.idle_format import decode
 from fakeproc.kernel import migrate
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
+from mountutil import mounted
 
 BASE = 0x7F0000000000
 PAGE = 4096
@@ -98,3 +104,54 @@ def test_dram_capacity_leaves_out_every_table_page_and_the_high_reserve():
     high = k.watermarks(0)[2]
     assert k.node_stat(0)[lib.FP_NR_PAGETABLE] == 16
     assert rec.dram_capacity() == 4096 - 1 - 19 - high
+
+
+ALTERNATING = """
+[[node]]
+type = "dram"
+size = "128MiB"
+cpus = "0"
+[[process]]
+pid = 300
+name = "alt"
+[[process.vma]]
+start = 0x7f0000000000
+size = "64MiB"
+pages = "1 accessed, 1 idle"
+repeat = 8192
+[process.workload]
+rate = 0
+"""
+
+
+def _scan_4k(m, recover: bool) -> int:
+    """One scan of the 64 MiB VMA in 4 KiB reads; a full read is followed by one from
+    the end of its last unit (recover) or from its trailing SET_HVA. Returns the reads."""
+    fd = os.open(m.proc_path("300/idle_pages"), os.O_RDONLY)
+    pos, reads = BASE, 0
+    try:
+        while data := os.pread(fd, 4096, pos):
+            reads += 1
+            runs, cursor = decode(data)
+            pos = runs[-1].addr + runs[-1].size if recover and len(data) == 4096 else cursor
+    finally:
+        os.close(fd)
+    return reads
+
+
+@pytest.mark.fuse
+@pytest.mark.parametrize("recover, reads, want", [(True, 5, 0), (False, 2, 12306)])
+def test_missed_pages_are_those_no_later_read_reports(recover, reads, want):
+    """A 4 KiB read of alternating pages holds 4078 units (limit 4087 after A0 + 8),
+    then steps over the rest of its range to A0 be64(end), end = 32768 pages on: pages
+    4078..16383 of the VMA, 12306 present pages. A scanner that goes on from its last
+    unit reports them in its next reads (five reads, the last one short and ending at
+    TASK_SIZE): nothing missed. One that goes on from end (past the VMA: a second read
+    gives the EOF record) has missed all 12306; the read after it is judged when that
+    one starts."""
+    with mounted(ALTERNATING) as m, Client(m.path) as c:
+        c.call("report")  # the recording starts
+        assert _scan_4k(m, recover) == reads
+        c.call("clock", action="step", seconds=1)
+        samples = [s for s in c.call("report")["samples"] if s["pid"] == 300]
+        assert sum(s["idle_missed"] for s in samples) == want

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Generator
 import trio
 
 from . import readcall
+from .readcall import MAX_RW_COUNT
 from ..kernel.task import Task
-from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, write_errno
+from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, IdleTail, write_errno
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -82,6 +83,9 @@ class IdlePagesHandle:
         self._threads = readcall.Threads(opener) if opener is not None else None
         # the rest of a read(2) that arrived as several READs: what its next READ gets
         self._rest: _Rest | None = None
+        # what the last read that filled its buffer left unreported: missed, unless the
+        # file's next read goes on from its last unit (Kernel.idle_tail_settle)
+        self._tail: IdleTail | None = None
         OPEN.add(self)
         self._lock = trio.Lock()
         # byte offset where a recent reply ended -> the file position the kernel would
@@ -107,6 +111,8 @@ class IdlePagesHandle:
             call = self._whole_read(off, size)
             count = call.count if call else size
             pos = self._continuations.get(off, off)
+            tail, self._tail = self._tail, None
+            self.kernel.idle_tail_settle(self.task, tail, pos, pos + min(count, MAX_RW_COUNT) * 32768)
             scan = SCANS.pop() if SCANS else IdleScan()
             passes = FIRST_STEP_PASSES
             try:
@@ -116,6 +122,7 @@ class IdlePagesHandle:
                 if len(SCANS) < MAX_SPARE_SCANS and scan.capacity <= REPLY_MAX:
                     SCANS.append(scan)
             self._continue_at(off + len(result.data), result.pos)
+            self._tail = result.tail
             if call is None:
                 return result.data
             return self._reply_from(_Rest(off, memoryview(result.data), count, call), off, size)
@@ -151,9 +158,11 @@ class IdlePagesHandle:
         raise OSError(write_errno(readable_only=False), "idle_pages is not writable")
 
     def close(self) -> None:
-        """The file's last close (FUSE RELEASE)."""
+        """The file's last close (FUSE RELEASE): a tail still waiting is missed."""
         if self._threads is not None:
             self._threads.close()
+        tail, self._tail = self._tail, None
+        self.kernel.idle_tail_settle(self.task, tail)
 
 
 async def _walk(steps: Generator[None, int | None, IdleRead], passes: int) -> IdleRead:

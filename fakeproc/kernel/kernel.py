@@ -17,7 +17,7 @@ from . import mmap, oom_kill, vmscan
 from .mm import PAGE_SIZE, MmStruct, Vma, new_anon_vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
-from .task_mmu import ALL_PASSES, IdleRead, IdleScan
+from .task_mmu import ALL_PASSES, IdleRead, IdleScan, IdleTail
 from .workload import Workload
 
 log = logging.getLogger("fakeproc.kernel")
@@ -581,13 +581,33 @@ class Kernel:
 
     # ---- reads the file system makes -------------------------------------------
     def idle_pages_read(self, task: Task, pos: int, count: int, flags: int) -> IdleRead:
-        """read(2) of /proc/PID/idle_pages (INTERFACES.md 1.2-1.4), in one go."""
+        """read(2) of /proc/PID/idle_pages (INTERFACES.md 1.2-1.4), in one go; a tail it
+        leaves unreported counts as missed at once (no open file to wait on)."""
         steps = self.idle_pages_steps(self._idle, task, pos, count, flags, ALL_PASSES)
         while True:
             try:
                 next(steps)
             except StopIteration as done:
+                self.idle_tail_settle(task, done.value.tail)
                 return done.value
+
+    def idle_tail_settle(self, task: Task, tail: IdleTail | None, next_pos: int | None = None,
+                         next_end: int | None = None) -> None:
+        """Count a filled read's unreported tail as missed (ground truth, idle_missed),
+        unless the file's next read, [next_pos, next_end), starts at or before where the
+        tail began: a scanner that goes on from its last unit reports those pages after
+        all; only those beyond that read's end, present now, count."""
+        if tail is None or not task.alive or task.mm_id != tail.mm_id:
+            return  # its process (or address space) is gone: nobody to count it for
+        pages = tail.pages
+        if next_pos is not None and next_end is not None and next_pos <= tail.resume:
+            pages = 0
+            if next_end < tail.end:
+                spans, n = self.mm(tail.mm_id).spans()
+                pages = int(lib.fp_idle_present(self.native, tail.mm_id, spans, n,
+                                                max(next_end, tail.resume), tail.end))
+        if pages:
+            lib.fp_idle_missed_add(self.native, tail.mm_id, pages)
 
     def idle_pages_steps(self, scan: IdleScan, task: Task, pos: int, count: int, flags: int,
                          passes: int) -> Generator[None, int | None, IdleRead]:
@@ -601,7 +621,7 @@ class Kernel:
             more = scan.step(self, mm_id if same else None, passes)
             self.generation += 1  # accessed bits were cleared
             if not more:
-                return scan.result()
+                return scan.result(mm_id if same else None)
             passes = (yield) or passes
 
     def node_stat(self, nid: int) -> list[int]:

@@ -35,11 +35,24 @@ def scan_flags(open_flags: int) -> int:
 
 
 @dataclass(frozen=True)
+class IdleTail:
+    """A read that filled its buffer left [resume, end) unreported: `pages` present
+    pages there, not yet counted as missed (Kernel.idle_tail_settle decides: a next
+    read from `resume` on reports them after all)."""
+
+    mm_id: int
+    resume: int
+    end: int
+    pages: int
+
+
+@dataclass(frozen=True)
 class IdleRead:
     """What one read(2) returned and where it left the file position."""
 
     data: bytes
     pos: int
+    tail: IdleTail | None = None
 
 
 class IdleScan:
@@ -78,9 +91,12 @@ class IdleScan:
             spans, n = kernel.mm(mm_id).spans()
         return bool(lib.fp_idle_scan_step(kernel.native, self._scan, spans, n, passes))
 
-    def result(self) -> IdleRead:
+    def result(self, mm_id: int | None = None) -> IdleRead:
         got = lib.fp_idle_scan_copied(self._scan)
-        return IdleRead(bytes(ffi.buffer(self._buf, got)), int(lib.fp_idle_scan_cursor(self._scan)))
+        resume, end = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        pages = int(lib.fp_idle_scan_tail(self._scan, resume, end))
+        tail = IdleTail(mm_id, int(resume[0]), int(end[0]), pages) if pages and mm_id is not None else None
+        return IdleRead(bytes(ffi.buffer(self._buf, got)), int(lib.fp_idle_scan_cursor(self._scan)), tail)
 
 
 def llseek(pos: int, offset: int, whence: int) -> int:

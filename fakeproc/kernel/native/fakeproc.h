@@ -421,6 +421,12 @@ int32_t fp_idle_scan_step(struct fp_kernel *k, struct fp_idle_scan *s, const str
                           uint32_t nr_vmas, uint32_t max_passes);
 uint64_t fp_idle_scan_copied(const struct fp_idle_scan *s);
 uint64_t fp_idle_scan_cursor(const struct fp_idle_scan *s);
+/* a read that filled its buffer: the present pages after its last unit it left
+ * unreported (not yet in idle_missed), where they begin, and the read's end */
+uint64_t fp_idle_scan_tail(const struct fp_idle_scan *s, uint64_t *resume, uint64_t *end);
+void fp_idle_missed_add(struct fp_kernel *k, uint32_t mm_id, uint64_t pages);
+uint64_t fp_idle_present(struct fp_kernel *k, uint32_t mm_id, const struct fp_vma_span *vmas,
+                         uint32_t nr_vmas, uint64_t lo, uint64_t hi);
 
 /* KVM (kvm.c): a VM of a process, guest accesses through the EPT, EPT-mode idle_pages */
 int32_t fp_vm_new(struct fp_kernel *k, uint32_t mm);

@@ -370,6 +370,9 @@ struct fp_idle_scan {
     int done;
     int tail;              /* the passes are over; counting the unreported rest */
     uint64_t tail_from;    /* where that count goes on */
+    uint64_t resume;       /* where the unreported rest began (after the last unit) */
+    uint64_t tail_missed;  /* its present pages: the caller decides whether they count
+                            * (a next read from `resume` reports them after all) */
 };
 
 struct fp_idle_scan *fp_idle_scan_new(void)
@@ -384,6 +387,42 @@ void fp_idle_scan_free(struct fp_idle_scan *s)
 
 uint64_t fp_idle_scan_copied(const struct fp_idle_scan *s) { return s->c.copied; }
 uint64_t fp_idle_scan_cursor(const struct fp_idle_scan *s) { return s->cursor; }
+
+uint64_t fp_idle_scan_tail(const struct fp_idle_scan *s, uint64_t *resume, uint64_t *end)
+{
+    *resume = s->resume;
+    *end = s->end;
+    return s->tail_missed;
+}
+
+void fp_idle_missed_add(struct fp_kernel *k, uint32_t mm_id, uint64_t pages)
+{
+    struct fp_mm *mm = mm_id < FP_MAX_MMS ? k->mms[mm_id] : NULL;
+    if (mm && mm->alive)
+        mm->idle_missed += pages;
+}
+
+/* Present base pages in [lo, hi) of the VMAs a task-mode read walks. */
+static uint64_t present_walked(struct idle_ctl *c, struct fp_mm *mm, const struct fp_vma_span *vmas,
+                               uint32_t nr_vmas, uint64_t lo, uint64_t hi)
+{
+    uint64_t n = 0;
+    for (uint32_t i = find_vma(vmas, nr_vmas, lo); mm->pgd && i < nr_vmas && vmas[i].start < hi; i++) {
+        uint64_t a = vmas[i].start > lo ? vmas[i].start : lo;
+        uint64_t b = vmas[i].end < hi ? vmas[i].end : hi;
+        if (a < b && (vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
+            n += present_in(c, mm->pgd, 1, a, b);
+    }
+    return n;
+}
+
+uint64_t fp_idle_present(struct fp_kernel *k, uint32_t mm_id, const struct fp_vma_span *vmas,
+                         uint32_t nr_vmas, uint64_t lo, uint64_t hi)
+{
+    struct fp_mm *mm = mm_id < FP_MAX_MMS ? k->mms[mm_id] : NULL;
+    struct idle_ctl c = {.k = k};
+    return mm && mm->alive ? present_walked(&c, mm, vmas, nr_vmas, lo, hi) : 0;
+}
 
 /* Up to max_passes EPT-mode passes; 1 when the read has more to do. */
 static int ept_passes(struct fp_vm *vm, struct fp_idle_scan *s, uint32_t max_passes)
@@ -452,7 +491,14 @@ static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp
         }
         /* the user buffer filled: pages between the last unit and `end` went unreported */
         s->tail = 1;
+        s->resume = c->unit_end;
         s->tail_from = c->unit_end > c->skip_end ? c->unit_end : c->skip_end;
+        /* a last pass with no room may have skipped the rest of the last unit's PMD
+         * (last_va): those pages lie after the last unit too, so they are the tail's */
+        uint64_t moved = present_walked(c, mm, vmas, nr_vmas, s->resume, s->tail_from);
+        moved = moved < c->missed ? moved : c->missed;
+        c->missed -= moved;
+        s->tail_missed = moved;
     }
     uint64_t budget = (uint64_t)(max_passes - passes) * IDLE_TAIL_PAGES;
     while (mm->pgd && s->tail_from < s->end) {
@@ -466,7 +512,7 @@ static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp
         if ((hi - lo) >> FP_PAGE_SHIFT > budget)
             hi = lo + (budget << FP_PAGE_SHIFT);
         if ((vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
-            c->missed += present_in(c, mm->pgd, 1, lo, hi);
+            s->tail_missed += present_in(c, mm->pgd, 1, lo, hi);
         budget -= (hi - lo) >> FP_PAGE_SHIFT;
         s->tail_from = hi;
     }
@@ -482,6 +528,7 @@ int64_t fp_idle_scan_start(struct fp_kernel *k, struct fp_idle_scan *s, uint32_t
     s->cursor = pos;
     s->done = 1;
     s->tail = 0;
+    s->tail_missed = s->resume = s->end = 0;
     if (pos >> 63)
         return -EINVAL; /* rw_verify_area(): negative loff_t */
     if (count > max_rw)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +160,76 @@ def test_same_read_through_pread_chunks_matches():
     # were never reported and keep their pattern: 7984 idle (532 x 15 + 4), then
     # 01 51 ... up to page 8191; PMD 16 starts idle again and merges
     assert again.startswith(hva(BASE) + b"\x5f" * 532 + b"\x54" + b"\x01\x51" * 103 + b"\x01\x5f")
+
+
+def test_a_read_fuse_stopped_early_leaves_nothing_for_the_next(tmp_path):
+    """FUSE stops a read whose second MiB it cannot pin (EFAULT) after the first READ;
+    the read(2) right after it, with the same registers, starts at FUSE's position
+    (BASE + 1 MiB) and must scan from there, not get the first read's unused bytes.
+    (A fresh machine: its first scan fills more than one READ.)"""
+    exe = tmp_path / "split_read"
+    src = Path(__file__).parent / "c" / "split_read.c"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+    with mounted(BIG, timeout=60) as m:
+        out = subprocess.run([str(exe), str(m.proc_path("400/idle_pages")), hex(BASE)],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    # the first read: its first READ's bytes, the whole read's head
+    assert out[0] == str(MIB) and out[1] == hva(BASE).hex()
+    # the second: a scan of its own from FUSE's position, as an address (the first
+    # read's rest, 102137 bytes of 01 51 ..., would start with no SET_HVA)
+    assert out[3] == hva(BASE + MIB).hex() and int(out[2]) != 1150713 - MIB
+
+
+TWO = """
+[[node]]
+type = "dram"
+size = "10GiB"
+cpus = "0-1"
+
+[[process]]
+pid = 400
+name = "two"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4608MiB"
+pages = "1 accessed, 1 idle"
+repeat = 589824
+[[process.vma]]
+start = 0x7f2000000000
+size = "4608MiB"
+pages = "1 accessed, 1 idle"
+repeat = 589824
+"""
+
+
+def whole_read_at(base: int, count: int) -> bytes:
+    """expected_whole_read() for a VMA of BIG's shape starting at base."""
+    out = b"".join(hva(base + 8192 * k * PAGE) + b"\x01\x51" * 3991 for k in range(144))
+    return out + hva(base + count * 32 * 1024)
+
+
+def test_threads_reading_one_file_at_once_each_get_their_own_read():
+    """Two threads, one open file, a 2 MiB pread each into 64 GiB-apart VMAs (128 GiB
+    apart: their ranges do not meet, so neither read's bits change the other's
+    bytes). Each read(2) is two READs; their rests are kept apart."""
+    with mounted(TWO, timeout=60) as m:
+        fd = os.open(m.proc_path("400/idle_pages"), os.O_RDONLY)
+        out: dict[int, bytes] = {}
+        both = threading.Barrier(2)
+
+        def read_at(pos: int) -> None:
+            buf = mmap.mmap(-1, 2 * MIB)
+            both.wait()
+            out[pos] = bytes(buf[:os.preadv(fd, [buf], pos)])
+
+        second = BASE + (128 << 30)
+        threads = [threading.Thread(target=read_at, args=(p,)) for p in (BASE, second)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        finally:
+            os.close(fd)
+    assert out[BASE] == whole_read_at(BASE, 2 * MIB)
+    assert out[second] == whole_read_at(second, 2 * MIB)

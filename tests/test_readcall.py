@@ -54,11 +54,11 @@ def test_finds_the_count_of_a_blocked_read(call, count):
     with blocked(call) as (ino, t):
         found = threads.find(ino, 0)
         assert found is not None and found.count == count
-        assert threads.still_in(found)
+        assert threads.still_in(found) is True
         assert threads.find(ino + 1, 0) is None  # another file
         assert threads.find(ino, 4096) is None   # another position
     assert not t.is_alive()
-    assert not threads.still_in(found)  # back out of that call
+    assert threads.still_in(found) is False  # back out of that call (and gone)
     assert readcall._kept > kept
     threads.close()
     assert readcall._kept == kept
@@ -89,7 +89,7 @@ def test_kept_descriptors_are_capped(monkeypatch):
         before = len(os.listdir("/proc/self/fd"))
         found = threads.find(ino, 0)
         assert found is not None and found.count == 777
-        assert threads.still_in(found)
+        assert threads.still_in(found) is True
         assert len(os.listdir("/proc/self/fd")) == before
     threads.close()
 

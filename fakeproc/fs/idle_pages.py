@@ -46,6 +46,7 @@ MAX_SPARE_SCANS = 4
 # a larger one is a scan per READ, deviation d)
 REPLY_MAX = 1 << 20
 WHOLE_READ_MAX = 64 << 20
+MAX_RESTS = 8  # rests kept per open file (one per thread in a large read at once)
 
 
 @dataclass
@@ -81,8 +82,9 @@ class IdlePagesHandle:
         self.opener = opener
         self.ino = ino
         self._threads = readcall.Threads(opener) if opener is not None else None
-        # the rest of a read(2) that arrived as several READs: what its next READ gets
-        self._rest: _Rest | None = None
+        # the rests of read(2)s that arrive as several READs, by the offset of the READ
+        # that gets each next
+        self._rests: dict[int, _Rest] = {}
         # what the last read that filled its buffer left unreported: missed, unless the
         # file's next read goes on from its last unit (Kernel.idle_tail_settle)
         self._tail: IdleTail | None = None
@@ -104,15 +106,13 @@ class IdlePagesHandle:
         the syscall's count, as the kernel's one read does, and the READs that follow
         get the rest of its bytes."""
         async with self._lock:
-            rest, self._rest = self._rest, None
-            if rest is not None and rest.at == off and self._threads is not None \
-                    and self._threads.still_in(rest.call):
+            rest = self._rests.pop(off, None)
+            if rest is not None and self._threads is not None and self._threads.still_in(rest.call) is True:
                 return self._reply_from(rest, off, size)
+            self._drop_ended_rests()
             call = self._whole_read(off, size)
             count = call.count if call else size
             pos = self._continuations.get(off, off)
-            tail, self._tail = self._tail, None
-            self.kernel.idle_tail_settle(self.task, tail, pos, pos + min(count, MAX_RW_COUNT) * 32768)
             scan = SCANS.pop() if SCANS else IdleScan()
             passes = FIRST_STEP_PASSES
             try:
@@ -121,27 +121,45 @@ class IdlePagesHandle:
             finally:
                 if len(SCANS) < MAX_SPARE_SCANS and scan.capacity <= REPLY_MAX:
                     SCANS.append(scan)
+            # the read before, if it filled its buffer, is judged by where this one began
+            tail, self._tail = self._tail, result.tail
+            self.kernel.idle_tail_settle(self.task, tail, pos, pos + min(count, MAX_RW_COUNT) * 32768)
             self._continue_at(off + len(result.data), result.pos)
-            self._tail = result.tail
             if call is None:
                 return result.data
             return self._reply_from(_Rest(off, memoryview(result.data), count, call), off, size)
 
+    def _drop_ended_rests(self) -> None:
+        """Forget the rests of calls that ended without their READs (FUSE stops at a
+        failed copy to the user, EFAULT, or at a signal)."""
+        if self._threads is not None:  # a thread between two READs runs: not ended
+            for at in [a for a, r in self._rests.items() if self._threads.still_in(r.call) is False]:
+                del self._rests[at]
+
     def _whole_read(self, off: int, size: int) -> readcall.ReadCall | None:
         """The opener's read(2) when this READ is the first of several: it fills a
-        request, and the thread blocked in it asked for more (up to WHOLE_READ_MAX)."""
+        request, and the thread blocked in it asked for more (up to WHOLE_READ_MAX).
+        Not a call whose first READ was served already: another process sharing the
+        file (a forked child) reads at the same place, and this READ is its."""
         if size <= REPLY_MAX - 4096 or self._threads is None or self.ino is None:
             return None
         call = self._threads.find(self.ino, off)
-        return call if call is not None and size < call.count <= WHOLE_READ_MAX else None
+        if call is None or not size < call.count <= WHOLE_READ_MAX:
+            return None
+        if any(r.call == call for r in self._rests.values()):
+            return None
+        return call
 
     def _reply_from(self, rest: "_Rest", off: int, size: int) -> memoryview:
         """This READ's part of a whole read's bytes (a view: pyfuse3 replies from any
         buffer); the next READ, if FUSE sends one (a full reply, with count left), gets
-        what follows."""
+        what follows. Rests are kept by the offset their READ will come at: threads
+        reading the one file at once each have theirs."""
         data = rest.data[:size]
         if len(data) == size and rest.count > size:
-            self._rest = _Rest(off + size, rest.data[size:], rest.count - size, rest.call)
+            self._rests[off + size] = _Rest(off + size, rest.data[size:], rest.count - size, rest.call)
+            while len(self._rests) > MAX_RESTS:
+                del self._rests[next(iter(self._rests))]
         return data
 
     def _continue_at(self, reply_end: int, cursor: int) -> None:

@@ -31,11 +31,16 @@ _kept = 0
 @dataclass(frozen=True)
 class ReadCall:
     """One thread's read syscall: ``line`` is its /proc/TID/syscall line, the same
-    (stack and instruction pointers included) for as long as it stays in that call."""
+    (stack and instruction pointers included) for as long as it stays in that call;
+    but a loop making the same call again shows the same line, so a call that reads
+    at the file position (``fd`` set) is also known by that position, which read(2)
+    moves only when it returns."""
 
     tid: str
     line: bytes
     count: int
+    fd: int | None = None
+    pos: int = 0
 
 
 class Threads:
@@ -46,7 +51,7 @@ class Threads:
     def __init__(self, tgid: int) -> None:
         self.tgid = tgid
         self._syscall: dict[str, int] = {}
-        self._fdinfo: dict[int, int] = {}
+        self._fdinfo: dict[tuple[str, int], int] = {}
 
     def find(self, ino: int, pos: int) -> ReadCall | None:
         """The one thread blocked in a read of the file with inode `ino` that starts
@@ -66,9 +71,16 @@ class Threads:
                 found.append(call)
         return found[0] if len(found) == 1 else None
 
-    def still_in(self, call: ReadCall) -> bool:
-        """Is the thread still in the same call (not back out and in a new one)?"""
-        return self._read(self._syscall, call.tid, f"task/{call.tid}/syscall") == call.line
+    def still_in(self, call: ReadCall) -> bool | None:
+        """Is the thread still in the same call (not back out and in a new one)? None
+        while it runs (between two READs of its call, or out of it): /proc shows no
+        syscall of a running task."""
+        line = self._read(self._syscall, call.tid, f"task/{call.tid}/syscall")
+        if line == b"running\n":
+            return None
+        if line != call.line:
+            return False
+        return call.fd is None or self._fdinfo_of(call.tid, call.fd).get(b"pos") == call.pos
 
     def close(self) -> None:
         for fds in (self._syscall, self._fdinfo):
@@ -106,14 +118,23 @@ class Threads:
             return None  # "running", "-1 sp pc" (not in a syscall), another syscall
         nr = int(fields[0])
         fd, a1, a2, a3 = (int(x, 16) for x in fields[1:5])
-        info = _fields(self._read(self._fdinfo, fd, f"fdinfo/{fd}") or b"")
+        info = self._fdinfo_of(tid, fd)
         if info.get(b"ino") != ino:
             return None
-        # read and readv start at the file position; the p-variants at their argument
-        if (info.get(b"pos") if nr in (READ, READV) else a3) != pos:
+        # read and readv start at the file position, and so does preadv2 at offset -1;
+        # the p-variants at their argument
+        at_file_pos = nr in (READ, READV) or (nr == PREADV2 and a3 == 2**64 - 1)
+        if (info.get(b"pos") if at_file_pos else a3) != pos:
             return None
         count = a2 if nr in (READ, PREAD64) else _iov_total(self.tgid, a1, a2)
-        return None if count is None else ReadCall(tid, line, min(count, MAX_RW_COUNT))
+        if count is None:
+            return None
+        return ReadCall(tid, line, min(count, MAX_RW_COUNT), fd if at_file_pos else None, pos)
+
+    def _fdinfo_of(self, tid: str, fd: int) -> dict[bytes, int]:
+        """pos and ino of the thread's descriptor (its own table: a thread that did
+        unshare(CLONE_FILES) has one)."""
+        return _fields(self._read(self._fdinfo, (tid, fd), f"task/{tid}/fdinfo/{fd}") or b"")
 
 
 _READS = {str(nr).encode() for nr in (READ, PREAD64, READV, PREADV, PREADV2)}

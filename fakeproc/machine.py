@@ -9,6 +9,7 @@ The reference for users is docs/machine-file.md.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import tomllib
@@ -518,21 +519,22 @@ def _plan_slots(ck: _Checker, path: tuple[Any, ...], vm: dict[str, Any] | None, 
 
 
 def _check_overlaps(ck: _Checker, path: tuple[Any, ...], vmas: list[Vma]) -> None:
-    """No two VMAs overlap: a sweep in address order, which names the VMA latest in the
-    file of the first overlapping pair (by that index) and the earlier one it hits."""
-    order = sorted(range(len(vmas)), key=lambda j: vmas[j].start)
-    worst: tuple[int, int] | None = None  # (later index, earlier index)
-    reach = -1  # the VMA ending furthest among those before, in address order
-    for j in order:
-        if reach >= 0 and vmas[j].start < vmas[reach].end:
-            pair = (max(j, reach), min(j, reach))
-            worst = pair if worst is None or pair < worst else worst
-        if reach < 0 or vmas[j].end > vmas[reach].end:
-            reach = j
-    if worst is not None:
-        late, early = (vmas[i] for i in worst)
-        raise ck.error(path + ("vma", worst[0], "start"), f"{late.start:#x}-{late.end:#x} overlaps "
-                       f"{early.start:#x}-{early.end:#x}")
+    """No two VMAs overlap: the first VMA in file order that overlaps an earlier one is
+    named, with the first of those it overlaps. The earlier ones are kept sorted by
+    start (they do not overlap each other), so only the neighbours of each new one can;
+    a file in address order appends to the list, O(n log n) in all."""
+    placed: list[tuple[int, int, int]] = []  # (start, end, index), by start
+    for j, vma in enumerate(vmas):
+        i = bisect.bisect_left(placed, (vma.start, vma.end, j))
+        hits = [p for p in placed[max(0, i - 1):i + 1] if p[0] < vma.end and vma.start < p[1]]
+        if not hits:
+            placed.insert(i, (vma.start, vma.end, j))
+            continue
+        # a long VMA may cover several earlier ones: the first of them in file order
+        first = min((p for p in placed[max(0, i - 1):bisect.bisect_left(placed, (vma.end,))]
+                     if p[0] < vma.end and vma.start < p[1]), key=lambda p: p[2])
+        raise ck.error(path + ("vma", j, "start"), f"{vma.start:#x}-{vma.end:#x} overlaps "
+                       f"{first[0]:#x}-{first[1]:#x}")
 
 
 def _check_workload_vmas(ck: _Checker, path: tuple[Any, ...], wl: dict[str, Any], nr_vmas: int) -> None:

@@ -54,6 +54,11 @@ def test_deep_nesting_is_named_with_its_line():
     (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x1000\nsize = "8KiB"\n'
      '[[process.vma]]\nstart = 0x2000\nsize = "8KiB"\n', r"m\.toml:12",
      r"process\[0\]\.vma\[1\]\.start: 0x2000-0x4000 overlaps 0x1000-0x3000"),
+    # the first VMA (in file order) that overlaps an earlier one, whatever comes after
+    (NODE + '[[process]]\npid = 1\nname = "a"\n' + "".join(
+        f'[[process.vma]]\nstart = {s:#x}\nsize = "{k}KiB"\n'
+        for s, k in ((0x100000, 4), (0x10000, 64), (0x18000, 64), (0, 4096))),
+     r"m\.toml:15", r"process\[0\]\.vma\[2\]\.start: 0x18000-0x28000 overlaps 0x10000-0x20000"),
     # a long VMA listed later, over a short one listed first; then two it covers
     (NODE + '[[process]]\npid = 1\nname = "a"\n[[process.vma]]\nstart = 0x4000\nsize = "4KiB"\n'
      '[[process.vma]]\nstart = 0x1000\nsize = "32KiB"\n', r"m\.toml:12",

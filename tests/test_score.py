@@ -37,6 +37,19 @@ def test_pages_a_scan_silently_skips_are_counted():
     assert missed(k2, 200) == 430 + 288
 
 
+def test_a_read_left_too_little_room_counts_its_tail():
+    """count 8006: the first pass fills 7991 bytes (A0 + 7982 units, pages 0..7981);
+    15 bytes of room leave the next pass no room for a SET_HVA, so the read ends with
+    A0 be64(end) at 8000 bytes, 6 short, end = 8006 * 8 = 64048 pages on. Every page
+    from 7982 up to the VMA's end (10240 pages: 40 MiB) went unreported: 2258, the
+    same as a read that filled its buffer would count (it was 210: only the rest of
+    PMD 15)."""
+    k = load(SCENARIO)
+    r = k.idle_pages_read(k.task(200), BASE, 8006, 0)
+    assert len(r.data) == 8000 and r.data[-9:] == b"\xa0" + (BASE + 64048 * PAGE).to_bytes(8, "big")
+    assert missed(k, 200) == 10240 - 7982
+
+
 MACHINE = """
 distances = [[10, 17], [17, 10]]
 [[node]]

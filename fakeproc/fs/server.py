@@ -747,8 +747,9 @@ PROBE_SECONDS = 5.0  # how long a live server may take to answer a directory rea
 def probe(mountpoint: str) -> str:
     """"stale" when the mount's daemon died (every access is ENOTCONN), "hung" when it
     does not answer within PROBE_SECONDS (stopped, or stuck), else "live". The look
-    is taken in a child process: a FUSE request waits killably, so a child stuck on
-    a hung server can be killed where a thread could not be taken back."""
+    is taken in a child process, so that this one never waits on the mount: a request
+    the server has not taken yet waits killably, one it has taken does not, and then
+    the child is left to end when it can."""
     pid = os.fork()
     if pid == 0:  # the child: its exit status is the answer
         try:
@@ -763,8 +764,13 @@ def probe(mountpoint: str) -> str:
         if done:
             return "stale" if os.waitstatus_to_exitcode(status) == 1 else "live"
         time.sleep(0.005)
+    # a request the server has already taken waits unkillably: do not wait for the
+    # child then (it is reaped by init once this process exits)
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    for _ in range(100):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            break
+        time.sleep(0.01)
     return "hung"
 
 

@@ -604,8 +604,8 @@ class Kernel:
             pages = 0
             if next_end < tail.end:
                 spans, n = self.mm(tail.mm_id).spans()
-                pages = int(lib.fp_idle_present(self.native, tail.mm_id, spans, n,
-                                                max(next_end, tail.resume), tail.end))
+                pages = min(tail.pages, int(lib.fp_idle_present(
+                    self.native, tail.mm_id, spans, n, max(next_end, tail.resume), tail.end)))
         if pages:
             lib.fp_idle_missed_add(self.native, tail.mm_id, pages)
 

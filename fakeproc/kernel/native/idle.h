@@ -31,6 +31,8 @@ struct idle_ctl {
     uint64_t skip_end;     /* the end of the last duplicate-PMD skip (addr space) */
     int64_t used;          /* bytes in kbuf */
     int64_t limit;         /* room in kbuf for this pass, tail excluded */
+    int starved;           /* this pass has no room for a SET_HVA and a unit: a read
+                            * that ends in it steps over the rest for lack of room */
     uint8_t kbuf[IDLE_KBUF_SIZE];
 };
 

@@ -115,6 +115,7 @@ static void idle_begin_pass(struct idle_ctl *c)
     uint64_t room = c->count - c->copied;
     c->used = 0;
     c->limit = (int64_t)(room < IDLE_KBUF_SIZE ? room : IDLE_KBUF_SIZE) - IDLE_TAIL_BYTES;
+    c->starved = c->limit <= 10; /* a SET_HVA and its unit need used + 10 < limit */
 }
 
 /* ---- the task-mode page walk ------------------------------------------------ */
@@ -485,11 +486,13 @@ static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp
             if (idle_copy_user(c, s->start, s->end))
                 break;
         }
-        if (c->copied < c->count) {
+        if (c->copied < c->count && !c->starved) {
             mm->idle_missed += c->missed;
             return 0;
         }
-        /* the user buffer filled: pages between the last unit and `end` went unreported */
+        /* the user buffer filled, or kept too little room for another SET_HVA (the read
+         * returns up to 18 bytes short): pages between the last unit and `end` went
+         * unreported */
         s->tail = 1;
         s->resume = c->unit_end;
         s->tail_from = c->unit_end > c->skip_end ? c->unit_end : c->skip_end;

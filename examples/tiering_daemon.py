@@ -81,8 +81,11 @@ def scan(pid: int, counts: dict[int, int]) -> None:
                     break
                 last_unit_end, cursor = decode(data, hi, counts, va)
                 # a full buffer ends with A0 be64(end): the pages between the last unit
-                # and end were not reported, so go on from the last unit, not the cursor
-                va = last_unit_end if len(data) == size and last_unit_end > va else cursor
+                # and end were not reported, so go on from the last unit, not the cursor.
+                # So does one that kept less room than a SET_HVA and a unit need (19
+                # bytes): it comes back up to 18 bytes short.
+                full = len(data) > size - 19
+                va = last_unit_end if full and last_unit_end > va else cursor
     finally:
         os.close(fd)
 

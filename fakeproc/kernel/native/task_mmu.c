@@ -514,8 +514,7 @@ static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp
         uint64_t hi = vmas[i].end < s->end ? vmas[i].end : s->end;
         if ((hi - lo) >> FP_PAGE_SHIFT > budget)
             hi = lo + (budget << FP_PAGE_SHIFT);
-        if ((vmas[i].flags & FP_VMA_WALK) && !(vmas[i].flags & FP_VMA_HUGETLB))
-            s->tail_missed += present_in(c, mm->pgd, 1, lo, hi);
+        s->tail_missed += present_walked(c, mm, vmas, nr_vmas, lo, hi);
         budget -= (hi - lo) >> FP_PAGE_SHIFT;
         s->tail_from = hi;
     }

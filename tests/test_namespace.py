@@ -224,6 +224,13 @@ def test_o_direct_is_einval_and_no_xattrs_are_set(mnt):
     # (under /sys/devices/system no open reaches the server: deviation s)
     for rel in (f"{PID}/status", "proc/meminfo", "sys/bus/node/drivers_autoprobe", f"{PID}/maps"):
         assert errno_of(lambda: os.open(mnt.path / rel, os.O_RDONLY | os.O_DIRECT)) == errno.EINVAL, rel
+    # deviation s: there the open succeeds, and a write of more than a page is EIO
+    fd = os.open(mnt.path / "sys/devices/system/cpu/cpu1/online", os.O_WRONLY | os.O_DIRECT)
+    try:
+        assert os.write(fd, b"1") == 1
+        assert errno_of(lambda: os.write(fd, b"1" * 5000)) == errno.EIO
+    finally:
+        os.close(fd)
     for rel, kept in ((f"{PID}/status", False), ("proc", False), ("sys/bus/node", True),
                       ("sys/bus/node/drivers_autoprobe", True), (f"{NODE}/online", True),
                       (NODE, True)):

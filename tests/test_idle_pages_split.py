@@ -14,6 +14,7 @@ import mmap
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,45 @@ def test_threads_reading_one_file_at_once_each_get_their_own_read():
             os.close(fd)
     assert out[BASE] == whole_read_at(BASE, 2 * MIB)
     assert out[second] == whole_read_at(second, 2 * MIB)
+
+
+HOLEY = BIG.replace('"1 accessed, 1 idle"', '"1 accessed, 1 none"')
+
+
+def _blocked_in_read(tid: int) -> bool:
+    with open(f"/proc/{os.getpid()}/task/{tid}/syscall") as f:
+        return f.read().split()[0] in ("17", "295", "327")
+
+
+@pytest.mark.parametrize("second_at", [BASE, BASE + MIB])
+def test_a_second_thread_reading_where_the_first_did_or_goes_on(second_at):
+    """Thread A preads 2 MiB at BASE; once it waits, thread B preads 2 MiB at BASE
+    (the same place) or at BASE + 1 MiB (where A's second READ comes). Each gets what
+    one whole read gives in that order: A the first scan of the machine, B the one
+    after it (the in-process kernel, the same machine, says which bytes those are)."""
+    from fakeproc.machine import load
+    k = load(HOLEY)
+    want_a = k.idle_pages_read(k.task(400), BASE, 2 * MIB, 0).data
+    want_b = k.idle_pages_read(k.task(400), second_at, 2 * MIB, 0).data
+    assert len(want_a) > MIB and len(want_b) > 9  # both reads are two READs or more
+    with mounted(HOLEY, timeout=60) as m:
+        fd = os.open(m.proc_path("400/idle_pages"), os.O_RDONLY)
+        out: dict[str, bytes] = {}
+
+        def read(name: str, pos: int) -> None:
+            buf = mmap.mmap(-1, 2 * MIB)
+            out[name] = bytes(buf[:os.preadv(fd, [buf], pos)])
+
+        a = threading.Thread(target=read, args=("a", BASE))
+        b = threading.Thread(target=read, args=("b", second_at))
+        try:
+            a.start()
+            while a.is_alive() and (a.native_id is None or not _blocked_in_read(a.native_id)):
+                time.sleep(0.0002)
+            b.start()
+            a.join(60)
+            b.join(60)
+        finally:
+            os.close(fd)
+    assert out["a"] == want_a
+    assert out["b"] == want_b

@@ -50,6 +50,33 @@ def test_a_read_left_too_little_room_counts_its_tail():
     assert missed(k, 200) == 10240 - 7982
 
 
+def test_a_19_byte_read_counts_only_its_own_range():
+    """count 19 leaves room for no unit: the read is A0 be64(end), end = pos + 19 * 8
+    pages, and the 152 present pages there are missed, not those below pos (a VMA
+    below it, whole, was counted too when the tail started at address 0)."""
+    k = load(NODE64 + TWO_VMAS)
+    r = k.idle_pages_read(k.task(400), HIGH, 19, 0)
+    assert r.data == b"\xa0" + (HIGH + 152 * PAGE).to_bytes(8, "big")
+    assert missed(k, 400) == 152
+
+
+NODE64 = '[[node]]\ntype = "dram"\nsize = "1GiB"\ncpus = "0"\n'
+HIGH = 0x7F1000000000
+TWO_VMAS = f"""
+[[process]]
+pid = 400
+name = "p"
+[[process.vma]]
+start = {BASE:#x}
+size = "64MiB"
+pages = "16384 accessed"
+[[process.vma]]
+start = {HIGH:#x}
+size = "64MiB"
+pages = "16384 accessed"
+"""
+
+
 MACHINE = """
 distances = [[10, 17], [17, 10]]
 [[node]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generator
 
 import trio
@@ -58,6 +58,9 @@ class _Rest:
     data: memoryview
     count: int
     call: readcall.ReadCall
+    # calls of other threads already blocked in a read starting at `at` when this
+    # rest was made: their first READs were queued before its next one
+    ahead: set[readcall.ReadCall] = field(default_factory=set)
 
 
 # reply ends remembered per open file: a read() still continues after this many minus
@@ -84,7 +87,7 @@ class IdlePagesHandle:
         self._threads = readcall.Threads(opener) if opener is not None else None
         # the rests of read(2)s that arrive as several READs, by the offset of the READ
         # that gets each next
-        self._rests: dict[int, _Rest] = {}
+        self._rests: dict[int, list[_Rest]] = {}
         # what the last read that filled its buffer left unreported: missed, unless the
         # file's next read goes on from its last unit (Kernel.idle_tail_settle)
         self._tail: IdleTail | None = None
@@ -106,11 +109,11 @@ class IdlePagesHandle:
         the syscall's count, as the kernel's one read does, and the READs that follow
         get the rest of its bytes."""
         async with self._lock:
-            rest = self._rests.pop(off, None)
-            if rest is not None and self._threads is not None and self._threads.still_in(rest.call) is True:
-                return self._reply_from(rest, off, size)
             self._drop_ended_rests()
             call = self._whole_read(off, size)
+            rest = self._rest_for(off, size, call)
+            if rest is not None:
+                return self._reply_from(rest, off, size)
             count = call.count if call else size
             pos = self._continuations.get(off, off)
             scan = SCANS.pop() if SCANS else IdleScan()
@@ -132,34 +135,63 @@ class IdlePagesHandle:
     def _drop_ended_rests(self) -> None:
         """Forget the rests of calls that ended without their READs (FUSE stops at a
         failed copy to the user, EFAULT, or at a signal)."""
-        if self._threads is not None:  # a thread between two READs runs: not ended
-            for at in [a for a, r in self._rests.items() if self._threads.still_in(r.call) is False]:
+        if self._threads is None:
+            return
+        for at, rests in list(self._rests.items()):  # a thread between two READs runs: not ended
+            rests[:] = [r for r in rests if self._threads.still_in(r.call) is not False]
+            if not rests:
                 del self._rests[at]
 
     def _whole_read(self, off: int, size: int) -> readcall.ReadCall | None:
-        """The opener's read(2) when this READ is the first of several: it fills a
-        request, and the thread blocked in it asked for more (up to WHOLE_READ_MAX).
-        Not a call whose first READ was served already: another process sharing the
-        file (a forked child) reads at the same place, and this READ is its."""
+        """The opener's read(2) whose first READ this may be: it fills a request, and
+        the one thread blocked in a read starting here, whose first READ was not
+        served yet (another thread's in the same place was), asked for more (up to
+        WHOLE_READ_MAX). A READ by another process (a forked child sharing the file)
+        where the opener's half-served read began matches nothing new."""
         if size <= REPLY_MAX - 4096 or self._threads is None or self.ino is None:
             return None
-        call = self._threads.find(self.ino, off)
-        if call is None or not size < call.count <= WHOLE_READ_MAX:
+        served = {r.call for rests in self._rests.values() for r in rests}
+        calls = [c for c in self._threads.find(self.ino, off) if c not in served]
+        if len(calls) != 1 or not size < calls[0].count <= WHOLE_READ_MAX:
             return None
-        if any(r.call == call for r in self._rests.values()):
+        return calls[0]
+
+    def _rest_for(self, off: int, size: int, call: readcall.ReadCall | None) -> _Rest | None:
+        """The rest this READ continues, if any: those kept at its offset, oldest first
+        (their READs were queued in that order). When a new call's first READ could be
+        this one too: it is, if that call was already waiting when the rest was made
+        (its READ was queued first); else the sizes tell them apart where they differ
+        (a first READ carries 256 pages less the buffer's page offset, a later one
+        whole pages); else the rest's, queued at its first READ's reply."""
+        rests = self._rests.get(off)
+        if not rests:
             return None
-        return call
+        if call is not None and call in rests[0].ahead:  # queued before the rest's READ
+            rests[0].ahead.discard(call)
+            return None
+        if call is not None and size == call.first_read_size() != min(rests[0].count, REPLY_MAX):
+            return None
+        rest = rests.pop(0)
+        if not rests:
+            del self._rests[off]
+        return rest
 
     def _reply_from(self, rest: "_Rest", off: int, size: int) -> memoryview:
         """This READ's part of a whole read's bytes (a view: pyfuse3 replies from any
         buffer); the next READ, if FUSE sends one (a full reply, with count left), gets
-        what follows. Rests are kept by the offset their READ will come at: threads
-        reading the one file at once each have theirs."""
+        what follows. Rests are kept by the offset their READ will come at, in order:
+        threads reading the one file at once each have theirs."""
         data = rest.data[:size]
         if len(data) == size and rest.count > size:
-            self._rests[off + size] = _Rest(off + size, rest.data[size:], rest.count - size, rest.call)
-            while len(self._rests) > MAX_RESTS:
-                del self._rests[next(iter(self._rests))]
+            ahead = set(self._threads.find(self.ino, off + size)) - {rest.call} \
+                if self._threads is not None and self.ino is not None else set()
+            self._rests.setdefault(off + size, []).append(
+                _Rest(off + size, rest.data[size:], rest.count - size, rest.call, ahead))
+            while sum(map(len, self._rests.values())) > MAX_RESTS:
+                oldest = next(iter(self._rests))
+                self._rests[oldest].pop(0)
+                if not self._rests[oldest]:
+                    del self._rests[oldest]
         return data
 
     def _continue_at(self, reply_end: int, cursor: int) -> None:

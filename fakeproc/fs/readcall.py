@@ -21,6 +21,7 @@ from dataclasses import dataclass
 READ, PREAD64, READV, PREADV, PREADV2 = 0, 17, 19, 295, 327
 MAX_RW_COUNT = 0x7FFFF000
 UIO_MAXIOV = 1024
+REQUEST_PAGES = 256  # user pages FUSE pins for one READ (max_pages)
 # descriptors all Threads keep open together: past this a file is opened for each
 # read (a daemon with many threads and many open idle_pages files must not take the
 # server to its RLIMIT_NOFILE)
@@ -30,17 +31,25 @@ _kept = 0
 
 @dataclass(frozen=True)
 class ReadCall:
-    """One thread's read syscall: ``line`` is its /proc/TID/syscall line, the same
+    """One thread's read syscall. ``line`` is its /proc/TID/syscall line, the same
     (stack and instruction pointers included) for as long as it stays in that call;
-    but a loop making the same call again shows the same line, so a call that reads
-    at the file position (``fd`` set) is also known by that position, which read(2)
-    moves only when it returns."""
+    a loop making the same call again can show the same line, so the call is also
+    known by the thread's count of finished read syscalls (``syscr`` of
+    /proc/TID/io, which moves only when one returns). ``buf`` is the user buffer of
+    a read or pread (None for a vector): its first READ carries up to 256 pages of
+    it."""
 
     tid: str
     line: bytes
     count: int
-    fd: int | None = None
-    pos: int = 0
+    syscr: int
+    buf: int | None = None
+
+    def first_read_size(self) -> int | None:
+        """The size of this call's first FUSE READ, when it is known."""
+        if self.buf is None:
+            return None
+        return min(self.count, REQUEST_PAGES * 4096 - (self.buf & 4095))
 
 
 class Threads:
@@ -52,24 +61,26 @@ class Threads:
         self.tgid = tgid
         self._syscall: dict[str, int] = {}
         self._fdinfo: dict[tuple[str, int], int] = {}
+        self._io: dict[str, int] = {}
 
-    def find(self, ino: int, pos: int) -> ReadCall | None:
-        """The one thread blocked in a read of the file with inode `ino` that starts
-        at `pos`; None when there is none or more than one, or the host's /proc does
-        not say (a thread that left meanwhile, an fdinfo without ``ino``)."""
+    def find(self, ino: int, pos: int) -> list[ReadCall]:
+        """The threads blocked in a read of the file with inode `ino` that starts at
+        `pos` (none where the host's /proc does not say: a thread that left
+        meanwhile, an fdinfo without ``ino``)."""
         try:
             tids = os.listdir(f"/proc/{self.tgid}/task")
         except OSError:
-            return None
-        for gone in self._syscall.keys() - set(tids):
-            _drop(self._syscall, gone)
+            return []
+        for kept in (self._syscall, self._io):
+            for gone in kept.keys() - set(tids):
+                _drop(kept, gone)
         found = []
         for tid in tids:
             line = self._read(self._syscall, tid, f"task/{tid}/syscall")
             call = self._read_call(tid, line, ino, pos) if line else None
             if call is not None:
                 found.append(call)
-        return found[0] if len(found) == 1 else None
+        return found
 
     def still_in(self, call: ReadCall) -> bool | None:
         """Is the thread still in the same call (not back out and in a new one)? None
@@ -78,12 +89,10 @@ class Threads:
         line = self._read(self._syscall, call.tid, f"task/{call.tid}/syscall")
         if line == b"running\n":
             return None
-        if line != call.line:
-            return False
-        return call.fd is None or self._fdinfo_of(call.tid, call.fd).get(b"pos") == call.pos
+        return line == call.line and self._syscr(call.tid) == call.syscr
 
     def close(self) -> None:
-        for fds in (self._syscall, self._fdinfo):
+        for fds in (self._syscall, self._fdinfo, self._io):
             for key in list(fds):
                 _drop(fds, key)
 
@@ -127,9 +136,17 @@ class Threads:
         if (info.get(b"pos") if at_file_pos else a3) != pos:
             return None
         count = a2 if nr in (READ, PREAD64) else _iov_total(self.tgid, a1, a2)
-        if count is None:
+        syscr = self._syscr(tid)
+        if count is None or syscr is None:
             return None
-        return ReadCall(tid, line, min(count, MAX_RW_COUNT), fd if at_file_pos else None, pos)
+        return ReadCall(tid, line, min(count, MAX_RW_COUNT), syscr, a1 if nr in (READ, PREAD64) else None)
+
+    def _syscr(self, tid: str) -> int | None:
+        """The thread's finished read syscalls (/proc/TID/io)."""
+        for row in (self._read(self._io, tid, f"task/{tid}/io") or b"").splitlines():
+            if row.startswith(b"syscr:"):
+                return int(row.split()[1])
+        return None
 
     def _fdinfo_of(self, tid: str, fd: int) -> dict[bytes, int]:
         """pos and ino of the thread's descriptor (its own table: a thread that did

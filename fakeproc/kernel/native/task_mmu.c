@@ -371,6 +371,7 @@ struct fp_idle_scan {
     int done;
     int tail;              /* the passes are over; counting the unreported rest */
     uint64_t tail_from;    /* where that count goes on */
+    uint64_t pos;          /* where the read began */
     uint64_t resume;       /* where the unreported rest began (after the last unit) */
     uint64_t tail_missed;  /* its present pages: the caller decides whether they count
                             * (a next read from `resume` reports them after all) */
@@ -494,8 +495,9 @@ static int task_passes(struct fp_mm *mm, struct fp_idle_scan *s, const struct fp
          * returns up to 18 bytes short): pages between the last unit and `end` went
          * unreported */
         s->tail = 1;
-        s->resume = c->unit_end;
-        s->tail_from = c->unit_end > c->skip_end ? c->unit_end : c->skip_end;
+        /* no unit at all (count 19): the rest is the whole range */
+        s->resume = c->unit_end > s->pos ? c->unit_end : s->pos;
+        s->tail_from = s->resume > c->skip_end ? s->resume : c->skip_end;
         /* a last pass with no room may have skipped the rest of the last unit's PMD
          * (last_va): those pages lie after the last unit too, so they are the tail's */
         uint64_t moved = present_walked(c, mm, vmas, nr_vmas, s->resume, s->tail_from);
@@ -555,7 +557,7 @@ int64_t fp_idle_scan_start(struct fp_kernel *k, struct fp_idle_scan *s, uint32_t
     s->c.count = count;
     s->c.scan_flags = s->vm ? 0 : scan_flags;
     s->c.restart = pos;
-    s->start = pos;
+    s->start = s->pos = pos;
     s->end = pos + (count << (3 + FP_PAGE_SHIFT));
     s->done = 0;
     return 0;

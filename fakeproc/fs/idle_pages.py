@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Generator
 import trio
 
 from . import readcall
-from .readcall import MAX_RW_COUNT
 from ..kernel.task import Task
 from ..kernel.task_mmu import SCAN_HUGE_PAGE, IdleRead, IdleScan, IdleTail, write_errno
 
@@ -126,7 +125,7 @@ class IdlePagesHandle:
                     SCANS.append(scan)
             # the read before, if it filled its buffer, is judged by where this one began
             tail, self._tail = self._tail, result.tail
-            self.kernel.idle_tail_settle(self.task, tail, pos, pos + min(count, MAX_RW_COUNT) * 32768)
+            self.kernel.idle_tail_settle(self.task, tail, pos, count)
             self._continue_at(off + len(result.data), result.pos)
             if call is None:
                 return result.data

@@ -18,8 +18,9 @@ import os
 import struct
 from dataclasses import dataclass
 
+from ..kernel.task_mmu import MAX_RW_COUNT
+
 READ, PREAD64, READV, PREADV, PREADV2 = 0, 17, 19, 295, 327
-MAX_RW_COUNT = 0x7FFFF000
 UIO_MAXIOV = 1024
 REQUEST_PAGES = 256  # user pages FUSE pins for one READ (max_pages)
 # descriptors all Threads keep open together: past this a file is opened for each

@@ -17,7 +17,7 @@ from . import mmap, oom_kill, vmscan
 from .mm import PAGE_SIZE, MmStruct, Vma, new_anon_vma
 from .native import KernelError, check, ffi, lib
 from .task import MemPolicy, Task
-from .task_mmu import ALL_PASSES, IdleRead, IdleScan, IdleTail
+from .task_mmu import ALL_PASSES, MAX_RW_COUNT, IdleRead, IdleScan, IdleTail
 from .workload import Workload
 
 log = logging.getLogger("fakeproc.kernel")
@@ -592,15 +592,16 @@ class Kernel:
                 return done.value
 
     def idle_tail_settle(self, task: Task, tail: IdleTail | None, next_pos: int | None = None,
-                         next_end: int | None = None) -> None:
+                         next_count: int | None = None) -> None:
         """Count a filled read's unreported tail as missed (ground truth, idle_missed),
-        unless the file's next read, [next_pos, next_end), starts at or before where the
+        unless the file's next read (next_count bytes at next_pos) starts at or before where the
         tail began: a scanner that goes on from its last unit reports those pages after
         all; only those beyond that read's end, present now, count."""
         if tail is None or not task.alive or task.mm_id != tail.mm_id:
             return  # its process (or address space) is gone: nobody to count it for
         pages = tail.pages
-        if next_pos is not None and next_end is not None and next_pos <= tail.resume:
+        if next_pos is not None and next_count is not None and next_pos <= tail.resume:
+            next_end = next_pos + min(next_count, MAX_RW_COUNT) * 8 * PAGE_SIZE  # 1.2
             pages = 0
             if next_end < tail.end:
                 spans, n = self.mm(tail.mm_id).spans()

@@ -993,3 +993,37 @@ def test_an_upstream_machine_lays_its_knobs_over_the_hosts(tmp_path):
     assert lines[6:] == ["Read-only file system"]
     with open("/proc/sys/kernel/numa_balancing") as f:
         assert f.read() == host
+
+
+@pytest.fixture(scope="module")
+def mp_range(tmp_path_factory):
+    src = __import__("pathlib").Path(__file__).parent / "c" / "mp_range.c"
+    out = tmp_path_factory.mktemp("mp_range") / "mp_range"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(src)], check=True)
+    return str(out)
+
+
+def test_a_move_pages_call_of_100000_entries_is_one_call(mp_range):
+    """4.20 takes any count in one call; the runner once sent the arrays in one 1 MiB
+    control line, and a call past ~50000 entries failed EINVAL. The app's 128 MiB VMA:
+    24576 pages on node 1, then 8192 on node 0; the other 67232 entries lie past it."""
+    n = 100000
+    r = run_machine("sh", "-c", f"{mp_range} {APP} query {BASE:#x} {n};"
+                                f"{mp_range} {APP} move 1 {BASE:#x} {n};"
+                                f"{mp_range} {APP} query {BASE:#x} {n}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "ret=0 errno=0", "-14:67232", "0:8192", "1:24576",
+        "ret=0 errno=0", "-14:67232", "1:32768",        # the DRAM pages moved to PMEM
+        "ret=0 errno=0", "-14:67232", "1:32768",
+    ]
+
+
+def test_a_move_pages_call_past_one_control_request_fails_enomem(mp_range):
+    """A call whose arrays do not fit one control request (3.2 M entries: 64 MiB of
+    base64) fails ENOMEM before anything is sent or moved (docs/guide.md)."""
+    r = run_machine("sh", "-c", f"{mp_range} {APP} move 0 {BASE:#x} 3200000; "
+                                f"{mp_range} {APP} query {BASE:#x} 32768")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["ret=-1 errno=12", "-1000:3200000",
+                                     "ret=0 errno=0", "0:8192", "1:24576"]

@@ -80,6 +80,8 @@ class Client:
             reply = json.loads(line)
         except ValueError:
             raise CtlError(BAD_REQUEST, f"the server sent a line that is not JSON: {line[:200]!r}") from None
+        if isinstance(reply, dict) and reply.get("id") is None and not reply.get("ok"):
+            raise CtlError.from_json(reply.get("error"))  # the line was refused unread (too_long)
         if not isinstance(reply, dict) or reply.get("id") != req_id:
             raise CtlError(BAD_REQUEST, f"reply out of step with request {req_id}: {line[:200]!r}")
         if reply.get("ok"):

@@ -204,9 +204,11 @@ class ControlServer:
                     log.warning("control connection %d: closed mid-request (%d bytes dropped)",
                                 conn, len(buf))
                 return
+            seen = len(buf)  # no newline before here: a long line is searched once, not per chunk
             buf += data
             while True:
-                nl = buf.find(b"\n")
+                nl = buf.find(b"\n", seen)
+                seen = 0
                 if dropping:
                     if nl < 0:
                         buf.clear()

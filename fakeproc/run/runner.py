@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..ctl.client import Client
-from ..ctl.protocol import CtlError, pack_bytes, unpack_bytes
+from ..ctl.protocol import MAX_LINE, CtlError, pack_bytes, unpack_bytes
 from ..fs.server import is_mounted, is_serving, realproc_dir
 from . import namespace, seccomp
 from .fcntl import fcntl_handler, fionbio_handler
@@ -316,6 +316,8 @@ def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
     the caller's arrays travel packed, as the syscall read them, with its credentials."""
     def emulate(pid: int, pages: bytes, nodes: bytes | None, status: seccomp.PackedStatus,
                 flags: int, notif: seccomp.Notification) -> int:
+        if request_bytes(len(pages) + len(nodes or b"") + len(status)) > MAX_LINE:
+            return -errno.ENOMEM  # more than one request carries: said before it is sent
         try:
             r = client.call("move_pages", pid=pid, pages=pack_bytes(pages),
                             nodes=None if nodes is None else pack_bytes(nodes), flags=flags,
@@ -330,6 +332,12 @@ def _move_pages(client: Client):  # noqa: ANN202 - the emulate callback
         status.written = [(int(a), int(b)) for a, b in r["written"]]
         return int(r["ret"])
     return emulate
+
+
+def request_bytes(packed: int) -> int:
+    """An upper bound of the request line that carries packed bytes of arrays (base64,
+    with the JSON around them)."""
+    return (packed + 2) // 3 * 4 + 4096
 
 
 def _migrate_pages(client: Client):  # noqa: ANN202

@@ -255,6 +255,8 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command set up its own handling
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # the reader went away (`fakeproc mount MNT | head -1`): whatever was started
         # stays started; no traceback, and nothing more written to the closed pipe

@@ -1027,3 +1027,106 @@ def test_a_move_pages_call_past_one_control_request_fails_enomem(mp_range):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["ret=-1 errno=12", "-1000:3200000",
                                      "ret=0 errno=0", "0:8192", "1:24576"]
+
+
+# ---- CMD as a job: signals, terminal stops, the processes it leaves ------------------
+
+def test_cmd_starts_with_the_default_sigpipe_and_sigxfsz():
+    """Python ignores SIGPIPE and SIGXFSZ, and exec keeps an ignored signal: CMD must
+    not inherit that (a pipeline `yes | head -1` would end in EPIPE errors)."""
+    r = run("sh", "-c", "grep SigIgn /proc/self/status; yes | head -1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "SigIgn:\t0000000000000000\ny\n" and "Broken pipe" not in r.stderr
+
+
+def test_processes_cmd_leaves_are_ended_when_it_ends(tmp_path):
+    """A daemon's worker or `job &` outlives CMD; with the supervisor gone its
+    intercepted calls would fail ENOSYS. The runner (a subreaper) ends them: SIGTERM,
+    and SIGKILL for one that ignores it, then says which it ended."""
+    script = ("sleep 300 & echo $!; (trap '' TERM; exec sleep 301) & echo $!;"
+              "sh -c 'sleep 302 & echo $!' ")  # a double fork: its sleep is an orphan at once
+    r = run("sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    left = [int(p) for p in r.stdout.split()]
+    assert len(left) == 3 and not any(_alive(p) for p in left)
+    assert "ending the 3 process(es) it left" in r.stderr and all(str(p) in r.stderr for p in left)
+
+
+def test_a_signal_to_the_runners_process_group_reaches_cmd_once(tmp_path):
+    """CMD has a process group of its own: a group kill of the runner's group (what a
+    terminal without job control, or a supervisor, sends) reaches it once, forwarded."""
+    prog = tmp_path / "count.py"
+    prog.write_text("import signal, sys, time\nn = 0\n"
+                    "def h(s, f):\n    global n; n += 1\n"
+                    "signal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\n"
+                    "time.sleep(2)\nprint(n, flush=True)\n")
+    proc = subprocess.Popen([*RUN, sys.executable, str(prog)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline() == "ready\n"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "1\n", err
+
+
+def test_ctrl_c_and_ctrl_z_from_a_terminal(tmp_path):
+    """In a terminal CMD is the foreground job: Ctrl-C reaches it once (not also
+    through the runner); Ctrl-Z stops it and the runner stops too, as a shell's job
+    does, and a SIGCONT to the runner (fg) gives CMD the terminal back."""
+    import pty
+    import select
+    prog = tmp_path / "count.py"
+    prog.write_text("import signal, sys, time\nn = 0\n"
+                    "def h(s, f):\n    global n; n += 1; print(f'INT {n}', flush=True)\n"
+                    "signal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\n"
+                    "while n < 2:\n    time.sleep(0.02)\nsys.exit(7)\n")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, *RUN[1:], sys.executable, str(prog)])
+    out = b""
+
+    def until(word: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 60
+        while word not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([fd], [], [], 0.1)[0]:
+                out += os.read(fd, 4096)
+    try:
+        until(b"ready")
+        os.write(fd, b"\x03")
+        until(b"INT 1")
+        os.write(fd, b"\x1a")
+        _, status = os.waitpid(pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.2)  # the runner hands the terminal back, then CMD gets the next one
+        os.write(fd, b"\x03")
+        until(b"INT 2")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 7
+    assert out.count(b"INT ") == 2, out
+
+
+def test_a_ctrl_c_while_the_machine_starts_leaves_nothing(tmp_path):
+    """SIGINT as soon as the runner's emulator exists: exit 130, no traceback, the
+    emulator gone and its temporary directory removed."""
+    machine = tmp_path / "slow.toml"
+    machine.write_text('[[node]]\ntype = "dram"\nsize = "12GiB"\ncpus = "0-1"\n'
+                       '[[node]]\ntype = "pmem"\nsize = "32GiB"\n'
+                       '[[process]]\npid = 4300001\n[[process.vma]]\nstart = 0x7f0000000000\n'
+                       'size = "24GiB"\npages = "6291456 idle@1"\n')
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "fakeproc", "run", "--machine", str(machine),
+                             "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)})
+    deadline = time.monotonic() + 30
+    while not (server := _children(proc.pid, "mount")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert not _alive(server[0]) and list(tmp.iterdir()) == []

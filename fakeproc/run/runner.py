@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from ..ctl.client import Client
 from ..ctl.protocol import MAX_LINE, CtlError, pack_bytes, unpack_bytes
 from ..fs.server import is_mounted, is_serving, realproc_dir
-from . import namespace, seccomp
+from . import jobs, namespace, seccomp
 from .fcntl import fcntl_handler, fionbio_handler
 from .lseek import lseek_handler
 from .mempolicy import Policy, get_mempolicy_handler, set_mempolicy_handler
@@ -52,6 +52,21 @@ def die_with(parent: int, sig: int) -> None:
         os.kill(os.getpid(), sig)
 
 
+def _server_child(runner: int) -> None:
+    """In the emulator's process before exec: none of the runner's signals blocked
+    (exec keeps the mask, and SIGTERM stops the server); gone with the runner."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    die_with(runner, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """A signal ended the runner before CMD started."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signal.Signals(signo).name)
+        self.signo = signo
+
+
 class Machine:
     """A mounted machine: one this runner started (and stops), or an existing mount."""
 
@@ -59,7 +74,11 @@ class Machine:
         self.mountpoint, self.proc, self._tmp = mountpoint, proc, tmp
 
     @classmethod
-    def start(cls, machine: str | None, mount: str | None, rate: float, paused: bool) -> "Machine":
+    def start(cls, machine: str | None, mount: str | None, rate: float, paused: bool,
+              pause: Callable[[float], int | None] = lambda t: time.sleep(t)) -> "Machine":
+        """Mount the machine (or attach to a live mount) and wait until it serves.
+        pause(seconds) waits between looks; a signal number it returns stops the
+        start-up (Interrupted), the emulator stopped and its directory removed."""
         if mount and is_serving(mount):
             ignored = [opt for opt, given in (("--machine", machine is not None),
                                               ("--rate", rate != 1.0), ("--paused", paused)) if given]
@@ -79,7 +98,7 @@ class Machine:
         runner = os.getpid()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True,  # SIGTERM: it unmounts on its way out
-                                preexec_fn=lambda: die_with(runner, signal.SIGTERM))
+                                preexec_fn=lambda: _server_child(runner))
         log.close()
         m = cls(mnt, proc, tmp)
         deadline = time.monotonic() + 60
@@ -88,7 +107,10 @@ class Machine:
                 text = m.log()
                 m.stop()
                 raise RuntimeError(f"the emulator did not start:\n{text}")
-            time.sleep(0.02)
+            sig = pause(0.02)
+            if sig:
+                m.stop()
+                raise Interrupted(sig)
         return m
 
     def log(self) -> str:
@@ -120,10 +142,13 @@ class Machine:
             self._tmp.rmdir()
 
 
-def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket) -> None:
-    """In the forked child: enter the namespace, install the seccomp filter, hand its
-    listener to the parent, exec. Never returns."""
+def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket,
+           tty: int | None) -> None:
+    """In the forked child: become a job (its own process group, the terminal), enter
+    the namespace, install the seccomp filter, hand its listener to the parent, exec.
+    Never returns."""
     try:
+        jobs.in_child(tty)
         namespace.enter(mnt, realproc)
         listener = seccomp.install_filter(INTERCEPT)
         socket.send_fds(sock, [b"ok"], [listener])
@@ -143,7 +168,21 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
     With report_dir, the recorded ground truth is saved there (report.json, plots) and
     its table printed to stderr when CMD ends; a report that cannot be saved is said
     on stderr and CMD's status is still returned."""
-    m = Machine.start(machine, mount, rate, paused)
+    jobs.become_subreaper()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, jobs.BLOCKED)
+    try:
+        return _run_machine(argv, machine, mount, rate, paused, report_dir)
+    except Interrupted as e:
+        return 128 + e.signo
+    finally:
+        while jobs.take_signal(0) is not None:
+            pass  # meant for CMD, which has ended: not for whoever called run()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _run_machine(argv: Sequence[str], machine: str | None, mount: str | None, rate: float,
+                 paused: bool, report_dir: str | None) -> int:
+    m = Machine.start(machine, mount, rate, paused, pause=jobs.take_signal)
     try:
         with Client(m.mountpoint) as client:  # attached while it is open
             _refuse_low_pids(m, client)
@@ -223,16 +262,18 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     facts = _facts(m.mountpoint)
     parent_sock, child_sock = socket.socketpair()
     runner = os.getpid()
+    tty = jobs.controlling_tty()
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
         die_with(runner, signal.SIGKILL)  # without its supervisor CMD's syscalls would fail
-        _child(argv, m.mountpoint, realproc, child_sock)
+        _child(argv, m.mountpoint, realproc, child_sock, tty)
+    jobs.in_parent(pid)
     child_sock.close()
     _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)  # nothing if the child failed
     parent_sock.close()
     if not fds:
-        return _wait(pid, m)
+        return _wait(pid, m, tty)
     policies: TaskStates[Policy | None] = TaskStates(pid)
     masks: TaskStates[int] = TaskStates(pid)
     tell, open_status = _hostview(client, m.mountpoint)
@@ -253,7 +294,7 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     }))
     sup.start()
     try:
-        return _wait(pid, m)
+        return _wait(pid, m, tty)
     finally:
         sup.stop()
 
@@ -350,28 +391,34 @@ def _migrate_pages(client: Client):  # noqa: ANN202
     return emulate
 
 
-def _wait(pid: int, m: Machine) -> int:
-    """Wait for CMD; forward SIGINT/SIGTERM; kill it if the emulator dies."""
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+def _wait(pid: int, m: Machine, tty: int | None) -> int:
+    """Wait for CMD as a shell waits for a job (run/jobs.py): forward the signals the
+    runner gets, pass its terminal stops up, reap what it leaves; kill it if the
+    emulator dies. When it ends, end the processes it left. Its exit status, or 128+N."""
+    keep = {pid} | ({m.proc.pid} if m.proc is not None else set())
     try:
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            sig = jobs.take_signal(0.02)
+            if sig is not None:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            done, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+            if done and os.WIFSTOPPED(status):
+                if tty is not None and os.WSTOPSIG(status) in jobs.TERMINAL_STOPS:
+                    jobs.suspend(pid, tty)
+                continue
             if done:
                 return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
                     else 128 + os.WTERMSIG(status)
+            jobs.reap(keep)
             if not m.alive:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 tail = "\n".join(m.log().splitlines()[-20:])
                 print(f"fakeproc run: the emulator died; CMD was killed\n{tail}", file=sys.stderr)
                 return EMULATOR_DIED
-            time.sleep(0.02)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        jobs.finish(tty)
+        jobs.end_the_rest(keep)

@@ -1130,3 +1130,29 @@ def test_a_ctrl_c_while_the_machine_starts_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert not _alive(server[0]) and list(tmp.iterdir()) == []
+
+
+def test_a_killed_runners_directory_is_removed_by_the_next_runner(tmp_path):
+    """SIGKILL leaves the runner's temporary directory (its server unmounts, nothing
+    removes the directory); the next runner removes it, and leaves a directory that
+    has no owner file (not known to be a runner's)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    (tmp_path / "fakeproc-run-foreign").mkdir()
+    proc = subprocess.Popen([*RUN, "sleep", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=env)
+    deadline = time.monotonic() + 30
+    while not _children(proc.pid, "sleep"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    (left,) = [d for d in tmp_path.glob("fakeproc-run-*") if d.name != "fakeproc-run-foreign"]
+    assert (left / ".runner").read_text().split()[0] == str(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while is_mounted(str(left / "mnt")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert left.exists()
+    r = subprocess.run([*RUN, "true"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fakeproc-run-foreign"]

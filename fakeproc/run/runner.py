@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from ..ctl.client import Client
 from ..ctl.protocol import MAX_LINE, CtlError, pack_bytes, unpack_bytes
-from ..fs.server import is_mounted, is_serving, realproc_dir
+from ..fs.server import is_mounted, is_serving, mounts_below, probe, realproc_dir
 from . import jobs, namespace, seccomp
 from .fcntl import fcntl_handler, fionbio_handler
 from .lseek import lseek_handler
@@ -88,7 +88,7 @@ class Machine:
                       f"{verb} only to one the runner starts (its clock: fakeproc ctl --mount "
                       f"{mount} clock pause|resume|rate R)", file=sys.stderr)
             return cls(Path(mount).resolve(), None, None)
-        tmp = None if mount else Path(tempfile.mkdtemp(prefix="fakeproc-run-"))
+        tmp = None if mount else _new_run_dir()
         mnt = Path(mount).resolve() if mount else tmp / "mnt"  # type: ignore[operator]
         mnt.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "fakeproc", "mount", str(mnt), "-f", "--allow-other",
@@ -137,9 +137,45 @@ class Machine:
             subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False,
                            capture_output=True)
         if self._tmp is not None and not is_mounted(self.mountpoint):
-            for p in sorted(self._tmp.rglob("*"), reverse=True):
-                p.rmdir() if p.is_dir() else p.unlink()
-            self._tmp.rmdir()
+            _remove_run_dir(self._tmp)
+
+
+RUN_DIR_PREFIX = "fakeproc-run-"
+OWNER = ".runner"  # in a run directory: "PID START_TIME" of the runner that made it
+
+
+def _new_run_dir() -> Path:
+    """A temporary directory for this run's mount, owned by this runner; first, those
+    of runners that were killed (SIGKILL leaves no time to remove them) go."""
+    _remove_stale_run_dirs()
+    tmp = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    (tmp / OWNER).write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
+    return tmp
+
+
+def _remove_stale_run_dirs() -> None:
+    """Remove the run directories whose runner is gone and whose mount is down (its
+    server unmounts when its runner dies; a dead one's mount is unmounted here).
+    A directory without an owner file is left: not known to be ours, or being made."""
+    for tmp in Path(tempfile.gettempdir()).glob(RUN_DIR_PREFIX + "*"):
+        try:
+            pid, born = (tmp / OWNER).read_text().split()
+            if str(start_time(int(pid))) == born:
+                continue  # its runner is alive
+            mnt = tmp / "mnt"
+            if is_mounted(mnt) and probe(str(mnt)) == "stale":  # never waits on a hung one
+                for inner in mounts_below(mnt):
+                    subprocess.run(["fusermount3", "-uz", inner], check=False, capture_output=True)
+            if not is_mounted(mnt):
+                _remove_run_dir(tmp)
+        except (OSError, ValueError):
+            continue  # not a run directory, or another runner removed it first
+
+
+def _remove_run_dir(tmp: Path) -> None:
+    for p in sorted(tmp.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+    tmp.rmdir()
 
 
 def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno
 import os
 
-from . import formats as fmt
+from . import formats as fmt, seq_file
+from .seq_file import Split
 from .idle_pages import IdlePagesHandle
 from .sysfs import kstrtoint
 from .upstream import KPAGECOUNT, KPAGEFLAGS, only_upstream, pagemap_entry
@@ -304,14 +305,15 @@ def _proc_vmstat(ctx: Ctx) -> str:
     return fmt.proc_vmstat(c) + "".join(f"{k} {c[k]}\n" for k in extra)
 
 
-def _proc_file(name: str, render, ptrace_read: bool = False) -> File:  # noqa: ANN001
+def _proc_file(name: str, render, ptrace_read: bool = False,  # noqa: ANN001
+               split: Split | None = None) -> File:
     return File(name, render, size=0, write_errno=PROC_WRITE_ERRNO, owner=_file_owner,
-                 ptrace_read=ptrace_read)
+                ptrace_read=ptrace_read, split=split)
 
 
 def _tid_entries() -> tuple:
     return (
-        _proc_file("maps", _maps, ptrace_read=True),
+        _proc_file("maps", _maps, ptrace_read=True, split=seq_file.lines),
         _proc_file("status", _status),
         _proc_file("stat", _stat),
         _proc_file("statm", _statm),
@@ -320,7 +322,7 @@ def _tid_entries() -> tuple:
         # owner may open it for writing: mode 0644)
         File("comm", _comm, size=0, write_errno=PROC_WRITE_ERRNO, owner=_file_owner, mode=0o644,
              store=_comm_write),
-        _proc_file("numa_maps", _numa_maps, ptrace_read=True),
+        _proc_file("numa_maps", _numa_maps, ptrace_read=True, split=seq_file.lines),
         # mode 0200, and only .write (a read is EINVAL: no FMODE_CAN_READ)
         File("clear_refs", None, size=0, owner=_file_owner, mode=0o200, store=_clear_refs_write,
              read_errno=errno.EINVAL),
@@ -330,7 +332,7 @@ def _tid_entries() -> tuple:
              mode=0o644, store=_oom_adj_write),
         File("oom_score_adj", lambda c: f"{_task(c).oom_score_adj}\n", size=0, owner=_file_owner,
              mode=0o644, store=_oom_score_adj_write),
-        _proc_file("smaps", _smaps, ptrace_read=True),
+        _proc_file("smaps", _smaps, ptrace_read=True, split=seq_file.vma_blocks),
         _proc_file("smaps_rollup", _smaps_rollup, ptrace_read=True),
         Special("idle_pages", lambda c, flags: IdlePagesHandle(c.kernel, _task(c), flags,
                                                              c.get_or("caller_tgid"),
@@ -368,6 +370,7 @@ def _parse_pid(ctx: Ctx, name: str) -> int | None:
 PROC_ROOT = Dir("proc", (
     File("meminfo", lambda c: fmt.proc_meminfo(vmstat.meminfo(c.kernel), {}), size=0,
          write_errno=PROC_WRITE_ERRNO),
-    File("vmstat", lambda c: _proc_vmstat(c), size=0, write_errno=PROC_WRITE_ERRNO),
+    File("vmstat", lambda c: _proc_vmstat(c), size=0, write_errno=PROC_WRITE_ERRNO,
+         split=seq_file.lines),
 ), lister=(Lister("pid", _pids, _parse_pid, PID_DIR), only_upstream(KPAGECOUNT),
             only_upstream(KPAGEFLAGS)), mode=0o555)

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -38,6 +38,7 @@ from .procview import make_procview
 from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .proc_flush import ProcFlush, fuse_fds, session_fd
+from .seq_file import SeqFile, Split
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    per_process, resolve)
 
@@ -125,8 +126,10 @@ class TextHandle:
     direct_io: bool = True
     store: Any = None
     gone: Callable[[], bool] | None = None
+    split: Split | None = None  # a file of many records: how seq_read() cuts its reads
     data: bytes | None = None
     next_off: int = 0  # where the last reply ended
+    seq: SeqFile = field(default_factory=SeqFile)
 
     def read(self, off: int, size: int) -> bytes:
         if self.render is None:
@@ -138,7 +141,9 @@ class TextHandle:
                 self.data = self.render()
             except LookupError:  # the process went away since the check above
                 raise OSError(errno.ESRCH, os.strerror(errno.ESRCH)) from None
-        reply = self.data[off:off + size]
+            if self.split is not None:
+                self.seq.reset(self.data, self.split(self.data), off)
+        reply = self.seq.read(off, size) if self.split is not None else self.data[off:off + size]
         self.next_off = off + len(reply)
         return reply
 
@@ -378,7 +383,7 @@ class FakeprocFS(pyfuse3.Operations):
                 store = functools.partial(kernfs_write, entry.store, ectx) if entry.store else None
                 render = functools.partial(_render_bytes, entry.render, ectx) if entry.render else None
                 handle = TextHandle(render, entry.write_errno, entry.read_errno, store=store,
-                                    gone=_reaped(ectx))
+                                    gone=_reaped(ectx), split=entry.split)
             elif isinstance(entry, Special):
                 handle = entry.opener(ectx.bind("inode", inode), flags)
             else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 if TYPE_CHECKING:
+    from .seq_file import Split
     from ..kernel.kernel import Kernel
 
 
@@ -67,6 +68,7 @@ class File:
     fixed: bool = False
     store: Callable[[Ctx, bytes], int | None] | None = None
     ptrace_read: bool = False
+    split: Split | None = None  # one record per VMA or counter: seq_read() cuts reads (fs/seq_file.py)
 
     def __post_init__(self) -> None:
         if self.fixed and self.mode & 0o222:

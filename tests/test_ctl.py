@@ -637,9 +637,16 @@ def test_a_kept_descriptor_rereads_at_offset_0_as_seq_file_does():
             assert numa_nodes(os.pread(numa, 4096, 0).decode()) == "N0=2 N1=2"
             os.lseek(numa, 0, os.SEEK_SET)
             assert numa_nodes(os.read(numa, 4096).decode()) == "N0=2 N1=2"
+            head = os.pread(numa, 10, 0)  # the buffer holds the rest of the line
             c.call("kill", pid=700)
             with pytest.raises(OSError) as ei:
                 os.pread(numa, 4096, 0)
+            assert ei.value.errno == errno.ESRCH
+            # the failed read reset the seq_file (seq_read()'s "with prejudice"): the
+            # rest of the old rendering is gone, and a read where the last one ended
+            # re-renders, and fails
+            with pytest.raises(OSError) as ei:
+                os.pread(numa, 4096, len(head))
             assert ei.value.errno == errno.ESRCH
         finally:
             os.close(vmstat)

@@ -12,6 +12,7 @@ import errno
 import os
 import signal
 import stat
+import subprocess
 import threading
 
 import pytest
@@ -127,9 +128,68 @@ def test_links_resolve_inside_the_mount(walk):
 def test_directory_modes(walk):
     _, dirs, _, _ = walk
     for rel, st in dirs:
-        want = 0o755 if is_sys(rel) else 0o555
+        # kernfs directories are 0755 but for the root (kernfs_create_root(): 0555);
+        # procfs's are 0555
+        want = 0o755 if is_sys(rel) and rel != ("sys",) else 0o555
         assert stat.S_IMODE(st.st_mode) == want, rel
         assert st.st_size == 0
+
+
+def test_directory_links_count_subdirectories(walk):
+    """kernfs_refresh_inode() and pid_entry_nlink(): 2 and one per subdirectory (/proc
+    adds nr_processes(), task/ the threads: both are its subdirectories). By hand for
+    the default machine: sys has bus and devices; /proc the 3 processes; a process
+    directory its task/; 4200001 has 4 threads."""
+    m, dirs, _, _ = walk
+    by_hand = {("sys",): 4, ("proc",): 5, ("proc", "4200001"): 3, ("proc", "4200001", "task"): 6,
+               ("proc", "4200001", "task", "4200002"): 2}
+    for rel, want in by_hand.items():
+        assert os.lstat(m.path.joinpath(*rel)).st_nlink == want, rel
+    for rel, st in dirs:
+        path = m.path.joinpath(*rel)
+        subdirs = sum(stat.S_ISDIR(os.lstat(path / n).st_mode) for n in os.listdir(path))
+        assert st.st_nlink == 2 + subdirs, rel
+
+
+def test_dot_and_dotdot_come_first(walk):
+    """dir_emit_dots(): getdents lists '.' (the directory's inode) and '..' (its
+    parent's) before the entries, on both connections (ls -f keeps getdents' order)."""
+    m, _, _, _ = walk
+    for rel in [("proc",), ("proc", "4200001", "task"), ("sys",), ("sys", "bus", "node"),
+                ("sys", "devices", "system"), ("sys", "devices", "system", "node", "node0")]:
+        path = m.path.joinpath(*rel)
+        out = subprocess.run(["ls", "-a", "-f", "-i", "-1", str(path)], capture_output=True,
+                             text=True, check=True).stdout.split("\n")
+        (ino0, name0), (ino1, name1) = out[0].split(), out[1].split()
+        assert (name0, name1) == (".", ".."), rel
+        assert int(ino0) == os.stat(path).st_ino and int(ino1) == os.stat(path.parent).st_ino, rel
+        assert "." not in out[2:] and ".." not in out[2:]
+
+
+def test_fsync_and_block_size(walk):
+    """procfs (and sysctl) files and every directory have no ->fsync: EINVAL; kernfs
+    files have noop_fsync(). st_blksize: procfs's 1024-byte blocks, kernfs's page."""
+    m, _, _, _ = walk
+    cases = {"proc/4200001/status": (errno.EINVAL, 1024), "proc/vmstat": (errno.EINVAL, 1024),
+             "sys/devices/system/node/node0/cpulist": (0, 4096),
+             "sys/devices/system/node/node0/meminfo": (0, 4096),
+             "sys/bus/node/drivers_autoprobe": (0, 4096),
+             "proc": (errno.EINVAL, 1024), "proc/4200001": (errno.EINVAL, 1024),
+             "sys": (errno.EINVAL, 4096), "sys/devices/system/node": (errno.EINVAL, 4096),
+             "sys/bus/node": (errno.EINVAL, 4096)}
+    for rel, (err, blksize) in cases.items():
+        fd = os.open(m.path / rel, os.O_RDONLY)
+        try:
+            assert os.fstat(fd).st_blksize == blksize, rel
+            for sync in (os.fsync, os.fdatasync):
+                try:
+                    sync(fd)
+                    got = 0
+                except OSError as e:
+                    got = e.errno
+                assert got == err, (rel, sync)
+        finally:
+            os.close(fd)
 
 
 def expected_mode(rel: tuple[str, ...]) -> int:

@@ -58,7 +58,7 @@ SYS = Dir("sys", (
     Dir("devices", (Dir("system", (NODE_ROOT, CPU_ROOT, MEMORY_ROOT)),),
         lister=only_upstream(Dir("virtual", (MEMORY_TIERING,)))),
     Dir("bus", (BUS_NODE,)),
-), lister=only_upstream(SYS_KERNEL_MM))
+), lister=only_upstream(SYS_KERNEL_MM), mode=0o555)  # kernfs_create_root(): the root is 0555
 PROC = Dir("proc", PROC_ROOT.children + (CPUINFO,),
            lister=(*PROC_ROOT.listers, only_upstream(PROC_SYS)), mode=0o555)
 
@@ -135,11 +135,12 @@ class TextHandle:
         if self.render is None:
             raise OSError(self.read_errno, os.strerror(self.read_errno))
         if self.data is None or off == 0 or off != self.next_off:
-            if self.gone is not None and self.gone():
-                raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))
             try:
+                if self.gone is not None and self.gone():
+                    raise LookupError("reaped")
                 self.data = self.render()
-            except LookupError:  # the process went away since the check above
+            except LookupError:  # the process went away (before or while rendering)
+                self.data = None  # seq_read() resets on the error: no read goes on from it
                 raise OSError(errno.ESRCH, os.strerror(errno.ESRCH)) from None
             if self.split is not None:
                 self.seq.reset(self.data, self.split(self.data), off)
@@ -168,6 +169,7 @@ class FakeprocFS(pyfuse3.Operations):
         self.ctx = Ctx(kernel)
         self.inodes = InodeTable()
         self.handles: dict[int, Any] = {}
+        self.fh_paths: dict[int, tuple[str, ...]] = {}  # an open file's path (fsync)
         # an open directory: its path and its listing, taken at each read from 0
         # per open directory: its inode, path and the listing a getdents from 0 took
         self.dir_handles: dict[int, tuple[int, tuple[str, ...], list[tuple[str, Entry, Ctx, tuple[str, ...]]]]] = {}
@@ -226,11 +228,11 @@ class FakeprocFS(pyfuse3.Operations):
         a.st_uid, a.st_gid = _owner_ids(entry, ctx)  # ENOENT for a gone process: number nothing
         a.st_ino = self.inodes.inode(path, self._owner_of(path))
         a.st_mode = file_mode(entry)
-        a.st_nlink = 2 if isinstance(entry, Dir) else 1
+        a.st_nlink = _nlink(path, entry, ctx)
         a.st_size = entry.size if isinstance(entry, (File, Special)) else 0
         if isinstance(entry, File) and entry.fixed:  # served from the page cache: exact size
             a.st_size = len(self.page_cache.bytes(a.st_ino, entry, ctx))
-        a.st_blksize = 4096
+        a.st_blksize = 4096 if path[:1] == ("sys",) else 1024  # kernfs's s_blocksize; procfs's
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.boot_ns
         for field, value in self.kept.get(_kept_key(path, entry), {}).items():
             if field == "st_mode" and isinstance(entry, Link):
@@ -317,10 +319,27 @@ class FakeprocFS(pyfuse3.Operations):
         if gone and self.proc_flush is not None:
             self.proc_flush.gone(gone)
 
+    def dir_dots(self, fh: int) -> list[tuple[str, pyfuse3.EntryAttributes]]:
+        """'.' and '..' (dir_emit_dots(): procfs and kernfs list them first): the
+        directory's attributes and its parent's (the root's own at the top)."""
+        _, path, _ = self.dir_handles[fh]
+        dots = []
+        for name, p in ((".", path), ("..", path[:-1])):
+            entry, ectx = self._resolve(p)
+            dots.append((name, self._attrs(p, entry, ectx)))
+        return dots
+
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        """Positions 0 and 1 are '.' and '..' (a readdirplus reply counts no lookup
+        for them), the children follow from 2."""
+        children = self.dir_entries(fh, start_id)
+        for i, (name, attrs) in enumerate(self.dir_dots(fh)[start_id:2], start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+                return
+        start_id = max(start_id, 2)
         counted: list[int] = []  # readdirplus: each entry sent is a lookup
         try:
-            for i, (name, entry, ectx, path) in enumerate(self.dir_entries(fh, start_id)[start_id:], start_id):
+            for i, (name, entry, ectx, path) in enumerate(children[start_id - 2:], start_id):
                 try:
                     attrs = self._attrs(path, entry, ectx)
                 except pyfuse3.FUSEError:
@@ -337,6 +356,16 @@ class FakeprocFS(pyfuse3.Operations):
 
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """kernfs files have noop_fsync(); procfs's (and sysctl's) file operations have
+        no ->fsync: vfs_fsync_range() answers EINVAL."""
+        if self.fh_paths.get(fh, ("sys",))[:1] != ("sys",):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        """Neither procfs's nor kernfs's directory operations have ->fsync: EINVAL."""
+        raise pyfuse3.FUSEError(errno.EINVAL)
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         """None set: kernfs's simple_xattr_list() and procfs's security hook list none."""
@@ -392,6 +421,7 @@ class FakeprocFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         fh = next(self._fh)
         self.handles[fh] = handle
+        self.fh_paths[fh] = path
         return pyfuse3.FileInfo(fh=fh, direct_io=handle.direct_io, keep_cache=keep_cache)
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
@@ -410,6 +440,7 @@ class FakeprocFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 
     async def release(self, fh: int) -> None:
+        self.fh_paths.pop(fh, None)
         close = getattr(self.handles.pop(fh, None), "close", None)
         if close is not None:
             close()
@@ -587,6 +618,21 @@ def _same_mount(a: tuple[str, ...], b: tuple[str, ...]) -> None:
         return _kept_key(p)[:1]
     if mount(a) != mount(b):
         raise pyfuse3.FUSEError(errno.EXDEV)
+
+
+def _nlink(path: tuple[str, ...], entry: Entry, ctx: Ctx) -> int:
+    """A directory's links: 2 and one per subdirectory, as kernfs (kernfs_refresh_inode())
+    and procfs count them (pid_entry_nlink(); /proc adds nr_processes(), task/ the
+    threads: its subdirectories here too); a sysctl directory stays at 1 (new_inode()).
+    A file or link: 1."""
+    if not isinstance(entry, Dir):
+        return 1
+    if _kept_key(path)[:2] == ("proc", "sys"):
+        return 1
+    try:
+        return 2 + sum(isinstance(e, Dir) for _, e, _ in list_children(entry, ctx))
+    except LookupError:  # a process that went away while listed
+        return 2
 
 
 def _render_bytes(render: Callable[[Ctx], str], ectx: Ctx) -> bytes:

@@ -435,9 +435,13 @@ def fp_op_readdir(m: SystemMount, req: Any, ino: int, size: int, off: int, fh: i
     fs.enter("readdir")
     buf = ffi.new("char[]", size)
     used = 0
-    for i, (name, entry, ectx, path) in enumerate(fs.dir_entries(fh, off)[off:], off):
+    children = fs.dir_entries(fh, off)
+    # '.' and '..' first, as on the main connection, then the children
+    slots = [(name, functools.partial(lambda a: a, a)) for name, a in fs.dir_dots(fh)]
+    slots += [(name, functools.partial(fs._attrs, path, entry, ectx)) for name, entry, ectx, path in children]
+    for i, (name, attrs) in enumerate(slots[off:], off):
         try:
-            a = fs._attrs(path, entry, ectx)
+            a = attrs()
         except pyfuse3.FUSEError:
             continue  # gone since opendir
         need = lib.fp_add_direntry(req, buf + used, size - used, os.fsencode(name), m.attr(a), i + 1)

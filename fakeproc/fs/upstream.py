@@ -210,7 +210,8 @@ class NumaBalancing:
 
 
 PROC_SYS = Dir("sys", (Dir("kernel", (
-    Special("numa_balancing", lambda c, f: NumaBalancing(c.kernel), mode=0o644),)),), mode=0o555)
+    Special("numa_balancing", lambda c, f: NumaBalancing(c.kernel), mode=0o644),), mode=0o555),),
+    mode=0o555)  # sysctl directories: new_dir() makes them 0555
 
 SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
     Dir("numa", (Special("demotion_enabled", lambda c, f: DemotionEnabled(c.kernel), mode=0o644,

@@ -151,6 +151,24 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     fp_op_write(req, ino, buf, size, off);
 }
 
+/* kernfs files have noop_fsync(); its directories have no ->fsync (EINVAL). Answered
+ * here: ENOSYS would make the host answer 0 for both from then on. */
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    fuse_reply_err(req, EINVAL);
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     fp_op_statfs(req, ino);
@@ -183,7 +201,7 @@ static const struct fuse_lowlevel_ops ops = {
     .open = op_open, .read = op_read, .write = op_write, .flush = op_flush,
     .release = op_release, .opendir = op_opendir, .readdir = op_readdir,
     .releasedir = op_releasedir, .statfs = op_statfs, .getxattr = op_getxattr,
-    .listxattr = op_listxattr,
+    .listxattr = op_listxattr, .fsync = op_fsync, .fsyncdir = op_fsyncdir,
 };
 
 /* ---- the session ------------------------------------------------------------------- */

@@ -82,8 +82,9 @@ def _summary(kernel, mountpoint: str | None) -> str:  # noqa: ANN001
 def cleanup_stale(mountpoint: str) -> bool:
     """Unmount a fakeproc mount left by a killed daemon; True when one was cleaned.
     Another file system's dead mount is not ours to remove."""
+    from .ctl.protocol import mountpoint_path
     from .fs.server import is_stale, mounts_below
-    if not is_stale(mountpoint) or os.path.realpath(mountpoint) not in mounts_below(mountpoint):
+    if not is_stale(mountpoint) or mountpoint_path(mountpoint) not in mounts_below(mountpoint):
         return False
     subprocess.run(["fusermount3", "-uz", mountpoint], check=False, capture_output=True)
     return True
@@ -181,9 +182,10 @@ def _mount_background(args: argparse.Namespace) -> int:
 
 
 def _umount(args: argparse.Namespace) -> int:
+    from .ctl.protocol import mountpoint_path
     from .fs.server import PROBE_SECONDS, mounts_below, probe, unmount
     mnt, below = args.mountpoint, mounts_below(args.mountpoint)
-    if os.path.realpath(mnt) not in below:  # say so: a silent 0 reads as "unmounted"
+    if mountpoint_path(mnt) not in below:  # say so: a silent 0 reads as "unmounted"
         why = "does not exist" if not os.path.lexists(mnt) else "is not a fakeproc mount"
         hint = f" (one is mounted below it: {below[-1]})" if below else ""
         print(f"fakeproc: {mnt} {why}{hint}", file=sys.stderr)
@@ -195,11 +197,13 @@ def _umount(args: argparse.Namespace) -> int:
         return 0
     if state == "live":
         return unmount(mnt)
-    # hung: unmounting needs no answer from the server; then end it (stopped, it
-    # takes the SIGTERM when continued)
+    # hung: end it (stopped, it takes the SIGTERM when continued) once detached. A
+    # lazy unmount of the outer mount takes the inner one along, and names neither by
+    # a path walk through the outer mount, whose directories would ask the hung
+    # server for their attributes once the kernel's cache of them expired
     from .ctl.client import server_pid
     pid = server_pid(mnt)
-    rc = unmount(mnt)
+    rc = subprocess.run(["fusermount3", "-uz", mountpoint_path(mnt)], check=False).returncode
     if rc == 0:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)

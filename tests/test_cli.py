@@ -484,3 +484,57 @@ def test_a_mount_point_given_with_a_slash_gives_a_path_to_paste(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"  try: cat {mnt}/sys/devices/system/node/node0/meminfo\n" in out
+
+
+def test_the_mount_point_is_named_without_a_look_at_it(tmp_path, monkeypatch):
+    """A stopped server never answers a GETATTR of its root, and once the root's
+    attributes left the kernel's cache, realpath() of the mount point (an lstat of
+    it) hung `fakeproc umount` and `fakeproc mount` for good. The mount point's path
+    is found from its parent, as fusermount finds it; only a symlink that is not a
+    mount point is followed."""
+    from fakeproc.ctl.protocol import mount_key, mountpoint_path
+    from fakeproc.fs.server import is_mounted as mounted_here, mounts_below
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        link = tmp_path / "link"
+        link.symlink_to("mnt")
+        real_lstat = os.lstat
+
+        def lstat(path, *a, **k):
+            assert os.fspath(path) != str(mnt), "looked at the mount point"
+            return real_lstat(path, *a, **k)
+        monkeypatch.setattr(os, "lstat", lstat)
+        for name in (mnt, f"{mnt}/", f"{tmp_path}/./mnt"):
+            assert mountpoint_path(name) == str(mnt)
+        assert mountpoint_path(link) == str(mnt)  # followed: the link itself is no mount
+        assert mounted_here(str(mnt)) and mounts_below(mnt) == [f"{mnt}/sys/devices/system", str(mnt)]
+        assert mount_key(mnt)[0] == str(mnt)
+    finally:
+        monkeypatch.undo()
+        subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, timeout=60)
+
+
+def test_umount_says_when_other_mount_namespaces_keep_a_copy(tmp_path):
+    """`unshare -m` (or a `fakeproc run`) started while a machine is mounted copies
+    the mount into its namespace; `fakeproc umount` removes ours, and says that the
+    server goes on serving the copy (it exits once that namespace ends)."""
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([*FAKEPROC, "mount", str(mnt), "--paused"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    server = int(re.search(r"serving as pid (\d+)", r.stdout).group(1))
+    holder = subprocess.Popen(["unshare", "-m", "sleep", "60"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"))
+        u = subprocess.run([*FAKEPROC, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+        assert u.returncode == 0 and not is_mounted(mnt), u.stderr
+        assert f"{mnt} is unmounted here, but 1 other mount namespace(s) hold a copy of it " \
+               f"(pid {holder.pid}:" in u.stderr
+        assert _state(server) != "Z"  # still serving the copy
+    finally:
+        holder.kill()
+        holder.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{server}") or _state(server) == "Z")

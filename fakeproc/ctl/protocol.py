@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,32 @@ def _finite_float(text: str) -> float:
 
 # ---- where the socket lives ------------------------------------------------------------
 
+def mountpoint_path(mountpoint: str | os.PathLike[str], _links: int = 40) -> str:
+    """The mount point's canonical path, as /proc/mounts shows it, found without a
+    look at the mount point itself: realpath() would lstat it, and a stopped server
+    never answers that (fusermount resolves the same way, its parent only). A last
+    component that is a symlink (so not a mount point) is followed, the same way."""
+    path = os.path.abspath(os.fspath(mountpoint))
+    parent, name = os.path.split(path)
+    if not name:  # "/"
+        return path
+    real = os.path.join(os.path.realpath(parent), name)
+    with open("/proc/self/mounts", errors="surrogateescape") as f:
+        if any(unescape_mount_field(line.split()[1]) == real for line in f):
+            return real
+    if _links and os.path.islink(real):  # not a mount point: its lstat asks no server
+        return mountpoint_path(os.path.join(os.path.dirname(real), os.readlink(real)), _links - 1)
+    return real
+
+
+def unescape_mount_field(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as \\ooo (the rest as is)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mount_key(mountpoint: str | os.PathLike[str]) -> tuple[str, str]:
-    """(realpath, 16 hex digits naming its runtime directory)."""
-    real = os.path.realpath(mountpoint)
+    """(canonical path, 16 hex digits naming its runtime directory)."""
+    real = mountpoint_path(mountpoint)
     return real, hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
 
 

@@ -15,7 +15,6 @@ import functools
 import itertools
 import logging
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -38,6 +37,7 @@ from .procview import make_procview
 from .sysmount import SystemMount
 from .upstream import MEMORY_TIERING, PROC_SYS, SYS_KERNEL_MM, only_upstream
 from .proc_flush import ProcFlush, fuse_fds, session_fd
+from ..ctl.protocol import mountpoint_path, unescape_mount_field
 from .seq_file import SeqFile, Split
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
                    per_process, resolve)
@@ -831,25 +831,20 @@ def is_stale(mountpoint: str) -> bool:
 
 
 def is_mounted(mountpoint: str) -> bool:
-    target = os.path.realpath(mountpoint)
+    target = mountpoint_path(mountpoint)
     with open("/proc/self/mounts", errors="surrogateescape") as f:
-        return any(_unescape_mount_field(line.split()[1]) == target for line in f)
-
-
-def _unescape_mount_field(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as \\ooo (the rest as is)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+        return any(unescape_mount_field(line.split()[1]) == target for line in f)
 
 
 def mounts_below(mountpoint: str | os.PathLike[str]) -> list[str]:
     """This package's mounts at or below mountpoint, innermost first (the order they
     must be unmounted in: /sys/devices/system sits inside the main mount)."""
-    top = os.path.realpath(mountpoint)
+    top = mountpoint_path(mountpoint)
     found = []
     with open("/proc/self/mounts", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
-            target = _unescape_mount_field(fields[1])
+            target = unescape_mount_field(fields[1])
             if fields[0] == FSNAME and (target == top or target.startswith(top.rstrip("/") + "/")):
                 found.append(target)
     return sorted(found, key=lambda t: t.count("/"), reverse=True)
@@ -863,11 +858,42 @@ def unmount(mountpoint: str | os.PathLike[str]) -> int:
     holders = _holders(targets)
     if holders:
         return _in_use(str(mountpoint), f" (pid {', '.join(map(str, holders[:5]))})")
+    devices = _devices(targets)
     for target in targets:
         r = subprocess.run(["fusermount3", "-u", target], check=False)
         if r.returncode:
             return _in_use(target, "", r.returncode)
+    copies = _copies_elsewhere(devices)
+    if copies:  # unmounted here; the server goes on serving them, and says why not gone
+        print(f"fakeproc: {mountpoint} is unmounted here, but {len(copies)} other mount "
+              f"namespace(s) hold a copy of it (pid {', '.join(map(str, copies[:5]))}: e.g. a "
+              "`fakeproc run` or `unshare -m` started while it was mounted); its server "
+              "serves them until they end", file=sys.stderr)
     return 0
+
+
+def _devices(targets: list[str]) -> set[str]:
+    """The "major:minor" of each mount (a FUSE connection's device, the same in every
+    mount namespace that holds a copy)."""
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
+        return {fields[2] for fields in map(str.split, f) if unescape_mount_field(fields[4]) in targets}
+
+
+def _copies_elsewhere(devices: set[str]) -> list[int]:
+    """One pid for each other mount namespace that still holds one of the devices."""
+    own, seen, found = os.readlink("/proc/self/ns/mnt"), set(), []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+            if ns == own or ns in seen:
+                continue
+            seen.add(ns)
+            with open(f"/proc/{pid}/mountinfo", errors="surrogateescape") as f:
+                if any(line.split()[2] in devices for line in f):
+                    found.append(int(pid))
+        except OSError:
+            continue  # gone, or a kernel thread
+    return found
 
 
 def _in_use(target: str, who: str, code: int = 1) -> int:
@@ -886,7 +912,7 @@ def _holders(targets: list[str]) -> list[int]:
     with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
-            if _unescape_mount_field(fields[4]) in targets:
+            if unescape_mount_field(fields[4]) in targets:
                 ids.add(fields[0].encode())
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from ..ctl.client import Client
 from ..ctl.protocol import MAX_LINE, CtlError, pack_bytes, unpack_bytes
-from ..fs.server import is_mounted, is_serving, mounts_below, probe, realproc_dir
+from ..fs.server import is_mounted, is_serving, probe, realproc_dir
 from . import jobs, namespace, seccomp
 from .fcntl import fcntl_handler, fionbio_handler
 from .lseek import lseek_handler
@@ -164,8 +164,8 @@ def _remove_stale_run_dirs() -> None:
                 continue  # its runner is alive
             mnt = tmp / "mnt"
             if is_mounted(mnt) and probe(str(mnt)) == "stale":  # never waits on a hung one
-                for inner in mounts_below(mnt):
-                    subprocess.run(["fusermount3", "-uz", inner], check=False, capture_output=True)
+                # lazily: the inner mount goes along, unnamed (no walk through the outer)
+                subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, capture_output=True)
             if not is_mounted(mnt):
                 _remove_run_dir(tmp)
         except (OSError, ValueError):

@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--machine", metavar="FILE", help="machine/scenario TOML file")
     r.add_argument("--mount", metavar="DIR", help="use (or create) the mount at DIR")
     r.add_argument("--rate", type=_rate, default=1.0, help="virtual seconds per second")
-    r.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False)
+    r.add_argument("--paused", action=argparse.BooleanOptionalAction, default=False,
+                   help="start the machine with its virtual clock stopped")
     r.add_argument("--report", metavar="DIR", help="save the ground truth (JSON, plots) there "
                    "and print its table when CMD ends")
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

@@ -156,3 +156,29 @@ def test_a_write_only_attribute_reads_eio_once_chmod_lets_it_open(mnt):
             assert errno_of(lambda: os.read(fd, 4096)) == errno.EIO
         finally:
             os.close(fd)
+
+
+@pytest.mark.parametrize("rel", [f"{NODE}/node0/distance", f"{NODE}/node1/meminfo"])
+def test_a_refused_store_through_a_shared_mapping_leaves_no_trace(mnt, rel):
+    """kernfs refuses the mmap (ENODEV, deviation z5); under /sys/devices/system root
+    may map an attribute shared and writable, and the store lands in the host's page
+    cache. Its writeback is refused (EACCES), and the host must then drop the page:
+    readers see the attribute's own bytes again, not what root stored."""
+    import mmap
+    import time
+    path = mnt.path / rel
+    orig = path.read_bytes()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        mapping = mmap.mmap(fd, len(orig), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mapping[0:2] = b"99"
+        with pytest.raises(OSError) as e:
+            mapping.flush()  # msync: the writeback's refusal
+        assert e.value.errno == errno.EACCES
+        mapping.close()
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 5
+    while (now := path.read_bytes()) != orig and time.monotonic() < deadline:
+        time.sleep(0.01)  # the host drops the page as soon as the server's notice lands
+    assert now == orig and not now.startswith(b"99")

@@ -47,7 +47,9 @@ import functools
 import itertools
 import logging
 import os
+import queue
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,7 @@ class SystemMount:
         self.latest: dict[int, int] = {}            # main-table inode -> its latest nodeid
         self._nodeids = itertools.count(VERSION_BASE)
         self._session: Any = None
+        self._inval: queue.SimpleQueue[int | None] | None = None  # nodeids to drop (_dropper)
 
     # ---- lifetime -------------------------------------------------------------------
     def mount(self) -> None:
@@ -153,6 +156,10 @@ class SystemMount:
         runs; the main mount's lazy unmount then takes the dead mount with it). Only
         where nothing pumps it: serve()'s end, or after trio.run."""
         global _active
+        if self._inval is not None:
+            self._inval.put(None)  # the dropper ends before the session goes
+            self._dropper.join(5)
+            self._inval = None
         if self._session is not None:
             try:
                 trio.lowlevel.notify_closing(lib.fp_fuse_fd(self._session))
@@ -287,7 +294,31 @@ class SystemMount:
         kernfs has no such copy: the inode's mtime moves, so the GETATTR the host asks
         before its next read of it makes it drop the page (auto_inval_data), and reads
         through this descriptor go on showing its open's rendering; the next open gets
-        a new inode."""
+        a new inode. A refused write leaves the host's page holding bytes the
+        attribute never had (root's shared writable mmap of it, deviation z5): the
+        host is told to drop that page."""
+        try:
+            return self._store(nodeid, data)
+        except pyfuse3.FUSEError:
+            self._drop_later(nodeid)
+            raise
+
+    def _drop_later(self, nodeid: int) -> None:
+        """Have the host drop its pages of nodeid, from a thread of its own (see
+        fp_fuse_inval_inode); the refusal's reply goes first, from this one."""
+        if self._inval is None:
+            self._inval = queue.SimpleQueue()
+            self._dropper = threading.Thread(target=self._drop, args=(self._session, self._inval),
+                                             name="sysmount-inval", daemon=True)
+            self._dropper.start()
+        self._inval.put(nodeid)
+
+    @staticmethod
+    def _drop(session: Any, todo: "queue.SimpleQueue[int | None]") -> None:
+        while (nodeid := todo.get()) is not None:
+            lib.fp_fuse_inval_inode(session, nodeid)  # ENOENT: the host has no such inode
+
+    def _store(self, nodeid: int, data: bytes) -> int:
         ino, entry, ectx = self._file(nodeid, "write", 0o222)
         if entry.store is None:
             raise pyfuse3.FUSEError(entry.write_errno)  # writable by chmod, no store()

@@ -206,6 +206,14 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* ---- the session ------------------------------------------------------------------- */
 
+/* Drop the host's cached pages of ino (FUSE_NOTIFY_INVAL_INODE). Never from the thread
+ * that pumps the session: invalidating a dirty page writes it back first, and that
+ * WRITE needs the pump. */
+int fp_fuse_inval_inode(struct fp_fuse *f, uint64_t ino)
+{
+    return fuse_lowlevel_notify_inval_inode(f->se, ino, 0, 0);
+}
+
 struct fp_fuse *fp_fuse_mount(const char *mountpoint, const char *options)
 {
     char *argv[] = {"fakeproc", "-o", (char *)options, NULL};

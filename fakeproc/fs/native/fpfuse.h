@@ -67,6 +67,7 @@ int fp_fuse_fd(struct fp_fuse *f);
 int fp_fuse_pump(struct fp_fuse *f, int max);
 int fp_fuse_detach(const char *mountpoint);
 void fp_fuse_destroy(struct fp_fuse *f);
+int fp_fuse_inval_inode(struct fp_fuse *f, uint64_t ino);
 
 void fp_req_ctx(void *req, uint32_t *uid, uint32_t *gid, int32_t *pid);
 int fp_reply_err(void *req, int err);

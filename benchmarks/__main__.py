@@ -467,6 +467,32 @@ def bench_move_pages(reps: int, tmp: Path) -> list[Result]:
                    "real move_pages, pages already in place", baseline, higher_is_better=True)]
 
 
+def bench_runner_costs(reps: int, tmp: Path) -> list[Result]:
+    """What the runner adds to a program's calls (benchmarks/runner_costs.c), the same
+    program run under `fakeproc run` and outside it: an intercepted move_pages(2) of
+    2 emulated pages against the real one on its own pages, and calls every program
+    makes that the filter stops: lseek(SEEK_CUR), read-only opens of a file and of its
+    own status."""
+    exe = tmp / "runner_costs"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(REPO / "benchmarks" / "runner_costs.c")],
+                   check=True)
+    (tmp / "m.toml").write_text(MOVE_MACHINE)
+    run = subprocess.run([sys.executable, "-m", "fakeproc", "run", "--paused", "--machine",
+                          str(tmp / "m.toml"), "--", str(exe), str(MOVE_PID), hex(BASE), str(reps)],
+                         capture_output=True, text=True, timeout=900)
+    host = subprocess.run([str(exe), "0", "0", str(reps)], capture_output=True, text=True, timeout=900)
+    if run.returncode or host.returncode:
+        raise RuntimeError(f"runner_costs failed: {run.stderr[-2000:]}{host.stderr[-2000:]}")
+    ours = list(zip(*[map(float, line.split()) for line in run.stdout.splitlines()]))
+    real = list(zip(*[map(float, line.split()) for line in host.stdout.splitlines()]))
+    names = ("move_pages of 2 pages, under fakeproc run", "lseek(SEEK_CUR), under fakeproc run",
+             "open+close of a small file, under fakeproc run",
+             "open+close of /proc/self/status, under fakeproc run")
+    baselines = ("real move_pages of 2 own pages", "the same outside the runner",
+                 "the same outside the runner", "the same outside the runner (the host's file)")
+    return [Result(n, "ns", list(o), b, list(r)) for n, b, o, r in zip(names, baselines, ours, real)]
+
+
 TIB_MACHINE = REPO / "benchmarks/machines/1tib.toml"
 TIB_PIDS = (4300001, 4300002)
 
@@ -549,6 +575,7 @@ def main() -> int:
                          ("sysfs", lambda: bench_sysfs(reps, tmp / "sysfs")),
                          ("touches", lambda: bench_touches(pages, reps, tmp / "touches")),
                          ("move", lambda: bench_move_pages(reps, tmp / "move")),
+                         ("runner", lambda: bench_runner_costs(reps, tmp / "runner")),
                          ("fork", lambda: [bench_fork(pages // 16, reps)]),
                          ("startup", lambda: [bench_startup(reps, tmp / "startup")])):
             (tmp / name).mkdir(exist_ok=True)

@@ -1052,9 +1052,9 @@ def test_processes_cmd_leaves_are_ended_when_it_ends(tmp_path):
     assert "ending the 3 process(es) it left" in r.stderr and all(str(p) in r.stderr for p in left)
 
 
-def test_a_signal_to_the_runners_process_group_reaches_cmd_once(tmp_path):
-    """CMD has a process group of its own: a group kill of the runner's group (what a
-    terminal without job control, or a supervisor, sends) reaches it once, forwarded."""
+def test_a_signal_to_the_runner_reaches_cmd_once(tmp_path):
+    """kill(RUNNER, SIGINT), as a script that started the runner in the background
+    ends it: CMD gets it once, passed on."""
     prog = tmp_path / "count.py"
     prog.write_text("import signal, sys, time\nn = 0\n"
                     "def h(s, f):\n    global n; n += 1\n"
@@ -1063,15 +1063,33 @@ def test_a_signal_to_the_runners_process_group_reaches_cmd_once(tmp_path):
     proc = subprocess.Popen([*RUN, sys.executable, str(prog)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline() == "ready\n"
-    os.killpg(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out == "1\n", err
 
 
+def test_run_in_process_leaves_the_callers_children_alone(tmp_path):
+    """run() called in a process with children of its own: they are not CMD's, so
+    they are neither ended nor reaped by it, and the process is no subreaper after."""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import ctypes, subprocess, sys\n"
+        "from fakeproc.run.runner import run\n"
+        "quick = subprocess.Popen(['sh', '-c', 'exit 3'])\n"
+        "slow = subprocess.Popen(['sh', '-c', 'sleep 3; exit 7'])\n"
+        "rc = run(['sh', '-c', 'sleep 1 & exit 5'], paused=True)\n"
+        "flag = ctypes.c_int(9)\n"
+        "ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)\n"
+        "print(rc, quick.wait(), slow.wait(), flag.value)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["5", "3", "7", "0"], r.stderr
+    assert "ending the 1 process(es) it left" in r.stderr  # CMD's own `sleep 1 &`
+
+
 def test_ctrl_c_and_ctrl_z_from_a_terminal(tmp_path):
-    """In a terminal CMD is the foreground job: Ctrl-C reaches it once (not also
-    through the runner); Ctrl-Z stops it and the runner stops too, as a shell's job
-    does, and a SIGCONT to the runner (fg) gives CMD the terminal back."""
+    """In an interactive shell CMD and the runner are one job: Ctrl-C (the kernel's
+    SIGINT to the foreground group) reaches CMD once, not also through the runner;
+    Ctrl-Z stops the job, `fg` continues it, and the job's status is CMD's."""
     import pty
     import select
     prog = tmp_path / "count.py"
@@ -1081,7 +1099,8 @@ def test_ctrl_c_and_ctrl_z_from_a_terminal(tmp_path):
                     "while n < 2:\n    time.sleep(0.02)\nsys.exit(7)\n")
     pid, fd = pty.fork()
     if pid == 0:
-        os.execv(sys.executable, [sys.executable, *RUN[1:], sys.executable, str(prog)])
+        os.environ.update(PS1="$ ", TERM="dumb")
+        os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
     out = b""
 
     def until(word: bytes) -> None:
@@ -1092,20 +1111,22 @@ def test_ctrl_c_and_ctrl_z_from_a_terminal(tmp_path):
             if select.select([fd], [], [], 0.1)[0]:
                 out += os.read(fd, 4096)
     try:
+        os.write(fd, " ".join([*RUN, sys.executable, str(prog)]).encode() + b"\n")
         until(b"ready")
         os.write(fd, b"\x03")
         until(b"INT 1")
         os.write(fd, b"\x1a")
-        _, status = os.waitpid(pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.2)  # the runner hands the terminal back, then CMD gets the next one
+        until(b"Stopped")
+        os.write(fd, b"fg\n")
+        time.sleep(0.5)
         os.write(fd, b"\x03")
         until(b"INT 2")
-        _, status = os.waitpid(pid, 0)
+        os.write(fd, b"echo rc=$?\n")
+        until(b"rc=7")
     finally:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 7
     assert out.count(b"INT ") == 2, out
 
 

@@ -40,7 +40,7 @@ from .proc_flush import ProcFlush, fuse_fds, session_fd
 from ..ctl.protocol import mountpoint_path, unescape_mount_field
 from .seq_file import SeqFile, Split
 from .tree import (Ctx, Dir, Entry, File, InodeTable, Link, Special, decimal, file_mode, list_children,
-                   per_process, resolve)
+                   per_process, resolve, subdir_count)
 
 if TYPE_CHECKING:
     from ..ctl.clock import VirtualClock
@@ -333,7 +333,7 @@ class FakeprocFS(pyfuse3.Operations):
         """Positions 0 and 1 are '.' and '..' (a readdirplus reply counts no lookup
         for them), the children follow from 2."""
         children = self.dir_entries(fh, start_id)
-        for i, (name, attrs) in enumerate(self.dir_dots(fh)[start_id:2], start_id):
+        for i, (name, attrs) in enumerate(self.dir_dots(fh)[start_id:] if start_id < 2 else [], start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
                 return
         start_id = max(start_id, 2)
@@ -630,8 +630,8 @@ def _nlink(path: tuple[str, ...], entry: Entry, ctx: Ctx) -> int:
     if _kept_key(path)[:2] == ("proc", "sys"):
         return 1
     try:
-        return 2 + sum(isinstance(e, Dir) for _, e, _ in list_children(entry, ctx))
-    except LookupError:  # a process that went away while listed
+        return 2 + subdir_count(entry, ctx)
+    except LookupError:  # a process that went away while counted
         return 2
 
 

@@ -468,7 +468,8 @@ def fp_op_readdir(m: SystemMount, req: Any, ino: int, size: int, off: int, fh: i
     used = 0
     children = fs.dir_entries(fh, off)
     # '.' and '..' first, as on the main connection, then the children
-    slots = [(name, functools.partial(lambda a: a, a)) for name, a in fs.dir_dots(fh)]
+    slots = [(name, functools.partial(lambda a: a, a)) for name, a in fs.dir_dots(fh)] if off < 2 \
+        else [("", lambda: None)] * 2  # not sent again: only their positions count
     slots += [(name, functools.partial(fs._attrs, path, entry, ectx)) for name, entry, ectx, path in children]
     for i, (name, attrs) in enumerate(slots[off:], off):
         try:

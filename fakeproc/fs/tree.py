@@ -181,6 +181,22 @@ def list_children(d: Dir, ctx: Ctx) -> list[tuple[str, Entry, Ctx]]:
     return out + listed
 
 
+def subdir_count(d: Dir, ctx: Ctx) -> int:
+    """How many of d's children are directories, without building their entries
+    where a lister names only directories (/proc's pids, a task's threads)."""
+    seen = {e.name for e in d.children}
+    count = sum(isinstance(e, Dir) for e in d.children)
+    for lister in d.listers:
+        if isinstance(lister.child, Dir):
+            count += sum(1 for name in lister.names(ctx) if name not in seen)
+        elif not isinstance(lister.child, (File, Special, Link)):  # picked per name
+            for name in lister.names(ctx):
+                value = lister.parse(ctx, name)
+                if value is not None and name not in seen:
+                    count += isinstance(lister.entry(ctx.bind(lister.key, value)), Dir)
+    return count
+
+
 def resolve(root: Dir, ctx: Ctx, path: Sequence[str]) -> tuple[Entry, Ctx] | None:
     """Walk a path of names from the root; None when any part is missing."""
     entry: Entry = root

@@ -178,13 +178,11 @@ def _remove_run_dir(tmp: Path) -> None:
     tmp.rmdir()
 
 
-def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket,
-           tty: int | None) -> None:
-    """In the forked child: become a job (its own process group, the terminal), enter
-    the namespace, install the seccomp filter, hand its listener to the parent, exec.
-    Never returns."""
+def _child(argv: Sequence[str], mnt: Path, realproc: Path, sock: socket.socket) -> None:
+    """In the forked child: a job's signal state, enter the namespace, install the
+    seccomp filter, hand its listener to the parent, exec. Never returns."""
     try:
-        jobs.in_child(tty)
+        jobs.in_child()
         namespace.enter(mnt, realproc)
         listener = seccomp.install_filter(INTERCEPT)
         socket.send_fds(sock, [b"ok"], [listener])
@@ -204,8 +202,9 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
     With report_dir, the recorded ground truth is saved there (report.json, plots) and
     its table printed to stderr when CMD ends; a report that cannot be saved is said
     on stderr and CMD's status is still returned."""
-    jobs.become_subreaper()
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, jobs.BLOCKED)
+    was_subreaper = jobs.subreaper()
+    jobs.subreaper(True)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, jobs.FORWARDED)
     try:
         return _run_machine(argv, machine, mount, rate, paused, report_dir)
     except Interrupted as e:
@@ -214,11 +213,13 @@ def run(argv: Sequence[str], *, machine: str | None = None, mount: str | None = 
         while jobs.take_signal(0) is not None:
             pass  # meant for CMD, which has ended: not for whoever called run()
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        jobs.subreaper(was_subreaper)
 
 
 def _run_machine(argv: Sequence[str], machine: str | None, mount: str | None, rate: float,
                  paused: bool, report_dir: str | None) -> int:
-    m = Machine.start(machine, mount, rate, paused, pause=jobs.take_signal)
+    m = Machine.start(machine, mount, rate, paused,
+                      pause=lambda t: (info := jobs.take_signal(t)) and info.si_signo)
     try:
         with Client(m.mountpoint) as client:  # attached while it is open
             _refuse_low_pids(m, client)
@@ -298,18 +299,17 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     facts = _facts(m.mountpoint)
     parent_sock, child_sock = socket.socketpair()
     runner = os.getpid()
-    tty = jobs.controlling_tty()
+    before = jobs.children(os.getpid())  # the emulator's, a caller's: not CMD's
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
         die_with(runner, signal.SIGKILL)  # without its supervisor CMD's syscalls would fail
-        _child(argv, m.mountpoint, realproc, child_sock, tty)
-    jobs.in_parent(pid)
+        _child(argv, m.mountpoint, realproc, child_sock)
     child_sock.close()
     _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)  # nothing if the child failed
     parent_sock.close()
     if not fds:
-        return _wait(pid, m, tty)
+        return _wait(pid, m, before)
     policies: TaskStates[Policy | None] = TaskStates(pid)
     masks: TaskStates[int] = TaskStates(pid)
     tell, open_status = _hostview(client, m.mountpoint)
@@ -330,7 +330,7 @@ def _run_in(m: Machine, argv: Sequence[str], client: Client) -> int:
     }))
     sup.start()
     try:
-        return _wait(pid, m, tty)
+        return _wait(pid, m, before)
     finally:
         sup.stop()
 
@@ -427,24 +427,18 @@ def _migrate_pages(client: Client):  # noqa: ANN202
     return emulate
 
 
-def _wait(pid: int, m: Machine, tty: int | None) -> int:
-    """Wait for CMD as a shell waits for a job (run/jobs.py): forward the signals the
-    runner gets, pass its terminal stops up, reap what it leaves; kill it if the
-    emulator dies. When it ends, end the processes it left. Its exit status, or 128+N."""
-    keep = {pid} | ({m.proc.pid} if m.proc is not None else set())
+def _wait(pid: int, m: Machine, before: set[int]) -> int:
+    """Wait for CMD (run/jobs.py): pass on the signals the runner gets that CMD did not
+    get too, reap what it leaves; kill it if the emulator dies. When it ends, end the
+    processes it left. before: the runner's children that are not CMD's. Its exit
+    status, or 128+N."""
+    keep = {pid} | before | ({m.proc.pid} if m.proc is not None else set())
     try:
         while True:
-            sig = jobs.take_signal(0.02)
-            if sig is not None:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            done, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
-            if done and os.WIFSTOPPED(status):
-                if tty is not None and os.WSTOPSIG(status) in jobs.TERMINAL_STOPS:
-                    jobs.suspend(pid, tty)
-                continue
+            info = jobs.take_signal(0.02)
+            if info is not None:
+                jobs.forward(info, pid)
+            done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
                     else 128 + os.WTERMSIG(status)
@@ -456,5 +450,4 @@ def _wait(pid: int, m: Machine, tty: int | None) -> int:
                 print(f"fakeproc run: the emulator died; CMD was killed\n{tail}", file=sys.stderr)
                 return EMULATOR_DIED
     finally:
-        jobs.finish(tty)
         jobs.end_the_rest(keep)

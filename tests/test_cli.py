@@ -507,8 +507,13 @@ def test_the_mount_point_is_named_without_a_look_at_it(tmp_path, monkeypatch):
             assert os.fspath(path) != str(mnt), "looked at the mount point"
             return real_lstat(path, *a, **k)
         monkeypatch.setattr(os, "lstat", lstat)
-        for name in (mnt, f"{mnt}/", f"{tmp_path}/./mnt"):
+        (tmp_path / "sub" / "deep").mkdir(parents=True)
+        (tmp_path / "up").symlink_to(tmp_path / "sub" / "deep")
+        for name in (mnt, f"{mnt}/", f"{mnt}/.", f"{tmp_path}/./mnt", f"{tmp_path}/sub/../mnt"):
             assert mountpoint_path(name) == str(mnt)
+        # ".." after a symlink goes up from where the link points, as the kernel goes
+        # (not lexically, which would give tmp_path/deep)
+        assert mountpoint_path(f"{tmp_path}/up/../deep") == str(tmp_path / "sub" / "deep")
         assert mountpoint_path(link) == str(mnt)  # followed: the link itself is no mount
         assert mounted_here(str(mnt)) and mounts_below(mnt) == [f"{mnt}/sys/devices/system", str(mnt)]
         assert mount_key(mnt)[0] == str(mnt)

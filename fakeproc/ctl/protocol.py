@@ -132,10 +132,12 @@ def mountpoint_path(mountpoint: str | os.PathLike[str], _links: int = 40) -> str
     look at the mount point itself: realpath() would lstat it, and a stopped server
     never answers that (fusermount resolves the same way, its parent only). A last
     component that is a symlink (so not a mount point) is followed, the same way."""
-    path = os.path.abspath(os.fspath(mountpoint))
+    path = os.path.join(os.getcwd(), os.fspath(mountpoint))  # ".." resolved physically, below
+    while path.endswith(("/", "/.")) and len(path) > 1:
+        path = path[:-2] if path.endswith("/.") else path[:-1]
     parent, name = os.path.split(path)
-    if not name:  # "/"
-        return path
+    if name in ("", "..", "."):  # "/", or a path ending in "..": no mount point's own name
+        return os.path.realpath(path)
     real = os.path.join(os.path.realpath(parent), name)
     with open("/proc/self/mounts", errors="surrogateescape") as f:
         if any(unescape_mount_field(line.split()[1]) == real for line in f):

@@ -17,11 +17,11 @@ from rich.table import Table
 def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per process: windows, accesses, DRAM hit and oracle hit (access-weighted), pages
     demoted by reclaim, moved by syscalls each way, and pages scans silently missed."""
-    by_pid: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for s in report["samples"]:
-        by_pid[s["pid"]].append(s)
+    by_pid: dict[tuple[int, float], list[dict[str, Any]]] = defaultdict(list)
+    for s in report["samples"]:  # a pid used again is another process (its start time)
+        by_pid[s["pid"], s.get("started", 0.0)].append(s)
     rows = []
-    for pid, ss in sorted(by_pid.items()):
+    for (pid, _), ss in sorted(by_pid.items()):
         served = sum(s["dram"] + s["pmem"] for s in ss)
         counted = sum(s["total"] for s in ss)
         rows.append({

@@ -195,3 +195,105 @@ def test_missed_pages_are_those_no_later_read_reports(recover, reads, want):
         c.call("clock", action="step", seconds=1)
         samples = [s for s in c.call("report")["samples"] if s["pid"] == 300]
         assert sum(s["idle_missed"] for s in samples) == want
+
+
+# A process touching its 1024 pages in order, once each per second: pages 0-511 are
+# on DRAM, 512-1023 on PMEM. So a whole window is 512 DRAM + 512 PMEM touches, and
+# half a window from page 0 is 512 DRAM touches.
+SEQ = """
+[[node]]
+type = "dram"
+size = "256MiB"
+cpus = "0-1"
+[[node]]
+type = "pmem"
+size = "256MiB"
+[[process]]
+pid = 100
+name = "app"
+[[process.vma]]
+start = 0x7f0000000000
+size = "4MiB"
+pages = "512 idle@0, 512 idle@1"
+[process.workload]
+pattern = "seq"
+rate = 1024
+"""
+SEQ_WORKLOAD = {"pattern": "seq", "rate": 1024}
+
+
+def served(rec) -> list[tuple[float, int, int, int]]:
+    return [(s.t, s.pid, s.dram, s.pmem) for s in rec.samples]
+
+
+def test_a_replaced_workload_counts_what_each_did_in_the_window():
+    """set_workload (`fakeproc ctl workload`) builds a new workload whose counters
+    start at 0. The window it happens in has the old one's 512 touches (pages
+    0-511, DRAM) and the new one's 512 (pages 0-511 again: it starts from page 0):
+    1024 DRAM, 0 PMEM. It gave -512/-512 when the recorder took the new counts less
+    the old's."""
+    from fakeproc.machine import set_workload
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(1.0)
+    k.advance(0.5)
+    set_workload(k, k.task(100), dict(SEQ_WORKLOAD))
+    k.advance(0.5)
+    k.advance(1.0)
+    assert served(rec) == [(1.0, 100, 512, 512), (2.0, 100, 1024, 0), (3.0, 100, 512, 512)]
+
+
+def test_a_stopped_workload_gives_its_last_window_and_keeps_the_counts_baseline():
+    """Stopping a workload (set_workload None) mid-window: that window has its 512
+    touches; a later restart starts from 0 again, and the daemon's moves between are
+    counted once."""
+    from fakeproc.machine import set_workload
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(1.0)
+    k.advance(0.5)
+    set_workload(k, k.task(100), None)
+    k.advance(0.5)
+    assert migrate.move_pages(k, 100, [BASE + 600 * PAGE], [0], [0], 0x82) == 0
+    k.advance(1.0)                                     # no workload: only the move
+    set_workload(k, k.task(100), dict(SEQ_WORKLOAD))
+    k.advance(1.0)                                     # page 600 is on DRAM now
+    assert [(s.t, s.dram, s.pmem, s.promoted_syscall) for s in rec.samples] == [
+        (1.0, 512, 512, 0), (2.0, 512, 0, 0), (3.0, 0, 0, 1), (4.0, 513, 511, 0)]
+
+
+def test_a_process_that_exits_mid_window_keeps_its_last_half_window():
+    """exit half way through a window: its 512 touches (pages 0-511, DRAM) are
+    sampled at the window's end; the oracle cannot judge pages that are gone
+    (total and oracle 0). It had no sample at all before."""
+    from fakeproc.report import summarize
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(1.0)
+    k.advance(0.5)
+    k.exit(100)
+    k.advance(0.5)
+    last = rec.samples[-1]
+    assert served(rec) == [(1.0, 100, 512, 512), (2.0, 100, 512, 0)]
+    assert (last.total, last.oracle_dram) == (0, 0)
+    (row,) = summarize(rec.report())
+    assert row["accesses"] == 1536 and row["dram_hit"] == 1024 / 1536
+
+
+def test_a_pid_used_again_is_another_process():
+    """A process spawned with the pid of one that exited starts from 0: its first
+    window is 512 + 512 (it was 0 + 0, its counts less the old process's); the report
+    shows the two as two rows."""
+    from fakeproc.machine import add_process
+    from fakeproc.report import summarize
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(1.0)
+    k.exit(100)
+    add_process(k, {"pid": 100, "name": "again",
+                    "vma": [{"start": BASE, "size": "4MiB", "pages": "512 idle@0, 512 idle@1"}],
+                    "workload": dict(SEQ_WORKLOAD)}, "spawn")
+    k.advance(1.0)
+    assert served(rec) == [(1.0, 100, 512, 512), (2.0, 100, 512, 512)]
+    rows = summarize(rec.report())
+    assert [(r["pid"], r["name"], r["accesses"]) for r in rows] == [(100, "app", 1024), (100, "again", 1024)]

@@ -226,6 +226,8 @@ class Kernel:
     def exit(self, pid: int, *, zombie: bool = False) -> None:
         """The process exits: its address space is freed; a zombie keeps its pid."""
         task = self.tasks[pid]
+        if self.recorder is not None:
+            self.recorder.exiting(task)  # its last window, while its counters are there
         if task.mm_id is not None:
             lib.fp_mm_destroy(self.native, task.mm_id)
             del self._mms[task.mm_id]

@@ -18,6 +18,7 @@ from .native import check, ffi, lib
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .task import Task
+    from .workload import Workload
 
 HEAT_BUCKETS = 64
 MAX_SAMPLES = 20000  # the oldest are dropped past this (a long-running mount)
@@ -40,6 +41,7 @@ class Sample:
     idle_missed: int       # present pages idle_pages reads skipped without a report
     heat: list[list[float]] = field(default_factory=list)  # per bucket [accesses, dram share]
     windows: int = 1       # windows it covers (an advance across several gives one sample)
+    started: float = 0.0   # the process's start time: a pid used again is another process
 
     @property
     def dram_hit(self) -> float:
@@ -52,8 +54,17 @@ class Sample:
 
 @dataclass
 class _Last:
-    served: dict[int | None, int]
+    """What a process's counters were at its last sample: the task they are of (a pid
+    used again is another task), each workload's touches per node (a workload
+    replaced since still counts what it did before it went; a new one starts at 0),
+    and its address space's counters."""
+
+    task: "Task"
+    served: list[tuple["Workload", dict[int | None, int]]]
     mm: tuple[int, int, int, int]
+
+
+MM_ZERO = (0, 0, 0, 0)
 
 
 class Recorder:
@@ -65,6 +76,7 @@ class Recorder:
         self.samples: list[Sample] = []
         self.heat_ranges: dict[int, tuple[int, int]] = {}
         self._last: dict[int, _Last] = {}
+        self._ended: list[Sample] = []  # the last, partial windows of processes gone since
         self._next = kernel.clock + window
 
     def dram_capacity(self) -> int:
@@ -109,32 +121,78 @@ class Recorder:
         return [[int(acc[i]), (int(dram[i]) / int(pages[i])) if pages[i] else -1.0]
                 for i in range(HEAT_BUCKETS)]
 
+    def _workloads(self, t: "Task") -> list["Workload"]:
+        return [wl for wl in (t.workload, t.vm.workload if t.vm else None) if wl is not None]
+
+    def _counts(self, t: "Task") -> tuple[dict[int | None, int], tuple[int, ...], _Last]:
+        """The task's touches per node and its address space's counters since its last
+        sample, and what to remember for the next."""
+        last = self._last.get(t.pid)
+        if last is None or last.task is not t:
+            last = _Last(t, [], MM_ZERO)
+        now = self._workloads(t)
+        node_ids = self.kernel.node_ids
+        delta: dict[int | None, int] = {}
+        gone = [wl for wl, _ in last.served if all(wl is not w for w in now)]
+        for wl in now + gone:
+            before = next((served for w, served in last.served if w is wl), {})
+            for nid, n in wl.served_by_node(node_ids).items():
+                delta[nid] = delta.get(nid, 0) + n - before.get(nid, 0)
+        mm = self._mm_counters(t) if t.mm_id is not None else last.mm
+        d_mm = tuple(a - b for a, b in zip(mm, last.mm))
+        return delta, d_mm, _Last(t, [(wl, wl.served_by_node(node_ids)) for wl in now], mm)
+
+    def _sample_of(self, t: "Task", t_now: float, delta: dict[int | None, int],
+                   d_mm: tuple[int, ...], oracle_dram: int, total: int,
+                   heat: list[list[float]], windows: int) -> Sample:
+        types = {n.id: n.type for n in self.kernel.nodes}
+        return Sample(
+            t=round(t_now, 6), pid=t.pid, name=t.name,
+            dram=sum(n for nid, n in delta.items() if nid is not None and types[nid] == "dram"),
+            pmem=sum(n for nid, n in delta.items() if nid is not None and types[nid] == "pmem"),
+            oracle_dram=oracle_dram, total=total, demoted_reclaim=d_mm[0],
+            demoted_syscall=d_mm[1], promoted_syscall=d_mm[2], idle_missed=d_mm[3],
+            heat=heat, windows=windows, started=t.start_time)
+
+    def exiting(self, t: "Task") -> None:
+        """t exits now (Kernel.exit, before its address space goes): its last, partial
+        window is sampled at the window's end with what it did until now. The
+        oracle cannot judge it then (its pages are gone): total and oracle_dram 0."""
+        if t.pid not in self._last and not self._workloads(t):
+            return
+        delta, d_mm, _ = self._counts(t)
+        self._last.pop(t.pid, None)
+        if any(delta.values()) or any(d_mm):
+            self._ended.append(self._sample_of(t, 0.0, delta, d_mm, 0, 0, [], 1))
+
     def sample(self, t_now: float, windows: int = 1) -> None:
         k = self.kernel
-        tasks = [t for t in k.tasks.values() if t.alive and (t.workload or (t.vm and t.vm.workload))]
-        heat = {t.pid: self._heat(t) for t in tasks}
-        n_mm = max([t.mm_id for t in tasks if t.mm_id is not None], default=0) + 1
+        tasks = [t for t in k.tasks.values() if t.alive and self._workloads(t)]
+        # a process seen before that runs no workload now (it was stopped, or the task
+        # went without exiting()): sampled while its counts still move
+        sampled = {id(t) for t in tasks}
+        stopped = [last.task for last in self._last.values() if id(last.task) not in sampled]
+        live = tasks + [t for t in stopped if t.alive and t.mm_id is not None]
+        heat = {id(t): self._heat(t) for t in live}
+        n_mm = max([t.mm_id for t in live if t.mm_id is not None], default=0) + 1
         total, oracle = ffi.new("uint64_t[]", n_mm), ffi.new("uint64_t[]", n_mm)
         check(lib.fp_oracle(k.native, self.dram_capacity(), total, oracle, n_mm))
-        types = {n.id: n.type for n in k.nodes}
-        for t in tasks:
-            assert t.mm_id is not None
-            served: dict[int | None, int] = {}
-            for wl in (t.workload, t.vm.workload if t.vm else None):
-                for nid, n in (wl.served_by_node(k.node_ids) if wl else {}).items():
-                    served[nid] = served.get(nid, 0) + n
-            mm = self._mm_counters(t)
-            last = self._last.get(t.pid, _Last({}, (0, 0, 0, 0)))
-            delta = {nid: n - last.served.get(nid, 0) for nid, n in served.items()}
-            d_mm = tuple(a - b for a, b in zip(mm, last.mm))
-            self._last[t.pid] = _Last(served, mm)
-            self.samples.append(Sample(
-                t=round(t_now, 6), pid=t.pid, name=t.name,
-                dram=sum(n for nid, n in delta.items() if nid is not None and types[nid] == "dram"),
-                pmem=sum(n for nid, n in delta.items() if nid is not None and types[nid] == "pmem"),
-                oracle_dram=int(oracle[t.mm_id]), total=int(total[t.mm_id]),
-                demoted_reclaim=d_mm[0], demoted_syscall=d_mm[1], promoted_syscall=d_mm[2],
-                idle_missed=d_mm[3], heat=heat[t.pid], windows=windows))
+        for s in self._ended:
+            s.t = round(t_now, 6)
+        self.samples.extend(self._ended)
+        self._ended.clear()
+        for t in tasks + stopped:
+            delta, d_mm, last = self._counts(t)
+            if id(t) in sampled or (t.alive and t.mm_id is not None):
+                self._last[t.pid] = last  # a stopped one keeps its baseline for a restart
+            else:
+                del self._last[t.pid]
+            if id(t) not in sampled and not (any(delta.values()) or any(d_mm)):
+                continue
+            has_mm = t.alive and t.mm_id is not None
+            self.samples.append(self._sample_of(
+                t, t_now, delta, d_mm, int(oracle[t.mm_id]) if has_mm else 0,
+                int(total[t.mm_id]) if has_mm else 0, heat.get(id(t), []), windows))
         del self.samples[:-MAX_SAMPLES]
 
     def flush(self) -> None:

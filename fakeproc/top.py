@@ -120,7 +120,8 @@ class Snapshot:
             return {k: None for k in keys}
         window = float(self.report.get("window") or 1.0)
         earlier = [s["t"] for s in self.report["samples"] if s["t"] < t]
-        length = t - max(earlier) if earlier else min(window, t)
+        covers = max(s.get("windows", 1) for s in ss)  # a long step's one sample covers several
+        length = t - max(earlier) if earlier else min(window * covers, t)
         if length <= 0:
             return {k: None for k in keys}
         return {k: sum(s[k] for s in ss) / length for k in keys}

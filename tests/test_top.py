@@ -106,11 +106,13 @@ def test_top_without_a_mount_fails_cleanly(tmp_path):
     assert "fakeproc top" in r.stderr
 
 
-def _window_rates(window: float, samples: list[tuple[float, int, int]]) -> dict:
-    """Snapshot.window_rates of a report whose samples are (t, pid, demoted_reclaim)."""
+def _window_rates(window: float, samples: list[tuple]) -> dict:
+    """Snapshot.window_rates of a report whose samples are (t, pid, demoted_reclaim[,
+    windows])."""
     report = {"window": window, "samples": [
-        {"t": t, "pid": pid, "demoted_reclaim": n, "promoted_syscall": 2 * n, "demoted_syscall": 0}
-        for t, pid, n in samples]}
+        {"t": t, "pid": pid, "demoted_reclaim": n, "promoted_syscall": 2 * n, "demoted_syscall": 0,
+         "windows": w[0] if w else 1}
+        for t, pid, n, *w in samples]}
     return Snapshot(clock={"now": 0.0}, nodes=[], vmstat={}, procs=[], report=report).window_rates()
 
 
@@ -123,6 +125,8 @@ def _window_rates(window: float, samples: list[tuple[float, int, int]]) -> dict:
     (1.0, [(0.25, 1, 4)], 16.0, 32.0),
     # the first full 2 s window
     (2.0, [(2.0, 1, 4)], 2.0, 4.0),
+    # a first sample covering 5 windows (one 5 s step): 40 pages over 5 s, not 1 s
+    (1.0, [(5.0, 1, 40, 5)], 8.0, 16.0),
 ])
 def test_window_rates_divide_by_the_latest_windows_own_length(window, samples, reclaim, promoted):
     rates = _window_rates(window, samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import signal
 import socket
@@ -434,7 +435,7 @@ def _wait(pid: int, m: Machine, before: set[int]) -> int:
     status, or 128+N."""
     keep = {pid} | before | ({m.proc.pid} if m.proc is not None else set())
     try:
-        while True:
+        for turn in itertools.count():
             info = jobs.take_signal(0.02)
             if info is not None:
                 jobs.forward(info, pid)
@@ -442,7 +443,8 @@ def _wait(pid: int, m: Machine, before: set[int]) -> int:
             if done:
                 return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
                     else 128 + os.WTERMSIG(status)
-            jobs.reap(keep)
+            if turn % 25 == 0:  # about twice a second: an orphan's zombie waits no longer
+                jobs.reap(keep)
             if not m.alive:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 import struct
 import subprocess
 
@@ -680,3 +681,40 @@ def test_kpagecount_marks_the_buddy_allocators_chunks():
                  [[10, 20], [20, 10]])
     assert [_kpc(two, p) for p in (0, 1, 512, 1024, 1536)] == [0, buddy, buddy, buddy, 0]
     assert {struct.unpack("<Q", two.kpageflags(p, 1))[0] for p in range(1, 2048)} == {1 << BUDDY}
+
+
+SPLIT = MACHINE.replace('size = "4MiB"\ncpus', 'size = "512MiB"\ncpus').replace(
+    'type = "pmem"\nsize = "4MiB"', 'type = "pmem"\nsize = "512MiB"')  # 262144 PFNs: 2 MiB of entries
+
+
+@pytest.fixture(scope="module")
+def kpf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kpf") / "kpf"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(pathlib.Path(__file__).parent / "c" / "kpf.c")],
+                   check=True)
+    return str(out)
+
+
+def test_a_read_fuse_splits_is_checked_as_one_call(kpf):
+    """FUSE brings a read of more than one request (1 MiB, less the buffer's offset in
+    its page) as several READs, cut at any byte when the buffer is not 8-byte aligned.
+    The kernel checks the read(2) as one call: the same bytes whatever the buffer's
+    address (2 MiB into a buffer at page offset 0, 4 or 100: pieces of 1 MiB - 4, 1 MiB
+    and 4 bytes), and EINVAL for a count that is not a multiple of 8 (1 MiB + 4: it
+    returned the first 1 MiB), as for a small one."""
+    with mounted(SPLIT) as m:
+        def run(path, *args: object) -> str:
+            return subprocess.run([kpf, str(path), *map(str, args)], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        for name in ("kpageflags", "kpagecount"):
+            path = m.proc_path(name)
+            aligned = run(path, 0, 2 << 20)
+            assert aligned.startswith(f"ret={2 << 20} errno=0")
+            assert run(path, 4, 2 << 20) == aligned and run(path, 100, 2 << 20) == aligned
+            assert run(path, 0, (1 << 20) + 4) == "ret=-1 errno=22 sum=0"
+            assert run(path, 0, 12) == "ret=-1 errno=22 sum=0"
+        pagemap = m.proc_path("4300001/pagemap")
+        at = 0x7F0000000000 // 4096 * 8 - (1 << 20)   # 1 MiB of entries before the VMA's
+        aligned = run(pagemap, 0, 2 << 20, at)
+        assert aligned.startswith(f"ret={2 << 20} errno=0") and run(pagemap, 4, 2 << 20, at) == aligned
+        assert run(pagemap, 0, (1 << 20) + 4, at) == "ret=-1 errno=22 sum=0"

@@ -10,7 +10,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from . import formats as fmt
+from . import formats as fmt, readcall
 from .tree import Ctx, Dir, File, Lister, Special
 
 if TYPE_CHECKING:
@@ -72,7 +72,65 @@ class PageIdleBitmap(_Binary):
         return n * 8
 
 
-class _PerPfn(_Binary):
+class _SplitChecked(_Binary):
+    """A file of u64 entries whose read(2) is checked as one call (position and count
+    multiples of 8), while FUSE may bring it as several READs: a read larger than one
+    request (1 MiB, less the buffer's offset in its page) is cut at an arbitrary byte
+    when the buffer is not 8-byte aligned, and a count that is not a multiple of 8
+    leaves a short last request. So a READ that is misaligned, or fills a request, is
+    matched to the opener's read(2) blocked on this file (fs/readcall.py): the whole
+    call's count is checked, and its later READs get the bytes at their offsets. A
+    READ the host's /proc cannot tie to a call is checked alone (deviation z6)."""
+
+    def __init__(self, kernel: "Kernel", opener: int | None = None, ino: int | None = None) -> None:
+        super().__init__(kernel)
+        self._threads = readcall.Threads(opener) if opener is not None else None
+        self.ino = ino
+        self._calls: dict[int, int] = {}  # a split call's next READ offset -> its end
+
+    def count(self, off: int, size: int) -> int:
+        """The count the kernel checks and reads for a read(2) of size at off."""
+        return size
+
+    def stream(self, off: int, size: int) -> bytes:
+        """The entries' bytes from off (a multiple of 8) for size bytes (one too)."""
+        raise NotImplementedError
+
+    def _call_end(self, off: int, size: int) -> int | None:
+        """Where the read(2) behind this READ ends, when it is split into several
+        (EINVAL when that call's position or count is not a multiple of 8)."""
+        end = self._calls.pop(off, None)
+        if end is not None:
+            return end
+        if self._threads is None or self.ino is None or not (
+                off % 8 or size % 8 or size >= readcall.REQUEST_PAGES * PAGE_SIZE - (PAGE_SIZE - 1)):
+            return None
+        calls = self._threads.find(self.ino, off)
+        if len(calls) != 1 or calls[0].count <= size:
+            return None
+        count = self.count(off, calls[0].count)
+        self._check(off, count)
+        return off + count
+
+    def read(self, off: int, size: int) -> bytes:
+        end = self._call_end(off, size)
+        if end is None:
+            size = self.count(off, size)
+            self._check(off, size)
+            return self.stream(off, size) if size else b""
+        size = max(0, min(size, end - off))
+        if off + size < end:
+            self._calls[off + size] = end
+        first = off - off % 8
+        data = self.stream(first, (off + size + 7) // 8 * 8 - first)
+        return data[off - first:off - first + size]
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.close()
+
+
+class _PerPfn(_SplitChecked):
     """A u64 per PFN, read as 4.20's fs/proc/page.c reads: the count is first cut to
     what is left before max_pfn in unsigned arithmetic, which a position past the end
     wraps (4.20 has no end check: such a read returns whole entries for the holes
@@ -81,12 +139,12 @@ class _PerPfn(_Binary):
     def entries(self, pfn: int, n: int) -> bytes:
         raise NotImplementedError
 
-    def read(self, off: int, size: int) -> bytes:
+    def count(self, off: int, size: int) -> int:
         end = self.kernel.nr_pfns * 8
-        if off <= end:
-            size = min(size, end - off)
-        self._check(off, size)
-        return self.entries(off // 8, size // 8) if size else b""
+        return min(size, end - off) if off <= end else size
+
+    def stream(self, off: int, size: int) -> bytes:
+        return self.entries(off // 8, size // 8)
 
 
 class KPageFlags(_PerPfn):
@@ -103,20 +161,23 @@ class KPageCount(_PerPfn):
         return self.kernel.kpagecount(pfn, n)
 
 
-class PageMap(_Binary):
+class PageMap(_SplitChecked):
     """/proc/PID/pagemap: one u64 per virtual page (present, swapped, file, PFN). The
     PFNs are shown only to an opener with CAP_SYS_ADMIN (pagemap_read() checks the
     file's credentials, so the opener's, since 4.2), 0 to others."""
 
-    def __init__(self, kernel: "Kernel", task: "Task", show_pfn: bool = True) -> None:
-        super().__init__(kernel)
+    def __init__(self, kernel: "Kernel", task: "Task", show_pfn: bool = True,
+                 opener: int | None = None, ino: int | None = None) -> None:
+        super().__init__(kernel, opener, ino)
         self.task = task
         self.show_pfn = show_pfn
 
     def read(self, off: int, size: int) -> bytes:
         if self.task.mm_id is None:  # pagemap_read(): no mm to get, 0 bytes, checks after
             return b""
-        self._check(off, size)
+        return super().read(off, size)
+
+    def stream(self, off: int, size: int) -> bytes:
         addr = off // 8 * 4096
         if addr >= TASK_SIZE:
             return b""
@@ -218,8 +279,10 @@ SYS_KERNEL_MM = Dir("kernel", (Dir("mm", (
                          size=4096),)),  # a kobj_attribute: a page, as every text attribute
     Dir("page_idle", (Special("bitmap", lambda c, f: PageIdleBitmap(c.kernel), mode=0o600),)),
 )),))
-KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel), mode=0o400)
-KPAGECOUNT = Special("kpagecount", lambda c, f: KPageCount(c.kernel), mode=0o400)
+KPAGEFLAGS = Special("kpageflags", lambda c, f: KPageFlags(c.kernel, c.get_or("caller_tgid"),
+                                                           c.get_or("inode")), mode=0o400)
+KPAGECOUNT = Special("kpagecount", lambda c, f: KPageCount(c.kernel, c.get_or("caller_tgid"),
+                                                           c.get_or("inode")), mode=0o400)
 
 
 CAP_SYS_ADMIN = 21
@@ -231,7 +294,8 @@ def _cap_sys_admin(ctx: Ctx) -> bool:
 
 
 def pagemap_entry(task_of) -> Special:  # noqa: ANN001 - procfs's _task
-    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c), _cap_sys_admin(c)), mode=0o400,
+    return Special("pagemap", lambda c, f: PageMap(c.kernel, task_of(c), _cap_sys_admin(c),
+                                                   c.get_or("caller_tgid"), c.get_or("inode")), mode=0o400,
                    owner=lambda c: task_of(c).dump_owner(dir_0555=False), ptrace_read=True)
 
 

@@ -86,7 +86,8 @@ class _SplitChecked(_Binary):
         super().__init__(kernel)
         self._threads = readcall.Threads(opener) if opener is not None else None
         self.ino = ino
-        self._calls: dict[int, int] = {}  # a split call's next READ offset -> its end
+        # a split call's next READ offset -> (the call, its end)
+        self._calls: dict[int, tuple[readcall.ReadCall, int]] = {}
 
     def count(self, off: int, size: int) -> int:
         """The count the kernel checks and reads for a read(2) of size at off."""
@@ -96,31 +97,33 @@ class _SplitChecked(_Binary):
         """The entries' bytes from off (a multiple of 8) for size bytes (one too)."""
         raise NotImplementedError
 
-    def _call_end(self, off: int, size: int) -> int | None:
-        """Where the read(2) behind this READ ends, when it is split into several
-        (EINVAL when that call's position or count is not a multiple of 8)."""
-        end = self._calls.pop(off, None)
-        if end is not None:
-            return end
-        if self._threads is None or self.ino is None or not (
-                off % 8 or size % 8 or size >= readcall.REQUEST_PAGES * PAGE_SIZE - (PAGE_SIZE - 1)):
+    def _split_call(self, off: int, size: int) -> tuple[readcall.ReadCall, int] | None:
+        """The read(2) behind this READ and where it ends, when it is split into
+        several (EINVAL when that call's position or count is not a multiple of 8)."""
+        if self._threads is None or self.ino is None:
+            return None
+        kept = self._calls.pop(off, None)
+        if kept is not None and self._threads.still_in(kept[0]) is not False:
+            return kept  # still in that call (or running between its READs)
+        if not (off % 8 or size % 8 or size >= readcall.REQUEST_PAGES * PAGE_SIZE - (PAGE_SIZE - 1)):
             return None
         calls = self._threads.find(self.ino, off)
         if len(calls) != 1 or calls[0].count <= size:
             return None
         count = self.count(off, calls[0].count)
         self._check(off, count)
-        return off + count
+        return calls[0], off + count
 
     def read(self, off: int, size: int) -> bytes:
-        end = self._call_end(off, size)
-        if end is None:
+        split = self._split_call(off, size)
+        if split is None:
             size = self.count(off, size)
             self._check(off, size)
             return self.stream(off, size) if size else b""
+        call, end = split
         size = max(0, min(size, end - off))
         if off + size < end:
-            self._calls[off + size] = end
+            self._calls[off + size] = (call, end)
         first = off - off % 8
         data = self.stream(first, (off + size + 7) // 8 * 8 - first)
         return data[off - first:off - first + size]

@@ -182,3 +182,63 @@ def test_a_refused_store_through_a_shared_mapping_leaves_no_trace(mnt, rel):
     while (now := path.read_bytes()) != orig and time.monotonic() < deadline:
         time.sleep(0.01)  # the host drops the page as soon as the server's notice lands
     assert now == orig and not now.startswith(b"99")
+
+
+def test_a_server_stops_while_root_keeps_an_attribute_dirty_through_a_mapping(tmp_path):
+    """The host's invalidation of a dirty page writes it back first, and that WRITE
+    needs the server's pump: stopping the server while a writer keeps its shared
+    mapping dirty left the server's dropper thread and the writer in an unkillable
+    wait for good. The server must exit, and the writer see errors, not hang."""
+    import re
+    import signal
+    import sys
+    import time
+    from mountutil import is_mounted
+    mnt = tmp_path / "mnt"
+    r = subprocess.run([sys.executable, "-m", "fakeproc", "mount", str(mnt)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    server = int(re.search(r"serving as pid (\d+)", r.stdout).group(1))
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import mmap, os, sys, time\n"
+        "p = sys.argv[1]; fd = os.open(p, os.O_RDWR); n = len(open(p, 'rb').read())\n"
+        "m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)\n"
+        "end = time.monotonic() + 6; i = 0\n"
+        "while time.monotonic() < end:\n"
+        "    m[0:2] = b'99'; i += 1\n"
+        "    if i % 20 == 0:\n"
+        "        try: m.flush()\n"
+        "        except OSError: pass\n"
+        "print('done', flush=True)\n"), str(mnt / NODE / "node0/distance")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        os.kill(server, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _live_threads(server):
+            assert time.monotonic() < deadline, "the server did not end"
+            time.sleep(0.1)
+        out, _ = writer.communicate(timeout=20)
+        assert writer.returncode == 0 and out == "done\n"
+    finally:
+        writer.kill()
+        writer.communicate()
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    assert not is_mounted(str(mnt))
+
+
+def _live_threads(pid: int) -> list[str]:
+    """The threads of pid that are not zombies (a thread stuck in the host shows D)."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(tid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out

@@ -48,6 +48,7 @@ import itertools
 import logging
 import os
 import queue
+import select
 import subprocess
 import threading
 import time
@@ -108,6 +109,7 @@ class SystemMount:
         self._nodeids = itertools.count(VERSION_BASE)
         self._session: Any = None
         self._inval: queue.SimpleQueue[int | None] | None = None  # nodeids to drop (_dropper)
+        self._closing = False  # no more drops once serve() ends
 
     # ---- lifetime -------------------------------------------------------------------
     def mount(self) -> None:
@@ -136,7 +138,23 @@ class SystemMount:
                                   os.strerror(-n))
                     return
         finally:
+            self._finish_drops()
             self.close()
+
+    def _finish_drops(self, seconds: float = 5.0) -> None:
+        """Let the dropper finish before the session goes: an invalidation it has sent
+        may wait for the host to write a dirty page back, and that WRITE needs this
+        thread to answer it (a writer that keeps a shared mapping dirty). So pump,
+        without waiting on trio, until it is done; no new drops are queued meanwhile."""
+        if self._inval is None:
+            return
+        self._closing = True
+        self._inval.put(None)
+        fd = lib.fp_fuse_fd(self._session)
+        deadline = time.monotonic() + seconds
+        while self._dropper.is_alive() and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.05)[0] and lib.fp_fuse_pump(self._session, 1) < 0:
+                break
 
     def detach(self) -> None:
         """Take the mount out of the tree (MNT_DETACH). Any thread: it touches neither
@@ -160,6 +178,10 @@ class SystemMount:
             self._inval.put(None)  # the dropper ends before the session goes
             self._dropper.join(5)
             self._inval = None
+            if self._dropper.is_alive():  # still inside the host: the session stays (leaked)
+                log.warning("/sys/devices/system: an invalidation did not finish; "
+                            "the session is left open")
+                self._session = None
         if self._session is not None:
             try:
                 trio.lowlevel.notify_closing(lib.fp_fuse_fd(self._session))
@@ -306,6 +328,8 @@ class SystemMount:
     def _drop_later(self, nodeid: int) -> None:
         """Have the host drop its pages of nodeid, from a thread of its own (see
         fp_fuse_inval_inode); the refusal's reply goes first, from this one."""
+        if self._closing:
+            return
         if self._inval is None:
             self._inval = queue.SimpleQueue()
             self._dropper = threading.Thread(target=self._drop, args=(self._session, self._inval),

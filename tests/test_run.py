@@ -1183,3 +1183,42 @@ def test_a_killed_runners_directory_is_removed_by_the_next_runner(tmp_path):
     r = subprocess.run([*RUN, "true"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fakeproc-run-foreign"]
+
+
+def test_a_hangup_reaches_cmd_when_the_runner_leads_the_session(tmp_path):
+    """`ssh -t host fakeproc run -- CMD`: the runner leads the terminal's session, and
+    a hangup's SIGHUP goes to the session leader alone (tty_signal_session_leader());
+    the runner passes it on, so CMD gets it (it kept running before)."""
+    import pty
+    mark = tmp_path / "hup"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, *RUN[1:], "sh", "-c",
+                                  f"trap 'echo HUP > {mark}; exit 0' HUP; echo ready; "
+                                  "while :; do sleep 0.1; done"])
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"ready" not in out:
+        assert time.monotonic() < deadline, out
+        out += os.read(fd, 4096)
+    os.close(fd)  # the terminal hangs up
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        assert time.monotonic() < deadline, "the runner did not end"
+        time.sleep(0.05)
+    assert mark.read_text() == "HUP\n"
+
+
+def test_processes_are_ended_even_when_stderr_is_gone(tmp_path):
+    """The runner says which processes it ends on stderr; a closed pipe there (`... |
+    true`) must not stop it ending them, nor change CMD's status."""
+    pidfile = tmp_path / "left"
+    proc = subprocess.Popen([*RUN, "sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 1; exit 3"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc.stderr.close()  # nobody reads it: the runner's writes fail with EPIPE
+    assert proc.wait(60) == 3
+    left = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(left):
+        assert time.monotonic() < deadline, "the left-behind process survived"
+        time.sleep(0.05)

@@ -7,9 +7,10 @@ Why each part:
   (Ctrl-Z, ``fg``, ``bg``, pipelines, a background read) works on both as on any
   job. The runner blocks SIGINT, SIGTERM, SIGHUP and SIGQUIT and takes them with
   ``sigtimedwait``, which says who sent each: one the kernel sent (``SI_KERNEL``:
-  the terminal's Ctrl-C, Ctrl-\\ or hangup, sent to the whole foreground group)
-  reached CMD too and is not passed on, unless CMD has left the runner's process
-  group; one a process sent (``kill``) is passed on to CMD once. A signal sent to the
+  the terminal's Ctrl-C or Ctrl-\\, sent to the whole foreground group) reached CMD
+  too and is not passed on, unless CMD has left the runner's process group; a
+  hangup's SIGHUP, which goes to the session leader alone, is passed on when the
+  runner is that leader; one a process sent (``kill``) is passed on to CMD once. A signal sent to the
   runner's whole process group by a process (``kill -INT -PGID``) reaches CMD twice:
   nothing tells it apart from one sent to the runner alone.
 * The rest of the run. The runner is a child subreaper (``PR_SET_CHILD_SUBREAPER``):
@@ -60,11 +61,17 @@ def take_signal(timeout: float) -> signal.struct_siginfo | None:
 
 
 def reached_cmd_too(info: signal.struct_siginfo, pid: int) -> bool:
-    """Did the kernel send this signal to CMD as well? A terminal's signal (SI_KERNEL)
-    goes to the foreground process group, which CMD shares with the runner unless it
-    left it."""
+    """Did the kernel send this signal to CMD as well? A terminal's Ctrl-C or Ctrl-\\
+    (SI_KERNEL) goes to the foreground process group, which CMD shares with the runner
+    unless it left it; so does the SIGHUP a session leader's exit sends. A hangup's
+    SIGHUP goes to the session leader alone (tty_signal_session_leader()): when the
+    runner is that leader (`ssh -t`, `setsid -c`), CMD did not get it."""
+    if info.si_code != SI_KERNEL:
+        return False
+    if info.si_signo == signal.SIGHUP and os.getsid(0) == os.getpid():
+        return False
     try:
-        return info.si_code == SI_KERNEL and os.getpgid(pid) == os.getpgrp()
+        return os.getpgid(pid) == os.getpgrp()
     except ProcessLookupError:
         return True  # gone: nothing to pass on
 
@@ -155,4 +162,9 @@ def end_the_rest(keep: set[int], say: Callable[[str], None] | None = None,
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """To stderr, if it is still there (a closed pipe or a hung-up terminal must not
+    stop the runner from ending what CMD left)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass

@@ -843,6 +843,7 @@ def set_workload(kernel: Kernel, task: Task, raw: dict[str, Any] | None, name: s
     (None stops it). ``vmas`` indexes the task's VMAs in address order, as in maps."""
     ck = _Checker(Source("", name))
     if raw is None:
+        kernel.workloads_changing(task)
         task.workload = None
         return None
     if not task.alive:

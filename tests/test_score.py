@@ -297,3 +297,36 @@ def test_a_pid_used_again_is_another_process():
     assert served(rec) == [(1.0, 100, 512, 512), (2.0, 100, 512, 512)]
     rows = summarize(rec.report())
     assert [(r["pid"], r["name"], r["accesses"]) for r in rows] == [(100, "app", 1024), (100, "again", 1024)]
+
+
+def test_workloads_changed_before_the_first_sample_still_count():
+    """Replaced at 0.25 s and again at 0.5 s, then sampled at 1.0: 256 + 256 + 512
+    touches, all from page 0 on (each new workload starts there), all DRAM. Stopped
+    at 0.5 s after a replacement at 0.25 s: 256 + 256. Both were lost when nothing
+    of the process had been sampled yet."""
+    from fakeproc.machine import set_workload
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(0.25)
+    set_workload(k, k.task(100), dict(SEQ_WORKLOAD))
+    k.advance(0.25)
+    set_workload(k, k.task(100), dict(SEQ_WORKLOAD))
+    k.advance(0.5)
+    assert served(rec) == [(1.0, 100, 1024, 0)]
+    k2 = load(SEQ)
+    rec2 = k2.record(window=1.0)
+    k2.advance(0.25)
+    set_workload(k2, k2.task(100), dict(SEQ_WORKLOAD))
+    k2.advance(0.25)
+    set_workload(k2, k2.task(100), None)
+    k2.advance(0.5)
+    assert served(rec2) == [(1.0, 100, 512, 0)]
+
+
+def test_an_exit_sampled_with_a_long_step_says_how_many_windows():
+    k = load(SEQ)
+    rec = k.record(window=1.0)
+    k.advance(0.5)
+    k.exit(100)
+    k.advance(3.0)
+    assert [(s.t, s.windows, s.dram) for s in rec.samples] == [(3.0, 3, 512)]

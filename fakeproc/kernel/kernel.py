@@ -328,7 +328,14 @@ class Kernel:
         if wl.vma_indices is not None:
             wl.ranges = tuple((vmas[i].start, vmas[i].end) for i in wl.vma_indices)
         wl.bind(task.mm_id, self._workload_regions(task, wl))
+        self.workloads_changing(task)
         task.workload = wl
+
+    def workloads_changing(self, task: Task) -> None:
+        """Before a task's workload or its guest's is replaced or stopped: the recorder
+        keeps what the old ones did (score.Recorder.workloads_changing)."""
+        if self.recorder is not None:
+            self.recorder.workloads_changing(task)
 
     def _workload_regions(self, task: Task, wl: Workload) -> list[tuple[int, int, int]]:
         """The (start, pages, flags) regions wl touches: its task's anonymous VMAs, or

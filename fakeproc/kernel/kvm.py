@@ -66,6 +66,7 @@ def create_vm(kernel: "Kernel", task: "Task", slots: Sequence[MemSlot], *, vcpu0
 def destroy_vm(kernel: "Kernel", task: "Task") -> None:
     """The VM goes away (its EPT is freed); idle_pages falls back to task mode."""
     if task.vm is not None:
+        kernel.workloads_changing(task)  # its guest workload goes with it
         lib.fp_vm_destroy(kernel.native, task.vm.id)
         task.vm = None
         kernel.generation += 1
@@ -100,4 +101,5 @@ def attach_guest_workload(kernel: "Kernel", task: "Task", wl: Workload) -> None:
     mm = kernel.mm(task.mm_id)
     wl.bind(task.mm_id, [(s.gpa, s.size // PAGE_SIZE, mm.find_vma(s.hva).native_flags)  # type: ignore[union-attr]
                          for s in task.vm.slots], vm=task.vm.id)
+    kernel.workloads_changing(task)
     task.vm.workload = wl

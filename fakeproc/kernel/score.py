@@ -154,6 +154,17 @@ class Recorder:
             demoted_syscall=d_mm[1], promoted_syscall=d_mm[2], idle_missed=d_mm[3],
             heat=heat, windows=windows, started=t.start_time)
 
+    def workloads_changing(self, t: "Task") -> None:
+        """t's workloads are about to be replaced or stopped: a process not sampled yet
+        gets its baseline now, so that what the old ones did until now still counts
+        (from 0: nothing of theirs was sampled)."""
+        last = self._last.get(t.pid)
+        if last is None or last.task is not t:
+            last = self._last[t.pid] = _Last(t, [], MM_ZERO)
+        for wl in self._workloads(t):  # one not sampled yet counts from 0
+            if all(wl is not w for w, _ in last.served):
+                last.served.append((wl, {}))
+
     def exiting(self, t: "Task") -> None:
         """t exits now (Kernel.exit, before its address space goes): its last, partial
         window is sampled at the window's end with what it did until now. The
@@ -178,7 +189,7 @@ class Recorder:
         total, oracle = ffi.new("uint64_t[]", n_mm), ffi.new("uint64_t[]", n_mm)
         check(lib.fp_oracle(k.native, self.dram_capacity(), total, oracle, n_mm))
         for s in self._ended:
-            s.t = round(t_now, 6)
+            s.t, s.windows = round(t_now, 6), windows
         self.samples.extend(self._ended)
         self._ended.clear()
         for t in tasks + stopped:

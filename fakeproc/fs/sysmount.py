@@ -150,10 +150,11 @@ class SystemMount:
             return
         self._closing = True
         self._inval.put(None)
-        fd = lib.fp_fuse_fd(self._session)
+        ready = select.poll()  # not select(): the device's descriptor may be above 1023
+        ready.register(lib.fp_fuse_fd(self._session), select.POLLIN)
         deadline = time.monotonic() + seconds
         while self._dropper.is_alive() and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.05)[0] and lib.fp_fuse_pump(self._session, 1) < 0:
+            if ready.poll(50) and lib.fp_fuse_pump(self._session, 1) < 0:
                 break
 
     def detach(self) -> None:

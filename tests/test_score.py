@@ -11,6 +11,7 @@ from fakeproc.idle_format import decode
 from fakeproc.kernel import migrate
 from fakeproc.kernel.native import lib
 from fakeproc.machine import load
+from machines import small_machine
 from mountutil import mounted
 
 BASE = 0x7F0000000000
@@ -200,14 +201,7 @@ def test_missed_pages_are_those_no_later_read_reports(recover, reads, want):
 # A process touching its 1024 pages in order, once each per second: pages 0-511 are
 # on DRAM, 512-1023 on PMEM. So a whole window is 512 DRAM + 512 PMEM touches, and
 # half a window from page 0 is 512 DRAM touches.
-SEQ = """
-[[node]]
-type = "dram"
-size = "256MiB"
-cpus = "0-1"
-[[node]]
-type = "pmem"
-size = "256MiB"
+SEQ = small_machine(dram="256MiB", pmem="256MiB") + """
 [[process]]
 pid = 100
 name = "app"

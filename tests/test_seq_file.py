@@ -8,6 +8,7 @@ import os
 import pytest
 
 from fakeproc.fs.seq_file import SeqFile, lines, vma_blocks
+from machines import small_machine
 from mountutil import mounted
 
 LINE = b"x" * 49 + b"\n"  # 50-byte records
@@ -68,11 +69,7 @@ def test_record_splitters():
 
 # ---- through the mount ------------------------------------------------------------
 
-MACHINE = """
-[[node]]
-type = "dram"
-size = "64MiB"
-cpus = "0"
+MACHINE = small_machine() + """
 [[process]]
 pid = 70
 name = "many"

@@ -76,7 +76,7 @@ class Machine:
 
     @classmethod
     def start(cls, machine: str | None, mount: str | None, rate: float, paused: bool,
-              pause: Callable[[float], int | None] = lambda t: time.sleep(t)) -> "Machine":
+              pause: Callable[[float], int | None] = time.sleep) -> "Machine":
         """Mount the machine (or attach to a live mount) and wait until it serves.
         pause(seconds) waits between looks; a signal number it returns stops the
         start-up (Interrupted), the emulator stopped and its directory removed."""
